@@ -1,0 +1,123 @@
+#include "runtime/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "dnnl.hpp"
+#include "runtime/ops.h"
+
+namespace spikeserve {
+namespace {
+
+// Below this many new rows the per-row dot-product path beats launching
+// 2 x n_heads small GEMMs (decode and short chunks).
+constexpr int kGemmMinRows = 8;
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) float Dot(
+    const float* a, const float* b, int n) {
+  float acc = 0;
+  for (int i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void Axpy(
+    float a, const float* x, float* y, int n) {
+  for (int i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+// Copies positions [0, n_pos) of `layer` into contiguous [n_pos][kv_dim].
+void Gather(const SequenceKv& kv, int layer, int n_pos, int kv_dim,
+            std::vector<float>* k, std::vector<float>* v) {
+  k->resize(size_t(n_pos) * kv_dim);
+  v->resize(size_t(n_pos) * kv_dim);
+  for (int p = 0; p < n_pos; ++p) {
+    std::memcpy(k->data() + size_t(p) * kv_dim, kv.k_row(layer, p),
+                kv_dim * sizeof(float));
+    std::memcpy(v->data() + size_t(p) * kv_dim, kv.v_row(layer, p),
+                kv_dim * sizeof(float));
+  }
+}
+
+}  // namespace
+
+void CausalAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
+                     const float* q, int n_new, int start, float* out,
+                     AttentionScratch* scratch) {
+  const int hd = c.head_dim, q_dim = c.q_dim(), kv_dim = c.kv_dim();
+  const int n_pos = start + n_new;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  Gather(kv, layer, n_pos, kv_dim, &scratch->k, &scratch->v);
+  const float* K = scratch->k.data();
+  const float* V = scratch->v.data();
+
+  if (n_new < kGemmMinRows) {
+    scratch->scores.resize(n_pos);
+    float* s = scratch->scores.data();
+    for (int i = 0; i < n_new; ++i) {
+      const int visible = start + i + 1;
+      for (int h = 0; h < c.n_heads; ++h) {
+        const int g = h / c.group_size();
+        const float* qh = q + size_t(i) * q_dim + h * hd;
+        for (int p = 0; p < visible; ++p) {
+          s[p] = Dot(qh, K + size_t(p) * kv_dim + g * hd, hd) * scale;
+        }
+        Softmax(s, visible);
+        float* o = out + size_t(i) * q_dim + h * hd;
+        std::fill(o, o + hd, 0.0f);
+        for (int p = 0; p < visible; ++p) {
+          Axpy(s[p], V + size_t(p) * kv_dim + g * hd, o, hd);
+        }
+      }
+    }
+    return;
+  }
+
+  // Prefill chunk: per head, S = Q_h · K_gᵀ [n_new][n_pos], causal softmax,
+  // O_h = P · V_g. Masked entries are zeroed so the full-width GEMM adds
+  // nothing for them.
+  scratch->scores.resize(size_t(n_new) * n_pos);
+  float* S = scratch->scores.data();
+  for (int h = 0; h < c.n_heads; ++h) {
+    const int g = h / c.group_size();
+    dnnl::sgemm('N', 'T', n_new, n_pos, hd, scale, q + h * hd, q_dim,
+                K + g * hd, kv_dim, 0.0f, S, n_pos);
+    for (int i = 0; i < n_new; ++i) {
+      float* row = S + size_t(i) * n_pos;
+      const int visible = start + i + 1;
+      Softmax(row, visible);
+      std::fill(row + visible, row + n_pos, 0.0f);
+    }
+    dnnl::sgemm('N', 'N', n_new, hd, n_pos, 1.0f, S, n_pos, V + g * hd,
+                kv_dim, 0.0f, out + h * hd, q_dim);
+  }
+}
+
+void ReferenceAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
+                        const float* q, int n_new, int start, float* out) {
+  const int hd = c.head_dim, q_dim = c.q_dim();
+  std::vector<double> s;
+  for (int i = 0; i < n_new; ++i) {
+    const int visible = start + i + 1;
+    for (int h = 0; h < c.n_heads; ++h) {
+      const int g = h / c.group_size();
+      s.assign(visible, 0.0);
+      double mx = -1e300;
+      for (int p = 0; p < visible; ++p) {
+        const float* k = kv.k_row(layer, p) + g * hd;
+        for (int d = 0; d < hd; ++d) s[p] += double(q[i * q_dim + h * hd + d]) * k[d];
+        s[p] /= std::sqrt(double(hd));
+        mx = std::max(mx, s[p]);
+      }
+      double sum = 0;
+      for (double& x : s) sum += (x = std::exp(x - mx));
+      for (int d = 0; d < hd; ++d) {
+        double acc = 0;
+        for (int p = 0; p < visible; ++p) acc += s[p] / sum * kv.v_row(layer, p)[g * hd + d];
+        out[i * q_dim + h * hd + d] = float(acc);
+      }
+    }
+  }
+}
+
+}  // namespace spikeserve

@@ -1,0 +1,26 @@
+// Row-wise elementwise operations of the LLaMA block, FP32.
+#ifndef SPIKESERVE_RUNTIME_OPS_H_
+#define SPIKESERVE_RUNTIME_OPS_H_
+
+namespace spikeserve {
+
+// y[i] = x[i] / sqrt(mean(x²) + eps) * gain[i], for one row of width n.
+// The mean is accumulated in double, as ggml does, so long rows round alike.
+void RmsNorm(const float* x, const float* gain, int n, float eps, float* y);
+
+// Rotates the first `rope_dims` entries of each of `n_heads` heads of width
+// `head_dim` in place by position `pos`, pairing adjacent entries (2i, 2i+1):
+// GGUF's "normal" RoPE layout, which llama.cpp's converters produce for
+// architecture llama. theta_i = pos * base^(-2i / rope_dims).
+void Rope(float* x, int n_heads, int head_dim, int rope_dims, int pos,
+          float base);
+
+// h[i] = silu(gate[i]) * up[i] over n entries; silu(g) = g / (1 + e^-g).
+void SiluMul(const float* gate, const float* up, int n, float* h);
+
+// In-place softmax over n entries; returns nothing, max-subtracted.
+void Softmax(float* x, int n);
+
+}  // namespace spikeserve
+
+#endif  // SPIKESERVE_RUNTIME_OPS_H_

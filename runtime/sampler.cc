@@ -1,0 +1,158 @@
+#include "runtime/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+
+namespace spikeserve {
+namespace {
+
+absl::Status OutOfRange(absl::string_view field, double v,
+                        absl::string_view range) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "sampling.", field, " = ", v, " is outside the allowed range ", range));
+}
+
+// log-softmax normalizer: log Σ exp(x).
+double LogSumExp(const std::vector<float>& x) {
+  const float mx = *std::max_element(x.begin(), x.end());
+  double s = 0;
+  for (float v : x) s += std::exp(double(v) - mx);
+  return mx + std::log(s);
+}
+
+}  // namespace
+
+absl::Status ValidateSamplingParams(const SamplingParams& p) {
+  if (!(p.temperature >= 0 && p.temperature <= 100)) {
+    return OutOfRange("temperature", p.temperature, "[0, 100]");
+  }
+  if (p.top_k < 0) return OutOfRange("top_k", p.top_k, "[0, vocab]");
+  if (!(p.top_p > 0 && p.top_p <= 1)) return OutOfRange("top_p", p.top_p, "(0, 1]");
+  if (!(p.min_p >= 0 && p.min_p < 1)) return OutOfRange("min_p", p.min_p, "[0, 1)");
+  if (!(p.repetition_penalty > 0 && p.repetition_penalty <= 10)) {
+    return OutOfRange("repetition_penalty", p.repetition_penalty, "(0, 10]");
+  }
+  if (!(p.presence_penalty >= -2 && p.presence_penalty <= 2)) {
+    return OutOfRange("presence_penalty", p.presence_penalty, "[-2, 2]");
+  }
+  if (!(p.frequency_penalty >= -2 && p.frequency_penalty <= 2)) {
+    return OutOfRange("frequency_penalty", p.frequency_penalty, "[-2, 2]");
+  }
+  return absl::OkStatus();
+}
+
+Sampler::Sampler(const SamplingParams& params,
+                 absl::Span<const int32_t> prompt)
+    : p_(params), rng_(params.seed) {
+  if (p_.repetition_penalty != 1.0f) {
+    for (int32_t t : prompt) prompt_seen_[t] = 1;
+  }
+}
+
+double Sampler::Uniform() { return double(rng_() >> 11) * 0x1.0p-53; }
+
+void Sampler::Penalize(absl::Span<const float> logits,
+                       std::vector<float>* out) const {
+  out->assign(logits.begin(), logits.end());
+  auto& v = *out;
+  const int vocab = int(v.size());
+  auto apply_rep = [&](int32_t t) {
+    if (t < 0 || t >= vocab) return;
+    v[t] = v[t] > 0 ? v[t] / p_.repetition_penalty
+                    : v[t] * p_.repetition_penalty;
+  };
+  if (p_.repetition_penalty != 1.0f) {
+    for (const auto& [t, unused] : prompt_seen_) apply_rep(t);
+    for (const auto& [t, unused] : output_counts_) {
+      if (!prompt_seen_.contains(t)) apply_rep(t);
+    }
+  }
+  if (p_.presence_penalty != 0 || p_.frequency_penalty != 0) {
+    for (const auto& [t, n] : output_counts_) {
+      if (t < 0 || t >= vocab) continue;
+      v[t] -= p_.presence_penalty + p_.frequency_penalty * float(n);
+    }
+  }
+}
+
+SampledToken Sampler::Sample(absl::Span<const float> logits, int top_n,
+                            std::vector<SampledToken>* top) {
+  Penalize(logits, &work_);
+  const int vocab = int(work_.size());
+  const double lse = LogSumExp(work_);
+  int32_t chosen = 0;
+  if (p_.temperature == 0.0f) {
+    // Greedy; ties go to the lowest id, as argmax conventions do.
+    chosen = int32_t(std::max_element(work_.begin(), work_.end()) -
+                     work_.begin());
+  } else {
+    // Candidates sorted by logit (descending, ties by id for determinism).
+    order_.resize(vocab);
+    std::iota(order_.begin(), order_.end(), 0);
+    int keep = vocab;
+    if (p_.top_k > 0 && p_.top_k < vocab) keep = p_.top_k;
+    auto by_logit = [&](int32_t a, int32_t b) {
+      return work_[a] > work_[b] || (work_[a] == work_[b] && a < b);
+    };
+    std::partial_sort(order_.begin(), order_.begin() + keep, order_.end(),
+                      by_logit);
+    // Probabilities at temperature T over the kept candidates.
+    std::vector<double> prob(keep);
+    const double mx = work_[order_[0]];
+    double sum = 0;
+    for (int i = 0; i < keep; ++i) {
+      prob[i] = std::exp((work_[order_[i]] - mx) / p_.temperature);
+      sum += prob[i];
+    }
+    for (double& q : prob) q /= sum;
+    // top-p: the smallest prefix whose mass reaches top_p.
+    if (p_.top_p < 1.0f) {
+      double cum = 0;
+      for (int i = 0; i < keep; ++i) {
+        cum += prob[i];
+        if (cum >= p_.top_p) {
+          keep = i + 1;
+          break;
+        }
+      }
+    }
+    // min-p: drop tokens below min_p times the most likely one.
+    if (p_.min_p > 0) {
+      int k = 1;
+      while (k < keep && prob[k] >= p_.min_p * prob[0]) ++k;
+      keep = k;
+    }
+    double mass = 0;
+    for (int i = 0; i < keep; ++i) mass += prob[i];
+    double u = Uniform() * mass;
+    chosen = order_[keep - 1];
+    for (int i = 0; i < keep; ++i) {
+      if (u < prob[i]) {
+        chosen = order_[i];
+        break;
+      }
+      u -= prob[i];
+    }
+  }
+  if (top != nullptr) {
+    const int n = std::min(top_n, vocab);
+    std::vector<int32_t> idx(vocab);
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + n, idx.end(),
+                      [&](int32_t a, int32_t b) {
+                        return work_[a] > work_[b] ||
+                               (work_[a] == work_[b] && a < b);
+                      });
+    top->resize(n);
+    for (int i = 0; i < n; ++i) {
+      (*top)[i] = {idx[i], float(work_[idx[i]] - lse)};
+    }
+  }
+  ++output_counts_[chosen];
+  return {chosen, float(work_[chosen] - lse)};
+}
+
+}  // namespace spikeserve
