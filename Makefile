@@ -1,0 +1,58 @@
+# spikeserve: the two commands of the quick start are `make run` and
+# `make test`; every other target is a step they take.
+SHELL := /bin/bash
+BUILD ?= build
+BUILD_ASAN ?= build-asan
+BUILD_TYPE ?= Release
+MODEL ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
+PROMPT ?= The three primary colors are
+THREADS ?= 2
+export OMP_NUM_THREADS ?= $(THREADS)
+
+.PHONY: all deps model configure build test test-unit test-asan run bench format clean
+
+all: build
+
+deps:
+	@bash scripts/install_deps.sh
+
+model:
+	@bash scripts/fetch_model.sh
+
+$(BUILD)/build.ninja: CMakeLists.txt | deps
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+
+configure: $(BUILD)/build.ninja
+
+build: deps configure
+	cmake --build $(BUILD)
+
+# Every test: unit and golden tests, then all but the FP32 golden forward
+# (minutes at -O0) again under AddressSanitizer + UndefinedBehaviorSanitizer.
+test: build model test-unit test-asan
+
+test-unit:
+	ctest --test-dir $(BUILD) --output-on-failure -j2
+
+$(BUILD_ASAN)/build.ninja: CMakeLists.txt | deps
+	cmake -S . -B $(BUILD_ASAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+	  -DSPIKESERVE_SANITIZE=address,undefined -DSPIKESERVE_BUILD_BENCH=OFF
+
+test-asan: deps $(BUILD_ASAN)/build.ninja
+	cmake --build $(BUILD_ASAN)
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  ctest --test-dir $(BUILD_ASAN) --output-on-failure -j2 -E '^GoldenLogits'
+
+# Until the gRPC server lands, `make run` prints a continuation of a sample
+# prompt with the FP32 runtime.
+run: build model
+	$(BUILD)/tools/spikeserve-generate --model $(MODEL) --prompt "$(PROMPT)" --max_new_tokens 48
+
+bench: build model
+	$(BUILD)/bench/model_bench
+
+format:
+	clang-format -i $$(git ls-files '*.cc' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN)

@@ -1,0 +1,33 @@
+#include "runtime/model_bundle.h"
+
+#include "absl/strings/str_cat.h"
+#include "runtime/gguf_reader.h"
+#include "runtime/tokenizer_spec.h"
+
+namespace spikeserve {
+
+absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(path);
+  if (!file.ok()) return file.status();
+  auto annotate = [&](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat(s.message(), " (", path, ")"));
+  };
+  ModelBundle b;
+  absl::StatusOr<TokenizerSpec> spec = LoadTokenizerSpec(**file);
+  if (!spec.ok()) return annotate(spec.status());
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok =
+      Tokenizer::Create(*std::move(spec));
+  if (!tok.ok()) return annotate(tok.status());
+  b.tokenizer = *std::move(tok);
+  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(**file);
+  if (!model.ok()) return annotate(model.status());
+  b.model = *std::move(model);
+  if (b.tokenizer->vocab_size() != b.model->config().vocab_size) {
+    return annotate(absl::InvalidArgumentError(absl::StrCat(
+        "tokenizer has ", b.tokenizer->vocab_size(), " tokens but the model's "
+        "vocabulary is ", b.model->config().vocab_size)));
+  }
+  return b;
+}
+
+}  // namespace spikeserve

@@ -1,0 +1,26 @@
+// Loads everything a caller needs from one GGUF file: the model and its
+// tokenizer. The file mapping is released afterwards: weights were copied
+// into anonymous memory and the tokenizer holds its own strings.
+#ifndef SPIKESERVE_RUNTIME_MODEL_BUNDLE_H_
+#define SPIKESERVE_RUNTIME_MODEL_BUNDLE_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "runtime/model.h"
+#include "runtime/tokenizer.h"
+
+namespace spikeserve {
+
+struct ModelBundle {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+
+// Errors carry the path and name the field, tensor or key at fault.
+absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path);
+
+}  // namespace spikeserve
+
+#endif  // SPIKESERVE_RUNTIME_MODEL_BUNDLE_H_
