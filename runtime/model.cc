@@ -83,8 +83,13 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
   std::vector<float> tmp(size_t(m) * H);
   AttentionScratch scratch;
 
-  // Row r belongs to entry row_entry[r] at position row_pos[r].
+  // Row r is at position row_pos[r]; entry e owns rows [bounds[e],
+  // bounds[e+1]).
   std::vector<int> row_pos(m);
+  std::vector<int> bounds = {0};
+  for (const BatchEntry& b : batch) {
+    bounds.push_back(bounds.back() + int(b.tokens.size()));
+  }
   {
     int r = 0;
     for (const BatchEntry& b : batch) {
@@ -104,7 +109,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
       RmsNorm(&x[size_t(r) * H], L.attn_norm.data(), H, c.rms_eps,
               &xn[size_t(r) * H]);
     }
-    K.qkv->Forward(xn.data(), m, qkv.data());
+    K.qkv->Forward({xn.data(), m, bounds}, qkv.data());
     int r0 = 0;
     for (const BatchEntry& b : batch) {
       const int n = int(b.tokens.size());
@@ -129,7 +134,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
                       &att[size_t(r0) * c.q_dim()], &scratch);
       r0 += n;
     }
-    K.o->Forward(att.data(), m, tmp.data());
+    K.o->Forward({att.data(), m, bounds}, tmp.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
 
     // Feed-forward block.
@@ -137,12 +142,12 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
       RmsNorm(&x[size_t(r) * H], L.ffn_norm.data(), H, c.rms_eps,
               &xn[size_t(r) * H]);
     }
-    K.gate_up->Forward(xn.data(), m, gu.data());
+    K.gate_up->Forward({xn.data(), m, bounds}, gu.data());
     for (int r = 0; r < m; ++r) {
       const float* g = &gu[size_t(r) * 2 * c.ffn];
       SiluMul(g, g + c.ffn, c.ffn, &h[size_t(r) * c.ffn]);
     }
-    K.down->Forward(h.data(), m, tmp.data());
+    K.down->Forward({h.data(), m, bounds}, tmp.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
   }
 
@@ -163,7 +168,8 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     }
   }
   logits->resize(size_t(n_out) * c.vocab_size);
-  lm_head_->Forward(sel.data(), n_out, logits->data());
+  const int out_bounds[2] = {0, n_out};
+  lm_head_->Forward({sel.data(), n_out, out_bounds}, logits->data());
   for (const BatchEntry& b : batch) {
     b.kv->set_length(b.kv->length() + int(b.tokens.size()));
   }

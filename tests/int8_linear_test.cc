@@ -1,0 +1,158 @@
+#include "runtime/int8_linear.h"
+
+#include <cmath>
+#include <random>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace spikeserve {
+namespace {
+
+Matrix RandomMatrix(int rows, int cols, uint32_t seed) {
+  Matrix w{rows, cols, std::vector<float>(size_t(rows) * cols)};
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0, 0.05f);
+  for (float& x : w.data) x = d(rng);
+  return w;
+}
+
+std::vector<float> RandomInput(int m, int k, uint32_t seed) {
+  std::vector<float> x(size_t(m) * k);
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0, 1);
+  for (float& v : x) v = d(rng);
+  return x;
+}
+
+struct Case {
+  int m, k, n;
+  ActQuantMode mode;
+};
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.m << "x" << c.k << "x" << c.n << " " << ActQuantModeName(c.mode);
+}
+
+class Int8LinearTest : public ::testing::TestWithParam<Case> {};
+
+// The oneDNN int32 accumulators equal a scalar integer dot product of the
+// same quantized operands, exactly; and the dequantized output is within
+// the analytic quantization bound of the FP32 product:
+//   |y - x·w| <= Σ_k |x_k| s_w/2 + s_x/2 |w_k| + s_x s_w / 4
+// (each operand is off by at most half its scale).
+TEST_P(Int8LinearTest, ExactIntegersAndBoundedError) {
+  const Case& c = GetParam();
+  const Matrix w = RandomMatrix(c.n, c.k, 1);
+  const std::vector<float> x = RandomInput(c.m, c.k, 2);
+  Int8Linear::Options o;
+  o.mode = c.mode;
+  o.static_absmax = 4.5f;  // below the true max: clipping is part of the test
+  o.keep_plain_weights = true;
+  auto lin = Int8Linear::Create(w, o);
+  ASSERT_TRUE(lin.ok()) << lin.status();
+  // Two sequences when m > 1, so per-tensor scales are per sequence.
+  std::vector<int> bounds = {0};
+  if (c.m > 1) bounds.push_back(c.m / 2);
+  bounds.push_back(c.m);
+  std::vector<float> y(size_t(c.m) * c.n);
+  (*lin)->Forward({x.data(), c.m, bounds}, y.data());
+
+  const auto& xq = (*lin)->last_quantized_input();
+  const auto& wq = (*lin)->plain_weights();
+  const auto& acc = (*lin)->last_accumulators();
+  const auto& sx = (*lin)->last_row_scales();
+  const auto& sw = (*lin)->weight_scales();
+  ASSERT_EQ(acc.size(), size_t(c.m) * c.n);
+  double worst_ratio = 0;
+  for (int i = 0; i < c.m; ++i) {
+    for (int j = 0; j < c.n; ++j) {
+      int32_t ref = 0;
+      double exact = 0, bound = 0;
+      for (int k = 0; k < c.k; ++k) {
+        ref += int32_t(xq[size_t(i) * c.k + k]) * wq[size_t(j) * c.k + k];
+        const double xv = x[size_t(i) * c.k + k], wv = w.row(j)[k];
+        exact += xv * wv;
+        bound += std::abs(xv) * sw[j] / 2 + sx[i] / 2 * std::abs(wv) +
+                 sx[i] * sw[j] / 4;
+      }
+      ASSERT_EQ(acc[size_t(i) * c.n + j], ref) << "row " << i << " col " << j;
+      if (c.mode != ActQuantMode::kPerTensorStatic) {  // static clips
+        const double err = std::abs(y[size_t(i) * c.n + j] - exact);
+        ASSERT_LE(err, bound * 1.0001 + 1e-6) << "row " << i << " col " << j;
+        worst_ratio = std::max(worst_ratio, err / bound);
+      }
+    }
+  }
+  RecordProperty("worst_error_over_bound", std::to_string(worst_ratio));
+}
+
+std::vector<Case> Cases() {
+  std::vector<Case> cases;
+  // The default model's shapes: qkv, o, gate_up, down.
+  const int shapes[][2] = {{576, 960}, {576, 576}, {576, 3072}, {1536, 576}};
+  for (int m : {1, 3, 16, 64, 257}) {
+    for (const auto& s : shapes) {
+      for (ActQuantMode mode : {ActQuantMode::kPerTensorDynamic,
+                                ActQuantMode::kPerTokenDynamic,
+                                ActQuantMode::kPerTensorStatic}) {
+        if (m == 257 && s[1] == 3072 && mode != ActQuantMode::kPerTokenDynamic) {
+          continue;  // keep the suite fast; the big shape runs once at 257
+        }
+        cases.push_back({m, s[0], s[1], mode});
+      }
+    }
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(ModelShapes, Int8LinearTest,
+                         ::testing::ValuesIn(Cases()));
+
+// The kernel must be a real int8 kernel, never oneDNN's reference one; on a
+// CPU with AVX-512 VNNI it must be the VNNI one.
+TEST(Int8Linear, ChoosesVnniKernel) {
+  for (int m : {1, 3, 16, 64, 272}) {
+    auto impl = Int8MatmulImpl(m, 576, 960);
+    ASSERT_TRUE(impl.ok()) << impl.status();
+    EXPECT_THAT(*impl, ::testing::Not(::testing::StartsWith("ref")));
+    if (__builtin_cpu_supports("avx512vnni")) {
+      EXPECT_EQ(*impl, "brg:avx512_core_vnni") << "m = " << m;
+    }
+  }
+  auto warm = WarmUpInt8Matmul(576, 960, 64);
+  ASSERT_TRUE(warm.ok()) << warm.status();
+}
+
+// Batch invariance: a spike in sequence 1 does not change sequence 0's
+// per-tensor scale or its output.
+TEST(Int8Linear, PerTensorScaleNeverCrossesSequences) {
+  const Matrix w = RandomMatrix(64, 128, 3);
+  std::vector<float> x = RandomInput(6, 128, 4);
+  auto lin = *Int8Linear::Create(w, {});
+  std::vector<float> alone(3 * 64), together(6 * 64);
+  const int b1[] = {0, 3};
+  lin->Forward({x.data(), 3, b1}, alone.data());
+  x[4 * 128 + 7] = 500.0f;  // spike in the second sequence
+  const int b2[] = {0, 3, 6};
+  lin->Forward({x.data(), 6, b2}, together.data());
+  for (int i = 0; i < 3 * 64; ++i) ASSERT_EQ(alone[i], together[i]) << i;
+  EXPECT_GT(lin->last_row_scales()[4], 10 * lin->last_row_scales()[0]);
+}
+
+TEST(Int8Linear, RowBuckets) {
+  EXPECT_EQ(RowBucket(1), 1);
+  EXPECT_EQ(RowBucket(16), 16);
+  EXPECT_EQ(RowBucket(17), 32);
+  EXPECT_EQ(RowBucket(257), 272);
+}
+
+TEST(Int8Linear, StaticModeNeedsACalibratedRange) {
+  Int8Linear::Options o;
+  o.mode = ActQuantMode::kPerTensorStatic;
+  EXPECT_EQ(Int8Linear::Create(RandomMatrix(4, 32, 1), o).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace spikeserve
