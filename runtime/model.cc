@@ -1,31 +1,143 @@
 #include "runtime/model.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/attention.h"
+#include "runtime/int8_linear.h"
 #include "runtime/ops.h"
 
 namespace spikeserve {
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Load(const GgufFile& file) {
-  auto model = std::unique_ptr<Model>(new Model());
+namespace {
+
+const Matrix& SiteMatrix(const LayerWeights& L, Site s) {
+  switch (s) {
+    case Site::kQkv: return L.wqkv;
+    case Site::kO: return L.wo;
+    case Site::kGateUp: return L.w_gate_up;
+    case Site::kDown: return L.w_down;
+  }
+  return L.wqkv;
+}
+
+double Seconds(std::chrono::steady_clock::time_point a,
+               std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const GgufFile& file,
+                                                   const QuantOptions& quant) {
   absl::StatusOr<ModelConfig> config = ReadModelConfig(file);
   if (!config.ok()) return config.status();
-  model->config_ = *config;
-  absl::StatusOr<ModelWeights> weights = LoadWeights(file, model->config_);
+  absl::StatusOr<ModelWeights> weights = LoadWeights(file, *config);
   if (!weights.ok()) return weights.status();
-  model->weights_ = *std::move(weights);
-  for (const LayerWeights& L : model->weights_.layers) {
-    LayerKernels k;
-    k.qkv = std::make_unique<Fp32Linear>(&L.wqkv);
-    k.o = std::make_unique<Fp32Linear>(&L.wo);
-    k.gate_up = std::make_unique<Fp32Linear>(&L.w_gate_up);
-    k.down = std::make_unique<Fp32Linear>(&L.w_down);
-    model->kernels_.push_back(std::move(k));
-  }
-  model->lm_head_ = std::make_unique<Fp32Linear>(&model->weights_.lm_head());
+  return FromWeights(*config, *std::move(weights), quant);
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::FromWeights(
+    const ModelConfig& config, ModelWeights weights,
+    const QuantOptions& quant) {
+  auto model = std::unique_ptr<Model>(new Model());
+  model->config_ = config;
+  model->weights_ = std::move(weights);
+  model->quant_ = quant;
+  if (absl::Status s = model->BuildKernels(); !s.ok()) return s;
   return model;
+}
+
+absl::Status Model::BuildKernels() {
+  const QuantOptions& q = quant_;
+  for (const SiteKey& k : q.fp32_sites) {
+    if (k.layer < 0 || k.layer >= config_.n_layers) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "quant: FP32 site ", SiteKeyName(k), " names a layer outside 0..",
+          config_.n_layers - 1));
+    }
+  }
+  std::set<std::pair<int, int>> shapes;  // (K, N) of INT8 sites
+  kernels_.resize(config_.n_layers);
+  for (int l = 0; l < config_.n_layers; ++l) {
+    for (Site site : kAllSites) {
+      const SiteKey key{l, site};
+      const Matrix& w = SiteMatrix(weights_.layers[l], site);
+      SiteKernels& sk = kernels_[l][int(site)];
+      sk.fp32 = std::make_unique<Fp32Linear>(&w);
+      if (!q.w8a8 || q.fp32_sites.count(key)) continue;
+      Int8Linear::Options o;
+      o.mode = q.mode;
+      if (q.mode == ActQuantMode::kPerTensorStatic) {
+        auto it = q.static_absmax.find(key);
+        if (it == q.static_absmax.end()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "quant: static mode needs a calibrated absmax for site ",
+              SiteKeyName(key)));
+        }
+        o.static_absmax = it->second;
+        if (q.guard_factor > 0) sk.guard_absmax = q.guard_factor * it->second;
+      }
+      absl::StatusOr<std::unique_ptr<Int8Linear>> lin = Int8Linear::Create(w, o);
+      if (!lin.ok()) return lin.status();
+      sk.int8 = *std::move(lin);
+      shapes.insert({w.cols, w.rows});
+    }
+  }
+  for (const auto& [k, n] : shapes) {
+    absl::StatusOr<std::string> impl =
+        WarmUpInt8Matmul(k, n, std::max(1, q.warmup_rows));
+    if (!impl.ok()) return impl.status();
+    int8_impl_ = *impl;
+  }
+  lm_head_ = std::make_unique<Fp32Linear>(&weights_.lm_head());
+  return absl::OkStatus();
+}
+
+bool Model::IsInt8(const SiteKey& k) const {
+  return k.layer >= 0 && k.layer < config_.n_layers &&
+         kernels_[k.layer][int(k.site)].int8 != nullptr;
+}
+
+void Model::RunSite(int layer, Site site, const float* x, int m,
+                    absl::Span<const int> bounds, const ForwardOptions& opt,
+                    std::vector<float>* absmax, float* y) const {
+  const SiteKernels& k = kernels_[layer][int(site)];
+  const Linear& fp32 = *k.fp32;
+  const int width = fp32.in_features();
+  const bool int8 = k.int8 != nullptr && !opt.all_fp32;
+  const float* row_absmax = nullptr;
+  if (opt.observer != nullptr || int8) {
+    absmax->resize(m);
+    for (int r = 0; r < m; ++r) {
+      (*absmax)[r] = AbsMax(x + size_t(r) * width, width);
+    }
+    row_absmax = absmax->data();
+    if (opt.observer != nullptr) {
+      opt.observer->OnSiteInput(layer, site, x, m, width, *absmax, bounds);
+    }
+  }
+  if (!int8) {
+    fp32.Forward({x, m, bounds, nullptr}, y);
+    return;
+  }
+  k.int8->Forward({x, m, bounds, row_absmax}, y);
+  if (k.guard_absmax <= 0) return;
+  // Spike guard: recompute the rows the static range would clip, in FP32.
+  int fallback = 0;
+  const int out = fp32.out_features();
+  for (int r = 0; r < m; ++r) {
+    if ((*absmax)[r] <= k.guard_absmax) continue;
+    const int one[2] = {0, 1};
+    fp32.Forward({x + size_t(r) * width, 1, one, nullptr},
+                 y + size_t(r) * out);
+    ++fallback;
+  }
+  if (fallback > 0 && opt.observer != nullptr) {
+    opt.observer->OnGuardFallback(layer, site, fallback);
+  }
 }
 
 absl::StatusOr<std::unique_ptr<KvPool>> Model::NewKvPool(
@@ -39,7 +151,8 @@ absl::StatusOr<std::unique_ptr<KvPool>> Model::NewKvPool(
 }
 
 absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
-                            std::vector<float>* logits) const {
+                            std::vector<float>* logits,
+                            const ForwardOptions& opt) const {
   const ModelConfig& c = config_;
   // Validate everything before touching any cache.
   int m = 0;
@@ -82,6 +195,8 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
   std::vector<float> gu(size_t(m) * 2 * c.ffn), h(size_t(m) * c.ffn);
   std::vector<float> tmp(size_t(m) * H);
   AttentionScratch scratch;
+  std::vector<float> absmax;
+  using Clock = std::chrono::steady_clock;
 
   // Row r is at position row_pos[r]; entry e owns rows [bounds[e],
   // bounds[e+1]).
@@ -103,13 +218,13 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
 
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = weights_.layers[l];
-    const LayerKernels& K = kernels_[l];
     // Attention block.
+    const Clock::time_point t0 = opt.observer ? Clock::now() : Clock::time_point();
     for (int r = 0; r < m; ++r) {
       RmsNorm(&x[size_t(r) * H], L.attn_norm.data(), H, c.rms_eps,
               &xn[size_t(r) * H]);
     }
-    K.qkv->Forward({xn.data(), m, bounds}, qkv.data());
+    RunSite(l, Site::kQkv, xn.data(), m, bounds, opt, &absmax, qkv.data());
     int r0 = 0;
     for (const BatchEntry& b : batch) {
       const int n = int(b.tokens.size());
@@ -134,21 +249,24 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
                       &att[size_t(r0) * c.q_dim()], &scratch);
       r0 += n;
     }
-    K.o->Forward({att.data(), m, bounds}, tmp.data());
+    RunSite(l, Site::kO, att.data(), m, bounds, opt, &absmax, tmp.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
 
     // Feed-forward block.
+    const Clock::time_point t1 = opt.observer ? Clock::now() : Clock::time_point();
+    if (opt.observer) opt.observer->OnLayerPart(l, LayerPart::kAttention, Seconds(t0, t1));
     for (int r = 0; r < m; ++r) {
       RmsNorm(&x[size_t(r) * H], L.ffn_norm.data(), H, c.rms_eps,
               &xn[size_t(r) * H]);
     }
-    K.gate_up->Forward({xn.data(), m, bounds}, gu.data());
+    RunSite(l, Site::kGateUp, xn.data(), m, bounds, opt, &absmax, gu.data());
     for (int r = 0; r < m; ++r) {
       const float* g = &gu[size_t(r) * 2 * c.ffn];
       SiluMul(g, g + c.ffn, c.ffn, &h[size_t(r) * c.ffn]);
     }
-    K.down->Forward({h.data(), m, bounds}, tmp.data());
+    RunSite(l, Site::kDown, h.data(), m, bounds, opt, &absmax, tmp.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+    if (opt.observer) opt.observer->OnLayerPart(l, LayerPart::kFfn, Seconds(t1, Clock::now()));
   }
 
   // Final norm and lm_head on the rows that want logits.

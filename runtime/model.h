@@ -6,19 +6,48 @@
 #ifndef SPIKESERVE_RUNTIME_MODEL_H_
 #define SPIKESERVE_RUNTIME_MODEL_H_
 
+#include <array>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "runtime/forward_observer.h"
 #include "runtime/gguf_reader.h"
 #include "runtime/kv_cache.h"
 #include "runtime/linear.h"
 #include "runtime/model_config.h"
+#include "runtime/quantize.h"
+#include "runtime/site.h"
 #include "runtime/weights.h"
 
 namespace spikeserve {
+
+// How the linear layers of q, k, v, o, gate, up and down run. Embeddings,
+// lm_head, attention and the KV cache always stay FP32 (method.md §3).
+struct QuantOptions {
+  bool w8a8 = false;  // false: everything FP32
+  ActQuantMode mode = ActQuantMode::kPerTensorDynamic;
+  // QFeM: sites whose modules keep FP32 activations (and FP32 weights).
+  std::set<SiteKey> fp32_sites;
+  // kPerTensorStatic: calibrated input absmax of every INT8 site.
+  std::map<SiteKey, float> static_absmax;
+  // Spike guard (static mode): rows whose absmax exceeds guard_factor x the
+  // calibrated absmax are computed in FP32 instead of being clipped. 0 = off.
+  float guard_factor = 0;
+  // Row buckets to create and warm up at load (largest prefill chunk).
+  int warmup_rows = 512;
+};
+
+// Per-call switches.
+struct ForwardOptions {
+  ForwardObserver* observer = nullptr;
+  // Run every site in FP32 (the QFeP prefix; FP32 reference in eval).
+  bool all_fp32 = false;
+};
 
 // One sequence's share of a batch: the new tokens to run, appended after the
 // positions already in `kv`.
@@ -31,10 +60,21 @@ struct BatchEntry {
 
 class Model {
  public:
-  static absl::StatusOr<std::unique_ptr<Model>> Load(const GgufFile& file);
+  static absl::StatusOr<std::unique_ptr<Model>> Load(
+      const GgufFile& file, const QuantOptions& quant = {});
+  // From weights already in memory (tests, and tools that transform
+  // weights, e.g. SmoothQuant folding).
+  static absl::StatusOr<std::unique_ptr<Model>> FromWeights(
+      const ModelConfig& config, ModelWeights weights,
+      const QuantOptions& quant = {});
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
+  const QuantOptions& quant() const { return quant_; }
+  // The oneDNN implementation of the INT8 matmuls ("" when FP32 only).
+  const std::string& int8_impl() const { return int8_impl_; }
+  // Whether `k` runs with INT8 activations (false under QFeM or FP32).
+  bool IsInt8(const SiteKey& k) const;
 
   // A KV pool shaped for this model.
   absl::StatusOr<std::unique_ptr<KvPool>> NewKvPool(int num_blocks,
@@ -44,21 +84,31 @@ class Model {
   // share each linear layer call), writes their K/V into the entries'
   // caches and advances their lengths. `logits` receives, entry after entry,
   // one [vocab] row per requested position. Errors (bad token id, no KV
-  // room, context overflow) leave every cache unchanged.
-  // Not thread-safe per call's scratch: one caller at a time.
+  // room, context overflow) leave every cache's length unchanged.
+  // One caller at a time (kernels keep scratch buffers).
   absl::Status Forward(absl::Span<const BatchEntry> batch,
-                       std::vector<float>* logits) const;
+                       std::vector<float>* logits,
+                       const ForwardOptions& options = {}) const;
 
  private:
   Model() = default;
+  absl::Status BuildKernels();
+  // Runs `site` of `layer` on rows x [m][in] into y [m][out].
+  void RunSite(int layer, Site site, const float* x, int m,
+               absl::Span<const int> bounds, const ForwardOptions& opt,
+               std::vector<float>* absmax_scratch, float* y) const;
 
-  struct LayerKernels {
-    std::unique_ptr<Linear> qkv, o, gate_up, down;
+  struct SiteKernels {
+    std::unique_ptr<Linear> fp32;
+    std::unique_ptr<Linear> int8;  // null when the site is FP32 by plan
+    float guard_absmax = 0;        // > 0: spike guard threshold
   };
 
   ModelConfig config_;
   ModelWeights weights_;
-  std::vector<LayerKernels> kernels_;
+  QuantOptions quant_;
+  std::string int8_impl_;
+  std::vector<std::array<SiteKernels, kNumSites>> kernels_;  // [layer][site]
   std::unique_ptr<Linear> lm_head_;
 };
 
