@@ -1,6 +1,7 @@
 #include "runtime/model.h"
 
 #include <cmath>
+#include <map>
 #include <random>
 
 #include "gmock/gmock.h"
@@ -163,6 +164,143 @@ TEST(Model, RejectsBadInputWithoutTouchingCaches) {
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(other.length(), 0);
   EXPECT_EQ(kv.length(), 32);
+}
+
+}  // namespace
+}  // namespace spikeserve
+
+namespace spikeserve {
+namespace {
+
+// Records which (layer, site) inputs were observed and their row absmax.
+class RecordingObserver : public ForwardObserver {
+ public:
+  void OnSiteInput(int layer, Site site, const float* x, int m, int width,
+                   absl::Span<const float> row_absmax,
+                   absl::Span<const int> seq_bounds) override {
+    seen[{layer, site}] += m;
+    for (int r = 0; r < m; ++r) {
+      float mx = 0;
+      for (int j = 0; j < width; ++j) mx = std::max(mx, std::abs(x[size_t(r) * width + j]));
+      EXPECT_EQ(mx, row_absmax[r]);
+    }
+    EXPECT_EQ(seq_bounds.back(), m);
+  }
+  void OnGuardFallback(int layer, Site site, int rows) override {
+    fallbacks[{layer, site}] += rows;
+  }
+  void OnLayerPart(int layer, LayerPart part, double seconds) override {
+    EXPECT_GE(seconds, 0);
+    ++parts;
+  }
+  std::map<SiteKey, int> seen, fallbacks;
+  int parts = 0;
+};
+
+std::vector<float> Logits(const Model& m, const std::vector<int32_t>& tokens,
+                          const ForwardOptions& opt = {}) {
+  auto pool = m.NewKvPool(8, 16);
+  SequenceKv kv(pool->get());
+  std::vector<float> logits;
+  EXPECT_TRUE(m.Forward({{&kv, tokens, true}}, &logits, opt).ok());
+  return logits;
+}
+
+struct Int8Fixture {
+  std::string bytes;
+  std::unique_ptr<GgufFile> file;
+  std::unique_ptr<Model> fp32;
+  Int8Fixture() {
+    bytes = TinyLlama({}).Build();
+    file = *GgufFile::FromBuffer(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                 bytes.size());
+    fp32 = *Model::Load(*file);
+  }
+  std::unique_ptr<Model> Quantized(const QuantOptions& q) {
+    auto m = Model::Load(*file, q);
+    EXPECT_TRUE(m.ok()) << m.status();
+    return m.ok() ? *std::move(m) : nullptr;
+  }
+};
+
+double Rel(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (a[i] - b[i]) * double(a[i] - b[i]);
+    den += double(b[i]) * b[i];
+  }
+  return std::sqrt(num / den);
+}
+
+TEST(ModelInt8, W8A8IsCloseToFp32AndUsesVnni) {
+  Int8Fixture f;
+  const auto tokens = RandomTokens(24, 300, 5);
+  const auto ref = Logits(*f.fp32, tokens);
+  for (ActQuantMode mode : {ActQuantMode::kPerTensorDynamic,
+                            ActQuantMode::kPerTokenDynamic}) {
+    auto q = f.Quantized({.w8a8 = true, .mode = mode, .warmup_rows = 32});
+    ASSERT_NE(q, nullptr);
+    EXPECT_TRUE(q->IsInt8({0, Site::kDown}));
+    EXPECT_FALSE(q->int8_impl().empty());
+    const auto got = Logits(*q, tokens);
+    const double rel = Rel(got, ref);
+    EXPECT_LT(rel, 0.05) << ActQuantModeName(mode);
+    EXPECT_GT(rel, 0.0) << "INT8 path did not run";
+  }
+}
+
+// QFeM of every site, or all_fp32, reproduces the FP32 model bit for bit.
+TEST(ModelInt8, FullQfemAndAllFp32EqualFp32) {
+  Int8Fixture f;
+  const auto tokens = RandomTokens(10, 300, 6);
+  const auto ref = Logits(*f.fp32, tokens);
+  QuantOptions all{.w8a8 = true, .warmup_rows = 16};
+  for (int l = 0; l < 2; ++l) {
+    for (Site s : kAllSites) all.fp32_sites.insert({l, s});
+  }
+  EXPECT_EQ(Logits(*f.Quantized(all), tokens), ref);
+  auto q = f.Quantized({.w8a8 = true, .warmup_rows = 16});
+  EXPECT_EQ(Logits(*q, tokens, {.all_fp32 = true}), ref);
+}
+
+TEST(ModelInt8, ObserverSeesEverySiteAndLayerPart) {
+  Int8Fixture f;
+  RecordingObserver obs;
+  Logits(*f.fp32, RandomTokens(7, 300, 1), {.observer = &obs});
+  EXPECT_EQ(obs.seen.size(), 2u * kNumSites);
+  for (const auto& [key, rows] : obs.seen) EXPECT_EQ(rows, 7) << SiteKeyName(key);
+  EXPECT_EQ(obs.parts, 2 * 2);
+}
+
+TEST(ModelInt8, StaticModeNeedsEverySiteAndGuardFallsBack) {
+  Int8Fixture f;
+  QuantOptions q{.w8a8 = true, .mode = ActQuantMode::kPerTensorStatic,
+                 .warmup_rows = 16};
+  EXPECT_THAT(Model::Load(*f.file, q).status().message(),
+              HasSubstr("calibrated absmax for site 0.qkv"));
+  // Tiny calibrated ranges: every row exceeds 2x, so the guard recomputes
+  // every row in FP32 and the output equals the FP32 model's.
+  for (int l = 0; l < 2; ++l) {
+    for (Site s : kAllSites) q.static_absmax[{l, s}] = 1e-3f;
+  }
+  q.guard_factor = 2.0f;
+  auto m = f.Quantized(q);
+  RecordingObserver obs;
+  const auto tokens = RandomTokens(6, 300, 2);
+  // Equal up to float rounding: the guard runs rows one at a time (M = 1),
+  // whose GEMM sums in another order than the FP32 model's M = 6 call.
+  EXPECT_LT(Rel(Logits(*m, tokens, {.observer = &obs}), Logits(*f.fp32, tokens)),
+            1e-5);
+  EXPECT_EQ(obs.fallbacks.size(), 2u * kNumSites);
+  EXPECT_EQ((obs.fallbacks[{1, Site::kDown}]), 6);
+}
+
+TEST(ModelInt8, RejectsQfemSiteOutsideModel) {
+  Int8Fixture f;
+  EXPECT_THAT(Model::Load(*f.file, {.w8a8 = true, .fp32_sites = {{9, Site::kDown}}})
+                  .status()
+                  .message(),
+              HasSubstr("9.down"));
 }
 
 }  // namespace
