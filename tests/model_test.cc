@@ -1,4 +1,5 @@
 #include "runtime/model.h"
+#include "runtime/shared_prefix.h"
 
 #include <cmath>
 #include <map>
@@ -301,6 +302,56 @@ TEST(ModelInt8, RejectsQfemSiteOutsideModel) {
                   .status()
                   .message(),
               HasSubstr("9.down"));
+}
+
+}  // namespace
+}  // namespace spikeserve
+
+namespace spikeserve {
+namespace {
+
+// A sequence attached to a shared prefix computes exactly what running the
+// prefix and then its own tokens would (FP32 model), the prefix occupies the
+// same blocks for every sequence, and the blocks survive the sequences.
+TEST(SharedPrefix, SequencesReusePrefixBlocks) {
+  Int8Fixture f;
+  auto pool = *f.fp32->NewKvPool(16, 4);
+  auto prefix = SharedPrefix::Compute(*f.fp32, pool.get(), {298, 17, 42, 17, 42, 9});
+  ASSERT_TRUE(prefix.ok()) << prefix.status();
+  EXPECT_EQ((*prefix)->blocks().size(), 2u);  // 6 tokens, blocks of 4
+  const int used_by_prefix = pool->used_blocks();
+  const auto tokens = RandomTokens(9, 300, 8);
+  std::vector<int32_t> full = (*prefix)->tokens();
+  full.insert(full.end(), tokens.begin(), tokens.end());
+  const auto ref = ReferenceForward(f.fp32->config(), f.fp32->weights(), full);
+  for (int i = 0; i < 3; ++i) {
+    SequenceKv seq(pool.get());
+    ASSERT_TRUE((*prefix)->AttachTo(&seq).ok());
+    EXPECT_EQ(seq.prefix_blocks(), (*prefix)->blocks());
+    std::vector<float> logits;
+    ASSERT_TRUE(f.fp32->Forward({{&seq, tokens, false}}, &logits).ok());
+    EXPECT_LT(MaxAbsDiff(logits.data(), ref.back()), 2e-4);
+    EXPECT_EQ(seq.length(), 15);
+  }
+  EXPECT_EQ(pool->used_blocks(), used_by_prefix);
+  for (int b : (*prefix)->blocks()) EXPECT_EQ(pool->refcount(b), 1);
+  prefix->reset();
+  EXPECT_EQ(pool->used_blocks(), 0);
+}
+
+// Under W8A8 the prefix still runs in FP32: its KV equals the FP32 model's.
+TEST(SharedPrefix, ComputedUnquantized) {
+  Int8Fixture f;
+  auto q = f.Quantized({.w8a8 = true, .warmup_rows = 16});
+  auto pool_fp = *f.fp32->NewKvPool(4, 16);
+  auto pool_q = *q->NewKvPool(4, 16);
+  auto a = *SharedPrefix::Compute(*f.fp32, pool_fp.get(), {1, 2, 3});
+  auto b = *SharedPrefix::Compute(*q, pool_q.get(), {1, 2, 3});
+  for (int l = 0; l < 2; ++l) {
+    for (int i = 0; i < 3 * f.fp32->config().kv_dim(); ++i) {
+      ASSERT_EQ(pool_fp->k(a->blocks()[0], l)[i], pool_q->k(b->blocks()[0], l)[i]);
+    }
+  }
 }
 
 }  // namespace
