@@ -8,6 +8,7 @@
 #include "runtime/attention.h"
 #include "runtime/int8_linear.h"
 #include "runtime/ops.h"
+#include "runtime/smoothing.h"
 
 namespace spikeserve {
 
@@ -46,6 +47,20 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromWeights(
   model->config_ = config;
   model->weights_ = std::move(weights);
   model->quant_ = quant;
+  if (absl::Status s = ApplySmoothing(config, quant.smooth_scales,
+                                      &model->weights_);
+      !s.ok()) {
+    return s;
+  }
+  if (quant.down_hadamard) {
+    absl::StatusOr<HadamardTransform> h = HadamardTransform::Create(config.ffn);
+    if (!h.ok()) return h.status();
+    model->down_rotation_ = *h;
+    // W' = W·H row by row, so that (x·H)·W'ᵀ = x·Wᵀ.
+    for (LayerWeights& L : model->weights_.layers) {
+      h->Apply(L.w_down.data.data(), L.w_down.rows);
+    }
+  }
   if (absl::Status s = model->BuildKernels(); !s.ok()) return s;
   return model;
 }
@@ -264,6 +279,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
       const float* g = &gu[size_t(r) * 2 * c.ffn];
       SiluMul(g, g + c.ffn, c.ffn, &h[size_t(r) * c.ffn]);
     }
+    if (down_rotation_) down_rotation_->Apply(h.data(), m);
     RunSite(l, Site::kDown, h.data(), m, bounds, opt, &absmax, tmp.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
     if (opt.observer) opt.observer->OnLayerPart(l, LayerPart::kFfn, Seconds(t1, Clock::now()));

@@ -9,6 +9,7 @@
 #include <array>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "absl/types/span.h"
 #include "runtime/forward_observer.h"
 #include "runtime/gguf_reader.h"
+#include "runtime/hadamard.h"
 #include "runtime/kv_cache.h"
 #include "runtime/linear.h"
 #include "runtime/model_config.h"
@@ -40,6 +42,12 @@ struct QuantOptions {
   float guard_factor = 0;
   // Row buckets to create and warm up at load (largest prefill chunk).
   int warmup_rows = 512;
+  // Exact weight transforms applied at load, before quantization:
+  // SmoothQuant scales per site (qkv, gate_up, down; see smoothing.h), then
+  // a Hadamard rotation of down_proj's input (weights offline, activations
+  // online before every down_proj): "smooth, then rotate".
+  std::map<SiteKey, std::vector<float>> smooth_scales;
+  bool down_hadamard = false;
 };
 
 // Per-call switches.
@@ -110,6 +118,7 @@ class Model {
   std::string int8_impl_;
   std::vector<std::array<SiteKernels, kNumSites>> kernels_;  // [layer][site]
   std::unique_ptr<Linear> lm_head_;
+  std::optional<HadamardTransform> down_rotation_;
 };
 
 }  // namespace spikeserve

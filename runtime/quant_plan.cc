@@ -179,7 +179,7 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
                                       " smoothing scales; expected ", width,
                                       " (qkv, gate_up and down only)"));
       }
-      out.smooth_scales[*k].assign(s.smooth_scales().begin(),
+      q.smooth_scales[*k].assign(s.smooth_scales().begin(),
                                    s.smooth_scales().end());
     }
   }
@@ -197,7 +197,7 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
   if (int(out.prefix.size()) >= c.context_length) {
     return PlanError("qfep prefix fills the whole context");
   }
-  out.down_hadamard = plan.rotation().down_hadamard();
+  q.down_hadamard = plan.rotation().down_hadamard();
   return out;
 }
 

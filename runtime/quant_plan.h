@@ -27,10 +27,8 @@ absl::Status WriteQuantPlan(const v1::QuantPlan& plan, const std::string& path);
 
 // Everything a plan asks of the runtime, in native types.
 struct AppliedPlan {
-  QuantOptions quant;
+  QuantOptions quant;           // incl. smoothing scales and rotation
   std::vector<int32_t> prefix;  // QFeP prefix ids (empty = none)
-  std::map<SiteKey, std::vector<float>> smooth_scales;
-  bool down_hadamard = false;
 };
 
 // Checks the plan against the model (fingerprint, site names, layer range,

@@ -1,5 +1,6 @@
 #include "runtime/model.h"
 #include "runtime/shared_prefix.h"
+#include "runtime/smoothing.h"
 
 #include <cmath>
 #include <map>
@@ -352,6 +353,55 @@ TEST(SharedPrefix, ComputedUnquantized) {
       ASSERT_EQ(pool_fp->k(a->blocks()[0], l)[i], pool_q->k(b->blocks()[0], l)[i]);
     }
   }
+}
+
+}  // namespace
+}  // namespace spikeserve
+
+namespace spikeserve {
+namespace {
+
+// SmoothQuant folding and the down_proj rotation are exact transforms: in
+// FP32 the model computes the same logits (up to float rounding).
+TEST(ModelTransforms, SmoothingAndRotationPreserveFp32Output) {
+  Int8Fixture f;
+  const ModelConfig& c = f.fp32->config();
+  const auto tokens = RandomTokens(12, 300, 9);
+  const auto ref = Logits(*f.fp32, tokens);
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(0.2f, 5.0f);
+  QuantOptions q;
+  for (int l = 0; l < c.n_layers; ++l) {
+    for (Site s : {Site::kQkv, Site::kGateUp, Site::kDown}) {
+      std::vector<float> sc(s == Site::kDown ? c.ffn : c.hidden);
+      for (float& v : sc) v = u(rng);
+      q.smooth_scales[{l, s}] = sc;
+    }
+  }
+  q.down_hadamard = true;  // ffn 96 = 12 * 8
+  auto m = Model::FromWeights(c, f.fp32->weights(), q);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_LT(Rel(Logits(**m, tokens), ref), 1e-5);
+  // And the weights did change.
+  EXPECT_NE((*m)->weights().layers[0].w_down.data, f.fp32->weights().layers[0].w_down.data);
+  QuantOptions bad;
+  bad.smooth_scales[{0, Site::kO}] = std::vector<float>(c.q_dim(), 1.0f);
+  EXPECT_FALSE(Model::FromWeights(c, f.fp32->weights(), bad).ok());
+}
+
+}  // namespace
+}  // namespace spikeserve
+
+namespace spikeserve {
+namespace {
+
+TEST(Smoothing, ScalesByHand) {
+  // W [2][3]; column maxima 1, 2, 4. alpha 0.5: s = sqrt(a) / sqrt(w).
+  Matrix w{2, 3, {1, -2, 0.5f, -0.5f, 1, -4}};
+  const std::vector<float> s = SmoothScales({4, 8, 0}, w, 0.5f);
+  EXPECT_FLOAT_EQ(s[0], 2.0f);   // sqrt(4) / sqrt(1)
+  EXPECT_FLOAT_EQ(s[1], 2.0f);   // sqrt(8) / sqrt(2)
+  EXPECT_FLOAT_EQ(s[2], 1.0f);   // no activation seen
 }
 
 }  // namespace

@@ -1,0 +1,97 @@
+#include "runtime/hadamard.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace spikeserve {
+namespace {
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void Fwht(
+    float* x, int n) {
+  for (int h = 1; h < n; h <<= 1) {
+    for (int i = 0; i < n; i += 2 * h) {
+      for (int j = i; j < i + h; ++j) {
+        const float a = x[j], b = x[j + h];
+        x[j] = a + b;
+        x[j + h] = a - b;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<int> PaleyHadamard(int q) {
+  if (q < 3 || q % 4 != 3) return {};
+  for (int d = 2; d * d <= q; ++d) {
+    if (q % d == 0) return {};
+  }
+  std::vector<int> chi(q, -1);  // quadratic character
+  chi[0] = 0;
+  for (int a = 1; a < q; ++a) chi[(a * a) % q] = 1;
+  const int n = q + 1;
+  std::vector<int> h(n * n);
+  // H = I + S, S = [[0, 1ᵀ], [-1, Q]], Q[i][j] = chi(j - i).
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < n; ++j) {
+      int s;
+      if (i == 0) {
+        s = j == 0 ? 0 : 1;
+      } else if (j == 0) {
+        s = -1;
+      } else {
+        s = chi[((j - i) % q + q) % q];
+      }
+      h[i * n + j] = s + (i == j ? 1 : 0);
+    }
+  }
+  return h;
+}
+
+absl::StatusOr<HadamardTransform> HadamardTransform::Create(int n) {
+  HadamardTransform t;
+  t.n_ = n;
+  for (int m : {1, 12, 20}) {
+    if (n <= 0 || n % m != 0) continue;
+    const int p = n / m;
+    if ((p & (p - 1)) != 0) continue;
+    t.m_ = m;
+    t.p2_ = p;
+    if (m > 1) t.small_ = PaleyHadamard(m - 1);
+    return t;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "hadamard: width ", n, " is not m * 2^k with m in {1, 12, 20}"));
+}
+
+void HadamardTransform::Run(float* x, int rows, bool transpose) const {
+  const float norm = 1.0f / std::sqrt(float(n_));
+  std::vector<float> tmp(m_);
+  for (int r = 0; r < rows; ++r) {
+    float* v = x + size_t(r) * n_;
+    // Viewed as X [m][p2]: y[i][j] = Σ_i' Σ_j' X[i'][j'] A[i'][i] B[j'][j].
+    for (int i = 0; i < m_; ++i) Fwht(v + i * p2_, p2_);  // B symmetric
+    if (m_ > 1) {
+      for (int j = 0; j < p2_; ++j) {
+        for (int i = 0; i < m_; ++i) {
+          float acc = 0;
+          for (int k = 0; k < m_; ++k) {
+            const int a = transpose ? small_[i * m_ + k] : small_[k * m_ + i];
+            acc += a * v[k * p2_ + j];
+          }
+          tmp[i] = acc;
+        }
+        for (int i = 0; i < m_; ++i) v[i * p2_ + j] = tmp[i];
+      }
+    }
+    for (int j = 0; j < n_; ++j) v[j] *= norm;
+  }
+}
+
+void HadamardTransform::Apply(float* x, int rows) const { Run(x, rows, false); }
+void HadamardTransform::ApplyTranspose(float* x, int rows) const {
+  Run(x, rows, true);
+}
+
+}  // namespace spikeserve
