@@ -122,7 +122,8 @@ void Model::RunSite(int layer, Site site, const float* x, int m,
   const SiteKernels& k = kernels_[layer][int(site)];
   const Linear& fp32 = *k.fp32;
   const int width = fp32.in_features();
-  const bool int8 = k.int8 != nullptr && !opt.all_fp32;
+  const bool int8 = k.int8 != nullptr && !opt.all_fp32 &&
+                    !(opt.fp32_sites && opt.fp32_sites->count({layer, site}));
   const float* row_absmax = nullptr;
   if (opt.observer != nullptr || int8) {
     absmax->resize(m);

@@ -55,6 +55,8 @@ struct ForwardOptions {
   ForwardObserver* observer = nullptr;
   // Run every site in FP32 (the QFeP prefix; FP32 reference in eval).
   bool all_fp32 = false;
+  // Extra FP32 sites for this call (QFeM search without rebuilding).
+  const std::set<SiteKey>* fp32_sites = nullptr;
 };
 
 // One sequence's share of a batch: the new tokens to run, appended after the

@@ -1,0 +1,168 @@
+// Calibration on the planted-spike model (tests/fixtures/planted_spike.h):
+// the spike is found, QFeM and QFeP each remove its damage, the spike guard
+// catches it when static ranges were calibrated without it.
+#include "runtime/calibration.h"
+
+#include <cmath>
+#include <random>
+
+#include "gtest/gtest.h"
+#include "runtime/shared_prefix.h"
+#include "tests/fixtures/planted_spike.h"
+
+namespace spikeserve {
+namespace {
+
+using ::spikeserve::testing::BuildPlantedSpikeModel;
+using ::spikeserve::testing::kSpikeToken;
+
+constexpr int32_t kBos = 1;
+
+// Random tokens (never T), with T at `t_pos` when >= 0.
+std::vector<int32_t> Tokens(int n, uint32_t seed, int t_pos) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> v(n);
+  for (int32_t& x : v) {
+    do {
+      x = int32_t(8 + rng() % 240);
+    } while (x == kSpikeToken);
+  }
+  if (t_pos >= 0) v[t_pos] = kSpikeToken;
+  return v;
+}
+
+// Relative L2 distance of all logits of `tokens` (after `prefix`) between
+// two models; the prefix always runs in FP32 (QFeP).
+double LogitError(const Model& test, const Model& ref,
+                  const std::vector<int32_t>& tokens,
+                  const std::vector<int32_t>& prefix,
+                  ForwardObserver* obs = nullptr) {
+  std::vector<float> a, b;
+  for (auto [m, out] : {std::pair{&test, &a}, std::pair{&ref, &b}}) {
+    auto pool = *m->NewKvPool(8, 16);
+    std::unique_ptr<SharedPrefix> p;
+    SequenceKv seq(pool.get());
+    if (!prefix.empty()) {
+      p = *SharedPrefix::Compute(*m, pool.get(), prefix);
+      EXPECT_TRUE(p->AttachTo(&seq).ok());
+    }
+    ForwardOptions opt;
+    opt.observer = m == &test ? obs : nullptr;
+    EXPECT_TRUE(m->Forward({{&seq, tokens, true}}, out, opt).ok());
+  }
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (a[i] - b[i]) * double(a[i] - b[i]);
+    den += double(b[i]) * b[i];
+  }
+  return std::sqrt(num / den);
+}
+
+class GuardCounter : public ForwardObserver {
+ public:
+  void OnGuardFallback(int layer, Site site, int rows) override {
+    fallbacks[{layer, site}] += rows;
+  }
+  std::map<SiteKey, int> fallbacks;
+};
+
+class PlantedSpike : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    planted_ = BuildPlantedSpikeModel();
+    fp32_ = *Model::FromWeights(planted_.config, planted_.weights);
+    for (int i = 0; i < 6; ++i) windows_.push_back(Tokens(24, 100 + i, 3 + i));
+    prompt_ = Tokens(20, 7, 4);
+  }
+  std::unique_ptr<Model> Quantized(QuantOptions q) {
+    q.w8a8 = true;
+    q.warmup_rows = 32;
+    auto m = Model::FromWeights(planted_.config, planted_.weights, q);
+    EXPECT_TRUE(m.ok()) << m.status();
+    return *std::move(m);
+  }
+  testing::PlantedModel planted_;
+  std::unique_ptr<Model> fp32_;
+  std::vector<std::vector<int32_t>> windows_;
+  std::vector<int32_t> prompt_;
+};
+
+TEST_F(PlantedSpike, CalibrationFindsSiteAndToken) {
+  auto stats = CollectSiteStats(*fp32_, windows_, {});
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  const SiteKey top = SitesBySpikeRatio(*stats)[0];
+  EXPECT_EQ(top, (SiteKey{1, Site::kDown}));
+  const SiteCalibration& s = stats->sites.at(top);
+  EXPECT_EQ(s.top_token, kSpikeToken);
+  EXPECT_GT(s.spike_ratio, 300.0);
+  std::printf("planted site %s: ratio %.0f, max %.0f, median %.3f\n",
+              SiteKeyName(top).c_str(), s.spike_ratio, s.max_absmax,
+              s.median_absmax);
+}
+
+TEST_F(PlantedSpike, QfemAndQfepRemoveTheDamage) {
+  auto w8a8 = Quantized({});
+  const double base = LogitError(*w8a8, *fp32_, prompt_, {});
+  auto qfem = Quantized({.fp32_sites = {{1, Site::kDown}}});
+  const double with_qfem = LogitError(*qfem, *fp32_, prompt_, {});
+  const std::vector<int32_t> prefix = {kBos, 9, kSpikeToken};
+  const double with_qfep = LogitError(*w8a8, *fp32_, prompt_, prefix);
+  std::printf("relative logit error: w8a8 %.4f, +qfem %.4f, +qfep %.4f\n",
+              base, with_qfem, with_qfep);
+  EXPECT_GT(base, 0.05);
+  EXPECT_LT(with_qfem, 0.02);
+  EXPECT_LT(with_qfep, 0.02);
+}
+
+TEST_F(PlantedSpike, QfemSearchExcludesThePlantedSite) {
+  auto stats = *CollectSiteStats(*fp32_, windows_, {});
+  auto w8a8 = Quantized({});
+  auto choice = SelectQfemSites(*w8a8, stats, windows_, 0.01, 8);
+  ASSERT_TRUE(choice.ok()) << choice.status();
+  std::printf("qfem: kl from fp32 %.5f -> %.5f with %zu sites\n",
+              choice->w8a8_kl, choice->chosen_kl, choice->sites.size());
+  EXPECT_TRUE(choice->sites.count({1, Site::kDown}));
+  EXPECT_LE(choice->chosen_kl, 0.01);
+  EXPECT_GT(choice->w8a8_kl, 0.01);
+}
+
+TEST_F(PlantedSpike, QfepSearchPutsTheTokenInThePrefix) {
+  auto stats = *CollectSiteStats(*fp32_, windows_, {});
+  auto choice = SearchQfepPrefix(*fp32_, stats, windows_, kBos, 20);
+  ASSERT_TRUE(choice.ok()) << choice.status();
+  EXPECT_EQ(choice->spike_site, (SiteKey{1, Site::kDown}));
+  ASSERT_EQ(choice->prefix.size(), 3u);
+  EXPECT_EQ(choice->prefix[0], kBos);
+  EXPECT_GT(choice->score, 100.0);
+  EXPECT_EQ(choice->prefix[2], kSpikeToken);
+  EXPECT_EQ(choice->candidates[0], kSpikeToken);
+}
+
+// Static ranges calibrated on text without T; a prompt with T: the guard
+// recomputes the spiking row of 1.down in FP32 and the error stays small.
+TEST_F(PlantedSpike, SpikeGuardCatchesUncalibratedSpike) {
+  std::vector<std::vector<int32_t>> clean;
+  for (int i = 0; i < 6; ++i) clean.push_back(Tokens(24, 200 + i, -1));
+  auto stats = *CollectSiteStats(*fp32_, clean, {});
+  QuantOptions q{.mode = ActQuantMode::kPerTensorStatic};
+  for (const auto& [key, s] : stats.sites) {
+    q.static_absmax[key] = std::max(float(s.max_absmax), 1e-6f);
+  }
+  auto unguarded = Quantized(q);
+  const double clipped = LogitError(*unguarded, *fp32_, prompt_, {});
+  // Rows after T carry a feature the clean text never showed (they attend
+  // to T), 1.5-1.9x beyond their calibrated range at 1.qkv and 1.gate_up:
+  // a tight factor sends those to FP32 too.
+  q.guard_factor = 1.2f;
+  auto guarded = Quantized(q);
+  GuardCounter obs;
+  const double with_guard = LogitError(*guarded, *fp32_, prompt_, {}, &obs);
+  std::printf("static: clipped %.4f, guarded %.4f, fallbacks at 1.down %d\n",
+              clipped, with_guard, obs.fallbacks[{1, Site::kDown}]);
+  EXPECT_GT(clipped, 0.3);
+  EXPECT_EQ((obs.fallbacks[{1, Site::kDown}]), 1);  // the one T row
+  EXPECT_LT(with_guard, 0.02);
+}
+
+}  // namespace
+}  // namespace spikeserve
