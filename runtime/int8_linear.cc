@@ -72,7 +72,30 @@ const Primitive* GetPrimitive(int mb, int k, int n) {
   return &it->second;
 }
 
+// Scratch shared by every Int8Linear on a thread: one model's 4 x layers
+// linears would otherwise each hold (and first-touch) their own buffers.
+struct Scratch {
+  std::vector<int8_t> xq;       // [m][K] quantized rows
+  std::vector<int32_t> acc;     // [m][N] accumulators
+  std::vector<float> row_scale; // [m]
+  int m = 0, k = 0, n = 0;      // shape of the last call
+};
+Scratch& GetScratch() {
+  thread_local Scratch s;
+  return s;
+}
+
 }  // namespace
+
+const std::vector<int32_t>& Int8Linear::last_accumulators() {
+  return GetScratch().acc;
+}
+const std::vector<int8_t>& Int8Linear::last_quantized_input() {
+  return GetScratch().xq;
+}
+const std::vector<float>& Int8Linear::last_row_scales() {
+  return GetScratch().row_scale;
+}
 
 int RowBucket(int m) { return m <= 16 ? m : (m + 15) / 16 * 16; }
 
@@ -146,6 +169,10 @@ absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(
 void Int8Linear::Forward(const LinearInput& in, float* y) const {
   const int m = in.m, K = k_, N = n_;
   const int mb = RowBucket(m);
+  Scratch& sc = GetScratch();
+  std::vector<float>& row_scale_ = sc.row_scale;
+  std::vector<int8_t>& xq_ = sc.xq;
+  std::vector<int32_t>& acc_ = sc.acc;
   // 1. Row scales.
   row_scale_.resize(m);
   auto absmax = [&](int r) {

@@ -60,11 +60,11 @@ class Int8Linear final : public Linear {
   // [N][K] quantized weights; empty unless keep_plain_weights.
   const std::vector<int8_t>& plain_weights() const { return w_plain_; }
 
-  // The int32 accumulators of the last Forward ([m][N]) and the activation
-  // rows it quantized ([m][K]), for exactness tests.
-  const std::vector<int32_t>& last_accumulators() const { return acc_; }
-  const std::vector<int8_t>& last_quantized_input() const { return xq_; }
-  const std::vector<float>& last_row_scales() const { return row_scale_; }
+  // The int32 accumulators ([m][N]), quantized activation rows ([m][K]) and
+  // row scales of the last Forward on this thread, for exactness tests.
+  static const std::vector<int32_t>& last_accumulators();
+  static const std::vector<int8_t>& last_quantized_input();
+  static const std::vector<float>& last_row_scales();
 
   size_t weight_bytes() const { return w_blocked_.size() + 4 * w_scale_.size(); }
 
@@ -76,10 +76,6 @@ class Int8Linear final : public Linear {
   std::vector<float> w_scale_;      // [N]
   std::vector<int8_t> w_plain_;     // [N][K], optional
   std::vector<uint8_t> w_blocked_;  // oneDNN's blocked layout
-  // Scratch (engine thread only).
-  mutable std::vector<int8_t> xq_;
-  mutable std::vector<int32_t> acc_;
-  mutable std::vector<float> row_scale_;
 };
 
 }  // namespace spikeserve

@@ -58,10 +58,10 @@ TEST_P(Int8LinearTest, ExactIntegersAndBoundedError) {
   std::vector<float> y(size_t(c.m) * c.n);
   (*lin)->Forward({x.data(), c.m, bounds}, y.data());
 
-  const auto& xq = (*lin)->last_quantized_input();
+  const auto& xq = Int8Linear::last_quantized_input();
   const auto& wq = (*lin)->plain_weights();
-  const auto& acc = (*lin)->last_accumulators();
-  const auto& sx = (*lin)->last_row_scales();
+  const auto& acc = Int8Linear::last_accumulators();
+  const auto& sx = Int8Linear::last_row_scales();
   const auto& sw = (*lin)->weight_scales();
   ASSERT_EQ(acc.size(), size_t(c.m) * c.n);
   double worst_ratio = 0;
@@ -137,7 +137,7 @@ TEST(Int8Linear, PerTensorScaleNeverCrossesSequences) {
   const int b2[] = {0, 3, 6};
   lin->Forward({x.data(), 6, b2}, together.data());
   for (int i = 0; i < 3 * 64; ++i) ASSERT_EQ(alone[i], together[i]) << i;
-  EXPECT_GT(lin->last_row_scales()[4], 10 * lin->last_row_scales()[0]);
+  EXPECT_GT(Int8Linear::last_row_scales()[4], 10 * Int8Linear::last_row_scales()[0]);
 }
 
 TEST(Int8Linear, RowBuckets) {
