@@ -76,9 +76,13 @@ void CausalAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
   // Prefill chunk: per head, S = Q_h · K_gᵀ [n_new][n_pos], causal softmax,
   // O_h = P · V_g. Masked entries are zeroed so the full-width GEMM adds
   // nothing for them.
-  scratch->scores.resize(size_t(n_new) * n_pos);
-  float* S = scratch->scores.data();
+  // Heads are independent: one OpenMP thread per head (the sgemm calls
+  // inside then run single-threaded, as nested regions do).
+  const size_t per_head = size_t(n_new) * n_pos;
+  scratch->scores.resize(per_head * c.n_heads);
+#pragma omp parallel for schedule(static)
   for (int h = 0; h < c.n_heads; ++h) {
+    float* S = scratch->scores.data() + per_head * h;
     const int g = h / c.group_size();
     dnnl::sgemm('N', 'T', n_new, n_pos, hd, scale, q + h * hd, q_dim,
                 K + g * hd, kv_dim, 0.0f, S, n_pos);

@@ -24,6 +24,10 @@ const Matrix& SiteMatrix(const LayerWeights& L, Site s) {
   return L.wqkv;
 }
 
+// Row loops of elementwise ops fork OpenMP threads only for batches this
+// large: for decode-sized batches the fork/join costs more than it saves.
+constexpr int kParallelRows = 32;
+
 double Seconds(std::chrono::steady_clock::time_point a,
                std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
@@ -127,6 +131,7 @@ void Model::RunSite(int layer, Site site, const float* x, int m,
   const float* row_absmax = nullptr;
   if (opt.observer != nullptr || int8) {
     absmax->resize(m);
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
     for (int r = 0; r < m; ++r) {
       (*absmax)[r] = AbsMax(x + size_t(r) * width, width);
     }
@@ -236,6 +241,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     const LayerWeights& L = weights_.layers[l];
     // Attention block.
     const Clock::time_point t0 = opt.observer ? Clock::now() : Clock::time_point();
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
     for (int r = 0; r < m; ++r) {
       RmsNorm(&x[size_t(r) * H], L.attn_norm.data(), H, c.rms_eps,
               &xn[size_t(r) * H]);
@@ -271,11 +277,13 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     // Feed-forward block.
     const Clock::time_point t1 = opt.observer ? Clock::now() : Clock::time_point();
     if (opt.observer) opt.observer->OnLayerPart(l, LayerPart::kAttention, Seconds(t0, t1));
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
     for (int r = 0; r < m; ++r) {
       RmsNorm(&x[size_t(r) * H], L.ffn_norm.data(), H, c.rms_eps,
               &xn[size_t(r) * H]);
     }
     RunSite(l, Site::kGateUp, xn.data(), m, bounds, opt, &absmax, gu.data());
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
     for (int r = 0; r < m; ++r) {
       const float* g = &gu[size_t(r) * 2 * c.ffn];
       SiluMul(g, g + c.ffn, c.ffn, &h[size_t(r) * c.ffn]);

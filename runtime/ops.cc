@@ -1,8 +1,37 @@
 #include "runtime/ops.h"
 
 #include <cmath>
+#include <cstdint>
 
 namespace spikeserve {
+namespace {
+
+// e^x in float, inline so loops vectorize (libm's expf is a call per
+// element). x = n·ln2 + r with |r| <= ln2/2, e^r by its degree-6 Taylor
+// polynomial (truncation < 2e-7 relative), 2^n built in the exponent bits.
+// Inputs are clamped to [-87, 88] (results stay finite and normal).
+inline float FastExp(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float n = std::nearbyint(x * 1.44269504f);
+  const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;
+  float p = 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  union {
+    int32_t i;
+    float f;
+  } two_n;
+  two_n.i = (static_cast<int32_t>(n) + 127) << 23;
+  return p * two_n.f;
+}
+
+}  // namespace
+
+float Exp(float x) { return FastExp(x); }
 
 void RmsNorm(const float* x, const float* gain, int n, float eps, float* y) {
   double sum = 0;
@@ -28,22 +57,24 @@ void Rope(float* x, int n_heads, int head_dim, int rope_dims, int pos,
   }
 }
 
-void SiluMul(const float* gate, const float* up, int n, float* h) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void SiluMul(
+    const float* gate, const float* up, int n, float* h) {
   for (int i = 0; i < n; ++i) {
     const float g = gate[i];
-    h[i] = g / (1.0f + std::exp(-g)) * up[i];
+    h[i] = g / (1.0f + FastExp(-g)) * up[i];
   }
 }
 
-void Softmax(float* x, int n) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void Softmax(
+    float* x, int n) {
   float mx = x[0];
   for (int i = 1; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
-  double sum = 0;
+  float sum = 0;
   for (int i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - mx);
+    x[i] = FastExp(x[i] - mx);
     sum += x[i];
   }
-  const float inv = float(1.0 / sum);
+  const float inv = 1.0f / sum;
   for (int i = 0; i < n; ++i) x[i] *= inv;
 }
 

@@ -1,0 +1,61 @@
+#include "runtime/ops.h"
+
+#include <cmath>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace spikeserve {
+namespace {
+
+TEST(Ops, ExpMatchesLibmClosely) {
+  double worst = 0;
+  for (float x = -87.0f; x <= 88.0f; x += 0.01337f) {
+    const double want = std::exp(double(x));
+    worst = std::max(worst, std::abs(Exp(x) - want) / want);
+  }
+  EXPECT_LT(worst, 1e-6);
+  EXPECT_TRUE(std::isfinite(Exp(1000.0f)));
+  EXPECT_GE(Exp(-1000.0f), 0.0f);
+}
+
+TEST(Ops, SoftmaxSumsToOneAndOrders) {
+  std::vector<float> x = {1, 3, 2, -50, 3};
+  Softmax(x.data(), int(x.size()));
+  double sum = 0;
+  for (float v : x) sum += v;
+  EXPECT_NEAR(sum, 1.0, 1e-6);
+  EXPECT_FLOAT_EQ(x[1], x[4]);
+  EXPECT_NEAR(x[1] / x[2], std::exp(1.0), 1e-5);
+}
+
+TEST(Ops, SiluMulByHand) {
+  const float gate[] = {0.0f, 2.0f, -100.0f}, up[] = {5.0f, 3.0f, 7.0f};
+  float h[3];
+  SiluMul(gate, up, 3, h);
+  EXPECT_EQ(h[0], 0.0f);
+  EXPECT_NEAR(h[1], 2.0 / (1 + std::exp(-2.0)) * 3.0, 1e-5);
+  EXPECT_NEAR(h[2], 0.0f, 1e-30);
+}
+
+TEST(Ops, RmsNormByHand) {
+  const float x[] = {3, 4}, g[] = {1, 2};
+  float y[2];
+  RmsNorm(x, g, 2, 0.0f, y);  // rms = sqrt(12.5)
+  EXPECT_NEAR(y[0], 3 / std::sqrt(12.5), 1e-6);
+  EXPECT_NEAR(y[1], 8 / std::sqrt(12.5), 1e-6);
+}
+
+TEST(Ops, RopeRotatesAdjacentPairs) {
+  // One head of 4 with rope on all dims, base 100: pair 0 turns by pos
+  // rad, pair 1 by pos / 10.
+  float x[] = {1, 0, 0, 1};
+  Rope(x, 1, 4, 4, 2, 100.0f);
+  EXPECT_NEAR(x[0], std::cos(2.0), 1e-6);
+  EXPECT_NEAR(x[1], std::sin(2.0), 1e-6);
+  EXPECT_NEAR(x[2], -std::sin(0.2), 1e-6);
+  EXPECT_NEAR(x[3], std::cos(0.2), 1e-6);
+}
+
+}  // namespace
+}  // namespace spikeserve
