@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/evaluation.h"
 #include "runtime/shared_prefix.h"
 
 namespace spikeserve {
@@ -94,14 +95,6 @@ size_t MaxLen(const std::vector<std::vector<int32_t>>& w) {
   return n;
 }
 
-// log softmax(logits)[target]
-double LogProb(const float* logits, int vocab, int32_t target) {
-  const float mx = *std::max_element(logits, logits + vocab);
-  double z = 0;
-  for (int i = 0; i < vocab; ++i) z += std::exp(double(logits[i]) - mx);
-  return double(logits[target]) - mx - std::log(z);
-}
-
 constexpr int kBatch = 4;  // windows per forward call
 
 }  // namespace
@@ -129,8 +122,9 @@ namespace {
 
 absl::StatusOr<CalibrationStats> CollectSiteStats(
     const Model& model, const std::vector<std::vector<int32_t>>& windows,
-    const std::vector<int32_t>& prefix) {
-  auto pool = PoolFor(model, kBatch, int(MaxLen(windows)), int(prefix.size()));
+    const std::vector<int32_t>& prefix, int32_t bos) {
+  auto pool = PoolFor(model, kBatch, int(MaxLen(windows)) + 1,
+                      int(prefix.size()));
   if (!pool.ok()) return pool.status();
   std::unique_ptr<SharedPrefix> shared;
   if (!prefix.empty()) {
@@ -146,17 +140,25 @@ absl::StatusOr<CalibrationStats> CollectSiteStats(
   std::vector<float> logits;
   for (size_t i = 0; i < windows.size(); i += kBatch) {
     std::vector<std::unique_ptr<SequenceKv>> seqs;
+    std::vector<std::vector<int32_t>> inputs;
     std::vector<BatchEntry> batch;
     obs.row_tokens.clear();
-    for (size_t j = i; j < std::min(windows.size(), i + kBatch); ++j) {
+    const size_t end = std::min(windows.size(), i + kBatch);
+    inputs.reserve(end - i);
+    for (size_t j = i; j < end; ++j) {
       seqs.push_back(std::make_unique<SequenceKv>(pool->get()));
+      inputs.emplace_back();
       if (shared) {
         if (absl::Status s = shared->AttachTo(seqs.back().get()); !s.ok()) return s;
+      } else {
+        inputs.back().push_back(bos);
       }
-      batch.push_back({seqs.back().get(), windows[j], false});
-      obs.row_tokens.insert(obs.row_tokens.end(), windows[j].begin(),
-                            windows[j].end());
-      tokens += int64_t(windows[j].size());
+      inputs.back().insert(inputs.back().end(), windows[j].begin(),
+                           windows[j].end());
+      batch.push_back({seqs.back().get(), inputs.back(), false});
+      obs.row_tokens.insert(obs.row_tokens.end(), inputs.back().begin(),
+                            inputs.back().end());
+      tokens += int64_t(inputs.back().size());
     }
     if (absl::Status s = model.Forward(batch, &logits, opt); !s.ok()) return s;
   }
@@ -164,62 +166,6 @@ absl::StatusOr<CalibrationStats> CollectSiteStats(
   stats.windows = int(windows.size());
   stats.tokens = tokens;
   return stats;
-}
-
-absl::StatusOr<double> MeanNll(const Model& model,
-                               const std::vector<std::vector<int32_t>>& windows,
-                               const std::vector<int32_t>& prefix,
-                               const ForwardOptions& options) {
-  const int vocab = model.config().vocab_size;
-  auto pool = PoolFor(model, kBatch, int(MaxLen(windows)), int(prefix.size()));
-  if (!pool.ok()) return pool.status();
-  std::unique_ptr<SharedPrefix> shared;
-  std::vector<float> prefix_logits;
-  if (!prefix.empty()) {
-    // The prefix's own last-position logits predict each window's first
-    // token; computed in FP32 like its KV.
-    SequenceKv seq(pool->get());
-    ForwardOptions fp32;
-    fp32.all_fp32 = true;
-    if (absl::Status s = model.Forward({{&seq, prefix, false}}, &prefix_logits, fp32);
-        !s.ok()) {
-      return s;
-    }
-    seq.Release();
-    auto p = SharedPrefix::Compute(model, pool->get(), prefix);
-    if (!p.ok()) return p.status();
-    shared = *std::move(p);
-  }
-  double nll = 0;
-  int64_t n = 0;
-  std::vector<float> logits;
-  for (size_t i = 0; i < windows.size(); i += kBatch) {
-    std::vector<std::unique_ptr<SequenceKv>> seqs;
-    std::vector<BatchEntry> batch;
-    for (size_t j = i; j < std::min(windows.size(), i + kBatch); ++j) {
-      seqs.push_back(std::make_unique<SequenceKv>(pool->get()));
-      if (shared) {
-        if (absl::Status s = shared->AttachTo(seqs.back().get()); !s.ok()) return s;
-      }
-      batch.push_back({seqs.back().get(), windows[j], true});
-    }
-    if (absl::Status s = model.Forward(batch, &logits, options); !s.ok()) return s;
-    size_t row = 0;
-    for (const BatchEntry& b : batch) {
-      const auto& w = b.tokens;
-      if (shared) {
-        nll -= LogProb(prefix_logits.data(), vocab, w[0]);
-        ++n;
-      }
-      for (size_t t = 0; t + 1 < w.size(); ++t) {
-        nll -= LogProb(&logits[(row + t) * vocab], vocab, w[t + 1]);
-        ++n;
-      }
-      row += w.size();
-    }
-  }
-  if (n == 0) return absl::InvalidArgumentError("calibration: no tokens to score");
-  return nll / double(n);
 }
 
 std::vector<SiteKey> SitesBySpikeRatio(const CalibrationStats& stats) {
@@ -233,39 +179,20 @@ std::vector<SiteKey> SitesBySpikeRatio(const CalibrationStats& stats) {
 
 absl::StatusOr<double> MeanKlFromFp32(
     const Model& model, const std::vector<std::vector<int32_t>>& windows,
-    const ForwardOptions& options) {
-  const int vocab = model.config().vocab_size;
-  auto pool = PoolFor(model, 2 * kBatch, int(MaxLen(windows)), 0);
-  if (!pool.ok()) return pool.status();
-  ForwardOptions fp32 = options;
-  fp32.all_fp32 = true;
-  double kl = 0;
-  int64_t n = 0;
-  std::vector<float> ref, test;
-  std::vector<double> p(vocab);
-  for (size_t i = 0; i < windows.size(); i += kBatch) {
-    std::vector<std::unique_ptr<SequenceKv>> seqs;
-    std::vector<BatchEntry> a, b;
-    for (size_t j = i; j < std::min(windows.size(), i + kBatch); ++j) {
-      seqs.push_back(std::make_unique<SequenceKv>(pool->get()));
-      a.push_back({seqs.back().get(), windows[j], true});
-      seqs.push_back(std::make_unique<SequenceKv>(pool->get()));
-      b.push_back({seqs.back().get(), windows[j], true});
-    }
-    if (absl::Status s = model.Forward(a, &ref, fp32); !s.ok()) return s;
-    if (absl::Status s = model.Forward(b, &test, options); !s.ok()) return s;
-    for (size_t r = 0; r * vocab < ref.size(); ++r) {
-      kl += KlDivergence(&ref[r * vocab], &test[r * vocab], vocab);
-      ++n;
-    }
-  }
-  return n ? kl / double(n) : 0.0;
+    const ForwardOptions& options, int32_t bos) {
+  EvalSide test{&model, options, {}};
+  EvalSide ref{&model, options, {}};
+  ref.options.all_fp32 = true;
+  ref.options.observer = nullptr;
+  absl::StatusOr<EvalResult> r = Evaluate(test, &ref, windows, bos);
+  if (!r.ok()) return r.status();
+  return r->kl_mean;
 }
 
 absl::StatusOr<QfemChoice> SelectQfemSites(
     const Model& model, const CalibrationStats& stats,
-    const std::vector<std::vector<int32_t>>& windows, double tolerance,
-    int max_sites) {
+    const std::vector<std::vector<int32_t>>& windows, int32_t bos,
+    double tolerance, int max_sites) {
   QfemChoice c;
   const std::vector<SiteKey> order = SitesBySpikeRatio(stats);
   std::set<SiteKey> excluded;
@@ -273,7 +200,7 @@ absl::StatusOr<QfemChoice> SelectQfemSites(
     if (k > 0) excluded.insert(order[k - 1]);
     ForwardOptions opt;
     opt.fp32_sites = &excluded;
-    absl::StatusOr<double> kl = MeanKlFromFp32(model, windows, opt);
+    absl::StatusOr<double> kl = MeanKlFromFp32(model, windows, opt, bos);
     if (!kl.ok()) return kl.status();
     if (k == 0) c.w8a8_kl = *kl;
     c.sites = excluded;
@@ -306,12 +233,14 @@ absl::StatusOr<QfepChoice> SearchQfepPrefix(
   ForwardOptions opt;
   opt.observer = &obs;
   opt.all_fp32 = true;
-  auto pool = PoolFor(model, 64, int(MaxLen(windows)), 0);
+  auto pool = PoolFor(model, 64, int(MaxLen(windows)) + 1, 0);
   if (!pool.ok()) return pool.status();
   absl::flat_hash_map<int32_t, float> best;  // token -> largest a_t
   absl::flat_hash_map<int32_t, int> freq;
   std::vector<float> logits;
-  for (const auto& w : windows) {
+  for (const auto& window : windows) {
+    std::vector<int32_t> w = {bos};
+    w.insert(w.end(), window.begin(), window.end());
     SequenceKv seq(pool->get());
     if (absl::Status s = model.Forward({{&seq, w, false}}, &logits, opt); !s.ok()) {
       return s;

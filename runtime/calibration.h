@@ -30,22 +30,16 @@ struct CalibrationStats {
   int64_t tokens = 0;  // scored tokens (prefix rows excluded)
 };
 
-// Runs `windows` (token sequences) through `model` in FP32 and gathers
-// per-site statistics over every window position. With a `prefix` (QFeP),
-// each window runs after the shared FP32 prefix, whose positions are not
-// counted (method.md §5: statistics with the prefix in place).
+// Windows everywhere here are text tokens without BOS: without a prefix
+// each runs as [bos] + window, with a (QFeP) prefix as prefix + window.
+
+// Runs the windows through `model` in FP32 and gathers per-site statistics
+// over every position (BOS included: it spikes like a first token). With a
+// prefix, its positions are not counted (method.md §5: statistics with the
+// prefix in place).
 absl::StatusOr<CalibrationStats> CollectSiteStats(
     const Model& model, const std::vector<std::vector<int32_t>>& windows,
-    const std::vector<int32_t>& prefix);
-
-// Mean next-token negative log-likelihood (nats). Without a prefix each
-// window starts with BOS, which runs through the scheme like any prompt
-// token and is not a target; with a (QFeP) prefix, computed once in FP32,
-// every window token is a target, the first predicted from the prefix.
-absl::StatusOr<double> MeanNll(const Model& model,
-                               const std::vector<std::vector<int32_t>>& windows,
-                               const std::vector<int32_t>& prefix,
-                               const ForwardOptions& options = {});
+    const std::vector<int32_t>& prefix, int32_t bos);
 
 // KL(softmax(p) || softmax(q)) over n logits, in nats.
 double KlDivergence(const float* p_logits, const float* q_logits, int n);
@@ -54,12 +48,11 @@ double KlDivergence(const float* p_logits, const float* q_logits, int n);
 std::vector<SiteKey> SitesBySpikeRatio(const CalibrationStats& stats);
 
 // Mean KL(FP32 || scheme) of the next-token distributions over every
-// window position (nats), the scheme being `model` run with `options` and
-// the reference the same model with every site in FP32. Windows start with
-// BOS; no prefix.
+// window token (nats), the scheme being `model` run with `options` and the
+// reference the same model with every site in FP32; no prefix.
 absl::StatusOr<double> MeanKlFromFp32(
     const Model& model, const std::vector<std::vector<int32_t>>& windows,
-    const ForwardOptions& options);
+    const ForwardOptions& options, int32_t bos);
 
 struct QfemChoice {
   std::set<SiteKey> sites;  // excluded from activation quantization
@@ -75,8 +68,8 @@ struct QfemChoice {
 // chance. `model` must be W8A8.
 absl::StatusOr<QfemChoice> SelectQfemSites(
     const Model& model, const CalibrationStats& stats,
-    const std::vector<std::vector<int32_t>>& windows, double tolerance,
-    int max_sites);
+    const std::vector<std::vector<int32_t>>& windows, int32_t bos,
+    double tolerance, int max_sites);
 
 struct QfepChoice {
   std::vector<int32_t> prefix;  // [bos, c*, t*]
@@ -86,9 +79,9 @@ struct QfepChoice {
 };
 
 // The reference prefix search: spike site m* = largest ratio; candidate
-// tokens t = the 3 with the largest a_t at m* over the windows (excluding
-// `bos`); context tokens c = the `n_context` most frequent ids of the
-// windows; score each [bos, c, t, c, t] in FP32 by a[2] / a[4] at m*.
+// tokens t = the 3 with the largest a_t at m* over [bos] + window
+// (excluding `bos`); context tokens c = the `n_context` most frequent ids
+// of the windows; score each [bos, c, t, c, t] in FP32 by a[2] / a[4] at m*.
 absl::StatusOr<QfepChoice> SearchQfepPrefix(
     const Model& model, const CalibrationStats& stats,
     const std::vector<std::vector<int32_t>>& windows, int32_t bos,

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "gtest/gtest.h"
+#include "runtime/evaluation.h"
 #include "runtime/shared_prefix.h"
 #include "tests/fixtures/planted_spike.h"
 
@@ -88,7 +89,7 @@ class PlantedSpike : public ::testing::Test {
 };
 
 TEST_F(PlantedSpike, CalibrationFindsSiteAndToken) {
-  auto stats = CollectSiteStats(*fp32_, windows_, {});
+  auto stats = CollectSiteStats(*fp32_, windows_, {}, kBos);
   ASSERT_TRUE(stats.ok()) << stats.status();
   const SiteKey top = SitesBySpikeRatio(*stats)[0];
   EXPECT_EQ(top, (SiteKey{1, Site::kDown}));
@@ -115,9 +116,9 @@ TEST_F(PlantedSpike, QfemAndQfepRemoveTheDamage) {
 }
 
 TEST_F(PlantedSpike, QfemSearchExcludesThePlantedSite) {
-  auto stats = *CollectSiteStats(*fp32_, windows_, {});
+  auto stats = *CollectSiteStats(*fp32_, windows_, {}, kBos);
   auto w8a8 = Quantized({});
-  auto choice = SelectQfemSites(*w8a8, stats, windows_, 0.01, 8);
+  auto choice = SelectQfemSites(*w8a8, stats, windows_, kBos, 0.01, 8);
   ASSERT_TRUE(choice.ok()) << choice.status();
   std::printf("qfem: kl from fp32 %.5f -> %.5f with %zu sites\n",
               choice->w8a8_kl, choice->chosen_kl, choice->sites.size());
@@ -127,7 +128,7 @@ TEST_F(PlantedSpike, QfemSearchExcludesThePlantedSite) {
 }
 
 TEST_F(PlantedSpike, QfepSearchPutsTheTokenInThePrefix) {
-  auto stats = *CollectSiteStats(*fp32_, windows_, {});
+  auto stats = *CollectSiteStats(*fp32_, windows_, {}, kBos);
   auto choice = SearchQfepPrefix(*fp32_, stats, windows_, kBos, 20);
   ASSERT_TRUE(choice.ok()) << choice.status();
   EXPECT_EQ(choice->spike_site, (SiteKey{1, Site::kDown}));
@@ -143,7 +144,7 @@ TEST_F(PlantedSpike, QfepSearchPutsTheTokenInThePrefix) {
 TEST_F(PlantedSpike, SpikeGuardCatchesUncalibratedSpike) {
   std::vector<std::vector<int32_t>> clean;
   for (int i = 0; i < 6; ++i) clean.push_back(Tokens(24, 200 + i, -1));
-  auto stats = *CollectSiteStats(*fp32_, clean, {});
+  auto stats = *CollectSiteStats(*fp32_, clean, {}, kBos);
   QuantOptions q{.mode = ActQuantMode::kPerTensorStatic};
   for (const auto& [key, s] : stats.sites) {
     q.static_absmax[key] = std::max(float(s.max_absmax), 1e-6f);
@@ -162,6 +163,31 @@ TEST_F(PlantedSpike, SpikeGuardCatchesUncalibratedSpike) {
   EXPECT_GT(clipped, 0.3);
   EXPECT_EQ((obs.fallbacks[{1, Site::kDown}]), 1);  // the one T row
   EXPECT_LT(with_guard, 0.02);
+}
+
+}  // namespace
+}  // namespace spikeserve
+
+namespace spikeserve {
+namespace {
+
+TEST_F(PlantedSpike, EvaluateComparesSchemesWithFp32) {
+  EvalSide fp32{fp32_.get(), {}, {}};
+  auto same = Evaluate(fp32, &fp32, windows_, kBos);
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->tokens, 6 * 24);
+  EXPECT_NEAR(same->kl_mean, 0.0, 1e-9);
+  EXPECT_EQ(same->top1_agreement, 1.0);
+  EXPECT_GT(same->perplexity, 1.0);
+  auto w8a8 = Quantized({});
+  auto plain = *Evaluate({w8a8.get(), {}, {}}, &fp32, windows_, kBos);
+  auto qfep = *Evaluate({w8a8.get(), {}, {kBos, 9, kSpikeToken}}, &fp32,
+                        windows_, kBos);
+  std::printf("kl mean/p99: w8a8 %.4f/%.4f, +qfep %.4f/%.4f\n", plain.kl_mean,
+              plain.kl_p99, qfep.kl_mean, qfep.kl_p99);
+  EXPECT_GT(plain.kl_mean, 0.01);
+  EXPECT_LT(qfep.kl_mean, plain.kl_mean / 5);
+  EXPECT_GE(plain.kl_p99, plain.kl_mean);
 }
 
 }  // namespace
