@@ -181,8 +181,11 @@ TEST_F(PlantedSpike, EvaluateComparesSchemesWithFp32) {
   EXPECT_GT(same->perplexity, 1.0);
   auto w8a8 = Quantized({});
   auto plain = *Evaluate({w8a8.get(), {}, {}}, &fp32, windows_, kBos);
-  auto qfep = *Evaluate({w8a8.get(), {}, {kBos, 9, kSpikeToken}}, &fp32,
-                        windows_, kBos);
+  // The prefix changes the context, so QFeP's reference is FP32 with the
+  // same prefix: the KL then measures quantization damage only.
+  const std::vector<int32_t> prefix = {kBos, 9, kSpikeToken};
+  EvalSide fp32_prefixed{fp32_.get(), {}, prefix};
+  auto qfep = *Evaluate({w8a8.get(), {}, prefix}, &fp32_prefixed, windows_, kBos);
   std::printf("kl mean/p99: w8a8 %.4f/%.4f, +qfep %.4f/%.4f\n", plain.kl_mean,
               plain.kl_p99, qfep.kl_mean, qfep.kl_p99);
   EXPECT_GT(plain.kl_mean, 0.01);
