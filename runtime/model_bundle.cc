@@ -6,7 +6,8 @@
 
 namespace spikeserve {
 
-absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path) {
+absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path,
+                                            const QuantOptions& quant) {
   absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(path);
   if (!file.ok()) return file.status();
   auto annotate = [&](const absl::Status& s) {
@@ -19,7 +20,10 @@ absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path) {
       Tokenizer::Create(*std::move(spec));
   if (!tok.ok()) return annotate(tok.status());
   b.tokenizer = *std::move(tok);
-  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(**file);
+  absl::StatusOr<ModelConfig> config = ReadModelConfig(**file);
+  if (!config.ok()) return annotate(config.status());
+  b.fingerprint = FingerprintModel(**file, *config);
+  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(**file, quant);
   if (!model.ok()) return annotate(model.status());
   b.model = *std::move(model);
   if (b.tokenizer->vocab_size() != b.model->config().vocab_size) {

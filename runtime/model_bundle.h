@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/model.h"
+#include "runtime/quant_plan.h"
 #include "runtime/tokenizer.h"
 
 namespace spikeserve {
@@ -16,10 +17,13 @@ namespace spikeserve {
 struct ModelBundle {
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tokenizer;
+  v1::ModelFingerprint fingerprint;  // identifies the file for quant plans
 };
 
-// Errors carry the path and name the field, tensor or key at fault.
-absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path);
+// Errors carry the path and name the field, tensor or key at fault. The
+// model is built with `quant` (FP32 by default).
+absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path,
+                                            const QuantOptions& quant = {});
 
 }  // namespace spikeserve
 

@@ -103,6 +103,7 @@ int Main() {
   }
   std::fputs(detok.Flush().c_str(), stdout);
   std::fputs("\n", stdout);
+  std::fflush(stdout);
   const auto t3 = std::chrono::steady_clock::now();
   auto secs = [](auto a, auto b) {
     return std::chrono::duration<double>(b - a).count();

@@ -1,0 +1,278 @@
+// spikeserve-calibrate: measures activation spikes of a model on a text and
+// writes a quant plan (JSON) plus a spike report (markdown + SVG heatmap).
+//
+//   spikeserve-calibrate --model PATH --text FILE --out PLAN.json
+//       [--mode per-tensor-dynamic|per-token-dynamic|per-tensor-static]
+//       [--qfem auto|off|LIST] [--qfep auto|off|TOKENS] [--smooth ALPHA]
+//       [--rotate] [--guard FACTOR] [--window 512] [--windows 8]
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "runtime/calibration.h"
+#include "runtime/model_bundle.h"
+#include "runtime/quant_plan.h"
+#include "runtime/smoothing.h"
+#include "tools/flag_util.h"
+#include "tools/spike_report.h"
+#include "tools/text_input.h"
+
+ABSL_FLAG(std::string, model, "", "GGUF model file (required).");
+ABSL_FLAG(std::string, text, "", "Calibration text file (required).");
+ABSL_FLAG(std::string, out, "", "Plan to write, JSON (required).");
+ABSL_FLAG(std::string, mode, "per-tensor-dynamic",
+          "Activation mode: per-tensor-dynamic, per-token-dynamic or "
+          "per-tensor-static.");
+ABSL_FLAG(std::string, qfem, "auto",
+          "QFeM: auto (fewest top-ratio sites bringing the KL from FP32 "
+          "under --qfem_tolerance), off, alpha=R (ratio threshold), or a "
+          "list LAYER.SITE,... (e.g. 1.down,29.down).");
+ABSL_FLAG(double, qfem_tolerance, 0.02,
+          "QFeM auto: allowed mean KL divergence from FP32, nats.");
+ABSL_FLAG(int, qfem_max_sites, 12, "QFeM auto: most sites to exclude.");
+ABSL_FLAG(std::string, qfep, "auto",
+          "QFeP prefix: auto (reference search), off, or token ids "
+          "ID,ID,...");
+ABSL_FLAG(int, qfep_context, 200,
+          "QFeP auto: number of frequent context tokens tried.");
+ABSL_FLAG(double, smooth, 0.0,
+          "SmoothQuant migration strength alpha in (0, 1); 0 = off.");
+ABSL_FLAG(bool, rotate, false,
+          "Hadamard-rotate down_proj inputs (after smoothing if on).");
+ABSL_FLAG(double, guard, 0.0,
+          "Spike guard factor for per-tensor-static (0 = off).");
+ABSL_FLAG(int, window, 512, "Calibration window, tokens.");
+ABSL_FLAG(int, windows, 8, "Calibration windows used (0 = all).");
+ABSL_FLAG(std::string, report, "",
+          "Report path prefix (writes PREFIX.md and PREFIX.svg); default: "
+          "--out without .json plus .report");
+
+namespace spikeserve {
+namespace {
+
+int Fail(const absl::Status& s) {
+  std::fprintf(stderr, "spikeserve-calibrate: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+absl::Status WriteFile(const std::string& path, const std::string& data) {
+  std::ofstream f(path, std::ios::trunc);
+  f << data;
+  return f ? absl::OkStatus()
+           : absl::PermissionDeniedError(absl::StrCat("cannot write '", path, "'"));
+}
+
+absl::StatusOr<v1::ActivationMode> ParseMode(const std::string& m) {
+  if (m == "per-tensor-dynamic") return v1::PER_TENSOR_DYNAMIC;
+  if (m == "per-token-dynamic") return v1::PER_TOKEN_DYNAMIC;
+  if (m == "per-tensor-static") return v1::PER_TENSOR_STATIC;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--mode '", m, "': use per-tensor-dynamic, per-token-dynamic or "
+      "per-tensor-static"));
+}
+
+int Main() {
+  const std::string model_path = absl::GetFlag(FLAGS_model);
+  const std::string text_path = absl::GetFlag(FLAGS_text);
+  const std::string out = absl::GetFlag(FLAGS_out);
+  if (model_path.empty() || text_path.empty() || out.empty()) {
+    return Fail(absl::InvalidArgumentError("--model, --text and --out are required"));
+  }
+  absl::StatusOr<v1::ActivationMode> mode = ParseMode(absl::GetFlag(FLAGS_mode));
+  if (!mode.ok()) return Fail(mode.status());
+  const double smooth = absl::GetFlag(FLAGS_smooth);
+  if (smooth < 0 || smooth >= 1) {
+    return Fail(absl::InvalidArgumentError("--smooth must be in [0, 1)"));
+  }
+  absl::StatusOr<ModelBundle> bundle = LoadModelBundle(model_path);
+  if (!bundle.ok()) return Fail(bundle.status());
+  const Model& fp32 = *bundle->model;
+  const Tokenizer& tok = *bundle->tokenizer;
+  const ModelConfig& c = fp32.config();
+  const int32_t bos = tok.bos_id() >= 0 ? tok.bos_id() : 0;
+  absl::StatusOr<std::string> text = ReadTextFile(text_path);
+  if (!text.ok()) return Fail(text.status());
+  int64_t text_tokens = 0;
+  auto windows = TextWindows(tok, *text, absl::GetFlag(FLAGS_window),
+                             absl::GetFlag(FLAGS_windows), &text_tokens);
+  if (!windows.ok()) return Fail(windows.status());
+  std::fprintf(stderr, "calibrate: %zu windows of %d tokens from %s\n",
+               windows->size(), absl::GetFlag(FLAGS_window), text_path.c_str());
+
+  // 1. Site statistics of the FP32 model.
+  absl::StatusOr<CalibrationStats> stats = CollectSiteStats(fp32, *windows, {}, bos);
+  if (!stats.ok()) return Fail(stats.status());
+
+  v1::QuantPlan plan;
+  plan.set_version(1);
+  *plan.mutable_model() = bundle->fingerprint;
+  plan.set_activation_mode(*mode);
+  v1::CalibrationSettings* cal = plan.mutable_calibration();
+  cal->set_text_file(text_path);
+  cal->set_tokens(text_tokens);
+  cal->set_window(absl::GetFlag(FLAGS_window));
+  cal->set_windows(int(windows->size()));
+  cal->set_tool_version(SPIKESERVE_VERSION);
+
+  // 2. QFeP prefix.
+  std::vector<int32_t> prefix;
+  const std::string qfep = absl::GetFlag(FLAGS_qfep);
+  if (qfep == "auto") {
+    auto choice = SearchQfepPrefix(fp32, *stats, *windows, bos,
+                                   absl::GetFlag(FLAGS_qfep_context));
+    if (!choice.ok()) return Fail(choice.status());
+    prefix = choice->prefix;
+    plan.mutable_qfep()->set_spike_site(SiteKeyName(choice->spike_site));
+    plan.mutable_qfep()->set_score(choice->score);
+  } else if (qfep != "off") {
+    for (absl::string_view part : absl::StrSplit(qfep, ',')) {
+      int32_t id;
+      if (!absl::SimpleAtoi(part, &id) || id < 0 || id >= c.vocab_size) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat(
+            "--qfep: '", part, "' is not a token id in [0, ", c.vocab_size, ")")));
+      }
+      prefix.push_back(id);
+    }
+  }
+  for (int32_t id : prefix) plan.mutable_qfep()->add_token_ids(id);
+  if (!prefix.empty()) {
+    absl::StatusOr<std::string> ptext = tok.Decode(prefix);
+    if (ptext.ok()) plan.mutable_qfep()->set_text(*ptext);
+  }
+
+  // 3. Smoothing scales from statistics with the prefix in place.
+  QuantOptions transforms;
+  transforms.down_hadamard = absl::GetFlag(FLAGS_rotate);
+  plan.mutable_rotation()->set_down_hadamard(transforms.down_hadamard);
+  const CalibrationStats* final_stats = &*stats;
+  absl::StatusOr<CalibrationStats> prefixed;
+  if (!prefix.empty()) {
+    prefixed = CollectSiteStats(fp32, *windows, prefix, bos);
+    if (!prefixed.ok()) return Fail(prefixed.status());
+    final_stats = &*prefixed;
+  }
+  if (smooth > 0) {
+    plan.mutable_smoothing()->set_enabled(true);
+    plan.mutable_smoothing()->set_alpha(smooth);
+    for (const auto& [key, s] : final_stats->sites) {
+      if (key.site == Site::kO) continue;
+      const LayerWeights& L = fp32.weights().layers[key.layer];
+      const Matrix& w = key.site == Site::kQkv      ? L.wqkv
+                        : key.site == Site::kGateUp ? L.w_gate_up
+                                                    : L.w_down;
+      transforms.smooth_scales[key] = SmoothScales(s.channel_max, w, float(smooth));
+    }
+  }
+  // Statistics of the transformed model (static ranges must see the
+  // smoothed / rotated activations).
+  std::unique_ptr<Model> transformed;
+  if (smooth > 0 || transforms.down_hadamard) {
+    auto t = Model::FromWeights(c, fp32.weights(), transforms);
+    if (!t.ok()) return Fail(t.status());
+    transformed = *std::move(t);
+    auto ts = CollectSiteStats(*transformed, *windows, prefix, bos);
+    if (!ts.ok()) return Fail(ts.status());
+    prefixed = *std::move(ts);
+    final_stats = &*prefixed;
+  }
+
+  // 4. QFeM on the W8A8 version of the (transformed) model.
+  std::set<SiteKey> qfem_sites;
+  const std::string qfem = absl::GetFlag(FLAGS_qfem);
+  v1::QfemSettings* qs = plan.mutable_qfem();
+  if (qfem == "auto") {
+    QuantOptions q = transforms;
+    q.w8a8 = true;
+    q.mode = *mode == v1::PER_TOKEN_DYNAMIC ? ActQuantMode::kPerTokenDynamic
+                                            : ActQuantMode::kPerTensorDynamic;
+    auto w8a8 = Model::FromWeights(c, fp32.weights(), q);
+    if (!w8a8.ok()) return Fail(w8a8.status());
+    auto choice = SelectQfemSites(**w8a8, *stats, *windows, bos,
+                                  absl::GetFlag(FLAGS_qfem_tolerance),
+                                  absl::GetFlag(FLAGS_qfem_max_sites));
+    if (!choice.ok()) return Fail(choice.status());
+    qfem_sites = choice->sites;
+    qs->set_selection("auto");
+    qs->set_alpha(choice->alpha);
+    qs->set_loss_tolerance(absl::GetFlag(FLAGS_qfem_tolerance));
+    std::fprintf(stderr, "calibrate: QFeM auto: KL from FP32 %.4f -> %.4f with "
+                 "%zu sites\n", choice->w8a8_kl, choice->chosen_kl,
+                 qfem_sites.size());
+  } else if (absl::StartsWith(qfem, "alpha=")) {
+    double alpha;
+    if (!absl::SimpleAtod(qfem.substr(6), &alpha) || alpha <= 1) {
+      return Fail(absl::InvalidArgumentError("--qfem alpha=R needs R > 1"));
+    }
+    for (const auto& [key, s] : stats->sites) {
+      if (s.spike_ratio > alpha) qfem_sites.insert(key);
+    }
+    qs->set_selection("alpha");
+    qs->set_alpha(alpha);
+  } else if (qfem != "off") {
+    for (absl::string_view part : absl::StrSplit(qfem, ',')) {
+      absl::StatusOr<SiteKey> k = ParseSiteKey(part, c.n_layers);
+      if (!k.ok()) return Fail(k.status());
+      qfem_sites.insert(*k);
+    }
+    qs->set_selection("list");
+  } else {
+    qs->set_selection("off");
+  }
+  for (const SiteKey& k : qfem_sites) qs->add_modules(SiteKeyName(k));
+
+  // 5. Per-site records.
+  for (const auto& [key, s] : stats->sites) {
+    v1::SiteStats* out_site = plan.add_sites();
+    out_site->set_layer(key.layer);
+    out_site->set_site(SiteName(key.site));
+    out_site->set_spike_ratio(s.spike_ratio);
+    out_site->set_max_absmax(s.max_absmax);
+    out_site->set_median_absmax(s.median_absmax);
+    out_site->set_fp32(qfem_sites.count(key) > 0);
+    const double range = final_stats->sites.at(key).max_absmax;
+    out_site->set_static_absmax(std::max(range, 1e-6));
+    auto sm = transforms.smooth_scales.find(key);
+    if (sm != transforms.smooth_scales.end()) {
+      for (float v : sm->second) out_site->add_smooth_scales(v);
+    }
+  }
+  if (*mode == v1::PER_TENSOR_STATIC) {
+    plan.mutable_spike_guard()->set_factor(absl::GetFlag(FLAGS_guard));
+  }
+
+  if (absl::Status s = WriteQuantPlan(plan, out); !s.ok()) return Fail(s);
+  std::string report = absl::GetFlag(FLAGS_report);
+  if (report.empty()) {
+    report = absl::EndsWith(out, ".json") ? out.substr(0, out.size() - 5) : out;
+    report += ".report";
+  }
+  const std::string svg_path = report + ".svg";
+  const std::string svg_name = svg_path.substr(svg_path.find_last_of('/') + 1);
+  if (absl::Status s = WriteFile(report + ".md", SpikeReportMarkdown(plan, svg_name));
+      !s.ok()) {
+    return Fail(s);
+  }
+  if (absl::Status s = WriteFile(svg_path, SpikeHeatmapSvg(plan)); !s.ok()) {
+    return Fail(s);
+  }
+  std::printf("wrote %s, %s.md, %s\n", out.c_str(), report.c_str(), svg_path.c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace spikeserve
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Calibrates a quant plan for --model on --text; writes --out.");
+  spikeserve::AcceptDashedFlags(argc, argv);
+  absl::ParseCommandLine(argc, argv);
+  return spikeserve::Main();
+}
