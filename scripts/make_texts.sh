@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Writes the calibration and evaluation texts used by `make eval` into
+# ${1:-build/texts}. Both come from Debian packages (installed here if
+# missing) and are different texts:
+#   calib.txt: the fortune-mod cookie files (package fortunes-min, BSD
+#              licence): quotes, jokes and riddles.
+#   eval.txt:  the King James Bible, Genesis 1-20 (package bible-kjv,
+#              public domain), verse references stripped.
+set -euo pipefail
+out="${1:-build/texts}"
+mkdir -p "$out"
+need=()
+dpkg-query -W -f='${Status}' fortunes-min 2>/dev/null | grep -q "ok installed" || need+=(fortunes-min)
+dpkg-query -W -f='${Status}' bible-kjv 2>/dev/null | grep -q "ok installed" || need+=(bible-kjv)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+f=/usr/share/games/fortunes
+# Cookie files separate entries with lines holding a single '%'.
+grep -hv '^%$' "$f/fortunes" "$f/literature" "$f/riddles" > "$out/calib.txt"
+bible -f gen1:1-gen20:18 | sed -E 's/^[A-Za-z0-9]+:[0-9]+ //' > "$out/eval.txt"
+echo "texts: $(wc -w < "$out/calib.txt") words calibration, $(wc -w < "$out/eval.txt") words evaluation in $out"
