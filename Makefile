@@ -9,7 +9,7 @@ PROMPT ?= The three primary colors are
 THREADS ?= 2
 export OMP_NUM_THREADS ?= $(THREADS)
 
-.PHONY: all deps model configure build test test-unit test-asan run bench format clean
+.PHONY: all deps model configure build test test-unit test-asan run bench eval format clean
 
 all: build
 
@@ -50,6 +50,14 @@ run: build model
 
 bench: build model
 	$(BUILD)/bench/model_bench
+	$(BUILD)/bench/linear_bench
+
+# Calibrates plans, evaluates every quantization scheme against FP32 and
+# writes docs/accuracy.md (about an hour on 2 cores; EVAL_WINDOWS=4 for a
+# quick look).
+EVAL_WINDOWS ?= 0
+eval: build model
+	bash scripts/eval_all.sh $(BUILD) $(MODEL) $(EVAL_WINDOWS)
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

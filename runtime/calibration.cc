@@ -179,9 +179,10 @@ std::vector<SiteKey> SitesBySpikeRatio(const CalibrationStats& stats) {
 
 absl::StatusOr<double> MeanKlFromFp32(
     const Model& model, const std::vector<std::vector<int32_t>>& windows,
-    const ForwardOptions& options, int32_t bos) {
-  EvalSide test{&model, options, {}};
-  EvalSide ref{&model, options, {}};
+    const ForwardOptions& options, int32_t bos,
+    const std::vector<int32_t>& prefix) {
+  EvalSide test{&model, options, prefix};
+  EvalSide ref{&model, options, prefix};
   ref.options.all_fp32 = true;
   ref.options.observer = nullptr;
   absl::StatusOr<EvalResult> r = Evaluate(test, &ref, windows, bos);
@@ -192,7 +193,7 @@ absl::StatusOr<double> MeanKlFromFp32(
 absl::StatusOr<QfemChoice> SelectQfemSites(
     const Model& model, const CalibrationStats& stats,
     const std::vector<std::vector<int32_t>>& windows, int32_t bos,
-    double tolerance, int max_sites) {
+    double tolerance, int max_sites, const std::vector<int32_t>& prefix) {
   QfemChoice c;
   const std::vector<SiteKey> order = SitesBySpikeRatio(stats);
   std::set<SiteKey> excluded;
@@ -200,7 +201,7 @@ absl::StatusOr<QfemChoice> SelectQfemSites(
     if (k > 0) excluded.insert(order[k - 1]);
     ForwardOptions opt;
     opt.fp32_sites = &excluded;
-    absl::StatusOr<double> kl = MeanKlFromFp32(model, windows, opt, bos);
+    absl::StatusOr<double> kl = MeanKlFromFp32(model, windows, opt, bos, prefix);
     if (!kl.ok()) return kl.status();
     if (k == 0) c.w8a8_kl = *kl;
     c.sites = excluded;

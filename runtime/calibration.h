@@ -49,10 +49,12 @@ std::vector<SiteKey> SitesBySpikeRatio(const CalibrationStats& stats);
 
 // Mean KL(FP32 || scheme) of the next-token distributions over every
 // window token (nats), the scheme being `model` run with `options` and the
-// reference the same model with every site in FP32; no prefix.
+// reference the same model with every site in FP32, both after `prefix`
+// (empty: after BOS).
 absl::StatusOr<double> MeanKlFromFp32(
     const Model& model, const std::vector<std::vector<int32_t>>& windows,
-    const ForwardOptions& options, int32_t bos);
+    const ForwardOptions& options, int32_t bos,
+    const std::vector<int32_t>& prefix = {});
 
 struct QfemChoice {
   std::set<SiteKey> sites;  // excluded from activation quantization
@@ -63,13 +65,14 @@ struct QfemChoice {
 
 // QFeM "auto": the fewest top-ratio sites whose exclusion brings the W8A8
 // model's calibration loss within `tolerance` of FP32, trying k = 0 ..
-// max_sites sites in ratio order. The loss is the mean KL divergence from
-// FP32 (nats): unlike the NLL gap it cannot look better than FP32 by
-// chance. `model` must be W8A8.
+// max_sites sites in ratio order, with the QFeP `prefix` in place when one
+// is used (the spikes it absorbs then need no exclusion). The loss is the
+// mean KL divergence from FP32 (nats): unlike the NLL gap it cannot look
+// better than FP32 by chance. `model` must be W8A8.
 absl::StatusOr<QfemChoice> SelectQfemSites(
     const Model& model, const CalibrationStats& stats,
     const std::vector<std::vector<int32_t>>& windows, int32_t bos,
-    double tolerance, int max_sites);
+    double tolerance, int max_sites, const std::vector<int32_t>& prefix = {});
 
 struct QfepChoice {
   std::vector<int32_t> prefix;  // [bos, c*, t*]

@@ -36,7 +36,12 @@ ABSL_FLAG(std::string, qfem, "auto",
           "list LAYER.SITE,... (e.g. 1.down,29.down).");
 ABSL_FLAG(double, qfem_tolerance, 0.02,
           "QFeM auto: allowed mean KL divergence from FP32, nats.");
-ABSL_FLAG(int, qfem_max_sites, 12, "QFeM auto: most sites to exclude.");
+ABSL_FLAG(int, qfem_max_sites, 24, "QFeM auto: most sites to exclude.");
+ABSL_FLAG(int, qfem_windows, 4,
+          "QFeM auto: calibration windows scored per candidate set.");
+ABSL_FLAG(int, qfem_window, 256,
+          "QFeM auto: tokens of each scored window (a prefix of the "
+          "calibration window), to keep the search fast.");
 ABSL_FLAG(std::string, qfep, "auto",
           "QFeP prefix: auto (reference search), off, or token ids "
           "ID,ID,...");
@@ -194,9 +199,16 @@ int Main() {
                                             : ActQuantMode::kPerTensorDynamic;
     auto w8a8 = Model::FromWeights(c, fp32.weights(), q);
     if (!w8a8.ok()) return Fail(w8a8.status());
-    auto choice = SelectQfemSites(**w8a8, *stats, *windows, bos,
+    std::vector<std::vector<int32_t>> search;
+    for (const auto& w : *windows) {
+      if (int(search.size()) == absl::GetFlag(FLAGS_qfem_windows)) break;
+      search.emplace_back(w.begin(),
+                          w.begin() + std::min<size_t>(
+                                          w.size(), absl::GetFlag(FLAGS_qfem_window)));
+    }
+    auto choice = SelectQfemSites(**w8a8, *stats, search, bos,
                                   absl::GetFlag(FLAGS_qfem_tolerance),
-                                  absl::GetFlag(FLAGS_qfem_max_sites));
+                                  absl::GetFlag(FLAGS_qfem_max_sites), prefix);
     if (!choice.ok()) return Fail(choice.status());
     qfem_sites = choice->sites;
     qs->set_selection("auto");
