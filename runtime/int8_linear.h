@@ -1,13 +1,10 @@
 // W8A8 linear layer on oneDNN: s8 activations x s8 weights -> s32, then our
 // own epilogue y = acc · s_x[row] · s_w[n] in FP32.
 //
-// Following toolchain.md: weights are quantized per output channel and
-// reordered once into the blocked layout oneDNN chose; one primitive per
-// row-count bucket (scales and M fixed at creation, which keeps the fast
-// brg:avx512_core_vnni kernel), created lazily and cached process-wide
-// since it depends only on the shape; per-row activation scales applied in
-// the epilogue (a {M,1} scale post-op would fall back to a reference
-// kernel).
+// Weights are quantized per output channel and reordered once (see
+// onednn_matmul.h for the primitive rules). Per-row activation scales are
+// applied in the epilogue: a {M,1} scale post-op would fall back to a
+// reference kernel (toolchain.md).
 #ifndef SPIKESERVE_RUNTIME_INT8_LINEAR_H_
 #define SPIKESERVE_RUNTIME_INT8_LINEAR_H_
 
@@ -18,24 +15,15 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/linear.h"
+#include "runtime/onednn_matmul.h"
 #include "runtime/quantize.h"
 
 namespace spikeserve {
 
-// Rounds a row count up to the bucket whose primitive serves it: exact up
-// to 16 (decode batches), then multiples of 16 (at most 15 padded rows).
-int RowBucket(int m);
-
-// The oneDNN implementation name chosen for an s8 matmul of this shape,
-// e.g. "brg:avx512_core_vnni". FailedPrecondition if it is a reference
-// ("ref...") kernel, which would be ~1000x slower.
+// The oneDNN implementation of an s8 matmul of this shape (see
+// onednn_matmul.h); kept for tests and logs.
 absl::StatusOr<std::string> Int8MatmulImpl(int m, int k, int n);
-
-// Creates (and runs once, since a first execution costs ~20x the steady
-// state) the primitive of every row bucket up to `max_rows` for a K x N
-// int8 matmul, checking each is a non-reference kernel whose blocked weight
-// layout equals the M = 1 one (weights are reordered only once). Returns
-// the implementation name.
+// Creates, checks and runs once every row-bucket primitive up to max_rows.
 absl::StatusOr<std::string> WarmUpInt8Matmul(int k, int n, int max_rows);
 
 class Int8Linear final : public Linear {

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/attention.h"
+#include "runtime/bf16_linear.h"
 #include "runtime/int8_linear.h"
 #include "runtime/ops.h"
 #include "runtime/smoothing.h"
@@ -78,7 +79,8 @@ absl::Status Model::BuildKernels() {
           config_.n_layers - 1));
     }
   }
-  std::set<std::pair<int, int>> shapes;  // (K, N) of INT8 sites
+  std::set<std::pair<int, int>> shapes;       // (K, N) of INT8 sites
+  std::set<std::pair<int, int>> bf16_shapes;  // (K, N) of BF16 QFeM sites
   kernels_.resize(config_.n_layers);
   for (int l = 0; l < config_.n_layers; ++l) {
     for (Site site : kAllSites) {
@@ -86,7 +88,16 @@ absl::Status Model::BuildKernels() {
       const Matrix& w = SiteMatrix(weights_.layers[l], site);
       SiteKernels& sk = kernels_[l][int(site)];
       sk.fp32 = std::make_unique<Fp32Linear>(&w);
-      if (!q.w8a8 || q.fp32_sites.count(key)) continue;
+      if (!q.w8a8) continue;
+      if (q.fp32_sites.count(key)) {
+        if (q.qfem_bf16) {
+          absl::StatusOr<std::unique_ptr<Bf16Linear>> b = Bf16Linear::Create(w);
+          if (!b.ok()) return b.status();
+          sk.bf16 = *std::move(b);
+          bf16_shapes.insert({w.cols, w.rows});
+        }
+        continue;
+      }
       Int8Linear::Options o;
       o.mode = q.mode;
       if (q.mode == ActQuantMode::kPerTensorStatic) {
@@ -110,6 +121,11 @@ absl::Status Model::BuildKernels() {
         WarmUpInt8Matmul(k, n, std::max(1, q.warmup_rows));
     if (!impl.ok()) return impl.status();
     int8_impl_ = *impl;
+  }
+  for (const auto& [k, n] : bf16_shapes) {
+    absl::StatusOr<std::string> impl = WarmUpMatmul(
+        MatmulKind::kBf16Bf16F32, k, n, std::max(1, q.warmup_rows));
+    if (!impl.ok()) return impl.status();
   }
   lm_head_ = std::make_unique<Fp32Linear>(&weights_.lm_head());
   return absl::OkStatus();
@@ -141,7 +157,8 @@ void Model::RunSite(int layer, Site site, const float* x, int m,
     }
   }
   if (!int8) {
-    fp32.Forward({x, m, bounds, nullptr}, y);
+    const Linear& precise = k.bf16 && !opt.all_fp32 ? *k.bf16 : fp32;
+    precise.Forward({x, m, bounds, nullptr}, y);
     return;
   }
   k.int8->Forward({x, m, bounds, row_absmax}, y);
