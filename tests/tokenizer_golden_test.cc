@@ -26,7 +26,8 @@ TEST(TokenizerGolden, MatchesLlamaCppOnEveryString) {
   auto tok = Tokenizer::Create(*std::move(spec));
   ASSERT_TRUE(tok.ok()) << tok.status();
   int checked = 0, mismatched = 0;
-  for (const auto& c : ReadJson(golden)["cases"]) {
+  const nlohmann::json cases = ReadJson(golden)["cases"];
+  for (const auto& c : cases) {
     const std::string text = c["text"].get<std::string>();
     const auto want = c["ids"].get<std::vector<int32_t>>();
     auto got = (*tok)->Encode(text, /*add_special=*/false, /*parse_special=*/true);

@@ -89,6 +89,15 @@ def tokenizer_strings(special_tokens):
     s += ["<|im_start|>user\nHi<|im_end|>\n",
           "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
           "<|endoftext|><|endoftext|>", "<|im_start|><|im_end|>"]
+    # Words in many shapes: case, apostrophes, punctuation runs, mixes.
+    words = ["hello", "Hello", "HELLO", "hElLo", "it's", "It'S", "o'clock",
+             "rock'n'roll", "naïveté", "co-operate", "e-mail", "U.S.A.",
+             "well-known", "don't!", "(yes)", "[no]", "a.b.c", "x_y_z", "CamelCase",
+             "snake_case_name", "kebab-case-name", "ALL_CAPS_42", "mixed123abc",
+             "abc123def456", "3D", "4K", "MP3", "CO2", "H2O", "x86_64", "ARMv8"]
+    s += words
+    s += [f"{w} {w}" for w in words[:10]]
+    s += [" " + w for w in words[:10]]
     # Longer mixed texts.
     s += [" ".join(prose[:5]), "\n".join(code[:3]), " ".join(numbers),
           "Mixed: café 中文 😀 123 \t tab\nnewline <|im_end|> done."]
@@ -106,19 +115,22 @@ PROMPTS = [
     "combined movable metal type, oil-based ink and a wooden press adapted from those used to make wine. "
     "Within fifty years presses had spread to more than two hundred cities across Europe, and the number "
     "of books in circulation rose from thousands to millions.",
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nExplain in a few "
-    "sentences why the sky is blue, and mention what happens at sunset when the light travels through "
-    "more of the atmosphere.<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>system\nYou are a helpful assistant who answers clearly and briefly.<|im_end|>\n"
+    "<|im_start|>user\nExplain in a few sentences why the sky is blue during the day, and mention what "
+    "happens at sunset and at sunrise, when the light travels through much more of the atmosphere before it reaches "
+    "our eyes.<|im_end|>\n<|im_start|>assistant\n",
     "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    a, b = 0, 1\n    for _ in "
     "range(n):\n        a, b = b, a + b\n    return a\n\n\ndef main():\n    for i in range(10):\n        "
     "print(i, fibonacci(i))\n",
     "Shopping list for the week:\n1. Eggs (12)\n2. Milk, 2 liters\n3. Bread - whole wheat\n4. Apples, "
     "about 1.5 kg\n5. Coffee beans, 500 g\n6. Rice, 2 kg\n7. Tomatoes (6)\n8. Olive oil\nTotal budget: $45.",
     "Once upon a time there was a little robot who lived in a lighthouse by the sea. Every night it "
-    "turned on the great lamp and watched the ships pass safely in the dark. One stormy evening, the "
-    "lamp went out, and the robot had to",
+    "turned on the great lamp and watched the ships pass safely in the dark. The fishermen waved at it "
+    "in the mornings, and the gulls sat on its shoulders. One stormy evening, when the waves were "
+    "higher than the rocks, the lamp went out, and the robot had to",
     "Les élèves ont étudié l'histoire de France et la géographie. Die Schüler lernten Mathematik. "
-    "学生们学习了数学和科学。 The students also learned that 2 + 2 = 4 and that water boils at 100 °C.",
+    "学生们学习了数学和科学。 The students also learned that 2 + 2 = 4 and that water boils at 100 °C "
+    "at sea level, while on a high mountain it boils at a lower temperature.",
 ]
 
 
