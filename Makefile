@@ -8,6 +8,8 @@ MODEL ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 PROMPT ?= The three primary colors are
 THREADS ?= 2
 export OMP_NUM_THREADS ?= $(THREADS)
+# ccache hits across clones and build trees: hash paths relative to here.
+export CCACHE_BASEDIR ?= $(CURDIR)
 
 .PHONY: all deps model configure build test test-unit test-asan run bench eval format clean
 

@@ -159,6 +159,7 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
                                      absl::StrCat("qfem.modules: ", k.status().message()));
     q.fp32_sites.insert(*k);
   }
+  q.qfem_bf16 = plan.qfem().bf16();
   for (const v1::SiteStats& s : plan.sites()) {
     absl::StatusOr<SiteKey> k =
         ParseSiteKey(absl::StrCat(s.layer(), ".", s.site()), c.n_layers);

@@ -37,6 +37,8 @@ ABSL_FLAG(std::string, qfem, "auto",
 ABSL_FLAG(double, qfem_tolerance, 0.02,
           "QFeM auto: allowed mean KL divergence from FP32, nats.");
 ABSL_FLAG(int, qfem_max_sites, 24, "QFeM auto: most sites to exclude.");
+ABSL_FLAG(bool, qfem_bf16, false,
+          "Record that QFeM modules run in BF16 instead of FP32.");
 ABSL_FLAG(int, qfem_windows, 4,
           "QFeM auto: calibration windows scored per candidate set.");
 ABSL_FLAG(int, qfem_window, 256,
@@ -238,6 +240,7 @@ int Main() {
     qs->set_selection("off");
   }
   for (const SiteKey& k : qfem_sites) qs->add_modules(SiteKeyName(k));
+  qs->set_bf16(absl::GetFlag(FLAGS_qfem_bf16));
 
   // 5. Per-site records.
   for (const auto& [key, s] : stats->sites) {
