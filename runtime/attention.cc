@@ -73,27 +73,34 @@ void CausalAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
     return;
   }
 
-  // Prefill chunk: per head, S = Q_h · K_gᵀ [n_new][n_pos], causal softmax,
-  // O_h = P · V_g. Masked entries are zeroed so the full-width GEMM adds
-  // nothing for them.
+  // Prefill chunk: per head and block of kRowBlock rows, S = Q_h · K_gᵀ
+  // over only the positions the block's last row can see, causal softmax
+  // (entries past each row's own position zeroed), O_h = P · V_g. Causal
+  // blocking skips about half of the square's work.
+  constexpr int kRowBlock = 64;
+  const size_t per_head = size_t(std::min(n_new, kRowBlock)) * n_pos;
+  scratch->scores.resize(per_head * c.n_heads);
   // Heads are independent: one OpenMP thread per head (the sgemm calls
   // inside then run single-threaded, as nested regions do).
-  const size_t per_head = size_t(n_new) * n_pos;
-  scratch->scores.resize(per_head * c.n_heads);
 #pragma omp parallel for schedule(static)
   for (int h = 0; h < c.n_heads; ++h) {
     float* S = scratch->scores.data() + per_head * h;
     const int g = h / c.group_size();
-    dnnl::sgemm('N', 'T', n_new, n_pos, hd, scale, q + h * hd, q_dim,
-                K + g * hd, kv_dim, 0.0f, S, n_pos);
-    for (int i = 0; i < n_new; ++i) {
-      float* row = S + size_t(i) * n_pos;
-      const int visible = start + i + 1;
-      Softmax(row, visible);
-      std::fill(row + visible, row + n_pos, 0.0f);
+    for (int r0 = 0; r0 < n_new; r0 += kRowBlock) {
+      const int rows = std::min(kRowBlock, n_new - r0);
+      const int width = start + r0 + rows;  // columns the block can see
+      dnnl::sgemm('N', 'T', rows, width, hd, scale,
+                  q + size_t(r0) * q_dim + h * hd, q_dim, K + g * hd, kv_dim,
+                  0.0f, S, width);
+      for (int i = 0; i < rows; ++i) {
+        float* row = S + size_t(i) * width;
+        const int visible = start + r0 + i + 1;
+        Softmax(row, visible);
+        std::fill(row + visible, row + width, 0.0f);
+      }
+      dnnl::sgemm('N', 'N', rows, hd, width, 1.0f, S, width, V + g * hd,
+                  kv_dim, 0.0f, out + size_t(r0) * q_dim + h * hd, q_dim);
     }
-    dnnl::sgemm('N', 'N', n_new, hd, n_pos, 1.0f, S, n_pos, V + g * hd,
-                kv_dim, 0.0f, out + h * hd, q_dim);
   }
 }
 

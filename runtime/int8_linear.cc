@@ -8,6 +8,10 @@
 namespace spikeserve {
 namespace {
 
+// Row loops fork OpenMP threads only for batches this large (prefill);
+// for decode-sized batches fork/join costs more than it saves.
+constexpr int kParallelRows = 32;
+
 // Scratch shared by every Int8Linear on a thread: one model's 4 x layers
 // linears would otherwise each hold (and first-touch) their own buffers.
 struct Scratch {
@@ -104,6 +108,7 @@ void Int8Linear::Forward(const LinearInput& in, float* y) const {
   }
   // 2. Quantize into a bucket-sized buffer; padding rows are zero.
   xq_.resize(size_t(mb) * K);
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
   for (int r = 0; r < m; ++r) {
     QuantizeRow(in.x + size_t(r) * K, K, 1.0f / row_scale_[r],
                 &xq_[size_t(r) * K]);
@@ -113,6 +118,7 @@ void Int8Linear::Forward(const LinearInput& in, float* y) const {
   acc_.resize(size_t(mb) * N);
   RunMatmul(MatmulKind::kS8S8S32, mb, K, N, xq_.data(), w_blocked_, acc_.data());
   // 4. Epilogue: dequantize with the row and channel scales.
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
   for (int r = 0; r < m; ++r) {
     const float sx = row_scale_[r];
     const int32_t* a = &acc_[size_t(r) * N];

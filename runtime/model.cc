@@ -239,6 +239,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
   // Row r is at position row_pos[r]; entry e owns rows [bounds[e],
   // bounds[e+1]).
   std::vector<int> row_pos(m);
+  std::vector<float> rope(size_t(m) * c.rope_dims);  // [m][rope_dims] cos|sin
   std::vector<int> bounds = {0};
   for (const BatchEntry& b : batch) {
     bounds.push_back(bounds.back() + int(b.tokens.size()));
@@ -248,6 +249,8 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     for (const BatchEntry& b : batch) {
       for (size_t i = 0; i < b.tokens.size(); ++i, ++r) {
         row_pos[r] = b.kv->length() + int(i);
+        RopeAngles(row_pos[r], c.rope_dims, c.rope_base,
+                   &rope[size_t(r) * c.rope_dims]);
         std::memcpy(&x[size_t(r) * H], weights_.token_embd.row(b.tokens[i]),
                     H * sizeof(float));
       }
@@ -267,14 +270,16 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     int r0 = 0;
     for (const BatchEntry& b : batch) {
       const int n = int(b.tokens.size());
+#pragma omp parallel for schedule(static) if (n >= kParallelRows)
       for (int i = 0; i < n; ++i) {
         float* row = &qkv[size_t(r0 + i) * qkv_w];
         float* q = row;
         float* k = row + c.q_dim();
         float* v = k + c.kv_dim();
         const int pos = row_pos[r0 + i];
-        Rope(q, c.n_heads, c.head_dim, c.rope_dims, pos, c.rope_base);
-        Rope(k, c.n_kv_heads, c.head_dim, c.rope_dims, pos, c.rope_base);
+        const float* cs = &rope[size_t(r0 + i) * c.rope_dims];
+        ApplyRope(q, c.n_heads, c.head_dim, c.rope_dims, cs);
+        ApplyRope(k, c.n_kv_heads, c.head_dim, c.rope_dims, cs);
         std::memcpy(b.kv->k_row(l, pos), k, c.kv_dim() * sizeof(float));
         std::memcpy(b.kv->v_row(l, pos), v, c.kv_dim() * sizeof(float));
       }

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace spikeserve {
 namespace {
@@ -40,21 +41,35 @@ void RmsNorm(const float* x, const float* gain, int n, float eps, float* y) {
   for (int i = 0; i < n; ++i) y[i] = x[i] * scale * gain[i];
 }
 
-void Rope(float* x, int n_heads, int head_dim, int rope_dims, int pos,
-          float base) {
+void RopeAngles(int pos, int rope_dims, float base, float* cos_sin) {
   // theta is advanced multiplicatively, as llama.cpp does, so angles agree
   // to the last bit of float rounding with the reference.
   const float theta_scale = std::pow(base, -2.0f / rope_dims);
   float theta = float(pos);
   for (int i = 0; i < rope_dims / 2; ++i, theta *= theta_scale) {
-    const float c = std::cos(theta), s = std::sin(theta);
-    for (int h = 0; h < n_heads; ++h) {
-      float* v = x + h * head_dim + 2 * i;
-      const float x0 = v[0], x1 = v[1];
-      v[0] = x0 * c - x1 * s;
-      v[1] = x0 * s + x1 * c;
+    cos_sin[2 * i] = std::cos(theta);
+    cos_sin[2 * i + 1] = std::sin(theta);
+  }
+}
+
+void ApplyRope(float* x, int n_heads, int head_dim, int rope_dims,
+               const float* cos_sin) {
+  for (int h = 0; h < n_heads; ++h) {
+    float* v = x + h * head_dim;
+    for (int i = 0; i < rope_dims / 2; ++i) {
+      const float c = cos_sin[2 * i], s = cos_sin[2 * i + 1];
+      const float x0 = v[2 * i], x1 = v[2 * i + 1];
+      v[2 * i] = x0 * c - x1 * s;
+      v[2 * i + 1] = x0 * s + x1 * c;
     }
   }
+}
+
+void Rope(float* x, int n_heads, int head_dim, int rope_dims, int pos,
+          float base) {
+  std::vector<float> cs(rope_dims);
+  RopeAngles(pos, rope_dims, base, cs.data());
+  ApplyRope(x, n_heads, head_dim, rope_dims, cs.data());
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) void SiluMul(

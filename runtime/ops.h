@@ -15,6 +15,13 @@ void RmsNorm(const float* x, const float* gain, int n, float eps, float* y);
 void Rope(float* x, int n_heads, int head_dim, int rope_dims, int pos,
           float base);
 
+// The same in two steps, so the angles of a position are computed once per
+// forward instead of once per layer, head kind and row:
+// cos_sin[2i], cos_sin[2i+1] = cos, sin of theta_i for i < rope_dims / 2.
+void RopeAngles(int pos, int rope_dims, float base, float* cos_sin);
+void ApplyRope(float* x, int n_heads, int head_dim, int rope_dims,
+               const float* cos_sin);
+
 // h[i] = silu(gate[i]) * up[i] over n entries; silu(g) = g / (1 + e^-g).
 void SiluMul(const float* gate, const float* up, int n, float* h);
 
