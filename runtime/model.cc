@@ -324,7 +324,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     for (const BatchEntry& b : batch) {
       const int n = int(b.tokens.size());
       for (int i = 0; i < n; ++i, ++r) {
-        if (!b.all_logits && i != n - 1) continue;
+        if (!b.all_logits && (i != n - 1 || !b.last_logits)) continue;
         sel.resize(size_t(n_out + 1) * H);
         RmsNorm(&x[size_t(r) * H], weights_.output_norm.data(), H, c.rms_eps,
                 &sel[size_t(n_out) * H]);
@@ -333,8 +333,10 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     }
   }
   logits->resize(size_t(n_out) * c.vocab_size);
-  const int out_bounds[2] = {0, n_out};
-  lm_head_->Forward({sel.data(), n_out, out_bounds}, logits->data());
+  if (n_out > 0) {
+    const int out_bounds[2] = {0, n_out};
+    lm_head_->Forward({sel.data(), n_out, out_bounds}, logits->data());
+  }
   for (const BatchEntry& b : batch) {
     b.kv->set_length(b.kv->length() + int(b.tokens.size()));
   }

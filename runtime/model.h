@@ -68,6 +68,9 @@ struct BatchEntry {
   absl::Span<const int32_t> tokens;
   // Logits for every new token (scoring, goldens), else for the last only.
   bool all_logits = false;
+  // With all_logits false: whether the last token's logits are wanted (a
+  // prefill chunk that does not finish its prompt needs none).
+  bool last_logits = true;
 };
 
 class Model {

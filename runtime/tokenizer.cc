@@ -96,6 +96,33 @@ std::vector<Symbol> InitialSymbols(absl::string_view text) {
   return s;
 }
 
+// The merge loop shared by BPE (priority = rank) and SentencePiece
+// (priority = -score): seeds every adjacent pair through `try_add`, then
+// applies the best bigram until none is left, skipping entries made stale
+// by an earlier merge of either side, and offering the new neighbours.
+template <typename TryAdd>
+void MergeAll(std::vector<Symbol>* symbols, std::priority_queue<Bigram>* queue,
+              TryAdd try_add) {
+  std::vector<Symbol>& s = *symbols;
+  for (int i = 0; i + 1 < int(s.size()); ++i) try_add(i, i + 1);
+  while (!queue->empty()) {
+    const Bigram b = queue->top();
+    queue->pop();
+    Symbol& l = s[b.left];
+    Symbol& r = s[b.right];
+    if (l.len == 0 || r.len == 0 || l.next != b.right ||
+        l.len + r.len != b.size) {
+      continue;
+    }
+    l.len += r.len;
+    r.len = 0;
+    l.next = r.next;
+    if (r.next >= 0) s[r.next].prev = b.left;
+    try_add(l.prev, b.left);
+    try_add(b.left, l.next);
+  }
+}
+
 }  // namespace
 
 Tokenizer::~Tokenizer() = default;
@@ -295,23 +322,7 @@ void Tokenizer::EncodeBpeWord(const std::string& mapped,
     queue.push({left, right, double(it->second),
                 symbols[left].len + symbols[right].len});
   };
-  for (int i = 0; i + 1 < int(symbols.size()); ++i) try_add(i, i + 1);
-  while (!queue.empty()) {
-    const Bigram b = queue.top();
-    queue.pop();
-    Symbol& l = symbols[b.left];
-    Symbol& r = symbols[b.right];
-    if (l.len == 0 || r.len == 0 || l.next != b.right ||
-        l.len + r.len != b.size) {
-      continue;
-    }
-    l.len += r.len;
-    r.len = 0;
-    l.next = r.next;
-    if (r.next >= 0) symbols[r.next].prev = b.left;
-    try_add(l.prev, b.left);
-    try_add(b.left, l.next);
-  }
+  MergeAll(&symbols, &queue, try_add);
   for (const Symbol& sym : symbols) {
     if (sym.len == 0) continue;
     const std::string piece = mapped.substr(sym.start, sym.len);
@@ -371,20 +382,7 @@ void Tokenizer::EncodeSpm(absl::string_view text,
     queue.push({left, right, -double(spec_.scores[it->second]), merged.size()});
     rev_merge[merged] = {left, right};
   };
-  for (int i = 0; i + 1 < int(symbols.size()); ++i) try_add(i, i + 1);
-  while (!queue.empty()) {
-    const Bigram b = queue.top();
-    queue.pop();
-    Symbol& l = symbols[b.left];
-    Symbol& r = symbols[b.right];
-    if (l.len == 0 || r.len == 0 || l.len + r.len != b.size) continue;
-    l.len += r.len;
-    r.len = 0;
-    l.next = r.next;
-    if (r.next >= 0) symbols[r.next].prev = b.left;
-    try_add(l.prev, b.left);
-    try_add(b.left, l.next);
-  }
+  MergeAll(&symbols, &queue, try_add);
   // Each final symbol is a token, or bytes (<0xXX>) when it is not.
   for (const Symbol& sym : symbols) {
     if (sym.len == 0) continue;
