@@ -65,27 +65,42 @@ absl::StatusOr<HadamardTransform> HadamardTransform::Create(int n) {
       "hadamard: width ", n, " is not m * 2^k with m in {1, 12, 20}"));
 }
 
+namespace {
+
+// out[i][:] = Σ_k a(k, i) · v[k][:] over m rows of p2 contiguous floats:
+// the m x m mix, vectorized along the rows.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void Mix(
+    const float* v, const int* small, int m, int p2, bool transpose,
+    float* out) {
+  for (int i = 0; i < m; ++i) {
+    float* o = out + size_t(i) * p2;
+    for (int j = 0; j < p2; ++j) o[j] = 0.0f;
+    for (int k = 0; k < m; ++k) {
+      const float a = float(transpose ? small[i * m + k] : small[k * m + i]);
+      const float* x = v + size_t(k) * p2;
+      for (int j = 0; j < p2; ++j) o[j] += a * x[j];
+    }
+  }
+}
+
+}  // namespace
+
 void HadamardTransform::Run(float* x, int rows, bool transpose) const {
   const float norm = 1.0f / std::sqrt(float(n_));
-  std::vector<float> tmp(m_);
+  // Rows are independent; fork threads only for prefill-sized batches.
+#pragma omp parallel for schedule(static) if (rows >= 32)
   for (int r = 0; r < rows; ++r) {
+    thread_local std::vector<float> tmp;
     float* v = x + size_t(r) * n_;
     // Viewed as X [m][p2]: y[i][j] = Σ_i' Σ_j' X[i'][j'] A[i'][i] B[j'][j].
     for (int i = 0; i < m_; ++i) Fwht(v + i * p2_, p2_);  // B symmetric
     if (m_ > 1) {
-      for (int j = 0; j < p2_; ++j) {
-        for (int i = 0; i < m_; ++i) {
-          float acc = 0;
-          for (int k = 0; k < m_; ++k) {
-            const int a = transpose ? small_[i * m_ + k] : small_[k * m_ + i];
-            acc += a * v[k * p2_ + j];
-          }
-          tmp[i] = acc;
-        }
-        for (int i = 0; i < m_; ++i) v[i * p2_ + j] = tmp[i];
-      }
+      tmp.resize(n_);
+      Mix(v, small_.data(), m_, p2_, transpose, tmp.data());
+      for (int j = 0; j < n_; ++j) v[j] = tmp[j] * norm;
+    } else {
+      for (int j = 0; j < n_; ++j) v[j] *= norm;
     }
-    for (int j = 0; j < n_; ++j) v[j] *= norm;
   }
 }
 
