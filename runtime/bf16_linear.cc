@@ -41,13 +41,14 @@ void Bf16Linear::Forward(const LinearInput& in, float* y) const {
   thread_local std::vector<uint16_t> xb;
   thread_local std::vector<float> out;
   const int mb = RowBucket(in.m);
-  xb.assign(size_t(mb) * k_, 0);
+  if (xb.size() < size_t(mb) * k_) xb.resize(size_t(mb) * k_);
   ToBf16(in.x, size_t(in.m) * k_, xb.data());
+  std::fill(xb.begin() + size_t(in.m) * k_, xb.begin() + size_t(mb) * k_, 0);
   if (mb == in.m) {
     RunMatmul(MatmulKind::kBf16Bf16F32, mb, k_, n_, xb.data(), w_blocked_, y);
     return;
   }
-  out.resize(size_t(mb) * n_);
+  if (out.size() < size_t(mb) * n_) out.resize(size_t(mb) * n_);
   RunMatmul(MatmulKind::kBf16Bf16F32, mb, k_, n_, xb.data(), w_blocked_,
             out.data());
   std::memcpy(y, out.data(), size_t(in.m) * n_ * sizeof(float));

@@ -14,12 +14,20 @@ constexpr int kParallelRows = 32;
 
 // Scratch shared by every Int8Linear on a thread: one model's 4 x layers
 // linears would otherwise each hold (and first-touch) their own buffers.
+// Buffers only grow: resizing them to each linear's width would zero-fill
+// megabytes per call.
 struct Scratch {
-  std::vector<int8_t> xq;       // [m][K] quantized rows
-  std::vector<int32_t> acc;     // [m][N] accumulators
+  std::vector<int8_t> xq;       // [bucket][K] quantized rows
+  std::vector<int32_t> acc;     // [bucket][N] accumulators
   std::vector<float> row_scale; // [m]
   int m = 0, k = 0, n = 0;      // shape of the last call
 };
+
+template <typename T>
+T* Grow(std::vector<T>* v, size_t n) {
+  if (v->size() < n) v->resize(n);
+  return v->data();
+}
 Scratch& GetScratch() {
   thread_local Scratch s;
   return s;
@@ -27,14 +35,17 @@ Scratch& GetScratch() {
 
 }  // namespace
 
-const std::vector<int32_t>& Int8Linear::last_accumulators() {
-  return GetScratch().acc;
+absl::Span<const int32_t> Int8Linear::last_accumulators() {
+  const Scratch& s = GetScratch();
+  return absl::MakeConstSpan(s.acc.data(), size_t(s.m) * s.n);
 }
-const std::vector<int8_t>& Int8Linear::last_quantized_input() {
-  return GetScratch().xq;
+absl::Span<const int8_t> Int8Linear::last_quantized_input() {
+  const Scratch& s = GetScratch();
+  return absl::MakeConstSpan(s.xq.data(), size_t(s.m) * s.k);
 }
-const std::vector<float>& Int8Linear::last_row_scales() {
-  return GetScratch().row_scale;
+absl::Span<const float> Int8Linear::last_row_scales() {
+  const Scratch& s = GetScratch();
+  return absl::MakeConstSpan(s.row_scale.data(), size_t(s.m));
 }
 
 absl::StatusOr<std::string> Int8MatmulImpl(int m, int k, int n) {
@@ -79,11 +90,13 @@ void Int8Linear::Forward(const LinearInput& in, float* y) const {
   const int m = in.m, K = k_, N = n_;
   const int mb = RowBucket(m);
   Scratch& sc = GetScratch();
-  std::vector<float>& row_scale_ = sc.row_scale;
-  std::vector<int8_t>& xq_ = sc.xq;
-  std::vector<int32_t>& acc_ = sc.acc;
+  sc.m = m;
+  sc.k = K;
+  sc.n = N;
+  float* row_scale_ = Grow(&sc.row_scale, size_t(m));
+  int8_t* xq_ = Grow(&sc.xq, size_t(mb) * K);
+  int32_t* acc_ = Grow(&sc.acc, size_t(mb) * N);
   // 1. Row scales.
-  row_scale_.resize(m);
   auto absmax = [&](int r) {
     return in.row_absmax ? in.row_absmax[r] : AbsMax(in.x + size_t(r) * K, K);
   };
@@ -107,26 +120,22 @@ void Int8Linear::Forward(const LinearInput& in, float* y) const {
       break;
   }
   // 2. Quantize into a bucket-sized buffer; padding rows are zero.
-  xq_.resize(size_t(mb) * K);
 #pragma omp parallel for schedule(static) if (m >= kParallelRows)
   for (int r = 0; r < m; ++r) {
     QuantizeRow(in.x + size_t(r) * K, K, 1.0f / row_scale_[r],
                 &xq_[size_t(r) * K]);
   }
-  std::memset(xq_.data() + size_t(m) * K, 0, size_t(mb - m) * K);
+  std::memset(xq_ + size_t(m) * K, 0, size_t(mb - m) * K);
   // 3. s8 x s8 -> s32 on the VNNI kernel.
-  acc_.resize(size_t(mb) * N);
-  RunMatmul(MatmulKind::kS8S8S32, mb, K, N, xq_.data(), w_blocked_, acc_.data());
+  RunMatmul(MatmulKind::kS8S8S32, mb, K, N, xq_, w_blocked_, acc_);
   // 4. Epilogue: dequantize with the row and channel scales.
 #pragma omp parallel for schedule(static) if (m >= kParallelRows)
   for (int r = 0; r < m; ++r) {
     const float sx = row_scale_[r];
-    const int32_t* a = &acc_[size_t(r) * N];
+    const int32_t* a = acc_ + size_t(r) * N;
     float* yr = y + size_t(r) * N;
     for (int n = 0; n < N; ++n) yr[n] = float(a[n]) * (sx * w_scale_[n]);
   }
-  xq_.resize(size_t(m) * K);  // expose only real rows to tests
-  acc_.resize(size_t(m) * N);
 }
 
 }  // namespace spikeserve

@@ -50,9 +50,9 @@ class Int8Linear final : public Linear {
 
   // The int32 accumulators ([m][N]), quantized activation rows ([m][K]) and
   // row scales of the last Forward on this thread, for exactness tests.
-  static const std::vector<int32_t>& last_accumulators();
-  static const std::vector<int8_t>& last_quantized_input();
-  static const std::vector<float>& last_row_scales();
+  static absl::Span<const int32_t> last_accumulators();
+  static absl::Span<const int8_t> last_quantized_input();
+  static absl::Span<const float> last_row_scales();
 
   size_t weight_bytes() const { return w_blocked_.size() + 4 * w_scale_.size(); }
 

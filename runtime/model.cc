@@ -25,6 +25,20 @@ const Matrix& SiteMatrix(const LayerWeights& L, Site s) {
   return L.wqkv;
 }
 
+// Forward's buffers, per thread, grow-only.
+struct Workspace {
+  std::vector<float> x, xn, qkv, att, gu, h, tmp, q, absmax, sel;
+  AttentionScratch attention;
+};
+Workspace& GetWorkspace() {
+  thread_local Workspace w;
+  return w;
+}
+std::vector<float>& Grow(std::vector<float>* v, size_t n) {
+  if (v->size() < n) v->resize(n);
+  return *v;
+}
+
 // Row loops of elementwise ops fork OpenMP threads only for batches this
 // large: for decode-sized batches the fork/join costs more than it saves.
 constexpr int kParallelRows = 32;
@@ -228,12 +242,19 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
 
   const int H = c.hidden, qkv_w = c.q_dim() + 2 * c.kv_dim();
   // Activations of all rows: [m][width].
-  std::vector<float> x(size_t(m) * H), xn(size_t(m) * H);
-  std::vector<float> qkv(size_t(m) * qkv_w), att(size_t(m) * c.q_dim());
-  std::vector<float> gu(size_t(m) * 2 * c.ffn), h(size_t(m) * c.ffn);
-  std::vector<float> tmp(size_t(m) * H);
-  AttentionScratch scratch;
-  std::vector<float> absmax;
+  // Activations of all rows, [m][width], in a per-thread workspace that
+  // only grows (fresh vectors would zero-fill ~17 MB per 512-row call).
+  Workspace& ws = GetWorkspace();
+  std::vector<float>& x = Grow(&ws.x, size_t(m) * H);
+  std::vector<float>& xn = Grow(&ws.xn, size_t(m) * H);
+  std::vector<float>& qkv = Grow(&ws.qkv, size_t(m) * qkv_w);
+  std::vector<float>& att = Grow(&ws.att, size_t(m) * c.q_dim());
+  std::vector<float>& gu = Grow(&ws.gu, size_t(m) * 2 * c.ffn);
+  std::vector<float>& h = Grow(&ws.h, size_t(m) * c.ffn);
+  std::vector<float>& tmp = Grow(&ws.tmp, size_t(m) * H);
+  AttentionScratch& scratch = ws.attention;
+  std::vector<float>& absmax = ws.absmax;
+  const size_t mh = size_t(m) * H;
   using Clock = std::chrono::steady_clock;
 
   // Row r is at position row_pos[r]; entry e owns rows [bounds[e],
@@ -284,7 +305,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
         std::memcpy(b.kv->v_row(l, pos), v, c.kv_dim() * sizeof(float));
       }
       // Queries are strided inside qkv rows; attention wants [n][q_dim].
-      std::vector<float> q(size_t(n) * c.q_dim());
+      std::vector<float>& q = Grow(&ws.q, size_t(n) * c.q_dim());
       for (int i = 0; i < n; ++i) {
         std::memcpy(&q[size_t(i) * c.q_dim()], &qkv[size_t(r0 + i) * qkv_w],
                     c.q_dim() * sizeof(float));
@@ -294,7 +315,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
       r0 += n;
     }
     RunSite(l, Site::kO, att.data(), m, bounds, opt, &absmax, tmp.data());
-    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+    for (size_t i = 0; i < mh; ++i) x[i] += tmp[i];
 
     // Feed-forward block.
     const Clock::time_point t1 = opt.observer ? Clock::now() : Clock::time_point();
@@ -312,12 +333,12 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     }
     if (down_rotation_) down_rotation_->Apply(h.data(), m);
     RunSite(l, Site::kDown, h.data(), m, bounds, opt, &absmax, tmp.data());
-    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+    for (size_t i = 0; i < mh; ++i) x[i] += tmp[i];
     if (opt.observer) opt.observer->OnLayerPart(l, LayerPart::kFfn, Seconds(t1, Clock::now()));
   }
 
   // Final norm and lm_head on the rows that want logits.
-  std::vector<float> sel;
+  std::vector<float>& sel = ws.sel;
   int n_out = 0;
   {
     int r = 0;
@@ -325,7 +346,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
       const int n = int(b.tokens.size());
       for (int i = 0; i < n; ++i, ++r) {
         if (!b.all_logits && (i != n - 1 || !b.last_logits)) continue;
-        sel.resize(size_t(n_out + 1) * H);
+        Grow(&sel, size_t(n_out + 1) * H);
         RmsNorm(&x[size_t(r) * H], weights_.output_norm.data(), H, c.rms_eps,
                 &sel[size_t(n_out) * H]);
         ++n_out;

@@ -58,10 +58,10 @@ TEST_P(Int8LinearTest, ExactIntegersAndBoundedError) {
   std::vector<float> y(size_t(c.m) * c.n);
   (*lin)->Forward({x.data(), c.m, bounds}, y.data());
 
-  const auto& xq = Int8Linear::last_quantized_input();
+  const auto xq = Int8Linear::last_quantized_input();
   const auto& wq = (*lin)->plain_weights();
-  const auto& acc = Int8Linear::last_accumulators();
-  const auto& sx = Int8Linear::last_row_scales();
+  const auto acc = Int8Linear::last_accumulators();
+  const auto sx = Int8Linear::last_row_scales();
   const auto& sw = (*lin)->weight_scales();
   ASSERT_EQ(acc.size(), size_t(c.m) * c.n);
   double worst_ratio = 0;
