@@ -1,0 +1,31 @@
+// Turns a GenerateRequest (proto) into the engine's native
+// GenerationRequest, validating every field first: a request that breaks a
+// rule gets INVALID_ARGUMENT with a message naming the field and the
+// allowed range, and never reaches the engine (style.md rule 7).
+#ifndef SPIKESERVE_SERVER_REQUEST_VALIDATION_H_
+#define SPIKESERVE_SERVER_REQUEST_VALIDATION_H_
+
+#include "absl/status/statusor.h"
+#include "runtime/engine.h"
+#include "runtime/model_config.h"
+#include "runtime/tokenizer.h"
+#include "spikeserve/v1/generation.pb.h"
+
+namespace spikeserve {
+
+struct RequestLimits {
+  int default_max_new_tokens = 256;  // when the request says 0
+  int max_stop_sequences = 16;
+  int max_stop_sequence_bytes = 256;
+  int max_top_n = 20;
+  int max_request_id_bytes = 128;
+  int prefix_tokens = 0;  // QFeP prefix length: the context left is smaller
+};
+
+absl::StatusOr<GenerationRequest> ToGenerationRequest(
+    const v1::GenerateRequest& request, const Tokenizer& tokenizer,
+    const ModelConfig& config, const RequestLimits& limits);
+
+}  // namespace spikeserve
+
+#endif  // SPIKESERVE_SERVER_REQUEST_VALIDATION_H_
