@@ -19,7 +19,8 @@ Matrix RandomMatrix(int rows, int cols) {
 }
 
 void Run(benchmark::State& state, bool int8) {
-  const int m = int(state.range(0)), k = int(state.range(1)), n = int(state.range(2));
+  const int m = int(state.range(0)), k = int(state.range(1)),
+            n = int(state.range(2));
   const Matrix w = RandomMatrix(n, k);
   std::vector<float> x(size_t(m) * k, 0.5f), y(size_t(m) * n);
   std::unique_ptr<Linear> lin;
@@ -41,9 +42,11 @@ void Run(benchmark::State& state, bool int8) {
 void BM_Fp32(benchmark::State& s) { Run(s, false); }
 void BM_Int8(benchmark::State& s) { Run(s, true); }
 
-#define SHAPES                                                       \
-  ArgsProduct({{1, 16, 512}, {576}, {960, 3072}})->Args({1, 1536, 576}) \
-      ->Args({512, 1536, 576})->UseRealTime()
+#define SHAPES                                    \
+  ArgsProduct({{1, 16, 512}, {576}, {960, 3072}}) \
+      ->Args({1, 1536, 576})                      \
+      ->Args({512, 1536, 576})                    \
+      ->UseRealTime()
 BENCHMARK(BM_Fp32)->SHAPES;
 BENCHMARK(BM_Int8)->SHAPES;
 

@@ -37,7 +37,8 @@ const Model& Get(int scheme) {
     q.w8a8 = scheme != kFp32;
     q.down_hadamard = scheme == kW8A8Rot;
     if (scheme == kW8A8Qfem) {
-      q.fp32_sites = {{1, Site::kDown}, {ReadModelConfig(*file)->n_layers - 1, Site::kDown}};
+      q.fp32_sites = {{1, Site::kDown},
+                      {ReadModelConfig(*file)->n_layers - 1, Site::kDown}};
     }
     auto m = Model::Load(*file, q);
     if (!m.ok()) {
@@ -64,7 +65,8 @@ void BM_Prefill(benchmark::State& state) {
   std::vector<float> logits;
   for (auto _ : state) {
     SequenceKv kv(pool.get());
-    if (!m.Forward({{&kv, tokens, false}}, &logits).ok()) state.SkipWithError("forward");
+    if (!m.Forward({{&kv, tokens, false}}, &logits).ok())
+      state.SkipWithError("forward");
   }
   state.counters["tokens_per_s"] = benchmark::Counter(
       double(n) * state.iterations(), benchmark::Counter::kIsRate);
@@ -93,11 +95,13 @@ void BM_Decode(benchmark::State& state) {
       (void)m.Forward({{kv.get(), prompt, false}}, &logits);
       state.ResumeTiming();
     }
-    if (!m.Forward({{kv.get(), {next}, false}}, &logits).ok()) state.SkipWithError("forward");
-    next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    if (!m.Forward({{kv.get(), {next}, false}}, &logits).ok())
+      state.SkipWithError("forward");
+    next = int32_t(std::max_element(logits.begin(), logits.end()) -
+                   logits.begin());
   }
-  state.counters["tokens_per_s"] =
-      benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["tokens_per_s"] = benchmark::Counter(
+      double(state.iterations()), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_Decode)
     ->ArgsProduct({{128}, {kFp32, kW8A8, kW8A8Qfem, kW8A8Rot}})

@@ -98,8 +98,8 @@ void CausalAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
         Softmax(row, visible);
         std::fill(row + visible, row + width, 0.0f);
       }
-      dnnl::sgemm('N', 'N', rows, hd, width, 1.0f, S, width, V + g * hd,
-                  kv_dim, 0.0f, out + size_t(r0) * q_dim + h * hd, q_dim);
+      dnnl::sgemm('N', 'N', rows, hd, width, 1.0f, S, width, V + g * hd, kv_dim,
+                  0.0f, out + size_t(r0) * q_dim + h * hd, q_dim);
     }
   }
 }
@@ -116,7 +116,8 @@ void ReferenceAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
       double mx = -1e300;
       for (int p = 0; p < visible; ++p) {
         const float* k = kv.k_row(layer, p) + g * hd;
-        for (int d = 0; d < hd; ++d) s[p] += double(q[i * q_dim + h * hd + d]) * k[d];
+        for (int d = 0; d < hd; ++d)
+          s[p] += double(q[i * q_dim + h * hd + d]) * k[d];
         s[p] /= std::sqrt(double(hd));
         mx = std::max(mx, s[p]);
       }
@@ -124,7 +125,8 @@ void ReferenceAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
       for (double& x : s) sum += (x = std::exp(x - mx));
       for (int d = 0; d < hd; ++d) {
         double acc = 0;
-        for (int p = 0; p < visible; ++p) acc += s[p] / sum * kv.v_row(layer, p)[g * hd + d];
+        for (int p = 0; p < visible; ++p)
+          acc += s[p] / sum * kv.v_row(layer, p)[g * hd + d];
         out[i * q_dim + h * hd + d] = float(acc);
       }
     }

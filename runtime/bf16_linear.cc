@@ -24,7 +24,8 @@ uint16_t FloatToBf16(float f) {
   return uint16_t(u >> 16);
 }
 
-absl::StatusOr<std::unique_ptr<Bf16Linear>> Bf16Linear::Create(const Matrix& w) {
+absl::StatusOr<std::unique_ptr<Bf16Linear>> Bf16Linear::Create(
+    const Matrix& w) {
   auto lin = std::unique_ptr<Bf16Linear>(new Bf16Linear());
   lin->k_ = w.cols;
   lin->n_ = w.rows;

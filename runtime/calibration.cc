@@ -84,9 +84,8 @@ class StatsObserver : public ForwardObserver {
 absl::StatusOr<std::unique_ptr<KvPool>> PoolFor(const Model& model, int n,
                                                 int len, int prefix) {
   constexpr int kBlock = 16;
-  return model.NewKvPool(n * ((len + kBlock - 1) / kBlock + 1) +
-                             prefix / kBlock + 2,
-                         kBlock);
+  return model.NewKvPool(
+      n * ((len + kBlock - 1) / kBlock + 1) + prefix / kBlock + 2, kBlock);
 }
 
 size_t MaxLen(const std::vector<std::vector<int32_t>>& w) {
@@ -116,15 +115,13 @@ double KlDivergence(const float* p_logits, const float* q_logits, int n) {
   return std::max(0.0, kl);
 }
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 absl::StatusOr<CalibrationStats> CollectSiteStats(
     const Model& model, const std::vector<std::vector<int32_t>>& windows,
     const std::vector<int32_t>& prefix, int32_t bos) {
-  auto pool = PoolFor(model, kBatch, int(MaxLen(windows)) + 1,
-                      int(prefix.size()));
+  auto pool =
+      PoolFor(model, kBatch, int(MaxLen(windows)) + 1, int(prefix.size()));
   if (!pool.ok()) return pool.status();
   std::unique_ptr<SharedPrefix> shared;
   if (!prefix.empty()) {
@@ -149,7 +146,8 @@ absl::StatusOr<CalibrationStats> CollectSiteStats(
       seqs.push_back(std::make_unique<SequenceKv>(pool->get()));
       inputs.emplace_back();
       if (shared) {
-        if (absl::Status s = shared->AttachTo(seqs.back().get()); !s.ok()) return s;
+        if (absl::Status s = shared->AttachTo(seqs.back().get()); !s.ok())
+          return s;
       } else {
         inputs.back().push_back(bos);
       }
@@ -171,9 +169,10 @@ absl::StatusOr<CalibrationStats> CollectSiteStats(
 std::vector<SiteKey> SitesBySpikeRatio(const CalibrationStats& stats) {
   std::vector<SiteKey> keys;
   for (const auto& [k, unused] : stats.sites) keys.push_back(k);
-  std::stable_sort(keys.begin(), keys.end(), [&](const SiteKey& a, const SiteKey& b) {
-    return stats.sites.at(a).spike_ratio > stats.sites.at(b).spike_ratio;
-  });
+  std::stable_sort(
+      keys.begin(), keys.end(), [&](const SiteKey& a, const SiteKey& b) {
+        return stats.sites.at(a).spike_ratio > stats.sites.at(b).spike_ratio;
+      });
   return keys;
 }
 
@@ -201,7 +200,8 @@ absl::StatusOr<QfemChoice> SelectQfemSites(
     if (k > 0) excluded.insert(order[k - 1]);
     ForwardOptions opt;
     opt.fp32_sites = &excluded;
-    absl::StatusOr<double> kl = MeanKlFromFp32(model, windows, opt, bos, prefix);
+    absl::StatusOr<double> kl =
+        MeanKlFromFp32(model, windows, opt, bos, prefix);
     if (!kl.ok()) return kl.status();
     if (k == 0) c.w8a8_kl = *kl;
     c.sites = excluded;
@@ -217,7 +217,8 @@ absl::StatusOr<QfepChoice> SearchQfepPrefix(
     const std::vector<std::vector<int32_t>>& windows, int32_t bos,
     int n_context) {
   const std::vector<SiteKey> order = SitesBySpikeRatio(stats);
-  if (order.empty()) return absl::FailedPreconditionError("qfep: no statistics");
+  if (order.empty())
+    return absl::FailedPreconditionError("qfep: no statistics");
   QfepChoice out;
   out.spike_site = order[0];
   // Candidates: the 3 token ids with the largest a_t at m* (not BOS).
@@ -226,7 +227,8 @@ absl::StatusOr<QfepChoice> SearchQfepPrefix(
     SiteKey want;
     std::vector<float> absmax;  // rows of the last call at `want`
     void OnSiteInput(int layer, Site site, const float*, int, int,
-                     absl::Span<const float> a, absl::Span<const int>) override {
+                     absl::Span<const float> a,
+                     absl::Span<const int>) override {
       if (SiteKey{layer, site} == want) absmax.assign(a.begin(), a.end());
     }
   } obs;
@@ -243,7 +245,8 @@ absl::StatusOr<QfepChoice> SearchQfepPrefix(
     std::vector<int32_t> w = {bos};
     w.insert(w.end(), window.begin(), window.end());
     SequenceKv seq(pool->get());
-    if (absl::Status s = model.Forward({{&seq, w, false}}, &logits, opt); !s.ok()) {
+    if (absl::Status s = model.Forward({{&seq, w, false}}, &logits, opt);
+        !s.ok()) {
       return s;
     }
     for (size_t t = 0; t < w.size(); ++t) {

@@ -77,7 +77,7 @@ absl::StatusOr<QfemChoice> SelectQfemSites(
 struct QfepChoice {
   std::vector<int32_t> prefix;  // [bos, c*, t*]
   SiteKey spike_site;
-  double score = 0;             // a[pos 2] / a[pos 4] at the spike site
+  double score = 0;  // a[pos 2] / a[pos 4] at the spike site
   std::vector<int32_t> candidates;
 };
 

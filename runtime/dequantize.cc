@@ -105,10 +105,12 @@ void DequantizeRow(uint32_t type_id, const uint8_t* src, float* dst,
       std::memcpy(dst, src, n * sizeof(float));
       break;
     case GgmlType::kF16:
-      for (uint64_t i = 0; i < n; ++i) dst[i] = HalfToFloat(LoadU16(src + 2 * i));
+      for (uint64_t i = 0; i < n; ++i)
+        dst[i] = HalfToFloat(LoadU16(src + 2 * i));
       break;
     case GgmlType::kBF16:
-      for (uint64_t i = 0; i < n; ++i) dst[i] = Bf16ToFloat(LoadU16(src + 2 * i));
+      for (uint64_t i = 0; i < n; ++i)
+        dst[i] = Bf16ToFloat(LoadU16(src + 2 * i));
       break;
     case GgmlType::kQ4_0:
       DequantQ4_0(src, dst, n / 32);

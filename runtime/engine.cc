@@ -29,12 +29,18 @@ double Seconds(absl::Time a, absl::Time b) {
 
 const char* FinishReasonName(FinishReason r) {
   switch (r) {
-    case FinishReason::kUnspecified: return "unspecified";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kEosToken: return "eos_token";
-    case FinishReason::kStopSequence: return "stop_sequence";
-    case FinishReason::kAborted: return "aborted";
-    case FinishReason::kDeadline: return "deadline";
+    case FinishReason::kUnspecified:
+      return "unspecified";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kEosToken:
+      return "eos_token";
+    case FinishReason::kStopSequence:
+      return "stop_sequence";
+    case FinishReason::kAborted:
+      return "aborted";
+    case FinishReason::kDeadline:
+      return "deadline";
   }
   return "?";
 }
@@ -47,12 +53,12 @@ struct Engine::Sequence {
   int prompt_len = 0;
   int computed = 0;  // real tokens whose K/V are in `kv`
   int generated = 0;
-  int cached = 0;    // prompt tokens reused from the prefix cache
+  int cached = 0;  // prompt tokens reused from the prefix cache
   bool cache_inserted = false;
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<StreamingDetokenizer> detok;
-  std::string text;     // generated text so far (stop-string matching)
-  size_t emitted = 0;   // bytes of `text` already sent
+  std::string text;    // generated text so far (stop-string matching)
+  size_t emitted = 0;  // bytes of `text` already sent
   absl::Time arrival, first_token = absl::InfinitePast();
   bool done = false;
 };
@@ -112,15 +118,16 @@ absl::Status Engine::Submit(GenerationRequest request, UpdateCallback cb) {
   const int bt = options_.block_tokens;
   const int need = (total - prefix + bt - 1) / bt + 1;
   if (need > options_.kv_blocks - int(prefix_ ? prefix_->blocks().size() : 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the request needs ", need, " KV blocks; the pool has ",
-        options_.kv_blocks));
+    return absl::InvalidArgumentError(absl::StrCat("the request needs ", need,
+                                                   " KV blocks; the pool has ",
+                                                   options_.kv_blocks));
   }
   auto s = std::make_unique<Sequence>();
   s->tokens = request.prompt;
   s->prompt_len = int(request.prompt.size());
   s->sampler = std::make_unique<Sampler>(request.sampling, request.prompt);
-  s->detok = std::make_unique<StreamingDetokenizer>(tok_, /*render_special=*/false);
+  s->detok =
+      std::make_unique<StreamingDetokenizer>(tok_, /*render_special=*/false);
   s->arrival = absl::Now();
   s->req = std::move(request);
   s->cb = std::move(cb);
@@ -278,8 +285,8 @@ void Engine::OnToken(Sequence& s, const float* logits) {
   s.tokens.push_back(t.id);
   const StoppingParams& stop = s.req.stopping;
   const bool stop_id =
-      std::find(stop.stop_token_ids.begin(), stop.stop_token_ids.end(),
-                t.id) != stop.stop_token_ids.end();
+      std::find(stop.stop_token_ids.begin(), stop.stop_token_ids.end(), t.id) !=
+      stop.stop_token_ids.end();
   if (stop_id || (!stop.ignore_eos && tok_->IsEndOfGeneration(t.id))) {
     Emit(s, {t}, false, FinishReason::kUnspecified, {});
     Finish(s, FinishReason::kEosToken);
@@ -289,7 +296,8 @@ void Engine::OnToken(Sequence& s, const float* logits) {
   if (piece.ok()) s.text += *piece;
   for (const std::string& seq : stop.stop_sequences) {
     if (seq.empty()) continue;
-    const size_t at = s.text.find(seq, s.emitted > seq.size() ? s.emitted - seq.size() : 0);
+    const size_t at =
+        s.text.find(seq, s.emitted > seq.size() ? s.emitted - seq.size() : 0);
     if (at != std::string::npos) {
       s.text.resize(at);  // the stop string is not returned
       Emit(s, {t}, false, FinishReason::kUnspecified, {});
@@ -419,7 +427,8 @@ bool Engine::Step() {
   for (auto& s : running_) check(s);
   for (auto& s : waiting_) check(s);
   auto drop_done = [](auto& v) {
-    v.erase(std::remove_if(v.begin(), v.end(), [](const auto& s) { return s->done; }),
+    v.erase(std::remove_if(v.begin(), v.end(),
+                           [](const auto& s) { return s->done; }),
             v.end());
   };
   drop_done(running_);
@@ -467,9 +476,10 @@ bool Engine::Step() {
     }
   }
   // Drop entries of preempted sequences.
-  plan.erase(std::remove_if(plan.begin(), plan.end(),
-                            [](const Planned& p) { return p.s->kv == nullptr; }),
-             plan.end());
+  plan.erase(
+      std::remove_if(plan.begin(), plan.end(),
+                     [](const Planned& p) { return p.s->kv == nullptr; }),
+      plan.end());
   if (plan.empty()) return true;
 
   std::vector<BatchEntry> batch;

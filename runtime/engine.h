@@ -85,21 +85,21 @@ struct GenerationUpdate {
 using UpdateCallback = std::function<void(const GenerationUpdate&)>;
 
 struct EngineOptions {
-  int kv_blocks = 1024;        // pool size, blocks
-  int block_tokens = 16;       // tokens per block
-  int max_batch_tokens = 512;  // tokens per step (chunked prefill budget)
-  int max_running = 16;        // sequences in the batch at once
-  int max_waiting = 64;        // queue bound; beyond it Submit refuses
-  std::vector<int32_t> prefix; // QFeP prefix (empty: none)
+  int kv_blocks = 1024;         // pool size, blocks
+  int block_tokens = 16;        // tokens per block
+  int max_batch_tokens = 512;   // tokens per step (chunked prefill budget)
+  int max_running = 16;         // sequences in the batch at once
+  int max_waiting = 64;         // queue bound; beyond it Submit refuses
+  std::vector<int32_t> prefix;  // QFeP prefix (empty: none)
   bool prefix_caching = true;
   ForwardObserver* observer = nullptr;  // per-layer statistics
 };
 
 struct EngineStats {
   int running = 0, waiting = 0;
-  int kv_blocks = 0;          // pool size
-  int kv_blocks_used = 0;     // referenced by anything
-  int kv_blocks_cached = 0;   // held only by the prefix cache
+  int kv_blocks = 0;               // pool size
+  int kv_blocks_used = 0;          // referenced by anything
+  int kv_blocks_cached = 0;        // held only by the prefix cache
   std::vector<int> prefix_blocks;  // the QFeP prefix's pinned blocks
   int64_t prefix_cache_query_tokens = 0, prefix_cache_hit_tokens = 0;
   int64_t steps = 0, preemptions = 0;

@@ -31,17 +31,16 @@ class SideRunner {
 
   absl::Status Init(int max_len) {
     const Model& m = *side_.model;
-    auto pool = m.NewKvPool(kBatch * (max_len / 16 + 2) +
-                                int(side_.prefix.size()) / 16 + 2,
-                            16);
+    auto pool = m.NewKvPool(
+        kBatch * (max_len / 16 + 2) + int(side_.prefix.size()) / 16 + 2, 16);
     if (!pool.ok()) return pool.status();
     pool_ = *std::move(pool);
     if (!side_.prefix.empty()) {
       SequenceKv seq(pool_.get());
       ForwardOptions fp32;
       fp32.all_fp32 = true;
-      if (absl::Status s = m.Forward({{&seq, side_.prefix, false}},
-                                     &prefix_logits_, fp32);
+      if (absl::Status s =
+              m.Forward({{&seq, side_.prefix, false}}, &prefix_logits_, fp32);
           !s.ok()) {
         return s;
       }
@@ -81,8 +80,9 @@ class SideRunner {
     if (absl::Status s = m.Forward(batch, &logits_, side_.options); !s.ok()) {
       return s;
     }
-    *seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                              t0).count();
+    *seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
     rows->clear();
     size_t at = 0;
     for (size_t k = 0; k < inputs.size(); ++k) {
@@ -112,8 +112,8 @@ class SideRunner {
 
 }  // namespace
 
-std::vector<std::vector<int32_t>> MakeWindows(const std::vector<int32_t>& tokens,
-                                              int window, int max_windows) {
+std::vector<std::vector<int32_t>> MakeWindows(
+    const std::vector<int32_t>& tokens, int window, int max_windows) {
   std::vector<std::vector<int32_t>> out;
   for (size_t i = 0; i < tokens.size(); i += window) {
     const size_t n = std::min<size_t>(window, tokens.size() - i);
@@ -155,7 +155,8 @@ absl::StatusOr<EvalResult> Evaluate(
       return s;
     }
     if (r) {
-      if (absl::Status s = r->Run(windows, i, j, &rrows, &ref_seconds); !s.ok()) {
+      if (absl::Status s = r->Run(windows, i, j, &rrows, &ref_seconds);
+          !s.ok()) {
         return s;
       }
     }
@@ -170,7 +171,8 @@ absl::StatusOr<EvalResult> Evaluate(
           const float* rl = &rrows[row * vocab];
           LogSoftmax(rl, vocab, &lp);
           double kl = 0;
-          for (int v = 0; v < vocab; ++v) kl += std::exp(lp[v]) * (lp[v] - lq[v]);
+          for (int v = 0; v < vocab; ++v)
+            kl += std::exp(lp[v]) * (lp[v] - lq[v]);
           kls.push_back(std::max(0.0, kl));
           agree += std::max_element(tl, tl + vocab) - tl ==
                    std::max_element(rl, rl + vocab) - rl;
@@ -187,7 +189,8 @@ absl::StatusOr<EvalResult> Evaluate(
     double sum = 0;
     for (double k : kls) sum += k;
     out.kl_mean = sum / double(kls.size());
-    const size_t p99 = std::min(kls.size() - 1, size_t(0.99 * double(kls.size())));
+    const size_t p99 =
+        std::min(kls.size() - 1, size_t(0.99 * double(kls.size())));
     std::nth_element(kls.begin(), kls.begin() + p99, kls.end());
     out.kl_p99 = kls[p99];
     out.top1_agreement = double(agree) / double(out.tokens);

@@ -41,8 +41,8 @@ absl::StatusOr<EvalResult> Evaluate(
 // Splits `tokens` into non-overlapping windows of `window` tokens (the
 // remainder shorter than half a window is dropped), at most `max_windows`
 // (0 = all).
-std::vector<std::vector<int32_t>> MakeWindows(const std::vector<int32_t>& tokens,
-                                              int window, int max_windows);
+std::vector<std::vector<int32_t>> MakeWindows(
+    const std::vector<int32_t>& tokens, int window, int max_windows);
 
 }  // namespace spikeserve
 

@@ -149,8 +149,8 @@ absl::Status ReadValue(Cursor& c, GgufValueType type, GgufValue* v,
       uint8_t x;
       if (auto s = c.Read(&x, what); !s.ok()) return s;
       if (x > 1) {
-        return Corrupt(absl::StrCat("metadata key '", key,
-                                    "': bool value is ", int{x}));
+        return Corrupt(
+            absl::StrCat("metadata key '", key, "': bool value is ", int{x}));
       }
       v->i64 = x;
       return absl::OkStatus();
@@ -205,8 +205,8 @@ absl::Status ReadValue(Cursor& c, GgufValueType type, GgufValue* v,
         }
         v->strings.resize(v->count);
         for (uint64_t i = 0; i < v->count; ++i) {
-          if (auto s = c.ReadString(
-                  &v->strings[i], absl::StrCat(what, " element ", i));
+          if (auto s = c.ReadString(&v->strings[i],
+                                    absl::StrCat(what, " element ", i));
               !s.ok()) {
             return s;
           }
@@ -215,10 +215,10 @@ absl::Status ReadValue(Cursor& c, GgufValueType type, GgufValue* v,
       }
       const size_t elem_size = ScalarSize(v->elem_type);
       if (v->count > c.remaining() / elem_size) {
-        return Corrupt(absl::StrCat(
-            "truncated file: metadata key '", key, "' array of ", v->count,
-            " elements of ", GgufValueTypeName(v->elem_type),
-            " exceeds the file"));
+        return Corrupt(absl::StrCat("truncated file: metadata key '", key,
+                                    "' array of ", v->count, " elements of ",
+                                    GgufValueTypeName(v->elem_type),
+                                    " exceeds the file"));
       }
       return c.Skip(v->count * elem_size, what);
     }
@@ -233,9 +233,9 @@ absl::Status WrongType(absl::string_view key, const GgufValue& v,
   if (v.type == GgufValueType::kArray) {
     got = absl::StrCat("ARRAY of ", GgufValueTypeName(v.elem_type));
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "gguf: metadata key '", key, "' has type ", got, ", expected ",
-      expected));
+  return absl::InvalidArgumentError(absl::StrCat("gguf: metadata key '", key,
+                                                 "' has type ", got,
+                                                 ", expected ", expected));
 }
 
 bool IsUnsigned(GgufValueType t) {
@@ -251,15 +251,42 @@ bool IsSigned(GgufValueType t) {
 int64_t ArrayIntAt(const GgufValue& v, uint64_t i) {
   const uint8_t* p = v.elems + i * ScalarSize(v.elem_type);
   switch (v.elem_type) {
-    case GgufValueType::kUint8: return *p;
-    case GgufValueType::kInt8: return static_cast<int8_t>(*p);
-    case GgufValueType::kUint16: { uint16_t x; std::memcpy(&x, p, 2); return x; }
-    case GgufValueType::kInt16: { int16_t x; std::memcpy(&x, p, 2); return x; }
-    case GgufValueType::kUint32: { uint32_t x; std::memcpy(&x, p, 4); return x; }
-    case GgufValueType::kInt32: { int32_t x; std::memcpy(&x, p, 4); return x; }
-    case GgufValueType::kUint64: { uint64_t x; std::memcpy(&x, p, 8); return static_cast<int64_t>(x); }
-    case GgufValueType::kInt64: { int64_t x; std::memcpy(&x, p, 8); return x; }
-    default: return 0;
+    case GgufValueType::kUint8:
+      return *p;
+    case GgufValueType::kInt8:
+      return static_cast<int8_t>(*p);
+    case GgufValueType::kUint16: {
+      uint16_t x;
+      std::memcpy(&x, p, 2);
+      return x;
+    }
+    case GgufValueType::kInt16: {
+      int16_t x;
+      std::memcpy(&x, p, 2);
+      return x;
+    }
+    case GgufValueType::kUint32: {
+      uint32_t x;
+      std::memcpy(&x, p, 4);
+      return x;
+    }
+    case GgufValueType::kInt32: {
+      int32_t x;
+      std::memcpy(&x, p, 4);
+      return x;
+    }
+    case GgufValueType::kUint64: {
+      uint64_t x;
+      std::memcpy(&x, p, 8);
+      return static_cast<int64_t>(x);
+    }
+    case GgufValueType::kInt64: {
+      int64_t x;
+      std::memcpy(&x, p, 8);
+      return x;
+    }
+    default:
+      return 0;
   }
 }
 
@@ -267,8 +294,8 @@ int64_t ArrayIntAt(const GgufValue& v, uint64_t i) {
 
 const char* GgufValueTypeName(GgufValueType type) {
   static constexpr const char* kNames[] = {
-      "UINT8", "INT8",   "UINT16", "INT16", "UINT32", "INT32",  "FLOAT32",
-      "BOOL",  "STRING", "ARRAY",  "UINT64", "INT64", "FLOAT64"};
+      "UINT8", "INT8",   "UINT16", "INT16",  "UINT32", "INT32",  "FLOAT32",
+      "BOOL",  "STRING", "ARRAY",  "UINT64", "INT64",  "FLOAT64"};
   const auto i = static_cast<uint32_t>(type);
   return i < 13 ? kNames[i] : "UNKNOWN";
 }
@@ -327,7 +354,8 @@ absl::Status GgufFile::Parse() {
   uint32_t magic = 0;
   if (auto s = c.Read(&magic, "magic"); !s.ok()) return s;
   if (magic != kMagic) {
-    return Corrupt(absl::StrCat("bad magic 0x", absl::Hex(magic, absl::kZeroPad8),
+    return Corrupt(absl::StrCat("bad magic 0x",
+                                absl::Hex(magic, absl::kZeroPad8),
                                 ": not a GGUF file"));
   }
   if (auto s = c.Read(&version_, "version"); !s.ok()) return s;
@@ -344,8 +372,8 @@ absl::Status GgufFile::Parse() {
   // Each metadata entry takes >= 12 bytes (key length + type); each tensor
   // info >= 24 (name length + n_dims + type + offset).
   if (kv_count > c.remaining() / 12) {
-    return Corrupt(absl::StrCat("metadata count ", kv_count,
-                                " cannot fit in the file"));
+    return Corrupt(
+        absl::StrCat("metadata count ", kv_count, " cannot fit in the file"));
   }
   for (uint64_t i = 0; i < kv_count; ++i) {
     absl::string_view key;
@@ -355,8 +383,8 @@ absl::Status GgufFile::Parse() {
     }
     uint32_t type = 0;
     const std::string key_str(key);
-    if (auto s = c.Read(&type, absl::StrCat("type of metadata key '", key_str,
-                                            "'"));
+    if (auto s =
+            c.Read(&type, absl::StrCat("type of metadata key '", key_str, "'"));
         !s.ok()) {
       return s;
     }
@@ -365,8 +393,8 @@ absl::Status GgufFile::Parse() {
                                   "' has unknown value type ", type));
     }
     GgufValue value;
-    if (auto s = ReadValue(c, static_cast<GgufValueType>(type), &value,
-                           key_str);
+    if (auto s =
+            ReadValue(c, static_cast<GgufValueType>(type), &value, key_str);
         !s.ok()) {
       return s;
     }
@@ -384,8 +412,8 @@ absl::Status GgufFile::Parse() {
   }
 
   if (tensor_count > c.remaining() / 24) {
-    return Corrupt(absl::StrCat("tensor count ", tensor_count,
-                                " cannot fit in the file"));
+    return Corrupt(
+        absl::StrCat("tensor count ", tensor_count, " cannot fit in the file"));
   }
   tensors_.resize(tensor_count);
   for (uint64_t i = 0; i < tensor_count; ++i) {
@@ -411,8 +439,8 @@ absl::Status GgufFile::Parse() {
         return s;
       }
       if (t.dims[d] == 0 || t.dims[d] > kMaxDim) {
-        return Corrupt(absl::StrCat(where, " dimension ", d, " is ",
-                                    t.dims[d], "; allowed 1..", kMaxDim));
+        return Corrupt(absl::StrCat(where, " dimension ", d, " is ", t.dims[d],
+                                    "; allowed 1..", kMaxDim));
       }
       // Overflow check of the element count (stays below 2^63).
       if (t.num_elements > (uint64_t{1} << 62) / t.dims[d]) {
@@ -428,10 +456,9 @@ absl::Status GgufFile::Parse() {
       return Corrupt(absl::StrCat(where, " has unknown ggml type id ", t.type));
     }
     if (t.dims[0] % traits->block_elems != 0) {
-      return Corrupt(absl::StrCat(where, " of type ", traits->name,
-                                  ": innermost dimension ", t.dims[0],
-                                  " is not a multiple of the block size ",
-                                  traits->block_elems));
+      return Corrupt(absl::StrCat(
+          where, " of type ", traits->name, ": innermost dimension ", t.dims[0],
+          " is not a multiple of the block size ", traits->block_elems));
     }
     t.num_bytes = t.num_elements / traits->block_elems * traits->block_bytes;
     if (auto s = c.Read(&t.offset, where + " data offset"); !s.ok()) return s;
@@ -505,7 +532,8 @@ absl::StatusOr<uint32_t> GgufFile::GetUint32(absl::string_view key) const {
 absl::StatusOr<double> GgufFile::GetFloat(absl::string_view key) const {
   const GgufValue* v = Find(key);
   if (v == nullptr) return Missing(key);
-  if (v->type == GgufValueType::kFloat32 || v->type == GgufValueType::kFloat64) {
+  if (v->type == GgufValueType::kFloat32 ||
+      v->type == GgufValueType::kFloat64) {
     if (!std::isfinite(v->f64)) {
       return absl::InvalidArgumentError(
           absl::StrCat("gguf: metadata key '", key, "' is not finite"));

@@ -66,7 +66,7 @@ struct GgufTensor {
   std::vector<uint64_t> dims;
   uint64_t num_elements = 0;
   uint64_t num_bytes = 0;
-  uint64_t offset = 0;  // from the start of the data section
+  uint64_t offset = 0;            // from the start of the data section
   const uint8_t* data = nullptr;  // into the mapping; num_bytes long
 };
 

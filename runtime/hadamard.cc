@@ -7,8 +7,8 @@
 namespace spikeserve {
 namespace {
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void Fwht(
-    float* x, int n) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void Fwht(float* x,
+                                                                       int n) {
   for (int h = 1; h < n; h <<= 1) {
     for (int i = 0; i < n; i += 2 * h) {
       for (int j = i; j < i + h; ++j) {

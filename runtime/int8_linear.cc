@@ -17,10 +17,10 @@ constexpr int kParallelRows = 32;
 // Buffers only grow: resizing them to each linear's width would zero-fill
 // megabytes per call.
 struct Scratch {
-  std::vector<int8_t> xq;       // [bucket][K] quantized rows
-  std::vector<int32_t> acc;     // [bucket][N] accumulators
-  std::vector<float> row_scale; // [m]
-  int m = 0, k = 0, n = 0;      // shape of the last call
+  std::vector<int8_t> xq;        // [bucket][K] quantized rows
+  std::vector<int32_t> acc;      // [bucket][N] accumulators
+  std::vector<float> row_scale;  // [m]
+  int m = 0, k = 0, n = 0;       // shape of the last call
 };
 
 template <typename T>
@@ -116,10 +116,11 @@ void Int8Linear::Forward(const LinearInput& in, float* y) const {
       }
       break;
     case ActQuantMode::kPerTensorStatic:
-      for (int r = 0; r < m; ++r) row_scale_[r] = ScaleFor(options_.static_absmax);
+      for (int r = 0; r < m; ++r)
+        row_scale_[r] = ScaleFor(options_.static_absmax);
       break;
   }
-  // 2. Quantize into a bucket-sized buffer; padding rows are zero.
+    // 2. Quantize into a bucket-sized buffer; padding rows are zero.
 #pragma omp parallel for schedule(static) if (m >= kParallelRows)
   for (int r = 0; r < m; ++r) {
     QuantizeRow(in.x + size_t(r) * K, K, 1.0f / row_scale_[r],

@@ -30,7 +30,7 @@ class Int8Linear final : public Linear {
  public:
   struct Options {
     ActQuantMode mode = ActQuantMode::kPerTensorDynamic;
-    float static_absmax = 0;   // kPerTensorStatic: calibrated input absmax
+    float static_absmax = 0;  // kPerTensorStatic: calibrated input absmax
     bool keep_plain_weights = false;  // keep [N][K] int8 copy (tests)
   };
 
@@ -54,7 +54,9 @@ class Int8Linear final : public Linear {
   static absl::Span<const int8_t> last_quantized_input();
   static absl::Span<const float> last_row_scales();
 
-  size_t weight_bytes() const { return w_blocked_.size() + 4 * w_scale_.size(); }
+  size_t weight_bytes() const {
+    return w_blocked_.size() + 4 * w_scale_.size();
+  }
 
  private:
   Int8Linear() = default;

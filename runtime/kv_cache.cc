@@ -13,8 +13,8 @@ absl::StatusOr<std::unique_ptr<KvPool>> KvPool::Create(const Options& o) {
         o.n_layers, ", ", o.kv_dim, ", ", o.block_tokens, ", ", o.num_blocks,
         ")"));
   }
-  const double bytes = double(o.num_blocks) * o.n_layers * 2 *
-                       o.block_tokens * o.kv_dim * sizeof(float);
+  const double bytes = double(o.num_blocks) * o.n_layers * 2 * o.block_tokens *
+                       o.kv_dim * sizeof(float);
   if (bytes > double(uint64_t{1} << 40)) {
     return absl::InvalidArgumentError(
         absl::StrCat("kv pool: ", bytes, " bytes requested"));
@@ -33,8 +33,8 @@ KvPool::KvPool(const Options& o)
 
 absl::StatusOr<int> KvPool::Allocate() {
   if (free_.empty()) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "kv pool: all ", num_blocks(), " blocks are in use"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("kv pool: all ", num_blocks(), " blocks are in use"));
   }
   const int b = free_.back();
   free_.pop_back();
@@ -56,9 +56,9 @@ absl::Status SequenceKv::AttachPrefix(absl::Span<const int> blocks,
   }
   const int bt = pool_->block_tokens();
   if (tokens <= 0 || int(blocks.size()) != (tokens + bt - 1) / bt) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "kv: prefix of ", tokens, " tokens needs ", (tokens + bt - 1) / bt,
-        " blocks, got ", blocks.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv: prefix of ", tokens, " tokens needs ",
+                     (tokens + bt - 1) / bt, " blocks, got ", blocks.size()));
   }
   for (int b : blocks) pool_->Ref(b);
   prefix_blocks_.assign(blocks.begin(), blocks.end());
@@ -93,9 +93,9 @@ absl::Status SequenceKv::Reserve(int total_tokens) {
   const int missing = need_blocks - int(blocks_.size());
   if (missing <= 0) return absl::OkStatus();
   if (missing > pool_->free_blocks()) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "kv: sequence needs ", missing, " more blocks, ",
-        pool_->free_blocks(), " free"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("kv: sequence needs ", missing, " more blocks, ",
+                     pool_->free_blocks(), " free"));
   }
   for (int i = 0; i < missing; ++i) blocks_.push_back(*pool_->Allocate());
   return absl::OkStatus();

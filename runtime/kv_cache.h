@@ -25,7 +25,7 @@ class KvPool {
  public:
   struct Options {
     int n_layers = 0;
-    int kv_dim = 0;          // n_kv_heads * head_dim
+    int kv_dim = 0;  // n_kv_heads * head_dim
     int block_tokens = 16;
     int num_blocks = 0;
   };

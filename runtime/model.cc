@@ -17,10 +17,14 @@ namespace {
 
 const Matrix& SiteMatrix(const LayerWeights& L, Site s) {
   switch (s) {
-    case Site::kQkv: return L.wqkv;
-    case Site::kO: return L.wo;
-    case Site::kGateUp: return L.w_gate_up;
-    case Site::kDown: return L.w_down;
+    case Site::kQkv:
+      return L.wqkv;
+    case Site::kO:
+      return L.wo;
+    case Site::kGateUp:
+      return L.w_gate_up;
+    case Site::kDown:
+      return L.w_down;
   }
   return L.wqkv;
 }
@@ -66,8 +70,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromWeights(
   model->config_ = config;
   model->weights_ = std::move(weights);
   model->quant_ = quant;
-  if (absl::Status s = ApplySmoothing(config, quant.smooth_scales,
-                                      &model->weights_);
+  if (absl::Status s =
+          ApplySmoothing(config, quant.smooth_scales, &model->weights_);
       !s.ok()) {
     return s;
   }
@@ -88,9 +92,9 @@ absl::Status Model::BuildKernels() {
   const QuantOptions& q = quant_;
   for (const SiteKey& k : q.fp32_sites) {
     if (k.layer < 0 || k.layer >= config_.n_layers) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "quant: FP32 site ", SiteKeyName(k), " names a layer outside 0..",
-          config_.n_layers - 1));
+      return absl::InvalidArgumentError(
+          absl::StrCat("quant: FP32 site ", SiteKeyName(k),
+                       " names a layer outside 0..", config_.n_layers - 1));
     }
   }
   std::set<std::pair<int, int>> shapes;       // (K, N) of INT8 sites
@@ -124,7 +128,8 @@ absl::Status Model::BuildKernels() {
         o.static_absmax = it->second;
         if (q.guard_factor > 0) sk.guard_absmax = q.guard_factor * it->second;
       }
-      absl::StatusOr<std::unique_ptr<Int8Linear>> lin = Int8Linear::Create(w, o);
+      absl::StatusOr<std::unique_ptr<Int8Linear>> lin =
+          Int8Linear::Create(w, o);
       if (!lin.ok()) return lin.status();
       sk.int8 = *std::move(lin);
       shapes.insert({w.cols, w.rows});
@@ -183,8 +188,7 @@ void Model::RunSite(int layer, Site site, const float* x, int m,
   for (int r = 0; r < m; ++r) {
     if ((*absmax)[r] <= k.guard_absmax) continue;
     const int one[2] = {0, 1};
-    fp32.Forward({x + size_t(r) * width, 1, one, nullptr},
-                 y + size_t(r) * out);
+    fp32.Forward({x + size_t(r) * width, 1, one, nullptr}, y + size_t(r) * out);
     ++fallback;
   }
   if (fallback > 0 && opt.observer != nullptr) {
@@ -216,9 +220,9 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     }
     for (int32_t t : b.tokens) {
       if (t < 0 || t >= c.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "forward: token id ", t, " outside the vocabulary [0, ",
-            c.vocab_size, ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("forward: token id ", t,
+                         " outside the vocabulary [0, ", c.vocab_size, ")"));
       }
     }
     const int end = b.kv->length() + int(b.tokens.size());
@@ -281,7 +285,8 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = weights_.layers[l];
     // Attention block.
-    const Clock::time_point t0 = opt.observer ? Clock::now() : Clock::time_point();
+    const Clock::time_point t0 =
+        opt.observer ? Clock::now() : Clock::time_point();
 #pragma omp parallel for schedule(static) if (m >= kParallelRows)
     for (int r = 0; r < m; ++r) {
       RmsNorm(&x[size_t(r) * H], L.attn_norm.data(), H, c.rms_eps,
@@ -318,8 +323,10 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     for (size_t i = 0; i < mh; ++i) x[i] += tmp[i];
 
     // Feed-forward block.
-    const Clock::time_point t1 = opt.observer ? Clock::now() : Clock::time_point();
-    if (opt.observer) opt.observer->OnLayerPart(l, LayerPart::kAttention, Seconds(t0, t1));
+    const Clock::time_point t1 =
+        opt.observer ? Clock::now() : Clock::time_point();
+    if (opt.observer)
+      opt.observer->OnLayerPart(l, LayerPart::kAttention, Seconds(t0, t1));
 #pragma omp parallel for schedule(static) if (m >= kParallelRows)
     for (int r = 0; r < m; ++r) {
       RmsNorm(&x[size_t(r) * H], L.ffn_norm.data(), H, c.rms_eps,
@@ -334,7 +341,8 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     if (down_rotation_) down_rotation_->Apply(h.data(), m);
     RunSite(l, Site::kDown, h.data(), m, bounds, opt, &absmax, tmp.data());
     for (size_t i = 0; i < mh; ++i) x[i] += tmp[i];
-    if (opt.observer) opt.observer->OnLayerPart(l, LayerPart::kFfn, Seconds(t1, Clock::now()));
+    if (opt.observer)
+      opt.observer->OnLayerPart(l, LayerPart::kFfn, Seconds(t1, Clock::now()));
   }
 
   // Final norm and lm_head on the rows that want logits.

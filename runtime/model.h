@@ -92,8 +92,8 @@ class Model {
   bool IsInt8(const SiteKey& k) const;
 
   // A KV pool shaped for this model.
-  absl::StatusOr<std::unique_ptr<KvPool>> NewKvPool(int num_blocks,
-                                                    int block_tokens = 16) const;
+  absl::StatusOr<std::unique_ptr<KvPool>> NewKvPool(
+      int num_blocks, int block_tokens = 16) const;
 
   // Runs every entry's new tokens through the model (all rows of the batch
   // share each linear layer call), writes their K/V into the entries'

@@ -27,9 +27,11 @@ absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path,
   if (!model.ok()) return annotate(model.status());
   b.model = *std::move(model);
   if (b.tokenizer->vocab_size() != b.model->config().vocab_size) {
-    return annotate(absl::InvalidArgumentError(absl::StrCat(
-        "tokenizer has ", b.tokenizer->vocab_size(), " tokens but the model's "
-        "vocabulary is ", b.model->config().vocab_size)));
+    return annotate(absl::InvalidArgumentError(
+        absl::StrCat("tokenizer has ", b.tokenizer->vocab_size(),
+                     " tokens but the model's "
+                     "vocabulary is ",
+                     b.model->config().vocab_size)));
   }
   return b;
 }

@@ -43,12 +43,12 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f) {
     const char* key;
     uint32_t max;
   };
-  for (const DimKey& d : {DimKey{&c.n_layers, "block_count", 4096},
-                          DimKey{&c.hidden, "embedding_length", kMaxWidth},
-                          DimKey{&c.ffn, "feed_forward_length", kMaxWidth},
-                          DimKey{&c.n_heads, "attention.head_count", 4096},
-                          DimKey{&c.context_length, "context_length",
-                                 kMaxWidth}}) {
+  for (const DimKey& d :
+       {DimKey{&c.n_layers, "block_count", 4096},
+        DimKey{&c.hidden, "embedding_length", kMaxWidth},
+        DimKey{&c.ffn, "feed_forward_length", kMaxWidth},
+        DimKey{&c.n_heads, "attention.head_count", 4096},
+        DimKey{&c.context_length, "context_length", kMaxWidth}}) {
     absl::StatusOr<int> v = ReadDim(f, p + d.key, d.max);
     if (!v.ok()) return v.status();
     *d.field = *v;
@@ -110,7 +110,8 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f) {
         "model config: per-frequency RoPE factors (rope_freqs.weight, "
         "LLaMA-3.1 style) are not supported");
   }
-  absl::StatusOr<double> eps = f.GetFloat(p + "attention.layer_norm_rms_epsilon");
+  absl::StatusOr<double> eps =
+      f.GetFloat(p + "attention.layer_norm_rms_epsilon");
   if (!eps.ok()) return eps.status();
   if (!(*eps > 0 && *eps < 1)) {
     return Invalid("attention.layer_norm_rms_epsilon must be in (0, 1)");

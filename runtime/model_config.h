@@ -14,15 +14,15 @@ struct ModelConfig {
   std::string architecture;  // "llama"
   std::string name;          // general.name, informational
   int n_layers = 0;
-  int hidden = 0;            // embedding width (d_model)
-  int ffn = 0;               // SwiGLU inner width
-  int n_heads = 0;           // query heads
-  int n_kv_heads = 0;        // key/value heads (GQA when < n_heads)
-  int head_dim = 0;          // per-head width of q, k and v
-  int rope_dims = 0;         // leading dims of each head that RoPE rotates
+  int hidden = 0;      // embedding width (d_model)
+  int ffn = 0;         // SwiGLU inner width
+  int n_heads = 0;     // query heads
+  int n_kv_heads = 0;  // key/value heads (GQA when < n_heads)
+  int head_dim = 0;    // per-head width of q, k and v
+  int rope_dims = 0;   // leading dims of each head that RoPE rotates
   float rope_base = 10000.f;
   float rms_eps = 1e-5f;
-  int context_length = 0;    // trained context, the server's maximum
+  int context_length = 0;  // trained context, the server's maximum
   int vocab_size = 0;
   bool tied_output = false;  // lm_head shares token_embd
 

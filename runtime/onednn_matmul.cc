@@ -31,8 +31,12 @@ struct Primitive {
   std::string impl;
 };
 
-Dt SrcType(MatmulKind k) { return k == MatmulKind::kS8S8S32 ? Dt::s8 : Dt::bf16; }
-Dt DstType(MatmulKind k) { return k == MatmulKind::kS8S8S32 ? Dt::s32 : Dt::f32; }
+Dt SrcType(MatmulKind k) {
+  return k == MatmulKind::kS8S8S32 ? Dt::s8 : Dt::bf16;
+}
+Dt DstType(MatmulKind k) {
+  return k == MatmulKind::kS8S8S32 ? Dt::s32 : Dt::f32;
+}
 const char* KindName(MatmulKind k) {
   return k == MatmulKind::kS8S8S32 ? "int8" : "bf16";
 }
@@ -43,7 +47,8 @@ memory::desc DstDesc(MatmulKind kind, int m, int n) {
   return memory::desc({m, n}, DstType(kind), Tag::ab);
 }
 
-absl::StatusOr<Primitive> CreatePrimitive(MatmulKind kind, int m, int k, int n) {
+absl::StatusOr<Primitive> CreatePrimitive(MatmulKind kind, int m, int k,
+                                          int n) {
   Dnnl& d = GetDnnl();
   try {
     memory::desc wei({k, n}, SrcType(kind), Tag::any);
@@ -54,15 +59,16 @@ absl::StatusOr<Primitive> CreatePrimitive(MatmulKind kind, int m, int k, int n) 
     if (absl::StartsWith(p.impl, "ref")) {
       return absl::FailedPreconditionError(absl::StrCat(
           "oneDNN chose the reference kernel '", p.impl, "' for a ",
-          KindName(kind), " ", m, "x", k, "x", n, " matmul: this CPU lacks "
+          KindName(kind), " ", m, "x", k, "x", n,
+          " matmul: this CPU lacks "
           "the instructions for it (int8 needs AVX-512 VNNI or AVX2, bf16 "
           "AVX-512 BF16)"));
     }
     return p;
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat("oneDNN ", KindName(kind),
-                                            " matmul ", m, "x", k, "x", n,
-                                            ": ", e.what()));
+                                            " matmul ", m, "x", k, "x", n, ": ",
+                                            e.what()));
   }
 }
 
@@ -105,9 +111,9 @@ absl::StatusOr<std::string> WarmUpMatmul(MatmulKind kind, int k, int n,
     const Primitive* p = GetPrimitive(kind, mb, k, n);
     if (p == nullptr) return MatmulImpl(kind, mb, k, n).status();
     if (!(p->weights_desc == first->weights_desc)) {
-      return absl::InternalError(absl::StrCat(
-          "oneDNN ", KindName(kind), " matmul ", mb, "x", k, "x", n,
-          " wants another weight layout than M = 1"));
+      return absl::InternalError(
+          absl::StrCat("oneDNN ", KindName(kind), " matmul ", mb, "x", k, "x",
+                       n, " wants another weight layout than M = 1"));
     }
     RunMatmul(kind, mb, k, n, src.data(), wei, dst.data());
   }
@@ -138,8 +144,8 @@ void RunMatmul(MatmulKind kind, int mb, int k, int n, const void* src,
   memory w(p->weights_desc, d.engine,
            const_cast<uint8_t*>(blocked_weights.data()));
   memory o(DstDesc(kind, mb, n), d.engine, dst);
-  p->matmul.execute(d.stream,
-                    {{DNNL_ARG_SRC, s}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, o}});
+  p->matmul.execute(
+      d.stream, {{DNNL_ARG_SRC, s}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, o}});
   d.stream.wait();
 }
 

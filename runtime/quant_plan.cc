@@ -24,7 +24,9 @@ class Fnv1a {
     }
   }
   template <typename T>
-  void AddPod(T v) { Add(&v, sizeof(v)); }
+  void AddPod(T v) {
+    Add(&v, sizeof(v));
+  }
   void AddString(absl::string_view s) {
     AddPod<uint64_t>(s.size());
     Add(s.data(), s.size());
@@ -73,8 +75,8 @@ absl::StatusOr<SiteKey> ParseSiteKey(absl::string_view text, int n_layers) {
   std::vector<absl::string_view> parts = absl::StrSplit(text, '.');
   int layer = -1;
   if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &layer)) {
-    return PlanError(absl::StrCat("module '", text,
-                                  "' is not LAYER.SITE (e.g. 1.down)"));
+    return PlanError(
+        absl::StrCat("module '", text, "' is not LAYER.SITE (e.g. 1.down)"));
   }
   std::optional<Site> site = ParseSite(parts[1]);
   if (!site) {
@@ -101,8 +103,8 @@ absl::StatusOr<v1::QuantPlan> ReadQuantPlan(const std::string& path) {
   opts.ignore_unknown_fields = false;
   auto st = google::protobuf::util::JsonStringToMessage(ss.str(), &plan, opts);
   if (!st.ok()) {
-    return PlanError(absl::StrCat("'", path, "' is not a valid plan: ",
-                                  std::string(st.message())));
+    return PlanError(absl::StrCat(
+        "'", path, "' is not a valid plan: ", std::string(st.message())));
   }
   if (plan.version() != 1) {
     return PlanError(absl::StrCat("'", path, "' has version ", plan.version(),
@@ -132,10 +134,10 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
                                            const v1::ModelFingerprint& model,
                                            const ModelConfig& c) {
   if (plan.model().hash() != model.hash()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "quant plan: calibrated for model '", plan.model().name(), "' (",
-        plan.model().hash(), "), not for this model '", model.name(), "' (",
-        model.hash(), ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("quant plan: calibrated for model '", plan.model().name(),
+                     "' (", plan.model().hash(), "), not for this model '",
+                     model.name(), "' (", model.hash(), ")"));
   }
   AppliedPlan out;
   QuantOptions& q = out.quant;
@@ -155,16 +157,18 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
   }
   for (const std::string& m : plan.qfem().modules()) {
     absl::StatusOr<SiteKey> k = ParseSiteKey(m, c.n_layers);
-    if (!k.ok()) return absl::Status(k.status().code(),
-                                     absl::StrCat("qfem.modules: ", k.status().message()));
+    if (!k.ok())
+      return absl::Status(k.status().code(),
+                          absl::StrCat("qfem.modules: ", k.status().message()));
     q.fp32_sites.insert(*k);
   }
   q.qfem_bf16 = plan.qfem().bf16();
   for (const v1::SiteStats& s : plan.sites()) {
     absl::StatusOr<SiteKey> k =
         ParseSiteKey(absl::StrCat(s.layer(), ".", s.site()), c.n_layers);
-    if (!k.ok()) return absl::Status(k.status().code(),
-                                     absl::StrCat("sites: ", k.status().message()));
+    if (!k.ok())
+      return absl::Status(k.status().code(),
+                          absl::StrCat("sites: ", k.status().message()));
     if (q.mode == ActQuantMode::kPerTensorStatic && !q.fp32_sites.count(*k)) {
       if (!(s.static_absmax() > 0 && std::isfinite(s.static_absmax()))) {
         return PlanError(absl::StrCat("site ", SiteKeyName(*k),
@@ -181,7 +185,7 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
                                       " (qkv, gate_up and down only)"));
       }
       q.smooth_scales[*k].assign(s.smooth_scales().begin(),
-                                   s.smooth_scales().end());
+                                 s.smooth_scales().end());
     }
   }
   if (q.mode == ActQuantMode::kPerTensorStatic) {

@@ -34,9 +34,9 @@ struct AppliedPlan {
 // Checks the plan against the model (fingerprint, site names, layer range,
 // prefix ids within the vocabulary, static scales present and positive) and
 // converts it. Errors say which field is wrong.
-absl::StatusOr<AppliedPlan> ApplyQuantPlan(
-    const v1::QuantPlan& plan, const v1::ModelFingerprint& model,
-    const ModelConfig& config);
+absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
+                                           const v1::ModelFingerprint& model,
+                                           const ModelConfig& config);
 
 }  // namespace spikeserve
 

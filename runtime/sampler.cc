@@ -30,8 +30,10 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
     return OutOfRange("temperature", p.temperature, "[0, 100]");
   }
   if (p.top_k < 0) return OutOfRange("top_k", p.top_k, "[0, vocab]");
-  if (!(p.top_p > 0 && p.top_p <= 1)) return OutOfRange("top_p", p.top_p, "(0, 1]");
-  if (!(p.min_p >= 0 && p.min_p < 1)) return OutOfRange("min_p", p.min_p, "[0, 1)");
+  if (!(p.top_p > 0 && p.top_p <= 1))
+    return OutOfRange("top_p", p.top_p, "(0, 1]");
+  if (!(p.min_p >= 0 && p.min_p < 1))
+    return OutOfRange("min_p", p.min_p, "[0, 1)");
   if (!(p.repetition_penalty > 0 && p.repetition_penalty <= 10)) {
     return OutOfRange("repetition_penalty", p.repetition_penalty, "(0, 10]");
   }
@@ -44,8 +46,7 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
   return absl::OkStatus();
 }
 
-Sampler::Sampler(const SamplingParams& params,
-                 absl::Span<const int32_t> prompt)
+Sampler::Sampler(const SamplingParams& params, absl::Span<const int32_t> prompt)
     : p_(params), rng_(params.seed) {
   if (p_.repetition_penalty != 1.0f) {
     for (int32_t t : prompt) prompt_seen_[t] = 1;
@@ -61,8 +62,8 @@ void Sampler::Penalize(absl::Span<const float> logits,
   const int vocab = int(v.size());
   auto apply_rep = [&](int32_t t) {
     if (t < 0 || t >= vocab) return;
-    v[t] = v[t] > 0 ? v[t] / p_.repetition_penalty
-                    : v[t] * p_.repetition_penalty;
+    v[t] =
+        v[t] > 0 ? v[t] / p_.repetition_penalty : v[t] * p_.repetition_penalty;
   };
   if (p_.repetition_penalty != 1.0f) {
     for (const auto& [t, unused] : prompt_seen_) apply_rep(t);
@@ -79,15 +80,15 @@ void Sampler::Penalize(absl::Span<const float> logits,
 }
 
 SampledToken Sampler::Sample(absl::Span<const float> logits, int top_n,
-                            std::vector<SampledToken>* top) {
+                             std::vector<SampledToken>* top) {
   Penalize(logits, &work_);
   const int vocab = int(work_.size());
   const double lse = LogSumExp(work_);
   int32_t chosen = 0;
   if (p_.temperature == 0.0f) {
     // Greedy; ties go to the lowest id, as argmax conventions do.
-    chosen = int32_t(std::max_element(work_.begin(), work_.end()) -
-                     work_.begin());
+    chosen =
+        int32_t(std::max_element(work_.begin(), work_.end()) - work_.begin());
   } else {
     // Candidates sorted by logit (descending, ties by id for determinism).
     order_.resize(vocab);
@@ -141,11 +142,10 @@ SampledToken Sampler::Sample(absl::Span<const float> logits, int top_n,
     const int n = std::min(top_n, vocab);
     std::vector<int32_t> idx(vocab);
     std::iota(idx.begin(), idx.end(), 0);
-    std::partial_sort(idx.begin(), idx.begin() + n, idx.end(),
-                      [&](int32_t a, int32_t b) {
-                        return work_[a] > work_[b] ||
-                               (work_[a] == work_[b] && a < b);
-                      });
+    std::partial_sort(
+        idx.begin(), idx.begin() + n, idx.end(), [&](int32_t a, int32_t b) {
+          return work_[a] > work_[b] || (work_[a] == work_[b] && a < b);
+        });
     top->resize(n);
     for (int i = 0; i < n; ++i) {
       (*top)[i] = {idx[i], float(work_[idx[i]] - lse)};

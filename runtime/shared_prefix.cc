@@ -13,8 +13,8 @@ absl::StatusOr<std::unique_ptr<SharedPrefix>> SharedPrefix::Compute(
   std::vector<float> logits;
   ForwardOptions fp32;
   fp32.all_fp32 = true;
-  if (absl::Status s = model.Forward({{&seq, prefix->tokens_, false}},
-                                     &logits, fp32);
+  if (absl::Status s =
+          model.Forward({{&seq, prefix->tokens_, false}}, &logits, fp32);
       !s.ok()) {
     return s;
   }

@@ -30,8 +30,8 @@ absl::Status ApplySmoothing(const ModelConfig& c,
                             ModelWeights* w) {
   for (const auto& [key, s] : scales) {
     if (key.layer < 0 || key.layer >= c.n_layers) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("smoothing: layer of ", SiteKeyName(key), " out of range"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "smoothing: layer of ", SiteKeyName(key), " out of range"));
     }
     LayerWeights& L = w->layers[key.layer];
     Matrix* mat = nullptr;
@@ -50,9 +50,9 @@ absl::Status ApplySmoothing(const ModelConfig& c,
             "smoothing: site o has no producer to fold 1/s into");
     }
     if (int(s.size()) != mat->cols) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "smoothing: ", SiteKeyName(key), " has ", s.size(),
-          " scales for ", mat->cols, " channels"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("smoothing: ", SiteKeyName(key), " has ", s.size(),
+                       " scales for ", mat->cols, " channels"));
     }
     for (int r = 0; r < mat->rows; ++r) {
       float* row = mat->data.data() + size_t(r) * mat->cols;

@@ -36,10 +36,9 @@ std::string Llama3Pattern() {
 }
 
 bool IsWs(uint32_t cp) {
-  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 ||
-         cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) ||
-         cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
-         cp == 0x3000;
+  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 ||
+         cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 ||
+         cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 
 // Decodes the code point at s[i] (U+FFFD and length 1 for invalid bytes).
@@ -87,8 +86,8 @@ struct Bigram {
 std::vector<Symbol> InitialSymbols(absl::string_view text) {
   std::vector<Symbol> s;
   for (size_t i = 0; i < text.size();) {
-    size_t n = std::min<size_t>(Utf8SequenceLength(uint8_t(text[i])),
-                                text.size() - i);
+    size_t n =
+        std::min<size_t>(Utf8SequenceLength(uint8_t(text[i])), text.size() - i);
     s.push_back({int(s.size()) - 1, int(s.size()) + 1, i, n});
     i += n;
   }
@@ -142,16 +141,18 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(
     return invalid("scores and tokens differ in length");
   }
   for (int32_t id : {spec.bos_id, spec.eos_id, spec.unk_id, spec.pad_id}) {
-    if (id >= n) return invalid(absl::StrCat("special token id ", id, " >= vocabulary ", n));
+    if (id >= n)
+      return invalid(
+          absl::StrCat("special token id ", id, " >= vocabulary ", n));
   }
   t->spec_ = std::move(spec);
   const TokenizerSpec& s = t->spec_;
   for (int32_t i = 0; i < n; ++i) t->token_to_id_.emplace(s.tokens[i], i);
 
   if (s.model == "gpt2") {
-    static const char* const kDigitSplit[] = {"smollm", "starcoder", "refact",
-                                              "command-r", "codeshell",
-                                              "exaone", "minerva"};
+    static const char* const kDigitSplit[] = {
+        "smollm",    "starcoder", "refact", "command-r",
+        "codeshell", "exaone",    "minerva"};
     static const char* const kLlama3[] = {"llama3", "llama-v3", "llama-bpe",
                                           "falcon3", "pixtral"};
     std::string pattern;
@@ -164,19 +165,20 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(
                std::find(std::begin(kDigitSplit), std::end(kDigitSplit),
                          s.pre) != std::end(kDigitSplit)) {
       pattern = Gpt2Pattern();
-      t->split_digits_ = std::find(std::begin(kDigitSplit),
-                                   std::end(kDigitSplit),
-                                   s.pre) != std::end(kDigitSplit);
+      t->split_digits_ =
+          std::find(std::begin(kDigitSplit), std::end(kDigitSplit), s.pre) !=
+          std::end(kDigitSplit);
     } else {
-      return absl::UnimplementedError(absl::StrCat(
-          "tokenizer: pre-tokenizer '", s.pre, "' is not supported (smollm, "
-          "default/gpt2, llama3/llama-bpe, starcoder, ...)"));
+      return absl::UnimplementedError(
+          absl::StrCat("tokenizer: pre-tokenizer '", s.pre,
+                       "' is not supported (smollm, "
+                       "default/gpt2, llama3/llama-bpe, starcoder, ...)"));
     }
     t->word_re_ = std::make_unique<re2::RE2>(pattern);
     t->digit_re_ = std::make_unique<re2::RE2>("\\p{N}");
     if (!t->word_re_->ok() || !t->digit_re_->ok()) {
-      return absl::InternalError(absl::StrCat("tokenizer: bad regex: ",
-                                              t->word_re_->error()));
+      return absl::InternalError(
+          absl::StrCat("tokenizer: bad regex: ", t->word_re_->error()));
     }
     for (size_t i = 0; i < s.merges.size(); ++i) {
       const size_t sp = s.merges[i].find(' ', 1);
@@ -193,7 +195,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(
       t->unicode_to_byte_[cps[b]] = uint8_t(b);
     }
   } else if (s.model == "llama") {
-    if (s.scores.empty()) return invalid("SentencePiece vocabulary without scores");
+    if (s.scores.empty())
+      return invalid("SentencePiece vocabulary without scores");
   } else {
     return absl::UnimplementedError(absl::StrCat(
         "tokenizer: model '", s.model, "' is not supported (gpt2, llama)"));
@@ -212,8 +215,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(
                      return s.tokens[a].size() > s.tokens[b].size();
                    });
   static const char* const kEogTexts[] = {
-      "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-      "<EOT>", "<|eom_id|>"};
+      "<|eot_id|>",    "<|im_end|>", "<|end|>",   "<end_of_turn>",
+      "<|endoftext|>", "<EOT>",      "<|eom_id|>"};
   if (s.eos_id >= 0) t->eog_.push_back(s.eos_id);
   for (const char* text : kEogTexts) {
     auto it = t->token_to_id_.find(text);
@@ -375,8 +378,8 @@ void Tokenizer::EncodeSpm(absl::string_view text,
   std::priority_queue<Bigram> queue;
   auto try_add = [&](int left, int right) {
     if (left < 0 || right < 0) return;
-    const std::string merged =
-        escaped.substr(symbols[left].start, symbols[left].len + symbols[right].len);
+    const std::string merged = escaped.substr(
+        symbols[left].start, symbols[left].len + symbols[right].len);
     auto it = token_to_id_.find(merged);
     if (it == token_to_id_.end()) return;
     queue.push({left, right, -double(spec_.scores[it->second]), merged.size()});

@@ -72,7 +72,8 @@ class Tokenizer {
   int32_t TypeOf(int32_t id) const;
   // Appends the tokens of a plain-text fragment.
   void EncodeBpe(absl::string_view text, std::vector<int32_t>* out) const;
-  void EncodeBpeWord(const std::string& mapped, std::vector<int32_t>* out) const;
+  void EncodeBpeWord(const std::string& mapped,
+                     std::vector<int32_t>* out) const;
   void EncodeSpm(absl::string_view text, std::vector<int32_t>* out) const;
   // Splits text into pre-tokens (gpt2).
   std::vector<absl::string_view> PreTokenize(absl::string_view text) const;
@@ -83,8 +84,8 @@ class Tokenizer {
   absl::flat_hash_map<std::string, int32_t> merge_rank_;  // "left right"
   std::vector<int32_t> special_;  // control/user-defined, longest first
   std::vector<int32_t> eog_;
-  bool ignore_merges_ = false;    // llama3: whole-word vocab hits win
-  bool split_digits_ = false;     // smollm & co: \p{N} split first
+  bool ignore_merges_ = false;          // llama3: whole-word vocab hits win
+  bool split_digits_ = false;           // smollm & co: \p{N} split first
   std::unique_ptr<re2::RE2> word_re_;   // the GPT-2 style alternation
   std::unique_ptr<re2::RE2> digit_re_;  // \p{N}
   std::vector<std::string> byte_to_unicode_;  // gpt2 byte -> UTF-8 char
@@ -96,7 +97,8 @@ class Tokenizer {
 // until complete; invalid bytes become U+FFFD. Not thread-safe.
 class StreamingDetokenizer {
  public:
-  explicit StreamingDetokenizer(const Tokenizer* tok, bool render_special = true);
+  explicit StreamingDetokenizer(const Tokenizer* tok,
+                                bool render_special = true);
   absl::StatusOr<std::string> Push(int32_t id);
   // Whatever is held back, invalid or incomplete bytes as U+FFFD.
   std::string Flush();

@@ -12,9 +12,9 @@ absl::Status ReadId(const GgufFile& f, const std::string& key, int vocab,
   absl::StatusOr<uint32_t> v = f.GetUint32(key);
   if (!v.ok()) return v.status();
   if (*v >= uint32_t(vocab)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tokenizer: '", key, "' = ", *v, " is outside the vocabulary of ",
-        vocab));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer: '", key, "' = ", *v,
+                     " is outside the vocabulary of ", vocab));
   }
   *out = int32_t(*v);
   return absl::OkStatus();
@@ -51,9 +51,9 @@ absl::StatusOr<TokenizerSpec> LoadTokenizerSpec(const GgufFile& f) {
     if (!types.ok()) return types.status();
     s.token_types = *std::move(types);
     if (int(s.token_types.size()) != vocab) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tokenizer: 'tokenizer.ggml.token_type' has ", s.token_types.size(),
-          " entries, expected ", vocab));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tokenizer: 'tokenizer.ggml.token_type' has ",
+                       s.token_types.size(), " entries, expected ", vocab));
     }
   }
   if (f.Has("tokenizer.ggml.scores")) {
@@ -62,9 +62,9 @@ absl::StatusOr<TokenizerSpec> LoadTokenizerSpec(const GgufFile& f) {
     if (!scores.ok()) return scores.status();
     s.scores = *std::move(scores);
     if (int(s.scores.size()) != vocab) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tokenizer: 'tokenizer.ggml.scores' has ", s.scores.size(),
-          " entries, expected ", vocab));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tokenizer: 'tokenizer.ggml.scores' has ",
+                       s.scores.size(), " entries, expected ", vocab));
     }
   }
   if (f.Has("tokenizer.ggml.merges")) {
@@ -86,13 +86,14 @@ absl::StatusOr<TokenizerSpec> LoadTokenizerSpec(const GgufFile& f) {
   // Defaults follow llama.cpp: SentencePiece vocabularies and LLaMA-3's
   // byte-level one add BOS unless the file says otherwise; SentencePiece
   // also adds a space prefix.
-  s.add_bos = s.model == "llama" || s.pre == "llama3" ||
-              s.pre == "llama-v3" || s.pre == "llama-bpe";
+  s.add_bos = s.model == "llama" || s.pre == "llama3" || s.pre == "llama-v3" ||
+              s.pre == "llama-bpe";
   s.add_space_prefix = s.model == "llama";
   for (auto [key, out] : {std::pair{"add_bos_token", &s.add_bos},
                           std::pair{"add_eos_token", &s.add_eos},
                           std::pair{"add_space_prefix", &s.add_space_prefix}}) {
-    if (absl::Status st = ReadFlag(f, absl::StrCat("tokenizer.ggml.", key), out);
+    if (absl::Status st =
+            ReadFlag(f, absl::StrCat("tokenizer.ggml.", key), out);
         !st.ok()) {
       return st;
     }

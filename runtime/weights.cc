@@ -46,9 +46,9 @@ absl::StatusOr<Matrix> LoadStacked(const GgufFile& f,
   m.data.resize(size_t(m.rows) * cols);
   size_t at = 0;
   for (size_t i = 0; i < names.size(); ++i) {
-    if (absl::Status s = LoadInto(f, names[i],
-                                  {uint64_t(cols), uint64_t(rows[i])},
-                                  m.data.data() + at);
+    if (absl::Status s =
+            LoadInto(f, names[i], {uint64_t(cols), uint64_t(rows[i])},
+                     m.data.data() + at);
         !s.ok()) {
       return s;
     }

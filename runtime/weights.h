@@ -27,18 +27,18 @@ struct LayerWeights {
   // [q_dim + 2 * kv_dim][hidden]: rows of Wq, then Wk, then Wv. Fused
   // because q, k and v read the same input (the `qkv` site).
   Matrix wqkv;
-  Matrix wo;                     // [hidden][q_dim]
-  std::vector<float> ffn_norm;   // [hidden] RMSNorm gain before the FFN
+  Matrix wo;                    // [hidden][q_dim]
+  std::vector<float> ffn_norm;  // [hidden] RMSNorm gain before the FFN
   // [2 * ffn][hidden]: rows of Wgate, then Wup (the `gate_up` site).
   Matrix w_gate_up;
-  Matrix w_down;                 // [hidden][ffn]
+  Matrix w_down;  // [hidden][ffn]
 };
 
 struct ModelWeights {
-  Matrix token_embd;                // [vocab][hidden]
-  std::vector<LayerWeights> layers; // [n_layers]
-  std::vector<float> output_norm;   // [hidden]
-  Matrix output;                    // [vocab][hidden]; empty when tied
+  Matrix token_embd;                 // [vocab][hidden]
+  std::vector<LayerWeights> layers;  // [n_layers]
+  std::vector<float> output_norm;    // [hidden]
+  Matrix output;                     // [vocab][hidden]; empty when tied
 
   const Matrix& lm_head() const { return output.rows ? output : token_embd; }
 };

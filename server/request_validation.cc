@@ -25,9 +25,9 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(
   GenerationRequest out;
   // request_id: optional, bounded, printable ASCII (it reaches logs).
   if (int(r.request_id().size()) > limits.max_request_id_bytes) {
-    return Invalid("request_id", absl::StrCat("is longer than ",
-                                              limits.max_request_id_bytes,
-                                              " bytes"));
+    return Invalid(
+        "request_id",
+        absl::StrCat("is longer than ", limits.max_request_id_bytes, " bytes"));
   }
   for (char ch : r.request_id()) {
     if (ch < 0x21 || ch > 0x7E) {
@@ -41,22 +41,25 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(
   switch (r.input_case()) {
     case v1::GenerateRequest::kText: {
       if (r.text().empty()) return Invalid("input.text", "is empty");
-      if (!ValidUtf8(r.text())) return Invalid("input.text", "is not valid UTF-8");
-      absl::StatusOr<std::vector<int32_t>> ids = tok.Encode(
-          r.text(), r.add_special_tokens(), r.add_special_tokens());
+      if (!ValidUtf8(r.text()))
+        return Invalid("input.text", "is not valid UTF-8");
+      absl::StatusOr<std::vector<int32_t>> ids =
+          tok.Encode(r.text(), r.add_special_tokens(), r.add_special_tokens());
       if (!ids.ok()) return Invalid("input.text", ids.status().message());
       if (ids->empty()) return Invalid("input.text", "has no tokens");
       out.prompt = *std::move(ids);
       break;
     }
     case v1::GenerateRequest::kTokens: {
-      if (r.tokens().ids().empty()) return Invalid("input.tokens.ids", "is empty");
+      if (r.tokens().ids().empty())
+        return Invalid("input.tokens.ids", "is empty");
       for (int i = 0; i < r.tokens().ids_size(); ++i) {
         const int32_t id = r.tokens().ids(i);
         if (id < 0 || id >= vocab) {
-          return Invalid(absl::StrCat("input.tokens.ids[", i, "]"),
-                         absl::StrCat("= ", id, " is outside the vocabulary [0, ",
-                                      vocab, ")"));
+          return Invalid(
+              absl::StrCat("input.tokens.ids[", i, "]"),
+              absl::StrCat("= ", id, " is outside the vocabulary [0, ", vocab,
+                           ")"));
         }
       }
       out.prompt.assign(r.tokens().ids().begin(), r.tokens().ids().end());
@@ -69,36 +72,39 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(
   // Stopping.
   const int context = c.context_length - limits.prefix_tokens;
   const v1::StoppingParams& st = r.stopping();
-  int max_new = st.max_new_tokens() == 0 ? limits.default_max_new_tokens
-                                         : int(std::min<uint32_t>(st.max_new_tokens(), 1u << 30));
+  int max_new = st.max_new_tokens() == 0
+                    ? limits.default_max_new_tokens
+                    : int(std::min<uint32_t>(st.max_new_tokens(), 1u << 30));
   if (int(out.prompt.size()) >= context) {
     return Invalid("input", absl::StrCat("has ", out.prompt.size(),
                                          " tokens; the context holds ", context,
                                          " including at least one new token"));
   }
-  if (st.max_new_tokens() != 0 &&
-      int(out.prompt.size()) + max_new > context) {
-    return Invalid("stopping.max_new_tokens",
-                   absl::StrCat("= ", st.max_new_tokens(), " with a prompt of ",
-                                out.prompt.size(), " tokens exceeds the context of ",
-                                context, " tokens (allowed 1..",
-                                context - int(out.prompt.size()), ")"));
+  if (st.max_new_tokens() != 0 && int(out.prompt.size()) + max_new > context) {
+    return Invalid(
+        "stopping.max_new_tokens",
+        absl::StrCat("= ", st.max_new_tokens(), " with a prompt of ",
+                     out.prompt.size(), " tokens exceeds the context of ",
+                     context, " tokens (allowed 1..",
+                     context - int(out.prompt.size()), ")"));
   }
   // The default shrinks to what fits.
   max_new = std::min(max_new, context - int(out.prompt.size()));
   out.stopping.max_new_tokens = max_new;
   if (st.stop_sequences_size() > limits.max_stop_sequences) {
-    return Invalid("stopping.stop_sequences",
-                   absl::StrCat("has ", st.stop_sequences_size(),
-                                " entries; at most ", limits.max_stop_sequences));
+    return Invalid(
+        "stopping.stop_sequences",
+        absl::StrCat("has ", st.stop_sequences_size(), " entries; at most ",
+                     limits.max_stop_sequences));
   }
   for (int i = 0; i < st.stop_sequences_size(); ++i) {
     const std::string& s = st.stop_sequences(i);
     const std::string field = absl::StrCat("stopping.stop_sequences[", i, "]");
     if (s.empty()) return Invalid(field, "is empty");
     if (int(s.size()) > limits.max_stop_sequence_bytes) {
-      return Invalid(field, absl::StrCat("is longer than ",
-                                         limits.max_stop_sequence_bytes, " bytes"));
+      return Invalid(
+          field, absl::StrCat("is longer than ", limits.max_stop_sequence_bytes,
+                              " bytes"));
     }
     if (!ValidUtf8(s)) return Invalid(field, "is not valid UTF-8");
     out.stopping.stop_sequences.push_back(s);
@@ -127,13 +133,15 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(
   out.sampling.seed = sp.seed();
   if (absl::Status s = ValidateSamplingParams(out.sampling); !s.ok()) return s;
   if (sp.top_k() > vocab) {
-    return Invalid("sampling.top_k", absl::StrCat("= ", sp.top_k(),
-                                                  " exceeds the vocabulary of ", vocab));
+    return Invalid(
+        "sampling.top_k",
+        absl::StrCat("= ", sp.top_k(), " exceeds the vocabulary of ", vocab));
   }
   if (int(r.top_n_tokens()) > limits.max_top_n) {
-    return Invalid("top_n_tokens", absl::StrCat("= ", r.top_n_tokens(),
-                                                " is outside the allowed range [0, ",
-                                                limits.max_top_n, "]"));
+    return Invalid("top_n_tokens",
+                   absl::StrCat("= ", r.top_n_tokens(),
+                                " is outside the allowed range [0, ",
+                                limits.max_top_n, "]"));
   }
   out.top_n = int(r.top_n_tokens());
   return out;

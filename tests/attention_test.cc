@@ -11,10 +11,9 @@ struct Case {
   int heads, kv_heads, head_dim, start, n_new;
 };
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << c.heads << "h/" << c.kv_heads << "kv, dim " << c.head_dim
-      << ", start " << c.start << ", rows " << c.n_new;
+  *os << c.heads << "h/" << c.kv_heads << "kv, dim " << c.head_dim << ", start "
+      << c.start << ", rows " << c.n_new;
 }
-
 
 class AttentionTest : public ::testing::TestWithParam<Case> {};
 
@@ -27,8 +26,10 @@ TEST_P(AttentionTest, MatchesReference) {
   c.n_heads = p.heads;
   c.n_kv_heads = p.kv_heads;
   c.head_dim = p.head_dim;
-  auto pool = KvPool::Create({.n_layers = 2, .kv_dim = c.kv_dim(),
-                              .block_tokens = 16, .num_blocks = 32});
+  auto pool = KvPool::Create({.n_layers = 2,
+                              .kv_dim = c.kv_dim(),
+                              .block_tokens = 16,
+                              .num_blocks = 32});
   ASSERT_TRUE(pool.ok());
   SequenceKv kv(pool->get());
   const int total = p.start + p.n_new;

@@ -52,7 +52,8 @@ TEST_P(Bf16LinearTest, WithinRoundingBoundOfReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Rows, Bf16LinearTest, ::testing::Values(1, 3, 16, 64, 257));
+INSTANTIATE_TEST_SUITE_P(Rows, Bf16LinearTest,
+                         ::testing::Values(1, 3, 16, 64, 257));
 
 TEST(Bf16Linear, ChoosesBf16Kernel) {
   auto impl = MatmulImpl(MatmulKind::kBf16Bf16F32, 4, 576, 960);

@@ -108,8 +108,8 @@ TEST_F(PlantedSpike, QfemAndQfepRemoveTheDamage) {
   const double with_qfem = LogitError(*qfem, *fp32_, prompt_, {});
   const std::vector<int32_t> prefix = {kBos, 9, kSpikeToken};
   const double with_qfep = LogitError(*w8a8, *fp32_, prompt_, prefix);
-  std::printf("relative logit error: w8a8 %.4f, +qfem %.4f, +qfep %.4f\n",
-              base, with_qfem, with_qfep);
+  std::printf("relative logit error: w8a8 %.4f, +qfem %.4f, +qfep %.4f\n", base,
+              with_qfem, with_qfep);
   EXPECT_GT(base, 0.05);
   EXPECT_LT(with_qfem, 0.02);
   EXPECT_LT(with_qfep, 0.02);
@@ -185,7 +185,8 @@ TEST_F(PlantedSpike, EvaluateComparesSchemesWithFp32) {
   // same prefix: the KL then measures quantization damage only.
   const std::vector<int32_t> prefix = {kBos, 9, kSpikeToken};
   EvalSide fp32_prefixed{fp32_.get(), {}, prefix};
-  auto qfep = *Evaluate({w8a8.get(), {}, prefix}, &fp32_prefixed, windows_, kBos);
+  auto qfep =
+      *Evaluate({w8a8.get(), {}, prefix}, &fp32_prefixed, windows_, kBos);
   std::printf("kl mean/p99: w8a8 %.4f/%.4f, +qfep %.4f/%.4f\n", plain.kl_mean,
               plain.kl_p99, qfep.kl_mean, qfep.kl_p99);
   EXPECT_GT(plain.kl_mean, 0.01);

@@ -18,8 +18,11 @@ struct HalfCase {
 TEST(Dequantize, HalfToFloat) {
   // Hand-checked IEEE binary16 encodings.
   const HalfCase cases[] = {
-      {0x0000, 0.0f},        {0x3C00, 1.0f},     {0xC000, -2.0f},
-      {0x3555, 0.333251953125f}, {0x7BFF, 65504.0f},
+      {0x0000, 0.0f},
+      {0x3C00, 1.0f},
+      {0xC000, -2.0f},
+      {0x3555, 0.333251953125f},
+      {0x7BFF, 65504.0f},
       {0x0001, 5.960464477539063e-8f},  // smallest subnormal, 2^-24
       {0x0200, 3.0517578125e-05f},      // subnormal 2^-15
       {0x0400, 6.103515625e-05f},       // smallest normal, 2^-14

@@ -56,8 +56,8 @@ class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
     bytes_ = TinyLlama({.layers = 2, .context = 256}).Build();
-    file_ = *GgufFile::FromBuffer(reinterpret_cast<const uint8_t*>(bytes_.data()),
-                                  bytes_.size());
+    file_ = *GgufFile::FromBuffer(
+        reinterpret_cast<const uint8_t*>(bytes_.data()), bytes_.size());
     model_ = *Model::Load(*file_);
     tok_ = *Tokenizer::Create(*LoadTokenizerSpec(*file_));
   }
@@ -130,13 +130,16 @@ TEST_F(EngineTest, GreedyMatchesDirectModelAndReportsUsage) {
 // gives alone; and chunked prefill (budget 8 tokens per step) too.
 TEST_F(EngineTest, BatchInvariance) {
   std::vector<std::vector<int32_t>> alone(8);
-  for (int i = 0; i < 8; ++i) alone[i] = DirectGreedy({}, Prompt(10 + 3 * i, 10 + i), 10);
+  for (int i = 0; i < 8; ++i)
+    alone[i] = DirectGreedy({}, Prompt(10 + 3 * i, 10 + i), 10);
   for (int budget : {512, 8}) {
     auto e = Start({.kv_blocks = 128, .max_batch_tokens = budget});
     Collector c;
     for (int i = 0; i < 8; ++i) {
       const std::string id = "r" + std::to_string(i);
-      ASSERT_TRUE(e->Submit(Request(id, Prompt(10 + 3 * i, 10 + i), 10), c.For(id)).ok());
+      ASSERT_TRUE(
+          e->Submit(Request(id, Prompt(10 + 3 * i, 10 + i), 10), c.For(id))
+              .ok());
     }
     for (int i = 0; i < 8; ++i) {
       EXPECT_EQ(c.Wait("r" + std::to_string(i)).tokens, alone[i])
@@ -256,7 +259,8 @@ TEST_F(EngineTest, StopSequencesAndTokens) {
   ASSERT_TRUE(e->Submit(t, c.For("tok")).ok());
   const auto gt = c.Wait("tok");
   EXPECT_EQ(gt.final.finish_reason, FinishReason::kEosToken);
-  const auto first = std::find(ref.tokens.begin(), ref.tokens.end(), ref.tokens[4]);
+  const auto first =
+      std::find(ref.tokens.begin(), ref.tokens.end(), ref.tokens[4]);
   EXPECT_EQ(gt.tokens.size(), size_t(first - ref.tokens.begin()) + 1);
 }
 
@@ -272,18 +276,19 @@ TEST_F(EngineTest, PreemptionByRecomputeKeepsOutputs) {
   Engine* raw = e.get();
   auto cb0 = c.For("p0");
   bool submitted = false;
-  ASSERT_TRUE(e->Submit(Request("p0", Prompt(6, 30), 40),
-                        [&, cb0](const GenerationUpdate& u) {
-                          cb0(u);
-                          if (submitted) return;
-                          submitted = true;
-                          for (int i = 1; i < 4; ++i) {
-                            const std::string id = "p" + std::to_string(i);
-                            EXPECT_TRUE(raw->Submit(Request(id, Prompt(6, 30 + i), 40),
-                                                    c.For(id)).ok());
-                          }
-                        })
-                  .ok());
+  ASSERT_TRUE(
+      e->Submit(Request("p0", Prompt(6, 30), 40), [&,
+                                                   cb0](const GenerationUpdate&
+                                                            u) {
+         cb0(u);
+         if (submitted) return;
+         submitted = true;
+         for (int i = 1; i < 4; ++i) {
+           const std::string id = "p" + std::to_string(i);
+           EXPECT_TRUE(
+               raw->Submit(Request(id, Prompt(6, 30 + i), 40), c.For(id)).ok());
+         }
+       }).ok());
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(c.Wait("p" + std::to_string(i)).tokens, want[i]) << i;
   }

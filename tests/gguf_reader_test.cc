@@ -90,8 +90,12 @@ TEST(GgufReader, TypedGettersNameTheKey) {
 
 // Every prefix of a valid file must fail cleanly (never crash).
 TEST(GgufReader, EveryTruncationFailsCleanly) {
-  const std::string bytes = TinyLlama({.layers = 1, .hidden = 32, .heads = 2,
-                                       .kv_heads = 1, .ffn = 32, .vocab = 260})
+  const std::string bytes = TinyLlama({.layers = 1,
+                                       .hidden = 32,
+                                       .heads = 2,
+                                       .kv_heads = 1,
+                                       .ffn = 32,
+                                       .vocab = 260})
                                 .Build();
   ASSERT_TRUE(Parse(bytes).ok());
   // All cut points in the header/metadata region, then a stride over data.
@@ -106,18 +110,21 @@ struct MalformedCase {
   std::function<void(GgufBuilder&)> mutate;
   // Post-processing on the built bytes (for header-level damage).
   std::function<void(std::string&)> damage;
-  const char* expected;  // substring of the error
+  const char* expected;        // substring of the error
   bool fails_at_parse = true;  // else at config/weights load
 };
 void PrintTo(const MalformedCase& c, std::ostream* os) { *os << c.name; }
-
 
 class GgufMalformedTest : public ::testing::TestWithParam<MalformedCase> {};
 
 TEST_P(GgufMalformedTest, FailsWithSpecificMessage) {
   const MalformedCase& c = GetParam();
-  GgufBuilder b = TinyLlama({.layers = 1, .hidden = 32, .heads = 2,
-                             .kv_heads = 1, .ffn = 32, .vocab = 260});
+  GgufBuilder b = TinyLlama({.layers = 1,
+                             .hidden = 32,
+                             .heads = 2,
+                             .kv_heads = 1,
+                             .ffn = 32,
+                             .vocab = 260});
   if (c.mutate) c.mutate(b);
   std::string bytes = b.Build();
   if (c.damage) c.damage(bytes);
@@ -132,8 +139,12 @@ TEST_P(GgufMalformedTest, FailsWithSpecificMessage) {
   EXPECT_THAT(std::string(status.message()), HasSubstr(c.expected)) << c.name;
 }
 
-void PutU32(std::string& s, size_t at, uint32_t v) { std::memcpy(&s[at], &v, 4); }
-void PutU64(std::string& s, size_t at, uint64_t v) { std::memcpy(&s[at], &v, 8); }
+void PutU32(std::string& s, size_t at, uint32_t v) {
+  std::memcpy(&s[at], &v, 4);
+}
+void PutU64(std::string& s, size_t at, uint64_t v) {
+  std::memcpy(&s[at], &v, 8);
+}
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, GgufMalformedTest,
@@ -166,32 +177,29 @@ INSTANTIATE_TEST_SUITE_P(
                         b.SetTensorOffset("output_norm.weight", 1 << 30);
                       },
                       nullptr, "'output_norm.weight' data"},
-        MalformedCase{"unaligned_offset",
-                      [](GgufBuilder& b) {
-                        b.SetTensorOffset("output_norm.weight", 3);
-                      },
-                      nullptr, "not a multiple of the alignment"},
+        MalformedCase{
+            "unaligned_offset",
+            [](GgufBuilder& b) { b.SetTensorOffset("output_norm.weight", 3); },
+            nullptr, "not a multiple of the alignment"},
         MalformedCase{"dimension_overflow",
                       [](GgufBuilder& b) {
                         b.SetTensorDims("token_embd.weight",
                                         {1u << 30, 1u << 30, 1u << 30});
                       },
                       nullptr, "overflow the element count"},
-        MalformedCase{"zero_dimension",
-                      [](GgufBuilder& b) {
-                        b.SetTensorDims("output_norm.weight", {0});
-                      },
-                      nullptr, "dimension 0 is 0"},
+        MalformedCase{
+            "zero_dimension",
+            [](GgufBuilder& b) { b.SetTensorDims("output_norm.weight", {0}); },
+            nullptr, "dimension 0 is 0"},
         MalformedCase{"five_dims",
                       [](GgufBuilder& b) {
                         b.SetTensorDims("output_norm.weight", {1, 1, 1, 1, 32});
                       },
                       nullptr, "has 5 dimensions"},
-        MalformedCase{"unknown_tensor_type",
-                      [](GgufBuilder& b) {
-                        b.SetTensorType("output_norm.weight", 99);
-                      },
-                      nullptr, "unknown ggml type id 99"},
+        MalformedCase{
+            "unknown_tensor_type",
+            [](GgufBuilder& b) { b.SetTensorType("output_norm.weight", 99); },
+            nullptr, "unknown ggml type id 99"},
         MalformedCase{"block_size_mismatch",
                       [](GgufBuilder& b) {
                         b.SetTensorType("output_norm.weight", 14);  // Q6_K
@@ -200,11 +208,10 @@ INSTANTIATE_TEST_SUITE_P(
         MalformedCase{"unknown_value_type",
                       [](GgufBuilder& b) { b.SetRaw("x", 13, ""); }, nullptr,
                       "unknown value type 13"},
-        MalformedCase{"bad_bool",
-                      [](GgufBuilder& b) {
-                        b.SetRaw("x", GgufBuilder::kBool, "\x02");
-                      },
-                      nullptr, "bool value is 2"},
+        MalformedCase{
+            "bad_bool",
+            [](GgufBuilder& b) { b.SetRaw("x", GgufBuilder::kBool, "\x02"); },
+            nullptr, "bool value is 2"},
         MalformedCase{"nested_array",
                       [](GgufBuilder& b) {
                         b.SetRaw("x", GgufBuilder::kArray,
@@ -226,14 +233,13 @@ INSTANTIATE_TEST_SUITE_P(
         MalformedCase{"missing_required_key",
                       [](GgufBuilder& b) { b.Remove("llama.block_count"); },
                       nullptr, "'llama.block_count' is missing", false},
-        MalformedCase{"wrong_metadata_type",
-                      [](GgufBuilder& b) {
-                        b.SetString("llama.embedding_length", "32");
-                      },
-                      nullptr,
-                      "'llama.embedding_length' has type STRING, expected an "
-                      "unsigned integer",
-                      false},
+        MalformedCase{
+            "wrong_metadata_type",
+            [](GgufBuilder& b) { b.SetString("llama.embedding_length", "32"); },
+            nullptr,
+            "'llama.embedding_length' has type STRING, expected an "
+            "unsigned integer",
+            false},
         MalformedCase{"unsupported_architecture",
                       [](GgufBuilder& b) {
                         b.SetString("general.architecture", "mamba");
@@ -244,11 +250,10 @@ INSTANTIATE_TEST_SUITE_P(
                         b.SetU32("llama.attention.head_count_kv", 3);
                       },
                       nullptr, "not a multiple of head_count_kv 3", false},
-        MalformedCase{"missing_tensor",
-                      [](GgufBuilder& b) {
-                        b.RemoveTensor("blk.0.ffn_up.weight");
-                      },
-                      nullptr, "'blk.0.ffn_up.weight' is missing", false},
+        MalformedCase{
+            "missing_tensor",
+            [](GgufBuilder& b) { b.RemoveTensor("blk.0.ffn_up.weight"); },
+            nullptr, "'blk.0.ffn_up.weight' is missing", false},
         MalformedCase{"wrong_tensor_shape",
                       [](GgufBuilder& b) {
                         b.SetTensorDims("blk.0.attn_q.weight", {16, 64});

@@ -35,7 +35,8 @@ TEST(GoldenLogits, Fp32MatchesLlamaCpp) {
   for (const auto& p : golden["prompts"]) {
     const std::vector<int32_t> ids = p["ids"].get<std::vector<int32_t>>();
     const auto top_ids = p["top_ids"].get<std::vector<std::vector<int32_t>>>();
-    const auto top_logits = p["top_logits"].get<std::vector<std::vector<double>>>();
+    const auto top_logits =
+        p["top_logits"].get<std::vector<std::vector<double>>>();
     ASSERT_EQ(top_ids.size(), ids.size());
     SequenceKv kv(pool->get());
     std::vector<float> logits;
@@ -50,17 +51,17 @@ TEST(GoldenLogits, Fp32MatchesLlamaCpp) {
       for (size_t j = 0; j < top_ids[t].size(); ++j) {
         const double d = std::abs(row[top_ids[t][j]] - top_logits[t][j]);
         max_diff = std::max(max_diff, d);
-        EXPECT_LE(d, kMaxLogitDiff) << "position " << t << " token "
-                                    << top_ids[t][j];
+        EXPECT_LE(d, kMaxLogitDiff)
+            << "position " << t << " token " << top_ids[t][j];
       }
       ++positions;
     }
     // 32-token greedy continuation through the decode path.
     const auto want = p["greedy_ids"].get<std::vector<int32_t>>();
     std::vector<int32_t> got;
-    int32_t next = int32_t(
-        std::max_element(logits.end() - vocab, logits.end()) -
-        (logits.end() - vocab));
+    int32_t next =
+        int32_t(std::max_element(logits.end() - vocab, logits.end()) -
+                (logits.end() - vocab));
     for (size_t i = 0; i < want.size(); ++i) {
       got.push_back(next);
       if (i + 1 == want.size()) break;
@@ -74,7 +75,8 @@ TEST(GoldenLogits, Fp32MatchesLlamaCpp) {
   EXPECT_GE(prompts, 5);
   std::printf("golden logits: %d prompts, %d positions, max |dlogit| = %.3g\n",
               prompts, positions, max_diff);
-  ::testing::Test::RecordProperty("max_abs_logit_diff", std::to_string(max_diff));
+  ::testing::Test::RecordProperty("max_abs_logit_diff",
+                                  std::to_string(max_diff));
 }
 
 }  // namespace

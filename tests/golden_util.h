@@ -27,12 +27,12 @@ inline bool FileExists(const std::string& path) {
 
 // Under CI a missing model is a failure (make test fetches it); locally the
 // test is skipped with the command that fixes it.
-#define SPIKESERVE_REQUIRE_FILE(path)                                       \
-  do {                                                                      \
-    if (!::spikeserve::testing::FileExists(path)) {                         \
-      if (std::getenv("CI") != nullptr) FAIL() << "missing " << (path);     \
-      GTEST_SKIP() << "missing " << (path) << " (run `make model`)";        \
-    }                                                                       \
+#define SPIKESERVE_REQUIRE_FILE(path)                                   \
+  do {                                                                  \
+    if (!::spikeserve::testing::FileExists(path)) {                     \
+      if (std::getenv("CI") != nullptr) FAIL() << "missing " << (path); \
+      GTEST_SKIP() << "missing " << (path) << " (run `make model`)";    \
+    }                                                                   \
   } while (0)
 
 inline nlohmann::json ReadJson(const std::string& path) {

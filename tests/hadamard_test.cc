@@ -17,7 +17,8 @@ TEST(Hadamard, PaleyMatricesAreHadamard) {
       for (int j = 0; j < n; ++j) {
         int dot = 0;
         for (int k = 0; k < n; ++k) dot += h[i * n + k] * h[j * n + k];
-        ASSERT_EQ(dot, i == j ? n : 0) << "q " << q << " rows " << i << "," << j;
+        ASSERT_EQ(dot, i == j ? n : 0)
+            << "q " << q << " rows " << i << "," << j;
       }
     }
   }
@@ -39,7 +40,8 @@ TEST_P(HadamardSize, OrthonormalAndInvertible) {
   for (int i = 0; i < n; i += std::max(1, n / 37)) {
     for (int j = 0; j < n; ++j) {
       double dot = 0;
-      for (int k = 0; k < n; ++k) dot += double(m[size_t(i) * n + k]) * m[size_t(j) * n + k];
+      for (int k = 0; k < n; ++k)
+        dot += double(m[size_t(i) * n + k]) * m[size_t(j) * n + k];
       ASSERT_NEAR(dot, i == j ? 1.0 : 0.0, 1e-5) << i << "," << j;
     }
   }

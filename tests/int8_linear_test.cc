@@ -93,10 +93,11 @@ std::vector<Case> Cases() {
   const int shapes[][2] = {{576, 960}, {576, 576}, {576, 3072}, {1536, 576}};
   for (int m : {1, 3, 16, 64, 257}) {
     for (const auto& s : shapes) {
-      for (ActQuantMode mode : {ActQuantMode::kPerTensorDynamic,
-                                ActQuantMode::kPerTokenDynamic,
-                                ActQuantMode::kPerTensorStatic}) {
-        if (m == 257 && s[1] == 3072 && mode != ActQuantMode::kPerTokenDynamic) {
+      for (ActQuantMode mode :
+           {ActQuantMode::kPerTensorDynamic, ActQuantMode::kPerTokenDynamic,
+            ActQuantMode::kPerTensorStatic}) {
+        if (m == 257 && s[1] == 3072 &&
+            mode != ActQuantMode::kPerTokenDynamic) {
           continue;  // keep the suite fast; the big shape runs once at 257
         }
         cases.push_back({m, s[0], s[1], mode});
@@ -137,7 +138,8 @@ TEST(Int8Linear, PerTensorScaleNeverCrossesSequences) {
   const int b2[] = {0, 3, 6};
   lin->Forward({x.data(), 6, b2}, together.data());
   for (int i = 0; i < 3 * 64; ++i) ASSERT_EQ(alone[i], together[i]) << i;
-  EXPECT_GT(Int8Linear::last_row_scales()[4], 10 * Int8Linear::last_row_scales()[0]);
+  EXPECT_GT(Int8Linear::last_row_scales()[4],
+            10 * Int8Linear::last_row_scales()[0]);
 }
 
 TEST(Int8Linear, RowBuckets) {

@@ -6,8 +6,10 @@ namespace spikeserve {
 namespace {
 
 std::unique_ptr<KvPool> Pool(int blocks, int block_tokens = 4) {
-  auto p = KvPool::Create({.n_layers = 2, .kv_dim = 3,
-                           .block_tokens = block_tokens, .num_blocks = blocks});
+  auto p = KvPool::Create({.n_layers = 2,
+                           .kv_dim = 3,
+                           .block_tokens = block_tokens,
+                           .num_blocks = blocks});
   EXPECT_TRUE(p.ok());
   return *std::move(p);
 }
@@ -28,8 +30,10 @@ TEST(KvPool, AllocatesUntilExhaustedAndRecycles) {
 }
 
 TEST(KvPool, RejectsBadOptions) {
-  EXPECT_FALSE(KvPool::Create({.n_layers = 0, .kv_dim = 3, .num_blocks = 1}).ok());
-  EXPECT_FALSE(KvPool::Create({.n_layers = 1, .kv_dim = 3, .num_blocks = 0}).ok());
+  EXPECT_FALSE(
+      KvPool::Create({.n_layers = 0, .kv_dim = 3, .num_blocks = 1}).ok());
+  EXPECT_FALSE(
+      KvPool::Create({.n_layers = 1, .kv_dim = 3, .num_blocks = 0}).ok());
 }
 
 TEST(SequenceKv, ReserveIsAllOrNothing) {

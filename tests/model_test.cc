@@ -1,6 +1,4 @@
 #include "runtime/model.h"
-#include "runtime/shared_prefix.h"
-#include "runtime/smoothing.h"
 
 #include <cmath>
 #include <map>
@@ -8,6 +6,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/shared_prefix.h"
+#include "runtime/smoothing.h"
 #include "tests/fixtures/gguf_builder.h"
 #include "tests/reference_forward.h"
 
@@ -29,8 +29,8 @@ struct Loaded {
 Loaded Load(const TinyLlamaSpec& spec) {
   Loaded l;
   l.bytes = TinyLlama(spec).Build();
-  auto f = GgufFile::FromBuffer(reinterpret_cast<const uint8_t*>(l.bytes.data()),
-                                l.bytes.size());
+  auto f = GgufFile::FromBuffer(
+      reinterpret_cast<const uint8_t*>(l.bytes.data()), l.bytes.size());
   EXPECT_TRUE(f.ok()) << f.status();
   l.file = *std::move(f);
   auto m = Model::Load(*l.file);
@@ -59,7 +59,6 @@ struct ShapeCase {
 };
 void PrintTo(const ShapeCase& c, std::ostream* os) { *os << c.name; }
 
-
 class ModelVsReference : public ::testing::TestWithParam<ShapeCase> {};
 
 // Prefill of the whole prompt with logits at every position equals the
@@ -87,11 +86,10 @@ TEST_P(ModelVsReference, PrefillMatches) {
 INSTANTIATE_TEST_SUITE_P(
     Shapes, ModelVsReference,
     ::testing::Values(
-        ShapeCase{"gqa_short", {}, 5},
-        ShapeCase{"gqa_long", {}, 40},
+        ShapeCase{"gqa_short", {}, 5}, ShapeCase{"gqa_long", {}, 40},
         ShapeCase{"mha_untied", {.heads = 4, .kv_heads = 4, .tied = false}, 20},
-        ShapeCase{"mqa_three_layers", {.layers = 3, .heads = 4, .kv_heads = 1},
-                  33}),
+        ShapeCase{
+            "mqa_three_layers", {.layers = 3, .heads = 4, .kv_heads = 1}, 33}),
     [](const auto& i) { return std::string(i.param.name); });
 
 // Chunked prefill and token-by-token decode give the same logits as one
@@ -108,17 +106,19 @@ TEST(Model, ChunkedPrefillAndDecodeMatchReference) {
   // Chunks of 9, 11 (GEMM path), then single tokens (dot path).
   size_t at = 0;
   for (size_t n : {9u, 11u}) {
-    ASSERT_TRUE(l.model
-                    ->Forward({{&kv, absl::MakeConstSpan(&tokens[at], n), false}},
-                              &logits)
-                    .ok());
+    ASSERT_TRUE(
+        l.model
+            ->Forward({{&kv, absl::MakeConstSpan(&tokens[at], n), false}},
+                      &logits)
+            .ok());
     at += n;
     EXPECT_LT(MaxAbsDiff(logits.data(), ref[at - 1]), 2e-4) << at;
   }
   for (; at < tokens.size(); ++at) {
     ASSERT_TRUE(
-        l.model->Forward({{&kv, absl::MakeConstSpan(&tokens[at], 1), false}},
-                         &logits)
+        l.model
+            ->Forward({{&kv, absl::MakeConstSpan(&tokens[at], 1), false}},
+                      &logits)
             .ok());
     EXPECT_LT(MaxAbsDiff(logits.data(), ref[at]), 2e-4) << at;
   }
@@ -135,11 +135,13 @@ TEST(Model, BatchedSequencesAreIndependent) {
   auto pool = l.model->NewKvPool(16, 16);
   SequenceKv ka(pool->get()), kb(pool->get());
   std::vector<float> logits;
-  ASSERT_TRUE(l.model->Forward({{&ka, a, false}, {&kb, b, true}}, &logits).ok());
+  ASSERT_TRUE(
+      l.model->Forward({{&ka, a, false}, {&kb, b, true}}, &logits).ok());
   ASSERT_EQ(logits.size(), size_t(1 + 3) * c.vocab_size);
   EXPECT_LT(MaxAbsDiff(&logits[0], ref_a[11]), 2e-4);
   for (int t = 0; t < 3; ++t) {
-    EXPECT_LT(MaxAbsDiff(&logits[size_t(1 + t) * c.vocab_size], ref_b[t]), 2e-4);
+    EXPECT_LT(MaxAbsDiff(&logits[size_t(1 + t) * c.vocab_size], ref_b[t]),
+              2e-4);
   }
 }
 
@@ -183,7 +185,8 @@ class RecordingObserver : public ForwardObserver {
     seen[{layer, site}] += m;
     for (int r = 0; r < m; ++r) {
       float mx = 0;
-      for (int j = 0; j < width; ++j) mx = std::max(mx, std::abs(x[size_t(r) * width + j]));
+      for (int j = 0; j < width; ++j)
+        mx = std::max(mx, std::abs(x[size_t(r) * width + j]));
       EXPECT_EQ(mx, row_absmax[r]);
     }
     EXPECT_EQ(seq_bounds.back(), m);
@@ -238,8 +241,8 @@ TEST(ModelInt8, W8A8IsCloseToFp32AndUsesVnni) {
   Int8Fixture f;
   const auto tokens = RandomTokens(24, 300, 5);
   const auto ref = Logits(*f.fp32, tokens);
-  for (ActQuantMode mode : {ActQuantMode::kPerTensorDynamic,
-                            ActQuantMode::kPerTokenDynamic}) {
+  for (ActQuantMode mode :
+       {ActQuantMode::kPerTensorDynamic, ActQuantMode::kPerTokenDynamic}) {
     auto q = f.Quantized({.w8a8 = true, .mode = mode, .warmup_rows = 32});
     ASSERT_NE(q, nullptr);
     EXPECT_TRUE(q->IsInt8({0, Site::kDown}));
@@ -270,14 +273,15 @@ TEST(ModelInt8, ObserverSeesEverySiteAndLayerPart) {
   RecordingObserver obs;
   Logits(*f.fp32, RandomTokens(7, 300, 1), {.observer = &obs});
   EXPECT_EQ(obs.seen.size(), 2u * kNumSites);
-  for (const auto& [key, rows] : obs.seen) EXPECT_EQ(rows, 7) << SiteKeyName(key);
+  for (const auto& [key, rows] : obs.seen)
+    EXPECT_EQ(rows, 7) << SiteKeyName(key);
   EXPECT_EQ(obs.parts, 2 * 2);
 }
 
 TEST(ModelInt8, StaticModeNeedsEverySiteAndGuardFallsBack) {
   Int8Fixture f;
-  QuantOptions q{.w8a8 = true, .mode = ActQuantMode::kPerTensorStatic,
-                 .warmup_rows = 16};
+  QuantOptions q{
+      .w8a8 = true, .mode = ActQuantMode::kPerTensorStatic, .warmup_rows = 16};
   EXPECT_THAT(Model::Load(*f.file, q).status().message(),
               HasSubstr("calibrated absmax for site 0.qkv"));
   // Tiny calibrated ranges: every row exceeds 2x, so the guard recomputes
@@ -291,18 +295,20 @@ TEST(ModelInt8, StaticModeNeedsEverySiteAndGuardFallsBack) {
   const auto tokens = RandomTokens(6, 300, 2);
   // Equal up to float rounding: the guard runs rows one at a time (M = 1),
   // whose GEMM sums in another order than the FP32 model's M = 6 call.
-  EXPECT_LT(Rel(Logits(*m, tokens, {.observer = &obs}), Logits(*f.fp32, tokens)),
-            1e-5);
+  EXPECT_LT(
+      Rel(Logits(*m, tokens, {.observer = &obs}), Logits(*f.fp32, tokens)),
+      1e-5);
   EXPECT_EQ(obs.fallbacks.size(), 2u * kNumSites);
   EXPECT_EQ((obs.fallbacks[{1, Site::kDown}]), 6);
 }
 
 TEST(ModelInt8, RejectsQfemSiteOutsideModel) {
   Int8Fixture f;
-  EXPECT_THAT(Model::Load(*f.file, {.w8a8 = true, .fp32_sites = {{9, Site::kDown}}})
-                  .status()
-                  .message(),
-              HasSubstr("9.down"));
+  EXPECT_THAT(
+      Model::Load(*f.file, {.w8a8 = true, .fp32_sites = {{9, Site::kDown}}})
+          .status()
+          .message(),
+      HasSubstr("9.down"));
 }
 
 }  // namespace
@@ -317,7 +323,8 @@ namespace {
 TEST(SharedPrefix, SequencesReusePrefixBlocks) {
   Int8Fixture f;
   auto pool = *f.fp32->NewKvPool(16, 4);
-  auto prefix = SharedPrefix::Compute(*f.fp32, pool.get(), {298, 17, 42, 17, 42, 9});
+  auto prefix =
+      SharedPrefix::Compute(*f.fp32, pool.get(), {298, 17, 42, 17, 42, 9});
   ASSERT_TRUE(prefix.ok()) << prefix.status();
   EXPECT_EQ((*prefix)->blocks().size(), 2u);  // 6 tokens, blocks of 4
   const int used_by_prefix = pool->used_blocks();
@@ -350,7 +357,8 @@ TEST(SharedPrefix, ComputedUnquantized) {
   auto b = *SharedPrefix::Compute(*q, pool_q.get(), {1, 2, 3});
   for (int l = 0; l < 2; ++l) {
     for (int i = 0; i < 3 * f.fp32->config().kv_dim(); ++i) {
-      ASSERT_EQ(pool_fp->k(a->blocks()[0], l)[i], pool_q->k(b->blocks()[0], l)[i]);
+      ASSERT_EQ(pool_fp->k(a->blocks()[0], l)[i],
+                pool_q->k(b->blocks()[0], l)[i]);
     }
   }
 }
@@ -383,7 +391,8 @@ TEST(ModelTransforms, SmoothingAndRotationPreserveFp32Output) {
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_LT(Rel(Logits(**m, tokens), ref), 1e-5);
   // And the weights did change.
-  EXPECT_NE((*m)->weights().layers[0].w_down.data, f.fp32->weights().layers[0].w_down.data);
+  EXPECT_NE((*m)->weights().layers[0].w_down.data,
+            f.fp32->weights().layers[0].w_down.data);
   QuantOptions bad;
   bad.smooth_scales[{0, Site::kO}] = std::vector<float>(c.q_dim(), 1.0f);
   EXPECT_FALSE(Model::FromWeights(c, f.fp32->weights(), bad).ok());
@@ -399,9 +408,9 @@ TEST(Smoothing, ScalesByHand) {
   // W [2][3]; column maxima 1, 2, 4. alpha 0.5: s = sqrt(a) / sqrt(w).
   Matrix w{2, 3, {1, -2, 0.5f, -0.5f, 1, -4}};
   const std::vector<float> s = SmoothScales({4, 8, 0}, w, 0.5f);
-  EXPECT_FLOAT_EQ(s[0], 2.0f);   // sqrt(4) / sqrt(1)
-  EXPECT_FLOAT_EQ(s[1], 2.0f);   // sqrt(8) / sqrt(2)
-  EXPECT_FLOAT_EQ(s[2], 1.0f);   // no activation seen
+  EXPECT_FLOAT_EQ(s[0], 2.0f);  // sqrt(4) / sqrt(1)
+  EXPECT_FLOAT_EQ(s[1], 2.0f);  // sqrt(8) / sqrt(2)
+  EXPECT_FLOAT_EQ(s[2], 1.0f);  // no activation seen
 }
 
 }  // namespace

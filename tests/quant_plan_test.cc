@@ -51,8 +51,8 @@ TEST(QuantPlan, AppliesAValidPlan) {
 TEST(QuantPlan, FingerprintSeparatesModels) {
   Fixture a;
   std::string other = TinyLlama({.seed = 2}).Build();
-  auto file = *GgufFile::FromBuffer(reinterpret_cast<const uint8_t*>(other.data()),
-                                    other.size());
+  auto file = *GgufFile::FromBuffer(
+      reinterpret_cast<const uint8_t*>(other.data()), other.size());
   const v1::ModelFingerprint fp2 = FingerprintModel(*file, a.config);
   EXPECT_NE(fp2.hash(), a.fp.hash());
   EXPECT_EQ(FingerprintModel(*a.file, a.config).hash(), a.fp.hash());  // stable
@@ -69,17 +69,24 @@ struct BadCase {
 
 TEST(QuantPlan, RejectsBadPlansNamingTheField) {
   const BadCase cases[] = {
-      {"unknown site", [](v1::QuantPlan& p) { p.mutable_qfem()->add_modules("1.mlp"); },
+      {"unknown site",
+       [](v1::QuantPlan& p) { p.mutable_qfem()->add_modules("1.mlp"); },
        "unknown site 'mlp'"},
-      {"bad module syntax", [](v1::QuantPlan& p) { p.mutable_qfem()->add_modules("down"); },
+      {"bad module syntax",
+       [](v1::QuantPlan& p) { p.mutable_qfem()->add_modules("down"); },
        "is not LAYER.SITE"},
-      {"layer out of range", [](v1::QuantPlan& p) { p.mutable_qfem()->add_modules("7.down"); },
+      {"layer out of range",
+       [](v1::QuantPlan& p) { p.mutable_qfem()->add_modules("7.down"); },
        "layer 7 outside 0..1"},
-      {"prefix id out of range", [](v1::QuantPlan& p) { p.mutable_qfep()->add_token_ids(300); },
+      {"prefix id out of range",
+       [](v1::QuantPlan& p) { p.mutable_qfep()->add_token_ids(300); },
        "qfep.token_ids: id 300 outside the vocabulary [0, 300)"},
-      {"negative prefix id", [](v1::QuantPlan& p) { p.mutable_qfep()->add_token_ids(-1); },
-       "id -1"},
-      {"no mode", [](v1::QuantPlan& p) { p.set_activation_mode(v1::ACTIVATION_MODE_UNSPECIFIED); },
+      {"negative prefix id",
+       [](v1::QuantPlan& p) { p.mutable_qfep()->add_token_ids(-1); }, "id -1"},
+      {"no mode",
+       [](v1::QuantPlan& p) {
+         p.set_activation_mode(v1::ACTIVATION_MODE_UNSPECIFIED);
+       },
        "activation_mode is unspecified"},
       {"static without range",
        [](v1::QuantPlan& p) {
@@ -116,7 +123,8 @@ TEST(QuantPlan, JsonRoundTripAndFileErrors) {
             absl::StatusCode::kNotFound);
   const std::string bad = ::testing::TempDir() + "/bad.json";
   { std::ofstream(bad) << "{\"version\": 1, \"no_such_field\": 3}"; }
-  EXPECT_THAT(ReadQuantPlan(bad).status().message(), HasSubstr("not a valid plan"));
+  EXPECT_THAT(ReadQuantPlan(bad).status().message(),
+              HasSubstr("not a valid plan"));
   { std::ofstream(bad) << "{\"version\": 2}"; }
   EXPECT_THAT(ReadQuantPlan(bad).status().message(), HasSubstr("version 2"));
 }

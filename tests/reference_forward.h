@@ -99,8 +99,8 @@ inline std::vector<std::vector<double>> ReferenceForward(
   }
   std::vector<Vec> logits(T);
   for (int t = 0; t < T; ++t) {
-    logits[t] = matvec(w.lm_head(), rmsnorm(x[t], w.output_norm), 0,
-                       c.vocab_size);
+    logits[t] =
+        matvec(w.lm_head(), rmsnorm(x[t], w.output_norm), 0, c.vocab_size);
   }
   return logits;
 }

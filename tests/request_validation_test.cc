@@ -17,8 +17,8 @@ class RequestValidation : public ::testing::Test {
  protected:
   void SetUp() override {
     bytes_ = TinyLlama({.context = 128}).Build();
-    file_ = *GgufFile::FromBuffer(reinterpret_cast<const uint8_t*>(bytes_.data()),
-                                  bytes_.size());
+    file_ = *GgufFile::FromBuffer(
+        reinterpret_cast<const uint8_t*>(bytes_.data()), bytes_.size());
     config_ = *ReadModelConfig(*file_);
     tok_ = *Tokenizer::Create(*LoadTokenizerSpec(*file_));
     limits_.prefix_tokens = 3;  // context left: 125
@@ -73,9 +73,12 @@ struct Bad {
 
 TEST_F(RequestValidation, RejectsInvalidRequestsNamingTheField) {
   const Bad cases[] = {
-      {"no input", [](v1::GenerateRequest& r) { r.clear_input(); }, "input is missing"},
-      {"empty text", [](v1::GenerateRequest& r) { r.set_text(""); }, "input.text is empty"},
-      {"invalid utf-8 text", [](v1::GenerateRequest& r) { r.set_text("a\xff"); },
+      {"no input", [](v1::GenerateRequest& r) { r.clear_input(); },
+       "input is missing"},
+      {"empty text", [](v1::GenerateRequest& r) { r.set_text(""); },
+       "input.text is empty"},
+      {"invalid utf-8 text",
+       [](v1::GenerateRequest& r) { r.set_text("a\xff"); },
        "input.text is not valid UTF-8"},
       {"empty token list", [](v1::GenerateRequest& r) { r.mutable_tokens(); },
        "input.tokens.ids is empty"},
@@ -85,41 +88,63 @@ TEST_F(RequestValidation, RejectsInvalidRequestsNamingTheField) {
          r.mutable_tokens()->add_ids(300);
        },
        "input.tokens.ids[1] = 300 is outside the vocabulary [0, 300)"},
-      {"negative token id", [](v1::GenerateRequest& r) { r.mutable_tokens()->add_ids(-1); },
+      {"negative token id",
+       [](v1::GenerateRequest& r) { r.mutable_tokens()->add_ids(-1); },
        "input.tokens.ids[0] = -1"},
       {"prompt longer than context",
-       [](v1::GenerateRequest& r) { r.mutable_tokens()->mutable_ids()->Resize(125, 7); },
+       [](v1::GenerateRequest& r) {
+         r.mutable_tokens()->mutable_ids()->Resize(125, 7);
+       },
        "input has 125 tokens; the context holds 125"},
       {"max_new_tokens above context",
-       [](v1::GenerateRequest& r) { r.mutable_stopping()->set_max_new_tokens(1000); },
+       [](v1::GenerateRequest& r) {
+         r.mutable_stopping()->set_max_new_tokens(1000);
+       },
        "stopping.max_new_tokens = 1000"},
       {"negative temperature",
-       [](v1::GenerateRequest& r) { r.mutable_sampling()->set_temperature(-1); },
+       [](v1::GenerateRequest& r) {
+         r.mutable_sampling()->set_temperature(-1);
+       },
        "sampling.temperature = -1"},
       {"NaN temperature",
-       [](v1::GenerateRequest& r) { r.mutable_sampling()->set_temperature(NAN); },
+       [](v1::GenerateRequest& r) {
+         r.mutable_sampling()->set_temperature(NAN);
+       },
        "sampling.temperature = nan"},
-      {"top_p above 1", [](v1::GenerateRequest& r) { r.mutable_sampling()->set_top_p(1.5f); },
+      {"top_p above 1",
+       [](v1::GenerateRequest& r) { r.mutable_sampling()->set_top_p(1.5f); },
        "sampling.top_p = 1.5 is outside the allowed range (0, 1]"},
-      {"negative top_p", [](v1::GenerateRequest& r) { r.mutable_sampling()->set_top_p(-0.1f); },
+      {"negative top_p",
+       [](v1::GenerateRequest& r) { r.mutable_sampling()->set_top_p(-0.1f); },
        "sampling.top_p"},
-      {"negative top_k", [](v1::GenerateRequest& r) { r.mutable_sampling()->set_top_k(-2); },
+      {"negative top_k",
+       [](v1::GenerateRequest& r) { r.mutable_sampling()->set_top_k(-2); },
        "sampling.top_k"},
-      {"top_k above vocab", [](v1::GenerateRequest& r) { r.mutable_sampling()->set_top_k(301); },
+      {"top_k above vocab",
+       [](v1::GenerateRequest& r) { r.mutable_sampling()->set_top_k(301); },
        "sampling.top_k = 301 exceeds the vocabulary of 300"},
-      {"min_p of 1", [](v1::GenerateRequest& r) { r.mutable_sampling()->set_min_p(1); },
+      {"min_p of 1",
+       [](v1::GenerateRequest& r) { r.mutable_sampling()->set_min_p(1); },
        "sampling.min_p"},
-      {"presence penalty", [](v1::GenerateRequest& r) { r.mutable_sampling()->set_presence_penalty(3); },
+      {"presence penalty",
+       [](v1::GenerateRequest& r) {
+         r.mutable_sampling()->set_presence_penalty(3);
+       },
        "sampling.presence_penalty"},
       {"invalid utf-8 stop string",
-       [](v1::GenerateRequest& r) { r.mutable_stopping()->add_stop_sequences("\xc3("); },
+       [](v1::GenerateRequest& r) {
+         r.mutable_stopping()->add_stop_sequences("\xc3(");
+       },
        "stopping.stop_sequences[0] is not valid UTF-8"},
       {"empty stop string",
-       [](v1::GenerateRequest& r) { r.mutable_stopping()->add_stop_sequences(""); },
+       [](v1::GenerateRequest& r) {
+         r.mutable_stopping()->add_stop_sequences("");
+       },
        "stopping.stop_sequences[0] is empty"},
       {"too many stop strings",
        [](v1::GenerateRequest& r) {
-         for (int i = 0; i < 17; ++i) r.mutable_stopping()->add_stop_sequences("x");
+         for (int i = 0; i < 17; ++i)
+           r.mutable_stopping()->add_stop_sequences("x");
        },
        "stopping.stop_sequences has 17 entries; at most 16"},
       {"long stop string",
@@ -128,11 +153,15 @@ TEST_F(RequestValidation, RejectsInvalidRequestsNamingTheField) {
        },
        "longer than 256 bytes"},
       {"bad stop token id",
-       [](v1::GenerateRequest& r) { r.mutable_stopping()->add_stop_token_ids(999); },
+       [](v1::GenerateRequest& r) {
+         r.mutable_stopping()->add_stop_token_ids(999);
+       },
        "stopping.stop_token_ids[0] = 999"},
-      {"too many logprobs", [](v1::GenerateRequest& r) { r.set_top_n_tokens(21); },
+      {"too many logprobs",
+       [](v1::GenerateRequest& r) { r.set_top_n_tokens(21); },
        "top_n_tokens = 21 is outside the allowed range [0, 20]"},
-      {"request id with space", [](v1::GenerateRequest& r) { r.set_request_id("a b"); },
+      {"request id with space",
+       [](v1::GenerateRequest& r) { r.set_request_id("a b"); },
        "request_id must be printable ASCII"},
       {"long request id",
        [](v1::GenerateRequest& r) { r.set_request_id(std::string(129, 'x')); },
@@ -144,7 +173,8 @@ TEST_F(RequestValidation, RejectsInvalidRequestsNamingTheField) {
     auto g = Convert(r);
     ASSERT_FALSE(g.ok()) << c.name;
     EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument) << c.name;
-    EXPECT_THAT(std::string(g.status().message()), HasSubstr(c.expected)) << c.name;
+    EXPECT_THAT(std::string(g.status().message()), HasSubstr(c.expected))
+        << c.name;
   }
 }
 

@@ -30,14 +30,16 @@ TEST(TokenizerGolden, MatchesLlamaCppOnEveryString) {
   for (const auto& c : cases) {
     const std::string text = c["text"].get<std::string>();
     const auto want = c["ids"].get<std::vector<int32_t>>();
-    auto got = (*tok)->Encode(text, /*add_special=*/false, /*parse_special=*/true);
+    auto got =
+        (*tok)->Encode(text, /*add_special=*/false, /*parse_special=*/true);
     ASSERT_TRUE(got.ok()) << got.status();
     if (*got != want) ++mismatched;
     EXPECT_EQ(*got, want) << "text: " << ::testing::PrintToString(text);
     EXPECT_EQ(*(*tok)->Decode(*got), text);
     ++checked;
   }
-  std::printf("tokenizer golden: %d strings, %d mismatched\n", checked, mismatched);
+  std::printf("tokenizer golden: %d strings, %d mismatched\n", checked,
+              mismatched);
   EXPECT_GE(checked, 200);
 }
 

@@ -46,7 +46,7 @@ TinyBpe MakeTinyBpe(const std::string& pre) {
   const std::string G = ByteChar(' ');
   const std::vector<std::pair<std::string, std::string>> merges = {
       {"h", "e"}, {"l", "l"}, {"he", "ll"}, {"hell", "o"}, {G, "w"},
-      {G, G},     {G, "b"},   {"1", "2"},  {"'", "t"}};
+      {G, G},     {G, "b"},   {"1", "2"},   {"'", "t"}};
   for (const auto& [a, b] : merges) {
     t.spec.merges.push_back(a + " " + b);
     t.spec.tokens.push_back(a + b);
@@ -152,7 +152,8 @@ TEST(Tokenizer, CreateRejectsBadSpecs) {
   EXPECT_THAT(Tokenizer::Create(s).status().message(), HasSubstr("'klingon'"));
   s = t.spec;
   s.model = "wordpiece";
-  EXPECT_THAT(Tokenizer::Create(s).status().message(), HasSubstr("'wordpiece'"));
+  EXPECT_THAT(Tokenizer::Create(s).status().message(),
+              HasSubstr("'wordpiece'"));
   s = t.spec;
   s.merges.push_back("nospace");
   EXPECT_THAT(Tokenizer::Create(s).status().message(), HasSubstr("'nospace'"));
@@ -184,10 +185,18 @@ TokenizerSpec TinySpm() {
     add(buf, 0, 6);
   }
   const std::string U = "\xE2\x96\x81";  // ▁
-  for (const auto& [t, score] : std::vector<std::pair<std::string, float>>{
-           {U, -10}, {"h", -10}, {"e", -10}, {"l", -10}, {"o", -10},
-           {U + "hello", -1}, {U + "he", -2}, {"llo", -3}, {"ll", -4},
-           {"he", -5}, {U + "h", -6}}) {
+  for (const auto& [t, score] :
+       std::vector<std::pair<std::string, float>>{{U, -10},
+                                                  {"h", -10},
+                                                  {"e", -10},
+                                                  {"l", -10},
+                                                  {"o", -10},
+                                                  {U + "hello", -1},
+                                                  {U + "he", -2},
+                                                  {"llo", -3},
+                                                  {"ll", -4},
+                                                  {"he", -5},
+                                                  {U + "h", -6}}) {
     add(t, score, 1);
   }
   s.unk_id = 0;
@@ -200,15 +209,18 @@ TEST(SpmTokenizer, MergesByScoreWithSpacePrefix) {
   const TokenizerSpec s = TinySpm();
   auto tok = *Tokenizer::Create(s);
   auto id = [&](const std::string& t) {
-    return int32_t(std::find(s.tokens.begin(), s.tokens.end(), t) - s.tokens.begin());
+    return int32_t(std::find(s.tokens.begin(), s.tokens.end(), t) -
+                   s.tokens.begin());
   };
   const std::string U = "\xE2\x96\x81";
   // ▁ h e l l o: ll(-4) -> llo(-3) -> he(-5) -> ▁he(-2) -> ▁hello(-1).
-  EXPECT_THAT(*tok->Encode("hello", true, true), ElementsAre(1, id(U + "hello")));
+  EXPECT_THAT(*tok->Encode("hello", true, true),
+              ElementsAre(1, id(U + "hello")));
   // é is not in the vocabulary: its UTF-8 bytes.
   EXPECT_THAT(*tok->Encode("hé", false, true),
               ElementsAre(id(U + "h"), 3 + 0xC3, 3 + 0xA9));
-  EXPECT_EQ(*tok->Decode(*tok->Encode("hello hé", true, true), false), "hello hé");
+  EXPECT_EQ(*tok->Decode(*tok->Encode("hello hé", true, true), false),
+            "hello hé");
 }
 
 TEST(StreamingDetokenizer, HoldsBackIncompleteUtf8) {
@@ -231,7 +243,8 @@ TEST(StreamingDetokenizer, HoldsBackIncompleteUtf8) {
 TEST(StreamingDetokenizer, ConcatenationEqualsText) {
   TinyBpe t = MakeTinyBpe("smollm");
   auto tok = *Tokenizer::Create(t.spec);
-  const std::string text = "mixed ünïcödé 日本語 and emoji 👍🏽 done";
+  const std::string text =
+      "mixed ünïcödé 日本語 and emoji 👍🏽 done";
   StreamingDetokenizer d(tok.get());
   std::string out;
   for (int32_t id : Enc(*tok, text)) {

@@ -73,16 +73,18 @@ absl::Status WriteFile(const std::string& path, const std::string& data) {
   std::ofstream f(path, std::ios::trunc);
   f << data;
   return f ? absl::OkStatus()
-           : absl::PermissionDeniedError(absl::StrCat("cannot write '", path, "'"));
+           : absl::PermissionDeniedError(
+                 absl::StrCat("cannot write '", path, "'"));
 }
 
 absl::StatusOr<v1::ActivationMode> ParseMode(const std::string& m) {
   if (m == "per-tensor-dynamic") return v1::PER_TENSOR_DYNAMIC;
   if (m == "per-token-dynamic") return v1::PER_TOKEN_DYNAMIC;
   if (m == "per-tensor-static") return v1::PER_TENSOR_STATIC;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--mode '", m, "': use per-tensor-dynamic, per-token-dynamic or "
-      "per-tensor-static"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--mode '", m,
+                   "': use per-tensor-dynamic, per-token-dynamic or "
+                   "per-tensor-static"));
 }
 
 int Main() {
@@ -90,9 +92,11 @@ int Main() {
   const std::string text_path = absl::GetFlag(FLAGS_text);
   const std::string out = absl::GetFlag(FLAGS_out);
   if (model_path.empty() || text_path.empty() || out.empty()) {
-    return Fail(absl::InvalidArgumentError("--model, --text and --out are required"));
+    return Fail(
+        absl::InvalidArgumentError("--model, --text and --out are required"));
   }
-  absl::StatusOr<v1::ActivationMode> mode = ParseMode(absl::GetFlag(FLAGS_mode));
+  absl::StatusOr<v1::ActivationMode> mode =
+      ParseMode(absl::GetFlag(FLAGS_mode));
   if (!mode.ok()) return Fail(mode.status());
   const double smooth = absl::GetFlag(FLAGS_smooth);
   if (smooth < 0 || smooth >= 1) {
@@ -114,7 +118,8 @@ int Main() {
                windows->size(), absl::GetFlag(FLAGS_window), text_path.c_str());
 
   // 1. Site statistics of the FP32 model.
-  absl::StatusOr<CalibrationStats> stats = CollectSiteStats(fp32, *windows, {}, bos);
+  absl::StatusOr<CalibrationStats> stats =
+      CollectSiteStats(fp32, *windows, {}, bos);
   if (!stats.ok()) return Fail(stats.status());
 
   v1::QuantPlan plan;
@@ -142,8 +147,9 @@ int Main() {
     for (absl::string_view part : absl::StrSplit(qfep, ',')) {
       int32_t id;
       if (!absl::SimpleAtoi(part, &id) || id < 0 || id >= c.vocab_size) {
-        return Fail(absl::InvalidArgumentError(absl::StrCat(
-            "--qfep: '", part, "' is not a token id in [0, ", c.vocab_size, ")")));
+        return Fail(absl::InvalidArgumentError(
+            absl::StrCat("--qfep: '", part, "' is not a token id in [0, ",
+                         c.vocab_size, ")")));
       }
       prefix.push_back(id);
     }
@@ -174,7 +180,8 @@ int Main() {
       const Matrix& w = key.site == Site::kQkv      ? L.wqkv
                         : key.site == Site::kGateUp ? L.w_gate_up
                                                     : L.w_down;
-      transforms.smooth_scales[key] = SmoothScales(s.channel_max, w, float(smooth));
+      transforms.smooth_scales[key] =
+          SmoothScales(s.channel_max, w, float(smooth));
     }
   }
   // Statistics of the transformed model (static ranges must see the
@@ -204,9 +211,10 @@ int Main() {
     std::vector<std::vector<int32_t>> search;
     for (const auto& w : *windows) {
       if (int(search.size()) == absl::GetFlag(FLAGS_qfem_windows)) break;
-      search.emplace_back(w.begin(),
-                          w.begin() + std::min<size_t>(
-                                          w.size(), absl::GetFlag(FLAGS_qfem_window)));
+      search.emplace_back(
+          w.begin(),
+          w.begin() +
+              std::min<size_t>(w.size(), absl::GetFlag(FLAGS_qfem_window)));
     }
     auto choice = SelectQfemSites(**w8a8, *stats, search, bos,
                                   absl::GetFlag(FLAGS_qfem_tolerance),
@@ -216,9 +224,10 @@ int Main() {
     qs->set_selection("auto");
     qs->set_alpha(choice->alpha);
     qs->set_loss_tolerance(absl::GetFlag(FLAGS_qfem_tolerance));
-    std::fprintf(stderr, "calibrate: QFeM auto: KL from FP32 %.4f -> %.4f with "
-                 "%zu sites\n", choice->w8a8_kl, choice->chosen_kl,
-                 qfem_sites.size());
+    std::fprintf(stderr,
+                 "calibrate: QFeM auto: KL from FP32 %.4f -> %.4f with "
+                 "%zu sites\n",
+                 choice->w8a8_kl, choice->chosen_kl, qfem_sites.size());
   } else if (absl::StartsWith(qfem, "alpha=")) {
     double alpha;
     if (!absl::SimpleAtod(qfem.substr(6), &alpha) || alpha <= 1) {
@@ -270,14 +279,16 @@ int Main() {
   }
   const std::string svg_path = report + ".svg";
   const std::string svg_name = svg_path.substr(svg_path.find_last_of('/') + 1);
-  if (absl::Status s = WriteFile(report + ".md", SpikeReportMarkdown(plan, svg_name));
+  if (absl::Status s =
+          WriteFile(report + ".md", SpikeReportMarkdown(plan, svg_name));
       !s.ok()) {
     return Fail(s);
   }
   if (absl::Status s = WriteFile(svg_path, SpikeHeatmapSvg(plan)); !s.ok()) {
     return Fail(s);
   }
-  std::printf("wrote %s, %s.md, %s\n", out.c_str(), report.c_str(), svg_path.c_str());
+  std::printf("wrote %s, %s.md, %s\n", out.c_str(), report.c_str(),
+              svg_path.c_str());
   return 0;
 }
 

@@ -28,9 +28,12 @@
 
 ABSL_FLAG(std::string, model, "", "GGUF model file (required).");
 ABSL_FLAG(std::string, text, "", "Evaluation text file (required).");
-ABSL_FLAG(std::string, plan, "", "Quant plan (JSON) from spikeserve-calibrate.");
-ABSL_FLAG(std::string, scheme, "", "Scheme name (see --help); default: the plan as is, or fp32.");
-ABSL_FLAG(int, window, 512, "Window length, tokens (BOS or prefix not counted).");
+ABSL_FLAG(std::string, plan, "",
+          "Quant plan (JSON) from spikeserve-calibrate.");
+ABSL_FLAG(std::string, scheme, "",
+          "Scheme name (see --help); default: the plan as is, or fp32.");
+ABSL_FLAG(int, window, 512,
+          "Window length, tokens (BOS or prefix not counted).");
 ABSL_FLAG(int, windows, 0, "Windows evaluated (0 = all).");
 ABSL_FLAG(bool, json, true, "Print one JSON object (the only output format).");
 
@@ -54,21 +57,25 @@ absl::StatusOr<Scheme> ParseScheme(const std::string& name) {
       {"w8a8-token", {true, ActQuantMode::kPerTokenDynamic}},
       {"w8a8-tensor", {true}},
       {"w8a8-tensor+qfem", {true, ActQuantMode::kPerTensorDynamic, true}},
-      {"w8a8-tensor+qfep", {true, ActQuantMode::kPerTensorDynamic, false, true}},
-      {"w8a8-tensor+qfem+qfep", {true, ActQuantMode::kPerTensorDynamic, true, true}},
+      {"w8a8-tensor+qfep",
+       {true, ActQuantMode::kPerTensorDynamic, false, true}},
+      {"w8a8-tensor+qfem+qfep",
+       {true, ActQuantMode::kPerTensorDynamic, true, true}},
       {"w8a8-tensor+smooth",
        {true, ActQuantMode::kPerTensorDynamic, false, false, true}},
       {"w8a8-tensor+smooth+qfem+qfep",
        {true, ActQuantMode::kPerTensorDynamic, true, true, true}},
       {"w8a8-tensor+smoothrot",
        {true, ActQuantMode::kPerTensorDynamic, false, false, true, true}},
-      {"w8a8-static+qfem+qfep", {true, ActQuantMode::kPerTensorStatic, true, true}},
+      {"w8a8-static+qfem+qfep",
+       {true, ActQuantMode::kPerTensorStatic, true, true}},
   };
   for (const auto& [n, s] : kSchemes) {
     if (name == n) return s;
   }
   std::string names;
-  for (const auto& [n, s] : kSchemes) absl::StrAppend(&names, names.empty() ? "" : ", ", n);
+  for (const auto& [n, s] : kSchemes)
+    absl::StrAppend(&names, names.empty() ? "" : ", ", n);
   return absl::InvalidArgumentError(
       absl::StrCat("--scheme '", name, "' is unknown; use one of: ", names));
 }
@@ -111,20 +118,22 @@ int Main() {
       if (!s.ok()) return Fail(s.status());
       // Static ranges are calibrated per site: keep them only for the
       // static scheme, which needs them for every INT8 site.
-      if (s->mode == ActQuantMode::kPerTensorStatic && q.static_absmax.empty()) {
+      if (s->mode == ActQuantMode::kPerTensorStatic &&
+          q.static_absmax.empty()) {
         for (const v1::SiteStats& st : plan->sites()) {
           q.static_absmax[{st.layer(), *ParseSite(st.site())}] =
               float(std::max(st.static_absmax(), 1e-6));
         }
       }
-      if ((s->smooth && q.smooth_scales.empty()) || (s->rotate && !q.down_hadamard)) {
+      if ((s->smooth && q.smooth_scales.empty()) ||
+          (s->rotate && !q.down_hadamard)) {
         return Fail(absl::FailedPreconditionError(absl::StrCat(
             "scheme ", scheme_name, " needs a plan calibrated with --smooth",
             s->rotate ? " and --rotate" : "")));
       }
       if (s->qfep && prefix.empty()) {
-        return Fail(absl::FailedPreconditionError(
-            absl::StrCat("scheme ", scheme_name, " needs a plan with a QFeP prefix")));
+        return Fail(absl::FailedPreconditionError(absl::StrCat(
+            "scheme ", scheme_name, " needs a plan with a QFeP prefix")));
       }
       q.w8a8 = s->w8a8;
       q.mode = s->mode;
@@ -138,7 +147,8 @@ int Main() {
     if (scheme_name.empty()) scheme_name = "fp32";
     absl::StatusOr<Scheme> s = ParseScheme(scheme_name);
     if (!s.ok()) return Fail(s.status());
-    if (s->qfem || s->qfep || s->smooth || s->mode == ActQuantMode::kPerTensorStatic) {
+    if (s->qfem || s->qfep || s->smooth ||
+        s->mode == ActQuantMode::kPerTensorStatic) {
       return Fail(absl::InvalidArgumentError(
           absl::StrCat("scheme ", scheme_name, " needs --plan")));
     }
@@ -159,7 +169,8 @@ int Main() {
   auto windows = TextWindows(*bundle->tokenizer, *text, window,
                              absl::GetFlag(FLAGS_windows));
   if (!windows.ok()) return Fail(windows.status());
-  const int32_t bos = bundle->tokenizer->bos_id() >= 0 ? bundle->tokenizer->bos_id() : 0;
+  const int32_t bos =
+      bundle->tokenizer->bos_id() >= 0 ? bundle->tokenizer->bos_id() : 0;
   // The reference: FP32 under the same context (BOS, or the same prefix).
   EvalSide test{&test_model, {}, prefix};
   EvalSide ref{&fp32, {}, prefix};

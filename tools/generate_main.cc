@@ -39,7 +39,8 @@ int Main() {
   const std::string model_path = absl::GetFlag(FLAGS_model);
   std::string prompt = absl::GetFlag(FLAGS_prompt);
   if (model_path.empty() || prompt.empty()) {
-    return Fail(absl::InvalidArgumentError("--model and --prompt are required"));
+    return Fail(
+        absl::InvalidArgumentError("--model and --prompt are required"));
   }
   const int max_new = absl::GetFlag(FLAGS_max_new_tokens);
   if (max_new < 1) {
@@ -66,9 +67,11 @@ int Main() {
   if (!ids.ok()) return Fail(ids.status());
   const int total = int(ids->size()) + max_new;
   if (total > model.config().context_length) {
-    return Fail(absl::OutOfRangeError(absl::StrCat(
-        "prompt (", ids->size(), " tokens) + max_new_tokens exceeds the "
-        "context length ", model.config().context_length)));
+    return Fail(absl::OutOfRangeError(
+        absl::StrCat("prompt (", ids->size(),
+                     " tokens) + max_new_tokens exceeds the "
+                     "context length ",
+                     model.config().context_length)));
   }
   absl::StatusOr<std::unique_ptr<KvPool>> pool =
       model.NewKvPool(total / 16 + 2, 16);

@@ -24,9 +24,12 @@ std::map<std::pair<int, std::string>, const v1::SiteStats*> Index(
 std::string Escape(const std::string& s) {
   std::string out;
   for (char c : s) {
-    if (c == '|') out += "\\|";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '|')
+      out += "\\|";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -36,8 +39,8 @@ std::string Escape(const std::string& s) {
 std::string SpikeReportMarkdown(const v1::QuantPlan& plan,
                                 const std::string& svg_name) {
   std::string md = absl::StrCat(
-      "# Spike report: ", plan.model().name(), "\n\n",
-      "Model fingerprint `", plan.model().hash(), "`; calibration on `",
+      "# Spike report: ", plan.model().name(), "\n\n", "Model fingerprint `",
+      plan.model().hash(), "`; calibration on `",
       plan.calibration().text_file(), "` (", plan.calibration().windows(),
       " windows of ", plan.calibration().window(), " tokens). Spike ratio = ",
       "max over tokens of the token absmax / its median, averaged over ",
@@ -50,16 +53,15 @@ std::string SpikeReportMarkdown(const v1::QuantPlan& plan,
                       ? "none"
                       : absl::StrJoin(plan.qfem().modules(), ", "),
                   "\n");
-  absl::StrAppend(&md, "- QFeP prefix: ",
-                  plan.qfep().token_ids().empty()
-                      ? std::string("none")
-                      : absl::StrCat("ids [",
-                                     absl::StrJoin(plan.qfep().token_ids(), ", "),
-                                     "], text `", Escape(plan.qfep().text()),
-                                     "`, spike site ", plan.qfep().spike_site(),
-                                     absl::StrFormat(", score %.1f",
-                                                     plan.qfep().score())),
-                  "\n");
+  absl::StrAppend(
+      &md, "- QFeP prefix: ",
+      plan.qfep().token_ids().empty()
+          ? std::string("none")
+          : absl::StrCat("ids [", absl::StrJoin(plan.qfep().token_ids(), ", "),
+                         "], text `", Escape(plan.qfep().text()),
+                         "`, spike site ", plan.qfep().spike_site(),
+                         absl::StrFormat(", score %.1f", plan.qfep().score())),
+      "\n");
   absl::StrAppend(&md, "- SmoothQuant: ",
                   plan.smoothing().enabled()
                       ? absl::StrFormat("alpha %.2f", plan.smoothing().alpha())
@@ -76,10 +78,10 @@ std::string SpikeReportMarkdown(const v1::QuantPlan& plan,
                   "median absmax | QFeM |\n|---|---:|---:|---:|---|\n");
   for (size_t i = 0; i < std::min<size_t>(12, sorted.size()); ++i) {
     const v1::SiteStats& s = *sorted[i];
-    absl::StrAppend(&md, absl::StrFormat("| %d.%s | %.1f | %.2f | %.3f | %s |\n",
-                                         s.layer(), s.site(), s.spike_ratio(),
-                                         s.max_absmax(), s.median_absmax(),
-                                         s.fp32() ? "FP32" : ""));
+    absl::StrAppend(
+        &md, absl::StrFormat("| %d.%s | %.1f | %.2f | %.3f | %s |\n", s.layer(),
+                             s.site(), s.spike_ratio(), s.max_absmax(),
+                             s.median_absmax(), s.fp32() ? "FP32" : ""));
   }
   absl::StrAppend(&md, "\n## All layers (spike ratio)\n\n![heatmap](", svg_name,
                   ")\n\n| layer | qkv | o | gate_up | down |\n",
@@ -116,8 +118,9 @@ std::string SpikeHeatmapSvg(const v1::QuantPlan& plan) {
       "</text>\n",
       left + 4 * cw + 10, top + layers * ch + 10, left, max_log);
   for (int j = 0; j < 4; ++j) {
-    absl::StrAppend(&svg, absl::StrFormat("<text x=\"%d\" y=\"%d\">%s</text>\n",
-                                          left + j * cw + 4, top - 4, kSites[j]));
+    absl::StrAppend(&svg,
+                    absl::StrFormat("<text x=\"%d\" y=\"%d\">%s</text>\n",
+                                    left + j * cw + 4, top - 4, kSites[j]));
   }
   for (int l = 0; l < layers; ++l) {
     absl::StrAppend(&svg, absl::StrFormat("<text x=\"4\" y=\"%d\">%d</text>\n",
@@ -129,13 +132,13 @@ std::string SpikeHeatmapSvg(const v1::QuantPlan& plan) {
       const int red = int(255 * t), blue = int(255 * (1 - t));
       const bool fp32 = it != idx.end() && it->second->fp32();
       absl::StrAppend(
-          &svg,
-          absl::StrFormat("<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" "
-                          "fill=\"rgb(%d,64,%d)\" stroke=\"%s\" "
-                          "stroke-width=\"%d\"><title>%d.%s: %.1f</title>"
-                          "</rect>\n",
-                          left + j * cw, top + l * ch, cw - 2, ch - 2, red, blue,
-                          fp32 ? "black" : "none", fp32 ? 2 : 0, l, kSites[j], r));
+          &svg, absl::StrFormat(
+                    "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" "
+                    "fill=\"rgb(%d,64,%d)\" stroke=\"%s\" "
+                    "stroke-width=\"%d\"><title>%d.%s: %.1f</title>"
+                    "</rect>\n",
+                    left + j * cw, top + l * ch, cw - 2, ch - 2, red, blue,
+                    fp32 ? "black" : "none", fp32 ? 2 : 0, l, kSites[j], r));
     }
   }
   absl::StrAppend(&svg, "</svg>\n");
