@@ -5,7 +5,8 @@ BUILD ?= build
 BUILD_ASAN ?= build-asan
 BUILD_TYPE ?= Release
 MODEL ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
-PROMPT ?= The three primary colors are
+PLAN ?= plans/smollm2-135m-instruct.json
+PORT ?= 50051
 THREADS ?= 2
 export OMP_NUM_THREADS ?= $(THREADS)
 # ccache hits across clones and build trees: hash paths relative to here.
@@ -45,10 +46,11 @@ test-asan: deps $(BUILD_ASAN)/build.ninja
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  ctest --test-dir $(BUILD_ASAN) --output-on-failure -j2 -E '^GoldenLogits'
 
-# Until the gRPC server lands, `make run` prints a continuation of a sample
-# prompt with the FP32 runtime.
+# Serves the default model (W8A8 with its plan when the plan exists) on
+# PORT until SIGTERM/Ctrl-C. See README "Call it" for a client.
 run: build model
-	$(BUILD)/tools/spikeserve-generate --model $(MODEL) --prompt "$(PROMPT)" --max_new_tokens 48
+	$(BUILD)/server/spikeserve --model $(MODEL) $(if $(wildcard $(PLAN)),--plan $(PLAN)) \
+	  --grpc_port $(PORT) --threads $(THREADS)
 
 bench: build model
 	$(BUILD)/bench/model_bench

@@ -1,5 +1,7 @@
 #include "runtime/engine.h"
 
+#include <omp.h>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -60,6 +62,7 @@ struct Engine::Sequence {
   std::string text;    // generated text so far (stop-string matching)
   size_t emitted = 0;  // bytes of `text` already sent
   absl::Time arrival, first_token = absl::InfinitePast();
+  absl::Time admitted = absl::InfinitePast();  // first admission to a batch
   bool done = false;
 };
 
@@ -135,8 +138,12 @@ absl::Status Engine::Submit(GenerationRequest request, UpdateCallback cb) {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_) return absl::UnavailableError("engine is shutting down");
     if (!s->req.id.empty() && in_flight_.contains(s->req.id)) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("request id '", s->req.id, "' is already in flight"));
+      // INVALID_ARGUMENT (not ALREADY_EXISTS): the field is wrong for the
+      // current state, and the message names it like every other bad field.
+      return absl::InvalidArgumentError(
+          absl::StrCat("request_id: '", s->req.id,
+                       "' is already in flight; ids must be unique among "
+                       "requests in flight"));
     }
     if (int(incoming_.size()) + stats_.waiting >= options_.max_waiting) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -150,13 +157,14 @@ absl::Status Engine::Submit(GenerationRequest request, UpdateCallback cb) {
   return absl::OkStatus();
 }
 
-void Engine::Abort(const std::string& id) {
+bool Engine::Abort(const std::string& id) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!in_flight_.contains(id)) return;
+    if (!in_flight_.contains(id)) return false;
     aborts_.insert(id);
   }
   cv_.notify_one();
+  return true;
 }
 
 EngineStats Engine::Stats() const {
@@ -184,6 +192,8 @@ void Engine::PublishStats() {
 }
 
 void Engine::Loop() {
+  // OpenMP's thread count is per thread: set it where the model runs.
+  if (options_.threads > 0) omp_set_num_threads(options_.threads);
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -251,6 +261,8 @@ void Engine::Emit(Sequence& s, std::vector<GeneratedToken> tokens,
   if (s.first_token != absl::InfinitePast()) {
     u.ttft_seconds = Seconds(s.arrival, s.first_token);
   }
+  u.queue_seconds =
+      Seconds(s.arrival, s.admitted == absl::InfinitePast() ? now : s.admitted);
   u.total_seconds = Seconds(s.arrival, now);
   if (s.cb && (finished || !u.text.empty() || !u.tokens.empty())) s.cb(u);
 }
@@ -404,6 +416,9 @@ void Engine::Admit() {
       s.computed = s.cached = 0;
       break;  // FIFO: wait for blocks to free up
     }
+    // Queue time ends at the first admission (a preempted sequence that
+    // comes back keeps it).
+    if (s.admitted == absl::InfinitePast()) s.admitted = absl::Now();
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }

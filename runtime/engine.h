@@ -92,6 +92,7 @@ struct EngineOptions {
   int max_waiting = 64;         // queue bound; beyond it Submit refuses
   std::vector<int32_t> prefix;  // QFeP prefix (empty: none)
   bool prefix_caching = true;
+  int threads = 0;  // OpenMP threads of the model (0 = OpenMP's default)
   ForwardObserver* observer = nullptr;  // per-layer statistics
 };
 
@@ -116,11 +117,12 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // Queues a request. ResourceExhausted when the queue is full,
-  // AlreadyExists for an id in flight, InvalidArgument when the prompt is
-  // empty or cannot fit the context or the pool, Unavailable after Shutdown.
+  // InvalidArgument for an id in flight or a prompt that is empty or cannot
+  // fit the context or the pool, Unavailable after Shutdown.
   absl::Status Submit(GenerationRequest request, UpdateCallback callback);
-  // Finishes the request with kAborted at the next step (no-op if unknown).
-  void Abort(const std::string& id);
+  // Finishes the request with kAborted at the next step. False (and no-op)
+  // when no request with this id is in flight.
+  bool Abort(const std::string& id);
   EngineStats Stats() const;
   // Aborts everything in flight and stops the thread. Idempotent.
   void Shutdown();

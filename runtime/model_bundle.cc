@@ -6,8 +6,12 @@
 
 namespace spikeserve {
 
-absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path,
-                                            const QuantOptions& quant) {
+namespace {
+
+// `plan` null: build with `quant`; else with what the plan asks.
+absl::StatusOr<ModelBundle> Load(const std::string& path,
+                                 const QuantOptions& quant,
+                                 const v1::QuantPlan* plan) {
   absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(path);
   if (!file.ok()) return file.status();
   auto annotate = [&](const absl::Status& s) {
@@ -23,7 +27,15 @@ absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path,
   absl::StatusOr<ModelConfig> config = ReadModelConfig(**file);
   if (!config.ok()) return annotate(config.status());
   b.fingerprint = FingerprintModel(**file, *config);
-  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(**file, quant);
+  QuantOptions options = quant;
+  if (plan != nullptr) {
+    absl::StatusOr<AppliedPlan> applied =
+        ApplyQuantPlan(*plan, b.fingerprint, *config);
+    if (!applied.ok()) return annotate(applied.status());
+    options = std::move(applied->quant);
+    b.qfep_prefix = std::move(applied->prefix);
+  }
+  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(**file, options);
   if (!model.ok()) return annotate(model.status());
   b.model = *std::move(model);
   if (b.tokenizer->vocab_size() != b.model->config().vocab_size) {
@@ -34,6 +46,18 @@ absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path,
                      b.model->config().vocab_size)));
   }
   return b;
+}
+
+}  // namespace
+
+absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path,
+                                            const QuantOptions& quant) {
+  return Load(path, quant, nullptr);
+}
+
+absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path,
+                                            const v1::QuantPlan& plan) {
+  return Load(path, {}, &plan);
 }
 
 }  // namespace spikeserve

@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "runtime/model.h"
@@ -18,12 +19,19 @@ struct ModelBundle {
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tokenizer;
   v1::ModelFingerprint fingerprint;  // identifies the file for quant plans
+  // With a plan: the QFeP prefix ids it asks for (empty = none).
+  std::vector<int32_t> qfep_prefix;
 };
 
 // Errors carry the path and name the field, tensor or key at fault. The
 // model is built with `quant` (FP32 by default).
 absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path,
                                             const QuantOptions& quant = {});
+// The same, quantized as `plan` says: the plan is checked against the file's
+// fingerprint before any weight is converted, so a plan for another model
+// fails fast with a message naming the mismatch.
+absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path,
+                                            const v1::QuantPlan& plan);
 
 }  // namespace spikeserve
 

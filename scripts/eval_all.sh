@@ -79,7 +79,7 @@ best = min((r for r in rows if r["scheme"] != "fp32" and r["scheme"] != "w8a8-to
            key=lambda r: r["perplexity"])
 print(f"\nBest per-tensor scheme: **{best['scheme']}**, perplexity {best['perplexity']:.3f} "
       f"({(best['perplexity'] / fp['perplexity'] - 1) * 100:+.1f}% vs FP32); it is the default "
-      f"plan (`models/smollm2-default-plan.json`).\n")
+      f"plan (`plans/smollm2-135m-instruct.json`).\n")
 print("\n## Spike report of the default model\n")
 report = open(sys.argv[2]).read().split("\n", 1)[1]
 print(report.replace("](plan.report.svg)", "](accuracy-heatmap.svg)"))
@@ -87,5 +87,5 @@ PY
 cp "$out/plan.report.svg" docs/accuracy-heatmap.svg
 # The default plan: smooth, then rotate, with the QFeP prefix (the best
 # per-tensor scheme measured above).
-cp "$out/plan-smoothrot.json" models/smollm2-default-plan.json
+cp "$out/plan-smoothrot.json" plans/smollm2-135m-instruct.json
 echo "wrote docs/accuracy.md" >&2

@@ -221,7 +221,7 @@ TEST_F(EngineTest, FullQueueAndDuplicateIdsAreRefused) {
   Collector c;
   ASSERT_TRUE(e->Submit(Request("a", Prompt(5, 1), 100), c.For("a")).ok());
   EXPECT_EQ(e->Submit(Request("a", Prompt(5, 1), 5), nullptr).code(),
-            absl::StatusCode::kAlreadyExists);
+            absl::StatusCode::kInvalidArgument);
   absl::Status s;
   int accepted = 1;
   for (int i = 0; i < 5 && s.ok(); ++i) {

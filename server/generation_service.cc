@@ -1,0 +1,304 @@
+#include "server/generation_service.h"
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "grpc/support/time.h"
+#include "server/grpc_status.h"
+#include "server/response_conversion.h"
+
+namespace spikeserve {
+namespace {
+
+// The status a finished request ends its call with.
+grpc::Status FinalStatus(const GenerationUpdate& u) {
+  if (!u.status.ok()) return ToGrpcStatus(u.status);
+  if (u.finish_reason == FinishReason::kDeadline) {
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                        absl::StrCat("deadline passed after ",
+                                     u.completion_tokens, " tokens"));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
+                                    const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+// Unary Generate: accumulates every update into the response; the engine's
+// final update finishes the call. Owns itself (deleted in OnDone, which
+// gRPC calls after Finish, i.e. after the engine's last callback).
+class GenerateReactor final : public grpc::ServerUnaryReactor {
+ public:
+  GenerateReactor(Engine* engine, CallCounter* calls,
+                  v1::GenerateResponse* response)
+      : engine_(engine), calls_(calls), response_(response) {
+    calls_->Add();
+  }
+
+  void Start(GenerationRequest request) {
+    id_ = request.id;
+    response_->set_request_id(id_);
+    absl::Status s = engine_->Submit(
+        std::move(request), [this](const GenerationUpdate& u) { OnUpdate(u); });
+    // On success the engine may already be finishing this call: touch
+    // nothing of `this` after a successful Submit.
+    if (!s.ok()) Finish(ToGrpcStatus(s));
+  }
+
+  // Client cancellation and lost connections stop generation at the next
+  // engine step, which frees the sequence's KV blocks.
+  void OnCancel() override {
+    if (!finished_.load()) engine_->Abort(id_);
+  }
+  void OnDone() override {
+    CallCounter* calls = calls_;
+    delete this;
+    calls->Done();
+  }
+
+ private:
+  void OnUpdate(const GenerationUpdate& u) {
+    AppendUpdate(u, response_);
+    if (!u.finished) return;
+    finished_.store(true);
+    Finish(FinalStatus(u));
+  }
+
+  Engine* const engine_;
+  CallCounter* const calls_;
+  v1::GenerateResponse* const response_;
+  std::string id_;
+  std::atomic<bool> finished_{false};
+};
+
+// Streaming Generate. Updates arrive on the engine thread and must not
+// block it, while gRPC allows one write in flight: updates that arrive
+// during a write are merged into one pending message (so a slow client gets
+// fewer, larger messages instead of an unbounded queue).
+class GenerateStreamReactor final
+    : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+ public:
+  GenerateStreamReactor(Engine* engine, CallCounter* calls)
+      : engine_(engine), calls_(calls) {
+    calls_->Add();
+  }
+
+  void Start(GenerationRequest request) {
+    id_ = request.id;
+    absl::Status s = engine_->Submit(
+        std::move(request), [this](const GenerationUpdate& u) { OnUpdate(u); });
+    if (!s.ok()) Finish(ToGrpcStatus(s));
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok && !write_failed_) {
+      // The client is gone: stop generating; the final update ends the call.
+      write_failed_ = true;
+      if (!finished_) engine_->Abort(id_);
+    }
+    Pump(std::move(lock));
+  }
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!finished_) engine_->Abort(id_);
+  }
+  void OnDone() override {
+    CallCounter* calls = calls_;
+    delete this;
+    calls->Done();
+  }
+
+ private:
+  void OnUpdate(const GenerationUpdate& u) {
+    std::unique_lock<std::mutex> lock(mu_);
+    AppendUpdate(u, &pending_);
+    has_pending_ |= !u.text.empty() || !u.tokens.empty() || u.finished;
+    if (u.finished) {
+      finished_ = true;
+      final_status_ = FinalStatus(u);
+    }
+    Pump(std::move(lock));
+  }
+
+  // Starts the next write, or the finish once everything is written.
+  // Called with mu_ held; releases it before calling into gRPC, after which
+  // `this` may be deleted (OnDone) and is not touched again.
+  void Pump(std::unique_lock<std::mutex> lock) {
+    if (writing_ || call_done_) return;
+    if (has_pending_ && !write_failed_) {
+      in_flight_ = std::move(pending_);
+      pending_.Clear();
+      has_pending_ = false;
+      in_flight_.set_request_id(id_);
+      if (finished_) {
+        call_done_ = true;
+        const grpc::Status status = final_status_;
+        lock.unlock();
+        StartWriteAndFinish(&in_flight_, grpc::WriteOptions(), status);
+        return;
+      }
+      writing_ = true;
+      lock.unlock();
+      StartWrite(&in_flight_);
+      return;
+    }
+    if (finished_) {
+      call_done_ = true;
+      const grpc::Status status = final_status_;
+      lock.unlock();
+      Finish(status);
+    }
+  }
+
+  Engine* const engine_;
+  CallCounter* const calls_;
+  std::string id_;
+  std::mutex mu_;
+  v1::GenerateResponse pending_;    // merged updates not yet written
+  v1::GenerateResponse in_flight_;  // the message being written
+  bool has_pending_ = false;
+  bool writing_ = false;
+  bool write_failed_ = false;
+  bool finished_ = false;   // the engine sent its final update
+  bool call_done_ = false;  // Finish (or WriteAndFinish) was started
+  grpc::Status final_status_;
+};
+
+}  // namespace
+
+const ServingBackend* GenerationService::Backend(grpc::Status* why) const {
+  const ServingBackend* b = backend_.load();
+  if (b == nullptr) {
+    *why = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "the model is still loading; retry shortly");
+  }
+  return b;
+}
+
+grpc::Status GenerationService::Prepare(const ServingBackend& backend,
+                                        grpc::CallbackServerContext* context,
+                                        const v1::GenerateRequest& request,
+                                        GenerationRequest* out) {
+  if (draining_.load()) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "the server is draining; retry on another replica");
+  }
+  absl::StatusOr<GenerationRequest> r = ToGenerationRequest(
+      request, *backend.tokenizer, *backend.config, backend.limits);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  if (r->id.empty()) r->id = absl::StrCat("spikeserve-", next_id_++);
+  const gpr_timespec deadline =
+      gpr_convert_clock_type(context->raw_deadline(), GPR_CLOCK_REALTIME);
+  if (gpr_time_cmp(deadline, gpr_inf_future(GPR_CLOCK_REALTIME)) != 0) {
+    r->deadline = absl::FromUnixNanos(int64_t(deadline.tv_sec) * 1000000000 +
+                                      deadline.tv_nsec);
+  }
+  *out = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* GenerationService::Generate(
+    grpc::CallbackServerContext* context, const v1::GenerateRequest* request,
+    v1::GenerateResponse* response) {
+  grpc::Status why;
+  const ServingBackend* b = Backend(&why);
+  if (b == nullptr) return FinishNow(context, why);
+  GenerationRequest native;
+  if (grpc::Status s = Prepare(*b, context, *request, &native); !s.ok()) {
+    return FinishNow(context, s);
+  }
+  auto* reactor = new GenerateReactor(b->engine, &calls_, response);
+  reactor->Start(std::move(native));
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>*
+GenerationService::GenerateStream(grpc::CallbackServerContext* context,
+                                  const v1::GenerateRequest* request) {
+  grpc::Status why;
+  const ServingBackend* b = Backend(&why);
+  GenerationRequest native;
+  if (b != nullptr) why = Prepare(*b, context, *request, &native);
+  auto* reactor = new GenerateStreamReactor(b ? b->engine : nullptr, &calls_);
+  if (!why.ok()) {
+    reactor->Finish(why);
+    return reactor;
+  }
+  reactor->Start(std::move(native));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GenerationService::Tokenize(
+    grpc::CallbackServerContext* context, const v1::TokenizeRequest* request,
+    v1::TokenizeResponse* response) {
+  grpc::Status why;
+  const ServingBackend* b = Backend(&why);
+  if (b == nullptr) return FinishNow(context, why);
+  absl::StatusOr<std::vector<int32_t>> ids = b->tokenizer->Encode(
+      request->text(), request->add_special_tokens(),
+      /*parse_special=*/request->add_special_tokens());
+  if (!ids.ok()) return FinishNow(context, ToGrpcStatus(ids.status()));
+  response->mutable_ids()->Add(ids->begin(), ids->end());
+  return FinishNow(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* GenerationService::Detokenize(
+    grpc::CallbackServerContext* context, const v1::DetokenizeRequest* request,
+    v1::DetokenizeResponse* response) {
+  grpc::Status why;
+  const ServingBackend* b = Backend(&why);
+  if (b == nullptr) return FinishNow(context, why);
+  const int32_t vocab = b->tokenizer->vocab_size();
+  StreamingDetokenizer detok(b->tokenizer,
+                             /*render_special=*/!request->skip_special_tokens());
+  std::string text;
+  for (int i = 0; i < request->ids_size(); ++i) {
+    const int32_t id = request->ids(i);
+    if (id < 0 || id >= vocab) {
+      return FinishNow(
+          context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                absl::StrCat("ids[", i, "]: ", id,
+                                             " is outside [0, ", vocab, ")")));
+    }
+    absl::StatusOr<std::string> piece = detok.Push(id);
+    if (!piece.ok()) return FinishNow(context, ToGrpcStatus(piece.status()));
+    text += *piece;
+  }
+  text += detok.Flush();
+  response->set_text(std::move(text));
+  return FinishNow(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* GenerationService::GetModelInfo(
+    grpc::CallbackServerContext* context, const v1::GetModelInfoRequest*,
+    v1::ModelInfo* response) {
+  grpc::Status why;
+  const ServingBackend* b = Backend(&why);
+  if (b == nullptr) return FinishNow(context, why);
+  *response = b->info;
+  return FinishNow(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* GenerationService::Abort(
+    grpc::CallbackServerContext* context, const v1::AbortRequest* request,
+    v1::AbortResponse* response) {
+  grpc::Status why;
+  const ServingBackend* b = Backend(&why);
+  if (b == nullptr) return FinishNow(context, why);
+  for (const std::string& id : request->request_ids()) {
+    if (b->engine->Abort(id)) response->add_aborted(id);
+  }
+  return FinishNow(context, grpc::Status::OK);
+}
+
+}  // namespace spikeserve

@@ -1,0 +1,121 @@
+// spikeserve: the gRPC server.
+//
+//   spikeserve --model PATH [--plan PLAN.json] [--grpc_port 50051] ...
+//
+// Every flag can also be set as an environment variable SPIKESERVE_<FLAG>
+// (e.g. SPIKESERVE_GRPC_PORT=50051); a flag on the command line wins.
+// SIGTERM or SIGINT drain the server (see --drain_timeout) and exit 0.
+#include <signal.h>
+
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "server/env_flags.h"
+#include "server/log.h"
+#include "server/server.h"
+#include "tools/flag_util.h"
+
+ABSL_FLAG(std::string, model, "", "Path of the GGUF model file (required).");
+ABSL_FLAG(std::string, plan, "",
+          "Quant plan JSON from spikeserve-calibrate (W8A8 with QFeM/QFeP); "
+          "empty = FP32.");
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
+ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0 = any free port).");
+ABSL_FLAG(int, threads, 0,
+          "Threads of the model's matmuls (0 = OpenMP default: all cores, "
+          "or OMP_NUM_THREADS).");
+ABSL_FLAG(int, kv_blocks, 512,
+          "KV cache pool size in blocks (memory: blocks x block_tokens x "
+          "layers x 2 x kv_dim x 4 bytes; 512 x 16 tokens is 377 MB for "
+          "SmolLM2-135M).");
+ABSL_FLAG(int, block_tokens, 16, "Tokens per KV block.");
+ABSL_FLAG(int, max_batch_tokens, 512,
+          "Tokens per engine step: the chunked-prefill budget.");
+ABSL_FLAG(int, max_running, 16, "Sequences batched together at most.");
+ABSL_FLAG(int, max_waiting, 64,
+          "Queued requests at most; beyond it requests get "
+          "RESOURCE_EXHAUSTED at once.");
+ABSL_FLAG(bool, prefix_caching, true,
+          "Reuse the KV of full prompt blocks across requests.");
+ABSL_FLAG(int, max_new_tokens, 256,
+          "Tokens generated when a request does not say (max_new_tokens 0).");
+ABSL_FLAG(int, max_stop_sequences, 16, "Stop strings per request at most.");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
+          "On SIGTERM: how long requests in flight may take to finish "
+          "before they are aborted.");
+
+namespace spikeserve {
+namespace {
+
+int Main() {
+  ServerOptions o;
+  o.model_path = absl::GetFlag(FLAGS_model);
+  o.plan_path = absl::GetFlag(FLAGS_plan);
+  o.host = absl::GetFlag(FLAGS_host);
+  o.grpc_port = absl::GetFlag(FLAGS_grpc_port);
+  o.engine.threads = absl::GetFlag(FLAGS_threads);
+  o.engine.kv_blocks = absl::GetFlag(FLAGS_kv_blocks);
+  o.engine.block_tokens = absl::GetFlag(FLAGS_block_tokens);
+  o.engine.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  o.engine.max_running = absl::GetFlag(FLAGS_max_running);
+  o.engine.max_waiting = absl::GetFlag(FLAGS_max_waiting);
+  o.engine.prefix_caching = absl::GetFlag(FLAGS_prefix_caching);
+  o.limits.default_max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  o.limits.max_stop_sequences = absl::GetFlag(FLAGS_max_stop_sequences);
+  if (o.model_path.empty()) {
+    LogError("--model is required (or SPIKESERVE_MODEL)");
+    return 2;
+  }
+  if (o.limits.default_max_new_tokens < 1 || o.limits.max_stop_sequences < 0 ||
+      o.engine.threads < 0) {
+    LogError("--max_new_tokens must be >= 1, --max_stop_sequences and "
+             "--threads >= 0");
+    return 2;
+  }
+
+  // Signals are taken synchronously (sigwait) by this thread; block them
+  // before any other thread exists so none of them gets one.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<SpikeServer>> server = SpikeServer::Start(o);
+  if (!server.ok()) {
+    LogError(server.status().ToString());
+    return 1;
+  }
+  if (absl::Status s = (*server)->Load(); !s.ok()) {
+    LogError(absl::StrCat("cannot load the model: ", s.ToString()));
+    (*server)->Drain(absl::ZeroDuration());
+    return 1;
+  }
+  int signal = 0;
+  sigwait(&signals, &signal);
+  LogInfo(absl::StrCat("received ", signal == SIGTERM ? "SIGTERM" : "SIGINT"));
+  (*server)->Drain(absl::GetFlag(FLAGS_drain_timeout));
+  return 0;
+}
+
+}  // namespace
+}  // namespace spikeserve
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serves a LLaMA-family GGUF model over gRPC (spikeserve.v1.Generation). "
+      "Every flag may also be set as SPIKESERVE_<FLAG>.");
+  spikeserve::AcceptDashedFlags(argc, argv);
+  if (absl::Status s = spikeserve::ApplyEnvironmentFlags("SPIKESERVE_");
+      !s.ok()) {
+    spikeserve::LogError(s.ToString());
+    return 2;
+  }
+  absl::ParseCommandLine(argc, argv);
+  return spikeserve::Main();
+}

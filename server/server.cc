@@ -1,0 +1,197 @@
+#include "server/server.h"
+
+#include <chrono>
+#include <cstdio>
+#include <future>
+#include <optional>
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+#include "runtime/quant_plan.h"
+#include "runtime/quantize.h"
+#include "runtime/site.h"
+#include "server/log.h"
+
+namespace spikeserve {
+namespace {
+
+constexpr char kServiceName[] = "spikeserve.v1.Generation";
+
+// GetModelInfo's answer.
+v1::ModelInfo DescribeModel(const Model& model, const QuantOptions& quant,
+                            const v1::QuantPlan* plan,
+                            const std::vector<int32_t>& prefix,
+                            const Tokenizer& tok) {
+  const ModelConfig& c = model.config();
+  v1::ModelInfo info;
+  info.set_name(c.name);
+  info.set_architecture(c.architecture);
+  info.set_layers(c.n_layers);
+  info.set_hidden(c.hidden);
+  info.set_heads(c.n_heads);
+  info.set_kv_heads(c.n_kv_heads);
+  info.set_vocab_size(c.vocab_size);
+  info.set_context_length(c.context_length - int(prefix.size()));
+  v1::QuantSummary* q = info.mutable_quant();
+  q->set_activation_mode(quant.w8a8 ? ActQuantModeName(quant.mode) : "fp32");
+  for (const SiteKey& k : quant.fp32_sites) {
+    q->add_qfem_modules(SiteKeyName(k));
+  }
+  q->set_smoothing(!quant.smooth_scales.empty());
+  q->set_rotation(quant.down_hadamard);
+  q->set_int8_impl(model.int8_impl());
+  if (plan != nullptr) q->set_plan_model_hash(plan->model().hash());
+  info.mutable_qfep_prefix_ids()->Add(prefix.begin(), prefix.end());
+  absl::StatusOr<std::string> text = tok.Decode(prefix);
+  if (text.ok()) info.set_qfep_prefix_text(*text);
+  return info;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SpikeServer>> SpikeServer::Start(
+    const ServerOptions& options) {
+  if (options.grpc_port < 0 || options.grpc_port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--grpc_port must be in [0, 65535], got ", options.grpc_port));
+  }
+  std::unique_ptr<SpikeServer> s(new SpikeServer(options));
+  // Both must be set up before the builder exists (toolchain.md).
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  // Without this a second server on a taken port starts silently and
+  // shares its traffic.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  const std::string address =
+      absl::StrCat(options.host, ":", options.grpc_port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
+                           &s->port_);
+  builder.RegisterService(&s->service_);
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", address,
+                     " (port taken, or host not an address of this machine)"));
+  }
+  s->SetHealth(false);
+  LogInfo(absl::StrCat("listening on ", options.host, ":", s->port_,
+                       " (health NOT_SERVING until the model is loaded)"));
+  return s;
+}
+
+SpikeServer::~SpikeServer() {
+  if (!stopped_) Drain(absl::ZeroDuration());
+}
+
+void SpikeServer::SetHealth(bool serving) {
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health == nullptr) return;
+  health->SetServingStatus("", serving);
+  health->SetServingStatus(kServiceName, serving);
+}
+
+absl::Status SpikeServer::Load() {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::optional<v1::QuantPlan> plan;
+  if (!options_.plan_path.empty()) {
+    absl::StatusOr<v1::QuantPlan> p = ReadQuantPlan(options_.plan_path);
+    if (!p.ok()) return p.status();
+    plan = *std::move(p);
+  }
+  absl::StatusOr<ModelBundle> bundle =
+      plan ? LoadModelBundle(options_.model_path, *plan)
+           : LoadModelBundle(options_.model_path);
+  if (!bundle.ok()) return bundle.status();
+  bundle_ = *std::move(bundle);
+  const Model& model = *bundle_.model;
+  const ModelConfig& c = model.config();
+  LogInfo(absl::StrCat("model ", c.name, ": ", c.n_layers, " layers, hidden ",
+                       c.hidden, ", vocab ", c.vocab_size, ", context ",
+                       c.context_length));
+  LogInfo(absl::StrCat(
+      "quantization: ",
+      model.quant().w8a8
+          ? absl::StrCat("W8A8 ", ActQuantModeName(model.quant().mode),
+                         ", oneDNN INT8 kernel ", model.int8_impl(),
+                         ", QFeM sites ", model.quant().fp32_sites.size())
+          : std::string("none (FP32)"),
+      ", QFeP prefix ", bundle_.qfep_prefix.size(), " tokens"));
+
+  EngineOptions eo = options_.engine;
+  eo.prefix = bundle_.qfep_prefix;
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      Engine::Create(bundle_.model.get(), bundle_.tokenizer.get(), eo);
+  if (!engine.ok()) return engine.status();
+  engine_ = *std::move(engine);
+
+  // Warm-up: one short request through the whole path (scheduler, kernels,
+  // sampler), so the first client does not pay first-touch costs.
+  {
+    GenerationRequest warm;
+    warm.id = "spikeserve-warmup";
+    warm.prompt = {std::max(0, bundle_.tokenizer->bos_id())};
+    warm.stopping.max_new_tokens = 2;
+    warm.stopping.ignore_eos = true;
+    std::promise<absl::Status> done;
+    absl::Status s = engine_->Submit(warm, [&](const GenerationUpdate& u) {
+      if (u.finished) done.set_value(u.status);
+    });
+    if (s.ok()) s = done.get_future().get();
+    if (!s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrCat("warm-up request failed: ", s.message()));
+    }
+  }
+
+  auto backend = std::make_unique<ServingBackend>();
+  backend->engine = engine_.get();
+  backend->tokenizer = bundle_.tokenizer.get();
+  backend->config = &model.config();
+  backend->limits = options_.limits;
+  backend->limits.prefix_tokens = int(bundle_.qfep_prefix.size());
+  backend->info =
+      DescribeModel(model, model.quant(), plan ? &*plan : nullptr,
+                    bundle_.qfep_prefix, *bundle_.tokenizer);
+  backend_ = std::move(backend);
+  service_.SetBackend(backend_.get());
+  SetHealth(true);
+  const double secs = std::chrono::duration<double>(
+                          std::chrono::steady_clock::now() - t0)
+                          .count();
+  LogInfo(absl::StrCat("ready in ", absl::StrFormat("%.2f", secs),
+                       " s; health SERVING"));
+  return absl::OkStatus();
+}
+
+int SpikeServer::Drain(absl::Duration timeout) {
+  if (stopped_) return 0;
+  stopped_ = true;
+  service_.StartDraining();
+  SetHealth(false);
+  const int active = service_.calls().active();
+  LogInfo(absl::StrCat("draining: health NOT_SERVING, ", active,
+                       " generation calls in flight, waiting up to ",
+                       absl::FormatDuration(timeout)));
+  const auto deadline = std::chrono::steady_clock::now() +
+                        absl::ToChronoNanoseconds(timeout);
+  service_.calls().WaitIdle(deadline);
+  const int aborted = service_.calls().active();
+  // Aborting first lets every reactor finish with its final message; then
+  // the gRPC server has nothing left to wait for.
+  if (engine_) engine_->Shutdown();
+  server_->Shutdown(std::chrono::system_clock::now() +
+                    std::chrono::seconds(2));
+  server_->Wait();
+  LogInfo(absl::StrCat("stopped (", aborted, " requests aborted at the drain "
+                       "timeout)"));
+  return aborted;
+}
+
+}  // namespace spikeserve

@@ -1,0 +1,70 @@
+// The spikeserve process minus its command line: binds the gRPC port
+// (health NOT_SERVING, reflection on), loads the model and plan, starts the
+// engine, turns health SERVING, and drains on request.
+//
+// Owns, in order of construction: the gRPC server, the model bundle, the
+// engine, the serving backend. Thread-safety: Start/Load/Drain/Shutdown are
+// called by one controlling thread; port() and engine() from any.
+#ifndef SPIKESERVE_SERVER_SERVER_H_
+#define SPIKESERVE_SERVER_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/server.h"
+#include "runtime/engine.h"
+#include "runtime/model_bundle.h"
+#include "server/generation_service.h"
+#include "server/request_validation.h"
+
+namespace spikeserve {
+
+struct ServerOptions {
+  std::string model_path;  // GGUF file (required)
+  std::string plan_path;   // quant plan JSON; empty = FP32
+  std::string host = "0.0.0.0";
+  int grpc_port = 50051;  // 0 = any free port (tests)
+  EngineOptions engine;   // its `prefix` comes from the plan
+  RequestLimits limits;   // its `prefix_tokens` comes from the plan
+};
+
+class SpikeServer {
+ public:
+  // Binds and starts serving: health NOT_SERVING, reflection, and the
+  // Generation service answering UNAVAILABLE until Load(). Fails with a
+  // clear message when the port is taken (SO_REUSEPORT is off).
+  static absl::StatusOr<std::unique_ptr<SpikeServer>> Start(
+      const ServerOptions& options);
+  ~SpikeServer();
+
+  int port() const { return port_; }
+  // Loads the model (and plan), warms up, starts the engine; then health
+  // says SERVING. Errors name the file and the problem.
+  absl::Status Load();
+  // Health NOT_SERVING; new generation requests get UNAVAILABLE; waits up
+  // to `timeout` for requests in flight to finish, then aborts the rest and
+  // stops the gRPC server. Returns the number of requests aborted.
+  int Drain(absl::Duration timeout);
+
+  Engine* engine() { return engine_.get(); }
+  const ServingBackend* backend() const { return backend_.get(); }
+
+ private:
+  explicit SpikeServer(const ServerOptions& options) : options_(options) {}
+  void SetHealth(bool serving);
+
+  ServerOptions options_;
+  GenerationService service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  ModelBundle bundle_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<ServingBackend> backend_;
+  bool stopped_ = false;
+};
+
+}  // namespace spikeserve
+
+#endif  // SPIKESERVE_SERVER_SERVER_H_
