@@ -145,7 +145,9 @@ absl::Status Engine::Submit(GenerationRequest request, UpdateCallback cb) {
                        "' is already in flight; ids must be unique among "
                        "requests in flight"));
     }
-    if (int(incoming_.size()) + stats_.waiting >= options_.max_waiting) {
+    // stats_.waiting counts the engine's queue plus incoming_ (published
+    // by the engine thread, incremented here between publications).
+    if (stats_.waiting >= options_.max_waiting) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "request queue is full (", options_.max_waiting, " waiting)"));
     }
@@ -181,7 +183,12 @@ void Engine::PublishStats() {
   for (const auto& [h, e] : cache_) {
     if (pool_->refcount(e.block) == 1) ++s.kv_blocks_cached;
   }
-  if (prefix_) s.prefix_blocks = prefix_->blocks();
+  if (prefix_) {
+    s.prefix_blocks = prefix_->blocks();
+    for (int b : s.prefix_blocks) {
+      s.prefix_block_refs.push_back(pool_->refcount(b));
+    }
+  }
   s.prefix_cache_query_tokens = cache_queries_;
   s.prefix_cache_hit_tokens = cache_hits_;
   s.steps = steps_;
@@ -451,6 +458,9 @@ bool Engine::Step() {
 
   Admit();
   if (running_.empty()) return false;
+  // Publish the batch about to run (what a scrape or a test sees during a
+  // long step).
+  PublishStats();
 
   // Plan the batch: one token per decoding sequence, then prompt chunks in
   // admission order within the token budget.

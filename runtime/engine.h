@@ -102,6 +102,8 @@ struct EngineStats {
   int kv_blocks_used = 0;          // referenced by anything
   int kv_blocks_cached = 0;        // held only by the prefix cache
   std::vector<int> prefix_blocks;  // the QFeP prefix's pinned blocks
+  // Their reference counts: 1 (the pin) + every sequence attached to them.
+  std::vector<int> prefix_block_refs;
   int64_t prefix_cache_query_tokens = 0, prefix_cache_hit_tokens = 0;
   int64_t steps = 0, preemptions = 0;
 };

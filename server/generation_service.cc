@@ -18,9 +18,9 @@ namespace {
 grpc::Status FinalStatus(const GenerationUpdate& u) {
   if (!u.status.ok()) return ToGrpcStatus(u.status);
   if (u.finish_reason == FinishReason::kDeadline) {
-    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                        absl::StrCat("deadline passed after ",
-                                     u.completion_tokens, " tokens"));
+    return grpc::Status(
+        grpc::StatusCode::DEADLINE_EXCEEDED,
+        absl::StrCat("deadline passed after ", u.completion_tokens, " tokens"));
   }
   return grpc::Status::OK;
 }
@@ -244,9 +244,9 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(
   grpc::Status why;
   const ServingBackend* b = Backend(&why);
   if (b == nullptr) return FinishNow(context, why);
-  absl::StatusOr<std::vector<int32_t>> ids = b->tokenizer->Encode(
-      request->text(), request->add_special_tokens(),
-      /*parse_special=*/request->add_special_tokens());
+  absl::StatusOr<std::vector<int32_t>> ids =
+      b->tokenizer->Encode(request->text(), request->add_special_tokens(),
+                           /*parse_special=*/request->add_special_tokens());
   if (!ids.ok()) return FinishNow(context, ToGrpcStatus(ids.status()));
   response->mutable_ids()->Add(ids->begin(), ids->end());
   return FinishNow(context, grpc::Status::OK);
@@ -259,8 +259,9 @@ grpc::ServerUnaryReactor* GenerationService::Detokenize(
   const ServingBackend* b = Backend(&why);
   if (b == nullptr) return FinishNow(context, why);
   const int32_t vocab = b->tokenizer->vocab_size();
-  StreamingDetokenizer detok(b->tokenizer,
-                             /*render_special=*/!request->skip_special_tokens());
+  StreamingDetokenizer detok(
+      b->tokenizer,
+      /*render_special=*/!request->skip_special_tokens());
   std::string text;
   for (int i = 0; i < request->ids_size(); ++i) {
     const int32_t id = request->ids(i);

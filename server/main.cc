@@ -73,8 +73,9 @@ int Main() {
   }
   if (o.limits.default_max_new_tokens < 1 || o.limits.max_stop_sequences < 0 ||
       o.engine.threads < 0) {
-    LogError("--max_new_tokens must be >= 1, --max_stop_sequences and "
-             "--threads >= 0");
+    LogError(
+        "--max_new_tokens must be >= 1, --max_stop_sequences and "
+        "--threads >= 0");
     return 2;
   }
 

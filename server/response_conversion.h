@@ -12,7 +12,8 @@ v1::FinishReason ToProto(FinishReason reason);
 // Appends the update's text and tokens to `response`, and on the final
 // update sets finish_reason, usage and timings. Unary responses accumulate
 // every update into one message; streams send one message per flush.
-void AppendUpdate(const GenerationUpdate& update, v1::GenerateResponse* response);
+void AppendUpdate(const GenerationUpdate& update,
+                  v1::GenerateResponse* response);
 
 }  // namespace spikeserve
 

@@ -1,10 +1,10 @@
 #include "server/server.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <future>
 #include <optional>
-#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -145,8 +145,8 @@ absl::Status SpikeServer::Load() {
     });
     if (s.ok()) s = done.get_future().get();
     if (!s.ok()) {
-      return absl::Status(s.code(),
-                          absl::StrCat("warm-up request failed: ", s.message()));
+      return absl::Status(
+          s.code(), absl::StrCat("warm-up request failed: ", s.message()));
     }
   }
 
@@ -156,22 +156,21 @@ absl::Status SpikeServer::Load() {
   backend->config = &model.config();
   backend->limits = options_.limits;
   backend->limits.prefix_tokens = int(bundle_.qfep_prefix.size());
-  backend->info =
-      DescribeModel(model, model.quant(), plan ? &*plan : nullptr,
-                    bundle_.qfep_prefix, *bundle_.tokenizer);
+  backend->info = DescribeModel(model, model.quant(), plan ? &*plan : nullptr,
+                                bundle_.qfep_prefix, *bundle_.tokenizer);
   backend_ = std::move(backend);
   service_.SetBackend(backend_.get());
   SetHealth(true);
-  const double secs = std::chrono::duration<double>(
-                          std::chrono::steady_clock::now() - t0)
-                          .count();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
   LogInfo(absl::StrCat("ready in ", absl::StrFormat("%.2f", secs),
                        " s; health SERVING"));
   return absl::OkStatus();
 }
 
 int SpikeServer::Drain(absl::Duration timeout) {
-  if (stopped_) return 0;
+  if (stopped_ || server_ == nullptr) return 0;
   stopped_ = true;
   service_.StartDraining();
   SetHealth(false);
@@ -179,17 +178,17 @@ int SpikeServer::Drain(absl::Duration timeout) {
   LogInfo(absl::StrCat("draining: health NOT_SERVING, ", active,
                        " generation calls in flight, waiting up to ",
                        absl::FormatDuration(timeout)));
-  const auto deadline = std::chrono::steady_clock::now() +
-                        absl::ToChronoNanoseconds(timeout);
+  const auto deadline =
+      std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
   service_.calls().WaitIdle(deadline);
   const int aborted = service_.calls().active();
   // Aborting first lets every reactor finish with its final message; then
   // the gRPC server has nothing left to wait for.
   if (engine_) engine_->Shutdown();
-  server_->Shutdown(std::chrono::system_clock::now() +
-                    std::chrono::seconds(2));
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server_->Wait();
-  LogInfo(absl::StrCat("stopped (", aborted, " requests aborted at the drain "
+  LogInfo(absl::StrCat("stopped (", aborted,
+                       " requests aborted at the drain "
                        "timeout)"));
   return aborted;
 }

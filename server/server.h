@@ -8,6 +8,7 @@
 #ifndef SPIKESERVE_SERVER_SERVER_H_
 #define SPIKESERVE_SERVER_SERVER_H_
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -47,6 +48,13 @@ class SpikeServer {
   // to `timeout` for requests in flight to finish, then aborts the rest and
   // stops the gRPC server. Returns the number of requests aborted.
   int Drain(absl::Duration timeout);
+
+  // Waits until no Generate/GenerateStream call is in progress on the
+  // server side (its reactor done, hence its blocks freed and published).
+  bool WaitForNoCalls(absl::Duration timeout) {
+    return service_.calls().WaitIdle(std::chrono::steady_clock::now() +
+                                     absl::ToChronoNanoseconds(timeout));
+  }
 
   Engine* engine() { return engine_.get(); }
   const ServingBackend* backend() const { return backend_.get(); }

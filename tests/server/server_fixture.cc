@@ -1,0 +1,176 @@
+#include "tests/server/server_fixture.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "runtime/gguf_reader.h"
+#include "runtime/model_config.h"
+#include "runtime/quant_plan.h"
+#include "tests/fixtures/gguf_builder.h"
+
+namespace spikeserve::testing {
+
+const TinyModelFiles& GetTinyModelFiles() {
+  static const TinyModelFiles* files = [] {
+    auto* f = new TinyModelFiles;
+    const std::string dir =
+        (std::filesystem::temp_directory_path() /
+         ("spikeserve-server-test-" + std::to_string(::getpid())))
+            .string();
+    std::filesystem::create_directories(dir);
+    f->context = 2048;
+    const GgufBuilder b = TinyLlama({.layers = 2,
+                                     .hidden = 128,
+                                     .heads = 4,
+                                     .kv_heads = 2,
+                                     .ffn = 256,
+                                     .context = f->context});
+    f->model = dir + "/tiny.gguf";
+    EXPECT_TRUE(b.WriteFile(f->model));
+    // A plan for exactly this file: W8A8 per-tensor dynamic + QFeP prefix.
+    const std::string bytes = b.Build();
+    auto file = GgufFile::FromBuffer(
+        reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    EXPECT_TRUE(file.ok()) << file.status();
+    auto config = ReadModelConfig(**file);
+    EXPECT_TRUE(config.ok()) << config.status();
+    v1::QuantPlan plan;
+    plan.set_version(1);
+    *plan.mutable_model() = FingerprintModel(**file, *config);
+    plan.set_activation_mode(v1::PER_TENSOR_DYNAMIC);
+    f->prefix = {298, 40, 41};  // <|bos|> and two byte tokens
+    plan.mutable_qfep()->mutable_token_ids()->Add(f->prefix.begin(),
+                                                  f->prefix.end());
+    f->plan = dir + "/tiny-plan.json";
+    EXPECT_TRUE(WriteQuantPlan(plan, f->plan).ok());
+    return f;
+  }();
+  return *files;
+}
+
+void EngineGate::Hold() {
+  std::lock_guard<std::mutex> lock(mu_);
+  held_ = true;
+}
+
+void EngineGate::Open() {
+  std::lock_guard<std::mutex> lock(mu_);
+  held_ = false;
+  cv_.notify_all();
+}
+
+void EngineGate::ReleaseOnce() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++releases_;
+  cv_.notify_all();
+}
+
+void EngineGate::WaitPauses(int n) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return pauses_ >= n; });
+}
+
+void EngineGate::OnLayerPart(int layer, LayerPart part, double) {
+  if (layer != 0 || part != LayerPart::kAttention) return;
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!held_) return;
+  ++pauses_;
+  cv_.notify_all();
+  const int ticket = releases_;
+  cv_.wait(lock, [&] { return !held_ || releases_ > ticket; });
+}
+
+ServerOptions ServerTest::DefaultOptions() const {
+  ServerOptions o;
+  o.model_path = GetTinyModelFiles().model;
+  o.plan_path = GetTinyModelFiles().plan;
+  o.host = "127.0.0.1";
+  o.grpc_port = 0;
+  o.engine.kv_blocks = 512;
+  o.engine.threads = 1;
+  o.engine.observer = const_cast<EngineGate*>(&gate_);
+  return o;
+}
+
+void ServerTest::StartServer(const ServerOptions& options, bool load) {
+  auto server = SpikeServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = *std::move(server);
+  if (load) {
+    const absl::Status s = server_->Load();
+    ASSERT_TRUE(s.ok()) << s;
+  }
+  channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
+                                 grpc::InsecureChannelCredentials());
+  stub_ = v1::Generation::NewStub(channel_);
+  health_ = grpc::health::v1::Health::NewStub(channel_);
+}
+
+void ServerTest::TearDown() {
+  gate_.Open();
+  stub_.reset();
+  health_.reset();
+  channel_.reset();
+  if (server_) server_->Drain(absl::Seconds(5));
+  server_.reset();
+}
+
+v1::GenerateRequest ServerTest::TokenRequest(std::vector<int32_t> ids,
+                                             int max_new_tokens) {
+  v1::GenerateRequest r;
+  r.mutable_tokens()->mutable_ids()->Add(ids.begin(), ids.end());
+  r.mutable_stopping()->set_max_new_tokens(max_new_tokens);
+  r.mutable_stopping()->set_ignore_eos(true);
+  return r;
+}
+
+grpc::Status ServerTest::Generate(const v1::GenerateRequest& request,
+                                  v1::GenerateResponse* response,
+                                  int deadline_ms) {
+  grpc::ClientContext context;
+  if (deadline_ms > 0) {
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(deadline_ms));
+  }
+  return stub_->Generate(&context, request, response);
+}
+
+grpc::Status ServerTest::Stream(const v1::GenerateRequest& request,
+                                std::vector<v1::GenerateResponse>* messages) {
+  grpc::ClientContext context;
+  auto reader = stub_->GenerateStream(&context, request);
+  v1::GenerateResponse m;
+  while (reader->Read(&m)) messages->push_back(m);
+  return reader->Finish();
+}
+
+grpc::health::v1::HealthCheckResponse::ServingStatus ServerTest::Health(
+    const std::string& service) {
+  grpc::ClientContext context;
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(service);
+  grpc::health::v1::HealthCheckResponse resp;
+  const grpc::Status s = health_->Check(&context, req, &resp);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return resp.status();
+}
+
+void ServerTest::WaitForWaiting(int n) {
+  // Submit counts a request synchronously; the gRPC handler that calls it
+  // runs shortly after the client's call starts.
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (server_->engine()->Stats().waiting < n &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(server_->engine()->Stats().waiting, n);
+}
+
+EngineStats ServerTest::IdleStats() {
+  EXPECT_TRUE(server_->WaitForNoCalls(absl::Seconds(30)));
+  return server_->engine()->Stats();
+}
+
+}  // namespace spikeserve::testing

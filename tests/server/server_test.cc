@@ -1,0 +1,564 @@
+// Integration tests: a real gRPC server on 127.0.0.1 driven by the C++
+// client (the Python client test drives the spikeserve binary).
+#include <cmath>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/server/server_fixture.h"
+
+namespace spikeserve::testing {
+namespace {
+
+using ::grpc::StatusCode;
+using ::grpc::health::v1::HealthCheckResponse;
+using ::testing::HasSubstr;
+
+std::vector<int32_t> Ids(const v1::GenerateResponse& r) {
+  std::vector<int32_t> ids;
+  for (const v1::Token& t : r.tokens()) ids.push_back(t.id());
+  return ids;
+}
+
+std::vector<int32_t> RandomPrompt(int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> p(n);
+  for (auto& t : p) t = int32_t(32 + rng() % 90);  // printable bytes
+  return p;
+}
+
+TEST_F(ServerTest, UnaryGenerateMatchesTokenizerAndReportsUsage) {
+  StartServer(DefaultOptions());
+  v1::GenerateRequest req;
+  req.set_text("hello world");
+  req.mutable_stopping()->set_max_new_tokens(12);
+  req.mutable_stopping()->set_ignore_eos(true);
+  v1::GenerateResponse r;
+  ASSERT_TRUE(Generate(req, &r).ok());
+  EXPECT_EQ(r.tokens_size(), 12);
+  EXPECT_EQ(r.finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(r.usage().prompt_tokens(), 11u);  // byte-level: one per byte
+  EXPECT_EQ(r.usage().completion_tokens(), 12u);
+  EXPECT_FALSE(r.request_id().empty());
+  EXPECT_GT(r.timings().total_seconds(), 0);
+  EXPECT_LE(r.timings().time_to_first_token_seconds(),
+            r.timings().total_seconds());
+  // The text is the detokenization of the returned ids.
+  grpc::ClientContext ctx;
+  v1::DetokenizeRequest dreq;
+  for (int32_t id : Ids(r)) dreq.add_ids(id);
+  dreq.set_skip_special_tokens(true);
+  v1::DetokenizeResponse dresp;
+  ASSERT_TRUE(stub_->Detokenize(&ctx, dreq, &dresp).ok());
+  EXPECT_EQ(r.text(), dresp.text());
+}
+
+TEST_F(ServerTest, StreamDeliversTheSameTokensAsUnary) {
+  StartServer(DefaultOptions());
+  const v1::GenerateRequest req = TokenRequest(RandomPrompt(20, 1), 24);
+  v1::GenerateResponse unary;
+  ASSERT_TRUE(Generate(req, &unary).ok());
+  std::vector<v1::GenerateResponse> msgs;
+  ASSERT_TRUE(Stream(req, &msgs).ok());
+  ASSERT_GE(msgs.size(), 2u);
+  std::string text;
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i < msgs.size(); ++i) {
+    text += msgs[i].text();
+    for (int32_t id : Ids(msgs[i])) ids.push_back(id);
+    const bool last = i + 1 == msgs.size();
+    EXPECT_EQ(msgs[i].finish_reason() != v1::FINISH_REASON_UNSPECIFIED, last);
+    EXPECT_EQ(msgs[i].has_usage(), last);
+  }
+  EXPECT_EQ(ids, Ids(unary));
+  EXPECT_EQ(text, unary.text());
+  EXPECT_EQ(msgs.back().usage().completion_tokens(), 24u);
+}
+
+TEST_F(ServerTest, SeedsReproduceAndDiffer) {
+  StartServer(DefaultOptions());
+  auto sampled = [&](uint64_t seed) {
+    v1::GenerateRequest req = TokenRequest(RandomPrompt(8, 2), 32);
+    req.mutable_sampling()->set_temperature(25.0f);  // near-uniform
+    req.mutable_sampling()->set_seed(seed);
+    v1::GenerateResponse r;
+    EXPECT_TRUE(Generate(req, &r).ok());
+    return Ids(r);
+  };
+  const std::vector<int32_t> a = sampled(7);
+  EXPECT_EQ(sampled(7), a);
+  EXPECT_NE(sampled(8), a);
+}
+
+TEST_F(ServerTest, LogprobsAreNormalizedAndRanked) {
+  StartServer(DefaultOptions());
+  v1::GenerateRequest req = TokenRequest(RandomPrompt(8, 3), 10);
+  req.set_top_n_tokens(5);
+  v1::GenerateResponse r;
+  ASSERT_TRUE(Generate(req, &r).ok());
+  for (const v1::Token& t : r.tokens()) {
+    ASSERT_EQ(t.top_size(), 5);
+    // Greedy: the chosen token is the most likely one.
+    EXPECT_EQ(t.top(0).id(), t.id());
+    EXPECT_FLOAT_EQ(t.top(0).logprob(), t.logprob());
+    double mass = 0;
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_LE(t.top(i).logprob(), 0.0f);
+      if (i > 0) EXPECT_LE(t.top(i).logprob(), t.top(i - 1).logprob());
+      mass += std::exp(t.top(i).logprob());
+    }
+    EXPECT_LE(mass, 1.0 + 1e-4);
+  }
+}
+
+TEST_F(ServerTest, StopSequenceCutsTheTextAndStopTokenEndsIt) {
+  StartServer(DefaultOptions());
+  const v1::GenerateRequest base = TokenRequest(RandomPrompt(10, 4), 40);
+  v1::GenerateResponse full;
+  ASSERT_TRUE(Generate(base, &full).ok());
+  const std::string& t = full.text();
+  ASSERT_GE(t.size(), 8u);
+  // A stop string taken from the middle of the greedy text (ASCII here:
+  // the tiny vocabulary renders bytes < 0x80 and "<fillerN>" tokens).
+  size_t at = t.size() / 2;
+  while (at < t.size() && (uint8_t(t[at]) & 0xC0) == 0x80) ++at;
+  const std::string stop = t.substr(at, 2);
+  v1::GenerateRequest req = base;
+  req.mutable_stopping()->add_stop_sequences(stop);
+  v1::GenerateResponse r;
+  ASSERT_TRUE(Generate(req, &r).ok());
+  EXPECT_EQ(r.finish_reason(), v1::FINISH_REASON_STOP_SEQUENCE);
+  EXPECT_EQ(r.text(), t.substr(0, t.find(stop)));
+
+  // A stop token id: generation ends at its first occurrence, included.
+  const int32_t stop_id = full.tokens(5).id();
+  v1::GenerateRequest req2 = base;
+  req2.mutable_stopping()->add_stop_token_ids(stop_id);
+  v1::GenerateResponse r2;
+  ASSERT_TRUE(Generate(req2, &r2).ok());
+  EXPECT_EQ(r2.finish_reason(), v1::FINISH_REASON_EOS_TOKEN);
+  const std::vector<int32_t> all = Ids(full);
+  const size_t first = std::find(all.begin(), all.end(), stop_id) - all.begin();
+  EXPECT_EQ(Ids(r2),
+            std::vector<int32_t>(all.begin(), all.begin() + first + 1));
+}
+
+TEST_F(ServerTest, MaxNewTokensZeroUsesTheServerDefault) {
+  ServerOptions o = DefaultOptions();
+  o.limits.default_max_new_tokens = 7;
+  StartServer(o);
+  v1::GenerateResponse r;
+  ASSERT_TRUE(Generate(TokenRequest(RandomPrompt(5, 5), 0), &r).ok());
+  EXPECT_EQ(r.tokens_size(), 7);
+  EXPECT_EQ(r.finish_reason(), v1::FINISH_REASON_LENGTH);
+}
+
+TEST_F(ServerTest, TokenizeRoundTrip) {
+  StartServer(DefaultOptions());
+  for (const std::string text :
+       {"hello world", "h\xC3\xA9llo w\xC3\xB6rld", "a <|eos|> b", ""}) {
+    grpc::ClientContext c1, c2;
+    v1::TokenizeRequest treq;
+    treq.set_text(text);
+    v1::TokenizeResponse tresp;
+    ASSERT_TRUE(stub_->Tokenize(&c1, treq, &tresp).ok());
+    v1::DetokenizeRequest dreq;
+    *dreq.mutable_ids() = tresp.ids();
+    v1::DetokenizeResponse dresp;
+    ASSERT_TRUE(stub_->Detokenize(&c2, dreq, &dresp).ok());
+    EXPECT_EQ(dresp.text(), text);
+  }
+  // With add_special_tokens, "<|eos|>" is the control token.
+  grpc::ClientContext c3;
+  v1::TokenizeRequest treq;
+  treq.set_text("<|eos|>");
+  treq.set_add_special_tokens(true);
+  v1::TokenizeResponse tresp;
+  ASSERT_TRUE(stub_->Tokenize(&c3, treq, &tresp).ok());
+  EXPECT_THAT(tresp.ids(), ::testing::Contains(299));
+}
+
+TEST_F(ServerTest, ModelInfoDescribesModelAndPlan) {
+  StartServer(DefaultOptions());
+  grpc::ClientContext ctx;
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub_->GetModelInfo(&ctx, {}, &info).ok());
+  EXPECT_EQ(info.architecture(), "llama");
+  EXPECT_EQ(info.layers(), 2);
+  EXPECT_EQ(info.hidden(), 128);
+  EXPECT_EQ(info.vocab_size(), 300);
+  const auto& files = GetTinyModelFiles();
+  EXPECT_EQ(info.context_length(), files.context - int(files.prefix.size()));
+  EXPECT_EQ(std::vector<int32_t>(info.qfep_prefix_ids().begin(),
+                                 info.qfep_prefix_ids().end()),
+            files.prefix);
+  EXPECT_EQ(info.quant().activation_mode(), "per-tensor-dynamic");
+  EXPECT_THAT(info.quant().int8_impl(), HasSubstr("avx512_core_vnni"));
+}
+
+// Acceptance 2: invalid requests get INVALID_ARGUMENT naming the field,
+// and the server keeps serving.
+TEST_F(ServerTest, InvalidRequestsNameTheField) {
+  StartServer(DefaultOptions());
+  const int ctx = GetTinyModelFiles().context - 3;
+  using Mutate = std::function<void(v1::GenerateRequest*)>;
+  const std::vector<std::pair<Mutate, std::string>> cases = {
+      {[](auto* r) { r->clear_input(); }, "input"},
+      {[](auto* r) { r->set_text(""); }, "input.text"},
+      {[](auto* r) { r->mutable_tokens()->clear_ids(); }, "input.tokens.ids"},
+      {[](auto* r) { r->mutable_tokens()->set_ids(0, 300); },
+       "input.tokens.ids[0]"},
+      {[](auto* r) { r->mutable_tokens()->set_ids(1, -1); },
+       "input.tokens.ids[1]"},
+      {[](auto* r) { r->mutable_sampling()->set_temperature(-0.5f); },
+       "sampling.temperature"},
+      {[](auto* r) { r->mutable_sampling()->set_temperature(NAN); },
+       "sampling.temperature"},
+      {[](auto* r) { r->mutable_sampling()->set_top_p(1.5f); },
+       "sampling.top_p"},
+      {[](auto* r) { r->mutable_sampling()->set_top_p(-0.1f); },
+       "sampling.top_p"},
+      {[](auto* r) { r->mutable_sampling()->set_top_k(-1); }, "sampling.top_k"},
+      {[](auto* r) { r->mutable_sampling()->set_min_p(1.0f); },
+       "sampling.min_p"},
+      {[](auto* r) { r->mutable_sampling()->set_repetition_penalty(-1.f); },
+       "sampling.repetition_penalty"},
+      {[](auto* r) { r->mutable_sampling()->set_presence_penalty(3.f); },
+       "sampling.presence_penalty"},
+      {[](auto* r) { r->mutable_sampling()->set_frequency_penalty(INFINITY); },
+       "sampling.frequency_penalty"},
+      {[ctx](auto* r) { r->mutable_stopping()->set_max_new_tokens(ctx + 1); },
+       "stopping.max_new_tokens"},
+      {[ctx](auto* r) {
+         r->mutable_tokens()->mutable_ids()->Resize(ctx + 1, 65);
+       },
+       "input"},
+      {[](auto* r) { r->mutable_stopping()->add_stop_sequences(""); },
+       "stopping.stop_sequences[0]"},
+      {[](auto* r) {
+         for (int i = 0; i < 17; ++i) {
+           r->mutable_stopping()->add_stop_sequences("x");
+         }
+       },
+       "stopping.stop_sequences"},
+      {[](auto* r) { r->mutable_stopping()->add_stop_token_ids(300); },
+       "stopping.stop_token_ids[0]"},
+      {[](auto* r) { r->set_top_n_tokens(21); }, "top_n_tokens"},
+      {[](auto* r) { r->set_request_id(std::string(129, 'a')); }, "request_id"},
+      {[](auto* r) { r->set_request_id("has space"); }, "request_id"},
+  };
+  for (const auto& [mutate, field] : cases) {
+    v1::GenerateRequest req = TokenRequest({65, 66, 67}, 4);
+    mutate(&req);
+    v1::GenerateResponse r;
+    const grpc::Status s = Generate(req, &r);
+    EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT)
+        << field << ": " << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr(field));
+    // Streaming validates the same way.
+    std::vector<v1::GenerateResponse> msgs;
+    EXPECT_EQ(Stream(req, &msgs).error_code(), StatusCode::INVALID_ARGUMENT);
+    EXPECT_TRUE(msgs.empty());
+  }
+  // Invalid UTF-8 in a string field is refused by protobuf's proto3 parser
+  // before our validation runs (request_validation_test checks our own
+  // message for it); the call fails and nothing is generated.
+  {
+    v1::GenerateRequest req = TokenRequest({65, 66, 67}, 4);
+    req.mutable_stopping()->add_stop_sequences("\xC3(");
+    v1::GenerateResponse r;
+    EXPECT_FALSE(Generate(req, &r).ok());
+  }
+  // Duplicate request id: the first is held in flight by the gate.
+  gate_.Hold();
+  v1::GenerateRequest first = TokenRequest({65, 66}, 50);
+  first.set_request_id("dup-1");
+  grpc::ClientContext first_ctx;
+  auto reader = stub_->GenerateStream(&first_ctx, first);
+  gate_.WaitPauses(1);
+  v1::GenerateResponse m;
+  v1::GenerateResponse r;
+  const grpc::Status dup = Generate(first, &r);
+  EXPECT_EQ(dup.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(dup.error_message(), HasSubstr("request_id"));
+  gate_.Open();
+  while (reader->Read(&m)) {
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  // Still serving.
+  ASSERT_TRUE(Generate(TokenRequest({65, 66, 67}, 4), &r).ok());
+  EXPECT_EQ(r.tokens_size(), 4);
+}
+
+// Acceptance 3: one copy of the QFeP prefix for 16 concurrent sessions.
+TEST_F(ServerTest, QfepPrefixIsSharedBySixteenSessions) {
+  ServerOptions o = DefaultOptions();
+  o.engine.max_running = 16;
+  StartServer(o);
+  const EngineStats idle = IdleStats();
+  ASSERT_FALSE(idle.prefix_blocks.empty());
+  EXPECT_EQ(idle.prefix_block_refs,
+            std::vector<int>(idle.prefix_blocks.size(), 1));
+
+  // A blocker holds the engine inside a step while 16 sessions queue up;
+  // then it is aborted and the next step admits all 16 at once.
+  gate_.Hold();
+  grpc::ClientContext blocker_ctx;
+  v1::GenerateRequest blocker = TokenRequest({65}, 50);
+  blocker.set_request_id("blocker");
+  auto blocker_reader = stub_->GenerateStream(&blocker_ctx, blocker);
+  gate_.WaitPauses(1);
+  struct Session {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader;
+  };
+  std::vector<Session> sessions(16);
+  for (int i = 0; i < 16; ++i) {
+    v1::GenerateRequest req = TokenRequest(RandomPrompt(10, 100 + i), 200);
+    req.set_request_id(absl::StrCat("session-", i));
+    sessions[i].reader = stub_->GenerateStream(&sessions[i].ctx, req);
+  }
+  WaitForWaiting(16);
+  ASSERT_TRUE(server_->engine()->Abort("blocker"));
+  gate_.ReleaseOnce();
+  gate_.WaitPauses(2);  // paused inside the step that runs all 16
+  const EngineStats busy = server_->engine()->Stats();
+  EXPECT_EQ(busy.running, 16);
+  EXPECT_EQ(busy.prefix_blocks, idle.prefix_blocks);
+  // One copy: the pin plus one reference per session, no other blocks.
+  EXPECT_EQ(busy.prefix_block_refs,
+            std::vector<int>(idle.prefix_blocks.size(), 1 + 16));
+
+  // Abort by id ends every stream with ABORTED and frees their blocks.
+  grpc::ClientContext actx;
+  v1::AbortRequest areq;
+  for (int i = 0; i < 16; ++i) {
+    areq.add_request_ids(absl::StrCat("session-", i));
+  }
+  areq.add_request_ids("no-such-request");
+  v1::AbortResponse aresp;
+  ASSERT_TRUE(stub_->Abort(&actx, areq, &aresp).ok());
+  EXPECT_EQ(aresp.aborted_size(), 16);
+  gate_.Open();
+  v1::GenerateResponse m;
+  for (auto& s : sessions) {
+    v1::GenerateResponse last;
+    while (s.reader->Read(&m)) last = m;
+    EXPECT_TRUE(s.reader->Finish().ok());
+    EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_ABORTED);
+  }
+  while (blocker_reader->Read(&m)) {
+  }
+  EXPECT_TRUE(blocker_reader->Finish().ok());
+  const EngineStats after = IdleStats();
+  EXPECT_EQ(after.kv_blocks_used - after.kv_blocks_cached,
+            idle.kv_blocks_used - idle.kv_blocks_cached);
+  EXPECT_EQ(after.prefix_block_refs, idle.prefix_block_refs);
+}
+
+// Acceptance 3: a 256-token prompt prefix is reused by the next request.
+TEST_F(ServerTest, SharedPromptPrefixIsCached) {
+  StartServer(DefaultOptions());
+  const std::vector<int32_t> shared = RandomPrompt(256, 9);
+  std::vector<int32_t> a = shared, b = shared;
+  a.push_back(70);
+  b.insert(b.end(), {71, 72, 73});
+  v1::GenerateResponse ra, rb;
+  ASSERT_TRUE(Generate(TokenRequest(a, 4), &ra).ok());
+  ASSERT_TRUE(Generate(TokenRequest(b, 4), &rb).ok());
+  EXPECT_EQ(ra.usage().cached_tokens(), 0u);
+  EXPECT_GE(rb.usage().cached_tokens(), 240u);
+  EXPECT_EQ(rb.usage().prompt_tokens(), 259u);
+  // Reusing the cache changes nothing in the output.
+  ServerOptions no_cache = DefaultOptions();
+  no_cache.engine.prefix_caching = false;
+  auto fresh = SpikeServer::Start(no_cache);
+  ASSERT_TRUE(fresh.ok());
+  ASSERT_TRUE((*fresh)->Load().ok());
+  auto stub = v1::Generation::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string((*fresh)->port()),
+                          grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::GenerateResponse rc;
+  ASSERT_TRUE(stub->Generate(&ctx, TokenRequest(b, 4), &rc).ok());
+  EXPECT_EQ(rc.usage().cached_tokens(), 0u);
+  EXPECT_EQ(Ids(rc), Ids(rb));
+  (*fresh)->Drain(absl::Seconds(5));
+}
+
+// Acceptance 4: cancellation and deadlines free every block.
+TEST_F(ServerTest, CancelAndDeadlineFreeTheSequenceBlocks) {
+  StartServer(DefaultOptions());
+  const int idle = IdleStats().kv_blocks_used;
+  {
+    gate_.Hold();
+    grpc::ClientContext ctx;
+    auto reader = stub_->GenerateStream(&ctx, TokenRequest({65, 66, 67}, 500));
+    gate_.WaitPauses(1);
+    EXPECT_GT(server_->engine()->Stats().kv_blocks_used, idle);
+    ctx.TryCancel();
+    gate_.Open();
+    v1::GenerateResponse m;
+    while (reader->Read(&m)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), StatusCode::CANCELLED);
+  }
+  EXPECT_EQ(IdleStats().kv_blocks_used, idle);
+  {
+    // The engine is held while the 100 ms deadline passes.
+    gate_.Hold();
+    v1::GenerateResponse r;
+    const grpc::Status s = Generate(TokenRequest({65, 66, 67}, 500), &r, 100);
+    EXPECT_EQ(s.error_code(), StatusCode::DEADLINE_EXCEEDED);
+    gate_.Open();
+  }
+  EXPECT_EQ(IdleStats().kv_blocks_used, idle);
+}
+
+// Acceptance 4: a full queue answers RESOURCE_EXHAUSTED at once while the
+// running stream completes.
+TEST_F(ServerTest, FullQueueIsRefusedWhileRunningStreamsComplete) {
+  ServerOptions o = DefaultOptions();
+  o.engine.max_running = 1;
+  o.engine.max_waiting = 2;
+  StartServer(o);
+  gate_.Hold();
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>> rs;
+  for (int i = 0; i < 3; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    rs.push_back(stub_->GenerateStream(
+        ctxs.back().get(), TokenRequest(RandomPrompt(6, 20 + i), 30)));
+    if (i == 0) gate_.WaitPauses(1);  // running, held inside its first step
+  }
+  WaitForWaiting(2);
+  v1::GenerateResponse r;
+  const grpc::Status s = Generate(TokenRequest({65}, 2), &r);
+  EXPECT_EQ(s.error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("queue is full"));
+  gate_.Open();
+  for (int i = 0; i < 3; ++i) {
+    v1::GenerateResponse m, last;
+    int tokens = 0;
+    while (rs[i]->Read(&m)) {
+      tokens += m.tokens_size();
+      last = m;
+    }
+    EXPECT_TRUE(rs[i]->Finish().ok());
+    EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_LENGTH);
+    EXPECT_EQ(tokens, 30);
+  }
+}
+
+// Acceptance 5: greedy tokens do not depend on the batch.
+TEST_F(ServerTest, BatchInvarianceAloneVersusConcurrent) {
+  StartServer(DefaultOptions());
+  std::vector<v1::GenerateRequest> reqs;
+  for (int i = 0; i < 8; ++i) {
+    reqs.push_back(TokenRequest(RandomPrompt(5 + 7 * i, 40 + i), 48));
+  }
+  std::vector<std::vector<int32_t>> alone(8), together(8);
+  for (int i = 0; i < 8; ++i) {
+    v1::GenerateResponse r;
+    ASSERT_TRUE(Generate(reqs[i], &r).ok());
+    alone[i] = Ids(r);
+  }
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      v1::GenerateResponse r;
+      EXPECT_TRUE(Generate(reqs[i], &r).ok());
+      together[i] = Ids(r);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(together[i], alone[i]) << i;
+}
+
+// Health: NOT_SERVING while loading, SERVING when ready, NOT_SERVING while
+// draining; generation answers UNAVAILABLE in both NOT_SERVING phases.
+TEST_F(ServerTest, HealthFollowsLoadingAndDraining) {
+  StartServer(DefaultOptions(), /*load=*/false);
+  EXPECT_EQ(Health(""), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(Health("spikeserve.v1.Generation"),
+            HealthCheckResponse::NOT_SERVING);
+  v1::GenerateResponse r;
+  grpc::Status s = Generate(TokenRequest({65}, 2), &r);
+  EXPECT_EQ(s.error_code(), StatusCode::UNAVAILABLE);
+  EXPECT_THAT(s.error_message(), HasSubstr("loading"));
+
+  ASSERT_TRUE(server_->Load().ok());
+  EXPECT_EQ(Health(""), HealthCheckResponse::SERVING);
+  EXPECT_EQ(Health("spikeserve.v1.Generation"), HealthCheckResponse::SERVING);
+
+  // A stream in flight (held by the gate) when the drain starts completes.
+  gate_.Hold();
+  grpc::ClientContext ctx;
+  auto reader = stub_->GenerateStream(&ctx, TokenRequest({65, 66}, 30));
+  gate_.WaitPauses(1);
+  v1::GenerateResponse m;
+  int aborted = -1;
+  std::thread drain([&] { aborted = server_->Drain(absl::Seconds(60)); });
+  // The drain flips health first; wait for it (bounded) through the API.
+  HealthCheckResponse::ServingStatus h = HealthCheckResponse::SERVING;
+  for (int i = 0; i < 10000 && h == HealthCheckResponse::SERVING; ++i) {
+    h = Health("");
+  }
+  EXPECT_EQ(h, HealthCheckResponse::NOT_SERVING);
+  s = Generate(TokenRequest({65}, 2), &r);
+  EXPECT_EQ(s.error_code(), StatusCode::UNAVAILABLE);
+  EXPECT_THAT(s.error_message(), HasSubstr("draining"));
+  gate_.Open();
+  v1::GenerateResponse last;
+  while (reader->Read(&m)) last = m;
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_LENGTH);
+  drain.join();
+  EXPECT_EQ(aborted, 0);
+}
+
+TEST_F(ServerTest, DrainTimeoutAbortsWhatIsLeft) {
+  StartServer(DefaultOptions());
+  gate_.Hold();
+  grpc::ClientContext ctx;
+  auto reader = stub_->GenerateStream(&ctx, TokenRequest({65, 66}, 1900));
+  gate_.WaitPauses(1);
+  std::atomic<int> aborted{-1};
+  std::thread drain([&] { aborted = server_->Drain(absl::ZeroDuration()); });
+  // Health flips first; the engine stop follows within microseconds, far
+  // sooner than the 1900 steps the request still needs once released.
+  while (Health("") == HealthCheckResponse::SERVING) {
+  }
+  gate_.Open();
+  drain.join();
+  EXPECT_EQ(aborted.load(), 1);
+  v1::GenerateResponse m, last;
+  while (reader->Read(&m)) last = m;
+  reader->Finish();
+  EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_ABORTED);
+}
+
+TEST_F(ServerTest, TakenPortFailsClearly) {
+  StartServer(DefaultOptions(), /*load=*/false);
+  ServerOptions o = DefaultOptions();
+  o.grpc_port = server_->port();
+  auto second = SpikeServer::Start(o);
+  ASSERT_FALSE(second.ok());
+  EXPECT_THAT(std::string(second.status().message()),
+              HasSubstr(absl::StrCat(":", server_->port())));
+}
+
+TEST_F(ServerTest, MalformedModelFailsLoadWithAMessage) {
+  ServerOptions o = DefaultOptions();
+  o.model_path = "/nonexistent/model.gguf";
+  o.plan_path.clear();
+  StartServer(o, /*load=*/false);
+  const absl::Status s = server_->Load();
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr("/nonexistent/model.gguf"));
+}
+
+}  // namespace
+}  // namespace spikeserve::testing
