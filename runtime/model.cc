@@ -146,7 +146,17 @@ absl::Status Model::BuildKernels() {
         MatmulKind::kBf16Bf16F32, k, n, std::max(1, q.warmup_rows));
     if (!impl.ok()) return impl.status();
   }
-  lm_head_ = std::make_unique<Fp32Linear>(&weights_.lm_head());
+  if (q.lm_head_bf16) {
+    const Matrix& w = weights_.lm_head();
+    absl::StatusOr<std::unique_ptr<Bf16Linear>> head = Bf16Linear::Create(w);
+    if (!head.ok()) return head.status();
+    absl::StatusOr<std::string> impl = WarmUpMatmul(
+        MatmulKind::kBf16Bf16F32, w.cols, w.rows, std::max(1, q.warmup_rows));
+    if (!impl.ok()) return impl.status();
+    lm_head_ = *std::move(head);
+  } else {
+    lm_head_ = std::make_unique<Fp32Linear>(&weights_.lm_head());
+  }
   return absl::OkStatus();
 }
 

@@ -50,6 +50,9 @@ struct QuantOptions {
   // online before every down_proj): "smooth, then rotate".
   std::map<SiteKey, std::vector<float>> smooth_scales;
   bool down_hadamard = false;
+  // lm_head in BF16 (weights and activations; FP32 accumulation) instead of
+  // FP32: halves the largest weight read of a decode step (vocab x hidden).
+  bool lm_head_bf16 = false;
 };
 
 // Per-call switches.

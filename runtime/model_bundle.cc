@@ -33,6 +33,8 @@ absl::StatusOr<ModelBundle> Load(const std::string& path,
         ApplyQuantPlan(*plan, b.fingerprint, *config);
     if (!applied.ok()) return annotate(applied.status());
     options = std::move(applied->quant);
+    options.lm_head_bf16 = quant.lm_head_bf16;
+    options.warmup_rows = quant.warmup_rows;
     b.qfep_prefix = std::move(applied->prefix);
   }
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(**file, options);
@@ -56,8 +58,9 @@ absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path,
 }
 
 absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path,
-                                            const v1::QuantPlan& plan) {
-  return Load(path, {}, &plan);
+                                            const v1::QuantPlan& plan,
+                                            const QuantOptions& base) {
+  return Load(path, base, &plan);
 }
 
 }  // namespace spikeserve

@@ -105,9 +105,11 @@ absl::Status SpikeServer::Load() {
     if (!p.ok()) return p.status();
     plan = *std::move(p);
   }
+  QuantOptions base;
+  base.lm_head_bf16 = options_.lm_head_bf16;
   absl::StatusOr<ModelBundle> bundle =
-      plan ? LoadModelBundle(options_.model_path, *plan)
-           : LoadModelBundle(options_.model_path);
+      plan ? LoadModelBundle(options_.model_path, *plan, base)
+           : LoadModelBundle(options_.model_path, base);
   if (!bundle.ok()) return bundle.status();
   bundle_ = *std::move(bundle);
   const Model& model = *bundle_.model;
@@ -122,7 +124,8 @@ absl::Status SpikeServer::Load() {
                          ", oneDNN INT8 kernel ", model.int8_impl(),
                          ", QFeM sites ", model.quant().fp32_sites.size())
           : std::string("none (FP32)"),
-      ", QFeP prefix ", bundle_.qfep_prefix.size(), " tokens"));
+      ", QFeP prefix ", bundle_.qfep_prefix.size(), " tokens, lm_head ",
+      model.quant().lm_head_bf16 ? "BF16" : "FP32"));
 
   EngineOptions eo = options_.engine;
   eo.prefix = bundle_.qfep_prefix;

@@ -26,9 +26,10 @@ struct ServerOptions {
   std::string model_path;  // GGUF file (required)
   std::string plan_path;   // quant plan JSON; empty = FP32
   std::string host = "0.0.0.0";
-  int grpc_port = 50051;  // 0 = any free port (tests)
-  EngineOptions engine;   // its `prefix` comes from the plan
-  RequestLimits limits;   // its `prefix_tokens` comes from the plan
+  int grpc_port = 50051;     // 0 = any free port (tests)
+  bool lm_head_bf16 = true;  // lm_head in BF16 (see QuantOptions)
+  EngineOptions engine;      // its `prefix` comes from the plan
+  RequestLimits limits;      // its `prefix_tokens` comes from the plan
 };
 
 class SpikeServer {
