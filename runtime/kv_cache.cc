@@ -1,5 +1,7 @@
 #include "runtime/kv_cache.h"
 
+#include <sys/mman.h>
+
 #include "absl/strings/str_cat.h"
 
 namespace spikeserve {
@@ -19,16 +21,30 @@ absl::StatusOr<std::unique_ptr<KvPool>> KvPool::Create(const Options& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("kv pool: ", bytes, " bytes requested"));
   }
-  return std::unique_ptr<KvPool>(new KvPool(o));
+  std::unique_ptr<KvPool> pool(new KvPool(o));
+  if (pool->storage_ == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "kv pool: cannot map ", bytes, " bytes (", o.num_blocks, " blocks)"));
+  }
+  return pool;
 }
 
 KvPool::KvPool(const Options& o)
     : options_(o),
       row_floats_(size_t(o.block_tokens) * o.kv_dim),
-      storage_(size_t(o.num_blocks) * o.n_layers * 2 * row_floats_),
+      storage_bytes_(size_t(o.num_blocks) * o.n_layers * 2 * row_floats_ *
+                     sizeof(float)),
+      storage_(nullptr, Unmap{storage_bytes_}),
       refs_(o.num_blocks, 0) {
+  void* p = mmap(nullptr, storage_bytes_, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p != MAP_FAILED) storage_.reset(static_cast<float*>(p));
   free_.reserve(o.num_blocks);
   for (int b = o.num_blocks - 1; b >= 0; --b) free_.push_back(b);
+}
+
+void KvPool::Unmap::operator()(float* p) const {
+  if (p != nullptr) munmap(p, bytes);
 }
 
 absl::StatusOr<int> KvPool::Allocate() {

@@ -37,7 +37,7 @@ class KvPool {
   int n_layers() const { return options_.n_layers; }
   int free_blocks() const { return static_cast<int>(free_.size()); }
   int used_blocks() const { return num_blocks() - free_blocks(); }
-  size_t bytes() const { return storage_.size() * sizeof(float); }
+  size_t bytes() const { return storage_bytes_; }
 
   // A fresh block with refcount 1; ResourceExhausted when none is free.
   absl::StatusOr<int> Allocate();
@@ -59,13 +59,20 @@ class KvPool {
  private:
   explicit KvPool(const Options& o);
   float* data(int block, int layer, int kv) {
-    return storage_.data() +
+    return storage_.get() +
            ((size_t(block) * options_.n_layers + layer) * 2 + kv) * row_floats_;
   }
 
   Options options_;
   size_t row_floats_;  // block_tokens * kv_dim
-  std::vector<float> storage_;
+  // Anonymous mapping: zero pages that become resident only when a block is
+  // first written, so an idle server does not pay for its whole pool.
+  struct Unmap {
+    size_t bytes;
+    void operator()(float* p) const;
+  };
+  size_t storage_bytes_;
+  std::unique_ptr<float, Unmap> storage_;
   std::vector<int> refs_;
   std::vector<int> free_;  // LIFO: recently freed blocks are cache-warm
 };

@@ -72,6 +72,24 @@ void Rope(float* x, int n_heads, int head_dim, int rope_dims, int pos,
   ApplyRope(x, n_heads, head_dim, rope_dims, cs.data());
 }
 
+__attribute__((target_clones("avx512f", "avx2", "default"))) double
+SumExpShifted(const float* x, int n, float shift) {
+  // 16 independent float lanes (vectorizable without reassociation flags),
+  // flushed to double every 1024 elements to bound float rounding.
+  double total = 0;
+  for (int start = 0; start < n; start += 1024) {
+    const int end = n - start < 1024 ? n : start + 1024;
+    float lanes[16] = {};
+    int i = start;
+    for (; i + 16 <= end; i += 16) {
+      for (int j = 0; j < 16; ++j) lanes[j] += FastExp(x[i + j] - shift);
+    }
+    for (; i < end; ++i) lanes[0] += FastExp(x[i] - shift);
+    for (float l : lanes) total += l;
+  }
+  return total;
+}
+
 __attribute__((target_clones("avx512f", "avx2", "default"))) void SiluMul(
     const float* gate, const float* up, int n, float* h) {
   for (int i = 0; i < n; ++i) {

@@ -30,6 +30,8 @@ float Exp(float x);
 
 // In-place softmax over n entries (max-subtracted).
 void Softmax(float* x, int n);
+// sum_i e^(x[i] - shift), vectorized, accumulated in double per 16 lanes.
+double SumExpShifted(const float* x, int n, float shift);
 
 }  // namespace spikeserve
 

@@ -50,7 +50,9 @@ class Sampler {
 
  private:
   // logits with penalties applied.
-  void Penalize(absl::Span<const float> logits, std::vector<float>* out) const;
+  // The logits with penalties applied: `logits` itself when there are
+  // none, else a copy in work_.
+  absl::Span<const float> Penalize(absl::Span<const float> logits);
   double Uniform();  // [0, 1) from the 53 high bits
 
   SamplingParams p_;
