@@ -3,6 +3,9 @@
 #ifndef SPIKESERVE_RUNTIME_FORWARD_OBSERVER_H_
 #define SPIKESERVE_RUNTIME_FORWARD_OBSERVER_H_
 
+#include <utility>
+#include <vector>
+
 #include "absl/types/span.h"
 #include "runtime/site.h"
 
@@ -25,6 +28,30 @@ class ForwardObserver {
 
   // Wall time of one half of a layer over the whole batch.
   virtual void OnLayerPart(int layer, LayerPart part, double seconds) {}
+};
+
+// Forwards every call to several observers, in order (e.g. metrics plus a
+// test's probe). Does not own them.
+class ForwardObserverList final : public ForwardObserver {
+ public:
+  explicit ForwardObserverList(std::vector<ForwardObserver*> observers)
+      : observers_(std::move(observers)) {}
+  void OnSiteInput(int layer, Site site, const float* x, int m, int width,
+                   absl::Span<const float> row_absmax,
+                   absl::Span<const int> seq_bounds) override {
+    for (ForwardObserver* o : observers_) {
+      o->OnSiteInput(layer, site, x, m, width, row_absmax, seq_bounds);
+    }
+  }
+  void OnGuardFallback(int layer, Site site, int rows) override {
+    for (ForwardObserver* o : observers_) o->OnGuardFallback(layer, site, rows);
+  }
+  void OnLayerPart(int layer, LayerPart part, double seconds) override {
+    for (ForwardObserver* o : observers_) o->OnLayerPart(layer, part, seconds);
+  }
+
+ private:
+  std::vector<ForwardObserver*> observers_;
 };
 
 }  // namespace spikeserve

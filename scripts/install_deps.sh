@@ -13,6 +13,9 @@ PACKAGES=(
   libabsl-dev libre2-dev prometheus-cpp-dev libcivetweb-dev zlib1g-dev libcurl4-openssl-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
+  # observability: promtool (metrics and rules lint) and a real Prometheus
+  # for the scrape test
+  prometheus
   # python side: model download, test clients
   python3 python3-pip python3-venv python3-grpcio python3-grpc-tools python3-numpy
   unzip ca-certificates

@@ -25,21 +25,38 @@ grpc::Status FinalStatus(const GenerationUpdate& u) {
   return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
-                                    const grpc::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(status);
-  return reactor;
-}
+// Per-request metrics shared by both reactors: token gaps and the end.
+class RequestMetrics {
+ public:
+  explicit RequestMetrics(ServingMetrics* m) : m_(m) {}
+  void OnUpdate(const GenerationUpdate& u) {
+    if (m_ == nullptr) return;
+    if (!u.tokens.empty()) {
+      const absl::Time now = absl::Now();
+      if (last_ != absl::InfinitePast()) {
+        m_->OnTokens(int(u.tokens.size()), absl::ToDoubleSeconds(now - last_));
+      }
+      last_ = now;
+    }
+    if (u.finished) m_->OnGenerationDone(u);
+  }
+  void OnFinish(const char* rpc, const grpc::Status& s) {
+    if (m_ != nullptr) m_->OnRpcDone(rpc, s.error_code());
+  }
+
+ private:
+  ServingMetrics* const m_;
+  absl::Time last_ = absl::InfinitePast();
+};
 
 // Unary Generate: accumulates every update into the response; the engine's
 // final update finishes the call. Owns itself (deleted in OnDone, which
 // gRPC calls after Finish, i.e. after the engine's last callback).
 class GenerateReactor final : public grpc::ServerUnaryReactor {
  public:
-  GenerateReactor(Engine* engine, CallCounter* calls,
+  GenerateReactor(Engine* engine, CallCounter* calls, ServingMetrics* metrics,
                   v1::GenerateResponse* response)
-      : engine_(engine), calls_(calls), response_(response) {
+      : engine_(engine), calls_(calls), metrics_(metrics), response_(response) {
     calls_->Add();
   }
 
@@ -50,7 +67,7 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
         std::move(request), [this](const GenerationUpdate& u) { OnUpdate(u); });
     // On success the engine may already be finishing this call: touch
     // nothing of `this` after a successful Submit.
-    if (!s.ok()) Finish(ToGrpcStatus(s));
+    if (!s.ok()) End(ToGrpcStatus(s));
   }
 
   // Client cancellation and lost connections stop generation at the next
@@ -67,13 +84,19 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
  private:
   void OnUpdate(const GenerationUpdate& u) {
     AppendUpdate(u, response_);
+    metrics_.OnUpdate(u);
     if (!u.finished) return;
     finished_.store(true);
-    Finish(FinalStatus(u));
+    End(FinalStatus(u));
+  }
+  void End(const grpc::Status& status) {
+    metrics_.OnFinish("Generate", status);
+    Finish(status);
   }
 
   Engine* const engine_;
   CallCounter* const calls_;
+  RequestMetrics metrics_;
   v1::GenerateResponse* const response_;
   std::string id_;
   std::atomic<bool> finished_{false};
@@ -86,16 +109,22 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
 class GenerateStreamReactor final
     : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
-  GenerateStreamReactor(Engine* engine, CallCounter* calls)
-      : engine_(engine), calls_(calls) {
+  GenerateStreamReactor(Engine* engine, CallCounter* calls,
+                        ServingMetrics* metrics)
+      : engine_(engine), calls_(calls), metrics_(metrics) {
     calls_->Add();
+  }
+  // Ends the call before any generation (validation or submission failed).
+  void Reject(const grpc::Status& status) {
+    metrics_.OnFinish("GenerateStream", status);
+    Finish(status);
   }
 
   void Start(GenerationRequest request) {
     id_ = request.id;
     absl::Status s = engine_->Submit(
         std::move(request), [this](const GenerationUpdate& u) { OnUpdate(u); });
-    if (!s.ok()) Finish(ToGrpcStatus(s));
+    if (!s.ok()) Reject(ToGrpcStatus(s));
   }
 
   void OnWriteDone(bool ok) override {
@@ -120,12 +149,14 @@ class GenerateStreamReactor final
 
  private:
   void OnUpdate(const GenerationUpdate& u) {
+    metrics_.OnUpdate(u);
     std::unique_lock<std::mutex> lock(mu_);
     AppendUpdate(u, &pending_);
     has_pending_ |= !u.text.empty() || !u.tokens.empty() || u.finished;
     if (u.finished) {
       finished_ = true;
       final_status_ = FinalStatus(u);
+      metrics_.OnFinish("GenerateStream", final_status_);
     }
     Pump(std::move(lock));
   }
@@ -162,6 +193,7 @@ class GenerateStreamReactor final
 
   Engine* const engine_;
   CallCounter* const calls_;
+  RequestMetrics metrics_;  // engine thread only
   std::string id_;
   std::mutex mu_;
   v1::GenerateResponse pending_;    // merged updates not yet written
@@ -175,6 +207,15 @@ class GenerateStreamReactor final
 };
 
 }  // namespace
+
+grpc::ServerUnaryReactor* GenerationService::FinishNow(
+    grpc::CallbackServerContext* context, const char* rpc,
+    const grpc::Status& status) {
+  if (metrics_ != nullptr) metrics_->OnRpcDone(rpc, status.error_code());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
 
 const ServingBackend* GenerationService::Backend(grpc::Status* why) const {
   const ServingBackend* b = backend_.load();
@@ -212,12 +253,12 @@ grpc::ServerUnaryReactor* GenerationService::Generate(
     v1::GenerateResponse* response) {
   grpc::Status why;
   const ServingBackend* b = Backend(&why);
-  if (b == nullptr) return FinishNow(context, why);
+  if (b == nullptr) return FinishNow(context, "Generate", why);
   GenerationRequest native;
   if (grpc::Status s = Prepare(*b, context, *request, &native); !s.ok()) {
-    return FinishNow(context, s);
+    return FinishNow(context, "Generate", s);
   }
-  auto* reactor = new GenerateReactor(b->engine, &calls_, response);
+  auto* reactor = new GenerateReactor(b->engine, &calls_, metrics_, response);
   reactor->Start(std::move(native));
   return reactor;
 }
@@ -229,9 +270,10 @@ GenerationService::GenerateStream(grpc::CallbackServerContext* context,
   const ServingBackend* b = Backend(&why);
   GenerationRequest native;
   if (b != nullptr) why = Prepare(*b, context, *request, &native);
-  auto* reactor = new GenerateStreamReactor(b ? b->engine : nullptr, &calls_);
+  auto* reactor =
+      new GenerateStreamReactor(b ? b->engine : nullptr, &calls_, metrics_);
   if (!why.ok()) {
-    reactor->Finish(why);
+    reactor->Reject(why);
     return reactor;
   }
   reactor->Start(std::move(native));
@@ -243,13 +285,14 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(
     v1::TokenizeResponse* response) {
   grpc::Status why;
   const ServingBackend* b = Backend(&why);
-  if (b == nullptr) return FinishNow(context, why);
+  if (b == nullptr) return FinishNow(context, "Tokenize", why);
   absl::StatusOr<std::vector<int32_t>> ids =
       b->tokenizer->Encode(request->text(), request->add_special_tokens(),
                            /*parse_special=*/request->add_special_tokens());
-  if (!ids.ok()) return FinishNow(context, ToGrpcStatus(ids.status()));
+  if (!ids.ok())
+    return FinishNow(context, "Tokenize", ToGrpcStatus(ids.status()));
   response->mutable_ids()->Add(ids->begin(), ids->end());
-  return FinishNow(context, grpc::Status::OK);
+  return FinishNow(context, "Tokenize", grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* GenerationService::Detokenize(
@@ -257,7 +300,7 @@ grpc::ServerUnaryReactor* GenerationService::Detokenize(
     v1::DetokenizeResponse* response) {
   grpc::Status why;
   const ServingBackend* b = Backend(&why);
-  if (b == nullptr) return FinishNow(context, why);
+  if (b == nullptr) return FinishNow(context, "Detokenize", why);
   const int32_t vocab = b->tokenizer->vocab_size();
   StreamingDetokenizer detok(
       b->tokenizer,
@@ -267,17 +310,19 @@ grpc::ServerUnaryReactor* GenerationService::Detokenize(
     const int32_t id = request->ids(i);
     if (id < 0 || id >= vocab) {
       return FinishNow(
-          context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                absl::StrCat("ids[", i, "]: ", id,
-                                             " is outside [0, ", vocab, ")")));
+          context, "Detokenize",
+          grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                       absl::StrCat("ids[", i, "]: ", id, " is outside [0, ",
+                                    vocab, ")")));
     }
     absl::StatusOr<std::string> piece = detok.Push(id);
-    if (!piece.ok()) return FinishNow(context, ToGrpcStatus(piece.status()));
+    if (!piece.ok())
+      return FinishNow(context, "Detokenize", ToGrpcStatus(piece.status()));
     text += *piece;
   }
   text += detok.Flush();
   response->set_text(std::move(text));
-  return FinishNow(context, grpc::Status::OK);
+  return FinishNow(context, "Detokenize", grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* GenerationService::GetModelInfo(
@@ -285,9 +330,9 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(
     v1::ModelInfo* response) {
   grpc::Status why;
   const ServingBackend* b = Backend(&why);
-  if (b == nullptr) return FinishNow(context, why);
+  if (b == nullptr) return FinishNow(context, "GetModelInfo", why);
   *response = b->info;
-  return FinishNow(context, grpc::Status::OK);
+  return FinishNow(context, "GetModelInfo", grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* GenerationService::Abort(
@@ -295,11 +340,11 @@ grpc::ServerUnaryReactor* GenerationService::Abort(
     v1::AbortResponse* response) {
   grpc::Status why;
   const ServingBackend* b = Backend(&why);
-  if (b == nullptr) return FinishNow(context, why);
+  if (b == nullptr) return FinishNow(context, "Abort", why);
   for (const std::string& id : request->request_ids()) {
     if (b->engine->Abort(id)) response->add_aborted(id);
   }
-  return FinishNow(context, grpc::Status::OK);
+  return FinishNow(context, "Abort", grpc::Status::OK);
 }
 
 }  // namespace spikeserve

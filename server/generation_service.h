@@ -22,6 +22,7 @@
 #include "runtime/model_config.h"
 #include "runtime/tokenizer.h"
 #include "server/request_validation.h"
+#include "server/serving_metrics.h"
 #include "spikeserve/v1/generation.grpc.pb.h"
 
 namespace spikeserve {
@@ -66,6 +67,8 @@ class CallCounter {
 
 class GenerationService final : public v1::Generation::CallbackService {
  public:
+  // Metrics of every RPC (optional; set before the server starts).
+  void SetMetrics(ServingMetrics* metrics) { metrics_ = metrics; }
   void SetBackend(const ServingBackend* backend) { backend_.store(backend); }
   void StartDraining() { draining_.store(true); }
   bool draining() const { return draining_.load(); }
@@ -102,6 +105,12 @@ class GenerationService final : public v1::Generation::CallbackService {
                        const v1::GenerateRequest& request,
                        GenerationRequest* out);
 
+  // Finishes a call that needs no engine work, recording its status.
+  grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
+                                      const char* rpc,
+                                      const grpc::Status& status);
+
+  ServingMetrics* metrics_ = nullptr;
   std::atomic<const ServingBackend*> backend_{nullptr};
   std::atomic<bool> draining_{false};
   std::atomic<uint64_t> next_id_{1};

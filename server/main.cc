@@ -30,6 +30,15 @@ ABSL_FLAG(std::string, lm_head, "bf16",
           "digits, see docs/accuracy.md) or fp32.");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0 = any free port).");
+ABSL_FLAG(int, metrics_port, 9464,
+          "Prometheus /metrics port on --host (-1 = no metrics endpoint).");
+ABSL_FLAG(int, layer_metrics_every, 1,
+          "Record per-layer latency and spike series every Nth engine step "
+          "(1 = every step, 0 = off).");
+ABSL_FLAG(float, spike_factor, 50.0f,
+          "A token spikes at a site when its absmax exceeds this factor x "
+          "the calibrated median absmax of the site (plan), or x the "
+          "median of the step without a plan.");
 ABSL_FLAG(int, threads, 0,
           "Threads of the model's matmuls (0 = OpenMP default: all cores, "
           "or OMP_NUM_THREADS).");
@@ -70,6 +79,20 @@ int Main() {
   o.lm_head_bf16 = lm_head == "bf16";
   o.grpc_port = absl::GetFlag(FLAGS_grpc_port);
   o.engine.threads = absl::GetFlag(FLAGS_threads);
+  const int metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  if (metrics_port < -1 || metrics_port > 65535) {
+    LogError("--metrics_port must be in [-1, 65535]");
+    return 2;
+  }
+  if (metrics_port >= 0) {
+    o.metrics_bind = absl::StrCat(o.host, ":", metrics_port);
+  }
+  o.layer_metrics_every = absl::GetFlag(FLAGS_layer_metrics_every);
+  o.spike_factor = absl::GetFlag(FLAGS_spike_factor);
+  if (o.layer_metrics_every < 0 || !(o.spike_factor > 0)) {
+    LogError("--layer_metrics_every must be >= 0 and --spike_factor > 0");
+    return 2;
+  }
   o.engine.kv_blocks = absl::GetFlag(FLAGS_kv_blocks);
   o.engine.block_tokens = absl::GetFlag(FLAGS_block_tokens);
   o.engine.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);

@@ -13,6 +13,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
+#include "oneapi/dnnl/dnnl.h"
 #include "runtime/quant_plan.h"
 #include "runtime/quantize.h"
 #include "runtime/site.h"
@@ -22,6 +23,11 @@ namespace spikeserve {
 namespace {
 
 constexpr char kServiceName[] = "spikeserve.v1.Generation";
+
+std::string OneDnnVersion() {
+  const dnnl_version_t* v = dnnl_version();
+  return absl::StrCat(v->major, ".", v->minor, ".", v->patch);
+}
 
 // GetModelInfo's answer.
 v1::ModelInfo DescribeModel(const Model& model, const QuantOptions& quant,
@@ -62,6 +68,12 @@ absl::StatusOr<std::unique_ptr<SpikeServer>> SpikeServer::Start(
         "--grpc_port must be in [0, 65535], got ", options.grpc_port));
   }
   std::unique_ptr<SpikeServer> s(new SpikeServer(options));
+  // Metrics first: /metrics answers while the model loads.
+  absl::StatusOr<std::unique_ptr<ServingMetrics>> metrics =
+      ServingMetrics::Create(options.metrics_bind);
+  if (!metrics.ok()) return metrics.status();
+  s->metrics_ = *std::move(metrics);
+  s->service_.SetMetrics(s->metrics_.get());
   // Both must be set up before the builder exists (toolchain.md).
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -83,6 +95,9 @@ absl::StatusOr<std::unique_ptr<SpikeServer>> SpikeServer::Start(
   s->SetHealth(false);
   LogInfo(absl::StrCat("listening on ", options.host, ":", s->port_,
                        " (health NOT_SERVING until the model is loaded)"));
+  if (!options.metrics_bind.empty()) {
+    LogInfo(absl::StrCat("metrics on port ", s->metrics_->port(), " /metrics"));
+  }
   return s;
 }
 
@@ -127,8 +142,36 @@ absl::Status SpikeServer::Load() {
       ", QFeP prefix ", bundle_.qfep_prefix.size(), " tokens, lm_head ",
       model.quant().lm_head_bf16 ? "BF16" : "FP32"));
 
+  // Per-layer metrics; spike tokens are judged against the calibrated median
+  // token absmax of each site when the plan has one.
+  LayerMetricsOptions lmo;
+  lmo.n_layers = c.n_layers;
+  lmo.every = options_.layer_metrics_every;
+  lmo.spike_factor = options_.spike_factor;
+  if (plan) {
+    for (const v1::SiteStats& st : plan->sites()) {
+      absl::StatusOr<SiteKey> k =
+          ParseSiteKey(absl::StrCat(st.layer(), ".", st.site()), c.n_layers);
+      if (!k.ok()) continue;
+      if (st.median_absmax() > 0) {
+        lmo.calibrated_median[*k] = float(st.median_absmax());
+      }
+      if (st.spike_ratio() > 0) {
+        lmo.calibrated_ratio[*k] = float(st.spike_ratio());
+      }
+    }
+  }
+  layer_metrics_ =
+      std::make_unique<LayerMetrics>(metrics_->registry(), std::move(lmo));
+  std::vector<ForwardObserver*> observers = {layer_metrics_.get()};
+  if (options_.engine.observer != nullptr) {
+    observers.push_back(options_.engine.observer);
+  }
+  observers_ = std::make_unique<ForwardObserverList>(std::move(observers));
+
   EngineOptions eo = options_.engine;
   eo.prefix = bundle_.qfep_prefix;
+  eo.observer = observers_.get();
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(bundle_.model.get(), bundle_.tokenizer.get(), eo);
   if (!engine.ok()) return engine.status();
@@ -161,6 +204,19 @@ absl::Status SpikeServer::Load() {
   backend->limits.prefix_tokens = int(bundle_.qfep_prefix.size());
   backend->info = DescribeModel(model, model.quant(), plan ? &*plan : nullptr,
                                 bundle_.qfep_prefix, *bundle_.tokenizer);
+  metrics_->SetInfo(
+      {{"version", SPIKESERVE_VERSION},
+       {"onednn", OneDnnVersion()},
+       {"int8_impl", model.int8_impl().empty() ? "none" : model.int8_impl()},
+       {"architecture", c.architecture}},
+      {{"activation_mode", backend->info.quant().activation_mode()},
+       {"qfem_sites", std::to_string(model.quant().fp32_sites.size())},
+       {"qfep_tokens", std::to_string(bundle_.qfep_prefix.size())},
+       {"smoothing", model.quant().smooth_scales.empty() ? "false" : "true"},
+       {"rotation", model.quant().down_hadamard ? "true" : "false"},
+       {"lm_head", model.quant().lm_head_bf16 ? "bf16" : "fp32"},
+       {"plan_model_hash", plan ? plan->model().hash() : ""}});
+  metrics_->AttachEngine(engine_.get());
   backend_ = std::move(backend);
   service_.SetBackend(backend_.get());
   SetHealth(true);

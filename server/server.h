@@ -18,7 +18,9 @@
 #include "runtime/engine.h"
 #include "runtime/model_bundle.h"
 #include "server/generation_service.h"
+#include "server/layer_metrics.h"
 #include "server/request_validation.h"
+#include "server/serving_metrics.h"
 
 namespace spikeserve {
 
@@ -28,8 +30,12 @@ struct ServerOptions {
   std::string host = "0.0.0.0";
   int grpc_port = 50051;     // 0 = any free port (tests)
   bool lm_head_bf16 = true;  // lm_head in BF16 (see QuantOptions)
-  EngineOptions engine;      // its `prefix` comes from the plan
-  RequestLimits limits;      // its `prefix_tokens` comes from the plan
+  // /metrics: "HOST:PORT" (port 0 = any free port), empty = no endpoint.
+  std::string metrics_bind;
+  int layer_metrics_every = 1;  // per-layer series every Nth step, 0 = off
+  float spike_factor = 50.f;    // spike token: absmax > factor x median
+  EngineOptions engine;         // its `prefix` comes from the plan
+  RequestLimits limits;         // its `prefix_tokens` comes from the plan
 };
 
 class SpikeServer {
@@ -58,6 +64,7 @@ class SpikeServer {
   }
 
   Engine* engine() { return engine_.get(); }
+  ServingMetrics* metrics() { return metrics_.get(); }
   const ServingBackend* backend() const { return backend_.get(); }
 
  private:
@@ -69,8 +76,13 @@ class SpikeServer {
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   ModelBundle bundle_;
+  // The engine calls these observers: they outlive it.
+  std::unique_ptr<LayerMetrics> layer_metrics_;
+  std::unique_ptr<ForwardObserverList> observers_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ServingBackend> backend_;
+  // Declared last, destroyed first: /metrics stops before the engine goes.
+  std::unique_ptr<ServingMetrics> metrics_;
   bool stopped_ = false;
 };
 

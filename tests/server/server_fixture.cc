@@ -1,7 +1,13 @@
 #include "tests/server/server_fixture.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "runtime/gguf_reader.h"
@@ -11,42 +17,82 @@
 
 namespace spikeserve::testing {
 
+namespace {
+
+std::string TempDir() {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() /
+       ("spikeserve-server-test-" + std::to_string(::getpid())))
+          .string();
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+}  // namespace
+
+TinyModelFiles WriteModelAndPlan(const std::string& gguf,
+                                 const std::string& name,
+                                 std::vector<int32_t> prefix) {
+  TinyModelFiles f;
+  f.model = TempDir() + "/" + name + ".gguf";
+  {
+    std::ofstream out(f.model, std::ios::binary);
+    out.write(gguf.data(), std::streamsize(gguf.size()));
+    EXPECT_TRUE(out.good());
+  }
+  // A plan for exactly this file: W8A8 per-tensor dynamic + QFeP prefix.
+  auto file = GgufFile::FromBuffer(
+      reinterpret_cast<const uint8_t*>(gguf.data()), gguf.size());
+  EXPECT_TRUE(file.ok()) << file.status();
+  auto config = ReadModelConfig(**file);
+  EXPECT_TRUE(config.ok()) << config.status();
+  f.context = config->context_length;
+  v1::QuantPlan plan;
+  plan.set_version(1);
+  *plan.mutable_model() = FingerprintModel(**file, *config);
+  plan.set_activation_mode(v1::PER_TENSOR_DYNAMIC);
+  f.prefix = std::move(prefix);
+  plan.mutable_qfep()->mutable_token_ids()->Add(f.prefix.begin(),
+                                                f.prefix.end());
+  f.plan = TempDir() + "/" + name + "-plan.json";
+  EXPECT_TRUE(WriteQuantPlan(plan, f.plan).ok());
+  return f;
+}
+
 const TinyModelFiles& GetTinyModelFiles() {
-  static const TinyModelFiles* files = [] {
-    auto* f = new TinyModelFiles;
-    const std::string dir =
-        (std::filesystem::temp_directory_path() /
-         ("spikeserve-server-test-" + std::to_string(::getpid())))
-            .string();
-    std::filesystem::create_directories(dir);
-    f->context = 2048;
-    const GgufBuilder b = TinyLlama({.layers = 2,
-                                     .hidden = 128,
-                                     .heads = 4,
-                                     .kv_heads = 2,
-                                     .ffn = 256,
-                                     .context = f->context});
-    f->model = dir + "/tiny.gguf";
-    EXPECT_TRUE(b.WriteFile(f->model));
-    // A plan for exactly this file: W8A8 per-tensor dynamic + QFeP prefix.
-    const std::string bytes = b.Build();
-    auto file = GgufFile::FromBuffer(
-        reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
-    EXPECT_TRUE(file.ok()) << file.status();
-    auto config = ReadModelConfig(**file);
-    EXPECT_TRUE(config.ok()) << config.status();
-    v1::QuantPlan plan;
-    plan.set_version(1);
-    *plan.mutable_model() = FingerprintModel(**file, *config);
-    plan.set_activation_mode(v1::PER_TENSOR_DYNAMIC);
-    f->prefix = {298, 40, 41};  // <|bos|> and two byte tokens
-    plan.mutable_qfep()->mutable_token_ids()->Add(f->prefix.begin(),
-                                                  f->prefix.end());
-    f->plan = dir + "/tiny-plan.json";
-    EXPECT_TRUE(WriteQuantPlan(plan, f->plan).ok());
-    return f;
-  }();
+  static const TinyModelFiles* files = new TinyModelFiles(
+      WriteModelAndPlan(TinyLlama({.layers = 2,
+                                   .hidden = 128,
+                                   .heads = 4,
+                                   .kv_heads = 2,
+                                   .ffn = 256,
+                                   .context = 2048})
+                            .Build(),
+                        "tiny", {298, 40, 41}));  // <|bos|> and two byte tokens
   return *files;
+}
+
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string response;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    const std::string req =
+        "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (send(fd, req.data(), req.size(), 0) == ssize_t(req.size())) {
+      char buf[65536];
+      for (ssize_t n; (n = recv(fd, buf, sizeof(buf), 0)) > 0;) {
+        response.append(buf, size_t(n));
+      }
+    }
+  }
+  close(fd);
+  const size_t body = response.find("\r\n\r\n");
+  return body == std::string::npos ? "" : response.substr(body + 4);
 }
 
 void EngineGate::Hold() {

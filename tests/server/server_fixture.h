@@ -49,6 +49,15 @@ struct TinyModelFiles {
 };
 const TinyModelFiles& GetTinyModelFiles();
 
+// Writes `gguf` to <tmp>/<name>.gguf and a W8A8 per-tensor-dynamic plan for
+// it with QFeP `prefix` (may be empty) to <tmp>/<name>-plan.json.
+TinyModelFiles WriteModelAndPlan(const std::string& gguf,
+                                 const std::string& name,
+                                 std::vector<int32_t> prefix);
+
+// GET http://127.0.0.1:<port><path>; the body, or "" on failure.
+std::string HttpGet(int port, const std::string& path);
+
 class ServerTest : public ::testing::Test {
  protected:
   // Options for a server on the tiny model and plan; tests adjust them

@@ -1,0 +1,88 @@
+// Serving metrics (design.md, metrics contract), the /metrics endpoint and
+// the info gauges. Families are registered once at construction and their
+// handles kept; label values come from bounded sets (rpc names, status code
+// names). Engine gauges and counters (running, waiting, KV usage, prefix
+// cache) are read from Engine::Stats() at scrape time by a collector, so
+// they are exact at every scrape and cost nothing between scrapes.
+//
+// Thread-safety: every method may be called from any thread.
+#ifndef SPIKESERVE_SERVER_SERVING_METRICS_H_
+#define SPIKESERVE_SERVER_SERVING_METRICS_H_
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/support/status.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "runtime/engine.h"
+
+namespace spikeserve {
+
+class ServingMetrics {
+ public:
+  // Serves /metrics on `bind` ("HOST:PORT"; port 0 = any free port), or
+  // nowhere when `bind` is empty (tests scrape Serialize()). Fails with a
+  // clear message when the port is taken.
+  static absl::StatusOr<std::unique_ptr<ServingMetrics>> Create(
+      const std::string& bind);
+  ~ServingMetrics();
+
+  prometheus::Registry* registry() { return registry_.get(); }
+  int port() const { return port_; }
+
+  // The engine whose statistics the scrape reports (null: none yet).
+  void AttachEngine(const Engine* engine) { engine_.store(engine); }
+  // spikeserve_build_info / spikeserve_quant_plan_info (value 1), labels
+  // set once after the model is loaded.
+  void SetInfo(const std::map<std::string, std::string>& build,
+               const std::map<std::string, std::string>& plan);
+
+  // A finished RPC of any method.
+  void OnRpcDone(const char* rpc, grpc::StatusCode code);
+  // Tokens streamed to a client `gap` seconds after its previous tokens
+  // (the first tokens of a request have no gap: pass a negative one).
+  void OnTokens(int n, double gap_seconds);
+  // A finished generation request (usage and timings).
+  void OnGenerationDone(const GenerationUpdate& final_update);
+
+  // The text exposition of everything registered (what /metrics serves).
+  std::string Serialize() const;
+
+ private:
+  class EngineCollector;
+  ServingMetrics();
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<EngineCollector> engine_collector_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  int port_ = 0;
+  std::atomic<const Engine*> engine_{nullptr};
+
+  prometheus::Family<prometheus::Counter>* requests_ = nullptr;
+  std::mutex requests_mu_;  // guards the lazily created (rpc, code) series
+  std::map<std::pair<std::string, int>, prometheus::Counter*> request_series_;
+  prometheus::Histogram* duration_ = nullptr;
+  prometheus::Histogram* queue_ = nullptr;
+  prometheus::Histogram* ttft_ = nullptr;
+  prometheus::Histogram* itl_ = nullptr;
+  prometheus::Counter* prompt_tokens_ = nullptr;
+  prometheus::Counter* generated_tokens_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* build_info_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* plan_info_ = nullptr;
+};
+
+// "OK", "INVALID_ARGUMENT", ... (the label values of requests_total).
+const char* StatusCodeName(grpc::StatusCode code);
+
+}  // namespace spikeserve
+
+#endif  // SPIKESERVE_SERVER_SERVING_METRICS_H_

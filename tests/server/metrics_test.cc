@@ -1,0 +1,191 @@
+// /metrics after real traffic: counters equal what the test sent and
+// received, per-layer series exist for every layer and site, and the spike
+// counter sees a planted spike unless QFeP absorbed it.
+#include <map>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/fixtures/planted_spike.h"
+#include "tests/server/server_fixture.h"
+
+namespace spikeserve::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+// "name{labels}" -> value, from the text exposition format.
+std::map<std::string, double> ParseScrape(const std::string& text) {
+  std::map<std::string, double> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t sp = line.rfind(' ');
+    if (sp == std::string::npos) continue;
+    out[line.substr(0, sp)] = std::stod(line.substr(sp + 1));
+  }
+  return out;
+}
+
+class MetricsTest : public ServerTest {
+ protected:
+  ServerOptions MetricsOptions() const {
+    ServerOptions o = DefaultOptions();
+    o.metrics_bind = "127.0.0.1:0";
+    return o;
+  }
+  std::map<std::string, double> Scrape() {
+    const std::string body = HttpGet(server_->metrics()->port(), "/metrics");
+    EXPECT_NE(body.find("spikeserve_build_info"), std::string::npos)
+        << body.substr(0, 300);
+    return ParseScrape(body);
+  }
+};
+
+TEST_F(MetricsTest, CountersEqualTheTraffic) {
+  StartServer(MetricsOptions());
+  ASSERT_GT(server_->metrics()->port(), 0);
+  // 3 unary requests of 4 prompt tokens and 5 new tokens, one stream of 6,
+  // one invalid request, two Tokenize calls.
+  for (int i = 0; i < 3; ++i) {
+    v1::GenerateResponse r;
+    ASSERT_TRUE(
+        Generate(TokenRequest({65, 66, 67, int32_t(68 + i)}, 5), &r).ok());
+    ASSERT_EQ(r.tokens_size(), 5);
+  }
+  std::vector<v1::GenerateResponse> msgs;
+  ASSERT_TRUE(Stream(TokenRequest({70, 71, 72, 73}, 6), &msgs).ok());
+  v1::GenerateRequest bad = TokenRequest({65}, 2);
+  bad.mutable_sampling()->set_temperature(-1);
+  v1::GenerateResponse r;
+  ASSERT_EQ(Generate(bad, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  for (int i = 0; i < 2; ++i) {
+    grpc::ClientContext ctx;
+    v1::TokenizeRequest t;
+    t.set_text("abc");
+    v1::TokenizeResponse tr;
+    ASSERT_TRUE(stub_->Tokenize(&ctx, t, &tr).ok());
+  }
+  IdleStats();  // every call done server-side
+  auto m = Scrape();
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",rpc=\"Generate\"}"], 3);
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",rpc=\"GenerateStream\"}"],
+            1);
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"INVALID_ARGUMENT\",rpc="
+              "\"Generate\"}"],
+            1);
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",rpc=\"Tokenize\"}"], 2);
+  EXPECT_EQ(m["spikeserve_prompt_tokens_total"], 16);
+  EXPECT_EQ(m["spikeserve_generated_tokens_total"], 21);
+  EXPECT_EQ(m["spikeserve_time_to_first_token_seconds_count"], 4);
+  EXPECT_EQ(m["spikeserve_request_duration_seconds_count"], 4);
+  // A gap between every two consecutive tokens of a request: 3x4 + 5.
+  EXPECT_EQ(m["spikeserve_inter_token_latency_seconds_count"], 17);
+  EXPECT_EQ(m["spikeserve_requests_running"], 0);
+  EXPECT_EQ(m["spikeserve_requests_waiting"], 0);
+  EXPECT_GT(m["spikeserve_kv_cache_usage_ratio"], 0);  // the QFeP prefix
+  EXPECT_GE(m["spikeserve_batch_tokens_count"], 1 + 4 * 5);
+  // Per-layer series for every layer and site (and part), recorded.
+  for (int l = 0; l < 2; ++l) {
+    for (const char* site : {"qkv", "o", "gate_up", "down"}) {
+      const std::string labels =
+          absl::StrCat("{layer=\"", l, "\",site=\"", site, "\"}");
+      EXPECT_GT(m["spikeserve_activation_token_absmax_count" + labels], 0)
+          << labels;
+      EXPECT_TRUE(m.count("spikeserve_activation_spike_ratio" + labels));
+      EXPECT_TRUE(m.count("spikeserve_activation_spike_tokens_total" + labels));
+      EXPECT_TRUE(
+          m.count("spikeserve_quantization_fallback_tokens_total" + labels));
+    }
+    for (const char* part : {"attention", "ffn"}) {
+      EXPECT_GT(
+          m[absl::StrCat("spikeserve_layer_forward_seconds_count{layer=\"", l,
+                         "\",part=\"", part, "\"}")],
+          0);
+    }
+  }
+  bool build_info = false, plan_info = false;
+  for (const auto& [k, v] : m) {
+    build_info |= k.rfind("spikeserve_build_info{", 0) == 0 && v == 1 &&
+                  k.find("avx512_core_vnni") != std::string::npos;
+    plan_info |= k.rfind("spikeserve_quant_plan_info{", 0) == 0 && v == 1 &&
+                 k.find("qfep_tokens=\"3\"") != std::string::npos;
+  }
+  EXPECT_TRUE(build_info);
+  EXPECT_TRUE(plan_info);
+}
+
+TEST_F(MetricsTest, LayerSeriesCanBeSwitchedOff) {
+  ServerOptions o = MetricsOptions();
+  o.layer_metrics_every = 0;
+  StartServer(o);
+  v1::GenerateResponse r;
+  ASSERT_TRUE(Generate(TokenRequest({65, 66}, 4), &r).ok());
+  auto m = Scrape();
+  EXPECT_EQ(
+      m["spikeserve_activation_token_absmax_count{layer=\"0\",site=\"qkv\"}"],
+      0);
+  EXPECT_EQ(
+      m["spikeserve_layer_forward_seconds_count{layer=\"1\",part=\"ffn\"}"], 0);
+  EXPECT_GE(m["spikeserve_batch_tokens_count"], 4);  // still counted
+}
+
+TEST_F(MetricsTest, SampledEveryNthStep) {
+  ServerOptions o = MetricsOptions();
+  o.layer_metrics_every = 4;
+  StartServer(o);
+  v1::GenerateResponse r;
+  ASSERT_TRUE(Generate(TokenRequest({65, 66}, 16), &r).ok());  // 16 steps
+  auto m = Scrape();
+  const double steps = m["spikeserve_batch_tokens_count"];
+  const double sampled =
+      m["spikeserve_layer_forward_seconds_count{layer=\"0\",part=\"ffn\"}"];
+  // Steps 0, 4, 8, ... of the engine (the warm-up's 2 steps included).
+  EXPECT_EQ(sampled, std::ceil(steps / 4));
+}
+
+TEST_F(MetricsTest, TakenMetricsPortFailsClearly) {
+  StartServer(MetricsOptions(), /*load=*/false);
+  ServerOptions o = MetricsOptions();
+  o.metrics_bind = absl::StrCat("127.0.0.1:", server_->metrics()->port());
+  auto second = SpikeServer::Start(o);
+  ASSERT_FALSE(second.ok());
+  EXPECT_THAT(std::string(second.status().message()),
+              HasSubstr("cannot serve metrics"));
+}
+
+// Acceptance 4: the planted spike (first occurrence of token T at layer 1's
+// down_proj input) counts as a spike token without QFeP; with the QFeP
+// prefix [BOS, c, T] holding it, the same prompt does not spike.
+TEST_F(MetricsTest, SpikeCounterSeesThePlantedSpikeUnlessQfepHoldsIt) {
+  const std::string gguf = PlantedSpikeGguf();
+  const std::vector<int32_t> prompt = {65, 66, kSpikeToken, 67, 68, 69};
+  const std::string series =
+      "spikeserve_activation_spike_tokens_total{layer=\"1\",site=\"down\"}";
+  for (bool qfep : {false, true}) {
+    const TinyModelFiles files =
+        WriteModelAndPlan(gguf, qfep ? "planted-qfep" : "planted",
+                          qfep ? std::vector<int32_t>{298, 40, kSpikeToken}
+                               : std::vector<int32_t>{});
+    ServerOptions o = MetricsOptions();
+    o.model_path = files.model;
+    o.plan_path = files.plan;
+    StartServer(o);
+    const double before = Scrape()[series];
+    v1::GenerateResponse r;
+    ASSERT_TRUE(Generate(TokenRequest(prompt, 2), &r).ok());
+    const double after = Scrape()[series];
+    if (qfep) {
+      EXPECT_EQ(after, before) << "QFeP on: the prefix holds the spike";
+    } else {
+      EXPECT_EQ(after, before + 1) << "QFeP off: T's first occurrence spikes";
+    }
+    TearDown();
+  }
+}
+
+}  // namespace
+}  // namespace spikeserve::testing
