@@ -12,7 +12,7 @@ export OMP_NUM_THREADS ?= $(THREADS)
 # ccache hits across clones and build trees: hash paths relative to here.
 export CCACHE_BASEDIR ?= $(CURDIR)
 
-.PHONY: all deps model configure build test test-unit test-asan run bench eval format clean
+.PHONY: all deps model configure build server test test-unit test-asan run bench eval format clean image image-test
 
 all: build
 
@@ -29,6 +29,14 @@ configure: $(BUILD)/build.ninja
 
 build: deps configure
 	cmake --build $(BUILD)
+
+# The server binaries only (no tests, no benchmarks): the image's build
+# stage runs `make server BUILD=/build`.
+server:
+	bash scripts/install_deps.sh build
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DSPIKESERVE_BUILD_TESTS=OFF -DSPIKESERVE_BUILD_BENCH=OFF
+	cmake --build $(BUILD) --target spikeserve spikeserve-health-probe
 
 # Every test: unit and golden tests, then all but the FP32 golden forward
 # (minutes at -O0) and the Python tests (the full-size model at -O0
@@ -63,6 +71,16 @@ bench: build model
 EVAL_WINDOWS ?= 0
 eval: build model
 	bash scripts/eval_all.sh $(BUILD) $(MODEL) $(EVAL_WINDOWS)
+
+# The container image (podman; see scripts/image.sh for the set-up it does:
+# podman, runc, a locally built debian:bookworm base cached under
+# ~/.cache/spikeserve). image-test also smoke-tests it.
+IMAGE ?= spikeserve:latest
+image: model
+	bash scripts/image.sh build $(IMAGE)
+
+image-test: model
+	bash scripts/image.sh test $(IMAGE)
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

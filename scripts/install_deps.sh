@@ -4,13 +4,17 @@
 # Works as root or through sudo.
 set -euo pipefail
 
-PACKAGES=(
-  # build
+# Usage: install_deps.sh [all|build]   (build: what the server binaries need
+# to compile, e.g. in the image's build stage)
+BUILD_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   # libraries named by the design
   libdnnl-dev ocl-icd-opencl-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libabsl-dev libre2-dev prometheus-cpp-dev libcivetweb-dev zlib1g-dev libcurl4-openssl-dev
+)
+PACKAGES=(
+  "${BUILD_PACKAGES[@]}"
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
   # observability: promtool (metrics and rules lint) and a real Prometheus
@@ -20,6 +24,12 @@ PACKAGES=(
   python3 python3-pip python3-venv python3-grpcio python3-grpc-tools python3-numpy
   unzip ca-certificates
 )
+
+case "${1:-all}" in
+  all) ;;
+  build) PACKAGES=("${BUILD_PACKAGES[@]}") ;;
+  *) echo "usage: install_deps.sh [all|build]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -20,7 +20,9 @@ import threading
 import unittest
 
 import grpc
-from grpc_tools import protoc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import spikeserve_stubs  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -32,36 +34,9 @@ CHAT = ("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
 
 
 def generate_stubs(out):
-    """Python stubs for our service, grpc.health.v1 and reflection v1alpha."""
     global pb, rpc, health_pb, health_rpc, refl_pb, refl_rpc
-    # grpc.health and grpc.reflection would clash with the grpc package's
-    # own modules: compile copies under another directory (the proto
-    # package, hence the wire names, stay the same).
-    ext = os.path.join(out, "protos", "spikeserve_ext")
-    os.makedirs(ext)
-    for src in ["grpc/health/v1/health.proto",
-                "grpc/reflection/v1alpha/reflection.proto"]:
-        with open(os.path.join("/usr/share/grpc-proto", src)) as f:
-            body = f.read()
-        with open(os.path.join(ext, os.path.basename(src)), "w") as f:
-            f.write(body)
-    for include, proto in [
-        (os.path.join(ROOT, "proto"), "spikeserve/v1/generation.proto"),
-        (os.path.join(out, "protos"), "spikeserve_ext/health.proto"),
-        (os.path.join(out, "protos"), "spikeserve_ext/reflection.proto"),
-    ]:
-        rc = protoc.main(["protoc", "-I" + include, "--python_out=" + out,
-                          "--grpc_python_out=" + out,
-                          os.path.join(include, proto)])
-        if rc != 0:
-            raise RuntimeError("protoc failed on " + proto)
-    sys.path.insert(0, out)
-    from spikeserve.v1 import generation_pb2, generation_pb2_grpc
-    from spikeserve_ext import health_pb2, health_pb2_grpc
-    from spikeserve_ext import reflection_pb2, reflection_pb2_grpc
-    pb, rpc = generation_pb2, generation_pb2_grpc
-    health_pb, health_rpc = health_pb2, health_pb2_grpc
-    refl_pb, refl_rpc = reflection_pb2, reflection_pb2_grpc
+    pb, rpc, health_pb, health_rpc, refl_pb, refl_rpc = \
+        spikeserve_stubs.generate(out)
 
 
 class Server:

@@ -199,13 +199,10 @@ def main():
     if missing:
         print("missing: " + ", ".join(missing), file=sys.stderr)
         return 1 if os.environ.get("CI") == "true" else 77
-    from grpc_tools import protoc
+    sys.path.insert(0, HERE)
+    import spikeserve_stubs
     with tempfile.TemporaryDirectory() as stubs:
-        inc = os.path.join(ROOT, "proto")
-        if protoc.main(["protoc", "-I" + inc, "--python_out=" + stubs,
-                        "--grpc_python_out=" + stubs,
-                        os.path.join(inc, "spikeserve/v1/generation.proto")]):
-            raise RuntimeError("protoc failed")
+        spikeserve_stubs.generate(stubs)
         ARGS.stubs = stubs
         result = unittest.main(argv=[sys.argv[0]] + rest, exit=False,
                                verbosity=2).result
