@@ -53,7 +53,7 @@ $(BUILD_ASAN)/build.ninja: CMakeLists.txt | deps
 test-asan: deps $(BUILD_ASAN)/build.ninja
 	cmake --build $(BUILD_ASAN)
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  ctest --test-dir $(BUILD_ASAN) --output-on-failure -j2 -E '^GoldenLogits|^Python'
+	  ctest --test-dir $(BUILD_ASAN) --output-on-failure -j2 -E '^GoldenLogits|^Python|^Deploy'
 
 # Serves the default model (W8A8 with its plan when the plan exists) on
 # PORT until SIGTERM/Ctrl-C. See README "Call it" for a client.

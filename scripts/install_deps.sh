@@ -20,6 +20,8 @@ PACKAGES=(
   # observability: promtool (metrics and rules lint) and a real Prometheus
   # for the scrape test
   prometheus
+  # deployment checks: yamllint, structural check of the manifests
+  yamllint python3-kubernetes python3-yaml
   # python side: model download, test clients
   python3 python3-pip python3-venv python3-grpcio python3-grpc-tools python3-numpy
   unzip ca-certificates
@@ -30,6 +32,12 @@ case "${1:-all}" in
   build) PACKAGES=("${BUILD_PACKAGES[@]}") ;;
   *) echo "usage: install_deps.sh [all|build]" >&2; exit 2 ;;
 esac
+
+# kubectl (for `kubectl kustomize`): Debian's kubernetes-client, unless
+# another kubectl is installed (it would conflict with it).
+if [ "${1:-all}" = all ] && ! command -v kubectl >/dev/null; then
+  PACKAGES+=(kubernetes-client)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,0 +1,211 @@
+#!/usr/bin/python3
+"""Structural check of the rendered Kubernetes manifests, offline (no API
+server): every object against Debian's python3-kubernetes model classes
+(field names, types, required fields), plus the project's rules. Fields newer
+than the packaged client (gRPC probes; autoscaling/v2, checked with the
+identical v2beta2 schema) are checked by hand.
+
+  /usr/bin/python3 deploy/k8s/check_manifests.py deploy/k8s/overlays/example
+
+Exit 0 when everything holds; otherwise 1 and one line per violation.
+"""
+import re
+import subprocess
+import sys
+
+import yaml
+from kubernetes import client
+
+MODELS = {
+    ("v1", "Namespace"): "V1Namespace",
+    ("v1", "ConfigMap"): "V1ConfigMap",
+    ("v1", "Service"): "V1Service",
+    ("apps/v1", "Deployment"): "V1Deployment",
+    ("policy/v1", "PodDisruptionBudget"): "V1PodDisruptionBudget",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"):
+        "V2beta2HorizontalPodAutoscaler",
+}
+GRPC_SERVICE = "spikeserve.v1.Generation"
+
+
+def check_fields(data, type_name, path, errors):
+    """Recursively: known field names and JSON types of `type_name`."""
+    if type_name.startswith("list["):
+        if not isinstance(data, list):
+            errors.append("%s: expected a list" % path)
+            return
+        for i, item in enumerate(data):
+            check_fields(item, type_name[5:-1], "%s[%d]" % (path, i), errors)
+        return
+    if type_name.startswith("dict("):
+        if not isinstance(data, dict):
+            errors.append("%s: expected a map" % path)
+        return
+    primitive = {"str": str, "int": int, "bool": bool, "float": (int, float),
+                 "object": object, "datetime": str, "date": str}
+    if type_name in primitive:
+        ok = isinstance(data, primitive[type_name])
+        if type_name == "object":  # IntOrString and friends
+            ok = isinstance(data, (int, str))
+        if type_name == "int" and isinstance(data, bool):
+            ok = False
+        if not ok:
+            errors.append("%s: expected %s, got %r" % (path, type_name, data))
+        return
+    cls = getattr(client, type_name)
+    if not isinstance(data, dict):
+        errors.append("%s: expected an object (%s)" % (path, type_name))
+        return
+    by_json = {v: k for k, v in cls.attribute_map.items()}
+    for key, value in data.items():
+        sub = "%s.%s" % (path, key)
+        if type_name == "V1Probe" and key == "grpc":  # k8s >= 1.24
+            if not (isinstance(value, dict) and set(value) <= {"port", "service"}
+                    and isinstance(value.get("port"), int)):
+                errors.append("%s: grpc probe needs an int port (and an "
+                              "optional service)" % sub)
+            continue
+        if key not in by_json:
+            errors.append("%s: unknown field for %s" % (sub, type_name))
+            continue
+        check_fields(value, cls.openapi_types[by_json[key]], sub, errors)
+
+
+def required_fields(data, type_name, path, errors):
+    """The client's own validation (required fields, enums)."""
+    try:
+        client.ApiClient()._ApiClient__deserialize(data, type_name)
+    except (ValueError, TypeError) as e:
+        errors.append("%s: %s" % (path, e))
+
+
+def seconds(text):
+    m = re.fullmatch(r"(\d+)s", str(text))
+    return int(m.group(1)) if m else None
+
+
+def matches(selector, labels):
+    return bool(selector) and all(labels.get(k) == v
+                                  for k, v in selector.items())
+
+
+def project_rules(objs, errors):
+    by_kind = {}
+    for o in objs:
+        by_kind.setdefault(o["kind"], []).append(o)
+    deps = by_kind.get("Deployment", [])
+    if len(deps) != 1:
+        errors.append("expected one Deployment, found %d" % len(deps))
+        return
+    d = deps[0]
+    name = d["metadata"]["name"]
+    pod = d["spec"]["template"]
+    labels = pod["metadata"].get("labels", {})
+    if not matches(d["spec"]["selector"].get("matchLabels"), labels):
+        errors.append("Deployment selector does not match its pod labels")
+    for s in by_kind.get("Service", []):
+        if not matches(s["spec"].get("selector"), labels):
+            errors.append("Service %s selects no spikeserve pod" %
+                          s["metadata"]["name"])
+    if not any(s["spec"].get("clusterIP") == "None"
+               for s in by_kind.get("Service", [])):
+        errors.append("no headless Service for client-side load balancing")
+    for p in by_kind.get("PodDisruptionBudget", []):
+        if not matches(p["spec"]["selector"].get("matchLabels"), labels):
+            errors.append("PodDisruptionBudget selects no spikeserve pod")
+    for h in by_kind.get("HorizontalPodAutoscaler", []):
+        ref = h["spec"]["scaleTargetRef"]
+        if ref.get("kind") != "Deployment" or ref.get("name") != name:
+            errors.append("HPA does not target Deployment %s" % name)
+    for m in by_kind.get("ServiceMonitor", []):
+        sel = m["spec"]["selector"].get("matchLabels")
+        if not any(matches(sel, s["metadata"].get("labels", {}))
+                   for s in by_kind.get("Service", [])):
+            errors.append("ServiceMonitor selects no Service")
+
+    spec = pod["spec"]
+    sc = spec.get("securityContext", {})
+    if sc.get("runAsNonRoot") is not True or sc.get("runAsUser", 0) == 0:
+        errors.append("pod must run as non-root (runAsNonRoot, runAsUser != 0)")
+    c = spec["containers"][0]
+    csc = c.get("securityContext", {})
+    if csc.get("readOnlyRootFilesystem") is not True:
+        errors.append("container root filesystem must be read-only")
+    if csc.get("allowPrivilegeEscalation") is not False:
+        errors.append("container must not allow privilege escalation")
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    if "grpc" not in ports or "metrics" not in ports:
+        errors.append("container ports grpc and metrics are required")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        pr = c.get(probe)
+        if not pr or "grpc" not in pr:
+            errors.append("%s must be a gRPC health probe" % probe)
+            continue
+        if pr["grpc"].get("port") != ports.get("grpc"):
+            errors.append("%s does not probe the grpc port" % probe)
+        if probe != "livenessProbe" and \
+                pr["grpc"].get("service") != GRPC_SERVICE:
+            errors.append("%s must check service %s" % (probe, GRPC_SERVICE))
+    res = c.get("resources", {})
+    for kind in ("requests", "limits"):
+        for r in ("cpu", "memory"):
+            if r not in res.get(kind, {}):
+                errors.append("resources.%s.%s is not set" % (kind, r))
+    if res.get("requests", {}).get("cpu") != res.get("limits", {}).get("cpu"):
+        errors.append("CPU requests must equal limits (guaranteed cores)")
+    env = {e["name"]: e for e in c.get("env", [])}
+    omp = env.get("OMP_NUM_THREADS", {}).get("valueFrom", {}) \
+        .get("resourceFieldRef", {})
+    if omp.get("resource") != "limits.cpu":
+        errors.append("OMP_NUM_THREADS must come from limits.cpu (downward API)")
+    drain = seconds(env.get("SPIKESERVE_DRAIN_TIMEOUT", {}).get("value"))
+    if drain is None:
+        errors.append("SPIKESERVE_DRAIN_TIMEOUT must be set (e.g. 30s)")
+        drain = 30
+    pre = c.get("lifecycle", {}).get("preStop", {})
+    pre_s = 0
+    cmd = pre.get("exec", {}).get("command", [])
+    if len(cmd) == 2 and cmd[0].endswith("sleep") and cmd[1].isdigit():
+        pre_s = int(cmd[1])
+    if not pre:
+        errors.append("a preStop hook is required")
+    grace = spec.get("terminationGracePeriodSeconds", 30)
+    if grace <= drain + pre_s:
+        errors.append("terminationGracePeriodSeconds (%d) must exceed preStop "
+                      "(%d s) + drain timeout (%d s)" % (grace, pre_s, drain))
+    ann = pod["metadata"].get("annotations", {})
+    if ann.get("prometheus.io/scrape") != "true" or \
+            ann.get("prometheus.io/port") != str(ports.get("metrics")):
+        errors.append("pod needs prometheus.io/scrape and port annotations "
+                      "matching the metrics port")
+
+
+def main(argv):
+    if len(argv) != 2:
+        print(__doc__.strip().splitlines()[-3], file=sys.stderr)
+        return 2
+    rendered = subprocess.run(["kubectl", "kustomize", argv[1]],
+                              capture_output=True, text=True)
+    if rendered.returncode != 0:
+        print("kustomize: " + rendered.stderr.strip())
+        return 1
+    objs = [o for o in yaml.safe_load_all(rendered.stdout) if o]
+    errors = []
+    for o in objs:
+        where = "%s/%s" % (o.get("kind"), o.get("metadata", {}).get("name"))
+        model = MODELS.get((o.get("apiVersion"), o.get("kind")))
+        if model is None:
+            if o.get("kind") != "ServiceMonitor":
+                errors.append("%s: unexpected kind %s" % (where, o.get("apiVersion")))
+            continue
+        check_fields(o, model, where, errors)
+        required_fields(o, model, where, errors)
+    project_rules(objs, errors)
+    for e in errors:
+        print(e)
+    print("%d objects, %d violations" % (len(objs), len(errors)))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
