@@ -10,6 +10,10 @@ namespace spikeserve {
 // Same code (absl and gRPC share the canonical code space), same message.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
+// "OK", "INVALID_ARGUMENT", ...: the canonical name of a code (metric
+// labels, the load generator's error counts).
+const char* StatusCodeName(grpc::StatusCode code);
+
 }  // namespace spikeserve
 
 #endif  // SPIKESERVE_SERVER_GRPC_STATUS_H_

@@ -80,9 +80,6 @@ class ServingMetrics {
   prometheus::Family<prometheus::Gauge>* plan_info_ = nullptr;
 };
 
-// "OK", "INVALID_ARGUMENT", ... (the label values of requests_total).
-const char* StatusCodeName(grpc::StatusCode code);
-
 }  // namespace spikeserve
 
 #endif  // SPIKESERVE_SERVER_SERVING_METRICS_H_

@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "grpcpp/grpcpp.h"
+#include "server/grpc_status.h"
 #include "spikeserve/v1/generation.grpc.pb.h"
 #include "tools/flag_util.h"
 
@@ -83,28 +84,6 @@ struct Results {
   std::map<std::string, int> errors;  // by status code name
 };
 
-const char* CodeName(grpc::StatusCode c) {
-  static const char* kNames[] = {"OK",
-                                 "CANCELLED",
-                                 "UNKNOWN",
-                                 "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED",
-                                 "NOT_FOUND",
-                                 "ALREADY_EXISTS",
-                                 "PERMISSION_DENIED",
-                                 "RESOURCE_EXHAUSTED",
-                                 "FAILED_PRECONDITION",
-                                 "ABORTED",
-                                 "OUT_OF_RANGE",
-                                 "UNIMPLEMENTED",
-                                 "INTERNAL",
-                                 "UNAVAILABLE",
-                                 "DATA_LOSS",
-                                 "UNAUTHENTICATED"};
-  const int i = int(c);
-  return i >= 0 && i <= 16 ? kNames[i] : "UNKNOWN";
-}
-
 v1::GenerateRequest MakeRequest(int index, int vocab) {
   std::mt19937_64 rng(absl::GetFlag(FLAGS_seed) * 1000003 + uint64_t(index));
   std::mt19937_64 shared_rng(absl::GetFlag(FLAGS_seed));
@@ -153,7 +132,7 @@ void RunOne(v1::Generation::Stub* stub, const v1::GenerateRequest& req,
   const grpc::Status s = reader->Finish();
   std::lock_guard<std::mutex> lock(out->mu);
   if (!s.ok()) {
-    out->errors[CodeName(s.error_code())]++;
+    out->errors[StatusCodeName(s.error_code())]++;
     return;
   }
   out->ok++;
