@@ -217,7 +217,12 @@ grpc::ServerUnaryReactor* GenerationService::FinishNow(
   return reactor;
 }
 
-const ServingBackend* GenerationService::Backend(grpc::Status* why) const {
+const ServingBackend* GenerationService::Backend(
+    const grpc::CallbackServerContext* context, grpc::Status* why) const {
+  if (auth_ != nullptr) {
+    *why = auth_->Check(*context);
+    if (!why->ok()) return nullptr;
+  }
   const ServingBackend* b = backend_.load();
   if (b == nullptr) {
     *why = grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -252,7 +257,7 @@ grpc::ServerUnaryReactor* GenerationService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request,
     v1::GenerateResponse* response) {
   grpc::Status why;
-  const ServingBackend* b = Backend(&why);
+  const ServingBackend* b = Backend(context, &why);
   if (b == nullptr) return FinishNow(context, "Generate", why);
   GenerationRequest native;
   if (grpc::Status s = Prepare(*b, context, *request, &native); !s.ok()) {
@@ -267,7 +272,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>*
 GenerationService::GenerateStream(grpc::CallbackServerContext* context,
                                   const v1::GenerateRequest* request) {
   grpc::Status why;
-  const ServingBackend* b = Backend(&why);
+  const ServingBackend* b = Backend(context, &why);
   GenerationRequest native;
   if (b != nullptr) why = Prepare(*b, context, *request, &native);
   auto* reactor =
@@ -284,7 +289,7 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(
     grpc::CallbackServerContext* context, const v1::TokenizeRequest* request,
     v1::TokenizeResponse* response) {
   grpc::Status why;
-  const ServingBackend* b = Backend(&why);
+  const ServingBackend* b = Backend(context, &why);
   if (b == nullptr) return FinishNow(context, "Tokenize", why);
   absl::StatusOr<std::vector<int32_t>> ids =
       b->tokenizer->Encode(request->text(), request->add_special_tokens(),
@@ -299,7 +304,7 @@ grpc::ServerUnaryReactor* GenerationService::Detokenize(
     grpc::CallbackServerContext* context, const v1::DetokenizeRequest* request,
     v1::DetokenizeResponse* response) {
   grpc::Status why;
-  const ServingBackend* b = Backend(&why);
+  const ServingBackend* b = Backend(context, &why);
   if (b == nullptr) return FinishNow(context, "Detokenize", why);
   const int32_t vocab = b->tokenizer->vocab_size();
   StreamingDetokenizer detok(
@@ -329,7 +334,7 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(
     grpc::CallbackServerContext* context, const v1::GetModelInfoRequest*,
     v1::ModelInfo* response) {
   grpc::Status why;
-  const ServingBackend* b = Backend(&why);
+  const ServingBackend* b = Backend(context, &why);
   if (b == nullptr) return FinishNow(context, "GetModelInfo", why);
   *response = b->info;
   return FinishNow(context, "GetModelInfo", grpc::Status::OK);
@@ -339,7 +344,7 @@ grpc::ServerUnaryReactor* GenerationService::Abort(
     grpc::CallbackServerContext* context, const v1::AbortRequest* request,
     v1::AbortResponse* response) {
   grpc::Status why;
-  const ServingBackend* b = Backend(&why);
+  const ServingBackend* b = Backend(context, &why);
   if (b == nullptr) return FinishNow(context, "Abort", why);
   for (const std::string& id : request->request_ids()) {
     if (b->engine->Abort(id)) response->add_aborted(id);

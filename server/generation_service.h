@@ -21,6 +21,7 @@
 #include "runtime/engine.h"
 #include "runtime/model_config.h"
 #include "runtime/tokenizer.h"
+#include "server/auth.h"
 #include "server/request_validation.h"
 #include "server/serving_metrics.h"
 #include "spikeserve/v1/generation.grpc.pb.h"
@@ -67,6 +68,9 @@ class CallCounter {
 
 class GenerationService final : public v1::Generation::CallbackService {
  public:
+  // Bearer-token check of every RPC (optional; set before the server
+  // starts; must outlive the service).
+  void SetAuth(const TokenAuth* auth) { auth_ = auth; }
   // Metrics of every RPC (optional; set before the server starts).
   void SetMetrics(ServingMetrics* metrics) { metrics_ = metrics; }
   void SetBackend(const ServingBackend* backend) { backend_.store(backend); }
@@ -96,8 +100,10 @@ class GenerationService final : public v1::Generation::CallbackService {
                                   v1::AbortResponse* response) override;
 
  private:
-  // The backend, or null with `*why` set (loading).
-  const ServingBackend* Backend(grpc::Status* why) const;
+  // The backend for an authorized call, or null with `*why` set
+  // (UNAUTHENTICATED, or UNAVAILABLE while loading).
+  const ServingBackend* Backend(const grpc::CallbackServerContext* context,
+                                grpc::Status* why) const;
   // Validates and converts a generation request (assigning an id when it
   // has none and taking the call's deadline), or says why not.
   grpc::Status Prepare(const ServingBackend& backend,
@@ -110,6 +116,7 @@ class GenerationService final : public v1::Generation::CallbackService {
                                       const char* rpc,
                                       const grpc::Status& status);
 
+  const TokenAuth* auth_ = nullptr;
   ServingMetrics* metrics_ = nullptr;
   std::atomic<const ServingBackend*> backend_{nullptr};
   std::atomic<bool> draining_{false};

@@ -8,6 +8,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -15,6 +16,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "server/auth.h"
 #include "server/env_flags.h"
 #include "server/log.h"
 #include "server/server.h"
@@ -30,6 +32,19 @@ ABSL_FLAG(std::string, lm_head, "bf16",
           "digits, see docs/accuracy.md) or fp32.");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0 = any free port).");
+ABSL_FLAG(std::string, tls_cert, "",
+          "Server certificate chain (PEM): serve gRPC over TLS.");
+ABSL_FLAG(std::string, tls_key, "", "Private key of --tls_cert (PEM).");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "CA certificate (PEM): require client certificates it signed "
+          "(mutual TLS).");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File holding the bearer token every RPC but health must carry "
+          "(\"authorization: Bearer <token>\"); or set the token itself in "
+          "SPIKESERVE_AUTH_TOKEN. Never logged.");
+ABSL_FLAG(std::string, metrics_host, "",
+          "Address of the /metrics endpoint (default: --host), e.g. a "
+          "private interface while gRPC is public.");
 ABSL_FLAG(int, metrics_port, 9464,
           "Prometheus /metrics port on --host (-1 = no metrics endpoint).");
 ABSL_FLAG(int, layer_metrics_every, 1,
@@ -85,7 +100,22 @@ int Main() {
     return 2;
   }
   if (metrics_port >= 0) {
-    o.metrics_bind = absl::StrCat(o.host, ":", metrics_port);
+    const std::string mh = absl::GetFlag(FLAGS_metrics_host);
+    o.metrics_bind = absl::StrCat(mh.empty() ? o.host : mh, ":", metrics_port);
+  }
+  o.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  o.tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  o.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  if (const std::string f = absl::GetFlag(FLAGS_auth_token_file); !f.empty()) {
+    absl::StatusOr<std::string> token = ReadTokenFile(f);
+    if (!token.ok()) {
+      LogError(token.status().ToString());
+      return 2;
+    }
+    o.auth_token = *token;
+  } else if (const char* env = std::getenv("SPIKESERVE_AUTH_TOKEN");
+             env != nullptr && *env != '\0') {
+    o.auth_token = env;
   }
   o.layer_metrics_every = absl::GetFlag(FLAGS_layer_metrics_every);
   o.spike_factor = absl::GetFlag(FLAGS_spike_factor);

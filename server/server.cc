@@ -67,7 +67,12 @@ absl::StatusOr<std::unique_ptr<SpikeServer>> SpikeServer::Start(
     return absl::InvalidArgumentError(absl::StrCat(
         "--grpc_port must be in [0, 65535], got ", options.grpc_port));
   }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds =
+      MakeServerCredentials(options.tls);
+  if (!creds.ok()) return creds.status();
   std::unique_ptr<SpikeServer> s(new SpikeServer(options));
+  s->auth_ = std::make_unique<TokenAuth>(options.auth_token);
+  s->service_.SetAuth(s->auth_.get());
   // Metrics first: /metrics answers while the model loads.
   absl::StatusOr<std::unique_ptr<ServingMetrics>> metrics =
       ServingMetrics::Create(options.metrics_bind);
@@ -83,8 +88,7 @@ absl::StatusOr<std::unique_ptr<SpikeServer>> SpikeServer::Start(
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   const std::string address =
       absl::StrCat(options.host, ":", options.grpc_port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
-                           &s->port_);
+  builder.AddListeningPort(address, *creds, &s->port_);
   builder.RegisterService(&s->service_);
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
@@ -93,8 +97,13 @@ absl::StatusOr<std::unique_ptr<SpikeServer>> SpikeServer::Start(
                      " (port taken, or host not an address of this machine)"));
   }
   s->SetHealth(false);
-  LogInfo(absl::StrCat("listening on ", options.host, ":", s->port_,
-                       " (health NOT_SERVING until the model is loaded)"));
+  LogInfo(absl::StrCat(
+      "listening on ", options.host, ":", s->port_,
+      options.tls.cert_file.empty()
+          ? " (plaintext"
+          : (options.tls.client_ca_file.empty() ? " (TLS" : " (mutual TLS"),
+      s->auth_->enabled() ? ", bearer token required" : "",
+      "; health NOT_SERVING until the model is loaded)"));
   if (!options.metrics_bind.empty()) {
     LogInfo(absl::StrCat("metrics on port ", s->metrics_->port(), " /metrics"));
   }

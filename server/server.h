@@ -17,10 +17,12 @@
 #include "grpcpp/server.h"
 #include "runtime/engine.h"
 #include "runtime/model_bundle.h"
+#include "server/auth.h"
 #include "server/generation_service.h"
 #include "server/layer_metrics.h"
 #include "server/request_validation.h"
 #include "server/serving_metrics.h"
+#include "server/tls.h"
 
 namespace spikeserve {
 
@@ -30,6 +32,8 @@ struct ServerOptions {
   std::string host = "0.0.0.0";
   int grpc_port = 50051;     // 0 = any free port (tests)
   bool lm_head_bf16 = true;  // lm_head in BF16 (see QuantOptions)
+  TlsOptions tls;            // empty: plaintext
+  std::string auth_token;    // empty: no bearer-token check
   // /metrics: "HOST:PORT" (port 0 = any free port), empty = no endpoint.
   std::string metrics_bind;
   int layer_metrics_every = 1;  // per-layer series every Nth step, 0 = off
@@ -72,6 +76,7 @@ class SpikeServer {
   void SetHealth(bool serving);
 
   ServerOptions options_;
+  std::unique_ptr<TokenAuth> auth_;
   GenerationService service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -1,6 +1,10 @@
 // Integration tests: a real gRPC server on 127.0.0.1 driven by the C++
 // client (the Python client test drives the spikeserve binary).
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdio>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -538,6 +542,78 @@ TEST_F(ServerTest, DrainTimeoutAbortsWhatIsLeft) {
   while (reader->Read(&m)) last = m;
   reader->Finish();
   EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_ABORTED);
+}
+
+// Overload: a flood beyond the queue bound is refused with
+// RESOURCE_EXHAUSTED at once while the admitted streams complete. The
+// rejection latency is reported (RecordProperty), not asserted.
+TEST_F(ServerTest, FloodBeyondTheQueueIsRefusedWhileAdmittedStreamsFinish) {
+  ServerOptions o = DefaultOptions();
+  o.engine.max_running = 2;
+  o.engine.max_waiting = 5;
+  StartServer(o);
+  gate_.Hold();
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>> rs;
+  // One stream runs (held inside its first step); five queue, the queue's
+  // bound (the second will run from the next step on).
+  for (int i = 0; i < 6; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    rs.push_back(stub_->GenerateStream(
+        ctxs.back().get(), TokenRequest(RandomPrompt(8, 60 + i), 20)));
+    if (i == 0) gate_.WaitPauses(1);
+  }
+  WaitForWaiting(5);
+  std::vector<double> latency_ms;
+  std::mutex mu;
+  std::atomic<int> exhausted{0}, other{0};
+  std::vector<std::thread> flood;
+  for (int t = 0; t < 8; ++t) {
+    flood.emplace_back([&] {
+      auto stub = v1::Generation::NewStub(channel_);
+      for (int i = 0; i < 50; ++i) {
+        grpc::ClientContext c;
+        v1::GenerateResponse r;
+        const auto t0 = std::chrono::steady_clock::now();
+        const grpc::Status s =
+            stub->Generate(&c, TokenRequest({65, 66}, 2), &r);
+        const double ms = std::chrono::duration<double, std::milli>(
+                              std::chrono::steady_clock::now() - t0)
+                              .count();
+        if (s.error_code() == StatusCode::RESOURCE_EXHAUSTED) {
+          ++exhausted;
+          std::lock_guard<std::mutex> lock(mu);
+          latency_ms.push_back(ms);
+        } else {
+          ++other;
+        }
+      }
+    });
+  }
+  for (auto& t : flood) t.join();
+  EXPECT_EQ(exhausted.load(), 400);
+  EXPECT_EQ(other.load(), 0);
+  std::sort(latency_ms.begin(), latency_ms.end());
+  const double p50 = latency_ms[latency_ms.size() / 2];
+  const double p99 = latency_ms[latency_ms.size() * 99 / 100];
+  RecordProperty("rejection_p50_ms", std::to_string(p50));
+  RecordProperty("rejection_p99_ms", std::to_string(p99));
+  std::printf(
+      "RESOURCE_EXHAUSTED latency over %zu calls: p50 %.3f ms, "
+      "p99 %.3f ms\n",
+      latency_ms.size(), p50, p99);
+  gate_.Open();
+  for (auto& r : rs) {
+    v1::GenerateResponse m, last;
+    int tokens = 0;
+    while (r->Read(&m)) {
+      tokens += m.tokens_size();
+      last = m;
+    }
+    EXPECT_TRUE(r->Finish().ok());
+    EXPECT_EQ(tokens, 20);
+    EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_LENGTH);
+  }
 }
 
 TEST_F(ServerTest, TakenPortFailsClearly) {

@@ -1,0 +1,26 @@
+// Server credentials: plaintext, TLS, or mutual TLS, from PEM files.
+#ifndef SPIKESERVE_SERVER_TLS_H_
+#define SPIKESERVE_SERVER_TLS_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/security/server_credentials.h"
+
+namespace spikeserve {
+
+struct TlsOptions {
+  std::string cert_file;  // server certificate chain (PEM); empty = plaintext
+  std::string key_file;   // its private key (PEM)
+  std::string
+      client_ca_file;  // set: clients must present a certificate it signed
+};
+
+// Errors name the file at fault (missing, unreadable, not PEM).
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const TlsOptions& options);
+
+}  // namespace spikeserve
+
+#endif  // SPIKESERVE_SERVER_TLS_H_

@@ -1,0 +1,173 @@
+// Bearer token and TLS: every Generation RPC without the right token gets
+// UNAUTHENTICATED while health stays open; a TLS server refuses plaintext
+// clients; mutual TLS refuses clients without a certificate. Certificates
+// are self-signed, made by the test with openssl.
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/server/server_fixture.h"
+
+namespace spikeserve::testing {
+namespace {
+
+using ::grpc::StatusCode;
+using ::testing::HasSubstr;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// A self-signed certificate for 127.0.0.1/localhost: returns the paths
+// prefix + ".crt" / ".key".
+std::string MakeCert(const std::string& name) {
+  const std::string dir = ::testing::TempDir();
+  const std::string prefix = dir + "/" + name;
+  const std::string cmd = absl::StrCat(
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout ",
+      prefix, ".key -out ", prefix, ".crt >/dev/null 2>&1");
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  return prefix;
+}
+
+class SecurityTest : public ServerTest {
+ protected:
+  std::unique_ptr<v1::Generation::Stub> StubWith(
+      std::shared_ptr<grpc::ChannelCredentials> creds) {
+    grpc::ChannelArguments args;
+    args.SetSslTargetNameOverride("localhost");
+    return v1::Generation::NewStub(grpc::CreateCustomChannel(
+        "127.0.0.1:" + std::to_string(server_->port()), creds, args));
+  }
+};
+
+TEST_F(SecurityTest, EveryRpcButHealthNeedsTheToken) {
+  ServerOptions o = DefaultOptions();
+  o.auth_token = "s3cret-token";
+  StartServer(o);
+  // (name, call with a context)
+  using Call = std::function<grpc::Status(grpc::ClientContext*)>;
+  const std::vector<std::pair<std::string, Call>> rpcs = {
+      {"Generate",
+       [&](grpc::ClientContext* c) {
+         v1::GenerateResponse r;
+         return stub_->Generate(c, TokenRequest({65, 66}, 2), &r);
+       }},
+      {"GenerateStream",
+       [&](grpc::ClientContext* c) {
+         auto reader = stub_->GenerateStream(c, TokenRequest({65, 66}, 2));
+         v1::GenerateResponse m;
+         while (reader->Read(&m)) {
+         }
+         return reader->Finish();
+       }},
+      {"Tokenize",
+       [&](grpc::ClientContext* c) {
+         v1::TokenizeRequest q;
+         q.set_text("ab");
+         v1::TokenizeResponse r;
+         return stub_->Tokenize(c, q, &r);
+       }},
+      {"Detokenize",
+       [&](grpc::ClientContext* c) {
+         v1::DetokenizeRequest q;
+         q.add_ids(65);
+         v1::DetokenizeResponse r;
+         return stub_->Detokenize(c, q, &r);
+       }},
+      {"GetModelInfo",
+       [&](grpc::ClientContext* c) {
+         v1::ModelInfo r;
+         return stub_->GetModelInfo(c, {}, &r);
+       }},
+      {"Abort",
+       [&](grpc::ClientContext* c) {
+         v1::AbortRequest q;
+         q.add_request_ids("x");
+         v1::AbortResponse r;
+         return stub_->Abort(c, q, &r);
+       }},
+  };
+  for (const auto& [name, call] : rpcs) {
+    for (const std::string header :
+         {"", "Bearer wrong-token", "s3cret-token", "Bearer s3cret-tokenX"}) {
+      grpc::ClientContext c;
+      if (!header.empty()) c.AddMetadata("authorization", header);
+      const grpc::Status s = call(&c);
+      EXPECT_EQ(s.error_code(), StatusCode::UNAUTHENTICATED)
+          << name << " with '" << header << "'";
+      EXPECT_THAT(s.error_message(), ::testing::Not(HasSubstr("s3cret")));
+    }
+    grpc::ClientContext ok;
+    ok.AddMetadata("authorization", "Bearer s3cret-token");
+    EXPECT_TRUE(call(&ok).ok()) << name;
+  }
+  // Health needs no token.
+  EXPECT_EQ(Health("spikeserve.v1.Generation"),
+            grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+TEST_F(SecurityTest, TlsServerRefusesPlaintextClients) {
+  const std::string cert = MakeCert("server");
+  ServerOptions o = DefaultOptions();
+  o.tls = {cert + ".crt", cert + ".key", ""};
+  StartServer(o);
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ReadFile(cert + ".crt");
+  auto tls_stub = StubWith(grpc::SslCredentials(ssl));
+  grpc::ClientContext c1;
+  v1::GenerateResponse r;
+  ASSERT_TRUE(tls_stub->Generate(&c1, TokenRequest({65, 66}, 3), &r).ok());
+  EXPECT_EQ(r.tokens_size(), 3);
+  // The fixture's stub_ is plaintext.
+  grpc::ClientContext c2;
+  c2.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  EXPECT_EQ(stub_->Generate(&c2, TokenRequest({65, 66}, 3), &r).error_code(),
+            StatusCode::UNAVAILABLE);
+}
+
+TEST_F(SecurityTest, MutualTlsRequiresAClientCertificate) {
+  const std::string server = MakeCert("mtls-server");
+  const std::string client = MakeCert("mtls-client");
+  ServerOptions o = DefaultOptions();
+  o.tls = {server + ".crt", server + ".key", client + ".crt"};
+  StartServer(o);
+  grpc::SslCredentialsOptions without;
+  without.pem_root_certs = ReadFile(server + ".crt");
+  grpc::SslCredentialsOptions with = without;
+  with.pem_private_key = ReadFile(client + ".key");
+  with.pem_cert_chain = ReadFile(client + ".crt");
+  v1::GenerateResponse r;
+  grpc::ClientContext c1;
+  c1.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  EXPECT_FALSE(StubWith(grpc::SslCredentials(without))
+                   ->Generate(&c1, TokenRequest({65}, 2), &r)
+                   .ok());
+  grpc::ClientContext c2;
+  EXPECT_TRUE(StubWith(grpc::SslCredentials(with))
+                  ->Generate(&c2, TokenRequest({65}, 2), &r)
+                  .ok());
+}
+
+TEST_F(SecurityTest, BadTlsFilesFailTheStartWithTheirName) {
+  ServerOptions o = DefaultOptions();
+  o.tls = {"/nonexistent/server.crt", "/nonexistent/server.key", ""};
+  auto s = SpikeServer::Start(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()),
+              HasSubstr("/nonexistent/server.crt"));
+  o.tls = {GetTinyModelFiles().plan, GetTinyModelFiles().plan, ""};
+  s = SpikeServer::Start(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("not a PEM file"));
+}
+
+}  // namespace
+}  // namespace spikeserve::testing
