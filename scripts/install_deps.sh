@@ -22,6 +22,8 @@ PACKAGES=(
   prometheus
   # deployment checks: yamllint, structural check of the manifests
   yamllint python3-kubernetes python3-yaml
+  # TLS tests make self-signed certificates
+  openssl
   # python side: model download, test clients
   python3 python3-pip python3-venv python3-grpcio python3-grpc-tools python3-numpy
   unzip ca-certificates
