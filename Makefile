@@ -12,7 +12,7 @@ export OMP_NUM_THREADS ?= $(THREADS)
 # ccache hits across clones and build trees: hash paths relative to here.
 export CCACHE_BASEDIR ?= $(CURDIR)
 
-.PHONY: all deps model configure build server test test-unit test-asan run bench eval format clean image image-test
+.PHONY: all deps model configure build server fuzz test test-unit test-asan run bench eval format clean image image-test
 
 all: build
 
@@ -71,6 +71,11 @@ bench: build model
 EVAL_WINDOWS ?= 0
 eval: build model
 	bash scripts/eval_all.sh $(BUILD) $(MODEL) $(EVAL_WINDOWS)
+
+# libFuzzer targets (clang, ASan + UBSan), FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
 
 # The container image (podman; see scripts/image.sh for the set-up it does:
 # podman, runc, a locally built debian:bookworm base cached under

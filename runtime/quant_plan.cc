@@ -98,16 +98,22 @@ absl::StatusOr<v1::QuantPlan> ReadQuantPlan(const std::string& path) {
   }
   std::stringstream ss;
   ss << f.rdbuf();
+  return ParseQuantPlan(ss.str(), absl::StrCat("'", path, "'"));
+}
+
+absl::StatusOr<v1::QuantPlan> ParseQuantPlan(absl::string_view json,
+                                             absl::string_view source) {
   v1::QuantPlan plan;
   google::protobuf::util::JsonParseOptions opts;
   opts.ignore_unknown_fields = false;
-  auto st = google::protobuf::util::JsonStringToMessage(ss.str(), &plan, opts);
+  auto st = google::protobuf::util::JsonStringToMessage(
+      google::protobuf::StringPiece(json.data(), json.size()), &plan, opts);
   if (!st.ok()) {
-    return PlanError(absl::StrCat(
-        "'", path, "' is not a valid plan: ", std::string(st.message())));
+    return PlanError(absl::StrCat(source, " is not a valid plan: ",
+                                  std::string(st.message())));
   }
   if (plan.version() != 1) {
-    return PlanError(absl::StrCat("'", path, "' has version ", plan.version(),
+    return PlanError(absl::StrCat(source, " has version ", plan.version(),
                                   "; this build reads version 1"));
   }
   return plan;

@@ -23,6 +23,9 @@ v1::ModelFingerprint FingerprintModel(const GgufFile& file,
 absl::StatusOr<SiteKey> ParseSiteKey(absl::string_view text, int n_layers);
 
 absl::StatusOr<v1::QuantPlan> ReadQuantPlan(const std::string& path);
+// The same from JSON text; `source` names it in errors.
+absl::StatusOr<v1::QuantPlan> ParseQuantPlan(absl::string_view json,
+                                             absl::string_view source);
 absl::Status WriteQuantPlan(const v1::QuantPlan& plan, const std::string& path);
 
 // Everything a plan asks of the runtime, in native types.

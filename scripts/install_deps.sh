@@ -24,6 +24,8 @@ PACKAGES=(
   yamllint python3-kubernetes python3-yaml
   # TLS tests make self-signed certificates
   openssl
+  # fuzzing: clang's libFuzzer (and the OpenMP runtime clang links)
+  clang libclang-rt-14-dev libomp-dev
   # python side: model download, test clients
   python3 python3-pip python3-venv python3-grpcio python3-grpc-tools python3-numpy
   unzip ca-certificates
