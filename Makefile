@@ -12,7 +12,7 @@ export OMP_NUM_THREADS ?= $(THREADS)
 # ccache hits across clones and build trees: hash paths relative to here.
 export CCACHE_BASEDIR ?= $(CURDIR)
 
-.PHONY: all deps model configure build server fuzz test test-unit test-asan run bench eval format clean image image-test
+.PHONY: all deps model configure build server fuzz test test-tsan test-unit test-asan run bench eval format clean image image-test
 
 all: build
 
@@ -41,7 +41,7 @@ server:
 # Every test: unit and golden tests, then all but the FP32 golden forward
 # (minutes at -O0) and the Python tests (the full-size model at -O0
 # is too slow) again under AddressSanitizer + UndefinedBehaviorSanitizer.
-test: build model test-unit test-asan
+test: build model test-unit test-asan test-tsan
 
 test-unit:
 	ctest --test-dir $(BUILD) --output-on-failure -j2
@@ -77,6 +77,20 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
 
+# The engine's tests under ThreadSanitizer (one OpenMP thread: Debian's
+# libgomp, like libgrpc, is not instrumented and would only report false
+# positives; the server tests need an instrumented gRPC for the same reason).
+BUILD_TSAN ?= build-tsan
+$(BUILD_TSAN)/build.ninja: CMakeLists.txt | deps
+	cmake -S . -B $(BUILD_TSAN) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DSPIKESERVE_SANITIZE=thread -DSPIKESERVE_BUILD_BENCH=OFF
+
+test-tsan: deps $(BUILD_TSAN)/build.ninja
+	cmake --build $(BUILD_TSAN) --target engine_test kv_cache_test sampler_test
+	for t in engine_test kv_cache_test sampler_test; do \
+	  OMP_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 $(BUILD_TSAN)/tests/$$t || exit 1; \
+	done
+
 # The container image (podman; see scripts/image.sh for the set-up it does:
 # podman, runc, a locally built debian:bookworm base cached under
 # ~/.cache/spikeserve). image-test also smoke-tests it.
@@ -91,4 +105,4 @@ format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN) build-fuzz

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "dnnl.hpp"
+#include "runtime/cpu_dispatch.h"
 #include "runtime/ops.h"
 
 namespace spikeserve {
@@ -14,15 +15,13 @@ namespace {
 // 2 x n_heads small GEMMs (decode and short chunks).
 constexpr int kGemmMinRows = 8;
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) float Dot(
-    const float* a, const float* b, int n) {
+SPIKESERVE_CPU_CLONES float Dot(const float* a, const float* b, int n) {
   float acc = 0;
   for (int i = 0; i < n; ++i) acc += a[i] * b[i];
   return acc;
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void Axpy(
-    float a, const float* x, float* y, int n) {
+SPIKESERVE_CPU_CLONES void Axpy(float a, const float* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 

@@ -2,13 +2,13 @@
 
 #include <cstring>
 
+#include "runtime/cpu_dispatch.h"
 #include "runtime/onednn_matmul.h"
 
 namespace spikeserve {
 namespace {
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void ToBf16(
-    const float* x, size_t n, uint16_t* out) {
+SPIKESERVE_CPU_CLONES void ToBf16(const float* x, size_t n, uint16_t* out) {
   for (size_t i = 0; i < n; ++i) out[i] = FloatToBf16(x[i]);
 }
 

@@ -3,12 +3,12 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/cpu_dispatch.h"
 
 namespace spikeserve {
 namespace {
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void Fwht(float* x,
-                                                                       int n) {
+SPIKESERVE_CPU_CLONES void Fwht(float* x, int n) {
   for (int h = 1; h < n; h <<= 1) {
     for (int i = 0; i < n; i += 2 * h) {
       for (int j = i; j < i + h; ++j) {
@@ -69,9 +69,8 @@ namespace {
 
 // out[i][:] = Σ_k a(k, i) · v[k][:] over m rows of p2 contiguous floats:
 // the m x m mix, vectorized along the rows.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void Mix(
-    const float* v, const int* small, int m, int p2, bool transpose,
-    float* out) {
+SPIKESERVE_CPU_CLONES void Mix(const float* v, const int* small, int m, int p2,
+                               bool transpose, float* out) {
   for (int i = 0; i < m; ++i) {
     float* o = out + size_t(i) * p2;
     for (int j = 0; j < p2; ++j) o[j] = 0.0f;

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/cpu_dispatch.h"
+
 namespace spikeserve {
 namespace {
 
@@ -72,8 +74,7 @@ void Rope(float* x, int n_heads, int head_dim, int rope_dims, int pos,
   ApplyRope(x, n_heads, head_dim, rope_dims, cs.data());
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) double
-SumExpShifted(const float* x, int n, float shift) {
+SPIKESERVE_CPU_CLONES double SumExpShifted(const float* x, int n, float shift) {
   // 16 independent float lanes (vectorizable without reassociation flags),
   // flushed to double every 1024 elements to bound float rounding.
   double total = 0;
@@ -90,16 +91,15 @@ SumExpShifted(const float* x, int n, float shift) {
   return total;
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void SiluMul(
-    const float* gate, const float* up, int n, float* h) {
+SPIKESERVE_CPU_CLONES void SiluMul(const float* gate, const float* up, int n,
+                                   float* h) {
   for (int i = 0; i < n; ++i) {
     const float g = gate[i];
     h[i] = g / (1.0f + FastExp(-g)) * up[i];
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void Softmax(
-    float* x, int n) {
+SPIKESERVE_CPU_CLONES void Softmax(float* x, int n) {
   float mx = x[0];
   for (int i = 1; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
   float sum = 0;

@@ -109,8 +109,8 @@ absl::StatusOr<v1::QuantPlan> ParseQuantPlan(absl::string_view json,
   auto st = google::protobuf::util::JsonStringToMessage(
       google::protobuf::StringPiece(json.data(), json.size()), &plan, opts);
   if (!st.ok()) {
-    return PlanError(absl::StrCat(source, " is not a valid plan: ",
-                                  std::string(st.message())));
+    return PlanError(absl::StrCat(
+        source, " is not a valid plan: ", std::string(st.message())));
   }
   if (plan.version() != 1) {
     return PlanError(absl::StrCat(source, " has version ", plan.version(),

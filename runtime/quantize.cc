@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "runtime/cpu_dispatch.h"
+
 namespace spikeserve {
 
 const char* ActQuantModeName(ActQuantMode m) {
@@ -16,8 +18,7 @@ const char* ActQuantModeName(ActQuantMode m) {
   return "?";
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) float AbsMax(
-    const float* x, int n) {
+SPIKESERVE_CPU_CLONES float AbsMax(const float* x, int n) {
   float m = 0.0f;
   for (int j = 0; j < n; ++j) {
     const float a = std::fabs(x[j]);
@@ -26,8 +27,8 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) float AbsMax(
   return m;
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void QuantizeRow(
-    const float* x, int n, float inv_scale, int8_t* q) {
+SPIKESERVE_CPU_CLONES void QuantizeRow(const float* x, int n, float inv_scale,
+                                       int8_t* q) {
   for (int j = 0; j < n; ++j) {
     float v = std::nearbyint(x[j] * inv_scale);
     v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
