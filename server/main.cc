@@ -73,6 +73,10 @@ ABSL_FLAG(bool, prefix_caching, true,
 ABSL_FLAG(int, max_new_tokens, 256,
           "Tokens generated when a request does not say (max_new_tokens 0).");
 ABSL_FLAG(int, max_stop_sequences, 16, "Stop strings per request at most.");
+ABSL_FLAG(int, max_request_bytes, 4 << 20,
+          "Largest request message; bigger ones get RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int, max_streams_per_connection, 128,
+          "Concurrent RPCs per client connection (HTTP/2 streams).");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "On SIGTERM: how long requests in flight may take to finish "
           "before they are aborted.");
@@ -131,6 +135,15 @@ int Main() {
   o.engine.prefix_caching = absl::GetFlag(FLAGS_prefix_caching);
   o.limits.default_max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   o.limits.max_stop_sequences = absl::GetFlag(FLAGS_max_stop_sequences);
+  o.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  o.max_streams_per_connection =
+      absl::GetFlag(FLAGS_max_streams_per_connection);
+  if (o.max_request_bytes < 1024 || o.max_streams_per_connection < 1) {
+    LogError(
+        "--max_request_bytes must be >= 1024 and "
+        "--max_streams_per_connection >= 1");
+    return 2;
+  }
   if (o.model_path.empty()) {
     LogError("--model is required (or SPIKESERVE_MODEL)");
     return 2;

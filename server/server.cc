@@ -86,6 +86,11 @@ absl::StatusOr<std::unique_ptr<SpikeServer>> SpikeServer::Start(
   // Without this a second server on a taken port starts silently and
   // shares its traffic.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Limits a client cannot exceed: gRPC answers RESOURCE_EXHAUSTED for a
+  // bigger message; streams beyond the bound wait for HTTP/2 flow control.
+  builder.SetMaxReceiveMessageSize(options.max_request_bytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             options.max_streams_per_connection);
   const std::string address =
       absl::StrCat(options.host, ":", options.grpc_port);
   builder.AddListeningPort(address, *creds, &s->port_);

@@ -30,10 +30,12 @@ struct ServerOptions {
   std::string model_path;  // GGUF file (required)
   std::string plan_path;   // quant plan JSON; empty = FP32
   std::string host = "0.0.0.0";
-  int grpc_port = 50051;     // 0 = any free port (tests)
-  bool lm_head_bf16 = true;  // lm_head in BF16 (see QuantOptions)
-  TlsOptions tls;            // empty: plaintext
-  std::string auth_token;    // empty: no bearer-token check
+  int grpc_port = 50051;                 // 0 = any free port (tests)
+  bool lm_head_bf16 = true;              // lm_head in BF16 (see QuantOptions)
+  int max_request_bytes = 4 << 20;       // bigger: RESOURCE_EXHAUSTED
+  int max_streams_per_connection = 128;  // HTTP/2 concurrent streams
+  TlsOptions tls;                        // empty: plaintext
+  std::string auth_token;                // empty: no bearer-token check
   // /metrics: "HOST:PORT" (port 0 = any free port), empty = no endpoint.
   std::string metrics_bind;
   int layer_metrics_every = 1;  // per-layer series every Nth step, 0 = off

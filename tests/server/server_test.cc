@@ -616,6 +616,19 @@ TEST_F(ServerTest, FloodBeyondTheQueueIsRefusedWhileAdmittedStreamsFinish) {
   }
 }
 
+TEST_F(ServerTest, OversizedRequestIsRefused) {
+  ServerOptions o = DefaultOptions();
+  o.max_request_bytes = 64 * 1024;
+  StartServer(o);
+  v1::GenerateRequest big;
+  big.set_text(std::string(100 * 1024, 'a'));
+  v1::GenerateResponse r;
+  const grpc::Status s = Generate(big, &r);
+  EXPECT_EQ(s.error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("larger than max"));
+  ASSERT_TRUE(Generate(TokenRequest({65, 66}, 2), &r).ok());  // still serving
+}
+
 TEST_F(ServerTest, TakenPortFailsClearly) {
   StartServer(DefaultOptions(), /*load=*/false);
   ServerOptions o = DefaultOptions();

@@ -54,7 +54,8 @@ TEST_F(ServerTest, SoakWithCancellationsAndDeadlines) {
         const grpc::Status s = reader->Finish();
         if (kind <= 1 && s.error_code() == StatusCode::CANCELLED) {
           ++cancelled;
-        } else if (kind == 2 && s.error_code() == StatusCode::DEADLINE_EXCEEDED) {
+        } else if (kind == 2 &&
+                   s.error_code() == StatusCode::DEADLINE_EXCEEDED) {
           ++deadline;
         } else if (s.ok() && tokens == n) {
           ++ok;  // finished before the cancel or the deadline took effect
@@ -83,10 +84,10 @@ TEST_F(ServerTest, SoakWithCancellationsAndDeadlines) {
   for (int c = 0; c < 16; ++c) clients.emplace_back(client, 1000 + c);
   for (auto& t : clients) t.join();
 
-  std::printf("soak: %d requests: %d complete, %d cancelled, %d past their "
-              "deadline, %d wrong\n",
-              total, ok.load(), cancelled.load(), deadline.load(),
-              wrong.load());
+  std::printf(
+      "soak: %d requests: %d complete, %d cancelled, %d past their "
+      "deadline, %d wrong\n",
+      total, ok.load(), cancelled.load(), deadline.load(), wrong.load());
   EXPECT_EQ(ok + cancelled + deadline, total);
   EXPECT_EQ(wrong.load(), 0);
   EXPECT_GE(cancelled.load(), total / 10);  // ~20% asked, most land
