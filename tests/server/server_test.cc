@@ -110,7 +110,9 @@ TEST_F(ServerTest, LogprobsAreNormalizedAndRanked) {
     double mass = 0;
     for (int i = 0; i < 5; ++i) {
       EXPECT_LE(t.top(i).logprob(), 0.0f);
-      if (i > 0) EXPECT_LE(t.top(i).logprob(), t.top(i - 1).logprob());
+      if (i > 0) {
+        EXPECT_LE(t.top(i).logprob(), t.top(i - 1).logprob());
+      }
       mass += std::exp(t.top(i).logprob());
     }
     EXPECT_LE(mass, 1.0 + 1e-4);
