@@ -67,7 +67,10 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
         std::move(request), [this](const GenerationUpdate& u) { OnUpdate(u); });
     // On success the engine may already be finishing this call: touch
     // nothing of `this` after a successful Submit.
-    if (!s.ok()) End(ToGrpcStatus(s));
+    if (!s.ok()) {
+      finished_.store(true);  // a late OnCancel must not abort the id
+      End(ToGrpcStatus(s));
+    }
   }
 
   // Client cancellation and lost connections stop generation at the next
@@ -116,6 +119,12 @@ class GenerateStreamReactor final
   }
   // Ends the call before any generation (validation or submission failed).
   void Reject(const grpc::Status& status) {
+    {
+      // Nothing was submitted: a late OnCancel must not abort anything
+      // (another request may hold the same id).
+      std::lock_guard<std::mutex> lock(mu_);
+      finished_ = true;
+    }
     metrics_.OnFinish("GenerateStream", status);
     Finish(status);
   }
@@ -139,7 +148,7 @@ class GenerateStreamReactor final
   }
   void OnCancel() override {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!finished_) engine_->Abort(id_);
+    if (!finished_ && engine_ != nullptr) engine_->Abort(id_);
   }
   void OnDone() override {
     CallCounter* calls = calls_;
