@@ -26,6 +26,8 @@ PACKAGES=(
   openssl
   # fuzzing: clang's libFuzzer (and the OpenMP runtime clang links)
   clang libclang-rt-14-dev libomp-dev
+  # benchmark plots (bench/serving_sweep.sh)
+  gnuplot-nox
   # python side: model download, test clients
   python3 python3-pip python3-venv python3-grpcio python3-grpc-tools python3-numpy
   unzip ca-certificates

@@ -254,6 +254,28 @@ TEST(ModelInt8, W8A8IsCloseToFp32AndUsesVnni) {
   }
 }
 
+// A model stored as ggml Q8_0 (the fixture's own encoder, the format
+// llama.cpp quantizes to) loads through the dequantizer and stays within
+// Q8_0's rounding of the same model in F32: each weight moves by at most
+// half a step of absmax/127 of its 32-block.
+TEST(Model, Q8_0FileMatchesF32WithinQuantization) {
+  TinyLlamaSpec spec;
+  spec.tied = false;
+  Loaded f32 = Load(spec);
+  spec.weight_type = ::spikeserve::testing::kGgmlQ8_0;
+  Loaded q8 = Load(spec);
+  ASSERT_NE(q8.model, nullptr);
+  ASSERT_NE(q8.file->FindTensor("blk.0.ffn_down.weight"), nullptr);
+  EXPECT_EQ(q8.file->FindTensor("blk.0.ffn_down.weight")->type,
+            ::spikeserve::testing::kGgmlQ8_0);
+  const auto tokens = RandomTokens(16, spec.vocab, 3);
+  const auto ref = Logits(*f32.model, tokens);
+  const auto got = Logits(*q8.model, tokens);
+  const double rel = Rel(got, ref);
+  EXPECT_LT(rel, 0.02);
+  EXPECT_GT(rel, 0.0) << "the Q8_0 copy should not be bit-identical";
+}
+
 // QFeM of every site, or all_fp32, reproduces the FP32 model bit for bit.
 TEST(ModelInt8, FullQfemAndAllFp32EqualFp32) {
   Int8Fixture f;
