@@ -110,7 +110,10 @@ struct EngineStats {
 
 class Engine {
  public:
-  // Computes the QFeP prefix (FP32) and starts the engine thread.
+  // Computes the QFeP prefix (FP32) and starts the engine thread. Call it
+  // (and load the model) on a thread that does not run the model later,
+  // ideally through RunOnTransientThread (transient_thread.h): an OpenMP
+  // pool left on the caller's thread slows every decode step.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const Model* model,
                                                         const Tokenizer* tok,
                                                         EngineOptions options);

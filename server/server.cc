@@ -17,6 +17,7 @@
 #include "runtime/quant_plan.h"
 #include "runtime/quantize.h"
 #include "runtime/site.h"
+#include "runtime/transient_thread.h"
 #include "server/log.h"
 
 namespace spikeserve {
@@ -136,9 +137,12 @@ absl::Status SpikeServer::Load() {
   }
   QuantOptions base;
   base.lm_head_bf16 = options_.lm_head_bf16;
-  absl::StatusOr<ModelBundle> bundle =
-      plan ? LoadModelBundle(options_.model_path, *plan, base)
-           : LoadModelBundle(options_.model_path, base);
+  // Loading runs OpenMP regions: on a transient thread, so that the engine
+  // thread's is the only OpenMP pool left (see transient_thread.h).
+  absl::StatusOr<ModelBundle> bundle = RunOnTransientThread([&] {
+    return plan ? LoadModelBundle(options_.model_path, *plan, base)
+                : LoadModelBundle(options_.model_path, base);
+  });
   if (!bundle.ok()) return bundle.status();
   bundle_ = *std::move(bundle);
   const Model& model = *bundle_.model;
@@ -186,8 +190,9 @@ absl::Status SpikeServer::Load() {
   EngineOptions eo = options_.engine;
   eo.prefix = bundle_.qfep_prefix;
   eo.observer = observers_.get();
-  absl::StatusOr<std::unique_ptr<Engine>> engine =
-      Engine::Create(bundle_.model.get(), bundle_.tokenizer.get(), eo);
+  // Engine::Create computes the QFeP prefix: OpenMP, so transient too.
+  absl::StatusOr<std::unique_ptr<Engine>> engine = RunOnTransientThread(
+      [&] { return Engine::Create(bundle_.model.get(), bundle_.tokenizer.get(), eo); });
   if (!engine.ok()) return engine.status();
   engine_ = *std::move(engine);
 
