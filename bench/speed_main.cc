@@ -37,7 +37,7 @@ ABSL_FLAG(std::string, plan, "",
 ABSL_FLAG(bool, w8a8, false,
           "Without a plan: W8A8 with dynamic per-tensor activation scales "
           "(no QFeM/QFeP); false = FP32.");
-ABSL_FLAG(std::string, lm_head, "bf16", "lm_head precision: bf16 or fp32.");
+ABSL_FLAG(std::string, lm_head, "bf16", "lm_head precision: fp32, bf16 or int8.");
 ABSL_FLAG(int, prompt_tokens, 512, "Tokens of the pp measurement.");
 ABSL_FLAG(int, decode_tokens, 128, "Tokens of the tg measurement.");
 ABSL_FLAG(int, repetitions, 3, "Rounds of pp + tg (without --stdin).");
@@ -53,7 +53,10 @@ int Fail(const absl::Status& s) {
 
 absl::StatusOr<ModelBundle> Load(const std::string& model_path) {
   QuantOptions base;
-  base.lm_head_bf16 = absl::GetFlag(FLAGS_lm_head) == "bf16";
+  absl::StatusOr<LmHeadPrecision> lm_head =
+      ParseLmHeadPrecision(absl::GetFlag(FLAGS_lm_head));
+  if (!lm_head.ok()) return lm_head.status();
+  base.lm_head = *lm_head;
   base.warmup_rows = absl::GetFlag(FLAGS_prompt_tokens);
   const std::string plan_path = absl::GetFlag(FLAGS_plan);
   if (plan_path.empty()) {
@@ -141,7 +144,11 @@ double DecodeWeightBytes(const Model& m) {
       bytes += params * per;
     }
   }
-  bytes += double(c.vocab_size) * h * (m.quant().lm_head_bf16 ? 2 : 4);
+  const LmHeadPrecision head = m.quant().lm_head;
+  bytes += double(c.vocab_size) * h *
+           (head == LmHeadPrecision::kInt8   ? 1
+            : head == LmHeadPrecision::kBf16 ? 2
+                                             : 4);
   return bytes;
 }
 

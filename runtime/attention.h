@@ -12,8 +12,9 @@ namespace spikeserve {
 
 // Reusable buffers, so steady-state decode does not allocate.
 struct AttentionScratch {
-  std::vector<float> k, v;    // gathered [n_pos][kv_dim]
+  std::vector<float> k, v;    // gathered [n_pos][kv_dim] (prefill)
   std::vector<float> scores;  // [rows][n_pos]
+  std::vector<const float*> k_rows, v_rows;  // [n_pos] in-block rows (decode)
 };
 
 // q:   [n_new][q_dim], queries of positions start .. start + n_new - 1

@@ -146,7 +146,20 @@ absl::Status Model::BuildKernels() {
         MatmulKind::kBf16Bf16F32, k, n, std::max(1, q.warmup_rows));
     if (!impl.ok()) return impl.status();
   }
-  if (q.lm_head_bf16) {
+  if (q.lm_head == LmHeadPrecision::kInt8) {
+    // Per-token scales: a decode batch's rows are different requests, and
+    // the final RMSNorm output has no spikes to share a scale with.
+    const Matrix& w = weights_.lm_head();
+    Int8Linear::Options o;
+    o.mode = ActQuantMode::kPerTokenDynamic;
+    absl::StatusOr<std::unique_ptr<Int8Linear>> head = Int8Linear::Create(w, o);
+    if (!head.ok()) return head.status();
+    absl::StatusOr<std::string> impl =
+        WarmUpInt8Matmul(w.cols, w.rows, std::max(1, q.warmup_rows));
+    if (!impl.ok()) return impl.status();
+    if (int8_impl_.empty()) int8_impl_ = *impl;
+    lm_head_ = *std::move(head);
+  } else if (q.lm_head == LmHeadPrecision::kBf16) {
     const Matrix& w = weights_.lm_head();
     absl::StatusOr<std::unique_ptr<Bf16Linear>> head = Bf16Linear::Create(w);
     if (!head.ok()) return head.status();
@@ -380,6 +393,24 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     b.kv->set_length(b.kv->length() + int(b.tokens.size()));
   }
   return absl::OkStatus();
+}
+
+const char* LmHeadPrecisionName(LmHeadPrecision p) {
+  switch (p) {
+    case LmHeadPrecision::kFp32: return "fp32";
+    case LmHeadPrecision::kBf16: return "bf16";
+    case LmHeadPrecision::kInt8: return "int8";
+  }
+  return "?";
+}
+
+absl::StatusOr<LmHeadPrecision> ParseLmHeadPrecision(absl::string_view name) {
+  for (LmHeadPrecision p : {LmHeadPrecision::kFp32, LmHeadPrecision::kBf16,
+                            LmHeadPrecision::kInt8}) {
+    if (name == LmHeadPrecisionName(p)) return p;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "lm_head precision must be fp32, bf16 or int8, got \"", name, "\""));
 }
 
 }  // namespace spikeserve

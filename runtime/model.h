@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "runtime/forward_observer.h"
 #include "runtime/gguf_reader.h"
@@ -30,6 +31,11 @@ namespace spikeserve {
 
 // How the linear layers of q, k, v, o, gate, up and down run. Embeddings,
 // lm_head, attention and the KV cache always stay FP32 (method.md §3).
+enum class LmHeadPrecision { kFp32, kBf16, kInt8 };
+// "fp32", "bf16", "int8"; Parse fails with a message listing them.
+const char* LmHeadPrecisionName(LmHeadPrecision p);
+absl::StatusOr<LmHeadPrecision> ParseLmHeadPrecision(absl::string_view name);
+
 struct QuantOptions {
   bool w8a8 = false;  // false: everything FP32
   ActQuantMode mode = ActQuantMode::kPerTensorDynamic;
@@ -50,9 +56,10 @@ struct QuantOptions {
   // online before every down_proj): "smooth, then rotate".
   std::map<SiteKey, std::vector<float>> smooth_scales;
   bool down_hadamard = false;
-  // lm_head in BF16 (weights and activations; FP32 accumulation) instead of
-  // FP32: halves the largest weight read of a decode step (vocab x hidden).
-  bool lm_head_bf16 = false;
+  // lm_head (vocab x hidden: the largest weight read of a decode step) in
+  // FP32, BF16 (weights and activations, FP32 accumulation: half the bytes)
+  // or INT8 W8A8 (per-channel weights, per-token activations: a quarter).
+  LmHeadPrecision lm_head = LmHeadPrecision::kFp32;
 };
 
 // Per-call switches.

@@ -33,7 +33,7 @@ absl::StatusOr<ModelBundle> Load(const std::string& path,
         ApplyQuantPlan(*plan, b.fingerprint, *config);
     if (!applied.ok()) return annotate(applied.status());
     options = std::move(applied->quant);
-    options.lm_head_bf16 = quant.lm_head_bf16;
+    options.lm_head = quant.lm_head;
     options.warmup_rows = quant.warmup_rows;
     b.qfep_prefix = std::move(applied->prefix);
   }

@@ -27,9 +27,10 @@ ABSL_FLAG(std::string, plan, "",
           "Quant plan JSON from spikeserve-calibrate (W8A8 with QFeM/QFeP); "
           "empty = FP32.");
 ABSL_FLAG(std::string, lm_head, "bf16",
-          "Precision of the output projection: bf16 (half the weight traffic "
-          "of a decode step, +20% decode speed; perplexity unchanged to 4 "
-          "digits, see docs/accuracy.md) or fp32.");
+          "Precision of the output projection (vocab x hidden, the largest "
+          "weight a decode step reads): fp32, bf16 (half the bytes) or int8 "
+          "(W8A8, per-token scales: a quarter). Accuracy of each in "
+          "docs/accuracy.md.");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0 = any free port).");
 ABSL_FLAG(std::string, tls_cert, "",
@@ -89,13 +90,13 @@ int Main() {
   o.model_path = absl::GetFlag(FLAGS_model);
   o.plan_path = absl::GetFlag(FLAGS_plan);
   o.host = absl::GetFlag(FLAGS_host);
-  const std::string lm_head = absl::GetFlag(FLAGS_lm_head);
-  if (lm_head != "fp32" && lm_head != "bf16") {
-    LogError(
-        absl::StrCat("--lm_head must be fp32 or bf16, got \"", lm_head, "\""));
+  absl::StatusOr<LmHeadPrecision> lm_head =
+      ParseLmHeadPrecision(absl::GetFlag(FLAGS_lm_head));
+  if (!lm_head.ok()) {
+    LogError(absl::StrCat("--lm_head: ", lm_head.status().message()));
     return 2;
   }
-  o.lm_head_bf16 = lm_head == "bf16";
+  o.lm_head = *lm_head;
   o.grpc_port = absl::GetFlag(FLAGS_grpc_port);
   o.engine.threads = absl::GetFlag(FLAGS_threads);
   const int metrics_port = absl::GetFlag(FLAGS_metrics_port);

@@ -136,7 +136,7 @@ absl::Status SpikeServer::Load() {
     plan = *std::move(p);
   }
   QuantOptions base;
-  base.lm_head_bf16 = options_.lm_head_bf16;
+  base.lm_head = options_.lm_head;
   // Loading runs OpenMP regions: on a transient thread, so that the engine
   // thread's is the only OpenMP pool left (see transient_thread.h).
   absl::StatusOr<ModelBundle> bundle = RunOnTransientThread([&] {
@@ -158,7 +158,7 @@ absl::Status SpikeServer::Load() {
                          ", QFeM sites ", model.quant().fp32_sites.size())
           : std::string("none (FP32)"),
       ", QFeP prefix ", bundle_.qfep_prefix.size(), " tokens, lm_head ",
-      model.quant().lm_head_bf16 ? "BF16" : "FP32"));
+      LmHeadPrecisionName(model.quant().lm_head)));
 
   // Per-layer metrics; spike tokens are judged against the calibrated median
   // token absmax of each site when the plan has one.
@@ -233,7 +233,7 @@ absl::Status SpikeServer::Load() {
        {"qfep_tokens", std::to_string(bundle_.qfep_prefix.size())},
        {"smoothing", model.quant().smooth_scales.empty() ? "false" : "true"},
        {"rotation", model.quant().down_hadamard ? "true" : "false"},
-       {"lm_head", model.quant().lm_head_bf16 ? "bf16" : "fp32"},
+       {"lm_head", LmHeadPrecisionName(model.quant().lm_head)},
        {"plan_model_hash", plan ? plan->model().hash() : ""}});
   metrics_->AttachEngine(engine_.get());
   backend_ = std::move(backend);

@@ -31,7 +31,7 @@ struct ServerOptions {
   std::string plan_path;   // quant plan JSON; empty = FP32
   std::string host = "0.0.0.0";
   int grpc_port = 50051;                 // 0 = any free port (tests)
-  bool lm_head_bf16 = true;              // lm_head in BF16 (see QuantOptions)
+  LmHeadPrecision lm_head = LmHeadPrecision::kBf16;  // see QuantOptions
   int max_request_bytes = 4 << 20;       // bigger: RESOURCE_EXHAUSTED
   int max_streams_per_connection = 128;  // HTTP/2 concurrent streams
   TlsOptions tls;                        // empty: plaintext

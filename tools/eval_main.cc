@@ -29,7 +29,7 @@
 ABSL_FLAG(std::string, model, "", "GGUF model file (required).");
 ABSL_FLAG(std::string, text, "", "Evaluation text file (required).");
 ABSL_FLAG(std::string, lm_head, "fp32",
-          "Output projection precision of the tested model: fp32 or bf16.");
+          "Output projection precision of the tested model: fp32, bf16 or int8.");
 ABSL_FLAG(std::string, plan, "",
           "Quant plan (JSON) from spikeserve-calibrate.");
 ABSL_FLAG(std::string, scheme, "",
@@ -157,14 +157,13 @@ int Main() {
     q.w8a8 = s->w8a8;
     q.mode = s->mode;
   }
-  const std::string lm_head = absl::GetFlag(FLAGS_lm_head);
-  if (lm_head != "fp32" && lm_head != "bf16") {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat("--lm_head must be fp32 or bf16, got ", lm_head)));
-  }
-  q.lm_head_bf16 = lm_head == "bf16";
+  absl::StatusOr<LmHeadPrecision> lm_head =
+      ParseLmHeadPrecision(absl::GetFlag(FLAGS_lm_head));
+  if (!lm_head.ok()) return Fail(lm_head.status());
+  q.lm_head = *lm_head;
   std::unique_ptr<Model> scheme_model;
-  if (q.w8a8 || !q.smooth_scales.empty() || q.down_hadamard || q.lm_head_bf16) {
+  if (q.w8a8 || !q.smooth_scales.empty() || q.down_hadamard ||
+      q.lm_head != LmHeadPrecision::kFp32) {
     auto m = Model::FromWeights(c, fp32.weights(), q);
     if (!m.ok()) return Fail(m.status());
     scheme_model = *std::move(m);
