@@ -204,6 +204,8 @@ int Main() {
     if (!p.ok()) return Fail(p.status());
     prefix = *std::move(p);
   }
+  // As the server does once the prefix is computed (RSS comparable).
+  bundle->model->ReleaseUnquantizedWeights();
   std::printf(
       "{\"model\":\"%s\",\"int8_impl\":\"%s\",\"qfep_prefix\":%d,"
       "\"decode_weight_bytes\":%.0f}\n",

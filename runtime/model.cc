@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/attention.h"
@@ -27,6 +28,9 @@ const Matrix& SiteMatrix(const LayerWeights& L, Site s) {
       return L.w_down;
   }
   return L.wqkv;
+}
+Matrix& SiteMatrix(LayerWeights& L, Site s) {
+  return const_cast<Matrix&>(SiteMatrix(std::as_const(L), s));
 }
 
 // Forward's buffers, per thread, grow-only.
@@ -219,6 +223,28 @@ void Model::RunSite(int layer, Site site, const float* x, int m,
   }
 }
 
+int64_t Model::ReleaseUnquantizedWeights() {
+  int64_t freed = 0;
+  auto release = [&](Matrix& w) {
+    freed += int64_t(w.data.size() * sizeof(float));
+    std::vector<float>().swap(w.data);
+  };
+  for (int l = 0; l < config_.n_layers; ++l) {
+    for (Site site : kAllSites) {
+      const SiteKernels& k = kernels_[l][int(site)];
+      const bool int8_only = k.int8 != nullptr && k.guard_absmax <= 0;
+      if (int8_only || k.bf16 != nullptr) {
+        release(SiteMatrix(weights_.layers[l], site));
+      }
+    }
+  }
+  if (weights_.output.rows > 0 && quant_.lm_head != LmHeadPrecision::kFp32) {
+    release(weights_.output);  // keeps rows/cols: lm_head() stays `output`
+  }
+  fp32_released_ = freed > 0;
+  return freed;
+}
+
 absl::StatusOr<std::unique_ptr<KvPool>> Model::NewKvPool(
     int num_blocks, int block_tokens) const {
   KvPool::Options o;
@@ -233,6 +259,12 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
                             std::vector<float>* logits,
                             const ForwardOptions& opt) const {
   const ModelConfig& c = config_;
+  if (fp32_released_ &&
+      (opt.all_fp32 || (opt.fp32_sites && !opt.fp32_sites->empty()))) {
+    return absl::FailedPreconditionError(
+        "model: an FP32 forward after ReleaseUnquantizedWeights (the FP32 "
+        "copies of the quantized matrices are gone)");
+  }
   // Validate everything before touching any cache.
   int m = 0;
   for (size_t e = 0; e < batch.size(); ++e) {

@@ -94,7 +94,17 @@ class Model {
       const QuantOptions& quant = {});
 
   const ModelConfig& config() const { return config_; }
+  // FP32 weights; matrices are empty (shape kept) after
+  // ReleaseUnquantizedWeights.
   const ModelWeights& weights() const { return weights_; }
+  // Frees the FP32 matrices no kernel reads any more: INT8 sites without a
+  // spike guard, BF16 QFeM sites, and an untied lm_head held in BF16 or
+  // INT8. A served W8A8 model then holds ~1 byte per weight instead of 5.
+  // Afterwards Forward with all_fp32 or extra fp32_sites (the QFeP prefix,
+  // FP32 references) fails with FailedPrecondition: compute the prefix
+  // first. Returns the bytes freed. Not thread-safe: call before the model
+  // is shared.
+  int64_t ReleaseUnquantizedWeights();
   const QuantOptions& quant() const { return quant_; }
   // The oneDNN implementation of the INT8 matmuls ("" when FP32 only).
   const std::string& int8_impl() const { return int8_impl_; }
@@ -132,6 +142,7 @@ class Model {
 
   ModelConfig config_;
   ModelWeights weights_;
+  bool fp32_released_ = false;
   QuantOptions quant_;
   std::string int8_impl_;
   std::vector<std::array<SiteKernels, kNumSites>> kernels_;  // [layer][site]

@@ -195,6 +195,12 @@ absl::Status SpikeServer::Load() {
       [&] { return Engine::Create(bundle_.model.get(), bundle_.tokenizer.get(), eo); });
   if (!engine.ok()) return engine.status();
   engine_ = *std::move(engine);
+  // The QFeP prefix is computed: the FP32 copies of quantized matrices have
+  // no reader left. Before the warm-up request, so the engine thread's first
+  // forward happens after this (the submission's lock orders them).
+  const int64_t freed = bundle_.model->ReleaseUnquantizedWeights();
+  LogInfo(absl::StrCat("released ", freed >> 20,
+                       " MiB of FP32 weights the quantized kernels replace"));
 
   // Warm-up: one short request through the whole path (scheduler, kernels,
   // sampler), so the first client does not pay first-touch costs.

@@ -276,6 +276,41 @@ TEST(Model, Q8_0FileMatchesF32WithinQuantization) {
   EXPECT_GT(rel, 0.0) << "the Q8_0 copy should not be bit-identical";
 }
 
+// Releasing the FP32 copies frees exactly the matrices the kernels no
+// longer read (every site INT8 except one QFeM site; the untied lm_head in
+// BF16), leaves the quantized output bit for bit, and refuses FP32
+// forwards afterwards instead of reading freed memory.
+TEST(ModelInt8, ReleaseUnquantizedWeightsKeepsOutput) {
+  TinyLlamaSpec spec;
+  spec.tied = false;
+  Loaded l = Load(spec);
+  QuantOptions q;
+  q.w8a8 = true;
+  q.warmup_rows = 32;
+  q.fp32_sites = {{1, Site::kDown}};
+  q.lm_head = LmHeadPrecision::kBf16;
+  auto m = Model::Load(*l.file, q);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const auto tokens = RandomTokens(12, spec.vocab, 9);
+  const auto before = Logits(**m, tokens);
+  const int64_t H = spec.hidden, F = spec.ffn, V = spec.vocab;
+  const int64_t hd = H / spec.heads;
+  const int64_t per_layer = (hd * spec.heads + 2 * hd * spec.kv_heads) * H +
+                            hd * spec.heads * H + 2 * F * H + F * H;
+  const int64_t expected = 4 * (spec.layers * per_layer - F * H + V * H);
+  EXPECT_EQ((*m)->ReleaseUnquantizedWeights(), expected);
+  EXPECT_TRUE((*m)->weights().layers[0].w_down.data.empty());
+  EXPECT_FALSE((*m)->weights().layers[1].w_down.data.empty());  // QFeM
+  EXPECT_EQ(Logits(**m, tokens), before);
+  auto pool = (*m)->NewKvPool(8, 16);
+  SequenceKv kv(pool->get());
+  std::vector<float> logits;
+  ForwardOptions all_fp32;
+  all_fp32.all_fp32 = true;
+  EXPECT_EQ((*m)->Forward({{&kv, tokens, false}}, &logits, all_fp32).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 // QFeM of every site, or all_fp32, reproduces the FP32 model bit for bit.
 TEST(ModelInt8, FullQfemAndAllFp32EqualFp32) {
   Int8Fixture f;
