@@ -99,16 +99,31 @@ SPIKESERVE_CPU_CLONES void SiluMul(const float* gate, const float* up, int n,
   }
 }
 
+// Max, exp and sum in 16 independent lanes: a single running max or sum is
+// a loop-carried dependency the compiler may not vectorize without
+// reassociation flags, and it would keep the exp loop scalar too.
 SPIKESERVE_CPU_CLONES void Softmax(float* x, int n) {
-  float mx = x[0];
-  for (int i = 1; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
-  float sum = 0;
-  for (int i = 0; i < n; ++i) {
-    x[i] = FastExp(x[i] - mx);
-    sum += x[i];
+  constexpr int kLanes = 16;
+  float lane[kLanes];
+  for (float& l : lane) l = x[0];
+  int i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j)
+      lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
   }
+  float mx = x[0];
+  for (; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
+  for (float l : lane) mx = l > mx ? l : mx;
+  for (i = 0; i < n; ++i) x[i] = FastExp(x[i] - mx);
+  for (float& l : lane) l = 0;
+  float sum = 0;
+  for (i = 0; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) lane[j] += x[i + j];
+  }
+  for (; i < n; ++i) sum += x[i];
+  for (float l : lane) sum += l;
   const float inv = 1.0f / sum;
-  for (int i = 0; i < n; ++i) x[i] *= inv;
+  for (i = 0; i < n; ++i) x[i] *= inv;
 }
 
 }  // namespace spikeserve
