@@ -36,9 +36,18 @@ inline float FastExp(float x) {
 
 float Exp(float x) { return FastExp(x); }
 
-void RmsNorm(const float* x, const float* gain, int n, float eps, float* y) {
+SPIKESERVE_CPU_CLONES void RmsNorm(const float* x, const float* gain, int n,
+                                   float eps, float* y) {
+  // Sum of squares in 8 double lanes (vectorizable; double keeps it exact
+  // enough that the order does not matter at float precision).
+  double lane[8] = {};
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) lane[j] += double(x[i + j]) * x[i + j];
+  }
   double sum = 0;
-  for (int i = 0; i < n; ++i) sum += double(x[i]) * x[i];
+  for (; i < n; ++i) sum += double(x[i]) * x[i];
+  for (double l : lane) sum += l;
   const float scale = 1.0f / std::sqrt(float(sum / n) + eps);
   for (int i = 0; i < n; ++i) y[i] = x[i] * scale * gain[i];
 }

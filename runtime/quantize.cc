@@ -18,12 +18,24 @@ const char* ActQuantModeName(ActQuantMode m) {
   return "?";
 }
 
+// 16 lanes: a single running max is a dependency chain the compiler keeps
+// scalar (max is exact in any order, so the lanes change no result).
 SPIKESERVE_CPU_CLONES float AbsMax(const float* x, int n) {
+  constexpr int kLanes = 16;
+  float lane[kLanes] = {};
+  int j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float a = std::fabs(x[j + l]);
+      lane[l] = a > lane[l] ? a : lane[l];
+    }
+  }
   float m = 0.0f;
-  for (int j = 0; j < n; ++j) {
+  for (; j < n; ++j) {
     const float a = std::fabs(x[j]);
     m = a > m ? a : m;
   }
+  for (float a : lane) m = a > m ? a : m;
   return m;
 }
 
