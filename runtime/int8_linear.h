@@ -32,7 +32,13 @@ class Int8Linear final : public Linear {
     ActQuantMode mode = ActQuantMode::kPerTensorDynamic;
     float static_absmax = 0;  // kPerTensorStatic: calibrated input absmax
     bool keep_plain_weights = false;  // keep [N][K] int8 copy (tests)
+    // Batches of at most this many rows run on the AVX2 kernel
+    // (int8_gemm_avx2.h) instead of oneDNN, on CPUs without VNNI only
+    // (-1: kDefaultAvx2MaxRows; 0: never). Larger batches use oneDNN.
+    int avx2_max_rows = -1;
   };
+  // Measured on an AVX2-only Zen 3 (bench/linear_bench): see int8_linear.cc.
+  static const int kDefaultAvx2MaxRows;
 
   // Quantizes `w` ([N][K] FP32) per output channel. Fails if oneDNN would
   // pick a reference kernel.
@@ -43,7 +49,7 @@ class Int8Linear final : public Linear {
   int in_features() const override { return k_; }
   int out_features() const override { return n_; }
 
-  // Per-output-channel weight scales [N] (absmax_row / 127).
+  // Per-output-channel weight scales [N] (absmax_row / Int8WeightQmax()).
   const std::vector<float>& weight_scales() const { return w_scale_; }
   // [N][K] quantized weights; empty unless keep_plain_weights.
   const std::vector<int8_t>& plain_weights() const { return w_plain_; }
@@ -55,7 +61,8 @@ class Int8Linear final : public Linear {
   static absl::Span<const float> last_row_scales();
 
   size_t weight_bytes() const {
-    return w_blocked_.size() + 4 * w_scale_.size();
+    return w_blocked_.size() + w_avx2_.size() +
+           4 * (w_scale_.size() + w_sum_.size());
   }
 
  private:
@@ -66,6 +73,10 @@ class Int8Linear final : public Linear {
   std::vector<float> w_scale_;      // [N]
   std::vector<int8_t> w_plain_;     // [N][K], optional
   std::vector<uint8_t> w_blocked_;  // oneDNN's blocked layout
+  // AVX2 kernel (non-VNNI CPUs): plain [N][K] weights and their row sums.
+  int avx2_max_rows_ = 0;
+  std::vector<int8_t> w_avx2_;  // [N][K]
+  std::vector<int32_t> w_sum_;  // [N]
 };
 
 }  // namespace spikeserve

@@ -93,6 +93,14 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromWeights(
 }
 
 absl::Status Model::BuildKernels() {
+  if (!Bf16MatmulSupported()) {
+    // No bf16 matmul on this CPU (AVX2 only): what would run in BF16 runs
+    // in FP32, and quant() says so (the server logs and exports it).
+    quant_.qfem_bf16 = false;
+    if (quant_.lm_head == LmHeadPrecision::kBf16) {
+      quant_.lm_head = LmHeadPrecision::kFp32;
+    }
+  }
   const QuantOptions& q = quant_;
   for (const SiteKey& k : q.fp32_sites) {
     if (k.layer < 0 || k.layer >= config_.n_layers) {
@@ -151,9 +159,18 @@ absl::Status Model::BuildKernels() {
     if (!impl.ok()) return impl.status();
   }
   if (q.lm_head == LmHeadPrecision::kInt8) {
-    // Per-token scales: a decode batch's rows are different requests, and
-    // the final RMSNorm output has no spikes to share a scale with.
-    const Matrix& w = weights_.lm_head();
+    // Per-token scales (a decode batch's rows are different requests), after
+    // a block Hadamard rotation: the final-norm output keeps a few massive
+    // channels that would otherwise set every token's scale. Blocks of a
+    // power of two: hidden sizes are rarely m·2^k with m in {1, 12, 20}.
+    const int H = config_.hidden;
+    int block = 1;
+    while (block < 128 && H % (2 * block) == 0) block *= 2;
+    absl::StatusOr<HadamardTransform> rot = HadamardTransform::Create(block);
+    if (!rot.ok()) return rot.status();
+    lm_head_rotation_ = *rot;
+    Matrix w = weights_.lm_head();  // a copy: the embedding may share it
+    lm_head_rotation_->Apply(w.data.data(), w.rows * (H / block));
     Int8Linear::Options o;
     o.mode = ActQuantMode::kPerTokenDynamic;
     absl::StatusOr<std::unique_ptr<Int8Linear>> head = Int8Linear::Create(w, o);
@@ -419,6 +436,11 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
   logits->resize(size_t(n_out) * c.vocab_size);
   if (n_out > 0) {
     const int out_bounds[2] = {0, n_out};
+    if (lm_head_rotation_) {
+      // [n_out][hidden] viewed as [n_out * hidden / block][block].
+      lm_head_rotation_->Apply(sel.data(),
+                               n_out * H / lm_head_rotation_->size());
+    }
     lm_head_->Forward({sel.data(), n_out, out_bounds}, logits->data());
   }
   for (const BatchEntry& b : batch) {
@@ -429,9 +451,12 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
 
 const char* LmHeadPrecisionName(LmHeadPrecision p) {
   switch (p) {
-    case LmHeadPrecision::kFp32: return "fp32";
-    case LmHeadPrecision::kBf16: return "bf16";
-    case LmHeadPrecision::kInt8: return "int8";
+    case LmHeadPrecision::kFp32:
+      return "fp32";
+    case LmHeadPrecision::kBf16:
+      return "bf16";
+    case LmHeadPrecision::kInt8:
+      return "int8";
   }
   return "?";
 }

@@ -105,6 +105,9 @@ class Model {
   // first. Returns the bytes freed. Not thread-safe: call before the model
   // is shared.
   int64_t ReleaseUnquantizedWeights();
+  // The options in force: as given, except that on a CPU without a bf16
+  // matmul (Bf16MatmulSupported) qfem_bf16 is false and a BF16 lm_head is
+  // FP32.
   const QuantOptions& quant() const { return quant_; }
   // The oneDNN implementation of the INT8 matmuls ("" when FP32 only).
   const std::string& int8_impl() const { return int8_impl_; }
@@ -148,6 +151,10 @@ class Model {
   std::vector<std::array<SiteKernels, kNumSites>> kernels_;  // [layer][site]
   std::unique_ptr<Linear> lm_head_;
   std::optional<HadamardTransform> down_rotation_;
+  // INT8 lm_head: block-diagonal Hadamard over blocks of lm_head_block_
+  // channels (the largest power of two dividing hidden, <= 128), applied to
+  // the final-norm output online and to the weight copy offline.
+  std::optional<HadamardTransform> lm_head_rotation_;
 };
 
 }  // namespace spikeserve

@@ -90,6 +90,53 @@ const Primitive* GetPrimitive(MatmulKind kind, int mb, int k, int n) {
 
 }  // namespace
 
+std::string OneDnnCpuIsa() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::sse41:
+      return "sse41";
+    case dnnl::cpu_isa::avx:
+      return "avx";
+    case dnnl::cpu_isa::avx2:
+      return "avx2";
+    case dnnl::cpu_isa::avx2_vnni:
+      return "avx2_vnni";
+    case dnnl::cpu_isa::avx512_core:
+      return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni:
+      return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16:
+      return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx:
+      return "avx512_core_amx";
+    default:
+      return "other";
+  }
+}
+
+bool Int8MatmulHasVnni() {
+  // avx2_vnni is left out: oneDNN 2.6 has no brgemm int8 matmul for it and
+  // its gemm kernels are not known to use vpdpbusd there.
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::avx512_core_vnni:
+    case dnnl::cpu_isa::avx512_core_bf16:
+    case dnnl::cpu_isa::avx512_core_amx:
+      return true;
+    default:
+      return false;
+  }
+}
+
+int Int8WeightQmax() {
+  static const int qmax = Int8MatmulHasVnni() ? 127 : 63;
+  return qmax;
+}
+
+bool Bf16MatmulSupported() {
+  static const bool ok =
+      CreatePrimitive(MatmulKind::kBf16Bf16F32, 1, 64, 64).ok();
+  return ok;
+}
+
 int RowBucket(int m) { return m <= 16 ? m : (m + 15) / 16 * 16; }
 
 absl::StatusOr<std::string> MatmulImpl(MatmulKind kind, int m, int k, int n) {

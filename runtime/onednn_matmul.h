@@ -21,6 +21,24 @@ enum class MatmulKind {
   kBf16Bf16F32  // bf16 activations x bf16 weights -> f32
 };
 
+// What oneDNN can do on this CPU (its effective ISA: CPUID, capped by
+// ONEDNN_MAX_CPU_ISA).
+//
+// The ISA name oneDNN dispatches to, e.g. "avx512_core_vnni" or "avx2".
+std::string OneDnnCpuIsa();
+// True when int8 matmuls multiply with VNNI (vpdpbusd: exact int32 sums).
+// Without it oneDNN's int8 kernels use vpmaddubsw, whose int16 pair sums
+// saturate for full-range s8 x s8 products.
+bool Int8MatmulHasVnni();
+// Largest |q| of a quantized weight that every int8 kernel on this CPU
+// accumulates exactly: 127 with VNNI; 63 without, so that a pair of
+// u8 (s8 + 128 <= 255) x s7 products, 2 * 255 * 63 = 32130, fits int16.
+int Int8WeightQmax();
+// True when oneDNN has a bf16 matmul on this CPU (AVX-512 BF16 or an
+// AVX-512 emulation); false on AVX2-only CPUs, where BF16 users fall back
+// to FP32.
+bool Bf16MatmulSupported();
+
 // Rounds a row count up to the bucket whose primitive serves it: exact up
 // to 16 (decode batches), then multiples of 16 (at most 15 padded rows).
 int RowBucket(int m);

@@ -26,6 +26,7 @@ void Write(absl::string_view level, absl::string_view message) {
 }  // namespace
 
 void LogInfo(absl::string_view message) { Write("INFO", message); }
+void LogWarning(absl::string_view message) { Write("WARNING", message); }
 void LogError(absl::string_view message) { Write("ERROR", message); }
 
 }  // namespace spikeserve

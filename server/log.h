@@ -9,6 +9,7 @@ namespace spikeserve {
 
 // "2026-11-22T10:00:00.123Z spikeserve: <message>\n", one write per line.
 void LogInfo(absl::string_view message);
+void LogWarning(absl::string_view message);
 void LogError(absl::string_view message);
 
 }  // namespace spikeserve

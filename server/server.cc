@@ -14,6 +14,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "oneapi/dnnl/dnnl.h"
+#include "runtime/onednn_matmul.h"
 #include "runtime/quant_plan.h"
 #include "runtime/quantize.h"
 #include "runtime/site.h"
@@ -158,7 +159,15 @@ absl::Status SpikeServer::Load() {
                          ", QFeM sites ", model.quant().fp32_sites.size())
           : std::string("none (FP32)"),
       ", QFeP prefix ", bundle_.qfep_prefix.size(), " tokens, lm_head ",
-      LmHeadPrecisionName(model.quant().lm_head)));
+      LmHeadPrecisionName(model.quant().lm_head), ", CPU ISA ",
+      OneDnnCpuIsa()));
+  if (model.quant().w8a8 && !Int8MatmulHasVnni()) {
+    LogWarning(absl::StrCat(
+        "this CPU has no AVX-512 VNNI (oneDNN ISA ", OneDnnCpuIsa(),
+        "): INT8 runs on '", model.int8_impl(),
+        "' with 7-bit weights (exact without VNNI) and BF16 falls back to "
+        "FP32 where unsupported; expect lower speed than on a VNNI CPU"));
+  }
 
   // Per-layer metrics; spike tokens are judged against the calibrated median
   // token absmax of each site when the plan has one.
@@ -191,8 +200,9 @@ absl::Status SpikeServer::Load() {
   eo.prefix = bundle_.qfep_prefix;
   eo.observer = observers_.get();
   // Engine::Create computes the QFeP prefix: OpenMP, so transient too.
-  absl::StatusOr<std::unique_ptr<Engine>> engine = RunOnTransientThread(
-      [&] { return Engine::Create(bundle_.model.get(), bundle_.tokenizer.get(), eo); });
+  absl::StatusOr<std::unique_ptr<Engine>> engine = RunOnTransientThread([&] {
+    return Engine::Create(bundle_.model.get(), bundle_.tokenizer.get(), eo);
+  });
   if (!engine.ok()) return engine.status();
   engine_ = *std::move(engine);
   // The QFeP prefix is computed: the FP32 copies of quantized matrices have

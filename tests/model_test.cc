@@ -6,6 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/onednn_matmul.h"
 #include "runtime/shared_prefix.h"
 #include "runtime/smoothing.h"
 #include "tests/fixtures/gguf_builder.h"
@@ -297,7 +298,11 @@ TEST(ModelInt8, ReleaseUnquantizedWeightsKeepsOutput) {
   const int64_t hd = H / spec.heads;
   const int64_t per_layer = (hd * spec.heads + 2 * hd * spec.kv_heads) * H +
                             hd * spec.heads * H + 2 * F * H + F * H;
-  const int64_t expected = 4 * (spec.layers * per_layer - F * H + V * H);
+  // Without a bf16 matmul (AVX2 CPUs) the lm_head stays FP32, unreleased.
+  const bool bf16_head = (*m)->quant().lm_head == LmHeadPrecision::kBf16;
+  EXPECT_EQ(bf16_head, Bf16MatmulSupported());
+  const int64_t expected =
+      4 * (spec.layers * per_layer - F * H + (bf16_head ? V * H : 0));
   EXPECT_EQ((*m)->ReleaseUnquantizedWeights(), expected);
   EXPECT_TRUE((*m)->weights().layers[0].w_down.data.empty());
   EXPECT_FALSE((*m)->weights().layers[1].w_down.data.empty());  // QFeM
@@ -309,6 +314,45 @@ TEST(ModelInt8, ReleaseUnquantizedWeightsKeepsOutput) {
   all_fp32.all_fp32 = true;
   EXPECT_EQ((*m)->Forward({{&kv, tokens, false}}, &logits, all_fp32).code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// On a CPU without a bf16 matmul, BF16 QFeM sites and a BF16 lm_head run
+// in FP32 (and quant() says so) instead of failing the load; with one they
+// stay BF16.
+TEST(ModelInt8, Bf16FallsBackToFp32WithoutBf16Matmul) {
+  Int8Fixture f;
+  QuantOptions bf16{.w8a8 = true,
+                    .fp32_sites = {{1, Site::kDown}},
+                    .qfem_bf16 = true,
+                    .warmup_rows = 16,
+                    .lm_head = LmHeadPrecision::kBf16};
+  auto m = f.Quantized(bf16);
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->quant().qfem_bf16, Bf16MatmulSupported());
+  EXPECT_EQ(m->quant().lm_head, Bf16MatmulSupported() ? LmHeadPrecision::kBf16
+                                                      : LmHeadPrecision::kFp32);
+  if (!Bf16MatmulSupported()) {
+    QuantOptions fp32 = bf16;
+    fp32.qfem_bf16 = false;
+    fp32.lm_head = LmHeadPrecision::kFp32;
+    const auto tokens = RandomTokens(10, 300, 4);
+    EXPECT_EQ(Logits(*m, tokens), Logits(*f.Quantized(fp32), tokens));
+  }
+}
+
+// The INT8 lm_head (block Hadamard rotation, per-token W8A8) stays close
+// to the FP32 lm_head of the same W8A8 model.
+TEST(ModelInt8, Int8LmHeadIsCloseToFp32Head) {
+  Int8Fixture f;
+  const auto tokens = RandomTokens(16, 300, 8);
+  auto fp32_head = f.Quantized({.w8a8 = true, .warmup_rows = 16});
+  auto int8_head = f.Quantized(
+      {.w8a8 = true, .warmup_rows = 16, .lm_head = LmHeadPrecision::kInt8});
+  ASSERT_NE(int8_head, nullptr);
+  const double rel =
+      Rel(Logits(*int8_head, tokens), Logits(*fp32_head, tokens));
+  EXPECT_LT(rel, 0.03);
+  EXPECT_GT(rel, 0.0) << "the INT8 lm_head did not run";
 }
 
 // QFeM of every site, or all_fp32, reproduces the FP32 model bit for bit.

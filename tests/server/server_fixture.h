@@ -13,6 +13,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "runtime/onednn_matmul.h"
 #include "server/server.h"
 #include "spikeserve/v1/generation.grpc.pb.h"
 
@@ -54,6 +55,12 @@ const TinyModelFiles& GetTinyModelFiles();
 TinyModelFiles WriteModelAndPlan(const std::string& gguf,
                                  const std::string& name,
                                  std::vector<int32_t> prefix);
+
+// The INT8 kernel the server must report on this CPU: the VNNI brgemm one
+// where oneDNN has VNNI, else its AVX2 gemm (never a reference kernel).
+inline const char* ExpectedInt8Kernel() {
+  return Int8MatmulHasVnni() ? "brg:avx512_core_vnni" : "gemm:jit";
+}
 
 // GET http://127.0.0.1:<port><path>; the body, or "" on failure.
 std::string HttpGet(int port, const std::string& path);

@@ -201,7 +201,7 @@ TEST_F(ServerTest, ModelInfoDescribesModelAndPlan) {
                                  info.qfep_prefix_ids().end()),
             files.prefix);
   EXPECT_EQ(info.quant().activation_mode(), "per-tensor-dynamic");
-  EXPECT_THAT(info.quant().int8_impl(), HasSubstr("avx512_core_vnni"));
+  EXPECT_THAT(info.quant().int8_impl(), HasSubstr(ExpectedInt8Kernel()));
 }
 
 // Acceptance 2: invalid requests get INVALID_ARGUMENT naming the field,

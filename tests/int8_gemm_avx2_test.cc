@@ -1,0 +1,63 @@
+#include "runtime/int8_gemm_avx2.h"
+
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace spikeserve {
+namespace {
+
+struct Case {
+  int m, k, n;
+  bool extremes;  // every x = ±127 and w = ±63: the largest pair sums
+};
+
+class Int8GemmAvx2Test : public ::testing::TestWithParam<Case> {};
+
+// Bit-exact against a scalar int32 reference, for row counts around the
+// 2-row tiles, K with and without a tail past the 32-byte steps, N with
+// and without a tail past the 4-column blocks, and the saturation corner
+// (|x| = 127, |w| = 63 everywhere, same signs).
+TEST_P(Int8GemmAvx2Test, EqualsScalarReference) {
+  if (!Int8GemmAvx2Supported()) GTEST_SKIP() << "no AVX2 on this CPU";
+  const Case c = GetParam();
+  std::mt19937 rng(c.m * 131 + c.k * 7 + c.n);
+  std::uniform_int_distribution<int> dx(-127, 127), dw(-63, 63), sign(0, 1);
+  std::vector<int8_t> x(size_t(c.m) * c.k), w(size_t(c.n) * c.k);
+  for (int8_t& v : x)
+    v = int8_t(c.extremes ? (sign(rng) ? 127 : -127) : dx(rng));
+  for (int8_t& v : w) v = int8_t(c.extremes ? (sign(rng) ? 63 : -63) : dw(rng));
+  if (c.extremes) {  // one all-positive row and column: the largest sum
+    for (int j = 0; j < c.k; ++j) x[j] = 127, w[j] = 63;
+  }
+  const std::vector<int32_t> sums = Int8RowSums(w.data(), c.n, c.k);
+  std::vector<int32_t> acc(size_t(c.m) * c.n, -1);
+  Int8GemmAvx2(x.data(), c.m, c.k, w.data(), sums.data(), c.n, acc.data());
+  for (int i = 0; i < c.m; ++i) {
+    for (int j = 0; j < c.n; ++j) {
+      int32_t ref = 0;
+      for (int t = 0; t < c.k; ++t) {
+        ref += int32_t(x[size_t(i) * c.k + t]) * w[size_t(j) * c.k + t];
+      }
+      ASSERT_EQ(acc[size_t(i) * c.n + j], ref) << "row " << i << " col " << j;
+    }
+  }
+  if (c.extremes) EXPECT_EQ(acc[0], 127 * 63 * c.k);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, Int8GemmAvx2Test,
+    ::testing::Values(Case{1, 576, 960, false}, Case{2, 576, 576, false},
+                      Case{3, 1536, 576, false}, Case{16, 576, 3072, false},
+                      Case{64, 576, 960, false}, Case{5, 40, 7, false},
+                      Case{1, 31, 3, false}, Case{7, 100, 13, false},
+                      Case{4, 2048, 256, false}, Case{1, 576, 64, true},
+                      Case{3, 5632, 9, true}),
+    [](const ::testing::TestParamInfo<Case>& i) {
+      return std::to_string(i.param.m) + "x" + std::to_string(i.param.k) + "x" +
+             std::to_string(i.param.n) + (i.param.extremes ? "_extremes" : "");
+    });
+
+}  // namespace
+}  // namespace spikeserve
