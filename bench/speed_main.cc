@@ -8,7 +8,7 @@
 // Token ids are pseudo-random (only speed counts). Prints one JSON object
 // per measurement: {"test":"pp","tokens":512,"seconds":..,"tokens_per_s":..}.
 //
-//   spikeserve-speed --model PATH [--plan PLAN.json | --w8a8] [--lm_head bf16]
+//   spikeserve-speed --model PATH [--plan PLAN.json | --w8a8] [--lm_head auto]
 //       [--repetitions N]            N rounds of pp then tg, then exits
 //   spikeserve-speed ... --stdin     reads "pp" / "tg" / "quit" lines
 //
@@ -37,7 +37,9 @@ ABSL_FLAG(std::string, plan, "",
 ABSL_FLAG(bool, w8a8, false,
           "Without a plan: W8A8 with dynamic per-tensor activation scales "
           "(no QFeM/QFeP); false = FP32.");
-ABSL_FLAG(std::string, lm_head, "bf16", "lm_head precision: fp32, bf16 or int8.");
+ABSL_FLAG(std::string, lm_head, "auto",
+          "lm_head precision: auto (bf16 where supported, else int8), fp32, "
+          "bf16 or int8.");
 ABSL_FLAG(int, prompt_tokens, 512, "Tokens of the pp measurement.");
 ABSL_FLAG(int, decode_tokens, 128, "Tokens of the tg measurement.");
 ABSL_FLAG(int, repetitions, 3, "Rounds of pp + tg (without --stdin).");
@@ -133,14 +135,20 @@ double DecodeWeightBytes(const Model& m) {
     for (Site site : kAllSites) {
       double params = 0;
       switch (site) {
-        case Site::kQkv: params = (c.q_dim() + 2.0 * c.kv_dim()) * h; break;
-        case Site::kO: params = c.q_dim() * h; break;
-        case Site::kGateUp: params = 2 * f * h; break;
-        case Site::kDown: params = f * h; break;
+        case Site::kQkv:
+          params = (c.q_dim() + 2.0 * c.kv_dim()) * h;
+          break;
+        case Site::kO:
+          params = c.q_dim() * h;
+          break;
+        case Site::kGateUp:
+          params = 2 * f * h;
+          break;
+        case Site::kDown:
+          params = f * h;
+          break;
       }
-      const double per = m.IsInt8({l, site})        ? 1
-                         : m.quant().qfem_bf16 ? 2
-                                               : 4;
+      const double per = m.IsInt8({l, site}) ? 1 : m.quant().qfem_bf16 ? 2 : 4;
       bytes += params * per;
     }
   }

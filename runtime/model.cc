@@ -461,13 +461,20 @@ const char* LmHeadPrecisionName(LmHeadPrecision p) {
   return "?";
 }
 
+LmHeadPrecision FastestLmHead() {
+  return Bf16MatmulSupported() ? LmHeadPrecision::kBf16
+                               : LmHeadPrecision::kInt8;
+}
+
 absl::StatusOr<LmHeadPrecision> ParseLmHeadPrecision(absl::string_view name) {
+  if (name == "auto") return FastestLmHead();
   for (LmHeadPrecision p : {LmHeadPrecision::kFp32, LmHeadPrecision::kBf16,
                             LmHeadPrecision::kInt8}) {
     if (name == LmHeadPrecisionName(p)) return p;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "lm_head precision must be fp32, bf16 or int8, got \"", name, "\""));
+  return absl::InvalidArgumentError(
+      absl::StrCat("lm_head precision must be auto, fp32, bf16 or int8, got \"",
+                   name, "\""));
 }
 
 }  // namespace spikeserve

@@ -32,9 +32,14 @@ namespace spikeserve {
 // How the linear layers of q, k, v, o, gate, up and down run. Embeddings,
 // lm_head, attention and the KV cache always stay FP32 (method.md §3).
 enum class LmHeadPrecision { kFp32, kBf16, kInt8 };
-// "fp32", "bf16", "int8"; Parse fails with a message listing them.
+// "fp32", "bf16", "int8"; Parse also takes "auto" (FastestLmHead()) and
+// fails with a message listing the names.
 const char* LmHeadPrecisionName(LmHeadPrecision p);
 absl::StatusOr<LmHeadPrecision> ParseLmHeadPrecision(absl::string_view name);
+// The fastest lm_head that costs no measurable accuracy: BF16 where oneDNN
+// has a bf16 matmul, else INT8 (AVX2 CPUs; perplexity +0.004% vs FP32 head,
+// decode +14%, docs/performance.md).
+LmHeadPrecision FastestLmHead();
 
 struct QuantOptions {
   bool w8a8 = false;  // false: everything FP32

@@ -26,10 +26,11 @@ ABSL_FLAG(std::string, model, "", "Path of the GGUF model file (required).");
 ABSL_FLAG(std::string, plan, "",
           "Quant plan JSON from spikeserve-calibrate (W8A8 with QFeM/QFeP); "
           "empty = FP32.");
-ABSL_FLAG(std::string, lm_head, "bf16",
+ABSL_FLAG(std::string, lm_head, "auto",
           "Precision of the output projection (vocab x hidden, the largest "
           "weight a decode step reads): fp32, bf16 (half the bytes) or int8 "
-          "(W8A8, per-token scales: a quarter). Accuracy of each in "
+          "(W8A8, per-token scales: a quarter); auto = bf16 where the CPU "
+          "has a bf16 matmul (AVX-512 BF16), else int8. Accuracy of each in "
           "docs/accuracy.md.");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0 = any free port).");

@@ -355,6 +355,29 @@ TEST(ModelInt8, Int8LmHeadIsCloseToFp32Head) {
   EXPECT_GT(rel, 0.0) << "the INT8 lm_head did not run";
 }
 
+TEST(LmHeadPrecision, ParsesNamesAndAuto) {
+  const struct {
+    const char* name;
+    LmHeadPrecision want;
+  } cases[] = {{"fp32", LmHeadPrecision::kFp32},
+               {"bf16", LmHeadPrecision::kBf16},
+               {"int8", LmHeadPrecision::kInt8},
+               {"auto", Bf16MatmulSupported() ? LmHeadPrecision::kBf16
+                                              : LmHeadPrecision::kInt8}};
+  for (const auto& c : cases) {
+    auto p = ParseLmHeadPrecision(c.name);
+    ASSERT_TRUE(p.ok()) << c.name;
+    EXPECT_EQ(*p, c.want) << c.name;
+  }
+  for (const char* bad : {"", "FP32", "int4"}) {
+    auto p = ParseLmHeadPrecision(bad);
+    ASSERT_FALSE(p.ok()) << bad;
+    EXPECT_THAT(p.status().message(),
+                ::testing::HasSubstr("auto, fp32, bf16 or int8"))
+        << bad;
+  }
+}
+
 // QFeM of every site, or all_fp32, reproduces the FP32 model bit for bit.
 TEST(ModelInt8, FullQfemAndAllFp32EqualFp32) {
   Int8Fixture f;
