@@ -19,6 +19,7 @@ constexpr int kParallelRows = 32;
 // megabytes per call.
 struct Scratch {
   std::vector<int8_t> xq;        // [bucket][K] quantized rows
+  std::vector<uint8_t> xu;       // [bucket][K] xq + 128 (u8 oneDNN kind)
   std::vector<int32_t> acc;      // [bucket][N] accumulators
   std::vector<float> row_scale;  // [m]
   int m = 0, k = 0, n = 0;       // shape of the last call
@@ -50,18 +51,19 @@ absl::Span<const float> Int8Linear::last_row_scales() {
 }
 
 absl::StatusOr<std::string> Int8MatmulImpl(int m, int k, int n) {
-  return MatmulImpl(MatmulKind::kS8S8S32, m, k, n);
+  return MatmulImpl(Int8Kind(), m, k, n);
 }
 
 absl::StatusOr<std::string> WarmUpInt8Matmul(int k, int n, int max_rows) {
-  return WarmUpMatmul(MatmulKind::kS8S8S32, k, n, max_rows);
+  return WarmUpMatmul(Int8Kind(), k, n, max_rows);
 }
 
-// The AVX2 kernel beats oneDNN's non-VNNI gemm up to 64 rows (decode:
-// 1 row of 576x3072 in 37 us vs 1.6 ms; 64 rows 1.7 vs 2.9 ms) and loses from
-// 128 (4.0 vs 3.9 ms; 512 rows 13.2 vs 9.6 ms), 2 threads, Zen 3,
+// Against oneDNN's non-VNNI gemm in its u8 form, the AVX2 kernel wins up
+// to 4 rows (1 row of 576x3072: 29 vs 111 us; 4 rows 70 vs 141 us), ties
+// at 8 (576x960 73 vs 56 us, 576x3072 200 vs 220 us) and loses from 16 on
+// 576x960 (142 vs 93 us) and at 64 rows (1.42 vs 0.97 ms): 2 threads, Zen 3,
 // build/bench/linear_bench --benchmark_filter='Int8(OneDnn|Avx2)'.
-const int Int8Linear::kDefaultAvx2MaxRows = 64;
+const int Int8Linear::kDefaultAvx2MaxRows = 8;
 
 absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(
     const Matrix& w, const Options& options) {
@@ -90,19 +92,43 @@ absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(
   // Reorder once into the kernel's blocked layout (the same for every row
   // bucket: WarmUpMatmul checks it).
   absl::StatusOr<std::vector<uint8_t>> blocked =
-      ReorderWeights(MatmulKind::kS8S8S32, plain.data(), K, N);
+      ReorderWeights(Int8Kind(), plain.data(), K, N);
   if (!blocked.ok()) return blocked.status();
   lin->w_blocked_ = *std::move(blocked);
   if (!Int8MatmulHasVnni() && Int8GemmAvx2Supported()) {
     lin->avx2_max_rows_ =
         options.avx2_max_rows < 0 ? kDefaultAvx2MaxRows : options.avx2_max_rows;
   }
-  if (lin->avx2_max_rows_ > 0) {
+  if (Int8Kind() == MatmulKind::kU8S8S32) {
     lin->w_sum_ = Int8RowSums(plain.data(), N, K);
+  }
+  if (lin->avx2_max_rows_ > 0) {
     lin->w_avx2_ = plain;
   }
   if (options.keep_plain_weights) lin->w_plain_ = std::move(plain);
   return lin;
+}
+
+void Int8Linear::RunOneDnn(int mb, const int8_t* xq, int32_t* acc) const {
+  const MatmulKind kind = Int8Kind();
+  if (kind == MatmulKind::kS8S8S32) {
+    RunMatmul(kind, mb, k_, n_, xq, w_blocked_, acc);
+    return;
+  }
+  // u8 = s8 + 128 (the bucket's padding rows included), then
+  // acc = Σ (x+128)·w - 128·Σ w.
+  const size_t total = size_t(mb) * k_;
+  uint8_t* xu = Grow(&GetScratch().xu, total);
+  for (size_t i = 0; i < total; ++i) xu[i] = uint8_t(xq[i]) ^ 0x80u;
+  RunMatmul(kind, mb, k_, n_, xu, w_blocked_, acc);
+  const int m = mb;
+  const int N = n_;
+  const int32_t* ws = w_sum_.data();
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
+  for (int r = 0; r < m; ++r) {
+    int32_t* a = acc + size_t(r) * N;
+    for (int n = 0; n < N; ++n) a[n] -= 128 * ws[n];
+  }
 }
 
 void Int8Linear::Forward(const LinearInput& in, float* y) const {
@@ -151,7 +177,7 @@ void Int8Linear::Forward(const LinearInput& in, float* y) const {
   if (m <= avx2_max_rows_) {
     Int8GemmAvx2(xq_, m, K, w_avx2_.data(), w_sum_.data(), N, acc_);
   } else {
-    RunMatmul(MatmulKind::kS8S8S32, mb, K, N, xq_, w_blocked_, acc_);
+    RunOneDnn(mb, xq_, acc_);
   }
   // 4. Epilogue: dequantize with the row and channel scales.
 #pragma omp parallel for schedule(static) if (m >= kParallelRows)

@@ -67,6 +67,8 @@ class Int8Linear final : public Linear {
 
  private:
   Int8Linear() = default;
+  // acc[mb][N] = xq[mb][K] · Wᵀ on oneDNN, exact int32.
+  void RunOneDnn(int mb, const int8_t* xq, int32_t* acc) const;
 
   int k_ = 0, n_ = 0;
   Options options_;
@@ -76,7 +78,7 @@ class Int8Linear final : public Linear {
   // AVX2 kernel (non-VNNI CPUs): plain [N][K] weights and their row sums.
   int avx2_max_rows_ = 0;
   std::vector<int8_t> w_avx2_;  // [N][K]
-  std::vector<int32_t> w_sum_;  // [N]
+  std::vector<int32_t> w_sum_;  // [N] row sums (AVX2 kernel, u8 oneDNN)
 };
 
 }  // namespace spikeserve

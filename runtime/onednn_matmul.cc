@@ -32,14 +32,18 @@ struct Primitive {
 };
 
 Dt SrcType(MatmulKind k) {
-  return k == MatmulKind::kS8S8S32 ? Dt::s8 : Dt::bf16;
+  switch (k) {
+    case MatmulKind::kS8S8S32:
+      return Dt::s8;
+    case MatmulKind::kU8S8S32:
+      return Dt::u8;
+    default:
+      return Dt::bf16;
+  }
 }
-Dt DstType(MatmulKind k) {
-  return k == MatmulKind::kS8S8S32 ? Dt::s32 : Dt::f32;
-}
-const char* KindName(MatmulKind k) {
-  return k == MatmulKind::kS8S8S32 ? "int8" : "bf16";
-}
+Dt WeiType(MatmulKind k) { return IsInt8(k) ? Dt::s8 : Dt::bf16; }
+Dt DstType(MatmulKind k) { return IsInt8(k) ? Dt::s32 : Dt::f32; }
+const char* KindName(MatmulKind k) { return IsInt8(k) ? "int8" : "bf16"; }
 memory::desc SrcDesc(MatmulKind kind, int m, int k) {
   return memory::desc({m, k}, SrcType(kind), Tag::ab);
 }
@@ -51,7 +55,7 @@ absl::StatusOr<Primitive> CreatePrimitive(MatmulKind kind, int m, int k,
                                           int n) {
   Dnnl& d = GetDnnl();
   try {
-    memory::desc wei({k, n}, SrcType(kind), Tag::any);
+    memory::desc wei({k, n}, WeiType(kind), Tag::any);
     dnnl::matmul::primitive_desc pd(
         dnnl::matmul::desc(SrcDesc(kind, m, k), wei, DstDesc(kind, m, n)),
         d.engine);
@@ -126,6 +130,12 @@ bool Int8MatmulHasVnni() {
   }
 }
 
+bool IsInt8(MatmulKind k) { return k != MatmulKind::kBf16Bf16F32; }
+
+MatmulKind Int8Kind() {
+  return Int8MatmulHasVnni() ? MatmulKind::kS8S8S32 : MatmulKind::kU8S8S32;
+}
+
 int Int8WeightQmax() {
   static const int qmax = Int8MatmulHasVnni() ? 127 : 63;
   return qmax;
@@ -149,7 +159,7 @@ absl::StatusOr<std::string> WarmUpMatmul(MatmulKind kind, int k, int n,
                                          int max_rows) {
   const Primitive* first = GetPrimitive(kind, 1, k, n);
   if (first == nullptr) return MatmulImpl(kind, 1, k, n).status();
-  const size_t elem = kind == MatmulKind::kS8S8S32 ? 1 : 2;
+  const size_t elem = IsInt8(kind) ? 1 : 2;
   std::vector<uint8_t> src(size_t(RowBucket(max_rows)) * k * elem, 0);
   std::vector<uint8_t> wei(first->weights_desc.get_size(), 0);
   std::vector<uint8_t> dst(size_t(RowBucket(max_rows)) * n * 4);
@@ -175,7 +185,7 @@ absl::StatusOr<std::vector<uint8_t>> ReorderWeights(MatmulKind kind,
   Dnnl& d = GetDnnl();
   std::vector<uint8_t> out(p->weights_desc.get_size());
   // Plain W [N][K] seen as oneDNN's {K, N}: tag "ba".
-  memory src(memory::desc({k, n}, SrcType(kind), Tag::ba), d.engine,
+  memory src(memory::desc({k, n}, WeiType(kind), Tag::ba), d.engine,
              const_cast<void*>(w_nk));
   memory dst(p->weights_desc, d.engine, out.data());
   dnnl::reorder(src, dst).execute(d.stream, src, dst);

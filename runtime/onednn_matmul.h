@@ -18,8 +18,15 @@ namespace spikeserve {
 
 enum class MatmulKind {
   kS8S8S32,     // s8 activations x s8 weights -> s32 accumulators
+  kU8S8S32,     // u8 activations (s8 + 128) x s8 weights -> s32
   kBf16Bf16F32  // bf16 activations x bf16 weights -> f32
 };
+bool IsInt8(MatmulKind k);
+// The int8 kind the INT8 linears use on this CPU: s8 x s8 with VNNI;
+// without it u8 x s8, the native form of the non-VNNI gemm (given s8
+// activations it adds 128 and recomputes the weight compensation on every
+// call; we add 128 ourselves and subtract precomputed row sums).
+MatmulKind Int8Kind();
 
 // What oneDNN can do on this CPU (its effective ISA: CPUID, capped by
 // ONEDNN_MAX_CPU_ISA).
