@@ -8,8 +8,10 @@ namespace spikeserve {
 namespace {
 
 // Fork OpenMP threads only above this many multiply-adds (m·N·K): a fork
-// and join costs a few microseconds, a 576x576 decode matmul ~10.
-constexpr int64_t kParallelMacs = int64_t(1) << 20;
+// and join costs a few microseconds, a 576x576 decode matmul ~10. At 2^18
+// every matmul of SmolLM2-135M is split (decode 57-74 -> 73-91 tok/s over
+// 2^20, 4 runs each, spikeserve-speed, Zen 3).
+constexpr int64_t kParallelMacs = int64_t(1) << 18;
 
 #define SPIKESERVE_AVX2 __attribute__((target("avx2")))
 
