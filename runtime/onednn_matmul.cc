@@ -119,15 +119,19 @@ std::string OneDnnCpuIsa() {
 
 bool Int8MatmulHasVnni() {
   // avx2_vnni is left out: oneDNN 2.6 has no brgemm int8 matmul for it and
-  // its gemm kernels are not known to use vpdpbusd there.
-  switch (dnnl::get_effective_cpu_isa()) {
-    case dnnl::cpu_isa::avx512_core_vnni:
-    case dnnl::cpu_isa::avx512_core_bf16:
-    case dnnl::cpu_isa::avx512_core_amx:
-      return true;
-    default:
-      return false;
-  }
+  // its gemm kernels are not known to use vpdpbusd there. Read once: every
+  // INT8 forward asks (Int8Kind), and oneDNN's ISA is fixed at first use.
+  static const bool vnni = [] {
+    switch (dnnl::get_effective_cpu_isa()) {
+      case dnnl::cpu_isa::avx512_core_vnni:
+      case dnnl::cpu_isa::avx512_core_bf16:
+      case dnnl::cpu_isa::avx512_core_amx:
+        return true;
+      default:
+        return false;
+    }
+  }();
+  return vnni;
 }
 
 bool IsInt8(MatmulKind k) { return k != MatmulKind::kBf16Bf16F32; }
