@@ -2,7 +2,7 @@
 
 #include <immintrin.h>
 
-#include <algorithm>
+#include "runtime/cpu_dispatch.h"
 
 namespace spikeserve {
 namespace {
@@ -62,7 +62,7 @@ SPIKESERVE_AVX2 void Tile(const uint8_t* xu, int k, const int8_t* w_rows,
   }
 }
 
-// Output columns [n0, n1) for every row.
+// Output columns [j, j + NB) for every row.
 template <int NB>
 SPIKESERVE_AVX2 void Columns(const uint8_t* xu, int m, int k, const int8_t* w,
                              int n, int j, int32_t* acc) {
@@ -74,11 +74,20 @@ SPIKESERVE_AVX2 void Columns(const uint8_t* xu, int m, int k, const int8_t* w,
   if (r < m) Tile<1, NB>(xu + size_t(r) * k, k, wj, acc + size_t(r) * n + j, n);
 }
 
-SPIKESERVE_AVX2 void ToOffsetU8(const int8_t* x, size_t n, uint8_t* xu) {
+}  // namespace
+
+// Also used on non-AVX2 CPUs (oneDNN's u8 form): clones, not target("avx2").
+SPIKESERVE_CPU_CLONES void OffsetToU8(const int8_t* x, size_t n, uint8_t* xu) {
   for (size_t i = 0; i < n; ++i) xu[i] = uint8_t(x[i]) ^ 0x80u;  // x + 128
 }
 
-}  // namespace
+void SubtractOffset(const int32_t* w_sum, int m, int n, int32_t* acc) {
+#pragma omp parallel for schedule(static) if (int64_t(m) * n >= (1 << 16))
+  for (int r = 0; r < m; ++r) {
+    int32_t* a = acc + size_t(r) * n;
+    for (int j = 0; j < n; ++j) a[j] -= 128 * w_sum[j];
+  }
+}
 
 bool Int8GemmAvx2Supported() { return __builtin_cpu_supports("avx2"); }
 
@@ -94,18 +103,14 @@ void Int8GemmAvx2(const int8_t* x, int m, int k, const int8_t* w,
                   const int32_t* w_sum, int n, int32_t* acc) {
   thread_local std::vector<uint8_t> xu;
   if (xu.size() < size_t(m) * k) xu.resize(size_t(m) * k);
-  ToOffsetU8(x, size_t(m) * k, xu.data());
+  OffsetToU8(x, size_t(m) * k, xu.data());
   const uint8_t* xp = xu.data();
   const int blocks = n / 4;
   const bool parallel = int64_t(m) * n * k >= kParallelMacs;
 #pragma omp parallel for schedule(static) if (parallel)
   for (int b = 0; b < blocks; ++b) Columns<4>(xp, m, k, w, n, 4 * b, acc);
   for (int j = 4 * blocks; j < n; ++j) Columns<1>(xp, m, k, w, n, j, acc);
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int r = 0; r < m; ++r) {
-    int32_t* a = acc + size_t(r) * n;
-    for (int j = 0; j < n; ++j) a[j] -= 128 * w_sum[j];
-  }
+  SubtractOffset(w_sum, m, n, acc);
 }
 
 }  // namespace spikeserve

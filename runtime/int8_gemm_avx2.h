@@ -11,6 +11,7 @@
 #ifndef SPIKESERVE_RUNTIME_INT8_GEMM_AVX2_H_
 #define SPIKESERVE_RUNTIME_INT8_GEMM_AVX2_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -21,6 +22,12 @@ bool Int8GemmAvx2Supported();
 
 // Σ_k w[n][k] for every row n of W [N][K]: the offset correction.
 std::vector<int32_t> Int8RowSums(const int8_t* w, int n, int k);
+
+// The u8 offset shared with oneDNN's u8 x s8 form (onednn_matmul.h):
+// xu[i] = x[i] + 128 for n entries, and, after xu · Wᵀ, acc[r][j] -=
+// 128 · w_sum[j] for m rows of N.
+void OffsetToU8(const int8_t* x, size_t n, uint8_t* xu);
+void SubtractOffset(const int32_t* w_sum, int m, int n, int32_t* acc);
 
 // acc[m][N] = x[m][K] · Wᵀ (see above). `w_sum` from Int8RowSums. Runs on
 // the calling thread's OpenMP team when the product is large enough to pay

@@ -117,18 +117,10 @@ void Int8Linear::RunOneDnn(int mb, const int8_t* xq, int32_t* acc) const {
   }
   // u8 = s8 + 128 (the bucket's padding rows included), then
   // acc = Σ (x+128)·w - 128·Σ w.
-  const size_t total = size_t(mb) * k_;
-  uint8_t* xu = Grow(&GetScratch().xu, total);
-  for (size_t i = 0; i < total; ++i) xu[i] = uint8_t(xq[i]) ^ 0x80u;
+  uint8_t* xu = Grow(&GetScratch().xu, size_t(mb) * k_);
+  OffsetToU8(xq, size_t(mb) * k_, xu);
   RunMatmul(kind, mb, k_, n_, xu, w_blocked_, acc);
-  const int m = mb;
-  const int N = n_;
-  const int32_t* ws = w_sum_.data();
-#pragma omp parallel for schedule(static) if (m >= kParallelRows)
-  for (int r = 0; r < m; ++r) {
-    int32_t* a = acc + size_t(r) * N;
-    for (int n = 0; n < N; ++n) a[n] -= 128 * ws[n];
-  }
+  SubtractOffset(w_sum_.data(), mb, n_, acc);
 }
 
 void Int8Linear::Forward(const LinearInput& in, float* y) const {

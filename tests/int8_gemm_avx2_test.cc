@@ -43,7 +43,9 @@ TEST_P(Int8GemmAvx2Test, EqualsScalarReference) {
       ASSERT_EQ(acc[size_t(i) * c.n + j], ref) << "row " << i << " col " << j;
     }
   }
-  if (c.extremes) EXPECT_EQ(acc[0], 127 * 63 * c.k);
+  if (c.extremes) {
+    EXPECT_EQ(acc[0], 127 * 63 * c.k);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
