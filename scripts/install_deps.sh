@@ -24,6 +24,9 @@ PACKAGES=(
   yamllint python3-kubernetes python3-yaml
   # TLS tests make self-signed certificates
   openssl
+  # ThreadSanitizer over the server tests: Debian's Abseil and gRPC sources
+  # rebuilt with TSan (scripts/tsan_deps.sh; grpc_cpp_plugin needs libprotoc)
+  curl patch xz-utils libprotoc-dev libc-ares-dev libssl-dev
   # fuzzing: clang's libFuzzer (and the OpenMP runtime clang links)
   clang libclang-rt-14-dev libomp-dev
   # benchmark plots (bench/serving_sweep.sh)
