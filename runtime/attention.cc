@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "dnnl.hpp"
@@ -14,6 +15,12 @@ namespace {
 // Below this many new rows the per-row dot-product path beats launching
 // 2 x n_heads small GEMMs (decode and short chunks).
 constexpr int kGemmMinRows = 8;
+
+// Decode attention forks the OpenMP team above this many multiply-adds:
+// SmolLM2-135M (9 heads of 64) crosses it at ~230 cached positions, where
+// one layer's pass takes ~10 us on one core; below, a fork and join (a few
+// us) would cost more than it saves.
+constexpr int64_t kParallelDecodeMacs = int64_t(1) << 18;
 
 // 16 independent partial sums: without -ffast-math a single running sum
 // cannot be vectorized (float addition does not reassociate), and its
@@ -61,8 +68,6 @@ void CausalAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
   if (n_new < kGemmMinRows) {
     // Decode: rows are read in place from the KV blocks (a gather would
     // copy the whole cache of the layer every step).
-    scratch->scores.resize(n_pos);
-    float* s = scratch->scores.data();
     // Row addresses once per layer, not once per head.
     scratch->k_rows.resize(n_pos);
     scratch->v_rows.resize(n_pos);
@@ -72,20 +77,28 @@ void CausalAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
     }
     const float* const* krow = scratch->k_rows.data();
     const float* const* vrow = scratch->v_rows.data();
-    for (int i = 0; i < n_new; ++i) {
+    // (row, head) pairs are independent, each with its own score row
+    // [n_pos]. Split them over the team only when the pass is long enough
+    // to pay for the fork (2·hd MACs per pair and position).
+    const int pairs = n_new * c.n_heads;
+    scratch->scores.resize(size_t(pairs) * n_pos);
+    const bool parallel =
+        int64_t(pairs) * n_pos * 2 * hd >= kParallelDecodeMacs;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int ih = 0; ih < pairs; ++ih) {
+      const int i = ih / c.n_heads, h = ih % c.n_heads;
       const int visible = start + i + 1;
-      for (int h = 0; h < c.n_heads; ++h) {
-        const int g = h / c.group_size();
-        const float* qh = q + size_t(i) * q_dim + h * hd;
-        for (int p = 0; p < visible; ++p) {
-          s[p] = Dot(qh, krow[p] + g * hd, hd) * scale;
-        }
-        Softmax(s, visible);
-        float* o = out + size_t(i) * q_dim + h * hd;
-        std::fill(o, o + hd, 0.0f);
-        for (int p = 0; p < visible; ++p) {
-          Axpy(s[p], vrow[p] + g * hd, o, hd);
-        }
+      const int g = h / c.group_size();
+      float* s = scratch->scores.data() + size_t(ih) * n_pos;
+      const float* qh = q + size_t(i) * q_dim + h * hd;
+      for (int p = 0; p < visible; ++p) {
+        s[p] = Dot(qh, krow[p] + g * hd, hd) * scale;
+      }
+      Softmax(s, visible);
+      float* o = out + size_t(i) * q_dim + h * hd;
+      std::fill(o, o + hd, 0.0f);
+      for (int p = 0; p < visible; ++p) {
+        Axpy(s[p], vrow[p] + g * hd, o, hd);
       }
     }
     return;

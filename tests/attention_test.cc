@@ -58,7 +58,9 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{4, 2, 16, 0, 1}, Case{4, 2, 16, 30, 1},
                       Case{9, 3, 64, 100, 3}, Case{9, 3, 64, 0, 8},
                       Case{4, 4, 32, 17, 40}, Case{8, 1, 64, 5, 64},
-                      Case{2, 1, 24, 20, 2}));  // head_dim not a multiple of 16
+                      Case{2, 1, 24, 20, 2},  // head_dim not a multiple of 16
+                      // decode long enough to split heads over threads
+                      Case{9, 3, 64, 400, 1}, Case{9, 3, 64, 300, 4}));
 
 }  // namespace
 }  // namespace spikeserve
