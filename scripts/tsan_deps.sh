@@ -11,7 +11,7 @@
 # patches absl/base/options.h), so `LD_LIBRARY_PATH=OUT/lib` swaps them in
 # under binaries built against Debian's headers; protobuf stays Debian's.
 #
-# Usage: scripts/tsan_deps.sh OUT_DIR   (idempotent; about 25 min cold on two
+# Usage: scripts/tsan_deps.sh OUT_DIR   (idempotent; about 15 min cold on two
 # cores, seconds when OUT_DIR is current; ccache makes rebuilds quick)
 set -euo pipefail
 
@@ -46,8 +46,9 @@ fetch_source() {
     tar xf "${pkg}_${upstream}.orig.tar.gz"
     tar xf "${pkg}_${version}.debian.tar.xz" -C "$pkg-$upstream"
     grep -v '^#' "$pkg-$upstream/debian/patches/series" | while read -r p; do
-      [[ -n "$p" ]] && patch -s -p1 -d "$pkg-$upstream" \
-        <"$pkg-$upstream/debian/patches/$p"
+      if [[ -n "$p" ]]; then
+        patch -s -p1 -d "$pkg-$upstream" <"$pkg-$upstream/debian/patches/$p"
+      fi
     done
   ) >&2
   echo "$dir/$pkg-$upstream"
