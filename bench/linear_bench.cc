@@ -1,9 +1,11 @@
 // Linear-layer micro-benchmarks at the default model's shapes: FP32 sgemm
 // vs INT8 W8A8 (quantize + VNNI matmul + epilogue), M = rows per call.
 //   build/bench/linear_bench
+#include <algorithm>
 #include <random>
 
 #include "benchmark/benchmark.h"
+#include "runtime/int8_gemm_avx2.h"
 #include "runtime/int8_linear.h"
 #include "runtime/linear.h"
 
@@ -57,6 +59,41 @@ BENCHMARK(BM_Fp32)->SHAPES;
 BENCHMARK(BM_Int8)->SHAPES;
 BENCHMARK(BM_Int8OneDnn)->SHAPES;
 BENCHMARK(BM_Int8Avx2)->SHAPES;
+
+// The AVX2 kernel on weights that come from DRAM, as in a decode step of a
+// real model (its 30 layers do not fit in the caches): it walks through
+// distinct [N][K] matrices spanning 128 MiB. bytes_per_second = weight
+// bytes read, comparable with membw_bench.
+void BM_Avx2KernelCold(benchmark::State& state) {
+  const int m = int(state.range(0)), k = int(state.range(1)),
+            n = int(state.range(2));
+  const size_t per = size_t(n) * k;
+  const size_t count = std::max<size_t>(2, (size_t(128) << 20) / per);
+  std::vector<int8_t> w(per * count);
+  std::mt19937 rng(1);
+  std::uniform_int_distribution<int> d(-63, 63);
+  for (int8_t& v : w) v = int8_t(d(rng));
+  std::vector<Avx2PackedWeights> packed;
+  for (size_t i = 0; i < count; ++i) {
+    packed.push_back(PackAvx2Weights(w.data() + per * i, n, k));
+  }
+  std::vector<int8_t>().swap(w);
+  std::vector<int8_t> x(size_t(m) * k, 3);
+  std::vector<int32_t> acc(size_t(m) * n);
+  size_t i = 0;
+  for (auto _ : state) {
+    Int8GemmAvx2(x.data(), m, packed[i], acc.data());
+    benchmark::ClobberMemory();
+    if (++i == count) i = 0;
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(per));
+}
+BENCHMARK(BM_Avx2KernelCold)
+    ->Args({1, 576, 3072})
+    ->Args({1, 576, 960})
+    ->Args({1, 1536, 576})
+    ->Args({4, 576, 3072})
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace spikeserve

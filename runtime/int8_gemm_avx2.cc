@@ -2,6 +2,8 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "runtime/cpu_dispatch.h"
 
 namespace spikeserve {
@@ -13,38 +15,58 @@ namespace {
 // 2^20, 4 runs each, spikeserve-speed, Zen 3).
 constexpr int64_t kParallelMacs = int64_t(1) << 18;
 
+constexpr int kBlockRows = 4;  // output rows per packed block
+constexpr int kStep = 32;      // K bytes per step (one ymm register)
+constexpr int kStepBytes = kBlockRows * kStep;  // 128: two cache lines
+// How far ahead of the current step a thread prefetches its weight
+// stream, in bytes (see bench/linear_bench BM_Avx2KernelCold).
+#ifndef PREFETCH_BYTES
+#define PREFETCH_BYTES 4096
+#endif
+constexpr int kPrefetchBytes = PREFETCH_BYTES;
+
 #define SPIKESERVE_AVX2 __attribute__((target("avx2")))
 
-SPIKESERVE_AVX2 inline int32_t HSum(__m256i v) {
-  __m128i s =
-      _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-  return _mm_cvtsi128_si32(s);
+int Steps(int k) { return (k + kStep - 1) / kStep; }
+
+// The 4 horizontal sums of a0..a3 as one int32x4 [Σa0, Σa1, Σa2, Σa3].
+SPIKESERVE_AVX2 inline __m128i HSum4(__m256i a0, __m256i a1, __m256i a2,
+                                     __m256i a3) {
+  const __m256i h =
+      _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+  return _mm_add_epi32(_mm256_castsi256_si128(h),
+                       _mm256_extracti128_si256(h, 1));
 }
 
-// ROWS rows of xu (u8, x + 128) times NB consecutive weight rows starting
-// at w_rows; writes ROWS x NB int32 results (offset not yet removed) to
-// out[r * n + c].
-template <int ROWS, int NB>
-SPIKESERVE_AVX2 void Tile(const uint8_t* xu, int k, const int8_t* w_rows,
-                          int32_t* out, int n) {
+// ROWS rows of xu ([ROWS][steps * 32] u8, x + 128, zero-padded) times one
+// packed block of 4 weight rows: out[r] = the 4 raw sums of row r (the
+// offset not yet removed).
+template <int ROWS>
+SPIKESERVE_AVX2 void Block(const uint8_t* xu, int steps, const int8_t* wb,
+                           __m128i* out) {
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256i acc[ROWS][NB];
+  const size_t stride = size_t(steps) * kStep;
+  __m256i acc[ROWS][kBlockRows];
   for (int r = 0; r < ROWS; ++r) {
-    for (int c = 0; c < NB; ++c) acc[r][c] = _mm256_setzero_si256();
+    for (int c = 0; c < kBlockRows; ++c) acc[r][c] = _mm256_setzero_si256();
   }
-  const int k32 = k / 32 * 32;
-  for (int kk = 0; kk < k32; kk += 32) {
-    __m256i wv[NB];
-    for (int c = 0; c < NB; ++c) {
-      wv[c] = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(w_rows + size_t(c) * k + kk));
+  for (int s = 0; s < steps; ++s) {
+    const int8_t* ws = wb + size_t(s) * kStepBytes;
+    // Past the end of the weights this only hints at unmapped or unrelated
+    // memory: prefetches never fault.
+    _mm_prefetch(reinterpret_cast<const char*>(ws) + kPrefetchBytes,
+                 _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(ws) + kPrefetchBytes + 64,
+                 _MM_HINT_T0);
+    __m256i wv[kBlockRows];
+    for (int c = 0; c < kBlockRows; ++c) {
+      wv[c] =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ws + c * kStep));
     }
     for (int r = 0; r < ROWS; ++r) {
       const __m256i xv = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(xu + size_t(r) * k + kk));
-      for (int c = 0; c < NB; ++c) {
+          reinterpret_cast<const __m256i*>(xu + r * stride + s * kStep));
+      for (int c = 0; c < kBlockRows; ++c) {
         // u8 x s8 -> int16 pair sums (no saturation, see header), -> int32.
         const __m256i p = _mm256_maddubs_epi16(xv, wv[c]);
         acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(p, ones));
@@ -52,31 +74,92 @@ SPIKESERVE_AVX2 void Tile(const uint8_t* xu, int k, const int8_t* w_rows,
     }
   }
   for (int r = 0; r < ROWS; ++r) {
-    for (int c = 0; c < NB; ++c) {
-      int32_t s = HSum(acc[r][c]);
-      for (int kk = k32; kk < k; ++kk) {
-        s += int32_t(xu[size_t(r) * k + kk]) * w_rows[size_t(c) * k + kk];
-      }
-      out[size_t(r) * n + c] = s;
-    }
+    out[r] = HSum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
   }
 }
 
-// Output columns [j, j + NB) for every row.
-template <int NB>
-SPIKESERVE_AVX2 void Columns(const uint8_t* xu, int m, int k, const int8_t* w,
-                             int n, int j, int32_t* acc) {
-  const int8_t* wj = w + size_t(j) * k;
+// Where a block's sums go: int32 accumulators, or dequantized floats.
+struct Int32Out {
+  int32_t* acc;
+  SPIKESERVE_AVX2 void Store(int r, int j, int n, __m128i s) const {
+    int32_t* dst = acc + size_t(r) * n + j;
+    if (j + kBlockRows <= n) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), s);
+      return;
+    }
+    alignas(16) int32_t v[kBlockRows];
+    _mm_store_si128(reinterpret_cast<__m128i*>(v), s);
+    for (int c = 0; j + c < n; ++c) dst[c] = v[c];
+  }
+};
+struct FloatOut {
+  const float* row_scale;
+  const float* col_scale;
+  float* y;
+  SPIKESERVE_AVX2 void Store(int r, int j, int n, __m128i s) const {
+    float* dst = y + size_t(r) * n + j;
+    const __m128 sx = _mm_set1_ps(row_scale[r]);
+    if (j + kBlockRows <= n) {
+      const __m128 scale = _mm_mul_ps(sx, _mm_loadu_ps(col_scale + j));
+      _mm_storeu_ps(dst, _mm_mul_ps(_mm_cvtepi32_ps(s), scale));
+      return;
+    }
+    alignas(16) int32_t v[kBlockRows];
+    _mm_store_si128(reinterpret_cast<__m128i*>(v), s);
+    for (int c = 0; j + c < n; ++c) {
+      dst[c] = float(v[c]) * (row_scale[r] * col_scale[j + c]);
+    }
+  }
+};
+
+// Output rows [4b, 4b + 4) of block b for every row of xu.
+template <typename Out>
+SPIKESERVE_AVX2 void Columns(const uint8_t* xu, int m, int steps,
+                             const Avx2PackedWeights& w, int b,
+                             const Out& out) {
+  const int8_t* wb = w.data.data() + size_t(b) * steps * kStepBytes;
+  const int j = b * kBlockRows;
+  const size_t stride = size_t(steps) * kStep;
+  // The offset correction, 128·Σw, for this block's 4 rows (0 past N).
+  alignas(16) int32_t off[kBlockRows] = {};
+  for (int c = 0; c < kBlockRows && j + c < w.n; ++c) off[c] = w.offset[j + c];
+  const __m128i offset = _mm_load_si128(reinterpret_cast<const __m128i*>(off));
+  __m128i sums[2];
   int r = 0;
   for (; r + 2 <= m; r += 2) {
-    Tile<2, NB>(xu + size_t(r) * k, k, wj, acc + size_t(r) * n + j, n);
+    Block<2>(xu + r * stride, steps, wb, sums);
+    out.Store(r, j, w.n, _mm_sub_epi32(sums[0], offset));
+    out.Store(r + 1, j, w.n, _mm_sub_epi32(sums[1], offset));
   }
-  if (r < m) Tile<1, NB>(xu + size_t(r) * k, k, wj, acc + size_t(r) * n + j, n);
+  if (r < m) {
+    Block<1>(xu + r * stride, steps, wb, sums);
+    out.Store(r, j, w.n, _mm_sub_epi32(sums[0], offset));
+  }
+}
+
+template <typename Out>
+SPIKESERVE_AVX2 void Gemm(const int8_t* x, int m, const Avx2PackedWeights& w,
+                          const Out& out) {
+  const int k = w.k, steps = Steps(k);
+  const size_t stride = size_t(steps) * kStep;
+  // x + 128 as u8, rows padded to whole steps (the padding meets zero
+  // weights, so its value does not matter).
+  thread_local std::vector<uint8_t> xu;
+  if (xu.size() < m * stride) xu.resize(m * stride);
+  for (int r = 0; r < m; ++r) {
+    OffsetToU8(x + size_t(r) * k, k, xu.data() + r * stride);
+    std::fill(xu.data() + r * stride + k, xu.data() + (r + 1) * stride, 0);
+  }
+  const uint8_t* xp = xu.data();
+  const int blocks = (w.n + kBlockRows - 1) / kBlockRows;
+  const bool parallel = int64_t(m) * w.n * k >= kParallelMacs;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int b = 0; b < blocks; ++b) Columns(xp, m, steps, w, b, out);
 }
 
 }  // namespace
 
-// Also used on non-AVX2 CPUs (oneDNN's u8 form): clones, not target("avx2").
+// Also used on non-AVX2 CPUs (oneDNN's u8 form): clones, not target avx2.
 SPIKESERVE_CPU_CLONES void OffsetToU8(const int8_t* x, size_t n, uint8_t* xu) {
   for (size_t i = 0; i < n; ++i) xu[i] = uint8_t(x[i]) ^ 0x80u;  // x + 128
 }
@@ -99,18 +182,35 @@ std::vector<int32_t> Int8RowSums(const int8_t* w, int n, int k) {
   return s;
 }
 
-void Int8GemmAvx2(const int8_t* x, int m, int k, const int8_t* w,
-                  const int32_t* w_sum, int n, int32_t* acc) {
-  thread_local std::vector<uint8_t> xu;
-  if (xu.size() < size_t(m) * k) xu.resize(size_t(m) * k);
-  OffsetToU8(x, size_t(m) * k, xu.data());
-  const uint8_t* xp = xu.data();
-  const int blocks = n / 4;
-  const bool parallel = int64_t(m) * n * k >= kParallelMacs;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int b = 0; b < blocks; ++b) Columns<4>(xp, m, k, w, n, 4 * b, acc);
-  for (int j = 4 * blocks; j < n; ++j) Columns<1>(xp, m, k, w, n, j, acc);
-  SubtractOffset(w_sum, m, n, acc);
+Avx2PackedWeights PackAvx2Weights(const int8_t* w, int n, int k) {
+  Avx2PackedWeights p;
+  p.n = n;
+  p.k = k;
+  const int steps = Steps(k);
+  const int blocks = (n + kBlockRows - 1) / kBlockRows;
+  p.data.assign(size_t(blocks) * steps * kStepBytes, 0);
+  for (int j = 0; j < n; ++j) {
+    const int b = j / kBlockRows, c = j % kBlockRows;
+    for (int kk = 0; kk < k; ++kk) {
+      const int s = kk / kStep, i = kk % kStep;
+      p.data[(size_t(b) * steps + s) * kStepBytes + c * kStep + i] =
+          w[size_t(j) * k + kk];
+    }
+  }
+  p.offset = Int8RowSums(w, n, k);
+  for (int32_t& o : p.offset) o *= 128;
+  return p;
+}
+
+void Int8GemmAvx2(const int8_t* x, int m, const Avx2PackedWeights& w,
+                  int32_t* acc) {
+  Gemm(x, m, w, Int32Out{acc});
+}
+
+void Int8GemmAvx2Dequant(const int8_t* x, int m, const Avx2PackedWeights& w,
+                         const float* row_scale, const float* col_scale,
+                         float* y) {
+  Gemm(x, m, w, FloatOut{row_scale, col_scale, y});
 }
 
 }  // namespace spikeserve

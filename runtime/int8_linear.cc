@@ -4,7 +4,6 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "runtime/int8_gemm_avx2.h"
 
 namespace spikeserve {
 namespace {
@@ -22,7 +21,7 @@ struct Scratch {
   std::vector<uint8_t> xu;       // [bucket][K] xq + 128 (u8 oneDNN kind)
   std::vector<int32_t> acc;      // [bucket][N] accumulators
   std::vector<float> row_scale;  // [m]
-  int m = 0, k = 0, n = 0;       // shape of the last call
+  int m = 0, k = 0;              // shape of the last call
 };
 
 template <typename T>
@@ -37,10 +36,6 @@ Scratch& GetScratch() {
 
 }  // namespace
 
-absl::Span<const int32_t> Int8Linear::last_accumulators() {
-  const Scratch& s = GetScratch();
-  return absl::MakeConstSpan(s.acc.data(), size_t(s.m) * s.n);
-}
 absl::Span<const int8_t> Int8Linear::last_quantized_input() {
   const Scratch& s = GetScratch();
   return absl::MakeConstSpan(s.xq.data(), size_t(s.m) * s.k);
@@ -103,7 +98,7 @@ absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(
     lin->w_sum_ = Int8RowSums(plain.data(), N, K);
   }
   if (lin->avx2_max_rows_ > 0) {
-    lin->w_avx2_ = plain;
+    lin->w_avx2_ = PackAvx2Weights(plain.data(), N, K);
   }
   if (options.keep_plain_weights) lin->w_plain_ = std::move(plain);
   return lin;
@@ -129,10 +124,8 @@ void Int8Linear::Forward(const LinearInput& in, float* y) const {
   Scratch& sc = GetScratch();
   sc.m = m;
   sc.k = K;
-  sc.n = N;
   float* row_scale_ = Grow(&sc.row_scale, size_t(m));
   int8_t* xq_ = Grow(&sc.xq, size_t(mb) * K);
-  int32_t* acc_ = Grow(&sc.acc, size_t(mb) * N);
   // 1. Row scales.
   auto absmax = [&](int r) {
     return in.row_absmax ? in.row_absmax[r] : AbsMax(in.x + size_t(r) * K, K);
@@ -164,13 +157,16 @@ void Int8Linear::Forward(const LinearInput& in, float* y) const {
                 &xq_[size_t(r) * K]);
   }
   std::memset(xq_ + size_t(m) * K, 0, size_t(mb - m) * K);
-  // 3. s8 x s8 -> s32: oneDNN (the VNNI kernel where the CPU has it), or
-  // the AVX2 kernel for the batch sizes it is faster at.
+  // 3. s8 x s8 -> s32: the AVX2 kernel for the batch sizes it is faster
+  // at, dequantizing in its own epilogue (the same float operations as
+  // step 4)...
   if (m <= avx2_max_rows_) {
-    Int8GemmAvx2(xq_, m, K, w_avx2_.data(), w_sum_.data(), N, acc_);
-  } else {
-    RunOneDnn(mb, xq_, acc_);
+    Int8GemmAvx2Dequant(xq_, m, w_avx2_, row_scale_, w_scale_.data(), y);
+    return;
   }
+  // ... or oneDNN (the VNNI kernel where the CPU has it).
+  int32_t* acc_ = Grow(&sc.acc, size_t(mb) * N);
+  RunOneDnn(mb, xq_, acc_);
   // 4. Epilogue: dequantize with the row and channel scales.
 #pragma omp parallel for schedule(static) if (m >= kParallelRows)
   for (int r = 0; r < m; ++r) {

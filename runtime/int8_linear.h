@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/int8_gemm_avx2.h"
 #include "runtime/linear.h"
 #include "runtime/onednn_matmul.h"
 #include "runtime/quantize.h"
@@ -54,14 +55,13 @@ class Int8Linear final : public Linear {
   // [N][K] quantized weights; empty unless keep_plain_weights.
   const std::vector<int8_t>& plain_weights() const { return w_plain_; }
 
-  // The int32 accumulators ([m][N]), quantized activation rows ([m][K]) and
-  // row scales of the last Forward on this thread, for exactness tests.
-  static absl::Span<const int32_t> last_accumulators();
+  // The quantized activation rows ([m][K]) and row scales of the last
+  // Forward on this thread, for exactness tests.
   static absl::Span<const int8_t> last_quantized_input();
   static absl::Span<const float> last_row_scales();
 
   size_t weight_bytes() const {
-    return w_blocked_.size() + w_avx2_.size() +
+    return w_blocked_.size() + w_avx2_.bytes() +
            4 * (w_scale_.size() + w_sum_.size());
   }
 
@@ -75,10 +75,10 @@ class Int8Linear final : public Linear {
   std::vector<float> w_scale_;      // [N]
   std::vector<int8_t> w_plain_;     // [N][K], optional
   std::vector<uint8_t> w_blocked_;  // oneDNN's blocked layout
-  // AVX2 kernel (non-VNNI CPUs): plain [N][K] weights and their row sums.
+  // AVX2 kernel (non-VNNI CPUs) for batches up to avx2_max_rows_.
   int avx2_max_rows_ = 0;
-  std::vector<int8_t> w_avx2_;  // [N][K]
-  std::vector<int32_t> w_sum_;  // [N] row sums (AVX2 kernel, u8 oneDNN)
+  Avx2PackedWeights w_avx2_;
+  std::vector<int32_t> w_sum_;  // [N] row sums (oneDNN's u8 form)
 };
 
 }  // namespace spikeserve

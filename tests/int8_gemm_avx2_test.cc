@@ -15,10 +15,11 @@ struct Case {
 
 class Int8GemmAvx2Test : public ::testing::TestWithParam<Case> {};
 
-// Bit-exact against a scalar int32 reference, for row counts around the
-// 2-row tiles, K with and without a tail past the 32-byte steps, N with
-// and without a tail past the 4-column blocks, and the saturation corner
-// (|x| = 127, |w| = 63 everywhere, same signs).
+// Bit-exact against a scalar int32 reference (and its scalar float
+// epilogue), for row counts around the 2-row tiles, K with and without a
+// tail past the 32-byte steps, N with and without a tail past the 4-row
+// blocks, and the saturation corner (|x| = 127, |w| = 63 everywhere, same
+// signs).
 TEST_P(Int8GemmAvx2Test, EqualsScalarReference) {
   if (!Int8GemmAvx2Supported()) GTEST_SKIP() << "no AVX2 on this CPU";
   const Case c = GetParam();
@@ -31,9 +32,17 @@ TEST_P(Int8GemmAvx2Test, EqualsScalarReference) {
   if (c.extremes) {  // one all-positive row and column: the largest sum
     for (int j = 0; j < c.k; ++j) x[j] = 127, w[j] = 63;
   }
-  const std::vector<int32_t> sums = Int8RowSums(w.data(), c.n, c.k);
+  const Avx2PackedWeights packed = PackAvx2Weights(w.data(), c.n, c.k);
   std::vector<int32_t> acc(size_t(c.m) * c.n, -1);
-  Int8GemmAvx2(x.data(), c.m, c.k, w.data(), sums.data(), c.n, acc.data());
+  Int8GemmAvx2(x.data(), c.m, packed, acc.data());
+  // The dequantizing form, against the scalar epilogue on the reference.
+  std::vector<float> row_scale(c.m), col_scale(c.n);
+  std::uniform_real_distribution<float> ds(1e-4f, 1e-2f);
+  for (float& s : row_scale) s = ds(rng);
+  for (float& s : col_scale) s = ds(rng);
+  std::vector<float> y(size_t(c.m) * c.n, -1);
+  Int8GemmAvx2Dequant(x.data(), c.m, packed, row_scale.data(), col_scale.data(),
+                      y.data());
   for (int i = 0; i < c.m; ++i) {
     for (int j = 0; j < c.n; ++j) {
       int32_t ref = 0;
@@ -41,6 +50,9 @@ TEST_P(Int8GemmAvx2Test, EqualsScalarReference) {
         ref += int32_t(x[size_t(i) * c.k + t]) * w[size_t(j) * c.k + t];
       }
       ASSERT_EQ(acc[size_t(i) * c.n + j], ref) << "row " << i << " col " << j;
+      ASSERT_EQ(y[size_t(i) * c.n + j],
+                float(ref) * (row_scale[i] * col_scale[j]))
+          << "row " << i << " col " << j;
     }
   }
   if (c.extremes) {
