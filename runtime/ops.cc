@@ -15,7 +15,12 @@ namespace {
 // Inputs are clamped to [-87, 88] (results stay finite and normal).
 inline float FastExp(float x) {
   x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float n = std::nearbyint(x * 1.44269504f);
+  // Round to nearest by the 1.5·2^23 trick rather than std::nearbyint,
+  // which GCC keeps scalar (vroundss): this way, with -fno-trapping-math
+  // for the clamp, every loop over FastExp vectorizes (SiluMul and Softmax
+  // were 18% of a 512-token prefill).
+  constexpr float kRound = 12582912.0f;
+  const float n = (x * 1.44269504f + kRound) - kRound;
   const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;
   float p = 1.0f / 720;
   p = p * r + 1.0f / 120;
