@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "runtime/cpu_dispatch.h"
 
@@ -18,6 +19,7 @@ constexpr int64_t kParallelMacs = int64_t(1) << 18;
 constexpr int kBlockRows = 4;  // output rows per packed block
 constexpr int kStep = 32;      // K bytes per step (one ymm register)
 constexpr int kStepBytes = kBlockRows * kStep;  // 128: two cache lines
+constexpr int kHeaderBytes = 32;  // int32 offset[4], float scale[4]
 // How far ahead of the current step a thread prefetches its weight
 // stream, in bytes (see bench/linear_bench BM_Avx2KernelCold).
 #ifndef PREFETCH_BYTES
@@ -28,6 +30,9 @@ constexpr int kPrefetchBytes = PREFETCH_BYTES;
 #define SPIKESERVE_AVX2 __attribute__((target("avx2")))
 
 int Steps(int k) { return (k + kStep - 1) / kStep; }
+size_t BlockBytes(int steps) {
+  return kHeaderBytes + size_t(steps) * kStepBytes;
+}
 
 // The 4 horizontal sums of a0..a3 as one int32x4 [Σa0, Σa1, Σa2, Σa3].
 SPIKESERVE_AVX2 inline __m128i HSum4(__m256i a0, __m256i a1, __m256i a2,
@@ -81,7 +86,8 @@ SPIKESERVE_AVX2 void Block(const uint8_t* xu, int steps, const int8_t* wb,
 // Where a block's sums go: int32 accumulators, or dequantized floats.
 struct Int32Out {
   int32_t* acc;
-  SPIKESERVE_AVX2 void Store(int r, int j, int n, __m128i s) const {
+  SPIKESERVE_AVX2 void Store(int r, int j, int n, const float* /*scale*/,
+                             __m128i s) const {
     int32_t* dst = acc + size_t(r) * n + j;
     if (j + kBlockRows <= n) {
       _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), s);
@@ -92,22 +98,23 @@ struct Int32Out {
     for (int c = 0; j + c < n; ++c) dst[c] = v[c];
   }
 };
+// `scale`: the block's 4 column scales (from its header).
 struct FloatOut {
   const float* row_scale;
-  const float* col_scale;
   float* y;
-  SPIKESERVE_AVX2 void Store(int r, int j, int n, __m128i s) const {
+  SPIKESERVE_AVX2 void Store(int r, int j, int n, const float* scale,
+                             __m128i s) const {
     float* dst = y + size_t(r) * n + j;
     const __m128 sx = _mm_set1_ps(row_scale[r]);
     if (j + kBlockRows <= n) {
-      const __m128 scale = _mm_mul_ps(sx, _mm_loadu_ps(col_scale + j));
-      _mm_storeu_ps(dst, _mm_mul_ps(_mm_cvtepi32_ps(s), scale));
+      const __m128 rs = _mm_mul_ps(sx, _mm_loadu_ps(scale));
+      _mm_storeu_ps(dst, _mm_mul_ps(_mm_cvtepi32_ps(s), rs));
       return;
     }
     alignas(16) int32_t v[kBlockRows];
     _mm_store_si128(reinterpret_cast<__m128i*>(v), s);
     for (int c = 0; j + c < n; ++c) {
-      dst[c] = float(v[c]) * (row_scale[r] * col_scale[j + c]);
+      dst[c] = float(v[c]) * (row_scale[r] * scale[c]);
     }
   }
 };
@@ -117,23 +124,23 @@ template <typename Out>
 SPIKESERVE_AVX2 void Columns(const uint8_t* xu, int m, int steps,
                              const Avx2PackedWeights& w, int b,
                              const Out& out) {
-  const int8_t* wb = w.data.data() + size_t(b) * steps * kStepBytes;
+  const int8_t* header = w.data.data() + size_t(b) * BlockBytes(steps);
+  const int8_t* wb = header + kHeaderBytes;
+  const float* scale = reinterpret_cast<const float*>(header + 16);
   const int j = b * kBlockRows;
   const size_t stride = size_t(steps) * kStep;
-  // The offset correction, 128·Σw, for this block's 4 rows (0 past N).
-  alignas(16) int32_t off[kBlockRows] = {};
-  for (int c = 0; c < kBlockRows && j + c < w.n; ++c) off[c] = w.offset[j + c];
-  const __m128i offset = _mm_load_si128(reinterpret_cast<const __m128i*>(off));
+  const __m128i offset =
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(header));
   __m128i sums[2];
   int r = 0;
   for (; r + 2 <= m; r += 2) {
     Block<2>(xu + r * stride, steps, wb, sums);
-    out.Store(r, j, w.n, _mm_sub_epi32(sums[0], offset));
-    out.Store(r + 1, j, w.n, _mm_sub_epi32(sums[1], offset));
+    out.Store(r, j, w.n, scale, _mm_sub_epi32(sums[0], offset));
+    out.Store(r + 1, j, w.n, scale, _mm_sub_epi32(sums[1], offset));
   }
   if (r < m) {
     Block<1>(xu + r * stride, steps, wb, sums);
-    out.Store(r, j, w.n, _mm_sub_epi32(sums[0], offset));
+    out.Store(r, j, w.n, scale, _mm_sub_epi32(sums[0], offset));
   }
 }
 
@@ -182,23 +189,28 @@ std::vector<int32_t> Int8RowSums(const int8_t* w, int n, int k) {
   return s;
 }
 
-Avx2PackedWeights PackAvx2Weights(const int8_t* w, int n, int k) {
+Avx2PackedWeights PackAvx2Weights(const int8_t* w, int n, int k,
+                                  const float* col_scale) {
   Avx2PackedWeights p;
   p.n = n;
   p.k = k;
   const int steps = Steps(k);
   const int blocks = (n + kBlockRows - 1) / kBlockRows;
-  p.data.assign(size_t(blocks) * steps * kStepBytes, 0);
+  p.data.assign(size_t(blocks) * BlockBytes(steps), 0);
+  const std::vector<int32_t> sums = Int8RowSums(w, n, k);
   for (int j = 0; j < n; ++j) {
     const int b = j / kBlockRows, c = j % kBlockRows;
+    int8_t* block = p.data.data() + size_t(b) * BlockBytes(steps);
+    const int32_t offset = 128 * sums[j];
+    const float scale = col_scale ? col_scale[j] : 1.0f;
+    std::memcpy(block + 4 * c, &offset, 4);
+    std::memcpy(block + 16 + 4 * c, &scale, 4);
     for (int kk = 0; kk < k; ++kk) {
       const int s = kk / kStep, i = kk % kStep;
-      p.data[(size_t(b) * steps + s) * kStepBytes + c * kStep + i] =
+      block[kHeaderBytes + s * kStepBytes + c * kStep + i] =
           w[size_t(j) * k + kk];
     }
   }
-  p.offset = Int8RowSums(w, n, k);
-  for (int32_t& o : p.offset) o *= 128;
   return p;
 }
 
@@ -208,9 +220,8 @@ void Int8GemmAvx2(const int8_t* x, int m, const Avx2PackedWeights& w,
 }
 
 void Int8GemmAvx2Dequant(const int8_t* x, int m, const Avx2PackedWeights& w,
-                         const float* row_scale, const float* col_scale,
-                         float* y) {
-  Gemm(x, m, w, FloatOut{row_scale, col_scale, y});
+                         const float* row_scale, float* y) {
+  Gemm(x, m, w, FloatOut{row_scale, y});
 }
 
 }  // namespace spikeserve

@@ -36,14 +36,17 @@ std::vector<int32_t> Int8RowSums(const int8_t* w, int n, int k);
 void OffsetToU8(const int8_t* x, size_t n, uint8_t* xu);
 void SubtractOffset(const int32_t* w_sum, int m, int n, int32_t* acc);
 
-// W [N][K] (|w| <= 63) in the kernel's packed layout, with its row sums.
+// W [N][K] (|w| <= 63) in the kernel's packed layout. Each block of 4 rows
+// starts with a 32-byte header, the rows' offset corrections 128·Σ_k w[n][k]
+// (int32 x 4) and their dequantization scales (float x 4, `col_scale`, or
+// 1 if null), so that a thread reads nothing but this one stream.
 struct Avx2PackedWeights {
   int n = 0, k = 0;
-  std::vector<int8_t> data;     // [ceil(N/4)][ceil(K/32)][4][32]
-  std::vector<int32_t> offset;  // [N] 128 · Σ_k w[n][k]
-  size_t bytes() const { return data.size() + 4 * offset.size(); }
+  std::vector<int8_t> data;  // [ceil(N/4)][32 + ceil(K/32) * 128]
+  size_t bytes() const { return data.size(); }
 };
-Avx2PackedWeights PackAvx2Weights(const int8_t* w, int n, int k);
+Avx2PackedWeights PackAvx2Weights(const int8_t* w, int n, int k,
+                                  const float* col_scale = nullptr);
 
 // acc[m][N] = x[m][K] · Wᵀ (see above), exact. Runs on the calling
 // thread's OpenMP team when the product is large enough to pay for the
@@ -51,12 +54,11 @@ Avx2PackedWeights PackAvx2Weights(const int8_t* w, int n, int k);
 void Int8GemmAvx2(const int8_t* x, int m, const Avx2PackedWeights& w,
                   int32_t* acc);
 
-// The same product dequantized in the kernel's epilogue:
-// y[r][j] = float(acc[r][j]) * (row_scale[r] * col_scale[j]), the very
-// float operations of a scalar epilogue, so results are identical to it.
+// The same product dequantized in the kernel's epilogue with the packed
+// column scales: y[r][j] = float(acc[r][j]) * (row_scale[r] * col_scale[j]),
+// the very float operations of a scalar epilogue, so results are identical.
 void Int8GemmAvx2Dequant(const int8_t* x, int m, const Avx2PackedWeights& w,
-                         const float* row_scale, const float* col_scale,
-                         float* y);
+                         const float* row_scale, float* y);
 
 }  // namespace spikeserve
 

@@ -98,7 +98,7 @@ absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(
     lin->w_sum_ = Int8RowSums(plain.data(), N, K);
   }
   if (lin->avx2_max_rows_ > 0) {
-    lin->w_avx2_ = PackAvx2Weights(plain.data(), N, K);
+    lin->w_avx2_ = PackAvx2Weights(plain.data(), N, K, lin->w_scale_.data());
   }
   if (options.keep_plain_weights) lin->w_plain_ = std::move(plain);
   return lin;
@@ -161,7 +161,7 @@ void Int8Linear::Forward(const LinearInput& in, float* y) const {
   // at, dequantizing in its own epilogue (the same float operations as
   // step 4)...
   if (m <= avx2_max_rows_) {
-    Int8GemmAvx2Dequant(xq_, m, w_avx2_, row_scale_, w_scale_.data(), y);
+    Int8GemmAvx2Dequant(xq_, m, w_avx2_, row_scale_, y);
     return;
   }
   // ... or oneDNN (the VNNI kernel where the CPU has it).

@@ -32,17 +32,17 @@ TEST_P(Int8GemmAvx2Test, EqualsScalarReference) {
   if (c.extremes) {  // one all-positive row and column: the largest sum
     for (int j = 0; j < c.k; ++j) x[j] = 127, w[j] = 63;
   }
-  const Avx2PackedWeights packed = PackAvx2Weights(w.data(), c.n, c.k);
-  std::vector<int32_t> acc(size_t(c.m) * c.n, -1);
-  Int8GemmAvx2(x.data(), c.m, packed, acc.data());
   // The dequantizing form, against the scalar epilogue on the reference.
   std::vector<float> row_scale(c.m), col_scale(c.n);
   std::uniform_real_distribution<float> ds(1e-4f, 1e-2f);
   for (float& s : row_scale) s = ds(rng);
   for (float& s : col_scale) s = ds(rng);
+  const Avx2PackedWeights packed =
+      PackAvx2Weights(w.data(), c.n, c.k, col_scale.data());
+  std::vector<int32_t> acc(size_t(c.m) * c.n, -1);
+  Int8GemmAvx2(x.data(), c.m, packed, acc.data());
   std::vector<float> y(size_t(c.m) * c.n, -1);
-  Int8GemmAvx2Dequant(x.data(), c.m, packed, row_scale.data(), col_scale.data(),
-                      y.data());
+  Int8GemmAvx2Dequant(x.data(), c.m, packed, row_scale.data(), y.data());
   for (int i = 0; i < c.m; ++i) {
     for (int j = 0; j < c.n; ++j) {
       int32_t ref = 0;
