@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "dnnl.hpp"
+#include "runtime/attention_decode_avx2.h"
 #include "runtime/cpu_dispatch.h"
 #include "runtime/ops.h"
 
@@ -84,6 +85,7 @@ void CausalAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
     scratch->scores.resize(size_t(pairs) * n_pos);
     const bool parallel =
         int64_t(pairs) * n_pos * 2 * hd >= kParallelDecodeMacs;
+    const bool avx2 = DecodeAttentionAvx2Supported(hd);
 #pragma omp parallel for schedule(static) if (parallel)
     for (int ih = 0; ih < pairs; ++ih) {
       const int i = ih / c.n_heads, h = ih % c.n_heads;
@@ -91,11 +93,17 @@ void CausalAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
       const int g = h / c.group_size();
       float* s = scratch->scores.data() + size_t(ih) * n_pos;
       const float* qh = q + size_t(i) * q_dim + h * hd;
+      float* o = out + size_t(i) * q_dim + h * hd;
+      if (avx2) {
+        HeadScoresAvx2(qh, krow, g * hd, visible, hd, scale, s);
+        Softmax(s, visible);
+        HeadWeightedSumAvx2(s, vrow, g * hd, visible, hd, o);
+        continue;
+      }
       for (int p = 0; p < visible; ++p) {
         s[p] = Dot(qh, krow[p] + g * hd, hd) * scale;
       }
       Softmax(s, visible);
-      float* o = out + size_t(i) * q_dim + h * hd;
       std::fill(o, o + hd, 0.0f);
       for (int p = 0; p < visible; ++p) {
         Axpy(s[p], vrow[p] + g * hd, o, hd);

@@ -17,8 +17,11 @@ void PrintTo(const Case& c, std::ostream* os) {
 
 class AttentionTest : public ::testing::TestWithParam<Case> {};
 
-// Both fast paths (dot products for < 8 rows, GEMMs otherwise) agree with
-// the double-precision reference.
+// Every fast path agrees with the double-precision reference: decode rows
+// (< 8) on the AVX2 loops (head_dim a multiple of 8: 64 = one 8-register
+// pass over V, 72 = one pass plus a 1-register one, 128 = two) or the
+// portable ones (head_dim 20), position counts with and without a tail
+// past the 4-position steps; GEMMs from 8 rows on.
 TEST_P(AttentionTest, MatchesReference) {
   const Case& p = GetParam();
   ModelConfig c;
@@ -59,6 +62,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{9, 3, 64, 100, 3}, Case{9, 3, 64, 0, 8},
                       Case{4, 4, 32, 17, 40}, Case{8, 1, 64, 5, 64},
                       Case{2, 1, 24, 20, 2},  // head_dim not a multiple of 16
+                      Case{2, 1, 20, 21, 2},  // nor of 8: portable loops
+                      Case{4, 2, 72, 6, 1}, Case{2, 2, 128, 33, 3},
                       // decode long enough to split heads over threads
                       Case{9, 3, 64, 400, 1}, Case{9, 3, 64, 300, 4}));
 
