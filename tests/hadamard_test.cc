@@ -62,6 +62,27 @@ TEST_P(HadamardSize, OrthonormalAndInvertible) {
 INSTANTIATE_TEST_SUITE_P(Sizes, HadamardSize,
                          ::testing::Values(1, 2, 64, 96, 12, 20, 160, 1536));
 
+// Powers of two are Sylvester's matrix, H[i][j] = (-1)^popcount(i & j) /
+// sqrt(n), entry for entry (the butterfly's in-register first stages and
+// its loop must compose to exactly this, not to another orthonormal map).
+TEST(Hadamard, PowersOfTwoAreSylvester) {
+  for (int n : {2, 4, 8, 16, 128}) {
+    auto t = HadamardTransform::Create(n);
+    ASSERT_TRUE(t.ok()) << t.status();
+    std::vector<float> m(size_t(n) * n, 0.0f);
+    for (int i = 0; i < n; ++i) m[size_t(i) * n + i] = 1.0f;
+    t->Apply(m.data(), n);  // row i = image of e_i
+    for (int i = 0; i < n; ++i) {
+      for (int j = 0; j < n; ++j) {
+        const float want = (__builtin_popcount(i & j) % 2 ? -1.0f : 1.0f) /
+                           std::sqrt(float(n));
+        ASSERT_NEAR(m[size_t(i) * n + j], want, 1e-6)
+            << "n " << n << " [" << i << "][" << j << "]";
+      }
+    }
+  }
+}
+
 TEST(Hadamard, RejectsOtherWidths) {
   EXPECT_FALSE(HadamardTransform::Create(576 + 4).ok());
   EXPECT_FALSE(HadamardTransform::Create(28).ok());
