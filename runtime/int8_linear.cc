@@ -150,13 +150,12 @@ void Int8Linear::Forward(const LinearInput& in, float* y) const {
         row_scale_[r] = ScaleFor(options_.static_absmax);
       break;
   }
-    // 2. Quantize into a bucket-sized buffer; padding rows are zero.
+    // 2. Quantize into a bucket-sized buffer (padding zeroed for oneDNN).
 #pragma omp parallel for schedule(static) if (m >= kParallelRows)
   for (int r = 0; r < m; ++r) {
     QuantizeRow(in.x + size_t(r) * K, K, 1.0f / row_scale_[r],
                 &xq_[size_t(r) * K]);
   }
-  std::memset(xq_ + size_t(m) * K, 0, size_t(mb - m) * K);
   // 3. s8 x s8 -> s32: the AVX2 kernel for the batch sizes it is faster
   // at, dequantizing in its own epilogue (the same float operations as
   // step 4)...
@@ -164,7 +163,9 @@ void Int8Linear::Forward(const LinearInput& in, float* y) const {
     Int8GemmAvx2Dequant(xq_, m, w_avx2_, row_scale_, y);
     return;
   }
-  // ... or oneDNN (the VNNI kernel where the CPU has it).
+  // ... or oneDNN (the VNNI kernel where the CPU has it) on the whole
+  // bucket, whose padding rows are zero.
+  std::memset(xq_ + size_t(m) * K, 0, size_t(mb - m) * K);
   int32_t* acc_ = Grow(&sc.acc, size_t(mb) * N);
   RunOneDnn(mb, xq_, acc_);
   // 4. Epilogue: dequantize with the row and channel scales.
