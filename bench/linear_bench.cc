@@ -5,7 +5,7 @@
 #include <random>
 
 #include "benchmark/benchmark.h"
-#include "runtime/int8_gemm_avx2.h"
+#include "runtime/int8_gemm_packed.h"
 #include "runtime/int8_linear.h"
 #include "runtime/linear.h"
 
@@ -20,9 +20,9 @@ Matrix RandomMatrix(int rows, int cols) {
   return w;
 }
 
-// avx2_max_rows: -1 default dispatch, 0 oneDNN only, large: AVX2 kernel
-// (on CPUs without VNNI).
-void Run(benchmark::State& state, bool int8, int avx2_max_rows = -1) {
+// packed_max_rows: -1 default dispatch, 0 oneDNN only, large: our packed
+// kernel (AVX-512 VNNI, or AVX2 on CPUs without VNNI).
+void Run(benchmark::State& state, bool int8, int packed_max_rows = -1) {
   const int m = int(state.range(0)), k = int(state.range(1)),
             n = int(state.range(2));
   const Matrix w = RandomMatrix(n, k);
@@ -30,7 +30,7 @@ void Run(benchmark::State& state, bool int8, int avx2_max_rows = -1) {
   std::unique_ptr<Linear> lin;
   if (int8) {
     Int8Linear::Options o;
-    o.avx2_max_rows = avx2_max_rows;
+    o.packed_max_rows = packed_max_rows;
     lin = *Int8Linear::Create(w, o);
     (void)WarmUpInt8Matmul(k, n, m);
   } else {
@@ -48,23 +48,27 @@ void Run(benchmark::State& state, bool int8, int avx2_max_rows = -1) {
 void BM_Fp32(benchmark::State& s) { Run(s, false); }
 void BM_Int8(benchmark::State& s) { Run(s, true); }
 void BM_Int8OneDnn(benchmark::State& s) { Run(s, true, 0); }
-void BM_Int8Avx2(benchmark::State& s) { Run(s, true, 1 << 30); }
+void BM_Int8Packed(benchmark::State& s) { Run(s, true, 1 << 30); }
 
-#define SHAPES                                                        \
-  ArgsProduct({{1, 4, 8, 16, 64, 128, 256, 512}, {576}, {960, 3072}}) \
-      ->Args({1, 1536, 576})                                          \
-      ->Args({512, 1536, 576})                                        \
+#define SHAPES                                                           \
+  ArgsProduct({{1, 2, 4, 8, 16, 64, 128, 256, 512}, {576}, {960, 3072}}) \
+      ->Args({1, 1536, 576})                                             \
+      ->Args({512, 1536, 576})                                           \
       ->UseRealTime()
 BENCHMARK(BM_Fp32)->SHAPES;
 BENCHMARK(BM_Int8)->SHAPES;
 BENCHMARK(BM_Int8OneDnn)->SHAPES;
-BENCHMARK(BM_Int8Avx2)->SHAPES;
+BENCHMARK(BM_Int8Packed)->SHAPES;
 
-// The AVX2 kernel on weights that come from DRAM, as in a decode step of a
-// real model (its 30 layers do not fit in the caches): it walks through
-// distinct [N][K] matrices spanning 128 MiB. bytes_per_second = weight
+// The packed kernel of each ISA on weights that come from DRAM, as in a decode
+// step of a real model (its 30 layers do not fit in the caches): it walks
+// through distinct [N][K] matrices spanning 128 MiB. bytes_per_second = weight
 // bytes read, comparable with membw_bench.
-void BM_Avx2KernelCold(benchmark::State& state) {
+void KernelCold(benchmark::State& state, Int8KernelIsa isa) {
+  if (!Int8KernelSupported(isa)) {
+    state.SkipWithError("kernel not supported on this CPU");
+    return;
+  }
   const int m = int(state.range(0)), k = int(state.range(1)),
             n = int(state.range(2));
   const size_t per = size_t(n) * k;
@@ -73,27 +77,36 @@ void BM_Avx2KernelCold(benchmark::State& state) {
   std::mt19937 rng(1);
   std::uniform_int_distribution<int> d(-63, 63);
   for (int8_t& v : w) v = int8_t(d(rng));
-  std::vector<Avx2PackedWeights> packed;
+  std::vector<Int8PackedWeights> packed;
   for (size_t i = 0; i < count; ++i) {
-    packed.push_back(PackAvx2Weights(w.data() + per * i, n, k));
+    packed.push_back(PackInt8Weights(w.data() + per * i, n, k, isa));
   }
   std::vector<int8_t>().swap(w);
   std::vector<int8_t> x(size_t(m) * k, 3);
   std::vector<int32_t> acc(size_t(m) * n);
   size_t i = 0;
   for (auto _ : state) {
-    Int8GemmAvx2(x.data(), m, packed[i], acc.data());
+    Int8GemmPacked(x.data(), m, packed[i], acc.data());
     benchmark::ClobberMemory();
     if (++i == count) i = 0;
   }
   state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(per));
 }
-BENCHMARK(BM_Avx2KernelCold)
-    ->Args({1, 576, 3072})
-    ->Args({1, 576, 960})
-    ->Args({1, 1536, 576})
-    ->Args({4, 576, 3072})
-    ->UseRealTime();
+void BM_Avx2KernelCold(benchmark::State& s) {
+  KernelCold(s, Int8KernelIsa::kAvx2);
+}
+void BM_VnniKernelCold(benchmark::State& s) {
+  KernelCold(s, Int8KernelIsa::kAvx512Vnni);
+}
+#define COLD_SHAPES           \
+  Args({1, 576, 3072})        \
+      ->Args({1, 576, 960})   \
+      ->Args({1, 1536, 576})  \
+      ->Args({4, 576, 3072})  \
+      ->Args({1, 2048, 5632}) \
+      ->UseRealTime()
+BENCHMARK(BM_Avx2KernelCold)->COLD_SHAPES;
+BENCHMARK(BM_VnniKernelCold)->COLD_SHAPES;
 
 }  // namespace
 }  // namespace spikeserve

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 
@@ -53,12 +54,39 @@ absl::StatusOr<std::string> WarmUpInt8Matmul(int k, int n, int max_rows) {
   return WarmUpMatmul(Int8Kind(), k, n, max_rows);
 }
 
-// Against oneDNN's non-VNNI gemm in its u8 form, the AVX2 kernel wins up
-// to 4 rows (1 row of 576x3072: 29 vs 111 us; 4 rows 70 vs 141 us), ties
-// at 8 (576x960 73 vs 56 us, 576x3072 200 vs 220 us) and loses from 16 on
-// 576x960 (142 vs 93 us) and at 64 rows (1.42 vs 0.97 ms): 2 threads, Zen 3,
-// build/bench/linear_bench --benchmark_filter='Int8(OneDnn|Avx2)'.
-const int Int8Linear::kDefaultAvx2MaxRows = 8;
+namespace {
+// The packed kernel this CPU runs with the weights Int8WeightQmax() gives:
+// VNNI where oneDNN's int8 kernels use it (a cap by ONEDNN_MAX_CPU_ISA
+// moves both to the AVX2 path, with 7-bit weights), AVX2 otherwise.
+std::optional<Int8KernelIsa> PackedIsa() {
+  if (Int8MatmulHasVnni()) {
+    if (Int8KernelSupported(Int8KernelIsa::kAvx512Vnni)) {
+      return Int8KernelIsa::kAvx512Vnni;
+    }
+    return std::nullopt;  // VNNI of another kind (e.g. AVX10 without BW)
+  }
+  if (Int8KernelSupported(Int8KernelIsa::kAvx2)) return Int8KernelIsa::kAvx2;
+  return std::nullopt;
+}
+}  // namespace
+
+// Measured with 2 threads, build/bench/linear_bench
+// --benchmark_filter='Int8(OneDnn|Packed)':
+// - AVX2 against oneDNN's non-VNNI gemm in its u8 form (Zen 3): the kernel
+//   wins up to 4 rows (1 row of 576x3072: 29 vs 111 us; 4 rows 70 vs 141
+//   us), ties at 8 (576x960 73 vs 56 us, 576x3072 200 vs 220 us) and loses
+//   from 16 on 576x960 (142 vs 93 us) and at 64 rows (1.42 vs 0.97 ms).
+// - AVX-512 VNNI against oneDNN's brg:avx512_core_vnni (Zen 5): the kernel
+//   wins at 1 row (576x960 3.8 vs 6.9 us, 1536x576 6.9 vs 7.8 us, 576x3072
+//   14.4 vs 14.0 us with the weights in cache; from DRAM it streams them at
+//   the read bandwidth, BM_VnniKernelCold) and loses from 2 rows on
+//   (576x960 8.0 vs 6.6 us, 576x3072 23 vs 15 us), where brgemm's register
+//   tiles reuse each weight load across rows.
+int Int8Linear::DefaultPackedMaxRows() {
+  const std::optional<Int8KernelIsa> isa = PackedIsa();
+  if (!isa) return 0;
+  return *isa == Int8KernelIsa::kAvx2 ? 8 : 1;
+}
 
 absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(
     const Matrix& w, const Options& options) {
@@ -90,15 +118,18 @@ absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(
       ReorderWeights(Int8Kind(), plain.data(), K, N);
   if (!blocked.ok()) return blocked.status();
   lin->w_blocked_ = *std::move(blocked);
-  if (!Int8MatmulHasVnni() && Int8GemmAvx2Supported()) {
-    lin->avx2_max_rows_ =
-        options.avx2_max_rows < 0 ? kDefaultAvx2MaxRows : options.avx2_max_rows;
+  const std::optional<Int8KernelIsa> isa = PackedIsa();
+  if (isa) {
+    lin->packed_max_rows_ = options.packed_max_rows < 0
+                                ? DefaultPackedMaxRows()
+                                : options.packed_max_rows;
   }
   if (Int8Kind() == MatmulKind::kU8S8S32) {
     lin->w_sum_ = Int8RowSums(plain.data(), N, K);
   }
-  if (lin->avx2_max_rows_ > 0) {
-    lin->w_avx2_ = PackAvx2Weights(plain.data(), N, K, lin->w_scale_.data());
+  if (lin->packed_max_rows_ > 0) {
+    lin->w_packed_ =
+        PackInt8Weights(plain.data(), N, K, *isa, lin->w_scale_.data());
   }
   if (options.keep_plain_weights) lin->w_plain_ = std::move(plain);
   return lin;
@@ -156,11 +187,11 @@ void Int8Linear::Forward(const LinearInput& in, float* y) const {
     QuantizeRow(in.x + size_t(r) * K, K, 1.0f / row_scale_[r],
                 &xq_[size_t(r) * K]);
   }
-  // 3. s8 x s8 -> s32: the AVX2 kernel for the batch sizes it is faster
+  // 3. s8 x s8 -> s32: our packed kernel for the batch sizes it is faster
   // at, dequantizing in its own epilogue (the same float operations as
   // step 4)...
-  if (m <= avx2_max_rows_) {
-    Int8GemmAvx2Dequant(xq_, m, w_avx2_, row_scale_, y);
+  if (m <= packed_max_rows_) {
+    Int8GemmPackedDequant(xq_, m, w_packed_, row_scale_, y);
     return;
   }
   // ... or oneDNN (the VNNI kernel where the CPU has it) on the whole

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "runtime/int8_gemm_avx2.h"
+#include "runtime/int8_gemm_packed.h"
 #include "runtime/linear.h"
 #include "runtime/onednn_matmul.h"
 #include "runtime/quantize.h"
@@ -33,13 +33,15 @@ class Int8Linear final : public Linear {
     ActQuantMode mode = ActQuantMode::kPerTensorDynamic;
     float static_absmax = 0;  // kPerTensorStatic: calibrated input absmax
     bool keep_plain_weights = false;  // keep [N][K] int8 copy (tests)
-    // Batches of at most this many rows run on the AVX2 kernel
-    // (int8_gemm_avx2.h) instead of oneDNN, on CPUs without VNNI only
-    // (-1: kDefaultAvx2MaxRows; 0: never). Larger batches use oneDNN.
-    int avx2_max_rows = -1;
+    // Batches of at most this many rows run on our packed-weight kernel
+    // (int8_gemm_packed.h: AVX-512 VNNI, or AVX2 on CPUs without VNNI)
+    // instead of oneDNN (-1: DefaultPackedMaxRows(); 0: never). Larger
+    // batches use oneDNN.
+    int packed_max_rows = -1;
   };
-  // Measured on an AVX2-only Zen 3 (bench/linear_bench): see int8_linear.cc.
-  static const int kDefaultAvx2MaxRows;
+  // The default of packed_max_rows for the kernel this CPU runs, measured
+  // with bench/linear_bench (see int8_linear.cc); 0 without AVX2.
+  static int DefaultPackedMaxRows();
 
   // Quantizes `w` ([N][K] FP32) per output channel. Fails if oneDNN would
   // pick a reference kernel.
@@ -61,7 +63,7 @@ class Int8Linear final : public Linear {
   static absl::Span<const float> last_row_scales();
 
   size_t weight_bytes() const {
-    return w_blocked_.size() + w_avx2_.bytes() +
+    return w_blocked_.size() + w_packed_.bytes() +
            4 * (w_scale_.size() + w_sum_.size());
   }
 
@@ -75,9 +77,9 @@ class Int8Linear final : public Linear {
   std::vector<float> w_scale_;      // [N]
   std::vector<int8_t> w_plain_;     // [N][K], optional
   std::vector<uint8_t> w_blocked_;  // oneDNN's blocked layout
-  // AVX2 kernel (non-VNNI CPUs) for batches up to avx2_max_rows_.
-  int avx2_max_rows_ = 0;
-  Avx2PackedWeights w_avx2_;
+  // Our kernel for batches up to packed_max_rows_.
+  int packed_max_rows_ = 0;
+  Int8PackedWeights w_packed_;
   std::vector<int32_t> w_sum_;  // [N] row sums (oneDNN's u8 form)
 };
 

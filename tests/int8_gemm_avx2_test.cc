@@ -1,48 +1,60 @@
-#include "runtime/int8_gemm_avx2.h"
-
 #include <random>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "runtime/int8_gemm_packed.h"
 
 namespace spikeserve {
 namespace {
 
 struct Case {
   int m, k, n;
-  bool extremes;  // every x = ±127 and w = ±63: the largest pair sums
+  bool extremes;  // every x = ±127 and w = ±wmax: the largest sums
 };
 
-class Int8GemmAvx2Test : public ::testing::TestWithParam<Case> {};
+// The largest |w| each kernel is exact for (see int8_gemm_packed.h).
+int WeightMax(Int8KernelIsa isa) {
+  return isa == Int8KernelIsa::kAvx2 ? 63 : 127;
+}
+
+class Int8GemmPackedTest
+    : public ::testing::TestWithParam<std::tuple<Int8KernelIsa, Case>> {};
 
 // Bit-exact against a scalar int32 reference (and its scalar float
-// epilogue), for row counts around the 2-row tiles, K with and without a
-// tail past the 32-byte steps, N with and without a tail past the 4-row
-// blocks, and the saturation corner (|x| = 127, |w| = 63 everywhere, same
-// signs).
-TEST_P(Int8GemmAvx2Test, EqualsScalarReference) {
-  if (!Int8GemmAvx2Supported()) GTEST_SKIP() << "no AVX2 on this CPU";
-  const Case c = GetParam();
+// epilogue), for each kernel the CPU runs: row counts around the 2-row
+// tiles, K with and without a tail past the 32- or 64-byte steps, N with
+// and without a tail past the 4-row blocks, and the saturation corner
+// (|x| = 127, |w| = the kernel's maximum everywhere, same signs).
+TEST_P(Int8GemmPackedTest, EqualsScalarReference) {
+  const auto [isa, c] = GetParam();
+  if (!Int8KernelSupported(isa)) {
+    GTEST_SKIP() << "this CPU has no " << Int8KernelIsaName(isa);
+  }
+  const int wmax = WeightMax(isa);
   std::mt19937 rng(c.m * 131 + c.k * 7 + c.n);
-  std::uniform_int_distribution<int> dx(-127, 127), dw(-63, 63), sign(0, 1);
+  std::uniform_int_distribution<int> dx(-127, 127), dw(-wmax, wmax), sign(0, 1);
   std::vector<int8_t> x(size_t(c.m) * c.k), w(size_t(c.n) * c.k);
   for (int8_t& v : x)
     v = int8_t(c.extremes ? (sign(rng) ? 127 : -127) : dx(rng));
-  for (int8_t& v : w) v = int8_t(c.extremes ? (sign(rng) ? 63 : -63) : dw(rng));
+  for (int8_t& v : w) {
+    v = int8_t(c.extremes ? (sign(rng) ? wmax : -wmax) : dw(rng));
+  }
   if (c.extremes) {  // one all-positive row and column: the largest sum
-    for (int j = 0; j < c.k; ++j) x[j] = 127, w[j] = 63;
+    for (int j = 0; j < c.k; ++j) x[j] = 127, w[j] = int8_t(wmax);
   }
   // The dequantizing form, against the scalar epilogue on the reference.
   std::vector<float> row_scale(c.m), col_scale(c.n);
   std::uniform_real_distribution<float> ds(1e-4f, 1e-2f);
   for (float& s : row_scale) s = ds(rng);
   for (float& s : col_scale) s = ds(rng);
-  const Avx2PackedWeights packed =
-      PackAvx2Weights(w.data(), c.n, c.k, col_scale.data());
+  const Int8PackedWeights packed =
+      PackInt8Weights(w.data(), c.n, c.k, isa, col_scale.data());
   std::vector<int32_t> acc(size_t(c.m) * c.n, -1);
-  Int8GemmAvx2(x.data(), c.m, packed, acc.data());
+  Int8GemmPacked(x.data(), c.m, packed, acc.data());
   std::vector<float> y(size_t(c.m) * c.n, -1);
-  Int8GemmAvx2Dequant(x.data(), c.m, packed, row_scale.data(), y.data());
+  Int8GemmPackedDequant(x.data(), c.m, packed, row_scale.data(), y.data());
   for (int i = 0; i < c.m; ++i) {
     for (int j = 0; j < c.n; ++j) {
       int32_t ref = 0;
@@ -56,21 +68,25 @@ TEST_P(Int8GemmAvx2Test, EqualsScalarReference) {
     }
   }
   if (c.extremes) {
-    EXPECT_EQ(acc[0], 127 * 63 * c.k);
+    EXPECT_EQ(acc[0], 127 * wmax * c.k);
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    Shapes, Int8GemmAvx2Test,
-    ::testing::Values(Case{1, 576, 960, false}, Case{2, 576, 576, false},
-                      Case{3, 1536, 576, false}, Case{16, 576, 3072, false},
-                      Case{64, 576, 960, false}, Case{5, 40, 7, false},
-                      Case{1, 31, 3, false}, Case{7, 100, 13, false},
-                      Case{4, 2048, 256, false}, Case{1, 576, 64, true},
-                      Case{3, 5632, 9, true}),
-    [](const ::testing::TestParamInfo<Case>& i) {
-      return std::to_string(i.param.m) + "x" + std::to_string(i.param.k) + "x" +
-             std::to_string(i.param.n) + (i.param.extremes ? "_extremes" : "");
+    Shapes, Int8GemmPackedTest,
+    ::testing::Combine(
+        ::testing::Values(Int8KernelIsa::kAvx2, Int8KernelIsa::kAvx512Vnni),
+        ::testing::Values(Case{1, 576, 960, false}, Case{2, 576, 576, false},
+                          Case{3, 1536, 576, false}, Case{16, 576, 3072, false},
+                          Case{64, 576, 960, false}, Case{5, 40, 7, false},
+                          Case{1, 31, 3, false}, Case{7, 100, 13, false},
+                          Case{4, 2048, 256, false}, Case{1, 576, 64, true},
+                          Case{3, 5632, 9, true}, Case{2, 96, 5, false})),
+    [](const auto& i) {
+      const Case& c = std::get<1>(i.param);
+      return std::string(Int8KernelIsaName(std::get<0>(i.param))) + "_" +
+             std::to_string(c.m) + "x" + std::to_string(c.k) + "x" +
+             std::to_string(c.n) + (c.extremes ? "_extremes" : "");
     });
 
 }  // namespace

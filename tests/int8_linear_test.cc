@@ -38,7 +38,7 @@ class Int8LinearTest : public ::testing::TestWithParam<Case> {};
 
 // The output equals the scalar integer dot product of the same quantized
 // operands, dequantized as float(acc) * (s_x * s_w), exactly (oneDNN or
-// the AVX2 kernel, whichever serves m); and it is within
+// our packed kernel, whichever serves m); and it is within
 // the analytic quantization bound of the FP32 product:
 //   |y - x·w| <= Σ_k |x_k| s_w/2 + s_x/2 |w_k| + s_x s_w / 4
 // (each operand is off by at most half its scale).
