@@ -93,7 +93,7 @@ SPIKESERVE_AVX2 void BlockAvx2(const uint8_t* xu, int steps, const int8_t* wb,
 
 // The same with 64-byte steps and vpdpbusd (4 exact u8 x s8 products per
 // int32 lane). GCC 12 warns that the undefined pass-through operand of its
-// own 256-bit extract and shuffle intrinsics is uninitialized: a false
+// own 256-bit extract intrinsic is uninitialized: a false
 // positive of its headers (the mask is all ones), silenced here only.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"

@@ -8,8 +8,8 @@
 //   u8 by s8 into int16 pair sums, so W must satisfy |w| <= 63: each pair
 //   sum is at most 2 * 255 * 63 = 32130 (no saturation).
 // - AVX-512 VNNI (e.g. Zen 4/5): vpdpbusd sums 4 u8 x s8 products straight
-//   into int32, exact for any s8 W. oneDNN's brgemm is fast for prefill
-//   but at 1 row reads the weights well below DRAM bandwidth.
+//   into int32, exact for any s8 W. oneDNN's brgemm is faster from 2 rows
+//   on; at 1 row this kernel is (int8_linear.cc has the figures).
 //
 // acc[m][N] = x[m][K] · Wᵀ exactly in int32, for s8 x in [-127, 127]: x is
 // offset to u8 (x + 128), and the offset is taken back with precomputed row
