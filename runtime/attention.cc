@@ -13,9 +13,9 @@
 namespace spikeserve {
 namespace {
 
-// Below this many new rows the per-row dot-product path beats launching
-// 2 x n_heads small GEMMs (decode and short chunks).
-constexpr int kGemmMinRows = 8;
+// Below kAttentionGemmMinRows new rows the per-row dot-product path beats
+// launching 2 x n_heads small GEMMs (decode and short chunks).
+constexpr int kGemmMinRows = kAttentionGemmMinRows;
 
 // Decode attention forks the OpenMP team above this many multiply-adds:
 // SmolLM2-135M (9 heads of 64) crosses it at ~230 cached positions, where
@@ -59,6 +59,80 @@ void Gather(const SequenceKv& kv, int layer, int n_pos, int kv_dim,
 
 }  // namespace
 
+void DecodeAttention(const ModelConfig& c, int layer,
+                     absl::Span<const DecodeQuery> queries,
+                     AttentionScratch* scratch) {
+  const int hd = c.head_dim, q_dim = c.q_dim();
+  const float scale = 1.0f / std::sqrt(float(hd));
+  // Rows are read in place from the KV blocks (a gather would copy the
+  // whole cache of the layer every step); their addresses once per layer
+  // and sequence, not once per head. Query i's scores are [pairs][n_pos]
+  // from score0[i].
+  std::vector<size_t>& row0 = scratch->row0;
+  std::vector<size_t>& score0 = scratch->score0;
+  std::vector<int>& pair0 = scratch->pair0;
+  const size_t nq = queries.size();
+  row0.assign(nq + 1, 0);
+  score0.assign(nq + 1, 0);
+  pair0.assign(nq + 1, 0);
+  int64_t macs = 0;
+  for (size_t i = 0; i < nq; ++i) {
+    const DecodeQuery& dq = queries[i];
+    const int n_pos = dq.start + dq.n_new;
+    const int pairs = dq.n_new * c.n_heads;
+    row0[i + 1] = row0[i] + n_pos;
+    pair0[i + 1] = pair0[i] + pairs;
+    score0[i + 1] = score0[i] + size_t(pairs) * n_pos;
+    macs += int64_t(pairs) * n_pos * 2 * hd;
+  }
+  scratch->k_rows.resize(row0[nq]);
+  scratch->v_rows.resize(row0[nq]);
+  scratch->scores.resize(score0[nq]);
+  for (size_t i = 0; i < nq; ++i) {
+    const DecodeQuery& dq = queries[i];
+    for (int p = 0; p < dq.start + dq.n_new; ++p) {
+      scratch->k_rows[row0[i] + p] = dq.kv->k_row(layer, p);
+      scratch->v_rows[row0[i] + p] = dq.kv->v_row(layer, p);
+    }
+  }
+  // (query, row, head) triples are independent, each with its own score
+  // row. Split them over the team only when the pass is long enough to pay
+  // for the fork (2·hd MACs per pair and position).
+  const bool parallel = macs >= kParallelDecodeMacs;
+  const bool avx2 = DecodeAttentionAvx2Supported(hd);
+  const int total_pairs = pair0[nq];
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int t = 0; t < total_pairs; ++t) {
+    const size_t qi =
+        std::upper_bound(pair0.begin(), pair0.end(), t) - pair0.begin() - 1;
+    const DecodeQuery& dq = queries[qi];
+    const int ih = t - pair0[qi];
+    const int i = ih / c.n_heads, h = ih % c.n_heads;
+    const int n_pos = dq.start + dq.n_new;
+    const int visible = dq.start + i + 1;
+    const int g = h / c.group_size();
+    const float* const* krow = scratch->k_rows.data() + row0[qi];
+    const float* const* vrow = scratch->v_rows.data() + row0[qi];
+    float* s = scratch->scores.data() + score0[qi] + size_t(ih) * n_pos;
+    const float* qh = dq.q + size_t(i) * q_dim + h * hd;
+    float* o = dq.out + size_t(i) * q_dim + h * hd;
+    if (avx2) {
+      HeadScoresAvx2(qh, krow, g * hd, visible, hd, scale, s);
+      Softmax(s, visible);
+      HeadWeightedSumAvx2(s, vrow, g * hd, visible, hd, o);
+      continue;
+    }
+    for (int p = 0; p < visible; ++p) {
+      s[p] = Dot(qh, krow[p] + g * hd, hd) * scale;
+    }
+    Softmax(s, visible);
+    std::fill(o, o + hd, 0.0f);
+    for (int p = 0; p < visible; ++p) {
+      Axpy(s[p], vrow[p] + g * hd, o, hd);
+    }
+  }
+}
+
 void CausalAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
                      const float* q, int n_new, int start, float* out,
                      AttentionScratch* scratch) {
@@ -67,48 +141,8 @@ void CausalAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
   const float scale = 1.0f / std::sqrt(float(hd));
 
   if (n_new < kGemmMinRows) {
-    // Decode: rows are read in place from the KV blocks (a gather would
-    // copy the whole cache of the layer every step).
-    // Row addresses once per layer, not once per head.
-    scratch->k_rows.resize(n_pos);
-    scratch->v_rows.resize(n_pos);
-    for (int p = 0; p < n_pos; ++p) {
-      scratch->k_rows[p] = kv.k_row(layer, p);
-      scratch->v_rows[p] = kv.v_row(layer, p);
-    }
-    const float* const* krow = scratch->k_rows.data();
-    const float* const* vrow = scratch->v_rows.data();
-    // (row, head) pairs are independent, each with its own score row
-    // [n_pos]. Split them over the team only when the pass is long enough
-    // to pay for the fork (2·hd MACs per pair and position).
-    const int pairs = n_new * c.n_heads;
-    scratch->scores.resize(size_t(pairs) * n_pos);
-    const bool parallel =
-        int64_t(pairs) * n_pos * 2 * hd >= kParallelDecodeMacs;
-    const bool avx2 = DecodeAttentionAvx2Supported(hd);
-#pragma omp parallel for schedule(static) if (parallel)
-    for (int ih = 0; ih < pairs; ++ih) {
-      const int i = ih / c.n_heads, h = ih % c.n_heads;
-      const int visible = start + i + 1;
-      const int g = h / c.group_size();
-      float* s = scratch->scores.data() + size_t(ih) * n_pos;
-      const float* qh = q + size_t(i) * q_dim + h * hd;
-      float* o = out + size_t(i) * q_dim + h * hd;
-      if (avx2) {
-        HeadScoresAvx2(qh, krow, g * hd, visible, hd, scale, s);
-        Softmax(s, visible);
-        HeadWeightedSumAvx2(s, vrow, g * hd, visible, hd, o);
-        continue;
-      }
-      for (int p = 0; p < visible; ++p) {
-        s[p] = Dot(qh, krow[p] + g * hd, hd) * scale;
-      }
-      Softmax(s, visible);
-      std::fill(o, o + hd, 0.0f);
-      for (int p = 0; p < visible; ++p) {
-        Axpy(s[p], vrow[p] + g * hd, o, hd);
-      }
-    }
+    const DecodeQuery one{&kv, q, n_new, start, out};
+    DecodeAttention(c, layer, absl::MakeConstSpan(&one, 1), scratch);
     return;
   }
 

@@ -37,6 +37,7 @@ Matrix& SiteMatrix(LayerWeights& L, Site s) {
 struct Workspace {
   std::vector<float> x, xn, qkv, att, gu, h, tmp, q, absmax, sel;
   AttentionScratch attention;
+  std::vector<DecodeQuery> decode_queries;  // one layer's decode rows
 };
 Workspace& GetWorkspace() {
   thread_local Workspace w;
@@ -381,15 +382,33 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
         std::memcpy(b.kv->k_row(l, pos), k, c.kv_dim() * sizeof(float));
         std::memcpy(b.kv->v_row(l, pos), v, c.kv_dim() * sizeof(float));
       }
-      // Queries are strided inside qkv rows; attention wants [n][q_dim].
-      std::vector<float>& q = Grow(&ws.q, size_t(n) * c.q_dim());
-      for (int i = 0; i < n; ++i) {
-        std::memcpy(&q[size_t(i) * c.q_dim()], &qkv[size_t(r0 + i) * qkv_w],
-                    c.q_dim() * sizeof(float));
-      }
-      CausalAttention(c, *b.kv, l, q.data(), n, b.kv->length(),
-                      &att[size_t(r0) * c.q_dim()], &scratch);
       r0 += n;
+    }
+    // Queries are strided inside qkv rows; attention wants [n][q_dim].
+    std::vector<float>& q = Grow(&ws.q, size_t(m) * c.q_dim());
+    for (int r = 0; r < m; ++r) {
+      std::memcpy(&q[size_t(r) * c.q_dim()], &qkv[size_t(r) * qkv_w],
+                  c.q_dim() * sizeof(float));
+    }
+    // Prefill chunks one by one (each splits its heads over the team);
+    // the decode rows of every sequence in one pass, so that a batch of
+    // short ones still fills the team.
+    ws.decode_queries.clear();
+    r0 = 0;
+    for (const BatchEntry& b : batch) {
+      const int n = int(b.tokens.size());
+      const size_t off = size_t(r0) * c.q_dim();
+      if (n < kAttentionGemmMinRows) {
+        ws.decode_queries.push_back(
+            {b.kv, &q[off], n, b.kv->length(), &att[off]});
+      } else {
+        CausalAttention(c, *b.kv, l, &q[off], n, b.kv->length(), &att[off],
+                        &scratch);
+      }
+      r0 += n;
+    }
+    if (!ws.decode_queries.empty()) {
+      DecodeAttention(c, l, ws.decode_queries, &scratch);
     }
     RunSite(l, Site::kO, att.data(), m, bounds, opt, &absmax, tmp.data());
     for (size_t i = 0; i < mh; ++i) x[i] += tmp[i];

@@ -1,6 +1,9 @@
 #include "runtime/attention.h"
 
+#include <memory>
 #include <random>
+#include <utility>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -66,6 +69,69 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{4, 2, 72, 6, 1}, Case{2, 2, 128, 33, 3},
                       // decode long enough to split heads over threads
                       Case{9, 3, 64, 400, 1}, Case{9, 3, 64, 300, 4}));
+
+// A decode batch of several sequences (different lengths and row counts)
+// in one DecodeAttention pass equals the reference of each sequence alone:
+// a batch whose sequences are each too short to split over the team
+// (SmolLM2-135M's 9 heads of 64 at 40-200 positions) and one past a single
+// sequence's threshold.
+TEST(DecodeAttention, BatchEqualsEachSequenceAlone) {
+  ModelConfig c;
+  c.n_layers = 2;
+  c.n_heads = 9;
+  c.n_kv_heads = 3;
+  c.head_dim = 64;
+  auto pool = KvPool::Create({.n_layers = 2,
+                              .kv_dim = c.kv_dim(),
+                              .block_tokens = 16,
+                              .num_blocks = 256});
+  ASSERT_TRUE(pool.ok());
+  for (const std::vector<std::pair<int, int>>& batch :
+       {std::vector<std::pair<int, int>>{{40, 1},
+                                         {200, 1},
+                                         {7, 3},
+                                         {120, 1},
+                                         {0, 1},
+                                         {65, 2},
+                                         {150, 1},
+                                         {99, 1}},
+        std::vector<std::pair<int, int>>{{500, 1}, {3, 1}}}) {
+    std::mt19937 rng(7);
+    std::normal_distribution<float> d(0, 2);
+    std::vector<std::unique_ptr<SequenceKv>> kvs;
+    std::vector<std::vector<float>> qs, outs;
+    std::vector<DecodeQuery> queries;
+    for (const auto& [start, n_new] : batch) {
+      kvs.push_back(std::make_unique<SequenceKv>(pool->get()));
+      SequenceKv& kv = *kvs.back();
+      ASSERT_TRUE(kv.Reserve(start + n_new).ok());
+      for (int pos = 0; pos < start + n_new; ++pos) {
+        for (int i = 0; i < c.kv_dim(); ++i) {
+          kv.k_row(1, pos)[i] = d(rng);
+          kv.v_row(1, pos)[i] = d(rng);
+        }
+      }
+      qs.emplace_back(size_t(n_new) * c.q_dim());
+      for (float& x : qs.back()) x = d(rng);
+      outs.emplace_back(qs.back().size(), -1.0f);
+    }
+    for (size_t i = 0; i < batch.size(); ++i) {
+      queries.push_back({kvs[i].get(), qs[i].data(), batch[i].second,
+                         batch[i].first, outs[i].data()});
+    }
+    AttentionScratch scratch;
+    DecodeAttention(c, 1, queries, &scratch);
+    for (size_t b = 0; b < batch.size(); ++b) {
+      std::vector<float> ref(qs[b].size());
+      ReferenceAttention(c, *kvs[b], 1, qs[b].data(), batch[b].second,
+                         batch[b].first, ref.data());
+      for (size_t i = 0; i < ref.size(); ++i) {
+        ASSERT_NEAR(outs[b][i], ref[i], 1e-4)
+            << "sequence " << b << " element " << i;
+      }
+    }
+  }
+}
 
 }  // namespace
 }  // namespace spikeserve
