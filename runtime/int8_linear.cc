@@ -88,6 +88,14 @@ int Int8Linear::DefaultPackedMaxRows() {
   return *isa == Int8KernelIsa::kAvx2 ? 8 : 1;
 }
 
+std::string Int8Linear::PackedKernelDescription() {
+  const std::optional<Int8KernelIsa> isa = PackedIsa();
+  if (!isa) return "none";
+  const int rows = DefaultPackedMaxRows();
+  return absl::StrCat(Int8KernelIsaName(*isa), " up to ", rows,
+                      rows == 1 ? " row" : " rows");
+}
+
 absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(
     const Matrix& w, const Options& options) {
   auto lin = std::unique_ptr<Int8Linear>(new Int8Linear());

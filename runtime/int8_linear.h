@@ -42,6 +42,9 @@ class Int8Linear final : public Linear {
   // The default of packed_max_rows for the kernel this CPU runs, measured
   // with bench/linear_bench (see int8_linear.cc); 0 without AVX2.
   static int DefaultPackedMaxRows();
+  // For logs: the packed kernel this CPU runs and up to how many rows,
+  // e.g. "avx512_vnni up to 1 row", or "none".
+  static std::string PackedKernelDescription();
 
   // Quantizes `w` ([N][K] FP32) per output channel. Fails if oneDNN would
   // pick a reference kernel.

@@ -14,6 +14,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "oneapi/dnnl/dnnl.h"
+#include "runtime/int8_linear.h"
 #include "runtime/onednn_matmul.h"
 #include "runtime/quant_plan.h"
 #include "runtime/quantize.h"
@@ -156,7 +157,9 @@ absl::Status SpikeServer::Load() {
       model.quant().w8a8
           ? absl::StrCat("W8A8 ", ActQuantModeName(model.quant().mode),
                          ", oneDNN INT8 kernel ", model.int8_impl(),
-                         ", QFeM sites ", model.quant().fp32_sites.size())
+                         ", own INT8 kernel ",
+                         Int8Linear::PackedKernelDescription(), ", QFeM sites ",
+                         model.quant().fp32_sites.size())
           : std::string("none (FP32)"),
       ", QFeP prefix ", bundle_.qfep_prefix.size(), " tokens, lm_head ",
       LmHeadPrecisionName(model.quant().lm_head), ", CPU ISA ",
