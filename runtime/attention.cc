@@ -13,10 +13,6 @@
 namespace spikeserve {
 namespace {
 
-// Below kAttentionGemmMinRows new rows the per-row dot-product path beats
-// launching 2 x n_heads small GEMMs (decode and short chunks).
-constexpr int kGemmMinRows = kAttentionGemmMinRows;
-
 // Decode attention forks the OpenMP team above this many multiply-adds:
 // SmolLM2-135M (9 heads of 64) crosses it at ~230 cached positions, where
 // one layer's pass takes ~10 us on one core; below, a fork and join (a few
@@ -140,7 +136,7 @@ void CausalAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
   const int n_pos = start + n_new;
   const float scale = 1.0f / std::sqrt(float(hd));
 
-  if (n_new < kGemmMinRows) {
+  if (n_new < kAttentionGemmMinRows) {
     const DecodeQuery one{&kv, q, n_new, start, out};
     DecodeAttention(c, layer, absl::MakeConstSpan(&one, 1), scratch);
     return;

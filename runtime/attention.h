@@ -24,7 +24,8 @@ struct AttentionScratch {
 };
 
 // Rows below this count attend by per-row dot products (DecodeAttention);
-// from it on, by per-head GEMMs.
+// from it on, by per-head GEMMs: below it, launching 2 x n_heads small
+// GEMMs costs more than the dot products (decode and short chunks).
 inline constexpr int kAttentionGemmMinRows = 8;
 
 // The new rows of one sequence in a decode step (n_new <

@@ -19,7 +19,7 @@ constexpr int64_t kParallelMacs = int64_t(1) << 18;
 constexpr int kBlockRows = 4;     // output rows per packed block
 constexpr int kHeaderBytes = 32;  // int32 offset[4], float scale[4]
 // How far ahead of the current step a thread prefetches its weight
-// stream, in bytes (see bench/linear_bench BM_PackedKernelCold).
+// stream, in bytes (see bench/linear_bench BM_{Avx2,Vnni}KernelCold).
 #ifndef PREFETCH_BYTES
 #define PREFETCH_BYTES 4096
 #endif
@@ -93,8 +93,8 @@ SPIKESERVE_AVX2 void BlockAvx2(const uint8_t* xu, int steps, const int8_t* wb,
 
 // The same with 64-byte steps and vpdpbusd (4 exact u8 x s8 products per
 // int32 lane). GCC 12 warns that the undefined pass-through operand of its
-// own 256-bit extract intrinsic is uninitialized: a false
-// positive of its headers (the mask is all ones), silenced here only.
+// own 256-bit extract intrinsic is uninitialized: a false positive of its
+// headers (the mask is all ones), silenced here only.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"

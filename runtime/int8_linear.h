@@ -40,7 +40,8 @@ class Int8Linear final : public Linear {
     int packed_max_rows = -1;
   };
   // The default of packed_max_rows for the kernel this CPU runs, measured
-  // with bench/linear_bench (see int8_linear.cc); 0 without AVX2.
+  // with bench/linear_bench (see int8_linear.cc); 0 where neither kernel
+  // runs.
   static int DefaultPackedMaxRows();
   // For logs: the packed kernel this CPU runs and up to how many rows,
   // e.g. "avx512_vnni up to 1 row", or "none".
