@@ -2,6 +2,8 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace spikeserve {
@@ -124,9 +126,33 @@ std::pair<int, int> SequenceKv::Locate(int pos) const {
   return {blocks_[q / bt], q % bt};
 }
 
-float* SequenceKv::k_row(int layer, int pos) {
+void SequenceKv::WriteK(int layer, int pos, const float* k) {
   auto [b, slot] = Locate(pos);
-  return pool_->k(b, layer) + size_t(slot) * pool_->kv_dim();
+  const int bt = pool_->block_tokens();
+  float* dst = pool_->k(b, layer) + slot;
+  for (int d = 0; d < pool_->kv_dim(); ++d) dst[size_t(d) * bt] = k[d];
+}
+
+void SequenceKv::ReadK(int layer, int pos, float* k) const {
+  auto [b, slot] = Locate(pos);
+  const int bt = pool_->block_tokens();
+  const float* src = pool_->k(b, layer) + slot;
+  for (int d = 0; d < pool_->kv_dim(); ++d) k[d] = src[size_t(d) * bt];
+}
+
+void SequenceKv::Segments(int n_pos, std::vector<Segment>* out) const {
+  out->clear();
+  const int bt = pool_->block_tokens();
+  for (int pos = 0; pos < n_pos;) {
+    auto [b, slot] = Locate(pos);
+    // A run ends at the block's end, or where the prefix's partial last
+    // block hands over to the sequence's own blocks.
+    int end = pos + (bt - slot);
+    if (pos < prefix_len_) end = std::min(end, prefix_len_);
+    end = std::min(end, n_pos);
+    out->push_back({b, slot, pos, end - pos});
+    pos = end;
+  }
 }
 
 float* SequenceKv::v_row(int layer, int pos) {

@@ -2,7 +2,11 @@
 // block tables over it.
 //
 // A block holds `block_tokens` consecutive positions of one sequence for
-// every layer: [n_layers][K|V][block_tokens][kv_dim] floats (K after RoPE).
+// every layer: per layer, K (after RoPE) as [kv_dim][block_tokens] floats,
+// dimension-major, then V as [block_tokens][kv_dim]. K is stored transposed
+// so that attention scores run along positions (one vector of positions
+// per dimension, a plain FMA chain over the dimensions per score: the same
+// arithmetic for one query row or a tile of them, attention.h).
 // Blocks are refcounted so that full blocks can be shared read-only by many
 // sequences (the QFeP prefix, cached prompt prefixes).
 #ifndef SPIKESERVE_RUNTIME_KV_CACHE_H_
@@ -46,7 +50,8 @@ class KvPool {
   void Unref(int block);
   int refcount(int block) const { return refs_[block]; }
 
-  // [block_tokens][kv_dim] rows of layer `layer` in `block`.
+  // K of layer `layer` in `block`: [kv_dim][block_tokens] (transposed).
+  // V: [block_tokens][kv_dim] rows.
   float* k(int block, int layer) { return data(block, layer, 0); }
   float* v(int block, int layer) { return data(block, layer, 1); }
   const float* k(int block, int layer) const {
@@ -108,15 +113,24 @@ class SequenceKv {
   const std::vector<int>& own_blocks() const { return blocks_; }
   const std::vector<int>& prefix_blocks() const { return prefix_blocks_; }
 
-  // Where position `pos` of layer `layer` lives: row pointers into the pool.
-  float* k_row(int layer, int pos);
+  // K of position `pos` in layer `layer`: written from / read into a
+  // [kv_dim] row (the pool stores K transposed).
+  void WriteK(int layer, int pos, const float* k);
+  void ReadK(int layer, int pos, float* k) const;
+  // V row of position `pos`: [kv_dim] floats in the pool.
   float* v_row(int layer, int pos);
-  const float* k_row(int layer, int pos) const {
-    return const_cast<SequenceKv*>(this)->k_row(layer, pos);
-  }
   const float* v_row(int layer, int pos) const {
     return const_cast<SequenceKv*>(this)->v_row(layer, pos);
   }
+
+  // Positions [0, n_pos) as runs that lie in one block each, in order.
+  struct Segment {
+    int block;  // pool block
+    int slot0;  // first slot of the run in the block
+    int pos0;   // its position in the sequence
+    int n;      // positions in the run
+  };
+  void Segments(int n_pos, std::vector<Segment>* out) const;
   const KvPool& pool() const { return *pool_; }
 
   // Drops every reference and resets to empty.

@@ -37,7 +37,7 @@ Matrix& SiteMatrix(LayerWeights& L, Site s) {
 struct Workspace {
   std::vector<float> x, xn, qkv, att, gu, h, tmp, q, absmax, sel;
   AttentionScratch attention;
-  std::vector<DecodeQuery> decode_queries;  // one layer's decode rows
+  std::vector<AttentionQuery> queries;  // one layer's attention rows
 };
 Workspace& GetWorkspace() {
   thread_local Workspace w;
@@ -379,7 +379,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
         const float* cs = &rope[size_t(r0 + i) * c.rope_dims];
         ApplyRope(q, c.n_heads, c.head_dim, c.rope_dims, cs);
         ApplyRope(k, c.n_kv_heads, c.head_dim, c.rope_dims, cs);
-        std::memcpy(b.kv->k_row(l, pos), k, c.kv_dim() * sizeof(float));
+        b.kv->WriteK(l, pos, k);
         std::memcpy(b.kv->v_row(l, pos), v, c.kv_dim() * sizeof(float));
       }
       r0 += n;
@@ -390,26 +390,17 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
       std::memcpy(&q[size_t(r) * c.q_dim()], &qkv[size_t(r) * qkv_w],
                   c.q_dim() * sizeof(float));
     }
-    // Prefill chunks one by one (each splits its heads over the team);
-    // the decode rows of every sequence in one pass, so that a batch of
-    // short ones still fills the team.
-    ws.decode_queries.clear();
+    // Every sequence's rows in one pass (prefill chunks and decode rows
+    // alike, so that a row's result does not depend on its company).
+    ws.queries.clear();
     r0 = 0;
     for (const BatchEntry& b : batch) {
       const int n = int(b.tokens.size());
       const size_t off = size_t(r0) * c.q_dim();
-      if (n < kAttentionGemmMinRows) {
-        ws.decode_queries.push_back(
-            {b.kv, &q[off], n, b.kv->length(), &att[off]});
-      } else {
-        CausalAttention(c, *b.kv, l, &q[off], n, b.kv->length(), &att[off],
-                        &scratch);
-      }
+      ws.queries.push_back({b.kv, &q[off], n, b.kv->length(), &att[off]});
       r0 += n;
     }
-    if (!ws.decode_queries.empty()) {
-      DecodeAttention(c, l, ws.decode_queries, &scratch);
-    }
+    Attention(c, l, ws.queries, &scratch);
     RunSite(l, Site::kO, att.data(), m, bounds, opt, &absmax, tmp.data());
     for (size_t i = 0; i < mh; ++i) x[i] += tmp[i];
 

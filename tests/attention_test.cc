@@ -1,5 +1,7 @@
 #include "runtime/attention.h"
 
+#include <algorithm>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <utility>
@@ -20,11 +22,10 @@ void PrintTo(const Case& c, std::ostream* os) {
 
 class AttentionTest : public ::testing::TestWithParam<Case> {};
 
-// Every fast path agrees with the double-precision reference: decode rows
-// (< 8) on the AVX2 loops (head_dim a multiple of 8: 64 = one 8-register
-// pass over V, 72 = one pass plus a 1-register one, 128 = two) or the
-// portable ones (head_dim 20), position counts with and without a tail
-// past the 4-position steps; GEMMs from 8 rows on.
+// The attention pass agrees with the double-precision reference: head_dim
+// a multiple of 32 (64, 128: whole AVX-512 passes over V), of 8 only (24,
+// 72: masked or scalar tails) or of neither (20), row counts below, at and
+// past a tile (8), position counts with and without a tail past a block.
 TEST_P(AttentionTest, MatchesReference) {
   const Case& p = GetParam();
   ModelConfig c;
@@ -42,11 +43,13 @@ TEST_P(AttentionTest, MatchesReference) {
   ASSERT_TRUE(kv.Reserve(total).ok());
   std::mt19937 rng(5);
   std::normal_distribution<float> d(0, 2);
+  std::vector<float> krow(c.kv_dim());
   for (int pos = 0; pos < total; ++pos) {
     for (int i = 0; i < c.kv_dim(); ++i) {
-      kv.k_row(1, pos)[i] = d(rng);
+      krow[i] = d(rng);
       kv.v_row(1, pos)[i] = d(rng);
     }
+    kv.WriteK(1, pos, krow.data());
   }
   std::vector<float> q(size_t(p.n_new) * c.q_dim());
   for (float& x : q) x = d(rng);
@@ -71,11 +74,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{9, 3, 64, 400, 1}, Case{9, 3, 64, 300, 4}));
 
 // A decode batch of several sequences (different lengths and row counts)
-// in one DecodeAttention pass equals the reference of each sequence alone:
+// in one Attention pass equals the reference of each sequence alone:
 // a batch whose sequences are each too short to split over the team
 // (SmolLM2-135M's 9 heads of 64 at 40-200 positions) and one past a single
 // sequence's threshold.
-TEST(DecodeAttention, BatchEqualsEachSequenceAlone) {
+TEST(Attention, BatchEqualsEachSequenceAlone) {
   ModelConfig c;
   c.n_layers = 2;
   c.n_heads = 9;
@@ -100,16 +103,18 @@ TEST(DecodeAttention, BatchEqualsEachSequenceAlone) {
     std::normal_distribution<float> d(0, 2);
     std::vector<std::unique_ptr<SequenceKv>> kvs;
     std::vector<std::vector<float>> qs, outs;
-    std::vector<DecodeQuery> queries;
+    std::vector<AttentionQuery> queries;
+    std::vector<float> krow(c.kv_dim());
     for (const auto& [start, n_new] : batch) {
       kvs.push_back(std::make_unique<SequenceKv>(pool->get()));
       SequenceKv& kv = *kvs.back();
       ASSERT_TRUE(kv.Reserve(start + n_new).ok());
       for (int pos = 0; pos < start + n_new; ++pos) {
         for (int i = 0; i < c.kv_dim(); ++i) {
-          kv.k_row(1, pos)[i] = d(rng);
+          krow[i] = d(rng);
           kv.v_row(1, pos)[i] = d(rng);
         }
+        kv.WriteK(1, pos, krow.data());
       }
       qs.emplace_back(size_t(n_new) * c.q_dim());
       for (float& x : qs.back()) x = d(rng);
@@ -120,7 +125,7 @@ TEST(DecodeAttention, BatchEqualsEachSequenceAlone) {
                          batch[i].first, outs[i].data()});
     }
     AttentionScratch scratch;
-    DecodeAttention(c, 1, queries, &scratch);
+    Attention(c, 1, queries, &scratch);
     for (size_t b = 0; b < batch.size(); ++b) {
       std::vector<float> ref(qs[b].size());
       ReferenceAttention(c, *kvs[b], 1, qs[b].data(), batch[b].second,
@@ -130,6 +135,106 @@ TEST(DecodeAttention, BatchEqualsEachSequenceAlone) {
             << "sequence " << b << " element " << i;
       }
     }
+  }
+}
+
+// Every tile kernel this CPU runs (AVX-512, AVX2) equals the scalar fma
+// chains bit for bit, for every row count of a tile, position counts past
+// and short of a vector, and head sizes with and without vector tails.
+TEST(AttentionTile, KernelsEqualScalarBitForBit) {
+  const AttentionTileKernels* variants[4];
+  const int nv = AttentionTileVariants(variants);
+  ASSERT_STREQ(variants[0]->name, "scalar");
+  std::mt19937 rng(11);
+  std::normal_distribution<float> d(0, 2);
+  for (int hd : {20, 24, 64, 72, 128}) {
+    for (int rows = 1; rows <= kAttentionTileRows; ++rows) {
+      for (int n : {1, 5, 8, 13, 16, 33}) {
+        const int kt_stride = 40, q_stride = hd + 3, s_stride = n + 2;
+        std::vector<float> kt(size_t(hd) * kt_stride), q(rows * q_stride);
+        std::vector<float> v(size_t(n) * (hd + 5)), p(rows * s_stride);
+        for (float& x : kt) x = d(rng);
+        for (float& x : q) x = d(rng);
+        for (float& x : v) x = d(rng);
+        for (float& x : p) x = d(rng);
+        std::vector<float> o0(rows * q_stride);
+        for (float& x : o0) x = d(rng);  // chains continue from o
+        std::vector<float> s_ref(rows * s_stride, 0), o_ref = o0;
+        variants[0]->scores(kt.data(), kt_stride, n, q.data(), q_stride, rows,
+                            hd, 0.125f, s_ref.data(), s_stride);
+        variants[0]->accumulate(v.data(), hd + 5, n, p.data(), s_stride, rows,
+                                hd, o_ref.data(), q_stride);
+        for (int k = 1; k < nv; ++k) {
+          std::vector<float> s(rows * s_stride, 0), o = o0;
+          variants[k]->scores(kt.data(), kt_stride, n, q.data(), q_stride, rows,
+                              hd, 0.125f, s.data(), s_stride);
+          variants[k]->accumulate(v.data(), hd + 5, n, p.data(), s_stride, rows,
+                                  hd, o.data(), q_stride);
+          ASSERT_EQ(0, std::memcmp(s.data(), s_ref.data(), s.size() * 4))
+              << variants[k]->name << " scores, hd " << hd << " rows " << rows
+              << " n " << n;
+          ASSERT_EQ(0, std::memcmp(o.data(), o_ref.data(), o.size() * 4))
+              << variants[k]->name << " sums, hd " << hd << " rows " << rows
+              << " n " << n;
+        }
+      }
+    }
+  }
+}
+
+// Batch invariance: a sequence's attention output is bit-identical whether
+// its rows run in one call of 70 rows, in chunks of 1, 3, 8, 16 or 64 (the
+// KV of earlier chunks then comes from the cache), or beside other
+// sequences' rows in the same call.
+TEST(Attention, RowsAreBitIdenticalWhateverTheChunking) {
+  ModelConfig c;
+  c.n_layers = 1;
+  c.n_heads = 9;
+  c.n_kv_heads = 3;
+  c.head_dim = 64;
+  auto pool = KvPool::Create({.n_layers = 1,
+                              .kv_dim = c.kv_dim(),
+                              .block_tokens = 16,
+                              .num_blocks = 64});
+  ASSERT_TRUE(pool.ok());
+  // A 3-token shared prefix block (like QFeP's), then 70 own positions.
+  const int kPrefix = 3, kRows = 70, total = kPrefix + kRows;
+  const int prefix_block = *(*pool)->Allocate();
+  SequenceKv kv(pool->get()), other(pool->get());
+  ASSERT_TRUE(kv.AttachPrefix({prefix_block}, kPrefix).ok());
+  ASSERT_TRUE(kv.Reserve(total).ok());
+  ASSERT_TRUE(other.Reserve(40).ok());
+  std::mt19937 rng(3);
+  std::normal_distribution<float> d(0, 2);
+  std::vector<float> krow(c.kv_dim());
+  for (SequenceKv* s : {&kv, &other}) {
+    for (int pos = 0; pos < (s == &kv ? total : 40); ++pos) {
+      for (int i = 0; i < c.kv_dim(); ++i) {
+        krow[i] = d(rng);
+        s->v_row(0, pos)[i] = d(rng);
+      }
+      s->WriteK(0, pos, krow.data());
+    }
+  }
+  std::vector<float> q(size_t(kRows) * c.q_dim()), q2(size_t(5) * c.q_dim());
+  for (float& x : q) x = d(rng);
+  for (float& x : q2) x = d(rng);
+  AttentionScratch scratch;
+  std::vector<float> whole(q.size());
+  CausalAttention(c, kv, 0, q.data(), kRows, kPrefix, whole.data(), &scratch);
+  for (int chunk : {1, 3, 8, 16, 64}) {
+    std::vector<float> out(q.size(), -7.0f), out2(q2.size());
+    for (int r = 0; r < kRows; r += chunk) {
+      const int n = std::min(chunk, kRows - r);
+      const size_t off = size_t(r) * c.q_dim();
+      // The other sequence's 5 rows share every call.
+      const AttentionQuery batch[2] = {
+          {&other, q2.data(), 5, 35, out2.data()},
+          {&kv, q.data() + off, n, kPrefix + r, out.data() + off}};
+      Attention(c, 0, batch, &scratch);
+    }
+    ASSERT_EQ(0, std::memcmp(out.data(), whole.data(), out.size() * 4))
+        << "chunks of " << chunk;
   }
 }
 

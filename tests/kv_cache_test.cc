@@ -53,22 +53,65 @@ TEST(SequenceKv, ReserveIsAllOrNothing) {
 TEST(SequenceKv, SharedPrefixIsReferencedNotCopied) {
   auto pool = Pool(8);
   const int b0 = *pool->Allocate(), b1 = *pool->Allocate();
-  pool->k(b1, 1)[1 * 3 + 2] = 42.0f;  // layer 1, slot 1, element 2 = pos 5
+  // Layer 1, position 5 = block b1 slot 1: K element 2 (K is stored
+  // transposed, [kv_dim][block_tokens]) and V element 2.
+  pool->k(b1, 1)[2 * 4 + 1] = 42.0f;
+  pool->v(b1, 1)[1 * 3 + 2] = 43.0f;
   {
     SequenceKv a(pool.get()), b(pool.get());
     ASSERT_TRUE(a.AttachPrefix({b0, b1}, 6).ok());
     ASSERT_TRUE(b.AttachPrefix({b0, b1}, 6).ok());
     EXPECT_EQ(pool->refcount(b0), 3);
     EXPECT_EQ(a.length(), 6);
-    EXPECT_EQ(a.k_row(1, 5)[2], 42.0f);
-    EXPECT_EQ(b.k_row(1, 5), a.k_row(1, 5));  // same memory
+    float k[3];
+    a.ReadK(1, 5, k);
+    EXPECT_EQ(k[2], 42.0f);
+    EXPECT_EQ(a.v_row(1, 5)[2], 43.0f);
+    EXPECT_EQ(b.v_row(1, 5), a.v_row(1, 5));  // same memory
     ASSERT_TRUE(a.Reserve(7).ok());
     EXPECT_EQ(a.own_blocks().size(), 1u);
-    EXPECT_NE(a.k_row(0, 6), b.k_row(0, 5));
+    EXPECT_NE(a.v_row(0, 6), b.v_row(0, 5));
     EXPECT_FALSE(a.AttachPrefix({b0}, 4).ok());  // not empty
   }
   EXPECT_EQ(pool->refcount(b0), 1);
   EXPECT_EQ(pool->free_blocks(), 6);
+}
+
+// K written as a row reads back as that row from the transposed layout, and
+// Segments splits positions at block ends and at the end of a partial
+// prefix block (the sequence's own blocks start at slot 0).
+TEST(SequenceKv, WriteKRoundTripsAndSegmentsFollowBlocks) {
+  auto pool = Pool(8);
+  const int b0 = *pool->Allocate(), b1 = *pool->Allocate();
+  SequenceKv a(pool.get());
+  ASSERT_TRUE(a.AttachPrefix({b0, b1}, 6).ok());
+  ASSERT_TRUE(a.Reserve(15).ok());
+  for (int pos = 0; pos < 15; ++pos) {
+    const float row[3] = {float(pos), pos + 0.25f, pos + 0.5f};
+    a.WriteK(0, pos, row);
+  }
+  for (int pos = 0; pos < 15; ++pos) {
+    float row[3];
+    a.ReadK(0, pos, row);
+    EXPECT_EQ(row[0], float(pos));
+    EXPECT_EQ(row[2], pos + 0.5f);
+  }
+  std::vector<SequenceKv::Segment> segs;
+  a.Segments(15, &segs);
+  // prefix: [0,4) in b0, [4,6) in b1; own: [6,10), [10,14), [14,15).
+  const std::vector<std::pair<int, int>> want = {
+      {0, 4}, {4, 2}, {6, 4}, {10, 4}, {14, 1}};
+  ASSERT_EQ(segs.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(segs[i].pos0, want[i].first) << i;
+    EXPECT_EQ(segs[i].n, want[i].second) << i;
+  }
+  EXPECT_EQ(segs[1].block, b1);
+  EXPECT_EQ(segs[1].slot0, 0);
+  EXPECT_EQ(segs[2].block, a.own_blocks()[0]);
+  EXPECT_EQ(segs[2].slot0, 0);
+  // Position 5 (b1 slot 1) read through the segment and the layout.
+  EXPECT_EQ(pool->k(b1, 0)[2 * 4 + 1], 5.5f);
 }
 
 TEST(SequenceKv, AttachPrefixChecksBlockCount) {
