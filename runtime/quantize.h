@@ -12,7 +12,8 @@ namespace spikeserve {
 // How activation scales are chosen (method.md §3). "Per tensor" means per
 // sequence per call: rows of different requests never share a scale.
 enum class ActQuantMode {
-  kPerTensorDynamic,  // one scale per sequence per call
+  kPerTensorDynamic,  // one scale per sequence per call: for evaluation
+                      // only (depends on how rows are batched)
   kPerTokenDynamic,   // one scale per row
   kPerTensorStatic,   // one calibrated scale for every row
 };

@@ -6,6 +6,12 @@
 #              licence): quotes, jokes and riddles.
 #   eval.txt:  the King James Bible, Genesis 1-20 (package bible-kjv,
 #              public domain), verse references stripped.
+# and two texts of genres neither the calibration nor the default
+# evaluation text has (for checking that a scheme holds on text it was not
+# tuned on), from files every Debian 12 system has:
+#   eval-legal.txt: the GNU GPL version 3 (base-files).
+#   eval-code.txt:  Python source, the standard library's argparse module
+#                   (python3.11; PSF licence).
 set -euo pipefail
 out="${1:-build/texts}"
 mkdir -p "$out"
@@ -20,4 +26,6 @@ f=/usr/share/games/fortunes
 # Cookie files separate entries with lines holding a single '%'.
 grep -hv '^%$' "$f/fortunes" "$f/literature" "$f/riddles" > "$out/calib.txt"
 bible -f gen1:1-gen20:18 | sed -E 's/^[A-Za-z0-9]+:[0-9]+ //' > "$out/eval.txt"
-echo "texts: $(wc -w < "$out/calib.txt") words calibration, $(wc -w < "$out/eval.txt") words evaluation in $out"
+cp /usr/share/common-licenses/GPL-3 "$out/eval-legal.txt"
+cp "$(/usr/bin/python3 -c 'import argparse; print(argparse.__file__)')" "$out/eval-code.txt"
+echo "texts: $(wc -w < "$out/calib.txt") words calibration, $(wc -w < "$out/eval.txt") words evaluation (+ legal, code) in $out"

@@ -14,6 +14,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "oneapi/dnnl/dnnl.h"
+#include "runtime/attention.h"
 #include "runtime/int8_linear.h"
 #include "runtime/onednn_matmul.h"
 #include "runtime/quant_plan.h"
@@ -162,8 +163,17 @@ absl::Status SpikeServer::Load() {
                          model.quant().fp32_sites.size())
           : std::string("none (FP32)"),
       ", QFeP prefix ", bundle_.qfep_prefix.size(), " tokens, lm_head ",
-      LmHeadPrecisionName(model.quant().lm_head), ", CPU ISA ",
-      OneDnnCpuIsa()));
+      LmHeadPrecisionName(model.quant().lm_head), ", attention kernel ",
+      AttentionKernelName(), ", CPU ISA ", OneDnnCpuIsa()));
+  if (model.quant().w8a8 &&
+      model.quant().mode == ActQuantMode::kPerTensorDynamic) {
+    LogWarning(
+        "activation mode per-tensor-dynamic is for evaluation only: one "
+        "scale over the rows computed together makes a request's tokens "
+        "depend on prefix-cache hits, prefill chunking and batch company "
+        "(not deterministic); recalibrate with --mode per-token-dynamic or "
+        "per-tensor-static");
+  }
   if (model.quant().w8a8 && !Int8MatmulHasVnni()) {
     LogWarning(absl::StrCat(
         "this CPU has no AVX-512 VNNI (oneDNN ISA ", OneDnnCpuIsa(),

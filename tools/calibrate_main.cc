@@ -27,9 +27,12 @@
 ABSL_FLAG(std::string, model, "", "GGUF model file (required).");
 ABSL_FLAG(std::string, text, "", "Calibration text file (required).");
 ABSL_FLAG(std::string, out, "", "Plan to write, JSON (required).");
-ABSL_FLAG(std::string, mode, "per-tensor-dynamic",
-          "Activation mode: per-tensor-dynamic, per-token-dynamic or "
-          "per-tensor-static.");
+ABSL_FLAG(std::string, mode, "per-token-dynamic",
+          "Activation mode: per-token-dynamic (one scale per token: the same "
+          "tokens however requests are batched), per-tensor-static (one "
+          "calibrated scale per site, also batch-invariant) or "
+          "per-tensor-dynamic (one scale per sequence per call: for "
+          "evaluation only, its output depends on how rows are batched).");
 ABSL_FLAG(std::string, qfem, "auto",
           "QFeM: auto (fewest top-ratio sites bringing the KL from FP32 "
           "under --qfem_tolerance), off, alpha=R (ratio threshold), or a "
