@@ -21,7 +21,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   v1::GenerateRequest req;
   if (!req.ParseFromArray(data, int(size))) return 0;
   RequestLimits limits;
-  limits.prefix_tokens = 3;
+  limits.context = {.model_context = m.config.context_length,
+                    .prefix_tokens = 3,
+                    .kv_blocks = 64,
+                    .block_tokens = 16};
   auto r = ToGenerationRequest(req, *m.tokenizer, m.config, limits);
   if (!r.ok()) {
     if (r.status().code() != absl::StatusCode::kInvalidArgument) std::abort();

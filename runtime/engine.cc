@@ -78,6 +78,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model* model,
         "engine: max_batch_tokens and max_running must be >= 1");
   }
   auto e = std::unique_ptr<Engine>(new Engine(model, tok, std::move(options)));
+  e->budget_ = ContextBudget{model->config().context_length,
+                             int(e->options_.prefix.size()),
+                             e->options_.kv_blocks, e->options_.block_tokens};
+  if (absl::Status s = e->budget_.CheckUsable(); !s.ok()) return s;
   auto pool = model->NewKvPool(e->options_.kv_blocks, e->options_.block_tokens);
   if (!pool.ok()) return pool.status();
   e->pool_ = *std::move(pool);
@@ -105,25 +109,19 @@ void Engine::Shutdown() {
 }
 
 absl::Status Engine::Submit(GenerationRequest request, UpdateCallback cb) {
-  const int prefix = prefix_ ? prefix_->length() : 0;
-  const int ctx = model_->config().context_length;
   if (request.prompt.empty()) {
     return absl::InvalidArgumentError("prompt is empty");
   }
-  const int total = prefix + int(request.prompt.size()) +
-                    std::max(1, request.stopping.max_new_tokens);
-  if (total > ctx) {
+  // The same rule as request validation (context_budget.h); the server
+  // never sends what fails here.
+  const int max_tokens = budget_.MaxTokens();
+  const int total =
+      int(request.prompt.size()) + std::max(1, request.stopping.max_new_tokens);
+  if (total > max_tokens) {
     return absl::InvalidArgumentError(absl::StrCat(
         "prompt (", request.prompt.size(), " tokens) + max_new_tokens (",
         request.stopping.max_new_tokens, ") exceeds the context of ",
-        ctx - prefix, " tokens"));
-  }
-  const int bt = options_.block_tokens;
-  const int need = (total - prefix + bt - 1) / bt + 1;
-  if (need > options_.kv_blocks - int(prefix_ ? prefix_->blocks().size() : 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("the request needs ", need,
-                                                   " KV blocks; the pool has ",
-                                                   options_.kv_blocks));
+        max_tokens, " tokens"));
   }
   auto s = std::make_unique<Sequence>();
   s->tokens = request.prompt;
@@ -416,8 +414,11 @@ void Engine::Admit() {
     if (prefix_) (void)prefix_->AttachTo(s.kv.get());
     s.cached = CacheLookup(s);
     s.computed = s.cached;
-    // Admit only when the whole remaining prompt plus one block fits.
-    const int need = int(s.tokens.size()) + bt;
+    // Admit only when the whole remaining prompt plus one block fits, or
+    // everything the request can ever hold (context_budget.h), if less.
+    const int need =
+        std::min(int(s.tokens.size()) + bt,
+                 s.prompt_len + std::max(1, s.req.stopping.max_new_tokens));
     if (!ReserveOrEvict(s, need)) {
       s.kv.reset();
       s.computed = s.cached = 0;

@@ -27,6 +27,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "runtime/context_budget.h"
 #include "runtime/forward_observer.h"
 #include "runtime/kv_cache.h"
 #include "runtime/model.h"
@@ -122,13 +123,16 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // Queues a request. ResourceExhausted when the queue is full,
-  // InvalidArgument for an id in flight or a prompt that is empty or cannot
-  // fit the context or the pool, Unavailable after Shutdown.
+  // InvalidArgument for an id in flight or a prompt that is empty or, with
+  // max_new_tokens, does not fit context_budget().MaxTokens(), Unavailable
+  // after Shutdown.
   absl::Status Submit(GenerationRequest request, UpdateCallback callback);
   // Finishes the request with kAborted at the next step. False (and no-op)
   // when no request with this id is in flight.
   bool Abort(const std::string& id);
   EngineStats Stats() const;
+  // What one request can hold (fixed at Create).
+  const ContextBudget& context_budget() const { return budget_; }
   // Aborts everything in flight and stops the thread. Idempotent.
   void Shutdown();
 
@@ -152,6 +156,7 @@ class Engine {
   const Model* model_;
   const Tokenizer* tok_;
   EngineOptions options_;
+  ContextBudget budget_;
   std::unique_ptr<KvPool> pool_;
   std::unique_ptr<SharedPrefix> prefix_;
 

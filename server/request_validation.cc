@@ -70,7 +70,7 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(
   }
 
   // Stopping.
-  const int context = c.context_length - limits.prefix_tokens;
+  const int context = limits.context.MaxTokens();
   const v1::StoppingParams& st = r.stopping();
   int max_new = st.max_new_tokens() == 0
                     ? limits.default_max_new_tokens

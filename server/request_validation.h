@@ -6,6 +6,7 @@
 #define SPIKESERVE_SERVER_REQUEST_VALIDATION_H_
 
 #include "absl/status/statusor.h"
+#include "runtime/context_budget.h"
 #include "runtime/engine.h"
 #include "runtime/model_config.h"
 #include "runtime/tokenizer.h"
@@ -19,7 +20,9 @@ struct RequestLimits {
   int max_stop_sequence_bytes = 256;
   int max_top_n = 20;
   int max_request_id_bytes = 128;
-  int prefix_tokens = 0;  // QFeP prefix length: the context left is smaller
+  // What one request can hold (the engine's context_budget(): the model's
+  // context after the QFeP prefix, and the KV pool).
+  ContextBudget context;
 };
 
 absl::StatusOr<GenerationRequest> ToGenerationRequest(

@@ -35,6 +35,7 @@ std::string OneDnnVersion() {
 
 // GetModelInfo's answer.
 v1::ModelInfo DescribeModel(const Model& model, const QuantOptions& quant,
+                            const ContextBudget& context,
                             const v1::QuantPlan* plan,
                             const std::vector<int32_t>& prefix,
                             const Tokenizer& tok) {
@@ -47,7 +48,9 @@ v1::ModelInfo DescribeModel(const Model& model, const QuantOptions& quant,
   info.set_heads(c.n_heads);
   info.set_kv_heads(c.n_kv_heads);
   info.set_vocab_size(c.vocab_size);
-  info.set_context_length(c.context_length - int(prefix.size()));
+  // What one request can use, not the model's trained context: the QFeP
+  // prefix and the KV pool take their share (context_budget.h).
+  info.set_context_length(context.MaxTokens());
   v1::QuantSummary* q = info.mutable_quant();
   q->set_activation_mode(quant.w8a8 ? ActQuantModeName(quant.mode) : "fp32");
   for (const SiteKey& k : quant.fp32_sites) {
@@ -231,7 +234,9 @@ absl::Status SpikeServer::Load() {
     GenerationRequest warm;
     warm.id = "spikeserve-warmup";
     warm.prompt = {std::max(0, bundle_.tokenizer->bos_id())};
-    warm.stopping.max_new_tokens = 2;
+    // CheckUsable (Engine::Create) guarantees room for 1 + 1 tokens.
+    warm.stopping.max_new_tokens =
+        std::min(2, engine_->context_budget().MaxTokens() - 1);
     warm.stopping.ignore_eos = true;
     std::promise<absl::Status> done;
     absl::Status s = engine_->Submit(warm, [&](const GenerationUpdate& u) {
@@ -249,9 +254,10 @@ absl::Status SpikeServer::Load() {
   backend->tokenizer = bundle_.tokenizer.get();
   backend->config = &model.config();
   backend->limits = options_.limits;
-  backend->limits.prefix_tokens = int(bundle_.qfep_prefix.size());
-  backend->info = DescribeModel(model, model.quant(), plan ? &*plan : nullptr,
-                                bundle_.qfep_prefix, *bundle_.tokenizer);
+  backend->limits.context = engine_->context_budget();
+  backend->info = DescribeModel(model, model.quant(), engine_->context_budget(),
+                                plan ? &*plan : nullptr, bundle_.qfep_prefix,
+                                *bundle_.tokenizer);
   metrics_->SetInfo(
       {{"version", SPIKESERVE_VERSION},
        {"onednn", OneDnnVersion()},

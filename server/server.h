@@ -41,7 +41,7 @@ struct ServerOptions {
   int layer_metrics_every = 1;  // per-layer series every Nth step, 0 = off
   float spike_factor = 50.f;    // spike token: absmax > factor x median
   EngineOptions engine;         // its `prefix` comes from the plan
-  RequestLimits limits;         // its `prefix_tokens` comes from the plan
+  RequestLimits limits;         // its `context` comes from the engine
 };
 
 class SpikeServer {

@@ -21,7 +21,11 @@ class RequestValidation : public ::testing::Test {
         reinterpret_cast<const uint8_t*>(bytes_.data()), bytes_.size());
     config_ = *ReadModelConfig(*file_);
     tok_ = *Tokenizer::Create(*LoadTokenizerSpec(*file_));
-    limits_.prefix_tokens = 3;  // context left: 125
+    // Context left: 125 (the pool of 64 blocks holds more).
+    limits_.context = {.model_context = config_.context_length,
+                       .prefix_tokens = 3,
+                       .kv_blocks = 64,
+                       .block_tokens = 16};
   }
   absl::StatusOr<GenerationRequest> Convert(const v1::GenerateRequest& r) {
     return ToGenerationRequest(r, *tok_, config_, limits_);
@@ -63,6 +67,29 @@ TEST_F(RequestValidation, DefaultMaxNewTokensShrinksToTheContext) {
   auto g = Convert(r);
   ASSERT_TRUE(g.ok()) << g.status();
   EXPECT_EQ(g->stopping.max_new_tokens, 25);  // 125 - 100
+}
+
+// Issue 23 D7: the KV pool can be what limits a request (3 blocks of 16
+// after the prefix's block: 48 tokens), and validation says so with the
+// same number the engine admits.
+TEST_F(RequestValidation, ThePoolCanLimitTheContext) {
+  limits_.context.kv_blocks = 4;
+  ASSERT_EQ(limits_.context.MaxTokens(), 48);
+  v1::GenerateRequest r;
+  r.mutable_tokens()->mutable_ids()->Resize(40, 5);
+  auto g = Convert(r);  // unset max_new_tokens: shrinks to the 8 left
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->stopping.max_new_tokens, 8);
+  r.mutable_stopping()->set_max_new_tokens(8);
+  ASSERT_TRUE(Convert(r).ok());
+  r.mutable_stopping()->set_max_new_tokens(9);
+  EXPECT_THAT(std::string(Convert(r).status().message()),
+              HasSubstr("stopping.max_new_tokens = 9 with a prompt of 40 "
+                        "tokens exceeds the context of 48 tokens (allowed "
+                        "1..8)"));
+  r.mutable_tokens()->mutable_ids()->Resize(48, 5);
+  EXPECT_THAT(std::string(Convert(r).status().message()),
+              HasSubstr("input has 48 tokens; the context holds 48"));
 }
 
 struct Bad {

@@ -631,6 +631,65 @@ TEST_F(ServerTest, OversizedRequestIsRefused) {
   ASSERT_TRUE(Generate(TokenRequest({65, 66}, 2), &r).ok());  // still serving
 }
 
+// Issue 23 D7: the advertised context is what one request can use, to the
+// last token, whatever limits it (the model's context after the QFeP
+// prefix, or the KV pool after the prefix's blocks); validation and
+// admission agree on it; an unset max_new_tokens shrinks to what fits.
+TEST_F(ServerTest, AdvertisedContextIsServedToTheLastToken) {
+  struct Case {
+    const char* name;
+    int kv_blocks;         // 16 tokens each; the 3-token prefix pins one
+    int expected_context;  // what GetModelInfo must advertise
+  };
+  const Case cases[] = {
+      {"pool limits", 96, 95 * 16},  // 1520 < 2048 - 3
+      {"model limits", 512, 2048 - 3},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    ServerOptions o = DefaultOptions();
+    o.engine.kv_blocks = c.kv_blocks;
+    o.limits.default_max_new_tokens = 256;
+    StartServer(o);
+    grpc::ClientContext ctx;
+    v1::ModelInfo info;
+    ASSERT_TRUE(stub_->GetModelInfo(&ctx, {}, &info).ok());
+    const int n = int(info.context_length());
+    EXPECT_EQ(n, c.expected_context);
+    v1::GenerateResponse r;
+    // The longest prompt with one new token.
+    grpc::Status s = Generate(TokenRequest(RandomPrompt(n - 1, 1), 1), &r);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(r.usage().completion_tokens(), 1u);
+    // Prompt + max_new_tokens exactly the context.
+    r.Clear();
+    s = Generate(TokenRequest(RandomPrompt(n - 40, 2), 40), &r);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(r.usage().completion_tokens(), 40u);
+    // Unset max_new_tokens (default 256) shrinks to the 20 tokens left.
+    r.Clear();
+    s = Generate(TokenRequest(RandomPrompt(n - 20, 3), 0), &r);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(r.usage().completion_tokens(), 20u);
+    // One more is refused by validation, naming the field and the range.
+    r.Clear();
+    s = Generate(TokenRequest(RandomPrompt(n - 40, 4), 41), &r);
+    EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(
+        s.error_message(),
+        HasSubstr(absl::StrCat("stopping.max_new_tokens = 41 with a "
+                               "prompt of ",
+                               n - 40, " tokens exceeds the context of ", n,
+                               " tokens (allowed 1..40)")));
+    s = Generate(TokenRequest(RandomPrompt(n, 5), 1), &r);
+    EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(),
+                HasSubstr(absl::StrCat("input has ", n,
+                                       " tokens; the context holds ", n)));
+    TearDown();
+  }
+}
+
 TEST_F(ServerTest, TakenPortFailsClearly) {
   StartServer(DefaultOptions(), /*load=*/false);
   ServerOptions o = DefaultOptions();
