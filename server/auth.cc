@@ -55,4 +55,17 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   return token;
 }
 
+absl::StatusOr<std::string> ResolveAuthToken(const std::string& file,
+                                             const char* env) {
+  if (!file.empty()) return ReadTokenFile(file);
+  if (env == nullptr) return std::string();
+  std::string token(absl::StripAsciiWhitespace(env));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(
+        "SPIKESERVE_AUTH_TOKEN is set but empty (or only whitespace): set a "
+        "token, or unset the variable to serve without authentication");
+  }
+  return token;
+}
+
 }  // namespace spikeserve

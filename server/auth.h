@@ -31,6 +31,15 @@ class TokenAuth {
 // file, never its content.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
+// The server's bearer token from --auth_token_file (`file`, "" = unset) or
+// else from the environment variable SPIKESERVE_AUTH_TOKEN (`env`, null =
+// unset). Both are trimmed of surrounding whitespace (a trailing newline
+// from `echo` or a secret file). "" means no token is configured (auth
+// off); a token that is set but empty or blank is an error, never "auth
+// off": failing open would serve everyone.
+absl::StatusOr<std::string> ResolveAuthToken(const std::string& file,
+                                             const char* env);
+
 }  // namespace spikeserve
 
 #endif  // SPIKESERVE_SERVER_AUTH_H_

@@ -43,7 +43,8 @@ ABSL_FLAG(std::string, tls_client_ca, "",
 ABSL_FLAG(std::string, auth_token_file, "",
           "File holding the bearer token every RPC but health must carry "
           "(\"authorization: Bearer <token>\"); or set the token itself in "
-          "SPIKESERVE_AUTH_TOKEN. Never logged.");
+          "SPIKESERVE_AUTH_TOKEN. Surrounding whitespace is trimmed; an "
+          "empty or blank token fails the start. Never logged.");
 ABSL_FLAG(std::string, metrics_host, "",
           "Address of the /metrics endpoint (default: --host), e.g. a "
           "private interface while gRPC is public.");
@@ -112,17 +113,14 @@ int Main() {
   o.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
   o.tls.key_file = absl::GetFlag(FLAGS_tls_key);
   o.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
-  if (const std::string f = absl::GetFlag(FLAGS_auth_token_file); !f.empty()) {
-    absl::StatusOr<std::string> token = ReadTokenFile(f);
-    if (!token.ok()) {
-      LogError(token.status().ToString());
-      return 2;
-    }
-    o.auth_token = *token;
-  } else if (const char* env = std::getenv("SPIKESERVE_AUTH_TOKEN");
-             env != nullptr && *env != '\0') {
-    o.auth_token = env;
+  absl::StatusOr<std::string> token =
+      ResolveAuthToken(absl::GetFlag(FLAGS_auth_token_file),
+                       std::getenv("SPIKESERVE_AUTH_TOKEN"));
+  if (!token.ok()) {
+    LogError(token.status().ToString());
+    return 2;
   }
+  o.auth_token = *std::move(token);
   o.layer_metrics_every = absl::GetFlag(FLAGS_layer_metrics_every);
   o.spike_factor = absl::GetFlag(FLAGS_spike_factor);
   if (o.layer_metrics_every < 0 || !(o.spike_factor > 0)) {
