@@ -251,7 +251,11 @@ grpc::Status GenerationService::Prepare(const ServingBackend& backend,
   absl::StatusOr<GenerationRequest> r = ToGenerationRequest(
       request, *backend.tokenizer, *backend.config, backend.limits);
   if (!r.ok()) return ToGrpcStatus(r.status());
-  if (r->id.empty()) r->id = absl::StrCat("spikeserve-", next_id_++);
+  if (r->id.empty()) {
+    absl::StatusOr<std::string> id = NewServerRequestId();
+    if (!id.ok()) return ToGrpcStatus(id.status());
+    r->id = *std::move(id);
+  }
   const gpr_timespec deadline =
       gpr_convert_clock_type(context->raw_deadline(), GPR_CLOCK_REALTIME);
   if (gpr_time_cmp(deadline, gpr_inf_future(GPR_CLOCK_REALTIME)) != 0) {
@@ -355,6 +359,20 @@ grpc::ServerUnaryReactor* GenerationService::Abort(
   grpc::Status why;
   const ServingBackend* b = Backend(context, &why);
   if (b == nullptr) return FinishNow(context, "Abort", why);
+  // Only ids that clients chose can be aborted by id: a server-assigned id
+  // belongs to an anonymous call, which only its own client stops (by
+  // cancelling it). Checked first: nothing is aborted by a refused call.
+  for (int i = 0; i < request->request_ids_size(); ++i) {
+    if (IsServerRequestId(request->request_ids(i))) {
+      return FinishNow(
+          context, "Abort",
+          grpc::Status(
+              grpc::StatusCode::INVALID_ARGUMENT,
+              absl::StrCat("request_ids[", i, "] '", request->request_ids(i),
+                           "' was assigned by the server: such a request can "
+                           "only be stopped by cancelling its call")));
+    }
+  }
   for (const std::string& id : request->request_ids()) {
     if (b->engine->Abort(id)) response->add_aborted(id);
   }

@@ -120,7 +120,6 @@ class GenerationService final : public v1::Generation::CallbackService {
   ServingMetrics* metrics_ = nullptr;
   std::atomic<const ServingBackend*> backend_{nullptr};
   std::atomic<bool> draining_{false};
-  std::atomic<uint64_t> next_id_{1};
   CallCounter calls_;
 };
 

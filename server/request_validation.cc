@@ -1,7 +1,13 @@
 #include "server/request_validation.h"
 
-#include <cmath>
+#include <sys/random.h>
 
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/utf8.h"
 
@@ -19,6 +25,26 @@ bool ValidUtf8(absl::string_view s) {
 
 }  // namespace
 
+bool IsServerRequestId(absl::string_view id) {
+  return absl::StartsWith(id, kServerRequestIdPrefix);
+}
+
+absl::StatusOr<std::string> NewServerRequestId() {
+  char bytes[16];
+  size_t got = 0;
+  while (got < sizeof(bytes)) {
+    const ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return absl::InternalError(absl::StrCat(
+          "cannot draw a request id: getrandom: ", std::strerror(errno)));
+    }
+    got += size_t(n);
+  }
+  return absl::StrCat(kServerRequestIdPrefix,
+                      absl::BytesToHexString(absl::string_view(bytes, 16)));
+}
+
 absl::StatusOr<GenerationRequest> ToGenerationRequest(
     const v1::GenerateRequest& r, const Tokenizer& tok, const ModelConfig& c,
     const RequestLimits& limits) {
@@ -33,6 +59,11 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(
     if (ch < 0x21 || ch > 0x7E) {
       return Invalid("request_id", "must be printable ASCII without spaces");
     }
+  }
+  if (IsServerRequestId(r.request_id())) {
+    return Invalid("request_id",
+                   absl::StrCat("must not start with '", kServerRequestIdPrefix,
+                                "' (reserved for ids the server assigns)"));
   }
   out.id = r.request_id();
 

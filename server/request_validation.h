@@ -14,6 +14,18 @@
 
 namespace spikeserve {
 
+// Request ids the server assigns (to requests that bring none) are this
+// prefix and 32 hex digits of 128 random bits: unguessable, and in a
+// namespace that client ids may not use, so a client can neither take the
+// id of someone else's next request nor abort it. See NewServerRequestId.
+inline constexpr absl::string_view kServerRequestIdPrefix = "spikeserve-";
+
+// True for ids in the server's namespace.
+bool IsServerRequestId(absl::string_view id);
+// A fresh server id from the kernel's CSPRNG (getrandom); Internal error
+// only if the kernel cannot give randomness.
+absl::StatusOr<std::string> NewServerRequestId();
+
 struct RequestLimits {
   int default_max_new_tokens = 256;  // when the request says 0
   int max_stop_sequences = 16;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -688,6 +689,50 @@ TEST_F(ServerTest, AdvertisedContextIsServedToTheLastToken) {
                                        " tokens; the context holds ", n)));
     TearDown();
   }
+}
+
+// Issue 23 D3: ids the server assigns are unguessable (128 random bits) and
+// in a namespace clients cannot use: a client can neither take the next
+// anonymous request's id nor abort another client's anonymous stream.
+TEST_F(ServerTest, ServerAssignedIdsAreUnguessableAndNotAbortable) {
+  StartServer(DefaultOptions());
+  std::set<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    v1::GenerateResponse r;
+    ASSERT_TRUE(Generate(TokenRequest({65, 66}, 1), &r).ok());
+    EXPECT_THAT(r.request_id(),
+                ::testing::MatchesRegex("spikeserve-[0-9a-f]{32}"));
+    ids.insert(r.request_id());
+  }
+  EXPECT_EQ(ids.size(), 3u);
+  // A client id in the server's namespace is refused, naming the field.
+  v1::GenerateRequest squat = TokenRequest({65, 66}, 1);
+  squat.set_request_id("spikeserve-1");
+  v1::GenerateResponse r;
+  grpc::Status s = Generate(squat, &r);
+  EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("request_id"));
+  // An anonymous stream in flight cannot be aborted by its id.
+  gate_.Hold();
+  grpc::ClientContext ctx;
+  auto reader = stub_->GenerateStream(&ctx, TokenRequest({65, 66, 67}, 3));
+  gate_.WaitPauses(1);
+  gate_.ReleaseOnce();  // the prompt's step: the first token is sent
+  v1::GenerateResponse first;
+  ASSERT_TRUE(reader->Read(&first));
+  grpc::ClientContext actx;
+  v1::AbortRequest areq;
+  areq.add_request_ids(first.request_id());
+  v1::AbortResponse aresp;
+  s = stub_->Abort(&actx, areq, &aresp);
+  EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("request_ids[0]"));
+  EXPECT_EQ(aresp.aborted_size(), 0);
+  gate_.Open();
+  v1::GenerateResponse m, last = first;
+  while (reader->Read(&m)) last = m;
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_LENGTH);
 }
 
 TEST_F(ServerTest, TakenPortFailsClearly) {
