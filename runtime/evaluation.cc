@@ -147,6 +147,7 @@ absl::StatusOr<EvalResult> Evaluate(
   std::vector<float> trows, rrows;
   std::vector<double> lp, lq;
   std::vector<double> kls;
+  int64_t nonfinite_kl = 0;  // positions whose KL is NaN or infinite
   int64_t agree = 0, forwarded = 0;
   double ref_seconds = 0;
   for (size_t i = 0; i < windows.size(); i += kBatch) {
@@ -173,6 +174,7 @@ absl::StatusOr<EvalResult> Evaluate(
           double kl = 0;
           for (int v = 0; v < vocab; ++v)
             kl += std::exp(lp[v]) * (lp[v] - lq[v]);
+          if (!std::isfinite(kl)) ++nonfinite_kl;
           kls.push_back(std::max(0.0, kl));
           agree += std::max_element(tl, tl + vocab) - tl ==
                    std::max_element(rl, rl + vocab) - rl;
@@ -194,6 +196,23 @@ absl::StatusOr<EvalResult> Evaluate(
     std::nth_element(kls.begin(), kls.begin() + p99, kls.end());
     out.kl_p99 = kls[p99];
     out.top1_agreement = double(agree) / double(out.tokens);
+  }
+  // A broken model or plan gives NaN or infinite logits: fail, naming the
+  // value, rather than report a number that is not one (and not JSON).
+  for (const auto& [name, v] : {std::pair<const char*, double>{"nll", out.nll},
+                                {"perplexity", out.perplexity},
+                                {"kl_mean", out.kl_mean},
+                                {"kl_p99", out.kl_p99}}) {
+    if (!std::isfinite(v)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("evaluation: ", name, " = ", v,
+                       " is not finite (the model gave non-finite logits)"));
+    }
+  }
+  if (nonfinite_kl > 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "evaluation: the KL divergence is not finite at ", nonfinite_kl,
+        " positions (the model gave non-finite logits)"));
   }
   return out;
 }

@@ -1,7 +1,10 @@
 #include "runtime/quant_plan.h"
 
+#include <cfloat>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
@@ -39,6 +42,71 @@ class Fnv1a {
 
 absl::Status PlanError(absl::string_view msg) {
   return absl::InvalidArgumentError(absl::StrCat("quant plan: ", msg));
+}
+
+// The range SmoothScales (smoothing.cc) clamps to: what calibration writes.
+constexpr double kMinSmoothScale = 1e-5, kMaxSmoothScale = 1e5;
+
+// `field` = `v` must be finite and in [lo, hi].
+absl::Status CheckRange(absl::string_view field, double v, double lo,
+                        double hi) {
+  if (std::isfinite(v) && v >= lo && v <= hi) return absl::OkStatus();
+  return PlanError(absl::StrCat(
+      field, " = ", v, " is outside the allowed range [", lo, ", ", hi, "]"));
+}
+
+// The fingerprint fields besides the hash must match too: a plan edited
+// (or written) for another shape must not load because its hash was copied.
+absl::Status CheckFingerprint(const v1::ModelFingerprint& plan,
+                              const v1::ModelFingerprint& model) {
+  if (plan.name() != model.name()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("quant plan: model.name = '", plan.name(),
+                     "' but the model is '", model.name(), "'"));
+  }
+  const struct {
+    const char* field;
+    int plan, model;
+  } dims[] = {{"layers", plan.layers(), model.layers()},
+              {"hidden", plan.hidden(), model.hidden()},
+              {"ffn", plan.ffn(), model.ffn()},
+              {"vocab_size", plan.vocab_size(), model.vocab_size()}};
+  for (const auto& d : dims) {
+    if (d.plan != d.model) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("quant plan: model.", d.field, " = ", d.plan,
+                       " but the model has ", d.model));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Calibration statistics of one site: all absent (0) or all positive and
+// consistent (median <= max, ratio max/median >= 1).
+absl::Status CheckSiteStats(absl::string_view name, const v1::SiteStats& s) {
+  if (s.spike_ratio() == 0 && s.max_absmax() == 0 && s.median_absmax() == 0) {
+    return absl::OkStatus();
+  }
+  if (absl::Status st = CheckRange(absl::StrCat(name, ".spike_ratio"),
+                                   s.spike_ratio(), 1, FLT_MAX);
+      !st.ok()) {
+    return st;
+  }
+  if (absl::Status st = CheckRange(absl::StrCat(name, ".max_absmax"),
+                                   s.max_absmax(), FLT_MIN, FLT_MAX);
+      !st.ok()) {
+    return st;
+  }
+  if (absl::Status st = CheckRange(absl::StrCat(name, ".median_absmax"),
+                                   s.median_absmax(), FLT_MIN, FLT_MAX);
+      !st.ok()) {
+    return st;
+  }
+  if (s.median_absmax() > s.max_absmax()) {
+    return PlanError(absl::StrCat(name, ".median_absmax = ", s.median_absmax(),
+                                  " exceeds max_absmax = ", s.max_absmax()));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -91,6 +159,12 @@ absl::StatusOr<SiteKey> ParseSiteKey(absl::string_view text, int n_layers) {
 }
 
 absl::StatusOr<v1::QuantPlan> ReadQuantPlan(const std::string& path) {
+  // std::ifstream opens a directory and reads nothing: say what it is.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quant plan: '", path, "' is a directory, not a plan file"));
+  }
   std::ifstream f(path);
   if (!f) {
     return absl::NotFoundError(
@@ -98,6 +172,14 @@ absl::StatusOr<v1::QuantPlan> ReadQuantPlan(const std::string& path) {
   }
   std::stringstream ss;
   ss << f.rdbuf();
+  if (f.bad()) {
+    return absl::DataLossError(
+        absl::StrCat("quant plan: error reading '", path, "'"));
+  }
+  if (ss.str().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("quant plan: '", path, "' is empty"));
+  }
   return ParseQuantPlan(ss.str(), absl::StrCat("'", path, "'"));
 }
 
@@ -145,6 +227,7 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
                      "' (", plan.model().hash(), "), not for this model '",
                      model.name(), "' (", model.hash(), ")"));
   }
+  if (absl::Status s = CheckFingerprint(plan.model(), model); !s.ok()) return s;
   AppliedPlan out;
   QuantOptions& q = out.quant;
   q.w8a8 = true;
@@ -161,22 +244,59 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
     default:
       return PlanError("activation_mode is unspecified");
   }
-  for (const std::string& m : plan.qfem().modules()) {
+  for (int i = 0; i < plan.qfem().modules_size(); ++i) {
+    const std::string& m = plan.qfem().modules(i);
     absl::StatusOr<SiteKey> k = ParseSiteKey(m, c.n_layers);
     if (!k.ok())
       return absl::Status(k.status().code(),
                           absl::StrCat("qfem.modules: ", k.status().message()));
-    q.fp32_sites.insert(*k);
+    if (!q.fp32_sites.insert(*k).second) {
+      return PlanError(
+          absl::StrCat("qfem.modules[", i, "]: ", m, " is listed twice"));
+    }
   }
   q.qfem_bf16 = plan.qfem().bf16();
-  for (const v1::SiteStats& s : plan.sites()) {
+  if (absl::Status s =
+          CheckRange("qfem.alpha", plan.qfem().alpha(), 0, FLT_MAX);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckRange("qfem.loss_tolerance",
+                                  plan.qfem().loss_tolerance(), 0, FLT_MAX);
+      !s.ok()) {
+    return s;
+  }
+  if (plan.smoothing().enabled()) {
+    if (absl::Status s =
+            CheckRange("smoothing.alpha", plan.smoothing().alpha(), 0, 1);
+        !s.ok()) {
+      return s;
+    }
+  }
+  // Sites: each (layer, site) at most once, and every one of them unless
+  // the plan carries no per-site data at all (a dynamic plan without
+  // smoothing needs none).
+  std::map<SiteKey, int> seen;  // -> index in sites
+  for (int i = 0; i < plan.sites_size(); ++i) {
+    const v1::SiteStats& s = plan.sites(i);
     absl::StatusOr<SiteKey> k =
         ParseSiteKey(absl::StrCat(s.layer(), ".", s.site()), c.n_layers);
     if (!k.ok())
       return absl::Status(k.status().code(),
                           absl::StrCat("sites: ", k.status().message()));
+    const std::string name =
+        absl::StrCat("sites[", i, "] (", SiteKeyName(*k), ")");
+    if (auto [it, fresh] = seen.emplace(*k, i); !fresh) {
+      return PlanError(absl::StrCat(name, " repeats sites[", it->second, "]"));
+    }
+    if (absl::Status st = CheckSiteStats(name, s); !st.ok()) return st;
+    if (absl::Status st = CheckRange(absl::StrCat(name, ".static_absmax"),
+                                     s.static_absmax(), 0, FLT_MAX);
+        !st.ok()) {
+      return st;
+    }
     if (q.mode == ActQuantMode::kPerTensorStatic && !q.fp32_sites.count(*k)) {
-      if (!(s.static_absmax() > 0 && std::isfinite(s.static_absmax()))) {
+      if (!(s.static_absmax() > 0)) {
         return PlanError(absl::StrCat("site ", SiteKeyName(*k),
                                       " has no positive static_absmax"));
       }
@@ -190,12 +310,41 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
                                       " smoothing scales; expected ", width,
                                       " (qkv, gate_up and down only)"));
       }
+      for (int j = 0; j < width; ++j) {
+        if (absl::Status st = CheckRange(
+                absl::StrCat(name, ".smooth_scales[", j, "]"),
+                s.smooth_scales(j), kMinSmoothScale, kMaxSmoothScale);
+            !st.ok()) {
+          return st;
+        }
+      }
       q.smooth_scales[*k].assign(s.smooth_scales().begin(),
                                  s.smooth_scales().end());
     }
   }
+  const bool needs_sites = q.mode == ActQuantMode::kPerTensorStatic ||
+                           plan.smoothing().enabled() || plan.sites_size() > 0;
+  if (needs_sites) {
+    for (int layer = 0; layer < c.n_layers; ++layer) {
+      for (Site site : {Site::kQkv, Site::kO, Site::kGateUp, Site::kDown}) {
+        if (!seen.count(SiteKey{layer, site})) {
+          return PlanError(absl::StrCat("sites has no entry for ",
+                                        SiteKeyName({layer, site}),
+                                        " (a plan lists every site of every "
+                                        "layer, or none in a dynamic plan "
+                                        "without smoothing)"));
+        }
+      }
+    }
+  }
+  // 0 = off; else rows above factor x static_absmax run in FP32.
+  const double guard = plan.spike_guard().factor();
+  if (absl::Status s = CheckRange("spike_guard.factor", guard, 0, 1e6);
+      !s.ok()) {
+    return s;
+  }
   if (q.mode == ActQuantMode::kPerTensorStatic) {
-    q.guard_factor = float(plan.spike_guard().factor());
+    q.guard_factor = float(guard);
   }
   for (int32_t id : plan.qfep().token_ids()) {
     if (id < 0 || id >= c.vocab_size) {
@@ -205,8 +354,24 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
     }
     out.prefix.push_back(id);
   }
-  if (int(out.prefix.size()) >= c.context_length) {
-    return PlanError("qfep prefix fills the whole context");
+  // The rule: the prefix leaves room for a one-token prompt and one new
+  // token. (Checked here, before the model loads and the prefix is
+  // computed; the KV pool's share is checked when the engine starts.)
+  if (int(out.prefix.size()) > c.context_length - 2) {
+    return PlanError(absl::StrCat(
+        "qfep.token_ids has ", out.prefix.size(),
+        " tokens; the model's context of ", c.context_length,
+        " must keep at least 2 positions (a one-token prompt and one new "
+        "token) after the prefix, so at most ",
+        std::max(0, c.context_length - 2), " prefix tokens"));
+  }
+  if (!std::isfinite(plan.qfep().score())) {
+    return PlanError(
+        absl::StrCat("qfep.score = ", plan.qfep().score(), " is not finite"));
+  }
+  if (plan.calibration().tokens() < 0 || plan.calibration().window() < 0 ||
+      plan.calibration().windows() < 0) {
+    return PlanError("calibration.tokens, .window and .windows must be >= 0");
   }
   q.down_hadamard = plan.rotation().down_hadamard();
   return out;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <random>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/evaluation.h"
 #include "runtime/shared_prefix.h"
@@ -192,6 +193,20 @@ TEST_F(PlantedSpike, EvaluateComparesSchemesWithFp32) {
   EXPECT_GT(plain.kl_mean, 0.01);
   EXPECT_LT(qfep.kl_mean, plain.kl_mean / 5);
   EXPECT_GE(plain.kl_p99, plain.kl_mean);
+}
+
+// Issue 23 D4: non-finite logits (e.g. from a broken plan) make Evaluate
+// fail, naming the value, instead of reporting a perplexity of nan.
+TEST_F(PlantedSpike, EvaluateRefusesNonFiniteResults) {
+  ModelWeights broken = planted_.weights;
+  broken.output_norm[0] = NAN;
+  auto model = Model::FromWeights(planted_.config, broken);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EvalSide fp32{fp32_.get(), {}, {}};
+  auto r = Evaluate({model->get(), {}, {}}, &fp32, windows_, kBos);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()),
+              ::testing::HasSubstr("is not finite"));
 }
 
 }  // namespace

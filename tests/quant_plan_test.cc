@@ -1,5 +1,6 @@
 #include "runtime/quant_plan.h"
 
+#include <cmath>
 #include <fstream>
 
 #include "gmock/gmock.h"
@@ -61,6 +62,26 @@ TEST(QuantPlan, FingerprintSeparatesModels) {
   EXPECT_THAT(s.status().message(), HasSubstr("calibrated for model"));
 }
 
+// Smoothing on for every qkv/gate_up/down site with valid scales, then
+// scale 5 of sites[site] set to `bad`.
+void SetSmoothing(v1::QuantPlan& p, int site, float bad) {
+  p.mutable_smoothing()->set_enabled(true);
+  p.mutable_smoothing()->set_alpha(0.5);
+  for (v1::SiteStats& s : *p.mutable_sites()) {
+    const int width = s.site() == "down" ? 96 : s.site() == "o" ? 0 : 64;
+    for (int j = 0; j < width; ++j) s.add_smooth_scales(1.0f);
+  }
+  p.mutable_sites(site)->set_smooth_scales(5, bad);
+}
+
+void SetStats(v1::QuantPlan& p, int site, double ratio, double max,
+              double median) {
+  v1::SiteStats* s = p.mutable_sites(site);
+  s->set_spike_ratio(ratio);
+  s->set_max_absmax(max);
+  s->set_median_absmax(median);
+}
+
 struct BadCase {
   const char* name;
   void (*mutate)(v1::QuantPlan&);
@@ -94,6 +115,84 @@ TEST(QuantPlan, RejectsBadPlansNamingTheField) {
          p.mutable_sites(0)->set_static_absmax(0);
        },
        "site 0.qkv has no positive static_absmax"},
+      // Issue 23 D4: values that are not finite or out of range.
+      {"NaN smoothing scale", [](v1::QuantPlan& p) { SetSmoothing(p, 2, NAN); },
+       "sites[2] (0.gate_up).smooth_scales[5] = nan is outside the allowed "
+       "range [1e-05, 100000]"},
+      {"infinite smoothing scale",
+       [](v1::QuantPlan& p) { SetSmoothing(p, 0, INFINITY); },
+       "sites[0] (0.qkv).smooth_scales[5] = inf"},
+      {"zero smoothing scale",
+       [](v1::QuantPlan& p) { SetSmoothing(p, 0, 0.0f); },
+       "sites[0] (0.qkv).smooth_scales[5] = 0 is outside"},
+      {"huge smoothing scale",
+       [](v1::QuantPlan& p) { SetSmoothing(p, 0, 1e38f); },
+       "sites[0] (0.qkv).smooth_scales[5] = 1e+38 is outside"},
+      {"smoothing alpha",
+       [](v1::QuantPlan& p) {
+         SetSmoothing(p, 0, 1.0f);
+         p.mutable_smoothing()->set_alpha(NAN);
+       },
+       "smoothing.alpha = nan is outside the allowed range [0, 1]"},
+      {"NaN static range",
+       [](v1::QuantPlan& p) {
+         p.set_activation_mode(v1::PER_TENSOR_STATIC);
+         p.mutable_sites(1)->set_static_absmax(NAN);
+       },
+       "sites[1] (0.o).static_absmax = nan"},
+      {"huge static range",
+       [](v1::QuantPlan& p) { p.mutable_sites(1)->set_static_absmax(1e300); },
+       "sites[1] (0.o).static_absmax = 1e+300"},
+      {"negative guard",
+       [](v1::QuantPlan& p) { p.mutable_spike_guard()->set_factor(-1); },
+       "spike_guard.factor = -1 is outside the allowed range [0, 1e+06]"},
+      {"NaN guard",
+       [](v1::QuantPlan& p) { p.mutable_spike_guard()->set_factor(NAN); },
+       "spike_guard.factor = nan"},
+      // Issue 23 D12: a plan for another model, or incomplete statistics.
+      {"wrong layer count",
+       [](v1::QuantPlan& p) { p.mutable_model()->set_layers(3); },
+       "model.layers = 3 but the model has 2"},
+      {"wrong vocabulary",
+       [](v1::QuantPlan& p) { p.mutable_model()->set_vocab_size(301); },
+       "model.vocab_size = 301 but the model has 300"},
+      {"wrong hidden width",
+       [](v1::QuantPlan& p) { p.mutable_model()->set_hidden(65); },
+       "model.hidden = 65 but the model has 64"},
+      {"wrong model name",
+       [](v1::QuantPlan& p) { p.mutable_model()->set_name("other"); },
+       "model.name = 'other' but the model is"},
+      {"duplicate site", [](v1::QuantPlan& p) { *p.add_sites() = p.sites(3); },
+       "sites[8] (0.down) repeats sites[3]"},
+      {"missing site",
+       [](v1::QuantPlan& p) { p.mutable_sites()->RemoveLast(); },
+       "sites has no entry for 1.down"},
+      {"static without sites",
+       [](v1::QuantPlan& p) {
+         p.set_activation_mode(v1::PER_TENSOR_STATIC);
+         p.clear_sites();
+       },
+       "sites has no entry for 0.qkv"},
+      {"NaN spike ratio", [](v1::QuantPlan& p) { SetStats(p, 4, NAN, 5, 1); },
+       "sites[4] (1.qkv).spike_ratio = nan"},
+      {"negative max absmax",
+       [](v1::QuantPlan& p) { SetStats(p, 4, 5, -5, 1); },
+       "sites[4] (1.qkv).max_absmax = -5"},
+      {"zero median", [](v1::QuantPlan& p) { SetStats(p, 4, 5, 5, 0); },
+       "sites[4] (1.qkv).median_absmax = 0"},
+      {"median above max", [](v1::QuantPlan& p) { SetStats(p, 4, 5, 1, 2); },
+       "sites[4] (1.qkv).median_absmax = 2 exceeds max_absmax = 1"},
+      {"duplicate qfem module",
+       [](v1::QuantPlan& p) { p.mutable_qfem()->add_modules("1.down"); },
+       "qfem.modules[1]: 1.down is listed twice"},
+      // Issue 23 D13: the QFeP prefix must leave room for a one-token prompt
+      // and one new token (context 128: at most 126 prefix tokens).
+      {"prefix leaves no room",
+       [](v1::QuantPlan& p) {
+         for (int i = 0; i < 124; ++i) p.mutable_qfep()->add_token_ids(5);
+       },
+       "qfep.token_ids has 127 tokens; the model's context of 128 must keep "
+       "at least 2 positions"},
       {"smoothing width",
        [](v1::QuantPlan& p) {
          p.mutable_smoothing()->set_enabled(true);
@@ -107,7 +206,8 @@ TEST(QuantPlan, RejectsBadPlansNamingTheField) {
     c.mutate(p);
     auto a = ApplyQuantPlan(p, f.fp, f.config);
     EXPECT_FALSE(a.ok()) << c.name;
-    EXPECT_THAT(a.status().message(), HasSubstr(c.expected)) << c.name;
+    EXPECT_THAT(std::string(a.status().message()), HasSubstr(c.expected))
+        << c.name;
   }
 }
 
@@ -127,6 +227,35 @@ TEST(QuantPlan, JsonRoundTripAndFileErrors) {
               HasSubstr("not a valid plan"));
   { std::ofstream(bad) << "{\"version\": 2}"; }
   EXPECT_THAT(ReadQuantPlan(bad).status().message(), HasSubstr("version 2"));
+}
+
+// Issue 23 D4/D12: a complete, calibrated plan with smoothing applies.
+TEST(QuantPlan, AppliesACalibratedPlanWithSmoothing) {
+  Fixture f;
+  v1::QuantPlan p = f.ValidPlan();
+  SetSmoothing(p, 0, 2.0f);
+  for (int i = 0; i < p.sites_size(); ++i) SetStats(p, i, 3.5, 7, 2);
+  auto a = ApplyQuantPlan(p, f.fp, f.config);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->quant.smooth_scales.size(), 6u);  // o has none
+  // Sites may be omitted as a whole in a dynamic plan without smoothing.
+  p = f.ValidPlan();
+  p.clear_sites();
+  a = ApplyQuantPlan(p, f.fp, f.config);
+  ASSERT_TRUE(a.ok()) << a.status();
+}
+
+// Issue 23 D14: a directory or an empty file is named as such.
+TEST(QuantPlan, DirectoryOrEmptyFileIsNamed) {
+  const std::string dir = ::testing::TempDir();
+  absl::StatusOr<v1::QuantPlan> p = ReadQuantPlan(dir);
+  ASSERT_FALSE(p.ok());
+  EXPECT_THAT(p.status().message(), HasSubstr("is a directory"));
+  const std::string empty = ::testing::TempDir() + "/empty-plan.json";
+  { std::ofstream(empty) << ""; }
+  p = ReadQuantPlan(empty);
+  ASSERT_FALSE(p.ok());
+  EXPECT_THAT(p.status().message(), HasSubstr("is empty"));
 }
 
 TEST(QuantPlan, ParseSiteKey) {

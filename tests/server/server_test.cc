@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fixtures/gguf_builder.h"
 #include "tests/server/server_fixture.h"
 
 namespace spikeserve::testing {
@@ -20,6 +21,7 @@ namespace {
 using ::grpc::StatusCode;
 using ::grpc::health::v1::HealthCheckResponse;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::vector<int32_t> Ids(const v1::GenerateResponse& r) {
   std::vector<int32_t> ids;
@@ -733,6 +735,47 @@ TEST_F(ServerTest, ServerAssignedIdsAreUnguessableAndNotAbortable) {
   while (reader->Read(&m)) last = m;
   ASSERT_TRUE(reader->Finish().ok());
   EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_LENGTH);
+}
+
+// Issue 23 D13: a QFeP prefix that leaves no room for a request fails the
+// load at once, naming the plan field (or the pool flag), instead of
+// computing the prefix and failing the warm-up request.
+TEST_F(ServerTest, QfepPrefixWithoutRoomFailsTheLoadNamingTheField) {
+  const std::string gguf = TinyLlama({.layers = 2,
+                                      .hidden = 128,
+                                      .heads = 4,
+                                      .kv_heads = 2,
+                                      .ffn = 256,
+                                      .context = 2048})
+                               .Build();
+  struct Case {
+    const char* name;
+    int prefix_tokens;
+    int kv_blocks;
+    const char* expected;
+  };
+  const Case cases[] = {
+      {"context", 2047, 512,
+       "qfep.token_ids has 2047 tokens; the model's context of 2048 must "
+       "keep at least 2 positions"},
+      {"pool", 2030, 127, "--kv_blocks 127 leaves less than 2 positions"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const TinyModelFiles files =
+        WriteModelAndPlan(gguf, absl::StrCat("long-prefix-", c.name),
+                          std::vector<int32_t>(size_t(c.prefix_tokens), 65));
+    ServerOptions o = DefaultOptions();
+    o.model_path = files.model;
+    o.plan_path = files.plan;
+    o.engine.kv_blocks = c.kv_blocks;
+    StartServer(o, /*load=*/false);
+    const absl::Status s = server_->Load();
+    EXPECT_FALSE(s.ok());
+    EXPECT_THAT(std::string(s.message()), HasSubstr(c.expected));
+    EXPECT_THAT(std::string(s.message()), Not(HasSubstr("warm-up")));
+    TearDown();
+  }
 }
 
 TEST_F(ServerTest, TakenPortFailsClearly) {
