@@ -59,11 +59,21 @@ class ServingMetrics::EngineCollector final : public prometheus::Collectable {
         Family("spikeserve_requests_waiting",
                "Generation requests queued for admission", MetricType::Gauge,
                s.waiting),
+        // Used = pinned (what a new request cannot get); blocks that only
+        // the prefix cache holds are evicted on demand, so they count as
+        // cached, not used: an idle server reads ~0 here.
         Family("spikeserve_kv_cache_usage_ratio",
-               "Fraction of KV blocks referenced (sequences, QFeP prefix, "
-               "prefix cache)",
+               "Fraction of KV blocks pinned by sequences in flight and the "
+               "QFeP prefix (not evictable)",
                MetricType::Gauge,
-               s.kv_blocks > 0 ? double(s.kv_blocks_used) / s.kv_blocks : 0),
+               s.kv_blocks > 0
+                   ? double(s.kv_blocks_used - s.kv_blocks_cached) / s.kv_blocks
+                   : 0),
+        Family("spikeserve_kv_cache_cached_ratio",
+               "Fraction of KV blocks held only by the prefix cache "
+               "(evictable: free for new requests)",
+               MetricType::Gauge,
+               s.kv_blocks > 0 ? double(s.kv_blocks_cached) / s.kv_blocks : 0),
         Family("spikeserve_prefix_cache_queries_total",
                "Prompt tokens looked up in the prefix cache",
                MetricType::Counter, double(s.prefix_cache_query_tokens)),

@@ -118,6 +118,40 @@ TEST_F(MetricsTest, CountersEqualTheTraffic) {
   EXPECT_TRUE(plan_info);
 }
 
+// Issue 23 D6: blocks that only the prefix cache holds are evictable: an
+// idle server reports them as cached, not as used (the KV-full alert and a
+// load balancer read the used ratio).
+TEST_F(MetricsTest, KvUsageCountsPinnedBlocksAndCachedSeparately) {
+  StartServer(MetricsOptions());
+  const double pool = 512, prefix_blocks = 1;
+  for (uint32_t seed = 1; seed <= 3; ++seed) {
+    std::vector<int32_t> prompt(100);
+    for (size_t i = 0; i < prompt.size(); ++i) {
+      prompt[i] = int32_t(32 + (seed * 31 + i * 7) % 90);
+    }
+    v1::GenerateResponse r;
+    ASSERT_TRUE(Generate(TokenRequest(prompt, 2), &r).ok());
+  }
+  const EngineStats idle = IdleStats();
+  ASSERT_EQ(idle.kv_blocks_cached, 3 * 6);  // 6 full blocks per prompt
+  auto m = Scrape();
+  EXPECT_DOUBLE_EQ(m["spikeserve_kv_cache_usage_ratio"], prefix_blocks / pool);
+  EXPECT_DOUBLE_EQ(m["spikeserve_kv_cache_cached_ratio"], 18 / pool);
+  // A request in flight pins its blocks: used again.
+  gate_.Hold();
+  grpc::ClientContext ctx;
+  auto reader = stub_->GenerateStream(&ctx, TokenRequest({65, 66, 67}, 50));
+  gate_.WaitPauses(1);
+  m = Scrape();
+  EXPECT_GT(m["spikeserve_kv_cache_usage_ratio"], prefix_blocks / pool);
+  ctx.TryCancel();
+  gate_.Open();
+  v1::GenerateResponse msg;
+  while (reader->Read(&msg)) {
+  }
+  reader->Finish();
+}
+
 TEST_F(MetricsTest, LayerSeriesCanBeSwitchedOff) {
   ServerOptions o = MetricsOptions();
   o.layer_metrics_every = 0;
