@@ -25,6 +25,28 @@ grpc::Status FinalStatus(const GenerationUpdate& u) {
   return grpc::Status::OK;
 }
 
+// The status of a call that ended because its client went away: gRPC
+// reports a passed deadline as a cancellation too, so the deadline tells
+// them apart. Without this such calls ended (and were counted) as OK.
+grpc::Status EndedByClientStatus(absl::Time deadline) {
+  if (absl::Now() >= deadline) {
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                        "the call's deadline passed");
+  }
+  return grpc::Status(grpc::StatusCode::CANCELLED,
+                      "the client cancelled the call");
+}
+
+// FinalStatus of a call whose client may have cancelled it.
+grpc::Status FinalStatus(const GenerationUpdate& u, bool client_gone,
+                         absl::Time deadline) {
+  if (client_gone && u.status.ok() &&
+      u.finish_reason == FinishReason::kAborted) {
+    return EndedByClientStatus(deadline);
+  }
+  return FinalStatus(u);
+}
+
 // Per-request metrics shared by both reactors: token gaps and the end.
 class RequestMetrics {
  public:
@@ -62,6 +84,7 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
 
   void Start(GenerationRequest request) {
     id_ = request.id;
+    deadline_ = request.deadline;
     response_->set_request_id(id_);
     absl::Status s = engine_->Submit(
         std::move(request), [this](const GenerationUpdate& u) { OnUpdate(u); });
@@ -76,6 +99,7 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
   // Client cancellation and lost connections stop generation at the next
   // engine step, which frees the sequence's KV blocks.
   void OnCancel() override {
+    cancelled_.store(true);
     if (!finished_.load()) engine_->Abort(id_);
   }
   void OnDone() override {
@@ -90,7 +114,7 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
     metrics_.OnUpdate(u);
     if (!u.finished) return;
     finished_.store(true);
-    End(FinalStatus(u));
+    End(FinalStatus(u, cancelled_.load(), deadline_));
   }
   void End(const grpc::Status& status) {
     metrics_.OnFinish("Generate", status);
@@ -102,7 +126,9 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
   RequestMetrics metrics_;
   v1::GenerateResponse* const response_;
   std::string id_;
+  absl::Time deadline_ = absl::InfiniteFuture();
   std::atomic<bool> finished_{false};
+  std::atomic<bool> cancelled_{false};  // OnCancel ran (client or deadline)
 };
 
 // Streaming Generate. Updates arrive on the engine thread and must not
@@ -131,6 +157,7 @@ class GenerateStreamReactor final
 
   void Start(GenerationRequest request) {
     id_ = request.id;
+    deadline_ = request.deadline;
     absl::Status s = engine_->Submit(
         std::move(request), [this](const GenerationUpdate& u) { OnUpdate(u); });
     if (!s.ok()) Reject(ToGrpcStatus(s));
@@ -148,6 +175,7 @@ class GenerateStreamReactor final
   }
   void OnCancel() override {
     std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
     if (!finished_ && engine_ != nullptr) engine_->Abort(id_);
   }
   void OnDone() override {
@@ -164,7 +192,7 @@ class GenerateStreamReactor final
     has_pending_ |= !u.text.empty() || !u.tokens.empty() || u.finished;
     if (u.finished) {
       finished_ = true;
-      final_status_ = FinalStatus(u);
+      final_status_ = FinalStatus(u, cancelled_ || write_failed_, deadline_);
       metrics_.OnFinish("GenerateStream", final_status_);
     }
     Pump(std::move(lock));
@@ -204,12 +232,14 @@ class GenerateStreamReactor final
   CallCounter* const calls_;
   RequestMetrics metrics_;  // engine thread only
   std::string id_;
+  absl::Time deadline_ = absl::InfiniteFuture();
   std::mutex mu_;
   v1::GenerateResponse pending_;    // merged updates not yet written
   v1::GenerateResponse in_flight_;  // the message being written
   bool has_pending_ = false;
   bool writing_ = false;
   bool write_failed_ = false;
+  bool cancelled_ = false;  // OnCancel ran (client or deadline)
   bool finished_ = false;   // the engine sent its final update
   bool call_done_ = false;  // Finish (or WriteAndFinish) was started
   grpc::Status final_status_;

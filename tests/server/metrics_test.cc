@@ -152,6 +152,55 @@ TEST_F(MetricsTest, KvUsageCountsPinnedBlocksAndCachedSeparately) {
   reader->Finish();
 }
 
+// Issue 23 D5: a stream the client cancelled and calls past their deadline
+// are counted with the code the client saw, not as OK.
+TEST_F(MetricsTest, CancelledAndDeadlineCallsAreCountedWithTheirCode) {
+  StartServer(MetricsOptions());
+  {
+    gate_.Hold();
+    grpc::ClientContext ctx;
+    auto reader = stub_->GenerateStream(&ctx, TokenRequest({65, 66, 67}, 50));
+    gate_.WaitPauses(1);
+    ctx.TryCancel();
+    gate_.Open();
+    v1::GenerateResponse m;
+    while (reader->Read(&m)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  {
+    // The engine is held while the deadlines pass.
+    gate_.Hold();
+    v1::GenerateResponse r;
+    EXPECT_EQ(Generate(TokenRequest({65, 66, 67}, 50), &r, 100).error_code(),
+              grpc::StatusCode::DEADLINE_EXCEEDED);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(100));
+    auto reader = stub_->GenerateStream(&ctx, TokenRequest({65, 66, 67}, 50));
+    v1::GenerateResponse m;
+    while (reader->Read(&m)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(),
+              grpc::StatusCode::DEADLINE_EXCEEDED);
+    gate_.Open();
+  }
+  IdleStats();  // every call done server-side
+  auto m = Scrape();
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"CANCELLED\",rpc="
+              "\"GenerateStream\"}"],
+            1);
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"DEADLINE_EXCEEDED\",rpc="
+              "\"Generate\"}"],
+            1);
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"DEADLINE_EXCEEDED\",rpc="
+              "\"GenerateStream\"}"],
+            1);
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",rpc=\"Generate\"}"], 0);
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",rpc=\"GenerateStream\"}"],
+            0);
+}
+
 TEST_F(MetricsTest, LayerSeriesCanBeSwitchedOff) {
   ServerOptions o = MetricsOptions();
   o.layer_metrics_every = 0;
