@@ -35,8 +35,10 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
     return OutOfRange("top_p", p.top_p, "(0, 1]");
   if (!(p.min_p >= 0 && p.min_p < 1))
     return OutOfRange("min_p", p.min_p, "[0, 1)");
-  if (!(p.repetition_penalty > 0 && p.repetition_penalty <= 10)) {
-    return OutOfRange("repetition_penalty", p.repetition_penalty, "(0, 10]");
+  // Not (0, 10]: a penalty near 0 divides positive logits to infinity
+  // (1e-38 made every logprob NaN). 0.01 already scales a logit 100x.
+  if (!(p.repetition_penalty >= 0.01f && p.repetition_penalty <= 10)) {
+    return OutOfRange("repetition_penalty", p.repetition_penalty, "[0.01, 10]");
   }
   if (!(p.presence_penalty >= -2 && p.presence_penalty <= 2)) {
     return OutOfRange("presence_penalty", p.presence_penalty, "[-2, 2]");
@@ -64,10 +66,15 @@ absl::Span<const float> Sampler::Penalize(absl::Span<const float> logits) {
   work_.assign(logits.begin(), logits.end());
   auto& v = work_;
   const int vocab = int(v.size());
+  // Penalized logits stay finite whatever the penalty (the validated range
+  // keeps them far from this bound): an infinite logit makes the
+  // log-softmax, and every logprob, NaN.
+  constexpr float kMaxLogit = 1e30f;
   auto apply_rep = [&](int32_t t) {
     if (t < 0 || t >= vocab) return;
-    v[t] =
+    const float r =
         v[t] > 0 ? v[t] / p_.repetition_penalty : v[t] * p_.repetition_penalty;
+    v[t] = std::clamp(r, -kMaxLogit, kMaxLogit);
   };
   if (rep) {
     for (const auto& [t, unused] : prompt_seen_) apply_rep(t);

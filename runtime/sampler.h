@@ -22,7 +22,7 @@ struct SamplingParams {
   int top_k = 0;                    // 0 = off; else keep the k most likely
   float top_p = 1.0f;               // (0, 1]; 1 = off
   float min_p = 0.0f;               // [0, 1); keep p >= min_p * p_max
-  float repetition_penalty = 1.0f;  // > 0; 1 = off (CTRL-style, on every
+  float repetition_penalty = 1.0f;  // [0.01, 10]; 1 = off (CTRL-style, on every
                                     // token seen in prompt or output)
   float presence_penalty = 0.0f;    // [-2, 2]; on tokens of the output
   float frequency_penalty = 0.0f;   // [-2, 2]; times their output count

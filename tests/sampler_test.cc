@@ -93,6 +93,23 @@ TEST(Sampler, PenaltiesAsDefined) {
   EXPECT_NEAR(top[4].logprob, -2.0 - std::log(z), 1e-5);
 }
 
+// Issue 23 D8: whatever penalty reaches the sampler, logprobs stay finite
+// (a penalized logit is kept within float range, never infinite).
+TEST(Sampler, ExtremePenaltiesKeepLogprobsFinite) {
+  for (float penalty : {1e-45f, 1e-38f, 0.01f, 10.0f, 1e38f}) {
+    for (float temperature : {0.0f, 1.0f}) {
+      Sampler s({.temperature = temperature, .repetition_penalty = penalty},
+                {1, 2, 3, 4});
+      std::vector<SampledToken> top;
+      const SampledToken t = s.Sample(kLogits, 5, &top);
+      EXPECT_TRUE(std::isfinite(t.logprob)) << penalty << " " << temperature;
+      for (const SampledToken& alt : top) {
+        EXPECT_TRUE(std::isfinite(alt.logprob)) << penalty;
+      }
+    }
+  }
+}
+
 TEST(Sampler, TopNIsSortedLogSoftmax) {
   Sampler s({}, {});
   std::vector<SampledToken> top;
@@ -118,6 +135,12 @@ TEST(Sampler, ValidationNamesTheField) {
       {{.top_p = 1.5}, "top_p"},
       {{.min_p = 1}, "min_p"},
       {{.repetition_penalty = 0}, "repetition_penalty"},
+      // Issue 23 D8: tiny penalties divided positive logits to infinity.
+      {{.repetition_penalty = 1e-45f}, "repetition_penalty = 1.4013e-45"},
+      {{.repetition_penalty = 1e-38f}, "repetition_penalty = 1e-38"},
+      {{.repetition_penalty = 0.001f},
+       "repetition_penalty = 0.001 is outside the allowed range [0.01, 10]"},
+      {{.repetition_penalty = NAN}, "repetition_penalty"},
       {{.presence_penalty = 3}, "presence_penalty"},
       {{.frequency_penalty = -2.5}, "frequency_penalty"},
   };
