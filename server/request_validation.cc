@@ -168,7 +168,8 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(
         "sampling.top_k",
         absl::StrCat("= ", sp.top_k(), " exceeds the vocabulary of ", vocab));
   }
-  if (int(r.top_n_tokens()) > limits.max_top_n) {
+  // Compared as unsigned before narrowing: int(2^31) is negative.
+  if (r.top_n_tokens() > uint32_t(std::max(0, limits.max_top_n))) {
     return Invalid("top_n_tokens",
                    absl::StrCat("= ", r.top_n_tokens(),
                                 " is outside the allowed range [0, ",

@@ -187,6 +187,18 @@ TEST_F(RequestValidation, RejectsInvalidRequestsNamingTheField) {
       {"too many logprobs",
        [](v1::GenerateRequest& r) { r.set_top_n_tokens(21); },
        "top_n_tokens = 21 is outside the allowed range [0, 20]"},
+      // Issue 23 D9: values >= 2^31 wrapped to negative ints and passed.
+      {"logprobs of 2^31",
+       [](v1::GenerateRequest& r) { r.set_top_n_tokens(2147483648u); },
+       "top_n_tokens = 2147483648 is outside the allowed range [0, 20]"},
+      {"logprobs of 2^32 - 1",
+       [](v1::GenerateRequest& r) { r.set_top_n_tokens(4294967295u); },
+       "top_n_tokens = 4294967295 is outside the allowed range [0, 20]"},
+      {"max_new_tokens of 2^32 - 1",
+       [](v1::GenerateRequest& r) {
+         r.mutable_stopping()->set_max_new_tokens(4294967295u);
+       },
+       "stopping.max_new_tokens = 4294967295"},
       {"request id with space",
        [](v1::GenerateRequest& r) { r.set_request_id("a b"); },
        "request_id must be printable ASCII"},
