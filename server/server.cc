@@ -106,7 +106,8 @@ absl::StatusOr<std::unique_ptr<SpikeServer>> SpikeServer::Start(
   if (s->server_ == nullptr || s->port_ == 0) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", address,
-                     " (port taken, or host not an address of this machine)"));
+                     " (port taken, host not an address of this machine, or "
+                     "TLS files gRPC refused)"));
   }
   s->SetHealth(false);
   LogInfo(absl::StrCat(

@@ -17,7 +17,8 @@ struct TlsOptions {
       client_ca_file;  // set: clients must present a certificate it signed
 };
 
-// Errors name the file at fault (missing, unreadable, not PEM).
+// Errors name the file at fault (missing, unreadable, not PEM, no
+// certificate or key in it, a key that does not match the certificate).
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const TlsOptions& options);
 

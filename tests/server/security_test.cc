@@ -169,5 +169,36 @@ TEST_F(SecurityTest, BadTlsFilesFailTheStartWithTheirName) {
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("not a PEM file"));
 }
 
+// Issue 23 D11: a certificate with another certificate's key fails the
+// start naming both files, not as "cannot listen on ... (port taken)".
+TEST_F(SecurityTest, CertificateAndKeyMismatchIsNamed) {
+  const std::string a = MakeCert("mismatch-a");
+  const std::string b = MakeCert("mismatch-b");
+  ServerOptions o = DefaultOptions();
+  o.tls = {a + ".crt", b + ".key", ""};
+  auto s = SpikeServer::Start(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.status().message()),
+              HasSubstr(absl::StrCat("the TLS private key ", b,
+                                     ".key does not match the certificate ", a,
+                                     ".crt")));
+  // A key file without a key, and a certificate file without a certificate.
+  o.tls = {a + ".crt", a + ".crt", ""};
+  s = SpikeServer::Start(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()),
+              HasSubstr("has no readable private key"));
+  o.tls = {a + ".key", a + ".key", ""};
+  s = SpikeServer::Start(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()),
+              HasSubstr("has no readable certificate"));
+  // The matching pair still starts.
+  o.tls = {a + ".crt", a + ".key", ""};
+  s = SpikeServer::Start(o);
+  ASSERT_TRUE(s.ok()) << s.status();
+}
+
 }  // namespace
 }  // namespace spikeserve::testing
