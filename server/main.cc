@@ -4,12 +4,16 @@
 //
 // Every flag can also be set as an environment variable SPIKESERVE_<FLAG>
 // (e.g. SPIKESERVE_GRPC_PORT=50051); a flag on the command line wins.
-// SIGTERM or SIGINT drain the server (see --drain_timeout) and exit 0.
+// SIGTERM or SIGINT drain the server (see --drain_timeout) and exit 0;
+// while the model is still loading they stop it at once (exit 0).
 #include <signal.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -87,6 +91,19 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
 namespace spikeserve {
 namespace {
 
+const char* SignalName(int sig) {
+  return sig == SIGTERM ? "SIGTERM" : "SIGINT";
+}
+
+// Ends the process without running destructors, once the server is
+// drained (or never served): clients have their answers, the engine and
+// gRPC are stopped. What destructors would add is a wait: civetweb (the
+// /metrics server) notices its stop flag only at its next 2 s poll.
+[[noreturn]] void ExitNow(int code) {
+  std::fflush(nullptr);
+  std::_Exit(code);
+}
+
 int Main() {
   ServerOptions o;
   o.model_path = absl::GetFlag(FLAGS_model);
@@ -156,7 +173,7 @@ int Main() {
     return 2;
   }
 
-  // Signals are taken synchronously (sigwait) by this thread; block them
+  // Signals are taken synchronously (sigwait) by one thread; block them
   // before any other thread exists so none of them gets one.
   sigset_t signals;
   sigemptyset(&signals);
@@ -169,16 +186,45 @@ int Main() {
     LogError(server.status().ToString());
     return 1;
   }
-  if (absl::Status s = (*server)->Load(); !s.ok()) {
+  // The signal thread. While the model loads (seconds) a signal ends the
+  // process at once: health never said SERVING, no request was admitted,
+  // there is nothing to drain, and a load cannot be interrupted midway.
+  // Once serving, it hands the signal to this thread, which drains.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool serving = false;
+  int received = 0;
+  std::thread([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    std::lock_guard<std::mutex> lock(mu);
+    if (!serving) {
+      LogInfo(absl::StrCat("received ", SignalName(sig),
+                           " during start-up (loading the model): stopped "
+                           "before serving"));
+      ExitNow(0);
+    }
+    received = sig;
+    cv.notify_all();
+  }).detach();
+  // Called by Load just before health turns SERVING: from here on a signal
+  // drains.
+  const auto before_serving = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    serving = true;
+  };
+  if (absl::Status s = (*server)->Load(before_serving); !s.ok()) {
     LogError(absl::StrCat("cannot load the model: ", s.ToString()));
     (*server)->Drain(absl::ZeroDuration());
-    return 1;
+    ExitNow(1);
   }
-  int signal = 0;
-  sigwait(&signals, &signal);
-  LogInfo(absl::StrCat("received ", signal == SIGTERM ? "SIGTERM" : "SIGINT"));
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return received != 0; });
+  }
+  LogInfo(absl::StrCat("received ", SignalName(received)));
   (*server)->Drain(absl::GetFlag(FLAGS_drain_timeout));
-  return 0;
+  ExitNow(0);
 }
 
 }  // namespace

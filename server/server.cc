@@ -134,7 +134,7 @@ void SpikeServer::SetHealth(bool serving) {
   health->SetServingStatus(kServiceName, serving);
 }
 
-absl::Status SpikeServer::Load() {
+absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
   const auto t0 = std::chrono::steady_clock::now();
   std::optional<v1::QuantPlan> plan;
   if (!options_.plan_path.empty()) {
@@ -273,6 +273,7 @@ absl::Status SpikeServer::Load() {
        {"plan_model_hash", plan ? plan->model().hash() : ""}});
   metrics_->AttachEngine(engine_.get());
   backend_ = std::move(backend);
+  if (before_serving) before_serving();
   service_.SetBackend(backend_.get());
   SetHealth(true);
   const double secs =
@@ -296,10 +297,16 @@ int SpikeServer::Drain(absl::Duration timeout) {
       std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
   service_.calls().WaitIdle(deadline);
   const int aborted = service_.calls().active();
-  // Aborting first lets every reactor finish with its final message; then
-  // the gRPC server has nothing left to wait for.
+  // Aborting first lets every reactor finish with its final message (its
+  // OnDone marks it written, bounded: a client that does not read gets
+  // cancelled after 1 s); then the gRPC server has nothing left to wait
+  // for. No grace period for gRPC itself: it only waited for idle client
+  // connections, which it always held to the deadline (2 s after every
+  // drain that had a client connected).
   if (engine_) engine_->Shutdown();
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  service_.calls().WaitIdle(std::chrono::steady_clock::now() +
+                            std::chrono::seconds(1));
+  server_->Shutdown(std::chrono::system_clock::now());
   server_->Wait();
   LogInfo(absl::StrCat("stopped (", aborted,
                        " requests aborted at the drain "

@@ -9,6 +9,7 @@
 #define SPIKESERVE_SERVER_SERVER_H_
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -30,7 +31,7 @@ struct ServerOptions {
   std::string model_path;  // GGUF file (required)
   std::string plan_path;   // quant plan JSON; empty = FP32
   std::string host = "0.0.0.0";
-  int grpc_port = 50051;                 // 0 = any free port (tests)
+  int grpc_port = 50051;  // 0 = any free port (tests)
   LmHeadPrecision lm_head = LmHeadPrecision::kBf16;  // see QuantOptions
   int max_request_bytes = 4 << 20;       // bigger: RESOURCE_EXHAUSTED
   int max_streams_per_connection = 128;  // HTTP/2 concurrent streams
@@ -55,8 +56,9 @@ class SpikeServer {
 
   int port() const { return port_; }
   // Loads the model (and plan), warms up, starts the engine; then health
-  // says SERVING. Errors name the file and the problem.
-  absl::Status Load();
+  // says SERVING. `before_serving` (optional) runs just before health turns
+  // SERVING. Errors name the file and the problem.
+  absl::Status Load(const std::function<void()>& before_serving = nullptr);
   // Health NOT_SERVING; new generation requests get UNAVAILABLE; waits up
   // to `timeout` for requests in flight to finish, then aborts the rest and
   // stops the gRPC server. Returns the number of requests aborted.
