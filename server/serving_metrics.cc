@@ -144,24 +144,20 @@ ServingMetrics::ServingMetrics()
 
 ServingMetrics::~ServingMetrics() {
   // Stop serving scrapes before the collector and registry go away.
-  exposer_.reset();
+  http_.reset();
 }
 
 absl::StatusOr<std::unique_ptr<ServingMetrics>> ServingMetrics::Create(
     const std::string& bind) {
   std::unique_ptr<ServingMetrics> m(new ServingMetrics());
   if (bind.empty()) return m;
-  try {
-    // civetweb takes "HOST:PORT"; port 0 picks a free one.
-    m->exposer_ = std::make_unique<prometheus::Exposer>(bind, 2);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot serve metrics on ", bind, ": ", e.what(), " (port taken?)"));
-  }
-  m->exposer_->RegisterCollectable(m->registry_);
-  m->exposer_->RegisterCollectable(m->engine_collector_);
-  const std::vector<int> ports = m->exposer_->GetListeningPorts();
-  m->port_ = ports.empty() ? 0 : ports[0];
+  // civetweb takes "HOST:PORT"; port 0 picks a free one.
+  absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
+      MetricsHttpServer::Start(bind,
+                               [raw = m.get()] { return raw->Serialize(); });
+  if (!http.ok()) return http.status();
+  m->http_ = *std::move(http);
+  m->port_ = m->http_->port();
   return m;
 }
 

@@ -19,11 +19,11 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/support/status.h"
 #include "prometheus/counter.h"
-#include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "runtime/engine.h"
+#include "server/metrics_http.h"
 
 namespace spikeserve {
 
@@ -63,7 +63,7 @@ class ServingMetrics {
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::shared_ptr<EngineCollector> engine_collector_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsHttpServer> http_;  // /metrics (null: none)
   int port_ = 0;
   std::atomic<const Engine*> engine_{nullptr};
 
