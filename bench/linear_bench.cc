@@ -5,9 +5,9 @@
 #include <random>
 
 #include "benchmark/benchmark.h"
-#include "runtime/int8_gemm_packed.h"
-#include "runtime/int8_linear.h"
-#include "runtime/linear.h"
+#include "runtime/linear/int8_gemm_packed.h"
+#include "runtime/linear/int8_linear.h"
+#include "runtime/linear/linear.h"
 
 namespace spikeserve {
 namespace {

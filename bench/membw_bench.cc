@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
-#include "runtime/cpu_dispatch.h"
+#include "runtime/linear/cpu_dispatch.h"
 
 namespace {
 
@@ -46,8 +46,8 @@ void BM_Read(benchmark::State& state) {
   benchmark::DoNotOptimize(sink);
   state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(kBytes));
 }
-BENCHMARK(BM_Read)->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Read)->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime()->Unit(
+    benchmark::kMillisecond);
 
 void BM_Copy(benchmark::State& state) {
   const int threads = int(state.range(0));
@@ -63,8 +63,8 @@ void BM_Copy(benchmark::State& state) {
   }
   state.SetBytesProcessed(int64_t(state.iterations()) * 2 * int64_t(kBytes));
 }
-BENCHMARK(BM_Copy)->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Copy)->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime()->Unit(
+    benchmark::kMillisecond);
 
 }  // namespace
 

@@ -7,8 +7,8 @@
 #include <random>
 
 #include "benchmark/benchmark.h"
-#include "runtime/model.h"
-#include "runtime/shared_prefix.h"
+#include "runtime/model/model.h"
+#include "runtime/model/shared_prefix.h"
 
 namespace spikeserve {
 namespace {

@@ -27,9 +27,9 @@
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
-#include "runtime/model_bundle.h"
-#include "runtime/quant_plan.h"
-#include "runtime/shared_prefix.h"
+#include "runtime/model/shared_prefix.h"
+#include "runtime/quant/quant_plan.h"
+#include "runtime/serving/model_bundle.h"
 
 ABSL_FLAG(std::string, model, "", "GGUF model file (required).");
 ABSL_FLAG(std::string, plan, "",

@@ -6,11 +6,11 @@
 #include <memory>
 #include <string>
 
-#include "runtime/gguf_reader.h"
-#include "runtime/model_config.h"
-#include "runtime/quant_plan.h"
-#include "runtime/tokenizer.h"
-#include "runtime/tokenizer_spec.h"
+#include "runtime/gguf/gguf_reader.h"
+#include "runtime/model/model_config.h"
+#include "runtime/quant/quant_plan.h"
+#include "runtime/text/tokenizer.h"
+#include "runtime/text/tokenizer_spec.h"
 #include "tests/fixtures/gguf_builder.h"
 
 namespace spikeserve::fuzz {

@@ -4,10 +4,10 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "runtime/gguf_reader.h"
-#include "runtime/model_config.h"
-#include "runtime/tokenizer.h"
-#include "runtime/tokenizer_spec.h"
+#include "runtime/gguf/gguf_reader.h"
+#include "runtime/model/model_config.h"
+#include "runtime/text/tokenizer.h"
+#include "runtime/text/tokenizer_spec.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace spikeserve;

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "fuzz/fuzz_fixture.h"
-#include "runtime/utf8.h"
+#include "runtime/text/utf8.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace spikeserve;

@@ -6,9 +6,9 @@
 #include <fstream>
 #include <string>
 
-#include "runtime/gguf_reader.h"
-#include "runtime/model_config.h"
-#include "runtime/quant_plan.h"
+#include "runtime/gguf/gguf_reader.h"
+#include "runtime/model/model_config.h"
+#include "runtime/quant/quant_plan.h"
 #include "spikeserve/v1/generation.pb.h"
 #include "tests/fixtures/gguf_builder.h"
 

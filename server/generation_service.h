@@ -18,9 +18,9 @@
 #include <mutex>
 #include <string>
 
-#include "runtime/engine.h"
-#include "runtime/model_config.h"
-#include "runtime/tokenizer.h"
+#include "runtime/model/model_config.h"
+#include "runtime/serving/engine.h"
+#include "runtime/text/tokenizer.h"
 #include "server/auth.h"
 #include "server/request_validation.h"
 #include "server/serving_metrics.h"

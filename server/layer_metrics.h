@@ -26,8 +26,8 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
-#include "runtime/forward_observer.h"
-#include "runtime/site.h"
+#include "runtime/model/forward_observer.h"
+#include "runtime/model/site.h"
 
 namespace spikeserve {
 

@@ -9,7 +9,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "runtime/utf8.h"
+#include "runtime/text/utf8.h"
 
 namespace spikeserve {
 namespace {

@@ -6,10 +6,10 @@
 #define SPIKESERVE_SERVER_REQUEST_VALIDATION_H_
 
 #include "absl/status/statusor.h"
-#include "runtime/context_budget.h"
-#include "runtime/engine.h"
-#include "runtime/model_config.h"
-#include "runtime/tokenizer.h"
+#include "runtime/model/model_config.h"
+#include "runtime/serving/context_budget.h"
+#include "runtime/serving/engine.h"
+#include "runtime/text/tokenizer.h"
 #include "spikeserve/v1/generation.pb.h"
 
 namespace spikeserve {

@@ -2,7 +2,7 @@
 #ifndef SPIKESERVE_SERVER_RESPONSE_CONVERSION_H_
 #define SPIKESERVE_SERVER_RESPONSE_CONVERSION_H_
 
-#include "runtime/engine.h"
+#include "runtime/serving/engine.h"
 #include "spikeserve/v1/generation.pb.h"
 
 namespace spikeserve {

@@ -22,7 +22,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
-#include "runtime/engine.h"
+#include "runtime/serving/engine.h"
 #include "server/metrics_http.h"
 
 namespace spikeserve {

@@ -1,4 +1,4 @@
-#include "runtime/attention.h"
+#include "runtime/model/attention.h"
 
 #include <algorithm>
 #include <cstring>

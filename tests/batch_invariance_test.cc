@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "runtime/engine.h"
-#include "runtime/model_bundle.h"
-#include "runtime/quant_plan.h"
+#include "runtime/quant/quant_plan.h"
+#include "runtime/serving/engine.h"
+#include "runtime/serving/model_bundle.h"
 #include "tests/golden_util.h"
 
 namespace spikeserve {

@@ -1,11 +1,11 @@
-#include "runtime/bf16_linear.h"
+#include "runtime/linear/bf16_linear.h"
 
 #include <cmath>
 #include <random>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/onednn_matmul.h"
+#include "runtime/linear/onednn_matmul.h"
 
 namespace spikeserve {
 namespace {

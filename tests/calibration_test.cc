@@ -1,15 +1,15 @@
 // Calibration on the planted-spike model (tests/fixtures/planted_spike.h):
 // the spike is found, QFeM and QFeP each remove its damage, the spike guard
 // catches it when static ranges were calibrated without it.
-#include "runtime/calibration.h"
+#include "runtime/quant/calibration.h"
 
 #include <cmath>
 #include <random>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/evaluation.h"
-#include "runtime/shared_prefix.h"
+#include "runtime/model/shared_prefix.h"
+#include "runtime/quant/evaluation.h"
 #include "tests/fixtures/planted_spike.h"
 
 namespace spikeserve {

@@ -1,11 +1,11 @@
-#include "runtime/dequantize.h"
+#include "runtime/gguf/dequantize.h"
 
 #include <cmath>
 #include <cstring>
 #include <limits>
 
 #include "gtest/gtest.h"
-#include "runtime/ggml_type.h"
+#include "runtime/gguf/ggml_type.h"
 
 namespace spikeserve {
 namespace {

@@ -1,4 +1,4 @@
-#include "runtime/engine.h"
+#include "runtime/serving/engine.h"
 
 #include <condition_variable>
 #include <map>
@@ -7,7 +7,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/tokenizer_spec.h"
+#include "runtime/text/tokenizer_spec.h"
 #include "tests/fixtures/gguf_builder.h"
 
 namespace spikeserve {

@@ -1,4 +1,4 @@
-#include "runtime/gguf_reader.h"
+#include "runtime/gguf/gguf_reader.h"
 
 #include <cstring>
 #include <functional>
@@ -6,9 +6,9 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/model.h"
-#include "runtime/model_config.h"
-#include "runtime/weights.h"
+#include "runtime/model/model.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/weights.h"
 #include "tests/fixtures/gguf_builder.h"
 
 namespace spikeserve {

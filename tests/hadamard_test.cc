@@ -1,4 +1,4 @@
-#include "runtime/hadamard.h"
+#include "runtime/linear/hadamard.h"
 
 #include <cmath>
 #include <random>

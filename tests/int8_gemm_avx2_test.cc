@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "runtime/int8_gemm_packed.h"
+#include "runtime/linear/int8_gemm_packed.h"
 
 namespace spikeserve {
 namespace {

@@ -1,4 +1,4 @@
-#include "runtime/int8_linear.h"
+#include "runtime/linear/int8_linear.h"
 
 #include <cmath>
 #include <random>

@@ -1,4 +1,4 @@
-#include "runtime/model.h"
+#include "runtime/model/model.h"
 
 #include <cmath>
 #include <map>
@@ -6,9 +6,9 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/onednn_matmul.h"
-#include "runtime/shared_prefix.h"
-#include "runtime/smoothing.h"
+#include "runtime/linear/onednn_matmul.h"
+#include "runtime/model/shared_prefix.h"
+#include "runtime/model/smoothing.h"
 #include "tests/fixtures/gguf_builder.h"
 #include "tests/reference_forward.h"
 

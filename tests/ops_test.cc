@@ -1,4 +1,4 @@
-#include "runtime/ops.h"
+#include "runtime/model/ops.h"
 
 #include <cmath>
 #include <vector>

@@ -1,4 +1,4 @@
-#include "runtime/quant_plan.h"
+#include "runtime/quant/quant_plan.h"
 
 #include <cmath>
 #include <fstream>

@@ -1,15 +1,15 @@
 // A deliberately naive LLaMA forward pass in double precision, written from
-// the architecture's definition (not from runtime/model.cc): full recompute
-// of the whole token sequence, no KV cache, no fusion. Used as the scalar
-// reference for the runtime's fast path on tiny test models.
+// the architecture's definition (not from runtime/model/model.cc): full
+// recompute of the whole token sequence, no KV cache, no fusion. Used as the
+// scalar reference for the runtime's fast path on tiny test models.
 #ifndef SPIKESERVE_TESTS_REFERENCE_FORWARD_H_
 #define SPIKESERVE_TESTS_REFERENCE_FORWARD_H_
 
 #include <cmath>
 #include <vector>
 
-#include "runtime/model_config.h"
-#include "runtime/weights.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/weights.h"
 
 namespace spikeserve::testing {
 

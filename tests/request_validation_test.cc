@@ -4,7 +4,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/tokenizer_spec.h"
+#include "runtime/text/tokenizer_spec.h"
 #include "tests/fixtures/gguf_builder.h"
 
 namespace spikeserve {

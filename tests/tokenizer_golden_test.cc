@@ -2,9 +2,9 @@
 // string in tests/golden/smollm2_tokenizer.json (made by
 // tests/golden/make_goldens.py), and decode(encode(s)) == s.
 #include "gtest/gtest.h"
-#include "runtime/gguf_reader.h"
-#include "runtime/tokenizer.h"
-#include "runtime/tokenizer_spec.h"
+#include "runtime/gguf/gguf_reader.h"
+#include "runtime/text/tokenizer.h"
+#include "runtime/text/tokenizer_spec.h"
 #include "tests/golden_util.h"
 
 namespace spikeserve {

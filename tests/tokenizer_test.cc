@@ -1,8 +1,8 @@
-#include "runtime/tokenizer.h"
+#include "runtime/text/tokenizer.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/utf8.h"
+#include "runtime/text/utf8.h"
 
 namespace spikeserve {
 namespace {

@@ -20,16 +20,17 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "runtime/evaluation.h"
-#include "runtime/model_bundle.h"
-#include "runtime/quant_plan.h"
+#include "runtime/quant/evaluation.h"
+#include "runtime/quant/quant_plan.h"
+#include "runtime/serving/model_bundle.h"
 #include "tools/flag_util.h"
 #include "tools/text_input.h"
 
 ABSL_FLAG(std::string, model, "", "GGUF model file (required).");
 ABSL_FLAG(std::string, text, "", "Evaluation text file (required).");
-ABSL_FLAG(std::string, lm_head, "fp32",
-          "Output projection precision of the tested model: fp32, bf16 or int8.");
+ABSL_FLAG(
+    std::string, lm_head, "fp32",
+    "Output projection precision of the tested model: fp32, bf16 or int8.");
 ABSL_FLAG(std::string, plan, "",
           "Quant plan (JSON) from spikeserve-calibrate.");
 ABSL_FLAG(std::string, scheme, "",

@@ -11,8 +11,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
-#include "runtime/model_bundle.h"
-#include "runtime/sampler.h"
+#include "runtime/serving/model_bundle.h"
+#include "runtime/serving/sampler.h"
 #include "tools/flag_util.h"
 
 ABSL_FLAG(std::string, model, "", "Path of a GGUF model file (required).");

@@ -4,7 +4,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "runtime/evaluation.h"
+#include "runtime/quant/evaluation.h"
 
 namespace spikeserve {
 

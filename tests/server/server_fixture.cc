@@ -10,9 +10,9 @@
 #include <fstream>
 #include <thread>
 
-#include "runtime/gguf_reader.h"
-#include "runtime/model_config.h"
-#include "runtime/quant_plan.h"
+#include "runtime/gguf/gguf_reader.h"
+#include "runtime/model/model_config.h"
+#include "runtime/quant/quant_plan.h"
 #include "tests/fixtures/gguf_builder.h"
 
 namespace spikeserve::testing {

@@ -13,7 +13,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "runtime/onednn_matmul.h"
+#include "runtime/linear/onednn_matmul.h"
 #include "server/server.h"
 #include "spikeserve/v1/generation.grpc.pb.h"
 

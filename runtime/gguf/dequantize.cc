@@ -1,0 +1,140 @@
+#include "runtime/gguf/dequantize.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/gguf/ggml_type.h"
+
+namespace spikeserve {
+namespace {
+
+uint16_t LoadU16(const uint8_t* p) {
+  uint16_t x;
+  std::memcpy(&x, p, 2);
+  return x;
+}
+
+// Block layouts (ggml-common.h): all little-endian, f16 scales first.
+//   Q4_0: {f16 d; u8 qs[16]}         x = (nibble - 8) * d
+//   Q4_1: {f16 d; f16 m; u8 qs[16]}  x = nibble * d + m
+//   Q8_0: {f16 d; i8 qs[32]}         x = q * d
+// Nibbles: element j < 16 is the low nibble of qs[j], element j + 16 the
+// high nibble.
+void DequantQ4_0(const uint8_t* b, float* y, uint64_t blocks) {
+  for (uint64_t i = 0; i < blocks; ++i, b += 18, y += 32) {
+    const float d = HalfToFloat(LoadU16(b));
+    const uint8_t* qs = b + 2;
+    for (int j = 0; j < 16; ++j) {
+      y[j] = static_cast<float>((qs[j] & 0x0F) - 8) * d;
+      y[j + 16] = static_cast<float>((qs[j] >> 4) - 8) * d;
+    }
+  }
+}
+
+void DequantQ4_1(const uint8_t* b, float* y, uint64_t blocks) {
+  for (uint64_t i = 0; i < blocks; ++i, b += 20, y += 32) {
+    const float d = HalfToFloat(LoadU16(b));
+    const float m = HalfToFloat(LoadU16(b + 2));
+    const uint8_t* qs = b + 4;
+    for (int j = 0; j < 16; ++j) {
+      y[j] = static_cast<float>(qs[j] & 0x0F) * d + m;
+      y[j + 16] = static_cast<float>(qs[j] >> 4) * d + m;
+    }
+  }
+}
+
+void DequantQ8_0(const uint8_t* b, float* y, uint64_t blocks) {
+  for (uint64_t i = 0; i < blocks; ++i, b += 34, y += 32) {
+    const float d = HalfToFloat(LoadU16(b));
+    const int8_t* qs = reinterpret_cast<const int8_t*>(b + 2);
+    for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(qs[j]) * d;
+  }
+}
+
+}  // namespace
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1F;
+  uint32_t mant = h & 0x3FF;
+  uint32_t bits;
+  if (exp == 0x1F) {  // inf / nan
+    bits = sign | 0x7F800000 | (mant << 13);
+  } else if (exp != 0) {  // normal
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  } else if (mant == 0) {  // zero
+    bits = sign;
+  } else {  // subnormal: renormalize
+    exp = 113;
+    while ((mant & 0x400) == 0) {
+      mant <<= 1;
+      --exp;
+    }
+    bits = sign | (exp << 23) | ((mant & 0x3FF) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+float Bf16ToFloat(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+bool IsDequantizable(uint32_t type_id) {
+  switch (static_cast<GgmlType>(type_id)) {
+    case GgmlType::kF32:
+    case GgmlType::kF16:
+    case GgmlType::kBF16:
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ8_0:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void DequantizeRow(uint32_t type_id, const uint8_t* src, float* dst,
+                   uint64_t n) {
+  switch (static_cast<GgmlType>(type_id)) {
+    case GgmlType::kF32:
+      std::memcpy(dst, src, n * sizeof(float));
+      break;
+    case GgmlType::kF16:
+      for (uint64_t i = 0; i < n; ++i)
+        dst[i] = HalfToFloat(LoadU16(src + 2 * i));
+      break;
+    case GgmlType::kBF16:
+      for (uint64_t i = 0; i < n; ++i)
+        dst[i] = Bf16ToFloat(LoadU16(src + 2 * i));
+      break;
+    case GgmlType::kQ4_0:
+      DequantQ4_0(src, dst, n / 32);
+      break;
+    case GgmlType::kQ4_1:
+      DequantQ4_1(src, dst, n / 32);
+      break;
+    case GgmlType::kQ8_0:
+      DequantQ8_0(src, dst, n / 32);
+      break;
+    default:
+      break;  // callers check IsDequantizable first
+  }
+}
+
+absl::StatusOr<std::vector<float>> DequantizeTensor(const GgufTensor& t) {
+  if (!IsDequantizable(t.type)) {
+    return absl::UnimplementedError(absl::StrCat(
+        "tensor '", t.name, "' has unsupported type ", GgmlTypeName(t.type),
+        " (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0)"));
+  }
+  std::vector<float> out(t.num_elements);
+  DequantizeRow(t.type, t.data, out.data(), t.num_elements);
+  return out;
+}
+
+}  // namespace spikeserve

@@ -1,0 +1,18 @@
+// Run-time CPU dispatch of the runtime's own hot loops (no -march flag in
+// shipped builds): the compiler emits AVX-512, AVX2 and baseline clones and
+// an ifunc resolver picks one at load.
+//
+// ThreadSanitizer instruments the resolver, which runs before its runtime
+// is initialized and crashes; TSan builds (SPIKESERVE_NO_TARGET_CLONES) get
+// the baseline code only.
+#ifndef SPIKESERVE_RUNTIME_LINEAR_CPU_DISPATCH_H_
+#define SPIKESERVE_RUNTIME_LINEAR_CPU_DISPATCH_H_
+
+#ifdef SPIKESERVE_NO_TARGET_CLONES
+#define SPIKESERVE_CPU_CLONES
+#else
+#define SPIKESERVE_CPU_CLONES \
+  __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+
+#endif  // SPIKESERVE_RUNTIME_LINEAR_CPU_DISPATCH_H_

@@ -1,0 +1,140 @@
+#include "runtime/linear/hadamard.h"
+
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/linear/cpu_dispatch.h"
+
+namespace spikeserve {
+namespace {
+
+// Stages h = 1, 2, 4 of the butterfly inside each group of 8 floats, in
+// registers: the portable loop runs them with inner loops of 1, 2 and 4
+// elements, scalar, and they were most of a 1536-wide transform's time
+// (Fwht was 5% of a 512-token prefill). In each stage a lane meets its
+// partner (a permute): the lower lane keeps a + b, the upper b' - a' with
+// the permuted value first, i.e. a - b as in the portable loop.
+__attribute__((target("avx2"))) void FirstStagesAvx2(float* x, int n) {
+  for (int i = 0; i < n; i += 8) {
+    __m256 v = _mm256_loadu_ps(x + i);
+    __m256 p = _mm256_permute_ps(v, 0xB1);  // h = 1: swap neighbours
+    v = _mm256_blend_ps(_mm256_add_ps(v, p), _mm256_sub_ps(p, v), 0xAA);
+    p = _mm256_permute_ps(v, 0x4E);  // h = 2: swap pairs
+    v = _mm256_blend_ps(_mm256_add_ps(v, p), _mm256_sub_ps(p, v), 0xCC);
+    p = _mm256_permute2f128_ps(v, v, 1);  // h = 4: swap halves
+    v = _mm256_blend_ps(_mm256_add_ps(v, p), _mm256_sub_ps(p, v), 0xF0);
+    _mm256_storeu_ps(x + i, v);
+  }
+}
+
+// The stages commute (each acts on one bit of the index), so the in-register
+// ones go first and the loop takes the rest.
+SPIKESERVE_CPU_CLONES void Fwht(float* x, int n) {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  int first = 1;
+  if (avx2 && n % 8 == 0) {
+    FirstStagesAvx2(x, n);
+    first = 8;
+  }
+  for (int h = first; h < n; h <<= 1) {
+    for (int i = 0; i < n; i += 2 * h) {
+      for (int j = i; j < i + h; ++j) {
+        const float a = x[j], b = x[j + h];
+        x[j] = a + b;
+        x[j + h] = a - b;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<int> PaleyHadamard(int q) {
+  if (q < 3 || q % 4 != 3) return {};
+  for (int d = 2; d * d <= q; ++d) {
+    if (q % d == 0) return {};
+  }
+  std::vector<int> chi(q, -1);  // quadratic character
+  chi[0] = 0;
+  for (int a = 1; a < q; ++a) chi[(a * a) % q] = 1;
+  const int n = q + 1;
+  std::vector<int> h(n * n);
+  // H = I + S, S = [[0, 1ᵀ], [-1, Q]], Q[i][j] = chi(j - i).
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < n; ++j) {
+      int s;
+      if (i == 0) {
+        s = j == 0 ? 0 : 1;
+      } else if (j == 0) {
+        s = -1;
+      } else {
+        s = chi[((j - i) % q + q) % q];
+      }
+      h[i * n + j] = s + (i == j ? 1 : 0);
+    }
+  }
+  return h;
+}
+
+absl::StatusOr<HadamardTransform> HadamardTransform::Create(int n) {
+  HadamardTransform t;
+  t.n_ = n;
+  for (int m : {1, 12, 20}) {
+    if (n <= 0 || n % m != 0) continue;
+    const int p = n / m;
+    if ((p & (p - 1)) != 0) continue;
+    t.m_ = m;
+    t.p2_ = p;
+    if (m > 1) t.small_ = PaleyHadamard(m - 1);
+    return t;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "hadamard: width ", n, " is not m * 2^k with m in {1, 12, 20}"));
+}
+
+namespace {
+
+// out[i][:] = Σ_k a(k, i) · v[k][:] over m rows of p2 contiguous floats:
+// the m x m mix, vectorized along the rows.
+SPIKESERVE_CPU_CLONES void Mix(const float* v, const int* small, int m, int p2,
+                               bool transpose, float* out) {
+  for (int i = 0; i < m; ++i) {
+    float* o = out + size_t(i) * p2;
+    for (int j = 0; j < p2; ++j) o[j] = 0.0f;
+    for (int k = 0; k < m; ++k) {
+      const float a = float(transpose ? small[i * m + k] : small[k * m + i]);
+      const float* x = v + size_t(k) * p2;
+      for (int j = 0; j < p2; ++j) o[j] += a * x[j];
+    }
+  }
+}
+
+}  // namespace
+
+void HadamardTransform::Run(float* x, int rows, bool transpose) const {
+  const float norm = 1.0f / std::sqrt(float(n_));
+  // Rows are independent; fork threads only for prefill-sized batches.
+#pragma omp parallel for schedule(static) if (rows >= 32)
+  for (int r = 0; r < rows; ++r) {
+    thread_local std::vector<float> tmp;
+    float* v = x + size_t(r) * n_;
+    // Viewed as X [m][p2]: y[i][j] = Σ_i' Σ_j' X[i'][j'] A[i'][i] B[j'][j].
+    for (int i = 0; i < m_; ++i) Fwht(v + i * p2_, p2_);  // B symmetric
+    if (m_ > 1) {
+      tmp.resize(n_);
+      Mix(v, small_.data(), m_, p2_, transpose, tmp.data());
+      for (int j = 0; j < n_; ++j) v[j] = tmp[j] * norm;
+    } else {
+      for (int j = 0; j < n_; ++j) v[j] *= norm;
+    }
+  }
+}
+
+void HadamardTransform::Apply(float* x, int rows) const { Run(x, rows, false); }
+void HadamardTransform::ApplyTranspose(float* x, int rows) const {
+  Run(x, rows, true);
+}
+
+}  // namespace spikeserve

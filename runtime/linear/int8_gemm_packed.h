@@ -1,0 +1,80 @@
+// Our own INT8 matmul for small batches (decode), on weights packed once
+// for streaming. Two kernels share the layout and the driver:
+//
+// - AVX2 (CPUs without VNNI, e.g. AMD Zen 3), where oneDNN 2.6 only has
+//   its generic gemm: it packs the weights and computes their compensation
+//   on every call, which at decode sizes ran at ~1.2 GB/s of weights (a
+//   576x3072 matmul in 1.5 ms), 3x slower than FP32. vpmaddubsw multiplies
+//   u8 by s8 into int16 pair sums, so W must satisfy |w| <= 63: each pair
+//   sum is at most 2 * 255 * 63 = 32130 (no saturation).
+// - AVX-512 VNNI (e.g. Zen 4/5): vpdpbusd sums 4 u8 x s8 products straight
+//   into int32, exact for any s8 W. oneDNN's brgemm is faster from 2 rows
+//   on; at 1 row this kernel is (int8_linear.cc has the figures).
+//
+// acc[m][N] = x[m][K] · Wᵀ exactly in int32, for s8 x in [-127, 127]: x is
+// offset to u8 (x + 128), and the offset is taken back with precomputed row
+// sums: acc = Σ (x+128)·w - 128·Σ w.
+//
+// Decode streams every weight from DRAM once per token, so the layout is
+// made for the hardware prefetcher: W is packed once into blocks of 4
+// output rows, and inside a block each step of K (32 bytes for AVX2, 64
+// for AVX-512: one register) holds the 4 rows' bytes side by side
+// ([N/4][K/step][4][step], zero-padded): a thread reads one sequential
+// stream instead of 4 short ones (576 bytes each at the default model's
+// width), and prefetches it ahead.
+#ifndef SPIKESERVE_RUNTIME_LINEAR_INT8_GEMM_PACKED_H_
+#define SPIKESERVE_RUNTIME_LINEAR_INT8_GEMM_PACKED_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace spikeserve {
+
+enum class Int8KernelIsa {
+  kAvx2,        // AVX2, |w| <= 63
+  kAvx512Vnni,  // AVX-512 F/BW + VNNI, any s8 w
+};
+// "avx2" or "avx512_vnni" (logs and benchmark labels).
+const char* Int8KernelIsaName(Int8KernelIsa isa);
+// True when this CPU runs the kernel.
+bool Int8KernelSupported(Int8KernelIsa isa);
+
+// Σ_k w[n][k] for every row n of W [N][K]: the offset correction.
+std::vector<int32_t> Int8RowSums(const int8_t* w, int n, int k);
+
+// The u8 offset shared with oneDNN's u8 x s8 form (onednn_matmul.h):
+// xu[i] = x[i] + 128 for n entries, and, after xu · Wᵀ, acc[r][j] -=
+// 128 · w_sum[j] for m rows of N.
+void OffsetToU8(const int8_t* x, size_t n, uint8_t* xu);
+void SubtractOffset(const int32_t* w_sum, int m, int n, int32_t* acc);
+
+// W [N][K] in one kernel's packed layout. Each block of 4 rows starts with
+// a 32-byte header, the rows' offset corrections 128·Σ_k w[n][k] (int32 x
+// 4) and their dequantization scales (float x 4, `col_scale`, or 1 if
+// null), so that a thread reads nothing but this one stream.
+struct Int8PackedWeights {
+  Int8KernelIsa isa = Int8KernelIsa::kAvx2;
+  int n = 0, k = 0;
+  std::vector<int8_t> data;  // [ceil(N/4)][32 + ceil(K/step) * 4 * step]
+  size_t bytes() const { return data.size(); }
+};
+Int8PackedWeights PackInt8Weights(const int8_t* w, int n, int k,
+                                  Int8KernelIsa isa,
+                                  const float* col_scale = nullptr);
+
+// acc[m][N] = x[m][K] · Wᵀ (see above), exact, on the kernel `w` was
+// packed for (which must be supported). Runs on the calling thread's
+// OpenMP team when the product is large enough to pay for the fork.
+void Int8GemmPacked(const int8_t* x, int m, const Int8PackedWeights& w,
+                    int32_t* acc);
+
+// The same product dequantized in the kernel's epilogue with the packed
+// column scales: y[r][j] = float(acc[r][j]) * (row_scale[r] * col_scale[j]),
+// the very float operations of a scalar epilogue, so results are identical.
+void Int8GemmPackedDequant(const int8_t* x, int m, const Int8PackedWeights& w,
+                           const float* row_scale, float* y);
+
+}  // namespace spikeserve
+
+#endif  // SPIKESERVE_RUNTIME_LINEAR_INT8_GEMM_PACKED_H_

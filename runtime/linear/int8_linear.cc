@@ -1,0 +1,220 @@
+#include "runtime/linear/int8_linear.h"
+
+#include <cmath>
+#include <cstring>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+
+namespace spikeserve {
+namespace {
+
+// Row loops fork OpenMP threads only for batches this large (prefill);
+// for decode-sized batches fork/join costs more than it saves.
+constexpr int kParallelRows = 32;
+
+// Scratch shared by every Int8Linear on a thread: one model's 4 x layers
+// linears would otherwise each hold (and first-touch) their own buffers.
+// Buffers only grow: resizing them to each linear's width would zero-fill
+// megabytes per call.
+struct Scratch {
+  std::vector<int8_t> xq;        // [bucket][K] quantized rows
+  std::vector<uint8_t> xu;       // [bucket][K] xq + 128 (u8 oneDNN kind)
+  std::vector<int32_t> acc;      // [bucket][N] accumulators
+  std::vector<float> row_scale;  // [m]
+  int m = 0, k = 0;              // shape of the last call
+};
+
+template <typename T>
+T* Grow(std::vector<T>* v, size_t n) {
+  if (v->size() < n) v->resize(n);
+  return v->data();
+}
+Scratch& GetScratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+}  // namespace
+
+absl::Span<const int8_t> Int8Linear::last_quantized_input() {
+  const Scratch& s = GetScratch();
+  return absl::MakeConstSpan(s.xq.data(), size_t(s.m) * s.k);
+}
+absl::Span<const float> Int8Linear::last_row_scales() {
+  const Scratch& s = GetScratch();
+  return absl::MakeConstSpan(s.row_scale.data(), size_t(s.m));
+}
+
+absl::StatusOr<std::string> Int8MatmulImpl(int m, int k, int n) {
+  return MatmulImpl(Int8Kind(), m, k, n);
+}
+
+absl::StatusOr<std::string> WarmUpInt8Matmul(int k, int n, int max_rows) {
+  return WarmUpMatmul(Int8Kind(), k, n, max_rows);
+}
+
+namespace {
+// The packed kernel this CPU runs with the weights Int8WeightQmax() gives:
+// VNNI where oneDNN's int8 kernels use it (a cap by ONEDNN_MAX_CPU_ISA
+// moves both to the AVX2 path, with 7-bit weights), AVX2 otherwise.
+std::optional<Int8KernelIsa> PackedIsa() {
+  if (Int8MatmulHasVnni()) {
+    if (Int8KernelSupported(Int8KernelIsa::kAvx512Vnni)) {
+      return Int8KernelIsa::kAvx512Vnni;
+    }
+    return std::nullopt;  // VNNI of another kind (e.g. AVX10 without BW)
+  }
+  if (Int8KernelSupported(Int8KernelIsa::kAvx2)) return Int8KernelIsa::kAvx2;
+  return std::nullopt;
+}
+}  // namespace
+
+// Measured with 2 threads, build/bench/linear_bench
+// --benchmark_filter='Int8(OneDnn|Packed)':
+// - AVX2 against oneDNN's non-VNNI gemm in its u8 form (Zen 3): the kernel
+//   wins up to 4 rows (1 row of 576x3072: 29 vs 111 us; 4 rows 70 vs 141
+//   us), ties at 8 (576x960 73 vs 56 us, 576x3072 200 vs 220 us) and loses
+//   from 16 on 576x960 (142 vs 93 us) and at 64 rows (1.42 vs 0.97 ms).
+// - AVX-512 VNNI against oneDNN's brg:avx512_core_vnni (Zen 5): the kernel
+//   wins at 1 row (576x960 3.8 vs 6.9 us, 1536x576 6.9 vs 7.8 us, 576x3072
+//   14.4 vs 14.0 us with the weights in cache; from DRAM it streams them at
+//   the read bandwidth, BM_VnniKernelCold) and loses from 2 rows on
+//   (576x960 8.0 vs 6.6 us, 576x3072 23 vs 15 us), where brgemm's register
+//   tiles reuse each weight load across rows.
+int Int8Linear::DefaultPackedMaxRows() {
+  const std::optional<Int8KernelIsa> isa = PackedIsa();
+  if (!isa) return 0;
+  return *isa == Int8KernelIsa::kAvx2 ? 8 : 1;
+}
+
+std::string Int8Linear::PackedKernelDescription() {
+  const std::optional<Int8KernelIsa> isa = PackedIsa();
+  if (!isa) return "none";
+  const int rows = DefaultPackedMaxRows();
+  return absl::StrCat(Int8KernelIsaName(*isa), " up to ", rows,
+                      rows == 1 ? " row" : " rows");
+}
+
+absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(
+    const Matrix& w, const Options& options) {
+  auto lin = std::unique_ptr<Int8Linear>(new Int8Linear());
+  lin->k_ = w.cols;
+  lin->n_ = w.rows;
+  lin->options_ = options;
+  if (options.mode == ActQuantMode::kPerTensorStatic &&
+      !(options.static_absmax > 0 && std::isfinite(options.static_absmax))) {
+    return absl::InvalidArgumentError(
+        "int8 linear: static mode needs a positive calibrated absmax");
+  }
+  const int K = w.cols, N = w.rows;
+  // Per-output-channel symmetric quantization of W [N][K] to
+  // [-qmax, qmax]: 127, or 63 on CPUs whose int8 kernels would saturate
+  // (see Int8WeightQmax).
+  const float qmax = float(Int8WeightQmax());
+  std::vector<int8_t> plain(size_t(N) * K);
+  lin->w_scale_.resize(N);
+  for (int r = 0; r < N; ++r) {
+    const float amax = AbsMax(w.row(r), K);
+    const float s = amax > 0 ? amax / qmax : 1.0f;
+    lin->w_scale_[r] = s;
+    QuantizeRow(w.row(r), K, 1.0f / s, &plain[size_t(r) * K]);
+  }
+  // Reorder once into the kernel's blocked layout (the same for every row
+  // bucket: WarmUpMatmul checks it).
+  absl::StatusOr<std::vector<uint8_t>> blocked =
+      ReorderWeights(Int8Kind(), plain.data(), K, N);
+  if (!blocked.ok()) return blocked.status();
+  lin->w_blocked_ = *std::move(blocked);
+  const std::optional<Int8KernelIsa> isa = PackedIsa();
+  if (isa) {
+    lin->packed_max_rows_ = options.packed_max_rows < 0
+                                ? DefaultPackedMaxRows()
+                                : options.packed_max_rows;
+  }
+  if (Int8Kind() == MatmulKind::kU8S8S32) {
+    lin->w_sum_ = Int8RowSums(plain.data(), N, K);
+  }
+  if (lin->packed_max_rows_ > 0) {
+    lin->w_packed_ =
+        PackInt8Weights(plain.data(), N, K, *isa, lin->w_scale_.data());
+  }
+  if (options.keep_plain_weights) lin->w_plain_ = std::move(plain);
+  return lin;
+}
+
+void Int8Linear::RunOneDnn(int mb, const int8_t* xq, int32_t* acc) const {
+  const MatmulKind kind = Int8Kind();
+  if (kind == MatmulKind::kS8S8S32) {
+    RunMatmul(kind, mb, k_, n_, xq, w_blocked_, acc);
+    return;
+  }
+  // u8 = s8 + 128 (the bucket's padding rows included), then
+  // acc = Σ (x+128)·w - 128·Σ w.
+  uint8_t* xu = Grow(&GetScratch().xu, size_t(mb) * k_);
+  OffsetToU8(xq, size_t(mb) * k_, xu);
+  RunMatmul(kind, mb, k_, n_, xu, w_blocked_, acc);
+  SubtractOffset(w_sum_.data(), mb, n_, acc);
+}
+
+void Int8Linear::Forward(const LinearInput& in, float* y) const {
+  const int m = in.m, K = k_, N = n_;
+  const int mb = RowBucket(m);
+  Scratch& sc = GetScratch();
+  sc.m = m;
+  sc.k = K;
+  float* row_scale_ = Grow(&sc.row_scale, size_t(m));
+  int8_t* xq_ = Grow(&sc.xq, size_t(mb) * K);
+  // 1. Row scales.
+  auto absmax = [&](int r) {
+    return in.row_absmax ? in.row_absmax[r] : AbsMax(in.x + size_t(r) * K, K);
+  };
+  switch (options_.mode) {
+    case ActQuantMode::kPerTokenDynamic:
+      for (int r = 0; r < m; ++r) row_scale_[r] = ScaleFor(absmax(r));
+      break;
+    case ActQuantMode::kPerTensorDynamic:
+      for (size_t g = 0; g + 1 < in.seq_bounds.size(); ++g) {
+        float mx = 0;
+        for (int r = in.seq_bounds[g]; r < in.seq_bounds[g + 1]; ++r) {
+          mx = std::max(mx, absmax(r));
+        }
+        for (int r = in.seq_bounds[g]; r < in.seq_bounds[g + 1]; ++r) {
+          row_scale_[r] = ScaleFor(mx);
+        }
+      }
+      break;
+    case ActQuantMode::kPerTensorStatic:
+      for (int r = 0; r < m; ++r)
+        row_scale_[r] = ScaleFor(options_.static_absmax);
+      break;
+  }
+    // 2. Quantize into a bucket-sized buffer (padding zeroed for oneDNN).
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
+  for (int r = 0; r < m; ++r) {
+    QuantizeRow(in.x + size_t(r) * K, K, 1.0f / row_scale_[r],
+                &xq_[size_t(r) * K]);
+  }
+  // 3. s8 x s8 -> s32: our packed kernel for the batch sizes it is faster
+  // at, dequantizing in its own epilogue (the same float operations as
+  // step 4)...
+  if (m <= packed_max_rows_) {
+    Int8GemmPackedDequant(xq_, m, w_packed_, row_scale_, y);
+    return;
+  }
+  // ... or oneDNN (the VNNI kernel where the CPU has it) on the whole
+  // bucket, whose padding rows are zero.
+  std::memset(xq_ + size_t(m) * K, 0, size_t(mb - m) * K);
+  int32_t* acc_ = Grow(&sc.acc, size_t(mb) * N);
+  RunOneDnn(mb, xq_, acc_);
+  // 4. Epilogue: dequantize with the row and channel scales.
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
+  for (int r = 0; r < m; ++r) {
+    const float sx = row_scale_[r];
+    const int32_t* a = acc_ + size_t(r) * N;
+    float* yr = y + size_t(r) * N;
+    for (int n = 0; n < N; ++n) yr[n] = float(a[n]) * (sx * w_scale_[n]);
+  }
+}
+
+}  // namespace spikeserve

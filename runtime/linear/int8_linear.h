@@ -1,0 +1,92 @@
+// W8A8 linear layer on oneDNN: s8 activations x s8 weights -> s32, then our
+// own epilogue y = acc · s_x[row] · s_w[n] in FP32.
+//
+// Weights are quantized per output channel and reordered once (see
+// onednn_matmul.h for the primitive rules). Per-row activation scales are
+// applied in the epilogue: a {M,1} scale post-op would fall back to a
+// reference kernel (toolchain.md).
+#ifndef SPIKESERVE_RUNTIME_LINEAR_INT8_LINEAR_H_
+#define SPIKESERVE_RUNTIME_LINEAR_INT8_LINEAR_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/linear/int8_gemm_packed.h"
+#include "runtime/linear/linear.h"
+#include "runtime/linear/onednn_matmul.h"
+#include "runtime/linear/quantize.h"
+
+namespace spikeserve {
+
+// The oneDNN implementation of an s8 matmul of this shape (see
+// onednn_matmul.h); kept for tests and logs.
+absl::StatusOr<std::string> Int8MatmulImpl(int m, int k, int n);
+// Creates, checks and runs once every row-bucket primitive up to max_rows.
+absl::StatusOr<std::string> WarmUpInt8Matmul(int k, int n, int max_rows);
+
+class Int8Linear final : public Linear {
+ public:
+  struct Options {
+    ActQuantMode mode = ActQuantMode::kPerTensorDynamic;
+    float static_absmax = 0;  // kPerTensorStatic: calibrated input absmax
+    bool keep_plain_weights = false;  // keep [N][K] int8 copy (tests)
+    // Batches of at most this many rows run on our packed-weight kernel
+    // (int8_gemm_packed.h: AVX-512 VNNI, or AVX2 on CPUs without VNNI)
+    // instead of oneDNN (-1: DefaultPackedMaxRows(); 0: never). Larger
+    // batches use oneDNN.
+    int packed_max_rows = -1;
+  };
+  // The default of packed_max_rows for the kernel this CPU runs, measured
+  // with bench/linear_bench (see int8_linear.cc); 0 where neither kernel
+  // runs.
+  static int DefaultPackedMaxRows();
+  // For logs: the packed kernel this CPU runs and up to how many rows,
+  // e.g. "avx512_vnni up to 1 row", or "none".
+  static std::string PackedKernelDescription();
+
+  // Quantizes `w` ([N][K] FP32) per output channel. Fails if oneDNN would
+  // pick a reference kernel.
+  static absl::StatusOr<std::unique_ptr<Int8Linear>> Create(
+      const Matrix& w, const Options& options);
+
+  void Forward(const LinearInput& in, float* y) const override;
+  int in_features() const override { return k_; }
+  int out_features() const override { return n_; }
+
+  // Per-output-channel weight scales [N] (absmax_row / Int8WeightQmax()).
+  const std::vector<float>& weight_scales() const { return w_scale_; }
+  // [N][K] quantized weights; empty unless keep_plain_weights.
+  const std::vector<int8_t>& plain_weights() const { return w_plain_; }
+
+  // The quantized activation rows ([m][K]) and row scales of the last
+  // Forward on this thread, for exactness tests.
+  static absl::Span<const int8_t> last_quantized_input();
+  static absl::Span<const float> last_row_scales();
+
+  size_t weight_bytes() const {
+    return w_blocked_.size() + w_packed_.bytes() +
+           4 * (w_scale_.size() + w_sum_.size());
+  }
+
+ private:
+  Int8Linear() = default;
+  // acc[mb][N] = xq[mb][K] · Wᵀ on oneDNN, exact int32.
+  void RunOneDnn(int mb, const int8_t* xq, int32_t* acc) const;
+
+  int k_ = 0, n_ = 0;
+  Options options_;
+  std::vector<float> w_scale_;      // [N]
+  std::vector<int8_t> w_plain_;     // [N][K], optional
+  std::vector<uint8_t> w_blocked_;  // oneDNN's blocked layout
+  // Our kernel for batches up to packed_max_rows_.
+  int packed_max_rows_ = 0;
+  Int8PackedWeights w_packed_;
+  std::vector<int32_t> w_sum_;  // [N] row sums (oneDNN's u8 form)
+};
+
+}  // namespace spikeserve
+
+#endif  // SPIKESERVE_RUNTIME_LINEAR_INT8_LINEAR_H_

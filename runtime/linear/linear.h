@@ -1,0 +1,58 @@
+// Linear layers y = x·Wᵀ behind one interface, so that the model can route
+// each module to FP32, BF16 or INT8 (W8A8) kernels by a precision plan.
+#ifndef SPIKESERVE_RUNTIME_LINEAR_LINEAR_H_
+#define SPIKESERVE_RUNTIME_LINEAR_LINEAR_H_
+
+#include <memory>
+
+#include "absl/types/span.h"
+#include "runtime/model/weights.h"
+
+namespace spikeserve {
+
+// The input of one linear call over a batch.
+struct LinearInput {
+  const float* x = nullptr;  // [m][in_features], row-major
+  int m = 0;
+  // Rows of each sequence: sequence g owns rows [seq_bounds[g],
+  // seq_bounds[g+1]); size = sequences + 1, first 0, last m. Per-tensor
+  // activation scales are taken per sequence, never across sequences, so a
+  // request's result does not depend on its batch neighbours.
+  absl::Span<const int> seq_bounds;
+  // Optional [m] row absmax max_j |x[r][j]|, when the caller computed it
+  // (for spike statistics); saves the quantizer a pass.
+  const float* row_absmax = nullptr;
+};
+
+class Linear {
+ public:
+  virtual ~Linear() = default;
+  // y: [m][out_features]. Thread-compatible: implementations keep scratch
+  // buffers, so one caller at a time (the engine thread).
+  virtual void Forward(const LinearInput& in, float* y) const = 0;
+  virtual int in_features() const = 0;
+  virtual int out_features() const = 0;
+};
+
+// FP32 weights, oneDNN's sgemm (JIT AVX-512/AVX2 by CPUID at run time).
+// Does not own the matrix: it lives in the model's ModelWeights.
+class Fp32Linear final : public Linear {
+ public:
+  explicit Fp32Linear(const Matrix* w) : w_(w) {}
+  void Forward(const LinearInput& in, float* y) const override;
+  int in_features() const override { return w_->cols; }
+  int out_features() const override { return w_->rows; }
+
+ private:
+  const Matrix* w_;
+};
+
+// y[m][N] = x[m][K] · Wᵀ in FP32 with oneDNN's sgemm; W is [N][K].
+void SgemmXWt(const float* x, int m, const Matrix& w, float* y);
+
+// Scalar reference for tests: y[i][n] = Σ_k x[i][k] · W[n][k], in double.
+void ReferenceLinear(const float* x, int m, const Matrix& w, float* y);
+
+}  // namespace spikeserve
+
+#endif  // SPIKESERVE_RUNTIME_LINEAR_LINEAR_H_

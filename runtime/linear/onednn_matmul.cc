@@ -1,0 +1,213 @@
+#include "runtime/linear/onednn_matmul.h"
+
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "dnnl.hpp"
+
+namespace spikeserve {
+namespace {
+
+using dnnl::memory;
+using Tag = memory::format_tag;
+using Dt = memory::data_type;
+
+struct Dnnl {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+};
+
+Dnnl& GetDnnl() {
+  static Dnnl* d = new Dnnl();
+  return *d;
+}
+
+struct Primitive {
+  dnnl::matmul matmul;
+  memory::desc weights_desc;
+  std::string impl;
+};
+
+Dt SrcType(MatmulKind k) {
+  switch (k) {
+    case MatmulKind::kS8S8S32:
+      return Dt::s8;
+    case MatmulKind::kU8S8S32:
+      return Dt::u8;
+    default:
+      return Dt::bf16;
+  }
+}
+Dt WeiType(MatmulKind k) { return IsInt8(k) ? Dt::s8 : Dt::bf16; }
+Dt DstType(MatmulKind k) { return IsInt8(k) ? Dt::s32 : Dt::f32; }
+const char* KindName(MatmulKind k) { return IsInt8(k) ? "int8" : "bf16"; }
+memory::desc SrcDesc(MatmulKind kind, int m, int k) {
+  return memory::desc({m, k}, SrcType(kind), Tag::ab);
+}
+memory::desc DstDesc(MatmulKind kind, int m, int n) {
+  return memory::desc({m, n}, DstType(kind), Tag::ab);
+}
+
+absl::StatusOr<Primitive> CreatePrimitive(MatmulKind kind, int m, int k,
+                                          int n) {
+  Dnnl& d = GetDnnl();
+  try {
+    memory::desc wei({k, n}, WeiType(kind), Tag::any);
+    dnnl::matmul::primitive_desc pd(
+        dnnl::matmul::desc(SrcDesc(kind, m, k), wei, DstDesc(kind, m, n)),
+        d.engine);
+    Primitive p{dnnl::matmul(pd), pd.weights_desc(), pd.impl_info_str()};
+    if (absl::StartsWith(p.impl, "ref")) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "oneDNN chose the reference kernel '", p.impl, "' for a ",
+          KindName(kind), " ", m, "x", k, "x", n,
+          " matmul: this CPU lacks "
+          "the instructions for it (int8 needs AVX-512 VNNI or AVX2, bf16 "
+          "AVX-512 BF16)"));
+    }
+    return p;
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(absl::StrCat("oneDNN ", KindName(kind),
+                                            " matmul ", m, "x", k, "x", n, ": ",
+                                            e.what()));
+  }
+}
+
+// Process-wide cache; guarded for safety, hit on every call.
+const Primitive* GetPrimitive(MatmulKind kind, int mb, int k, int n) {
+  static std::mutex mu;
+  static auto* cache =
+      new std::map<std::tuple<int, int, int, int>, Primitive>();
+  std::lock_guard<std::mutex> lock(mu);
+  auto key = std::make_tuple(int(kind), mb, k, n);
+  auto it = cache->find(key);
+  if (it == cache->end()) {
+    absl::StatusOr<Primitive> p = CreatePrimitive(kind, mb, k, n);
+    if (!p.ok()) return nullptr;  // WarmUpMatmul checked shapes at load
+    it = cache->emplace(key, *std::move(p)).first;
+  }
+  return &it->second;
+}
+
+}  // namespace
+
+std::string OneDnnCpuIsa() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::sse41:
+      return "sse41";
+    case dnnl::cpu_isa::avx:
+      return "avx";
+    case dnnl::cpu_isa::avx2:
+      return "avx2";
+    case dnnl::cpu_isa::avx2_vnni:
+      return "avx2_vnni";
+    case dnnl::cpu_isa::avx512_core:
+      return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni:
+      return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16:
+      return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx:
+      return "avx512_core_amx";
+    default:
+      return "other";
+  }
+}
+
+bool Int8MatmulHasVnni() {
+  // avx2_vnni is left out: oneDNN 2.6 has no brgemm int8 matmul for it and
+  // its gemm kernels are not known to use vpdpbusd there. Read once: every
+  // INT8 forward asks (Int8Kind), and oneDNN's ISA is fixed at first use.
+  static const bool vnni = [] {
+    switch (dnnl::get_effective_cpu_isa()) {
+      case dnnl::cpu_isa::avx512_core_vnni:
+      case dnnl::cpu_isa::avx512_core_bf16:
+      case dnnl::cpu_isa::avx512_core_amx:
+        return true;
+      default:
+        return false;
+    }
+  }();
+  return vnni;
+}
+
+bool IsInt8(MatmulKind k) { return k != MatmulKind::kBf16Bf16F32; }
+
+MatmulKind Int8Kind() {
+  return Int8MatmulHasVnni() ? MatmulKind::kS8S8S32 : MatmulKind::kU8S8S32;
+}
+
+int Int8WeightQmax() {
+  static const int qmax = Int8MatmulHasVnni() ? 127 : 63;
+  return qmax;
+}
+
+bool Bf16MatmulSupported() {
+  static const bool ok =
+      CreatePrimitive(MatmulKind::kBf16Bf16F32, 1, 64, 64).ok();
+  return ok;
+}
+
+int RowBucket(int m) { return m <= 16 ? m : (m + 15) / 16 * 16; }
+
+absl::StatusOr<std::string> MatmulImpl(MatmulKind kind, int m, int k, int n) {
+  absl::StatusOr<Primitive> p = CreatePrimitive(kind, m, k, n);
+  if (!p.ok()) return p.status();
+  return p->impl;
+}
+
+absl::StatusOr<std::string> WarmUpMatmul(MatmulKind kind, int k, int n,
+                                         int max_rows) {
+  const Primitive* first = GetPrimitive(kind, 1, k, n);
+  if (first == nullptr) return MatmulImpl(kind, 1, k, n).status();
+  const size_t elem = IsInt8(kind) ? 1 : 2;
+  std::vector<uint8_t> src(size_t(RowBucket(max_rows)) * k * elem, 0);
+  std::vector<uint8_t> wei(first->weights_desc.get_size(), 0);
+  std::vector<uint8_t> dst(size_t(RowBucket(max_rows)) * n * 4);
+  for (int m = 1; m <= max_rows; m = RowBucket(m) + 1) {
+    const int mb = RowBucket(m);
+    const Primitive* p = GetPrimitive(kind, mb, k, n);
+    if (p == nullptr) return MatmulImpl(kind, mb, k, n).status();
+    if (!(p->weights_desc == first->weights_desc)) {
+      return absl::InternalError(
+          absl::StrCat("oneDNN ", KindName(kind), " matmul ", mb, "x", k, "x",
+                       n, " wants another weight layout than M = 1"));
+    }
+    RunMatmul(kind, mb, k, n, src.data(), wei, dst.data());
+  }
+  return first->impl;
+}
+
+absl::StatusOr<std::vector<uint8_t>> ReorderWeights(MatmulKind kind,
+                                                    const void* w_nk, int k,
+                                                    int n) {
+  const Primitive* p = GetPrimitive(kind, 1, k, n);
+  if (p == nullptr) return MatmulImpl(kind, 1, k, n).status();
+  Dnnl& d = GetDnnl();
+  std::vector<uint8_t> out(p->weights_desc.get_size());
+  // Plain W [N][K] seen as oneDNN's {K, N}: tag "ba".
+  memory src(memory::desc({k, n}, WeiType(kind), Tag::ba), d.engine,
+             const_cast<void*>(w_nk));
+  memory dst(p->weights_desc, d.engine, out.data());
+  dnnl::reorder(src, dst).execute(d.stream, src, dst);
+  d.stream.wait();
+  return out;
+}
+
+void RunMatmul(MatmulKind kind, int mb, int k, int n, const void* src,
+               const std::vector<uint8_t>& blocked_weights, void* dst) {
+  const Primitive* p = GetPrimitive(kind, mb, k, n);
+  Dnnl& d = GetDnnl();
+  memory s(SrcDesc(kind, mb, k), d.engine, const_cast<void*>(src));
+  memory w(p->weights_desc, d.engine,
+           const_cast<uint8_t*>(blocked_weights.data()));
+  memory o(DstDesc(kind, mb, n), d.engine, dst);
+  p->matmul.execute(
+      d.stream, {{DNNL_ARG_SRC, s}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, o}});
+  d.stream.wait();
+}
+
+}  // namespace spikeserve

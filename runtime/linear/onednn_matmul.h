@@ -1,0 +1,76 @@
+// Cached oneDNN matmul primitives shared by the INT8 and BF16 linears.
+//
+// Following toolchain.md: weights use the blocked layout oneDNN picks
+// (format "any"), reordered once; M is fixed per primitive (one per row
+// bucket) and scales are not runtime arguments, which keeps the fast brgemm
+// kernels; primitives are created once per (kind, bucket, K, N) and shared by
+// every layer of that shape.
+#ifndef SPIKESERVE_RUNTIME_LINEAR_ONEDNN_MATMUL_H_
+#define SPIKESERVE_RUNTIME_LINEAR_ONEDNN_MATMUL_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace spikeserve {
+
+enum class MatmulKind {
+  kS8S8S32,     // s8 activations x s8 weights -> s32 accumulators
+  kU8S8S32,     // u8 activations (s8 + 128) x s8 weights -> s32
+  kBf16Bf16F32  // bf16 activations x bf16 weights -> f32
+};
+bool IsInt8(MatmulKind k);
+// The int8 kind the INT8 linears use on this CPU: s8 x s8 with VNNI;
+// without it u8 x s8, the native form of the non-VNNI gemm (given s8
+// activations it adds 128 and recomputes the weight compensation on every
+// call; we add 128 ourselves and subtract precomputed row sums).
+MatmulKind Int8Kind();
+
+// What oneDNN can do on this CPU (its effective ISA: CPUID, capped by
+// ONEDNN_MAX_CPU_ISA).
+//
+// The ISA name oneDNN dispatches to, e.g. "avx512_core_vnni" or "avx2".
+std::string OneDnnCpuIsa();
+// True when int8 matmuls multiply with VNNI (vpdpbusd: exact int32 sums).
+// Without it oneDNN's int8 kernels use vpmaddubsw, whose int16 pair sums
+// saturate for full-range s8 x s8 products.
+bool Int8MatmulHasVnni();
+// Largest |q| of a quantized weight that every int8 kernel on this CPU
+// accumulates exactly: 127 with VNNI; 63 without, so that a pair of
+// u8 (s8 + 128 <= 255) x s7 products, 2 * 255 * 63 = 32130, fits int16.
+int Int8WeightQmax();
+// True when oneDNN has a bf16 matmul on this CPU (AVX-512 BF16 or an
+// AVX-512 emulation); false on AVX2-only CPUs, where BF16 users fall back
+// to FP32.
+bool Bf16MatmulSupported();
+
+// Rounds a row count up to the bucket whose primitive serves it: exact up
+// to 16 (decode batches), then multiples of 16 (at most 15 padded rows).
+int RowBucket(int m);
+
+// The implementation name oneDNN chooses for this kind and shape, e.g.
+// "brg:avx512_core_vnni". FailedPrecondition for a reference ("ref...")
+// kernel, which would be ~1000x slower.
+absl::StatusOr<std::string> MatmulImpl(MatmulKind kind, int m, int k, int n);
+
+// Creates (and runs once: a first execution costs ~20x the steady state)
+// the primitive of every row bucket up to `max_rows`, checking each is a
+// non-reference kernel whose blocked weight layout equals the M = 1 one.
+// Returns the implementation name.
+absl::StatusOr<std::string> WarmUpMatmul(MatmulKind kind, int k, int n,
+                                         int max_rows);
+
+// Reorders plain weights W [N][K] (s8 or bf16 bits) into the blocked layout.
+absl::StatusOr<std::vector<uint8_t>> ReorderWeights(MatmulKind kind,
+                                                    const void* w_nk, int k,
+                                                    int n);
+
+// dst[mb][N] = src[mb][K] · W, mb = RowBucket(rows the caller filled).
+void RunMatmul(MatmulKind kind, int mb, int k, int n, const void* src,
+               const std::vector<uint8_t>& blocked_weights, void* dst);
+
+}  // namespace spikeserve
+
+#endif  // SPIKESERVE_RUNTIME_LINEAR_ONEDNN_MATMUL_H_

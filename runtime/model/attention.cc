@@ -1,0 +1,159 @@
+#include "runtime/model/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "runtime/model/ops.h"
+
+namespace spikeserve {
+namespace {
+
+// The pass forks the OpenMP team from this many multiply-adds on: SmolLM2-
+// 135M decode (9 heads of 64) crosses it at ~230 cached positions, where
+// one layer's pass takes ~10 us on one core; below, a fork and join (a few
+// us) would cost more than it saves.
+constexpr int64_t kParallelMacs = int64_t(1) << 18;
+
+// Per-thread score rows of one tile: [rows][visible of its last row].
+std::vector<float>& TileScores() {
+  thread_local std::vector<float> s;
+  return s;
+}
+
+// One tile: rows row0 .. row0 + rows - 1 of query `dq`, head h.
+void AttendTile(const ModelConfig& c, int layer, const AttentionQuery& dq,
+                const SequenceKv::Segment* segs, int n_segs, int row0, int rows,
+                int h, const AttentionTileKernels& k) {
+  const int hd = c.head_dim, q_dim = c.q_dim(), kv_dim = c.kv_dim();
+  const KvPool& pool = dq.kv->pool();
+  const int bt = pool.block_tokens();
+  const int g = h / c.group_size();
+  const float scale = 1.0f / std::sqrt(float(hd));
+  // Row r sees first + r positions; the tile's last row sees n_vis.
+  const int first = dq.start + row0 + 1;
+  const int n_vis = first + rows - 1;
+  std::vector<float>& sv = TileScores();
+  if (sv.size() < size_t(rows) * n_vis) sv.resize(size_t(rows) * n_vis);
+  float* S = sv.data();
+  const float* q = dq.q + size_t(row0) * q_dim + h * hd;
+  float* o = dq.out + size_t(row0) * q_dim + h * hd;
+  // Scores of every row over the positions the last row sees (a row's
+  // entries past its own position are computed and never read).
+  for (int i = 0; i < n_segs && segs[i].pos0 < n_vis; ++i) {
+    const SequenceKv::Segment& sg = segs[i];
+    const int n = std::min(sg.n, n_vis - sg.pos0);
+    const float* kt = pool.k(sg.block, layer) + size_t(g) * hd * bt + sg.slot0;
+    k.scores(kt, bt, n, q, q_dim, rows, hd, scale, S + sg.pos0, n_vis);
+  }
+  for (int r = 0; r < rows; ++r) {
+    Softmax(S + size_t(r) * n_vis, first + r);
+    std::fill(o + size_t(r) * q_dim, o + size_t(r) * q_dim + hd, 0.0f);
+  }
+  // o = Σ_p P[p]·v_p, one fma chain per output in position order: the
+  // positions every row sees for all rows together, then each of the
+  // tile's last positions for the rows that see it.
+  for (int i = 0; i < n_segs && segs[i].pos0 < n_vis; ++i) {
+    const SequenceKv::Segment& sg = segs[i];
+    const float* v =
+        pool.v(sg.block, layer) + size_t(sg.slot0) * kv_dim + size_t(g) * hd;
+    const int all = std::max(0, std::min(sg.n, first - sg.pos0));
+    if (all > 0) {
+      k.accumulate(v, kv_dim, all, S + sg.pos0, n_vis, rows, hd, o, q_dim);
+    }
+    for (int j = all; j < sg.n && sg.pos0 + j < n_vis; ++j) {
+      const int p = sg.pos0 + j;
+      const int r0 = p - first + 1;  // first row that sees position p
+      k.accumulate(v + size_t(j) * kv_dim, kv_dim, 1,
+                   S + size_t(r0) * n_vis + p, n_vis, rows - r0, hd,
+                   o + size_t(r0) * q_dim, q_dim);
+    }
+  }
+}
+
+}  // namespace
+
+const char* AttentionKernelName() { return BestAttentionTileKernels().name; }
+
+void Attention(const ModelConfig& c, int layer,
+               absl::Span<const AttentionQuery> queries,
+               AttentionScratch* scratch) {
+  const size_t nq = queries.size();
+  std::vector<SequenceKv::Segment>& segs = scratch->segments;
+  std::vector<size_t>& seg0 = scratch->seg0;
+  std::vector<AttentionScratch::Item>& items = scratch->items;
+  segs.clear();
+  seg0.assign(nq + 1, 0);
+  items.clear();
+  std::vector<SequenceKv::Segment> one;
+  int64_t macs = 0;
+  for (size_t i = 0; i < nq; ++i) {
+    const AttentionQuery& dq = queries[i];
+    dq.kv->Segments(dq.start + dq.n_new, &one);
+    segs.insert(segs.end(), one.begin(), one.end());
+    seg0[i + 1] = segs.size();
+    macs += int64_t(dq.n_new) * (dq.start + (dq.n_new + 1) / 2) * c.n_heads *
+            2 * c.head_dim;
+  }
+  // Tiles in row order, heads inside: consecutive items cost about the
+  // same, so the interleaved split below balances a causal chunk (whose
+  // later rows see more positions).
+  for (size_t i = 0; i < nq; ++i) {
+    for (int r0 = 0; r0 < queries[i].n_new; r0 += kAttentionTileRows) {
+      const int rows = std::min(kAttentionTileRows, queries[i].n_new - r0);
+      for (int h = 0; h < c.n_heads; ++h) {
+        items.push_back({int(i), r0, rows, h});
+      }
+    }
+  }
+  const AttentionTileKernels& k = BestAttentionTileKernels();
+  const int n_items = int(items.size());
+#pragma omp parallel for schedule(static, 1) if (macs >= kParallelMacs)
+  for (int t = 0; t < n_items; ++t) {
+    const AttentionScratch::Item& it = items[t];
+    AttendTile(c, layer, queries[it.query], segs.data() + seg0[it.query],
+               int(seg0[it.query + 1] - seg0[it.query]), it.row0, it.rows,
+               it.head, k);
+  }
+}
+
+void CausalAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
+                     const float* q, int n_new, int start, float* out,
+                     AttentionScratch* scratch) {
+  const AttentionQuery one{&kv, q, n_new, start, out};
+  Attention(c, layer, absl::MakeConstSpan(&one, 1), scratch);
+}
+
+void ReferenceAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
+                        const float* q, int n_new, int start, float* out) {
+  const int hd = c.head_dim, q_dim = c.q_dim();
+  std::vector<double> s;
+  std::vector<float> krow(c.kv_dim());
+  for (int i = 0; i < n_new; ++i) {
+    const int visible = start + i + 1;
+    for (int h = 0; h < c.n_heads; ++h) {
+      const int g = h / c.group_size();
+      s.assign(visible, 0.0);
+      double mx = -1e300;
+      for (int p = 0; p < visible; ++p) {
+        kv.ReadK(layer, p, krow.data());
+        const float* k = krow.data() + g * hd;
+        for (int d = 0; d < hd; ++d)
+          s[p] += double(q[i * q_dim + h * hd + d]) * k[d];
+        s[p] /= std::sqrt(double(hd));
+        mx = std::max(mx, s[p]);
+      }
+      double sum = 0;
+      for (double& x : s) sum += (x = std::exp(x - mx));
+      for (int d = 0; d < hd; ++d) {
+        double acc = 0;
+        for (int p = 0; p < visible; ++p)
+          acc += s[p] / sum * kv.v_row(layer, p)[g * hd + d];
+        out[i * q_dim + h * hd + d] = float(acc);
+      }
+    }
+  }
+}
+
+}  // namespace spikeserve

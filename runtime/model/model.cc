@@ -1,0 +1,490 @@
+#include "runtime/model/model.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/linear/bf16_linear.h"
+#include "runtime/linear/int8_linear.h"
+#include "runtime/model/attention.h"
+#include "runtime/model/ops.h"
+#include "runtime/model/smoothing.h"
+
+namespace spikeserve {
+
+namespace {
+
+const Matrix& SiteMatrix(const LayerWeights& L, Site s) {
+  switch (s) {
+    case Site::kQkv:
+      return L.wqkv;
+    case Site::kO:
+      return L.wo;
+    case Site::kGateUp:
+      return L.w_gate_up;
+    case Site::kDown:
+      return L.w_down;
+  }
+  return L.wqkv;
+}
+Matrix& SiteMatrix(LayerWeights& L, Site s) {
+  return const_cast<Matrix&>(SiteMatrix(std::as_const(L), s));
+}
+
+// Forward's buffers, per thread, grow-only.
+struct Workspace {
+  std::vector<float> x, xn, qkv, att, gu, h, tmp, q, absmax, sel;
+  AttentionScratch attention;
+  std::vector<AttentionQuery> queries;  // one layer's attention rows
+};
+Workspace& GetWorkspace() {
+  thread_local Workspace w;
+  return w;
+}
+std::vector<float>& Grow(std::vector<float>* v, size_t n) {
+  if (v->size() < n) v->resize(n);
+  return *v;
+}
+
+// Row loops of elementwise ops fork OpenMP threads only for batches this
+// large: for decode-sized batches the fork/join costs more than it saves.
+constexpr int kParallelRows = 32;
+
+double Seconds(std::chrono::steady_clock::time_point a,
+               std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const GgufFile& file,
+                                                   const QuantOptions& quant) {
+  absl::StatusOr<ModelConfig> config = ReadModelConfig(file);
+  if (!config.ok()) return config.status();
+  absl::StatusOr<ModelWeights> weights = LoadWeights(file, *config);
+  if (!weights.ok()) return weights.status();
+  return FromWeights(*config, *std::move(weights), quant);
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::FromWeights(
+    const ModelConfig& config, ModelWeights weights,
+    const QuantOptions& quant) {
+  auto model = std::unique_ptr<Model>(new Model());
+  model->config_ = config;
+  model->weights_ = std::move(weights);
+  model->quant_ = quant;
+  if (absl::Status s =
+          ApplySmoothing(config, quant.smooth_scales, &model->weights_);
+      !s.ok()) {
+    return s;
+  }
+  if (quant.down_hadamard) {
+    absl::StatusOr<HadamardTransform> h = HadamardTransform::Create(config.ffn);
+    if (!h.ok()) return h.status();
+    model->down_rotation_ = *h;
+    // W' = W·H row by row, so that (x·H)·W'ᵀ = x·Wᵀ.
+    for (LayerWeights& L : model->weights_.layers) {
+      h->Apply(L.w_down.data.data(), L.w_down.rows);
+    }
+  }
+  if (absl::Status s = model->BuildKernels(); !s.ok()) return s;
+  return model;
+}
+
+absl::Status Model::BuildKernels() {
+  if (!Bf16MatmulSupported()) {
+    // No bf16 matmul on this CPU (AVX2 only): what would run in BF16 runs
+    // in FP32, and quant() says so (the server logs and exports it).
+    quant_.qfem_bf16 = false;
+    if (quant_.lm_head == LmHeadPrecision::kBf16) {
+      quant_.lm_head = LmHeadPrecision::kFp32;
+    }
+  }
+  const QuantOptions& q = quant_;
+  for (const SiteKey& k : q.fp32_sites) {
+    if (k.layer < 0 || k.layer >= config_.n_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("quant: FP32 site ", SiteKeyName(k),
+                       " names a layer outside 0..", config_.n_layers - 1));
+    }
+  }
+  std::set<std::pair<int, int>> shapes;       // (K, N) of INT8 sites
+  std::set<std::pair<int, int>> bf16_shapes;  // (K, N) of BF16 QFeM sites
+  kernels_.resize(config_.n_layers);
+  for (int l = 0; l < config_.n_layers; ++l) {
+    for (Site site : kAllSites) {
+      const SiteKey key{l, site};
+      const Matrix& w = SiteMatrix(weights_.layers[l], site);
+      SiteKernels& sk = kernels_[l][int(site)];
+      sk.fp32 = std::make_unique<Fp32Linear>(&w);
+      if (!q.w8a8) continue;
+      if (q.fp32_sites.count(key)) {
+        if (q.qfem_bf16) {
+          absl::StatusOr<std::unique_ptr<Bf16Linear>> b = Bf16Linear::Create(w);
+          if (!b.ok()) return b.status();
+          sk.bf16 = *std::move(b);
+          bf16_shapes.insert({w.cols, w.rows});
+        }
+        continue;
+      }
+      Int8Linear::Options o;
+      o.mode = q.mode;
+      if (q.mode == ActQuantMode::kPerTensorStatic) {
+        auto it = q.static_absmax.find(key);
+        if (it == q.static_absmax.end()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "quant: static mode needs a calibrated absmax for site ",
+              SiteKeyName(key)));
+        }
+        o.static_absmax = it->second;
+        if (q.guard_factor > 0) sk.guard_absmax = q.guard_factor * it->second;
+      }
+      absl::StatusOr<std::unique_ptr<Int8Linear>> lin =
+          Int8Linear::Create(w, o);
+      if (!lin.ok()) return lin.status();
+      sk.int8 = *std::move(lin);
+      shapes.insert({w.cols, w.rows});
+    }
+  }
+  for (const auto& [k, n] : shapes) {
+    absl::StatusOr<std::string> impl =
+        WarmUpInt8Matmul(k, n, std::max(1, q.warmup_rows));
+    if (!impl.ok()) return impl.status();
+    int8_impl_ = *impl;
+  }
+  for (const auto& [k, n] : bf16_shapes) {
+    absl::StatusOr<std::string> impl = WarmUpMatmul(
+        MatmulKind::kBf16Bf16F32, k, n, std::max(1, q.warmup_rows));
+    if (!impl.ok()) return impl.status();
+  }
+  if (q.lm_head == LmHeadPrecision::kInt8) {
+    // Per-token scales (a decode batch's rows are different requests), after
+    // a block Hadamard rotation: the final-norm output keeps a few massive
+    // channels that would otherwise set every token's scale. Blocks of a
+    // power of two: hidden sizes are rarely m·2^k with m in {1, 12, 20}.
+    const int H = config_.hidden;
+    int block = 1;
+    while (block < 128 && H % (2 * block) == 0) block *= 2;
+    absl::StatusOr<HadamardTransform> rot = HadamardTransform::Create(block);
+    if (!rot.ok()) return rot.status();
+    lm_head_rotation_ = *rot;
+    Matrix w = weights_.lm_head();  // a copy: the embedding may share it
+    lm_head_rotation_->Apply(w.data.data(), w.rows * (H / block));
+    Int8Linear::Options o;
+    o.mode = ActQuantMode::kPerTokenDynamic;
+    absl::StatusOr<std::unique_ptr<Int8Linear>> head = Int8Linear::Create(w, o);
+    if (!head.ok()) return head.status();
+    absl::StatusOr<std::string> impl =
+        WarmUpInt8Matmul(w.cols, w.rows, std::max(1, q.warmup_rows));
+    if (!impl.ok()) return impl.status();
+    if (int8_impl_.empty()) int8_impl_ = *impl;
+    lm_head_ = *std::move(head);
+  } else if (q.lm_head == LmHeadPrecision::kBf16) {
+    const Matrix& w = weights_.lm_head();
+    absl::StatusOr<std::unique_ptr<Bf16Linear>> head = Bf16Linear::Create(w);
+    if (!head.ok()) return head.status();
+    absl::StatusOr<std::string> impl = WarmUpMatmul(
+        MatmulKind::kBf16Bf16F32, w.cols, w.rows, std::max(1, q.warmup_rows));
+    if (!impl.ok()) return impl.status();
+    lm_head_ = *std::move(head);
+  } else {
+    lm_head_ = std::make_unique<Fp32Linear>(&weights_.lm_head());
+  }
+  return absl::OkStatus();
+}
+
+bool Model::IsInt8(const SiteKey& k) const {
+  return k.layer >= 0 && k.layer < config_.n_layers &&
+         kernels_[k.layer][int(k.site)].int8 != nullptr;
+}
+
+void Model::RunSite(int layer, Site site, const float* x, int m,
+                    absl::Span<const int> bounds, const ForwardOptions& opt,
+                    std::vector<float>* absmax, float* y) const {
+  const SiteKernels& k = kernels_[layer][int(site)];
+  const Linear& fp32 = *k.fp32;
+  const int width = fp32.in_features();
+  const bool int8 = k.int8 != nullptr && !opt.all_fp32 &&
+                    !(opt.fp32_sites && opt.fp32_sites->count({layer, site}));
+  const float* row_absmax = nullptr;
+  if (opt.observer != nullptr || int8) {
+    absmax->resize(m);
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
+    for (int r = 0; r < m; ++r) {
+      (*absmax)[r] = AbsMax(x + size_t(r) * width, width);
+    }
+    row_absmax = absmax->data();
+    if (opt.observer != nullptr) {
+      opt.observer->OnSiteInput(layer, site, x, m, width, *absmax, bounds);
+    }
+  }
+  if (!int8) {
+    const Linear& precise = k.bf16 && !opt.all_fp32 ? *k.bf16 : fp32;
+    precise.Forward({x, m, bounds, nullptr}, y);
+    return;
+  }
+  k.int8->Forward({x, m, bounds, row_absmax}, y);
+  if (k.guard_absmax <= 0) return;
+  // Spike guard: recompute the rows the static range would clip, in FP32.
+  int fallback = 0;
+  const int out = fp32.out_features();
+  for (int r = 0; r < m; ++r) {
+    if ((*absmax)[r] <= k.guard_absmax) continue;
+    const int one[2] = {0, 1};
+    fp32.Forward({x + size_t(r) * width, 1, one, nullptr}, y + size_t(r) * out);
+    ++fallback;
+  }
+  if (fallback > 0 && opt.observer != nullptr) {
+    opt.observer->OnGuardFallback(layer, site, fallback);
+  }
+}
+
+int64_t Model::ReleaseUnquantizedWeights() {
+  int64_t freed = 0;
+  auto release = [&](Matrix& w) {
+    freed += int64_t(w.data.size() * sizeof(float));
+    std::vector<float>().swap(w.data);
+  };
+  for (int l = 0; l < config_.n_layers; ++l) {
+    for (Site site : kAllSites) {
+      const SiteKernels& k = kernels_[l][int(site)];
+      const bool int8_only = k.int8 != nullptr && k.guard_absmax <= 0;
+      if (int8_only || k.bf16 != nullptr) {
+        release(SiteMatrix(weights_.layers[l], site));
+      }
+    }
+  }
+  if (weights_.output.rows > 0 && quant_.lm_head != LmHeadPrecision::kFp32) {
+    release(weights_.output);  // keeps rows/cols: lm_head() stays `output`
+  }
+  fp32_released_ = freed > 0;
+  return freed;
+}
+
+absl::StatusOr<std::unique_ptr<KvPool>> Model::NewKvPool(
+    int num_blocks, int block_tokens) const {
+  KvPool::Options o;
+  o.n_layers = config_.n_layers;
+  o.kv_dim = config_.kv_dim();
+  o.block_tokens = block_tokens;
+  o.num_blocks = num_blocks;
+  return KvPool::Create(o);
+}
+
+absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
+                            std::vector<float>* logits,
+                            const ForwardOptions& opt) const {
+  const ModelConfig& c = config_;
+  if (fp32_released_ &&
+      (opt.all_fp32 || (opt.fp32_sites && !opt.fp32_sites->empty()))) {
+    return absl::FailedPreconditionError(
+        "model: an FP32 forward after ReleaseUnquantizedWeights (the FP32 "
+        "copies of the quantized matrices are gone)");
+  }
+  // Validate everything before touching any cache.
+  int m = 0;
+  for (size_t e = 0; e < batch.size(); ++e) {
+    const BatchEntry& b = batch[e];
+    if (b.kv == nullptr || b.tokens.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("forward: batch entry ", e, " has no cache or tokens"));
+    }
+    for (int32_t t : b.tokens) {
+      if (t < 0 || t >= c.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("forward: token id ", t,
+                         " outside the vocabulary [0, ", c.vocab_size, ")"));
+      }
+    }
+    const int end = b.kv->length() + int(b.tokens.size());
+    if (end > c.context_length) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "forward: sequence would reach ", end,
+          " positions, beyond the context length ", c.context_length));
+    }
+    m += int(b.tokens.size());
+  }
+  // Reserve KV room for every entry, rolling back on failure.
+  std::vector<int> old_caps;
+  for (size_t e = 0; e < batch.size(); ++e) {
+    const BatchEntry& b = batch[e];
+    if (absl::Status s = b.kv->Reserve(b.kv->length() + int(b.tokens.size()));
+        !s.ok()) {
+      return s;  // blocks reserved for earlier entries stay with them; the
+                 // lengths are untouched, so the caches are unchanged.
+    }
+  }
+
+  const int H = c.hidden, qkv_w = c.q_dim() + 2 * c.kv_dim();
+  // Activations of all rows: [m][width].
+  // Activations of all rows, [m][width], in a per-thread workspace that
+  // only grows (fresh vectors would zero-fill ~17 MB per 512-row call).
+  Workspace& ws = GetWorkspace();
+  std::vector<float>& x = Grow(&ws.x, size_t(m) * H);
+  std::vector<float>& xn = Grow(&ws.xn, size_t(m) * H);
+  std::vector<float>& qkv = Grow(&ws.qkv, size_t(m) * qkv_w);
+  std::vector<float>& att = Grow(&ws.att, size_t(m) * c.q_dim());
+  std::vector<float>& gu = Grow(&ws.gu, size_t(m) * 2 * c.ffn);
+  std::vector<float>& h = Grow(&ws.h, size_t(m) * c.ffn);
+  std::vector<float>& tmp = Grow(&ws.tmp, size_t(m) * H);
+  AttentionScratch& scratch = ws.attention;
+  std::vector<float>& absmax = ws.absmax;
+  const size_t mh = size_t(m) * H;
+  using Clock = std::chrono::steady_clock;
+
+  // Row r is at position row_pos[r]; entry e owns rows [bounds[e],
+  // bounds[e+1]).
+  std::vector<int> row_pos(m);
+  std::vector<float> rope(size_t(m) * c.rope_dims);  // [m][rope_dims] cos|sin
+  std::vector<int> bounds = {0};
+  for (const BatchEntry& b : batch) {
+    bounds.push_back(bounds.back() + int(b.tokens.size()));
+  }
+  {
+    int r = 0;
+    for (const BatchEntry& b : batch) {
+      for (size_t i = 0; i < b.tokens.size(); ++i, ++r) {
+        row_pos[r] = b.kv->length() + int(i);
+        RopeAngles(row_pos[r], c.rope_dims, c.rope_base,
+                   &rope[size_t(r) * c.rope_dims]);
+        std::memcpy(&x[size_t(r) * H], weights_.token_embd.row(b.tokens[i]),
+                    H * sizeof(float));
+      }
+    }
+  }
+
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = weights_.layers[l];
+    // Attention block.
+    const Clock::time_point t0 =
+        opt.observer ? Clock::now() : Clock::time_point();
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
+    for (int r = 0; r < m; ++r) {
+      RmsNorm(&x[size_t(r) * H], L.attn_norm.data(), H, c.rms_eps,
+              &xn[size_t(r) * H]);
+    }
+    RunSite(l, Site::kQkv, xn.data(), m, bounds, opt, &absmax, qkv.data());
+    int r0 = 0;
+    for (const BatchEntry& b : batch) {
+      const int n = int(b.tokens.size());
+#pragma omp parallel for schedule(static) if (n >= kParallelRows)
+      for (int i = 0; i < n; ++i) {
+        float* row = &qkv[size_t(r0 + i) * qkv_w];
+        float* q = row;
+        float* k = row + c.q_dim();
+        float* v = k + c.kv_dim();
+        const int pos = row_pos[r0 + i];
+        const float* cs = &rope[size_t(r0 + i) * c.rope_dims];
+        ApplyRope(q, c.n_heads, c.head_dim, c.rope_dims, cs);
+        ApplyRope(k, c.n_kv_heads, c.head_dim, c.rope_dims, cs);
+        b.kv->WriteK(l, pos, k);
+        std::memcpy(b.kv->v_row(l, pos), v, c.kv_dim() * sizeof(float));
+      }
+      r0 += n;
+    }
+    // Queries are strided inside qkv rows; attention wants [n][q_dim].
+    std::vector<float>& q = Grow(&ws.q, size_t(m) * c.q_dim());
+    for (int r = 0; r < m; ++r) {
+      std::memcpy(&q[size_t(r) * c.q_dim()], &qkv[size_t(r) * qkv_w],
+                  c.q_dim() * sizeof(float));
+    }
+    // Every sequence's rows in one pass (prefill chunks and decode rows
+    // alike, so that a row's result does not depend on its company).
+    ws.queries.clear();
+    r0 = 0;
+    for (const BatchEntry& b : batch) {
+      const int n = int(b.tokens.size());
+      const size_t off = size_t(r0) * c.q_dim();
+      ws.queries.push_back({b.kv, &q[off], n, b.kv->length(), &att[off]});
+      r0 += n;
+    }
+    Attention(c, l, ws.queries, &scratch);
+    RunSite(l, Site::kO, att.data(), m, bounds, opt, &absmax, tmp.data());
+    for (size_t i = 0; i < mh; ++i) x[i] += tmp[i];
+
+    // Feed-forward block.
+    const Clock::time_point t1 =
+        opt.observer ? Clock::now() : Clock::time_point();
+    if (opt.observer)
+      opt.observer->OnLayerPart(l, LayerPart::kAttention, Seconds(t0, t1));
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
+    for (int r = 0; r < m; ++r) {
+      RmsNorm(&x[size_t(r) * H], L.ffn_norm.data(), H, c.rms_eps,
+              &xn[size_t(r) * H]);
+    }
+    RunSite(l, Site::kGateUp, xn.data(), m, bounds, opt, &absmax, gu.data());
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
+    for (int r = 0; r < m; ++r) {
+      const float* g = &gu[size_t(r) * 2 * c.ffn];
+      SiluMul(g, g + c.ffn, c.ffn, &h[size_t(r) * c.ffn]);
+    }
+    if (down_rotation_) down_rotation_->Apply(h.data(), m);
+    RunSite(l, Site::kDown, h.data(), m, bounds, opt, &absmax, tmp.data());
+    for (size_t i = 0; i < mh; ++i) x[i] += tmp[i];
+    if (opt.observer)
+      opt.observer->OnLayerPart(l, LayerPart::kFfn, Seconds(t1, Clock::now()));
+  }
+
+  // Final norm and lm_head on the rows that want logits.
+  std::vector<float>& sel = ws.sel;
+  int n_out = 0;
+  {
+    int r = 0;
+    for (const BatchEntry& b : batch) {
+      const int n = int(b.tokens.size());
+      for (int i = 0; i < n; ++i, ++r) {
+        if (!b.all_logits && (i != n - 1 || !b.last_logits)) continue;
+        Grow(&sel, size_t(n_out + 1) * H);
+        RmsNorm(&x[size_t(r) * H], weights_.output_norm.data(), H, c.rms_eps,
+                &sel[size_t(n_out) * H]);
+        ++n_out;
+      }
+    }
+  }
+  logits->resize(size_t(n_out) * c.vocab_size);
+  if (n_out > 0) {
+    const int out_bounds[2] = {0, n_out};
+    if (lm_head_rotation_) {
+      // [n_out][hidden] viewed as [n_out * hidden / block][block].
+      lm_head_rotation_->Apply(sel.data(),
+                               n_out * H / lm_head_rotation_->size());
+    }
+    lm_head_->Forward({sel.data(), n_out, out_bounds}, logits->data());
+  }
+  for (const BatchEntry& b : batch) {
+    b.kv->set_length(b.kv->length() + int(b.tokens.size()));
+  }
+  return absl::OkStatus();
+}
+
+const char* LmHeadPrecisionName(LmHeadPrecision p) {
+  switch (p) {
+    case LmHeadPrecision::kFp32:
+      return "fp32";
+    case LmHeadPrecision::kBf16:
+      return "bf16";
+    case LmHeadPrecision::kInt8:
+      return "int8";
+  }
+  return "?";
+}
+
+LmHeadPrecision FastestLmHead() {
+  return Bf16MatmulSupported() ? LmHeadPrecision::kBf16
+                               : LmHeadPrecision::kInt8;
+}
+
+absl::StatusOr<LmHeadPrecision> ParseLmHeadPrecision(absl::string_view name) {
+  if (name == "auto") return FastestLmHead();
+  for (LmHeadPrecision p : {LmHeadPrecision::kFp32, LmHeadPrecision::kBf16,
+                            LmHeadPrecision::kInt8}) {
+    if (name == LmHeadPrecisionName(p)) return p;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("lm_head precision must be auto, fp32, bf16 or int8, got \"",
+                   name, "\""));
+}
+
+}  // namespace spikeserve

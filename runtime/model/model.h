@@ -1,0 +1,167 @@
+// A loaded LLaMA-family model and its batched forward pass.
+//
+// The Model is immutable after Load (weights, config, linear kernels); all
+// per-sequence state lives in SequenceKv objects owned by the caller, in the
+// spirit of gemma.cpp's Gemma/KVCache and llama.cpp's model/context split.
+#ifndef SPIKESERVE_RUNTIME_MODEL_MODEL_H_
+#define SPIKESERVE_RUNTIME_MODEL_MODEL_H_
+
+#include <array>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "runtime/gguf/gguf_reader.h"
+#include "runtime/linear/hadamard.h"
+#include "runtime/linear/linear.h"
+#include "runtime/linear/quantize.h"
+#include "runtime/model/forward_observer.h"
+#include "runtime/model/kv_cache.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/site.h"
+#include "runtime/model/weights.h"
+
+namespace spikeserve {
+
+// How the linear layers of q, k, v, o, gate, up and down run. Embeddings,
+// lm_head, attention and the KV cache always stay FP32 (method.md §3).
+enum class LmHeadPrecision { kFp32, kBf16, kInt8 };
+// "fp32", "bf16", "int8"; Parse also takes "auto" (FastestLmHead()) and
+// fails with a message listing the names.
+const char* LmHeadPrecisionName(LmHeadPrecision p);
+absl::StatusOr<LmHeadPrecision> ParseLmHeadPrecision(absl::string_view name);
+// The fastest lm_head that costs no measurable accuracy: BF16 where oneDNN
+// has a bf16 matmul, else INT8 (AVX2 CPUs; perplexity +0.004% vs FP32 head,
+// decode +14%, docs/performance.md).
+LmHeadPrecision FastestLmHead();
+
+struct QuantOptions {
+  bool w8a8 = false;  // false: everything FP32
+  ActQuantMode mode = ActQuantMode::kPerTensorDynamic;
+  // QFeM: sites whose modules keep unquantized activations, computed in
+  // FP32, or in BF16 (AVX-512 BF16, ~2x faster) when qfem_bf16 is set.
+  std::set<SiteKey> fp32_sites;
+  bool qfem_bf16 = false;
+  // kPerTensorStatic: calibrated input absmax of every INT8 site.
+  std::map<SiteKey, float> static_absmax;
+  // Spike guard (static mode): rows whose absmax exceeds guard_factor x the
+  // calibrated absmax are computed in FP32 instead of being clipped. 0 = off.
+  float guard_factor = 0;
+  // Row buckets to create and warm up at load (largest prefill chunk).
+  int warmup_rows = 512;
+  // Exact weight transforms applied at load, before quantization:
+  // SmoothQuant scales per site (qkv, gate_up, down; see smoothing.h), then
+  // a Hadamard rotation of down_proj's input (weights offline, activations
+  // online before every down_proj): "smooth, then rotate".
+  std::map<SiteKey, std::vector<float>> smooth_scales;
+  bool down_hadamard = false;
+  // lm_head (vocab x hidden: the largest weight read of a decode step) in
+  // FP32, BF16 (weights and activations, FP32 accumulation: half the bytes)
+  // or INT8 W8A8 (per-channel weights, per-token activations: a quarter).
+  LmHeadPrecision lm_head = LmHeadPrecision::kFp32;
+};
+
+// Per-call switches.
+struct ForwardOptions {
+  ForwardObserver* observer = nullptr;
+  // Run every site in FP32 (the QFeP prefix; FP32 reference in eval).
+  bool all_fp32 = false;
+  // Extra FP32 sites for this call (QFeM search without rebuilding).
+  const std::set<SiteKey>* fp32_sites = nullptr;
+};
+
+// One sequence's share of a batch: the new tokens to run, appended after the
+// positions already in `kv`.
+struct BatchEntry {
+  SequenceKv* kv = nullptr;
+  absl::Span<const int32_t> tokens;
+  // Logits for every new token (scoring, goldens), else for the last only.
+  bool all_logits = false;
+  // With all_logits false: whether the last token's logits are wanted (a
+  // prefill chunk that does not finish its prompt needs none).
+  bool last_logits = true;
+};
+
+class Model {
+ public:
+  static absl::StatusOr<std::unique_ptr<Model>> Load(
+      const GgufFile& file, const QuantOptions& quant = {});
+  // From weights already in memory (tests, and tools that transform
+  // weights, e.g. SmoothQuant folding).
+  static absl::StatusOr<std::unique_ptr<Model>> FromWeights(
+      const ModelConfig& config, ModelWeights weights,
+      const QuantOptions& quant = {});
+
+  const ModelConfig& config() const { return config_; }
+  // FP32 weights; matrices are empty (shape kept) after
+  // ReleaseUnquantizedWeights.
+  const ModelWeights& weights() const { return weights_; }
+  // Frees the FP32 matrices no kernel reads any more: INT8 sites without a
+  // spike guard, BF16 QFeM sites, and an untied lm_head held in BF16 or
+  // INT8. A served W8A8 model then holds ~1 byte per weight instead of 5.
+  // Afterwards Forward with all_fp32 or extra fp32_sites (the QFeP prefix,
+  // FP32 references) fails with FailedPrecondition: compute the prefix
+  // first. Returns the bytes freed. Not thread-safe: call before the model
+  // is shared.
+  int64_t ReleaseUnquantizedWeights();
+  // The options in force: as given, except that on a CPU without a bf16
+  // matmul (Bf16MatmulSupported) qfem_bf16 is false and a BF16 lm_head is
+  // FP32.
+  const QuantOptions& quant() const { return quant_; }
+  // The oneDNN implementation of the INT8 matmuls ("" when FP32 only).
+  const std::string& int8_impl() const { return int8_impl_; }
+  // Whether `k` runs with INT8 activations (false under QFeM or FP32).
+  bool IsInt8(const SiteKey& k) const;
+
+  // A KV pool shaped for this model.
+  absl::StatusOr<std::unique_ptr<KvPool>> NewKvPool(
+      int num_blocks, int block_tokens = 16) const;
+
+  // Runs every entry's new tokens through the model (all rows of the batch
+  // share each linear layer call), writes their K/V into the entries'
+  // caches and advances their lengths. `logits` receives, entry after entry,
+  // one [vocab] row per requested position. Errors (bad token id, no KV
+  // room, context overflow) leave every cache's length unchanged.
+  // One caller at a time (kernels keep scratch buffers).
+  absl::Status Forward(absl::Span<const BatchEntry> batch,
+                       std::vector<float>* logits,
+                       const ForwardOptions& options = {}) const;
+
+ private:
+  Model() = default;
+  absl::Status BuildKernels();
+  // Runs `site` of `layer` on rows x [m][in] into y [m][out].
+  void RunSite(int layer, Site site, const float* x, int m,
+               absl::Span<const int> bounds, const ForwardOptions& opt,
+               std::vector<float>* absmax_scratch, float* y) const;
+
+  struct SiteKernels {
+    std::unique_ptr<Linear> fp32;
+    std::unique_ptr<Linear> int8;  // null when the site is FP32 by plan
+    std::unique_ptr<Linear> bf16;  // QFeM site computed in BF16
+    float guard_absmax = 0;        // > 0: spike guard threshold
+  };
+
+  ModelConfig config_;
+  ModelWeights weights_;
+  bool fp32_released_ = false;
+  QuantOptions quant_;
+  std::string int8_impl_;
+  std::vector<std::array<SiteKernels, kNumSites>> kernels_;  // [layer][site]
+  std::unique_ptr<Linear> lm_head_;
+  std::optional<HadamardTransform> down_rotation_;
+  // INT8 lm_head: block-diagonal Hadamard over blocks of lm_head_block_
+  // channels (the largest power of two dividing hidden, <= 128), applied to
+  // the final-norm output online and to the weight copy offline.
+  std::optional<HadamardTransform> lm_head_rotation_;
+};
+
+}  // namespace spikeserve
+
+#endif  // SPIKESERVE_RUNTIME_MODEL_MODEL_H_

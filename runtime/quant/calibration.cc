@@ -1,0 +1,302 @@
+#include "runtime/quant/calibration.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "runtime/model/shared_prefix.h"
+#include "runtime/quant/evaluation.h"
+
+namespace spikeserve {
+namespace {
+
+double Median(std::vector<float> v) {
+  if (v.empty()) return 0;
+  const size_t mid = v.size() / 2;
+  std::nth_element(v.begin(), v.begin() + mid, v.end());
+  return v[mid];
+}
+
+// Gathers token absmax per site and window, plus channel maxima.
+class StatsObserver : public ForwardObserver {
+ public:
+  // Token ids of the rows of the current batch, in row order.
+  std::vector<int32_t> row_tokens;
+
+  void OnSiteInput(int layer, Site site, const float* x, int m, int width,
+                   absl::Span<const float> row_absmax,
+                   absl::Span<const int> bounds) override {
+    Acc& acc = sites_[{layer, site}];
+    if (acc.channel_max.empty()) acc.channel_max.assign(width, 0.0f);
+    for (size_t e = 0; e + 1 < bounds.size(); ++e) {
+      std::vector<float> window(row_absmax.begin() + bounds[e],
+                                row_absmax.begin() + bounds[e + 1]);
+      const float mx = *std::max_element(window.begin(), window.end());
+      const double med = Median(window);
+      if (med > 0) {
+        acc.ratio_sum += mx / med;
+        ++acc.ratio_count;
+      }
+      for (int r = bounds[e]; r < bounds[e + 1]; ++r) {
+        acc.all.push_back(row_absmax[r]);
+        if (row_absmax[r] > acc.top_absmax) {
+          acc.top_absmax = row_absmax[r];
+          acc.top_token = row_tokens[r];
+        }
+        const float* row = x + size_t(r) * width;
+        for (int j = 0; j < width; ++j) {
+          acc.channel_max[j] = std::max(acc.channel_max[j], std::abs(row[j]));
+        }
+      }
+    }
+  }
+
+  CalibrationStats Finish() {
+    CalibrationStats out;
+    for (auto& [key, acc] : sites_) {
+      SiteCalibration& s = out.sites[key];
+      s.spike_ratio = acc.ratio_count ? acc.ratio_sum / acc.ratio_count : 0;
+      s.max_absmax = acc.all.empty()
+                         ? 0
+                         : *std::max_element(acc.all.begin(), acc.all.end());
+      s.median_absmax = Median(std::move(acc.all));
+      s.channel_max = std::move(acc.channel_max);
+      s.top_token = acc.top_token;
+      s.top_absmax = acc.top_absmax;
+    }
+    return out;
+  }
+
+ private:
+  struct Acc {
+    double ratio_sum = 0;
+    int ratio_count = 0;
+    std::vector<float> all;
+    std::vector<float> channel_max;
+    int32_t top_token = -1;
+    double top_absmax = 0;
+  };
+  std::map<SiteKey, Acc> sites_;
+};
+
+// Pool large enough for `n` sequences of `len` tokens plus a prefix.
+absl::StatusOr<std::unique_ptr<KvPool>> PoolFor(const Model& model, int n,
+                                                int len, int prefix) {
+  constexpr int kBlock = 16;
+  return model.NewKvPool(
+      n * ((len + kBlock - 1) / kBlock + 1) + prefix / kBlock + 2, kBlock);
+}
+
+size_t MaxLen(const std::vector<std::vector<int32_t>>& w) {
+  size_t n = 0;
+  for (const auto& x : w) n = std::max(n, x.size());
+  return n;
+}
+
+constexpr int kBatch = 4;  // windows per forward call
+
+}  // namespace
+
+double KlDivergence(const float* p_logits, const float* q_logits, int n) {
+  const float pm = *std::max_element(p_logits, p_logits + n);
+  const float qm = *std::max_element(q_logits, q_logits + n);
+  double pz = 0, qz = 0;
+  for (int i = 0; i < n; ++i) {
+    pz += std::exp(double(p_logits[i]) - pm);
+    qz += std::exp(double(q_logits[i]) - qm);
+  }
+  const double lp0 = pm + std::log(pz), lq0 = qm + std::log(qz);
+  double kl = 0;
+  for (int i = 0; i < n; ++i) {
+    const double lp = p_logits[i] - lp0, lq = q_logits[i] - lq0;
+    kl += std::exp(lp) * (lp - lq);
+  }
+  return std::max(0.0, kl);
+}
+
+namespace {}  // namespace
+
+absl::StatusOr<CalibrationStats> CollectSiteStats(
+    const Model& model, const std::vector<std::vector<int32_t>>& windows,
+    const std::vector<int32_t>& prefix, int32_t bos) {
+  auto pool =
+      PoolFor(model, kBatch, int(MaxLen(windows)) + 1, int(prefix.size()));
+  if (!pool.ok()) return pool.status();
+  std::unique_ptr<SharedPrefix> shared;
+  if (!prefix.empty()) {
+    auto p = SharedPrefix::Compute(model, pool->get(), prefix);
+    if (!p.ok()) return p.status();
+    shared = *std::move(p);
+  }
+  StatsObserver obs;
+  ForwardOptions opt;
+  opt.observer = &obs;
+  opt.all_fp32 = true;
+  int64_t tokens = 0;
+  std::vector<float> logits;
+  for (size_t i = 0; i < windows.size(); i += kBatch) {
+    std::vector<std::unique_ptr<SequenceKv>> seqs;
+    std::vector<std::vector<int32_t>> inputs;
+    std::vector<BatchEntry> batch;
+    obs.row_tokens.clear();
+    const size_t end = std::min(windows.size(), i + kBatch);
+    inputs.reserve(end - i);
+    for (size_t j = i; j < end; ++j) {
+      seqs.push_back(std::make_unique<SequenceKv>(pool->get()));
+      inputs.emplace_back();
+      if (shared) {
+        if (absl::Status s = shared->AttachTo(seqs.back().get()); !s.ok())
+          return s;
+      } else {
+        inputs.back().push_back(bos);
+      }
+      inputs.back().insert(inputs.back().end(), windows[j].begin(),
+                           windows[j].end());
+      batch.push_back({seqs.back().get(), inputs.back(), false});
+      obs.row_tokens.insert(obs.row_tokens.end(), inputs.back().begin(),
+                            inputs.back().end());
+      tokens += int64_t(inputs.back().size());
+    }
+    if (absl::Status s = model.Forward(batch, &logits, opt); !s.ok()) return s;
+  }
+  CalibrationStats stats = obs.Finish();
+  stats.windows = int(windows.size());
+  stats.tokens = tokens;
+  return stats;
+}
+
+std::vector<SiteKey> SitesBySpikeRatio(const CalibrationStats& stats) {
+  std::vector<SiteKey> keys;
+  for (const auto& [k, unused] : stats.sites) keys.push_back(k);
+  std::stable_sort(
+      keys.begin(), keys.end(), [&](const SiteKey& a, const SiteKey& b) {
+        return stats.sites.at(a).spike_ratio > stats.sites.at(b).spike_ratio;
+      });
+  return keys;
+}
+
+absl::StatusOr<double> MeanKlFromFp32(
+    const Model& model, const std::vector<std::vector<int32_t>>& windows,
+    const ForwardOptions& options, int32_t bos,
+    const std::vector<int32_t>& prefix) {
+  EvalSide test{&model, options, prefix};
+  EvalSide ref{&model, options, prefix};
+  ref.options.all_fp32 = true;
+  ref.options.observer = nullptr;
+  absl::StatusOr<EvalResult> r = Evaluate(test, &ref, windows, bos);
+  if (!r.ok()) return r.status();
+  return r->kl_mean;
+}
+
+absl::StatusOr<QfemChoice> SelectQfemSites(
+    const Model& model, const CalibrationStats& stats,
+    const std::vector<std::vector<int32_t>>& windows, int32_t bos,
+    double tolerance, int max_sites, const std::vector<int32_t>& prefix) {
+  QfemChoice c;
+  const std::vector<SiteKey> order = SitesBySpikeRatio(stats);
+  std::set<SiteKey> excluded;
+  for (int k = 0; k <= std::min<int>(max_sites, int(order.size())); ++k) {
+    if (k > 0) excluded.insert(order[k - 1]);
+    ForwardOptions opt;
+    opt.fp32_sites = &excluded;
+    absl::StatusOr<double> kl =
+        MeanKlFromFp32(model, windows, opt, bos, prefix);
+    if (!kl.ok()) return kl.status();
+    if (k == 0) c.w8a8_kl = *kl;
+    c.sites = excluded;
+    c.chosen_kl = *kl;
+    c.alpha = k > 0 ? stats.sites.at(order[k - 1]).spike_ratio : 0;
+    if (*kl <= tolerance) break;
+  }
+  return c;
+}
+
+absl::StatusOr<QfepChoice> SearchQfepPrefix(
+    const Model& model, const CalibrationStats& stats,
+    const std::vector<std::vector<int32_t>>& windows, int32_t bos,
+    int n_context) {
+  const std::vector<SiteKey> order = SitesBySpikeRatio(stats);
+  if (order.empty())
+    return absl::FailedPreconditionError("qfep: no statistics");
+  QfepChoice out;
+  out.spike_site = order[0];
+  // Candidates: the 3 token ids with the largest a_t at m* (not BOS).
+  class SiteAbsmax : public ForwardObserver {
+   public:
+    SiteKey want;
+    std::vector<float> absmax;  // rows of the last call at `want`
+    void OnSiteInput(int layer, Site site, const float*, int, int,
+                     absl::Span<const float> a,
+                     absl::Span<const int>) override {
+      if (SiteKey{layer, site} == want) absmax.assign(a.begin(), a.end());
+    }
+  } obs;
+  obs.want = out.spike_site;
+  ForwardOptions opt;
+  opt.observer = &obs;
+  opt.all_fp32 = true;
+  auto pool = PoolFor(model, 64, int(MaxLen(windows)) + 1, 0);
+  if (!pool.ok()) return pool.status();
+  absl::flat_hash_map<int32_t, float> best;  // token -> largest a_t
+  absl::flat_hash_map<int32_t, int> freq;
+  std::vector<float> logits;
+  for (const auto& window : windows) {
+    std::vector<int32_t> w = {bos};
+    w.insert(w.end(), window.begin(), window.end());
+    SequenceKv seq(pool->get());
+    if (absl::Status s = model.Forward({{&seq, w, false}}, &logits, opt);
+        !s.ok()) {
+      return s;
+    }
+    for (size_t t = 0; t < w.size(); ++t) {
+      ++freq[w[t]];
+      if (w[t] == bos) continue;
+      float& b = best[w[t]];
+      b = std::max(b, obs.absmax[t]);
+    }
+  }
+  std::vector<std::pair<float, int32_t>> ranked;
+  for (const auto& [tok, a] : best) ranked.push_back({a, tok});
+  std::sort(ranked.rbegin(), ranked.rend());
+  for (size_t i = 0; i < std::min<size_t>(3, ranked.size()); ++i) {
+    out.candidates.push_back(ranked[i].second);
+  }
+  std::vector<std::pair<int, int32_t>> common;
+  for (const auto& [tok, n] : freq) {
+    if (tok != bos) common.push_back({n, tok});
+  }
+  std::sort(common.begin(), common.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  if (int(common.size()) > n_context) common.resize(n_context);
+  // Score [bos, c, t, c, t] by a[2] / a[4], 64 sequences per call.
+  std::vector<std::vector<int32_t>> probes;
+  for (int32_t t : out.candidates) {
+    for (const auto& [unused, c] : common) probes.push_back({bos, c, t, c, t});
+  }
+  out.score = -1;
+  for (size_t i = 0; i < probes.size(); i += 64) {
+    std::vector<std::unique_ptr<SequenceKv>> seqs;
+    std::vector<BatchEntry> batch;
+    for (size_t j = i; j < std::min(probes.size(), i + 64); ++j) {
+      seqs.push_back(std::make_unique<SequenceKv>(pool->get()));
+      batch.push_back({seqs.back().get(), probes[j], false});
+    }
+    if (absl::Status s = model.Forward(batch, &logits, opt); !s.ok()) return s;
+    for (size_t j = 0; j < batch.size(); ++j) {
+      const float a2 = obs.absmax[j * 5 + 2], a4 = obs.absmax[j * 5 + 4];
+      const double score = a4 > 0 ? a2 / a4 : 0;
+      if (score > out.score) {
+        out.score = score;
+        out.prefix = {bos, probes[i + j][1], probes[i + j][2]};
+      }
+    }
+  }
+  if (out.prefix.empty()) {
+    return absl::FailedPreconditionError("qfep: no candidate prefix");
+  }
+  return out;
+}
+
+}  // namespace spikeserve

@@ -1,0 +1,116 @@
+// Tokenizers of LLaMA-family GGUF models, matching llama.cpp token for token:
+// byte-level BPE (tokenizer.ggml.model = "gpt2": SmolLM2, LLaMA-3) with the
+// pre-tokenizer regexes of each `tokenizer.ggml.pre` type (through RE2), and
+// SentencePiece-style BPE ("llama": LLaMA-2, Mistral) with byte fallback.
+// Special (control and user-defined) tokens are split out of the text first,
+// as llama.cpp's tokenizer_st_partition does.
+#ifndef SPIKESERVE_RUNTIME_TEXT_TOKENIZER_H_
+#define SPIKESERVE_RUNTIME_TEXT_TOKENIZER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+
+namespace re2 {
+class RE2;
+}
+
+namespace spikeserve {
+
+// Everything the tokenizer needs, extracted from the tokenizer.ggml.* keys
+// (see tokenizer_spec.h).
+struct TokenizerSpec {
+  std::string model;  // "gpt2" (byte-level BPE) or "llama" (SentencePiece)
+  std::string pre;    // gpt2 pre-tokenizer: "smollm", "llama-bpe", "default"...
+  std::vector<std::string> tokens;   // id -> piece
+  std::vector<int32_t> token_types;  // 1 normal, 2 unknown, 3 control,
+                                     // 4 user-defined, 5 unused, 6 byte;
+                                     // empty = all normal
+  std::vector<float> scores;         // SentencePiece merge scores
+  std::vector<std::string> merges;   // gpt2: "left right", rank = index
+  int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1;
+  bool add_bos = false, add_eos = false, add_space_prefix = false;
+};
+
+// Immutable after Create; safe for concurrent const use.
+class Tokenizer {
+ public:
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> Create(TokenizerSpec spec);
+  ~Tokenizer();
+
+  // add_special: BOS/EOS as the model's metadata asks. parse_special: text
+  // equal to a control token becomes that token (user-defined tokens are
+  // always recognised, as in llama.cpp).
+  absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text,
+                                              bool add_special,
+                                              bool parse_special) const;
+  // Concatenated token bytes (may end inside a UTF-8 sequence).
+  // render_special = false drops control tokens. Bad ids: InvalidArgument.
+  absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids,
+                                     bool render_special = true) const;
+  // Raw bytes of one token (control tokens as their text).
+  absl::StatusOr<std::string> TokenBytes(int32_t id) const;
+
+  int32_t vocab_size() const { return int32_t(spec_.tokens.size()); }
+  int32_t bos_id() const { return spec_.bos_id; }
+  int32_t eos_id() const { return spec_.eos_id; }
+  bool add_space_prefix() const { return spec_.add_space_prefix; }
+  bool IsControl(int32_t id) const;
+  // EOS and end-of-turn tokens (<|im_end|>, <|eot_id|>, <|endoftext|>, ...),
+  // collected as llama.cpp does.
+  bool IsEndOfGeneration(int32_t id) const;
+
+ private:
+  Tokenizer() = default;
+  int32_t TypeOf(int32_t id) const;
+  // Appends the tokens of a plain-text fragment.
+  void EncodeBpe(absl::string_view text, std::vector<int32_t>* out) const;
+  void EncodeBpeWord(const std::string& mapped,
+                     std::vector<int32_t>* out) const;
+  void EncodeSpm(absl::string_view text, std::vector<int32_t>* out) const;
+  // Splits text into pre-tokens (gpt2).
+  std::vector<absl::string_view> PreTokenize(absl::string_view text) const;
+  int32_t ByteToken(uint8_t b) const;
+
+  TokenizerSpec spec_;
+  absl::flat_hash_map<std::string, int32_t> token_to_id_;
+  absl::flat_hash_map<std::string, int32_t> merge_rank_;  // "left right"
+  std::vector<int32_t> special_;  // control/user-defined, longest first
+  std::vector<int32_t> eog_;
+  bool ignore_merges_ = false;          // llama3: whole-word vocab hits win
+  bool split_digits_ = false;           // smollm & co: \p{N} split first
+  std::unique_ptr<re2::RE2> word_re_;   // the GPT-2 style alternation
+  std::unique_ptr<re2::RE2> digit_re_;  // \p{N}
+  std::vector<std::string> byte_to_unicode_;  // gpt2 byte -> UTF-8 char
+  absl::flat_hash_map<uint32_t, uint8_t> unicode_to_byte_;
+};
+
+// Turns token ids into UTF-8 text incrementally without ever emitting a
+// broken UTF-8 sequence: bytes of an incomplete character are held back
+// until complete; invalid bytes become U+FFFD. Not thread-safe.
+class StreamingDetokenizer {
+ public:
+  explicit StreamingDetokenizer(const Tokenizer* tok,
+                                bool render_special = true);
+  absl::StatusOr<std::string> Push(int32_t id);
+  // Whatever is held back, invalid or incomplete bytes as U+FFFD.
+  std::string Flush();
+
+ private:
+  std::string Drain(bool final);
+  const Tokenizer* tok_;
+  bool render_special_;
+  bool first_ = true;
+  std::string pending_;
+};
+
+}  // namespace spikeserve
+
+#endif  // SPIKESERVE_RUNTIME_TEXT_TOKENIZER_H_
