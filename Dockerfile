@@ -24,7 +24,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update -qq \
     && apt-get install -y -qq --no-install-recommends \
        libdnnl2 libgrpc++1.51 libprotobuf32 libabsl20220623 libre2-9 \
-       libprometheus-cpp-core1.0 libcivetweb1 \
+       libprometheus-cpp-core1.0 libmicrohttpd12 \
        libgomp1 zlib1g \
     && apt-get clean && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --no-create-home spikeserve

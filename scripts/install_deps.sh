@@ -11,7 +11,10 @@ BUILD_PACKAGES=(
   # libraries named by the design
   libdnnl-dev ocl-icd-opencl-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
-  libabsl-dev libre2-dev prometheus-cpp-dev libcivetweb-dev zlib1g-dev libcurl4-openssl-dev
+  libabsl-dev libre2-dev prometheus-cpp-dev zlib1g-dev libcurl4-openssl-dev
+  # HTTP server of /metrics (event-driven; libcivetweb-dev still comes in
+  # with prometheus-cpp-dev, whose CMake package looks for it)
+  libmicrohttpd-dev
 )
 PACKAGES=(
   "${BUILD_PACKAGES[@]}"

@@ -7,7 +7,9 @@
 // SIGTERM or SIGINT drain the server (see --drain_timeout) and exit 0;
 // while the model is still loading they stop it at once (exit 0).
 #include <signal.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -54,6 +56,13 @@ ABSL_FLAG(std::string, metrics_host, "",
           "private interface while gRPC is public.");
 ABSL_FLAG(int, metrics_port, 9464,
           "Prometheus /metrics port on --host (-1 = no metrics endpoint).");
+ABSL_FLAG(absl::Duration, http_idle_timeout, absl::Seconds(10),
+          "HTTP port (/metrics): a connection that sends nothing for this "
+          "long is closed, also in the middle of its request headers (whole "
+          "seconds, at least 1s).");
+ABSL_FLAG(int, http_max_connections, 1024,
+          "HTTP port (/metrics): connections served at once; further ones "
+          "wait in the kernel's accept queue until one closes.");
 ABSL_FLAG(int, layer_metrics_every, 1,
           "Record per-layer latency and spike series every Nth engine step "
           "(1 = every step, 0 = off).");
@@ -97,8 +106,27 @@ const char* SignalName(int sig) {
 
 // Ends the process without running destructors, once the server is
 // drained (or never served): clients have their answers, the engine and
-// gRPC are stopped. What destructors would add is a wait: civetweb (the
-// /metrics server) notices its stop flag only at its next 2 s poll.
+// gRPC are stopped. What destructors would add is only a wait.
+// Every HTTP connection is a file descriptor: raises the soft limit of
+// open files (often 1024) towards the hard one, so that
+// --http_max_connections plus gRPC's and the model's files fit.
+void RaiseOpenFileLimit(int http_connections) {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  const rlim_t want = rlim_t(http_connections) + 1024;
+  if (lim.rlim_cur >= want) return;
+  const rlim_t before = lim.rlim_cur;
+  lim.rlim_cur = std::min(want, lim.rlim_max);
+  if (setrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur < want) {
+    LogWarning(absl::StrCat("open files limited to ", lim.rlim_cur,
+                            " (hard limit): fewer than --http_max_connections ",
+                            http_connections, " + 1024 for the rest"));
+  } else if (before != lim.rlim_cur) {
+    LogInfo(absl::StrCat("open files limit raised from ", before, " to ",
+                         lim.rlim_cur));
+  }
+}
+
 [[noreturn]] void ExitNow(int code) {
   std::fflush(nullptr);
   std::_Exit(code);
@@ -127,6 +155,16 @@ int Main() {
     const std::string mh = absl::GetFlag(FLAGS_metrics_host);
     o.metrics_bind = absl::StrCat(mh.empty() ? o.host : mh, ":", metrics_port);
   }
+  o.http_limits.idle_timeout = absl::GetFlag(FLAGS_http_idle_timeout);
+  o.http_limits.max_connections = absl::GetFlag(FLAGS_http_max_connections);
+  if (o.http_limits.idle_timeout < absl::Seconds(1) ||
+      o.http_limits.max_connections < 1) {
+    LogError(
+        "--http_idle_timeout must be at least 1s and "
+        "--http_max_connections at least 1");
+    return 2;
+  }
+  RaiseOpenFileLimit(o.http_limits.max_connections);
   o.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
   o.tls.key_file = absl::GetFlag(FLAGS_tls_key);
   o.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);

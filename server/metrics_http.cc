@@ -1,10 +1,15 @@
 #include "server/metrics_http.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "civetweb.h"
+#include "microhttpd.h"
 
 namespace spikeserve {
 namespace {
@@ -12,101 +17,173 @@ namespace {
 constexpr char kAllow[] = "GET, HEAD, OPTIONS";
 // The Prometheus text exposition format, version 0.0.4.
 constexpr char kContentType[] = "text/plain; version=0.0.4; charset=utf-8";
+// Per-connection memory: request headers and the read buffer must fit
+// (libmicrohttpd answers 431 beyond it); the response body is not in it.
+constexpr size_t kConnectionMemory = 32 << 10;
 
-// A response without a body: status, Allow, Content-Length 0.
-void SendEmpty(mg_connection* conn, int status) {
-  mg_response_header_start(conn, status);
-  mg_response_header_add(conn, "Allow", kAllow, -1);
-  mg_response_header_add(conn, "Content-Length", "0", -1);
-  mg_response_header_send(conn);
+// Queues `status` with an empty body and Allow (405, 204, 404).
+MHD_Result QueueEmpty(MHD_Connection* conn, unsigned status) {
+  MHD_Response* r =
+      MHD_create_response_from_buffer(0, nullptr, MHD_RESPMEM_PERSISTENT);
+  if (r == nullptr) return MHD_NO;
+  MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, kAllow);
+  const MHD_Result ok = MHD_queue_response(conn, status, r);
+  MHD_destroy_response(r);
+  return ok;
+}
+
+// "HOST:PORT" or "[HOST]:PORT" -> a listening TCP socket (nonblocking,
+// close-on-exec), or why not.
+absl::StatusOr<int> Listen(const std::string& bind) {
+  const size_t colon = bind.rfind(':');
+  if (colon == std::string::npos || colon + 1 == bind.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics address '", bind, "' is not HOST:PORT"));
+  }
+  std::string host = bind.substr(0, colon);
+  const std::string port = bind.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (const int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(),
+                                 port.c_str(), &hints, &found);
+      rc != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", bind, ": ", gai_strerror(rc)));
+  }
+  const int fd = socket(found->ai_family,
+                        found->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int err = fd < 0 ? errno : 0;
+  if (fd >= 0) {
+    const int one = 1;
+    // SO_REUSEADDR lets a restart bind over TIME_WAIT sockets; it does not
+    // let two servers share the port (that is SO_REUSEPORT, not set).
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(fd, found->ai_addr, found->ai_addrlen) != 0 ||
+        listen(fd, SOMAXCONN) != 0) {
+      err = errno;
+      close(fd);
+    }
+  }
+  freeaddrinfo(found);
+  if (err != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", bind, ": ", std::strerror(err),
+                     err == EADDRINUSE ? " (port taken)" : ""));
+  }
+  return fd;
+}
+
+int BoundPort(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return 0;
+  if (addr.ss_family == AF_INET) {
+    return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  }
+  return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
 }
 
 }  // namespace
 
-// Upgrade requests (e.g. WebSocket): civetweb 1.15 routes them to its
-// WebSocket path, which (with no WebSocket handler) wrote an error body
-// without a status line, and whose connections refuse its response-header
-// API. Answered here as plain HTTP/1.1 (RFC 9110: a server may ignore
-// Upgrade), the headers written raw, the connection closed after. 0 lets
-// civetweb route every other request.
-int MetricsHttpServer::BeginRequest(mg_connection* conn) {
-  if (mg_get_header(conn, "Upgrade") == nullptr) return 0;
-  const mg_request_info* ri = mg_get_request_info(conn);
-  const bool metrics =
-      ri->local_uri != nullptr && std::strcmp(ri->local_uri, "/metrics") == 0;
-  const bool get = std::strcmp(ri->request_method, "GET") == 0;
-  const bool head = std::strcmp(ri->request_method, "HEAD") == 0;
-  if (metrics && (get || head)) {
-    auto* self =
-        static_cast<MetricsHttpServer*>(mg_get_user_data(mg_get_context(conn)));
-    const std::string body = self->render_();
-    mg_printf(conn,
-              "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-              "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-              kContentType, body.size());
-    if (get) mg_write(conn, body.data(), body.size());
-    return 200;
+struct MetricsHttpServer::Callbacks {
+  // Called when a request's headers are in, then for each piece of its
+  // body, then once more at its end. The answer is queued at the end, so
+  // that the connection stays alive for the next (pipelined) request:
+  // libmicrohttpd closes a connection whose answer was queued before the
+  // request was read. A body is discarded, except that a refused request
+  // is answered at its first piece of body (then the connection closes).
+  static MHD_Result Handle(void* cls, MHD_Connection* conn, const char* url,
+                           const char* method, const char* /*version*/,
+                           const char* /*upload_data*/,
+                           size_t* upload_data_size, void** request_state) {
+    static int headers_seen;  // its address marks a request as started
+    const bool metrics = std::strcmp(url, "/metrics") == 0;
+    const bool get = std::strcmp(method, MHD_HTTP_METHOD_GET) == 0;
+    const bool head = std::strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    const bool options = std::strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0;
+    const bool serve = metrics && (get || head);
+    if (*request_state == nullptr) {
+      *request_state = &headers_seen;
+      return MHD_YES;
+    }
+    if (*upload_data_size != 0 && serve) {
+      *upload_data_size = 0;  // a body of GET or HEAD means nothing
+      return MHD_YES;
+    }
+    if (options && (metrics || std::strcmp(url, "*") == 0)) {
+      return QueueEmpty(conn, MHD_HTTP_NO_CONTENT);
+    }
+    if (!metrics) return QueueEmpty(conn, MHD_HTTP_NOT_FOUND);
+    if (!serve) return QueueEmpty(conn, MHD_HTTP_METHOD_NOT_ALLOWED);
+    // The body is rendered for HEAD too: its Content-Length is the GET's.
+    auto* body =
+        new std::string(static_cast<MetricsHttpServer*>(cls)->render_());
+    MHD_Response* r = MHD_create_response_from_buffer_with_free_callback_cls(
+        body->size(), body->data(),
+        [](void* s) { delete static_cast<std::string*>(s); }, body);
+    if (r == nullptr) {
+      delete body;
+      return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, kContentType);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    const MHD_Result ok = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ok;
   }
-  const int status = metrics ? 405 : 404;
-  mg_printf(conn,
-            "HTTP/1.1 %d %s\r\nAllow: %s\r\nContent-Length: 0\r\n"
-            "Connection: close\r\n\r\n",
-            status, metrics ? "Method Not Allowed" : "Not Found", kAllow);
-  return status;
-}
+
+  static void Notify(void* cls, MHD_Connection* /*conn*/,
+                     void** /*socket_state*/,
+                     MHD_ConnectionNotificationCode event) {
+    auto* self = static_cast<MetricsHttpServer*>(cls);
+    self->open_connections_.fetch_add(
+        event == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+  }
+};
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& bind, std::function<std::string()> render) {
+    const std::string& bind, const HttpLimits& limits,
+    std::function<std::string()> render) {
+  if (limits.idle_timeout < absl::Seconds(1) || limits.max_connections < 1) {
+    return absl::InvalidArgumentError(
+        "HTTP limits: the idle timeout must be at least 1 s and the "
+        "connection limit at least 1");
+  }
   std::unique_ptr<MetricsHttpServer> s(
       new MetricsHttpServer(std::move(render)));
-  mg_init_library(0);
-  // No document root: civetweb serves no files. Keep-alive on, so that
-  // pipelined requests on one connection are all answered.
-  const char* options[] = {
-      "listening_ports",   bind.c_str(), "num_threads", "2",
-      "enable_keep_alive", "yes",        nullptr};
-  mg_callbacks callbacks;
-  std::memset(&callbacks, 0, sizeof(callbacks));
-  // civetweb logs a bind failure itself; the status below says it too.
-  callbacks.log_message = [](const mg_connection*, const char*) { return 1; };
-  callbacks.begin_request = &BeginRequest;
-  s->ctx_ = mg_start(&callbacks, s.get(), options);
-  if (s->ctx_ == nullptr) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on ", bind,
-                     " (port taken, or host not an address of this machine?)"));
+  absl::StatusOr<int> fd = Listen(bind);
+  if (!fd.ok()) return fd.status();
+  s->port_ = BoundPort(*fd);
+  // One epoll thread for every connection (the answer is rendered on it:
+  // a scrape takes well under a millisecond to render). The socket is ours
+  // until the daemon starts, then the daemon's (it closes it on stop).
+  s->daemon_ = MHD_start_daemon(
+      MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC, 0, nullptr, nullptr,
+      &Callbacks::Handle, s.get(), MHD_OPTION_LISTEN_SOCKET, *fd,
+      MHD_OPTION_CONNECTION_TIMEOUT,
+      static_cast<unsigned>(absl::ToInt64Seconds(limits.idle_timeout)),
+      MHD_OPTION_CONNECTION_LIMIT,
+      static_cast<unsigned>(limits.max_connections),
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, kConnectionMemory,
+      MHD_OPTION_NOTIFY_CONNECTION, &Callbacks::Notify, s.get(),
+      MHD_OPTION_END);
+  if (s->daemon_ == nullptr) {
+    // The socket is not closed here: whether a failed start closed it is
+    // not documented, and a double close could hit another file.
+    return absl::UnavailableError(absl::StrCat(
+        "cannot serve metrics on ", bind, ": the HTTP server did not start"));
   }
-  mg_set_request_handler(s->ctx_, "/metrics$", &HandleMetrics, s.get());
-  mg_server_port ports[4];
-  const int n = mg_get_server_ports(s->ctx_, 4, ports);
-  s->port_ = n > 0 ? ports[0].port : 0;
   return s;
 }
 
 MetricsHttpServer::~MetricsHttpServer() {
-  if (ctx_ != nullptr) mg_stop(ctx_);
-}
-
-int MetricsHttpServer::HandleMetrics(mg_connection* conn, void* self) {
-  const mg_request_info* ri = mg_get_request_info(conn);
-  const std::string method = ri->request_method;
-  if (method == "GET" || method == "HEAD") {
-    const std::string body = static_cast<MetricsHttpServer*>(self)->render_();
-    mg_response_header_start(conn, 200);
-    mg_response_header_add(conn, "Content-Type", kContentType, -1);
-    mg_response_header_add(conn, "Content-Length",
-                           std::to_string(body.size()).c_str(), -1);
-    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
-    mg_response_header_send(conn);
-    if (method == "GET") mg_write(conn, body.data(), body.size());
-    return 200;
-  }
-  if (method == "OPTIONS") {
-    SendEmpty(conn, 204);
-    return 204;
-  }
-  SendEmpty(conn, 405);
-  return 405;
+  if (daemon_ != nullptr) MHD_stop_daemon(daemon_);
 }
 
 }  // namespace spikeserve

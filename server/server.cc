@@ -82,7 +82,7 @@ absl::StatusOr<std::unique_ptr<SpikeServer>> SpikeServer::Start(
   s->service_.SetAuth(s->auth_.get());
   // Metrics first: /metrics answers while the model loads.
   absl::StatusOr<std::unique_ptr<ServingMetrics>> metrics =
-      ServingMetrics::Create(options.metrics_bind);
+      ServingMetrics::Create(options.metrics_bind, options.http_limits);
   if (!metrics.ok()) return metrics.status();
   s->metrics_ = *std::move(metrics);
   s->service_.SetMetrics(s->metrics_.get());

@@ -39,6 +39,7 @@ struct ServerOptions {
   std::string auth_token;                // empty: no bearer-token check
   // /metrics: "HOST:PORT" (port 0 = any free port), empty = no endpoint.
   std::string metrics_bind;
+  HttpLimits http_limits;       // timeouts and connection limit of HTTP ports
   int layer_metrics_every = 1;  // per-layer series every Nth step, 0 = off
   float spike_factor = 50.f;    // spike token: absmax > factor x median
   EngineOptions engine;         // its `prefix` comes from the plan

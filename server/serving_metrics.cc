@@ -148,12 +148,12 @@ ServingMetrics::~ServingMetrics() {
 }
 
 absl::StatusOr<std::unique_ptr<ServingMetrics>> ServingMetrics::Create(
-    const std::string& bind) {
+    const std::string& bind, const HttpLimits& limits) {
   std::unique_ptr<ServingMetrics> m(new ServingMetrics());
   if (bind.empty()) return m;
-  // civetweb takes "HOST:PORT"; port 0 picks a free one.
+  // "HOST:PORT"; port 0 picks a free one.
   absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
-      MetricsHttpServer::Start(bind,
+      MetricsHttpServer::Start(bind, limits,
                                [raw = m.get()] { return raw->Serialize(); });
   if (!http.ok()) return http.status();
   m->http_ = *std::move(http);

@@ -29,15 +29,17 @@ namespace spikeserve {
 
 class ServingMetrics {
  public:
-  // Serves /metrics on `bind` ("HOST:PORT"; port 0 = any free port), or
-  // nowhere when `bind` is empty (tests scrape Serialize()). Fails with a
-  // clear message when the port is taken.
+  // Serves /metrics on `bind` ("HOST:PORT"; port 0 = any free port) within
+  // `limits`, or nowhere when `bind` is empty (tests scrape Serialize()).
+  // Fails with a clear message when the port is taken.
   static absl::StatusOr<std::unique_ptr<ServingMetrics>> Create(
-      const std::string& bind);
+      const std::string& bind, const HttpLimits& limits = {});
   ~ServingMetrics();
 
   prometheus::Registry* registry() { return registry_.get(); }
   int port() const { return port_; }
+  // The /metrics HTTP server (null: none).
+  MetricsHttpServer* http() { return http_.get(); }
 
   // The engine whose statistics the scrape reports (null: none yet).
   void AttachEngine(const Engine* engine) { engine_.store(engine); }

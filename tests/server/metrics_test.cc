@@ -243,8 +243,8 @@ TEST_F(MetricsTest, CancelledAndDeadlineCallsAreCountedWithTheirCode) {
 
 // Issue 23 D15: /metrics speaks HTTP/1.1 to every client: HEAD answers
 // like GET without the body, other methods get 405 with Allow, OPTIONS
-// /metrics and an Upgrade request get a status line, pipelined requests
-// each get an answer.
+// (/metrics and *) 204 with Allow, an Upgrade request gets a status line,
+// pipelined requests each get an answer.
 TEST_F(MetricsTest, MetricsEndpointAnswersEveryMethodAndPipelinedRequests) {
   StartServer(MetricsOptions());
   const int port = server_->metrics()->port();
@@ -260,17 +260,19 @@ TEST_F(MetricsTest, MetricsEndpointAnswersEveryMethodAndPipelinedRequests) {
     EXPECT_THAT(r, ::testing::StartsWith("HTTP/1.1 405")) << method << r;
     EXPECT_THAT(r, HasSubstr("Allow: GET, HEAD")) << method;
   }
-  // (OPTIONS * stays unanswered: civetweb drops the asterisk form before
-  // any callback; see metrics_http.h.)
-  r = HttpExchange(port, "OPTIONS /metrics HTTP/1.1\r\n" + close);
-  EXPECT_THAT(r, ::testing::StartsWith("HTTP/1.1 ")) << r;
-  EXPECT_THAT(r, HasSubstr("Allow: GET, HEAD")) << r;
+  for (const char* target : {"/metrics", "*"}) {
+    r = HttpExchange(port,
+                     absl::StrCat("OPTIONS ", target, " HTTP/1.1\r\n", close));
+    EXPECT_THAT(r, ::testing::StartsWith("HTTP/1.1 204")) << target << r;
+    EXPECT_THAT(r, HasSubstr("Allow: GET, HEAD")) << target << r;
+  }
   r = HttpExchange(port,
                    "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                    "Connection: Upgrade\r\nUpgrade: websocket\r\n"
                    "Sec-WebSocket-Version: 13\r\n"
                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
-  EXPECT_THAT(r, ::testing::StartsWith("HTTP/1.1 ")) << r.substr(0, 200);
+  EXPECT_THAT(r, ::testing::StartsWith("HTTP/1.1 200 OK\r\n"))
+      << r.substr(0, 200);
   // Three pipelined keep-alive GETs, the last one closing: three answers.
   const std::string get = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n";
   r = HttpExchange(
