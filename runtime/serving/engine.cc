@@ -169,7 +169,9 @@ bool Engine::Abort(const std::string& id) {
 
 EngineStats Engine::Stats() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return stats_;
+  EngineStats s = stats_;
+  s.aborts_pending = int(aborts_.size());
+  return s;
 }
 
 void Engine::PublishStats() {

@@ -107,6 +107,7 @@ struct EngineStats {
   std::vector<int> prefix_block_refs;
   int64_t prefix_cache_query_tokens = 0, prefix_cache_hit_tokens = 0;
   int64_t steps = 0, preemptions = 0;
+  int aborts_pending = 0;  // Abort calls the engine thread has not yet seen
 };
 
 class Engine {

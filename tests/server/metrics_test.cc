@@ -202,6 +202,9 @@ TEST_F(MetricsTest, CancelledAndDeadlineCallsAreCountedWithTheirCode) {
     auto reader = stub_->GenerateStream(&ctx, TokenRequest({65, 66, 67}, 50));
     gate_.WaitPauses(1);
     ctx.TryCancel();
+    // The engine runs on only once the server has seen the cancellation
+    // (else it could finish the 50 tokens first, and the call is then OK).
+    WaitForAborts(1);
     gate_.Open();
     v1::GenerateResponse m;
     while (reader->Read(&m)) {

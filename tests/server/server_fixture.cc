@@ -214,6 +214,18 @@ void ServerTest::WaitForWaiting(int n) {
   ASSERT_EQ(server_->engine()->Stats().waiting, n);
 }
 
+void ServerTest::WaitForAborts(int n) {
+  // OnCancel reaches the server on a gRPC thread some time after the
+  // client's TryCancel.
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (server_->engine()->Stats().aborts_pending < n &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::yield();
+  }
+  ASSERT_GE(server_->engine()->Stats().aborts_pending, n);
+}
+
 EngineStats ServerTest::IdleStats() {
   EXPECT_TRUE(server_->WaitForNoCalls(absl::Seconds(30)));
   return server_->engine()->Stats();

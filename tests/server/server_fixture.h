@@ -90,6 +90,8 @@ class ServerTest : public ::testing::Test {
   void WaitForWaiting(int n);
   // Engine statistics once every generation call has ended server-side.
   EngineStats IdleStats();
+  // Blocks until the engine holds `n` aborts it has not processed yet.
+  void WaitForAborts(int n);
 
   EngineGate gate_;  // installed as the engine's observer
   std::unique_ptr<SpikeServer> server_;
