@@ -3,9 +3,13 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
+#include <vector>
 
+#include "absl/strings/escaping.h"
 #include "gtest/gtest.h"
 #include "runtime/gguf/ggml_type.h"
+#include "tests/golden_util.h"
 
 namespace spikeserve {
 namespace {
@@ -89,6 +93,112 @@ TEST(Dequantize, UnsupportedTypeNamesTensorAndType) {
                                       "type Q5_K"),
             std::string::npos);
 }
+
+// Goldens from the `gguf` PyPI package (tests/golden/make_dequant_goldens.py):
+// random blocks with extreme fp16 scales, expected outputs as float32 bits.
+// One case per type; every output must have the golden's exact bit pattern.
+struct GoldenCase {
+  std::string name;
+  uint32_t type_id;
+  uint32_t block_elems;
+  uint32_t block_bytes;
+  uint64_t num_blocks;
+  std::string blocks;    // raw block bytes
+  std::string expected;  // little-endian float32, num_blocks * block_elems
+};
+
+std::vector<GoldenCase> LoadGoldens() {
+  const nlohmann::json j = testing::ReadJson(
+      testing::GoldenPath("dequant_goldens.json"));
+  std::vector<GoldenCase> cases;
+  for (const auto& t : j.at("types")) {
+    GoldenCase c;
+    c.name = t.at("name").get<std::string>();
+    c.type_id = t.at("type_id").get<uint32_t>();
+    c.block_elems = t.at("block_elems").get<uint32_t>();
+    c.block_bytes = t.at("block_bytes").get<uint32_t>();
+    c.num_blocks = t.at("num_blocks").get<uint64_t>();
+    if (!absl::Base64Unescape(t.at("blocks_b64").get<std::string>(),
+                              &c.blocks) ||
+        !absl::Base64Unescape(t.at("expected_b64").get<std::string>(),
+                              &c.expected)) {
+      ADD_FAILURE() << c.name << ": bad base64 in golden file";
+      continue;
+    }
+    cases.push_back(std::move(c));
+  }
+  return cases;
+}
+
+// Every type the runtime claims to dequantize has a golden.
+TEST(DequantizeGolden, CoversEveryDequantizableType) {
+  const std::string path = testing::GoldenPath("dequant_goldens.json");
+  ASSERT_TRUE(testing::FileExists(path)) << path;
+  const std::vector<GoldenCase> cases = LoadGoldens();
+  for (uint32_t id = 0; id < 64; ++id) {
+    if (!IsDequantizable(id) || id == uint32_t(GgmlType::kF32)) continue;
+    bool found = false;
+    for (const GoldenCase& c : cases) found |= c.type_id == id;
+    EXPECT_TRUE(found) << "no golden for " << GgmlTypeName(id);
+  }
+}
+
+const GoldenCase* FindGolden(const std::vector<GoldenCase>& cases,
+                             GgmlType type) {
+  for (const GoldenCase& c : cases) {
+    if (c.type_id == uint32_t(type)) return &c;
+  }
+  return nullptr;
+}
+
+// One instance per type: names the type in the test name and on failure.
+class DequantizeGoldenTest : public ::testing::TestWithParam<GgmlType> {};
+
+TEST_P(DequantizeGoldenTest, BitIdenticalToGgufPackage) {
+  const std::string path = testing::GoldenPath("dequant_goldens.json");
+  ASSERT_TRUE(testing::FileExists(path)) << path;
+  const std::vector<GoldenCase> cases = LoadGoldens();
+  const GoldenCase* found = FindGolden(cases, GetParam());
+  ASSERT_NE(found, nullptr) << "no golden for "
+                            << GgmlTypeName(uint32_t(GetParam()));
+  const GoldenCase& c = *found;
+  ASSERT_TRUE(IsDequantizable(c.type_id)) << c.name;
+  const GgmlTypeTraits* traits = GetGgmlTypeTraits(c.type_id);
+  ASSERT_NE(traits, nullptr);
+  EXPECT_EQ(GgmlTypeName(c.type_id), c.name);
+  EXPECT_EQ(traits->block_elems, c.block_elems);
+  EXPECT_EQ(traits->block_bytes, c.block_bytes);
+  const uint64_t n = c.num_blocks * c.block_elems;
+  ASSERT_EQ(c.blocks.size(), c.num_blocks * c.block_bytes);
+  ASSERT_EQ(c.expected.size(), n * sizeof(float));
+  std::vector<float> y(n);
+  DequantizeRow(c.type_id, reinterpret_cast<const uint8_t*>(c.blocks.data()),
+                y.data(), n);
+  int mismatches = 0;
+  for (uint64_t e = 0; e < n; ++e) {
+    uint32_t got, want;
+    std::memcpy(&got, &y[e], 4);
+    std::memcpy(&want, c.expected.data() + 4 * e, 4);
+    if (got != want && ++mismatches <= 5) {
+      float w;
+      std::memcpy(&w, &want, 4);
+      ADD_FAILURE() << c.name << " element " << e << " (block "
+                    << e / c.block_elems << ", index " << e % c.block_elems
+                    << "): got 0x" << std::hex << got << " (" << y[e]
+                    << "), want 0x" << want << " (" << w << ")";
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << c.name << ": " << mismatches << " of " << n
+                           << " elements differ";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllTypes, DequantizeGoldenTest,
+    ::testing::Values(GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ4_0,
+                      GgmlType::kQ4_1, GgmlType::kQ8_0),
+    [](const ::testing::TestParamInfo<GgmlType>& info) {
+      return GgmlTypeName(uint32_t(info.param));
+    });
 
 }  // namespace
 }  // namespace spikeserve
