@@ -195,7 +195,8 @@ TEST_P(DequantizeGoldenTest, BitIdenticalToGgufPackage) {
 INSTANTIATE_TEST_SUITE_P(
     AllTypes, DequantizeGoldenTest,
     ::testing::Values(GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ4_0,
-                      GgmlType::kQ4_1, GgmlType::kQ8_0),
+                      GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1,
+                      GgmlType::kQ8_0),
     [](const ::testing::TestParamInfo<GgmlType>& info) {
       return GgmlTypeName(uint32_t(info.param));
     });

@@ -14,6 +14,12 @@ uint16_t LoadU16(const uint8_t* p) {
   return x;
 }
 
+uint32_t LoadU32(const uint8_t* p) {
+  uint32_t x;
+  std::memcpy(&x, p, 4);
+  return x;
+}
+
 // Block layouts (ggml-common.h): all little-endian, f16 scales first.
 //   Q4_0: {f16 d; u8 qs[16]}         x = (nibble - 8) * d
 //   Q4_1: {f16 d; f16 m; u8 qs[16]}  x = nibble * d + m
@@ -48,6 +54,41 @@ void DequantQ8_0(const uint8_t* b, float* y, uint64_t blocks) {
     const float d = HalfToFloat(LoadU16(b));
     const int8_t* qs = reinterpret_cast<const int8_t*>(b + 2);
     for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(qs[j]) * d;
+  }
+}
+
+// Q5_0: 22 bytes per 32 elements, {f16 d; u32 qh; u8 qs[16]}.
+//   5-bit code q_j = nibble_j | (bit j of qh) << 4, nibbles as in Q4_0
+//   (element j < 16 low nibble of qs[j], j + 16 its high nibble);
+//   x = (q - 16) * d.
+void DequantQ5_0(const uint8_t* b, float* y, uint64_t blocks) {
+  for (uint64_t i = 0; i < blocks; ++i, b += 22, y += 32) {
+    const float d = HalfToFloat(LoadU16(b));
+    const uint32_t qh = LoadU32(b + 2);
+    const uint8_t* qs = b + 6;
+    for (int j = 0; j < 16; ++j) {
+      const int lo = (qs[j] & 0x0F) | (((qh >> j) & 1) << 4);
+      const int hi = (qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+      y[j] = static_cast<float>(lo - 16) * d;
+      y[j + 16] = static_cast<float>(hi - 16) * d;
+    }
+  }
+}
+
+// Q5_1: 24 bytes per 32 elements, {f16 d; f16 m; u32 qh; u8 qs[16]}.
+//   Codes as in Q5_0, unsigned; x = q * d + m (product rounded first).
+void DequantQ5_1(const uint8_t* b, float* y, uint64_t blocks) {
+  for (uint64_t i = 0; i < blocks; ++i, b += 24, y += 32) {
+    const float d = HalfToFloat(LoadU16(b));
+    const float m = HalfToFloat(LoadU16(b + 2));
+    const uint32_t qh = LoadU32(b + 4);
+    const uint8_t* qs = b + 8;
+    for (int j = 0; j < 16; ++j) {
+      const int lo = (qs[j] & 0x0F) | (((qh >> j) & 1) << 4);
+      const int hi = (qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+      y[j] = static_cast<float>(lo) * d + m;
+      y[j + 16] = static_cast<float>(hi) * d + m;
+    }
   }
 }
 
@@ -91,6 +132,8 @@ bool IsDequantizable(uint32_t type_id) {
     case GgmlType::kBF16:
     case GgmlType::kQ4_0:
     case GgmlType::kQ4_1:
+    case GgmlType::kQ5_0:
+    case GgmlType::kQ5_1:
     case GgmlType::kQ8_0:
       return true;
     default:
@@ -118,6 +161,12 @@ void DequantizeRow(uint32_t type_id, const uint8_t* src, float* dst,
     case GgmlType::kQ4_1:
       DequantQ4_1(src, dst, n / 32);
       break;
+    case GgmlType::kQ5_0:
+      DequantQ5_0(src, dst, n / 32);
+      break;
+    case GgmlType::kQ5_1:
+      DequantQ5_1(src, dst, n / 32);
+      break;
     case GgmlType::kQ8_0:
       DequantQ8_0(src, dst, n / 32);
       break;
@@ -130,7 +179,7 @@ absl::StatusOr<std::vector<float>> DequantizeTensor(const GgufTensor& t) {
   if (!IsDequantizable(t.type)) {
     return absl::UnimplementedError(absl::StrCat(
         "tensor '", t.name, "' has unsupported type ", GgmlTypeName(t.type),
-        " (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0)"));
+        " (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)"));
   }
   std::vector<float> out(t.num_elements);
   DequantizeRow(t.type, t.data, out.data(), t.num_elements);
