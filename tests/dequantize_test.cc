@@ -86,11 +86,11 @@ TEST(Dequantize, Q8_0TwoBlocks) {
 TEST(Dequantize, UnsupportedTypeNamesTensorAndType) {
   GgufTensor t;
   t.name = "blk.0.ffn_down.weight";
-  t.type = uint32_t(GgmlType::kQ5_K);
+  t.type = uint32_t(GgmlType::kIQ2_XXS);
   auto r = DequantizeTensor(t);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_NE(r.status().message().find("'blk.0.ffn_down.weight' has unsupported "
-                                      "type Q5_K"),
+                                      "type IQ2_XXS"),
             std::string::npos);
 }
 
@@ -196,7 +196,9 @@ INSTANTIATE_TEST_SUITE_P(
     AllTypes, DequantizeGoldenTest,
     ::testing::Values(GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ4_0,
                       GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1,
-                      GgmlType::kQ8_0),
+                      GgmlType::kQ8_0, GgmlType::kIQ4_NL, GgmlType::kQ2_K,
+                      GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
+                      GgmlType::kQ6_K, GgmlType::kIQ4_XS),
     [](const ::testing::TestParamInfo<GgmlType>& info) {
       return GgmlTypeName(uint32_t(info.param));
     });

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/gguf/dequantize_k.h"
 #include "runtime/gguf/ggml_type.h"
 
 namespace spikeserve {
@@ -92,6 +93,19 @@ void DequantQ5_1(const uint8_t* b, float* y, uint64_t blocks) {
   }
 }
 
+// IQ4_NL: 18 bytes per 32 elements, {f16 d; u8 qs[16]}, nibbles as in Q4_0;
+//   each nibble indexes the non-linear table kIq4NlValues; x = value * d.
+void DequantIQ4_NL(const uint8_t* b, float* y, uint64_t blocks) {
+  for (uint64_t i = 0; i < blocks; ++i, b += 18, y += 32) {
+    const float d = HalfToFloat(LoadU16(b));
+    const uint8_t* qs = b + 2;
+    for (int j = 0; j < 16; ++j) {
+      y[j] = static_cast<float>(kIq4NlValues[qs[j] & 0x0F]) * d;
+      y[j + 16] = static_cast<float>(kIq4NlValues[qs[j] >> 4]) * d;
+    }
+  }
+}
+
 }  // namespace
 
 float HalfToFloat(uint16_t h) {
@@ -135,6 +149,13 @@ bool IsDequantizable(uint32_t type_id) {
     case GgmlType::kQ5_0:
     case GgmlType::kQ5_1:
     case GgmlType::kQ8_0:
+    case GgmlType::kIQ4_NL:
+    case GgmlType::kQ2_K:
+    case GgmlType::kQ3_K:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
+    case GgmlType::kQ6_K:
+    case GgmlType::kIQ4_XS:
       return true;
     default:
       return false;
@@ -170,6 +191,27 @@ void DequantizeRow(uint32_t type_id, const uint8_t* src, float* dst,
     case GgmlType::kQ8_0:
       DequantQ8_0(src, dst, n / 32);
       break;
+    case GgmlType::kIQ4_NL:
+      DequantIQ4_NL(src, dst, n / 32);
+      break;
+    case GgmlType::kQ2_K:
+      DequantQ2_K(src, dst, n / 256);
+      break;
+    case GgmlType::kQ3_K:
+      DequantQ3_K(src, dst, n / 256);
+      break;
+    case GgmlType::kQ4_K:
+      DequantQ4_K(src, dst, n / 256);
+      break;
+    case GgmlType::kQ5_K:
+      DequantQ5_K(src, dst, n / 256);
+      break;
+    case GgmlType::kQ6_K:
+      DequantQ6_K(src, dst, n / 256);
+      break;
+    case GgmlType::kIQ4_XS:
+      DequantIQ4_XS(src, dst, n / 256);
+      break;
     default:
       break;  // callers check IsDequantizable first
   }
@@ -179,7 +221,8 @@ absl::StatusOr<std::vector<float>> DequantizeTensor(const GgufTensor& t) {
   if (!IsDequantizable(t.type)) {
     return absl::UnimplementedError(absl::StrCat(
         "tensor '", t.name, "' has unsupported type ", GgmlTypeName(t.type),
-        " (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)"));
+        " (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, "
+        "Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)"));
   }
   std::vector<float> out(t.num_elements);
   DequantizeRow(t.type, t.data, out.data(), t.num_elements);
