@@ -6,6 +6,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/gguf/dequantize.h"
+#include "runtime/gguf/ggml_type.h"
 #include "runtime/model/model.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/weights.h"
@@ -86,6 +88,45 @@ TEST(GgufReader, TypedGettersNameTheKey) {
             absl::StatusCode::kNotFound);
   EXPECT_THAT((*f)->GetString("missing").status().message(),
               HasSubstr("'missing' is missing"));
+}
+
+// A tensor of every dequantizable quantized type round-trips: the reader
+// computes its byte size from the type's block geometry and the
+// dequantizer accepts it. Dims {512, 3}: 512 is a multiple of 32 and 256.
+TEST(GgufReader, TensorOfEveryQuantizedTypeRoundTrips) {
+  const GgmlType types[] = {
+      GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1,
+      GgmlType::kQ8_0, GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K,
+      GgmlType::kQ5_K, GgmlType::kQ6_K, GgmlType::kIQ4_NL, GgmlType::kIQ4_XS};
+  for (GgmlType type : types) {
+    const uint32_t id = static_cast<uint32_t>(type);
+    SCOPED_TRACE(GgmlTypeName(id));
+    const GgmlTypeTraits* traits = GetGgmlTypeTraits(id);
+    ASSERT_NE(traits, nullptr);
+    const uint64_t bytes = 512 / traits->block_elems * traits->block_bytes * 3;
+    std::string data(bytes, '\0');
+    for (uint64_t i = 0; i < bytes; ++i) data[i] = static_cast<char>(i * 37);
+    GgufBuilder b;
+    b.AddTensor("w", {512, 3}, id, data);
+    b.AddF32Tensor("after", {4}, {1.f, 2.f, 3.f, 4.f});
+    const std::string file = b.Build();
+    auto f = Parse(file);
+    ASSERT_TRUE(f.ok()) << f.status();
+    const GgufTensor* t = (*f)->FindTensor("w");
+    ASSERT_NE(t, nullptr);
+    EXPECT_EQ(t->type, id);
+    EXPECT_EQ(t->dims, (std::vector<uint64_t>{512, 3}));
+    EXPECT_EQ(t->num_elements, 512u * 3);
+    EXPECT_EQ(t->num_bytes, bytes);
+    EXPECT_EQ(std::memcmp(t->data, data.data(), bytes), 0);
+    const GgufTensor* after = (*f)->FindTensor("after");
+    ASSERT_NE(after, nullptr);
+    EXPECT_EQ(after->num_bytes, 16u);
+    ASSERT_TRUE(IsDequantizable(id));
+    auto values = DequantizeTensor(*t);
+    ASSERT_TRUE(values.ok()) << values.status();
+    EXPECT_EQ(values->size(), 512u * 3);
+  }
 }
 
 // Every prefix of a valid file must fail cleanly (never crash).
