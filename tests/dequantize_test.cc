@@ -108,8 +108,8 @@ struct GoldenCase {
 };
 
 std::vector<GoldenCase> LoadGoldens() {
-  const nlohmann::json j = testing::ReadJson(
-      testing::GoldenPath("dequant_goldens.json"));
+  const nlohmann::json j =
+      testing::ReadJson(testing::GoldenPath("dequant_goldens.json"));
   std::vector<GoldenCase> cases;
   for (const auto& t : j.at("types")) {
     GoldenCase c;
@@ -159,8 +159,8 @@ TEST_P(DequantizeGoldenTest, BitIdenticalToGgufPackage) {
   ASSERT_TRUE(testing::FileExists(path)) << path;
   const std::vector<GoldenCase> cases = LoadGoldens();
   const GoldenCase* found = FindGolden(cases, GetParam());
-  ASSERT_NE(found, nullptr) << "no golden for "
-                            << GgmlTypeName(uint32_t(GetParam()));
+  ASSERT_NE(found, nullptr)
+      << "no golden for " << GgmlTypeName(uint32_t(GetParam()));
   const GoldenCase& c = *found;
   ASSERT_TRUE(IsDequantizable(c.type_id)) << c.name;
   const GgmlTypeTraits* traits = GetGgmlTypeTraits(c.type_id);
@@ -192,16 +192,17 @@ TEST_P(DequantizeGoldenTest, BitIdenticalToGgufPackage) {
                            << " elements differ";
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllTypes, DequantizeGoldenTest,
-    ::testing::Values(GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ4_0,
-                      GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1,
-                      GgmlType::kQ8_0, GgmlType::kIQ4_NL, GgmlType::kQ2_K,
-                      GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
-                      GgmlType::kQ6_K, GgmlType::kIQ4_XS),
-    [](const ::testing::TestParamInfo<GgmlType>& info) {
-      return GgmlTypeName(uint32_t(info.param));
-    });
+INSTANTIATE_TEST_SUITE_P(AllTypes, DequantizeGoldenTest,
+                         ::testing::Values(GgmlType::kF16, GgmlType::kBF16,
+                                           GgmlType::kQ4_0, GgmlType::kQ4_1,
+                                           GgmlType::kQ5_0, GgmlType::kQ5_1,
+                                           GgmlType::kQ8_0, GgmlType::kIQ4_NL,
+                                           GgmlType::kQ2_K, GgmlType::kQ3_K,
+                                           GgmlType::kQ4_K, GgmlType::kQ5_K,
+                                           GgmlType::kQ6_K, GgmlType::kIQ4_XS),
+                         [](const ::testing::TestParamInfo<GgmlType>& info) {
+                           return GgmlTypeName(uint32_t(info.param));
+                         });
 
 }  // namespace
 }  // namespace spikeserve

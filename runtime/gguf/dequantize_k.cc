@@ -121,7 +121,8 @@ void DequantQ5_K(const uint8_t* b, float* y, uint64_t blocks) {
       const float ml = dmin * static_cast<float>(min);
       const int c = j / 2, shift = 4 * (j % 2);
       for (int l = 0; l < 32; ++l) {
-        const int q = ((qs[32 * c + l] >> shift) & 0x0F) | (((qh[l] >> j) & 1) << 4);
+        const int q =
+            ((qs[32 * c + l] >> shift) & 0x0F) | (((qh[l] >> j) & 1) << 4);
         y[32 * j + l] = dl * static_cast<float>(q) - ml;
       }
     }
