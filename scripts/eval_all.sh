@@ -133,4 +133,7 @@ cp "$out/plan.report.svg" docs/accuracy-heatmap.svg
 # The default plan: per-token scales after smoothing and rotation, with the
 # QFeP prefix (batch-invariant; issue 23 D1).
 cp "$out/plan-token-smoothrot.json" plans/smollm2-135m-instruct.json
+# ... and its compact copy in the Kubernetes base (tests/deploy checks they agree).
+python3 -c 'import json, sys; json.dump(json.load(open(sys.argv[1])), open(sys.argv[2], "w"), separators=(",", ":"))' \
+  plans/smollm2-135m-instruct.json deploy/k8s/base/quant-plan.json
 echo "wrote docs/accuracy.md" >&2
