@@ -96,8 +96,9 @@ struct MetricsHttpServer::Callbacks {
   // body, then once more at its end. The answer is queued at the end, so
   // that the connection stays alive for the next (pipelined) request:
   // libmicrohttpd closes a connection whose answer was queued before the
-  // request was read. A body is discarded, except that a refused request
-  // is answered at its first piece of body (then the connection closes).
+  // request was read. A body is read and discarded, refused requests'
+  // included (libmicrohttpd refuses to queue an answer while a body is
+  // still arriving).
   static MHD_Result Handle(void* cls, MHD_Connection* conn, const char* url,
                            const char* method, const char* /*version*/,
                            const char* /*upload_data*/,
@@ -112,8 +113,8 @@ struct MetricsHttpServer::Callbacks {
       *request_state = &headers_seen;
       return MHD_YES;
     }
-    if (*upload_data_size != 0 && serve) {
-      *upload_data_size = 0;  // a body of GET or HEAD means nothing
+    if (*upload_data_size != 0) {
+      *upload_data_size = 0;  // no route takes a body
       return MHD_YES;
     }
     if (options && (metrics || std::strcmp(url, "*") == 0)) {

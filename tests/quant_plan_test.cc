@@ -114,7 +114,13 @@ TEST(QuantPlan, RejectsBadPlansNamingTheField) {
          p.set_activation_mode(v1::PER_TENSOR_STATIC);
          p.mutable_sites(0)->set_static_absmax(0);
        },
-       "site 0.qkv has no positive static_absmax"},
+       "site 0.qkv has static_absmax 0; static mode needs a normal positive"},
+      {"static range that underflows a float",
+       [](v1::QuantPlan& p) {
+         p.set_activation_mode(v1::PER_TENSOR_STATIC);
+         p.mutable_sites(0)->set_static_absmax(1e-300);
+       },
+       "site 0.qkv has static_absmax 1e-300; static mode needs a normal"},
       // Issue 23 D4: values that are not finite or out of range.
       {"NaN smoothing scale", [](v1::QuantPlan& p) { SetSmoothing(p, 2, NAN); },
        "sites[2] (0.gate_up).smooth_scales[5] = nan is outside the allowed "

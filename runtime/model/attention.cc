@@ -86,7 +86,7 @@ void Attention(const ModelConfig& c, int layer,
   segs.clear();
   seg0.assign(nq + 1, 0);
   items.clear();
-  std::vector<SequenceKv::Segment> one;
+  std::vector<SequenceKv::Segment>& one = scratch->one;
   int64_t macs = 0;
   for (size_t i = 0; i < nq; ++i) {
     const AttentionQuery& dq = queries[i];

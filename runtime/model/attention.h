@@ -17,6 +17,7 @@ struct AttentionScratch {
   // Per query: its KV runs, from seg0[i] (prefix sums, [queries + 1]).
   std::vector<SequenceKv::Segment> segments;
   std::vector<size_t> seg0;
+  std::vector<SequenceKv::Segment> one;  // one query's runs
   // Work items: (query, first row, head), tiles of kAttentionTileRows rows.
   struct Item {
     int query, row0, rows, head;

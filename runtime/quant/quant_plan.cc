@@ -296,9 +296,10 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
       return st;
     }
     if (q.mode == ActQuantMode::kPerTensorStatic && !q.fp32_sites.count(*k)) {
-      if (!(s.static_absmax() > 0)) {
-        return PlanError(absl::StrCat("site ", SiteKeyName(*k),
-                                      " has no positive static_absmax"));
+      if (!(s.static_absmax() >= FLT_MIN)) {
+        return PlanError(absl::StrCat(
+            "site ", SiteKeyName(*k), " has static_absmax ", s.static_absmax(),
+            "; static mode needs a normal positive float (>= ", FLT_MIN, ")"));
       }
       q.static_absmax[*k] = float(s.static_absmax());
     }

@@ -241,7 +241,7 @@ TEST_F(MetricsLoadTest, ScrapesAnswerWhileManyConnectionsAreIdleOrSlow) {
   // The server closes its ends (bounded wait on its own count).
   const Clock::time_point until = Clock::now() + std::chrono::seconds(10);
   while (http->open_connections() > 0 && Clock::now() < until) {
-    std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // poll
   }
   EXPECT_EQ(http->open_connections(), 0);
   const int threads_after = ThreadCount();

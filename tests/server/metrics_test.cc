@@ -285,6 +285,16 @@ TEST_F(MetricsTest, MetricsEndpointAnswersEveryMethodAndPipelinedRequests) {
   // Other paths: 404.
   r = HttpExchange(port, "GET /other HTTP/1.1\r\n" + close);
   EXPECT_THAT(r, ::testing::StartsWith("HTTP/1.1 404")) << r;
+  // Refused requests that carry a body are answered too (the body is read
+  // and dropped), and so is a keep-alive GET pipelined after one.
+  r = HttpExchange(port, "POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n" +
+                             std::string("Host: 127.0.0.1\r\n\r\nhello") + get +
+                             "Connection: close\r\n\r\n");
+  EXPECT_THAT(r, ::testing::StartsWith("HTTP/1.1 405")) << r;
+  EXPECT_EQ(Count(r, "HTTP/1.1 200 OK\r\n"), 1) << r.substr(0, 300);
+  r = HttpExchange(
+      port, "PUT /other HTTP/1.1\r\nContent-Length: 3\r\n" + close + "abc");
+  EXPECT_THAT(r, ::testing::StartsWith("HTTP/1.1 404")) << r;
 }
 
 TEST_F(MetricsTest, LayerSeriesCanBeSwitchedOff) {

@@ -247,19 +247,33 @@ TEST(ProcessTest, ExitFollowsTheDrainTimeoutPromptly) {
   auto stub = v1::Generation::NewStub(
       grpc::CreateChannel(absl::StrCat("127.0.0.1:", p.GrpcPort()),
                           grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
+  // Eight long streams, so that the engine is still busy when the signal
+  // lands (one stream of the tiny model could finish its 2000 tokens first
+  // on a loaded machine).
+  constexpr int kStreams = 8;
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctx;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>>
+      readers;
   v1::GenerateRequest req;
   req.mutable_tokens()->add_ids(65);
   req.mutable_stopping()->set_max_new_tokens(2000);
   req.mutable_stopping()->set_ignore_eos(true);
-  auto reader = stub->GenerateStream(&ctx, req);
-  v1::GenerateResponse m, last;
-  ASSERT_TRUE(reader->Read(&m));  // generating
+  v1::GenerateResponse m;
+  for (int i = 0; i < kStreams; ++i) {
+    ctx.push_back(std::make_unique<grpc::ClientContext>());
+    readers.push_back(stub->GenerateStream(ctx.back().get(), req));
+  }
+  for (auto& r : readers) ASSERT_TRUE(r->Read(&m));  // all generating
   p.Signal(SIGTERM);
   const auto t0 = Clock::now();
-  while (reader->Read(&m)) last = m;
-  EXPECT_TRUE(reader->Finish().ok());
-  EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_ABORTED);
+  int aborted = 0;
+  for (auto& r : readers) {
+    v1::GenerateResponse last;
+    while (r->Read(&m)) last = m;
+    EXPECT_TRUE(r->Finish().ok());
+    aborted += last.finish_reason() == v1::FINISH_REASON_ABORTED;
+  }
+  EXPECT_GE(aborted, 1);
   // The client keeps its connection open, as real clients do.
   const std::optional<int> code = p.WaitExit(std::chrono::seconds(30));
   const double seconds =
@@ -267,7 +281,7 @@ TEST(ProcessTest, ExitFollowsTheDrainTimeoutPromptly) {
   ASSERT_TRUE(code.has_value()) << p.log();
   EXPECT_EQ(*code, 0) << p.log();
   EXPECT_LT(seconds, 1.0) << p.log();
-  EXPECT_THAT(p.log(), HasSubstr("1 requests aborted"));
+  EXPECT_THAT(p.log(), HasSubstr(absl::StrCat(aborted, " requests aborted")));
 }
 
 }  // namespace

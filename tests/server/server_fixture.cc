@@ -209,7 +209,7 @@ void ServerTest::WaitForWaiting(int n) {
       std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (server_->engine()->Stats().waiting < n &&
          std::chrono::steady_clock::now() < until) {
-    std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // poll
   }
   ASSERT_EQ(server_->engine()->Stats().waiting, n);
 }
@@ -221,7 +221,7 @@ void ServerTest::WaitForAborts(int n) {
       std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (server_->engine()->Stats().aborts_pending < n &&
          std::chrono::steady_clock::now() < until) {
-    std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // poll
   }
   ASSERT_GE(server_->engine()->Stats().aborts_pending, n);
 }
