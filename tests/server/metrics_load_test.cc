@@ -255,8 +255,14 @@ TEST_F(MetricsLoadTest, ScrapesAnswerWhileManyConnectionsAreIdleOrSlow) {
       threads_after, rss_before, rss_loaded, rss_after);
   EXPECT_LE(std::abs(threads_after - threads_before), threads_before / 10)
       << threads_before << " -> " << threads_after;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // Sanitizer allocators hold freed memory in quarantine: RSS does not come
+  // back there by design, so the memory bound is checked in normal builds.
+  std::printf("RSS bound not checked under a sanitizer\n");
+#else
   EXPECT_LE(std::abs(rss_after - rss_before), rss_before / 10)
       << rss_before << " -> " << rss_after << " KiB";
+#endif
 }
 
 // --http_idle_timeout: a connection that sends nothing, and one that stops
