@@ -15,6 +15,7 @@
 #include "runtime/quant/quant_plan.h"
 #include "runtime/serving/engine.h"
 #include "runtime/serving/model_bundle.h"
+#include "tests/fixtures/update_collector.h"
 #include "tests/golden_util.h"
 
 namespace spikeserve {
@@ -24,39 +25,7 @@ using ::spikeserve::testing::DefaultModelPath;
 
 constexpr int kNewTokens = 48;
 
-// Collects the tokens of many requests; Wait() blocks until one finishes.
-class Collector {
- public:
-  UpdateCallback For(const std::string& id) {
-    return [this, id](const GenerationUpdate& u) {
-      std::lock_guard<std::mutex> lock(mu_);
-      Result& r = results_[id];
-      for (const auto& t : u.tokens) r.tokens.push_back(t.id);
-      if (u.finished) {
-        r.finished = true;
-        r.status = u.status;
-        r.cached_tokens = u.cached_tokens;
-        cv_.notify_all();
-      }
-    };
-  }
-  struct Result {
-    std::vector<int32_t> tokens;
-    bool finished = false;
-    absl::Status status;
-    int cached_tokens = 0;
-  };
-  Result Wait(const std::string& id) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return results_[id].finished; });
-    return results_[id];
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<std::string, Result> results_;
-};
+using Collector = ::spikeserve::testing::UpdateCollector;
 
 std::string ChatPrompt(const std::string& user) {
   std::string system;
@@ -134,7 +103,7 @@ class BatchInvarianceTest : public ::testing::TestWithParam<Case> {
     EXPECT_TRUE(s.ok()) << s;
     if (!s.ok()) return {};
     Collector::Result r = c.Wait(id);
-    EXPECT_TRUE(r.status.ok()) << r.status;
+    EXPECT_TRUE(r.final.status.ok()) << r.final.status;
     return r;
   }
 
@@ -151,9 +120,9 @@ TEST_P(BatchInvarianceTest, SameRequestSameTokens) {
   ASSERT_NE(e, nullptr);
   const Collector::Result cold = Run(e.get(), "cold", prompt);
   ASSERT_EQ(cold.tokens.size(), size_t(kNewTokens));
-  EXPECT_EQ(cold.cached_tokens, 0);
+  EXPECT_EQ(cold.final.cached_tokens, 0);
   const Collector::Result hit = Run(e.get(), "hit", prompt);
-  EXPECT_GT(hit.cached_tokens, 100);
+  EXPECT_GT(hit.final.cached_tokens, 100);
   EXPECT_EQ(hit.tokens, cold.tokens) << "prefix-cache hit";
 
   // (c) chunked prefill in chunks of 16, 64 and 512 tokens.
@@ -187,7 +156,7 @@ TEST_P(BatchInvarianceTest, SameRequestSameTokens) {
   }
   const Collector::Result target = c.Wait("target");
   for (int i = 0; i < 7; ++i) c.Wait("other" + std::to_string(i));
-  EXPECT_TRUE(target.status.ok()) << target.status;
+  EXPECT_TRUE(target.final.status.ok()) << target.final.status;
   EXPECT_EQ(target.tokens, cold.tokens) << "among 7 concurrent requests";
 }
 

@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "runtime/text/tokenizer_spec.h"
 #include "tests/fixtures/gguf_builder.h"
+#include "tests/fixtures/update_collector.h"
 
 namespace spikeserve {
 namespace {
@@ -16,41 +17,7 @@ namespace {
 using ::spikeserve::testing::TinyLlama;
 using ::testing::HasSubstr;
 
-// Collects the updates of many requests; Wait() blocks until they finish.
-class Collector {
- public:
-  UpdateCallback For(const std::string& id) {
-    return [this, id](const GenerationUpdate& u) {
-      std::lock_guard<std::mutex> lock(mu_);
-      Result& r = results_[id];
-      r.text += u.text;
-      for (const auto& t : u.tokens) r.tokens.push_back(t.id);
-      r.updates++;
-      if (u.finished) {
-        r.finished = true;
-        r.final = u;
-        cv_.notify_all();
-      }
-    };
-  }
-  struct Result {
-    std::vector<int32_t> tokens;
-    std::string text;
-    int updates = 0;
-    bool finished = false;
-    GenerationUpdate final;
-  };
-  Result Wait(const std::string& id) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return results_[id].finished; });
-    return results_[id];
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<std::string, Result> results_;
-};
+using Collector = ::spikeserve::testing::UpdateCollector;
 
 class EngineTest : public ::testing::Test {
  protected:

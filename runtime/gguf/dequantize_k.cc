@@ -84,12 +84,18 @@ void DequantQ3_K(const uint8_t* b, float* y, uint64_t blocks) {
 //   8 sub-blocks of 32 with 6-bit scale and min (ScaleMinK4). Sub-block
 //   j = 2c + k (c < 4, k < 2), element l < 32: nibble k (low, then high) of
 //   qs[32 c + l]. x = (d * scale) * q - (dmin * min).
-void DequantQ4_K(const uint8_t* b, float* y, uint64_t blocks) {
-  for (uint64_t i = 0; i < blocks; ++i, b += 144, y += kQK) {
+// Q5_K: 176 bytes, {f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]}.
+//   As Q4_K, plus a fifth bit: bit j of qh[l] is bit 4 of element l of
+//   sub-block j, q in [0, 31].
+template <bool kFifthBit>
+void DequantQ45_K(const uint8_t* b, float* y, uint64_t blocks) {
+  constexpr int kBytes = kFifthBit ? 176 : 144;
+  for (uint64_t i = 0; i < blocks; ++i, b += kBytes, y += kQK) {
     const float d = LoadHalf(b);
     const float dmin = LoadHalf(b + 2);
     const uint8_t* scales = b + 4;
-    const uint8_t* qs = b + 16;
+    const uint8_t* qh = b + 16;  // Q5_K only
+    const uint8_t* qs = b + (kFifthBit ? 48 : 16);
     for (int j = 0; j < 8; ++j) {
       int scale, min;
       ScaleMinK4(j, scales, &scale, &min);
@@ -97,36 +103,18 @@ void DequantQ4_K(const uint8_t* b, float* y, uint64_t blocks) {
       const float ml = dmin * static_cast<float>(min);
       const int c = j / 2, shift = 4 * (j % 2);
       for (int l = 0; l < 32; ++l) {
-        const int q = (qs[32 * c + l] >> shift) & 0x0F;
+        int q = (qs[32 * c + l] >> shift) & 0x0F;
+        if (kFifthBit) q |= ((qh[l] >> j) & 1) << 4;
         y[32 * j + l] = dl * static_cast<float>(q) - ml;
       }
     }
   }
 }
-
-// Q5_K: 176 bytes, {f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]}.
-//   As Q4_K, plus a fifth bit: bit j of qh[l] is bit 4 of element l of
-//   sub-block j. x = (d * scale) * q - (dmin * min), q in [0, 31].
+void DequantQ4_K(const uint8_t* b, float* y, uint64_t blocks) {
+  DequantQ45_K<false>(b, y, blocks);
+}
 void DequantQ5_K(const uint8_t* b, float* y, uint64_t blocks) {
-  for (uint64_t i = 0; i < blocks; ++i, b += 176, y += kQK) {
-    const float d = LoadHalf(b);
-    const float dmin = LoadHalf(b + 2);
-    const uint8_t* scales = b + 4;
-    const uint8_t* qh = b + 16;
-    const uint8_t* qs = b + 48;
-    for (int j = 0; j < 8; ++j) {
-      int scale, min;
-      ScaleMinK4(j, scales, &scale, &min);
-      const float dl = d * static_cast<float>(scale);
-      const float ml = dmin * static_cast<float>(min);
-      const int c = j / 2, shift = 4 * (j % 2);
-      for (int l = 0; l < 32; ++l) {
-        const int q =
-            ((qs[32 * c + l] >> shift) & 0x0F) | (((qh[l] >> j) & 1) << 4);
-        y[32 * j + l] = dl * static_cast<float>(q) - ml;
-      }
-    }
-  }
+  DequantQ45_K<true>(b, y, blocks);
 }
 
 // Q6_K: 210 bytes, {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}.
