@@ -24,7 +24,7 @@ namespace {
 enum Scheme { kFp32 = 0, kW8A8 = 1, kW8A8Qfem = 2, kW8A8Rot = 3, kServe = 4 };
 
 const Model& Get(int scheme) {
-  static std::unique_ptr<GgufFile> file = [] {
+  static std::shared_ptr<GgufFile> file = [] {
     const char* env = std::getenv("SPIKESERVE_MODEL");
     auto f = GgufFile::Open(env ? env : SPIKESERVE_DEFAULT_MODEL);
     if (!f.ok()) {
@@ -43,7 +43,7 @@ const Model& Get(int scheme) {
       q.fp32_sites = {{1, Site::kDown},
                       {ReadModelConfig(*file)->n_layers - 1, Site::kDown}};
     }
-    auto m = Model::Load(*file, q);
+    auto m = Model::Load(file, q);
     if (!m.ok()) {
       std::fprintf(stderr, "%s\n", m.status().ToString().c_str());
       std::exit(1);

@@ -225,9 +225,10 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
   // The QFeP prefix is computed: the FP32 copies of quantized matrices have
   // no reader left. Before the warm-up request, so the engine thread's first
   // forward happens after this (the submission's lock orders them).
-  const int64_t freed = bundle_.model->ReleaseUnquantizedWeights();
-  LogInfo(absl::StrCat("released ", freed >> 20,
-                       " MiB of FP32 weights the quantized kernels replace"));
+  // The model file is closed: the kernels hold their own copies.
+  bundle_.model->ReleaseUnquantizedWeights();
+  LogInfo("closed the model file: the QFeP prefix is computed and the "
+          "kernels hold their own weight copies");
 
   // Warm-up: one short request through the whole path (scheduler, kernels,
   // sampler), so the first client does not pay first-touch costs.

@@ -25,7 +25,7 @@ class EngineTest : public ::testing::Test {
     bytes_ = TinyLlama({.layers = 2, .context = 256}).Build();
     file_ = *GgufFile::FromBuffer(
         reinterpret_cast<const uint8_t*>(bytes_.data()), bytes_.size());
-    model_ = *Model::Load(*file_);
+    model_ = *Model::Load(file_);
     tok_ = *Tokenizer::Create(*LoadTokenizerSpec(*file_));
   }
   std::unique_ptr<Engine> Start(EngineOptions o) {
@@ -68,7 +68,7 @@ class EngineTest : public ::testing::Test {
   }
 
   std::string bytes_;
-  std::unique_ptr<GgufFile> file_;
+  std::shared_ptr<GgufFile> file_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tok_;
 };

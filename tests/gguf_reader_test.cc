@@ -173,7 +173,7 @@ TEST_P(GgufMalformedTest, FailsWithSpecificMessage) {
   absl::Status status = f.status();
   if (f.ok()) {
     ASSERT_FALSE(c.fails_at_parse) << "parsed, expected: " << c.expected;
-    auto model = Model::Load(**f);
+    auto model = Model::Load(*std::move(f));
     status = model.status();
   }
   ASSERT_FALSE(status.ok()) << c.name;

@@ -23,7 +23,7 @@ TEST(GoldenLogits, Fp32MatchesLlamaCpp) {
   SPIKESERVE_REQUIRE_FILE(golden_path);
   auto file = GgufFile::Open(model_path);
   ASSERT_TRUE(file.ok()) << file.status();
-  auto model = Model::Load(**file);
+  auto model = Model::Load(*std::move(file));
   ASSERT_TRUE(model.ok()) << model.status();
   const int vocab = (*model)->config().vocab_size;
   auto pool = (*model)->NewKvPool(64, 16);

@@ -23,7 +23,7 @@ using ::testing::HasSubstr;
 // Owns the image, the parsed file and the model.
 struct Loaded {
   std::string bytes;
-  std::unique_ptr<GgufFile> file;
+  std::shared_ptr<GgufFile> file;
   std::unique_ptr<Model> model;
 };
 
@@ -34,7 +34,7 @@ Loaded Load(const TinyLlamaSpec& spec) {
       reinterpret_cast<const uint8_t*>(l.bytes.data()), l.bytes.size());
   EXPECT_TRUE(f.ok()) << f.status();
   l.file = *std::move(f);
-  auto m = Model::Load(*l.file);
+  auto m = Model::Load(l.file);
   EXPECT_TRUE(m.ok()) << m.status();
   l.model = *std::move(m);
   return l;
@@ -214,16 +214,16 @@ std::vector<float> Logits(const Model& m, const std::vector<int32_t>& tokens,
 
 struct Int8Fixture {
   std::string bytes;
-  std::unique_ptr<GgufFile> file;
+  std::shared_ptr<GgufFile> file;
   std::unique_ptr<Model> fp32;
   Int8Fixture() {
     bytes = TinyLlama({}).Build();
     file = *GgufFile::FromBuffer(reinterpret_cast<const uint8_t*>(bytes.data()),
                                  bytes.size());
-    fp32 = *Model::Load(*file);
+    fp32 = *Model::Load(file);
   }
   std::unique_ptr<Model> Quantized(const QuantOptions& q) {
-    auto m = Model::Load(*file, q);
+    auto m = Model::Load(file, q);
     EXPECT_TRUE(m.ok()) << m.status();
     return m.ok() ? *std::move(m) : nullptr;
   }
@@ -277,10 +277,10 @@ TEST(Model, Q8_0FileMatchesF32WithinQuantization) {
   EXPECT_GT(rel, 0.0) << "the Q8_0 copy should not be bit-identical";
 }
 
-// Releasing the FP32 copies frees exactly the matrices the kernels no
-// longer read (every site INT8 except one QFeM site; the untied lm_head in
-// BF16), leaves the quantized output bit for bit, and refuses FP32
-// forwards afterwards instead of reading freed memory.
+// A loaded model holds no FP32 copy of a quantized matrix: only the QFeM
+// site computed in FP32 has one. Releasing the FP32 reference (the model
+// file) leaves the quantized output bit for bit and refuses FP32 forwards
+// afterwards instead of reading a closed file.
 TEST(ModelInt8, ReleaseUnquantizedWeightsKeepsOutput) {
   TinyLlamaSpec spec;
   spec.tied = false;
@@ -290,7 +290,49 @@ TEST(ModelInt8, ReleaseUnquantizedWeightsKeepsOutput) {
   q.warmup_rows = 32;
   q.fp32_sites = {{1, Site::kDown}};
   q.lm_head = LmHeadPrecision::kBf16;
-  auto m = Model::Load(*l.file, q);
+  auto m = Model::Load(l.file, q);
+  ASSERT_TRUE(m.ok()) << m.status();
+  l.file.reset();  // the model keeps the file for its FP32 reference
+  const auto tokens = RandomTokens(12, spec.vocab, 9);
+  const auto before = Logits(**m, tokens);
+  const ModelWeights& w = (*m)->weights();
+  EXPECT_TRUE(w.layers[0].w_down.data.empty());
+  EXPECT_TRUE(w.layers[0].wqkv.data.empty());
+  EXPECT_EQ(w.layers[1].w_down.data.size(),
+            size_t(spec.hidden) * spec.ffn);  // QFeM, FP32
+  EXPECT_TRUE(w.output.data.empty());         // BF16 (or FP32 on AVX2)
+  ForwardOptions all_fp32;
+  all_fp32.all_fp32 = true;
+  // Before release the FP32 reference reads the file: with an FP32 lm_head
+  // (all_fp32 leaves the head's precision alone) it gives an FP32 model's
+  // logits, up to the last bits (sgemm runs over blocks of rows).
+  {
+    Loaded f = Load(spec);
+    QuantOptions q32 = q;
+    q32.lm_head = LmHeadPrecision::kFp32;
+    auto quantized = Model::Load(f.file, q32);
+    ASSERT_TRUE(quantized.ok());
+    EXPECT_LT(Rel(Logits(**quantized, tokens, all_fp32),
+                  Logits(*f.model, tokens)),
+              1e-6);
+  }
+  EXPECT_EQ((*m)->ReleaseUnquantizedWeights(), 0);  // nothing FP32 given
+  EXPECT_EQ(Logits(**m, tokens), before);
+  auto pool = (*m)->NewKvPool(8, 16);
+  SequenceKv kv(pool->get());
+  std::vector<float> logits;
+  EXPECT_EQ((*m)->Forward({{&kv, tokens, false}}, &logits, all_fp32).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+// A model built from FP32 matrices frees them on release, all but the
+// embedding, which Forward still reads.
+TEST(ModelInt8, ReleaseFreesTheGivenMatrices) {
+  TinyLlamaSpec spec;
+  spec.tied = false;
+  Loaded l = Load(spec);
+  auto m = Model::FromWeights(l.model->config(), l.model->weights(),
+                              {.w8a8 = true, .warmup_rows = 16});
   ASSERT_TRUE(m.ok()) << m.status();
   const auto tokens = RandomTokens(12, spec.vocab, 9);
   const auto before = Logits(**m, tokens);
@@ -298,22 +340,9 @@ TEST(ModelInt8, ReleaseUnquantizedWeightsKeepsOutput) {
   const int64_t hd = H / spec.heads;
   const int64_t per_layer = (hd * spec.heads + 2 * hd * spec.kv_heads) * H +
                             hd * spec.heads * H + 2 * F * H + F * H;
-  // Without a bf16 matmul (AVX2 CPUs) the lm_head stays FP32, unreleased.
-  const bool bf16_head = (*m)->quant().lm_head == LmHeadPrecision::kBf16;
-  EXPECT_EQ(bf16_head, Bf16MatmulSupported());
-  const int64_t expected =
-      4 * (spec.layers * per_layer - F * H + (bf16_head ? V * H : 0));
-  EXPECT_EQ((*m)->ReleaseUnquantizedWeights(), expected);
-  EXPECT_TRUE((*m)->weights().layers[0].w_down.data.empty());
-  EXPECT_FALSE((*m)->weights().layers[1].w_down.data.empty());  // QFeM
+  EXPECT_EQ((*m)->ReleaseUnquantizedWeights(),
+            4 * (spec.layers * per_layer + V * H));
   EXPECT_EQ(Logits(**m, tokens), before);
-  auto pool = (*m)->NewKvPool(8, 16);
-  SequenceKv kv(pool->get());
-  std::vector<float> logits;
-  ForwardOptions all_fp32;
-  all_fp32.all_fp32 = true;
-  EXPECT_EQ((*m)->Forward({{&kv, tokens, false}}, &logits, all_fp32).code(),
-            absl::StatusCode::kFailedPrecondition);
 }
 
 // On a CPU without a bf16 matmul, BF16 QFeM sites and a BF16 lm_head run
@@ -406,7 +435,7 @@ TEST(ModelInt8, StaticModeNeedsEverySiteAndGuardFallsBack) {
   Int8Fixture f;
   QuantOptions q{
       .w8a8 = true, .mode = ActQuantMode::kPerTensorStatic, .warmup_rows = 16};
-  EXPECT_THAT(Model::Load(*f.file, q).status().message(),
+  EXPECT_THAT(Model::Load(f.file, q).status().message(),
               HasSubstr("calibrated absmax for site 0.qkv"));
   // Tiny calibrated ranges: every row exceeds 2x, so the guard recomputes
   // every row in FP32 and the output equals the FP32 model's.
@@ -429,7 +458,7 @@ TEST(ModelInt8, StaticModeNeedsEverySiteAndGuardFallsBack) {
 TEST(ModelInt8, RejectsQfemSiteOutsideModel) {
   Int8Fixture f;
   EXPECT_THAT(
-      Model::Load(*f.file, {.w8a8 = true, .fp32_sites = {{9, Site::kDown}}})
+      Model::Load(f.file, {.w8a8 = true, .fp32_sites = {{9, Site::kDown}}})
           .status()
           .message(),
       HasSubstr("9.down"));

@@ -619,4 +619,15 @@ absl::StatusOr<const GgufTensor*> GgufFile::GetTensor(
   return t;
 }
 
+void GgufFile::ReleasePages(const uint8_t* p, size_t n) const {
+  if (mmap_addr_ == nullptr || n == 0) return;
+  static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  // Rounded outwards: a neighbour's page dropped too is only read again
+  // (the mapping is read-only and private, so nothing is lost).
+  const uintptr_t begin = uintptr_t(p) & ~(page - 1);
+  const uintptr_t end = (uintptr_t(p) + n + page - 1) & ~(page - 1);
+  if (end <= begin) return;
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 }  // namespace spikeserve

@@ -111,6 +111,12 @@ class GgufFile {
   // NotFound naming the tensor when absent.
   absl::StatusOr<const GgufTensor*> GetTensor(absl::string_view name) const;
 
+  // Gives the mapped pages of [p, p + n) back (madvise DONTNEED): a model
+  // read tensor by tensor does not stay resident in this process (the pages
+  // stay in the page cache; a later read maps them again). No-op for
+  // in-memory images.
+  void ReleasePages(const uint8_t* p, size_t n) const;
+
   const std::map<std::string, GgufValue, std::less<>>& metadata() const {
     return metadata_;
   }

@@ -25,14 +25,24 @@ uint16_t FloatToBf16(float f) {
 }
 
 absl::StatusOr<std::unique_ptr<Bf16Linear>> Bf16Linear::Create(
-    const Matrix& w) {
+    const WeightRows& w) {
   auto lin = std::unique_ptr<Bf16Linear>(new Bf16Linear());
-  lin->k_ = w.cols;
-  lin->n_ = w.rows;
-  std::vector<uint16_t> plain(w.data.size());
-  ToBf16(w.data.data(), w.data.size(), plain.data());
+  const int K = w.cols(), N = w.rows();
+  lin->k_ = K;
+  lin->n_ = N;
+  std::vector<uint16_t> plain(size_t(N) * K);
+#pragma omp parallel
+  {
+    std::vector<float> row(K);
+#pragma omp for schedule(static)
+    for (int r = 0; r < N; ++r) {
+      w.Row(r, row.data());
+      ToBf16(row.data(), K, plain.data() + size_t(r) * K);
+    }
+  }
+  w.Done(0, N);
   absl::StatusOr<std::vector<uint8_t>> blocked =
-      ReorderWeights(MatmulKind::kBf16Bf16F32, plain.data(), w.cols, w.rows);
+      ReorderWeights(MatmulKind::kBf16Bf16F32, plain.data(), K, N);
   if (!blocked.ok()) return blocked.status();
   lin->w_blocked_ = *std::move(blocked);
   return lin;

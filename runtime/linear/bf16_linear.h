@@ -19,7 +19,11 @@ uint16_t FloatToBf16(float f);
 class Bf16Linear final : public Linear {
  public:
   // Fails if oneDNN has only a reference bf16 kernel on this CPU.
-  static absl::StatusOr<std::unique_ptr<Bf16Linear>> Create(const Matrix& w);
+  static absl::StatusOr<std::unique_ptr<Bf16Linear>> Create(
+      const WeightRows& w);
+  static absl::StatusOr<std::unique_ptr<Bf16Linear>> Create(const Matrix& w) {
+    return Create(MatrixRows(w));
+  }
   void Forward(const LinearInput& in, float* y) const override;
   int in_features() const override { return k_; }
   int out_features() const override { return n_; }

@@ -97,29 +97,36 @@ std::string Int8Linear::PackedKernelDescription() {
 }
 
 absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(
-    const Matrix& w, const Options& options) {
+    const WeightRows& w, const Options& options) {
   auto lin = std::unique_ptr<Int8Linear>(new Int8Linear());
-  lin->k_ = w.cols;
-  lin->n_ = w.rows;
+  lin->k_ = w.cols();
+  lin->n_ = w.rows();
   lin->options_ = options;
   if (options.mode == ActQuantMode::kPerTensorStatic &&
       !(options.static_absmax > 0 && std::isfinite(options.static_absmax))) {
     return absl::InvalidArgumentError(
         "int8 linear: static mode needs a positive calibrated absmax");
   }
-  const int K = w.cols, N = w.rows;
+  const int K = w.cols(), N = w.rows();
   // Per-output-channel symmetric quantization of W [N][K] to
   // [-qmax, qmax]: 127, or 63 on CPUs whose int8 kernels would saturate
-  // (see Int8WeightQmax).
+  // (see Int8WeightQmax). One FP32 row per thread at a time.
   const float qmax = float(Int8WeightQmax());
   std::vector<int8_t> plain(size_t(N) * K);
   lin->w_scale_.resize(N);
-  for (int r = 0; r < N; ++r) {
-    const float amax = AbsMax(w.row(r), K);
-    const float s = amax > 0 ? amax / qmax : 1.0f;
-    lin->w_scale_[r] = s;
-    QuantizeRow(w.row(r), K, 1.0f / s, &plain[size_t(r) * K]);
+#pragma omp parallel
+  {
+    std::vector<float> row(K);
+#pragma omp for schedule(static)
+    for (int r = 0; r < N; ++r) {
+      w.Row(r, row.data());
+      const float amax = AbsMax(row.data(), K);
+      const float s = amax > 0 ? amax / qmax : 1.0f;
+      lin->w_scale_[r] = s;
+      QuantizeRow(row.data(), K, 1.0f / s, &plain[size_t(r) * K]);
+    }
   }
+  w.Done(0, N);
   // Reorder once into the kernel's blocked layout (the same for every row
   // bucket: WarmUpMatmul checks it).
   absl::StatusOr<std::vector<uint8_t>> blocked =

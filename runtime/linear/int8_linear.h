@@ -18,6 +18,7 @@
 #include "runtime/linear/linear.h"
 #include "runtime/linear/onednn_matmul.h"
 #include "runtime/linear/quantize.h"
+#include "runtime/linear/weight_rows.h"
 
 namespace spikeserve {
 
@@ -47,10 +48,14 @@ class Int8Linear final : public Linear {
   // e.g. "avx512_vnni up to 1 row", or "none".
   static std::string PackedKernelDescription();
 
-  // Quantizes `w` ([N][K] FP32) per output channel. Fails if oneDNN would
-  // pick a reference kernel.
+  // Quantizes `w` ([N][K], FP32 rows on demand) per output channel. Fails
+  // if oneDNN would pick a reference kernel.
   static absl::StatusOr<std::unique_ptr<Int8Linear>> Create(
-      const Matrix& w, const Options& options);
+      const WeightRows& w, const Options& options);
+  static absl::StatusOr<std::unique_ptr<Int8Linear>> Create(
+      const Matrix& w, const Options& options) {
+    return Create(MatrixRows(w), options);
+  }
 
   void Forward(const LinearInput& in, float* y) const override;
   int in_features() const override { return k_; }

@@ -1,5 +1,7 @@
 #include "runtime/linear/linear.h"
 
+#include <algorithm>
+
 #include "dnnl.hpp"
 
 namespace spikeserve {
@@ -12,6 +14,24 @@ void SgemmXWt(const float* x, int m, const Matrix& w, float* y) {
 
 void Fp32Linear::Forward(const LinearInput& in, float* y) const {
   SgemmXWt(in.x, in.m, *w_, y);
+}
+
+void StreamedFp32Linear::Forward(const LinearInput& in, float* y) const {
+  // Blocks of output rows small enough to stay in L2 while sgemm reads them.
+  const dnnl_dim_t n = w_->rows(), k = w_->cols();
+  const int block = 64;
+  thread_local std::vector<float> rows;
+  if (rows.size() < size_t(block) * k) rows.resize(size_t(block) * k);
+  float* buf = rows.data();  // thread_local: OpenMP workers have their own
+  for (int r0 = 0; r0 < n; r0 += block) {
+    const int nb = std::min<int>(block, n - r0);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < nb; ++r) w_->Row(r0 + r, buf + size_t(r) * k);
+    // C[m][r0 .. r0+nb) with ldc = N.
+    dnnl::sgemm('N', 'T', in.m, nb, k, 1.0f, in.x, k, buf, k, 0.0f,
+                y + r0, n);
+    w_->Done(r0, r0 + nb);
+  }
 }
 
 void ReferenceLinear(const float* x, int m, const Matrix& w, float* y) {

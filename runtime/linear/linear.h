@@ -6,7 +6,7 @@
 #include <memory>
 
 #include "absl/types/span.h"
-#include "runtime/model/weights.h"
+#include "runtime/linear/weight_rows.h"
 
 namespace spikeserve {
 
@@ -45,6 +45,23 @@ class Fp32Linear final : public Linear {
 
  private:
   const Matrix* w_;
+};
+
+// FP32 rows produced on every call from a WeightRows (a GGUF tensor in the
+// mmap): the FP32 reference of a quantized site (the QFeP prefix,
+// evaluation's reference, calibration) without holding an FP32 copy. Each
+// call converts blocks of output rows into a scratch buffer and runs sgemm
+// on them, so it costs a dequantization of W per call: for reference
+// forwards, not for serving.
+class StreamedFp32Linear final : public Linear {
+ public:
+  explicit StreamedFp32Linear(const WeightRows* w) : w_(w) {}
+  void Forward(const LinearInput& in, float* y) const override;
+  int in_features() const override { return w_->cols(); }
+  int out_features() const override { return w_->rows(); }
+
+ private:
+  const WeightRows* w_;
 };
 
 // y[m][N] = x[m][K] · Wᵀ in FP32 with oneDNN's sgemm; W is [N][K].

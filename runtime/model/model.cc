@@ -59,13 +59,20 @@ double Seconds(std::chrono::steady_clock::time_point a,
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Load(const GgufFile& file,
-                                                   const QuantOptions& quant) {
-  absl::StatusOr<ModelConfig> config = ReadModelConfig(file);
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(
+    std::shared_ptr<const GgufFile> file, const QuantOptions& quant) {
+  absl::StatusOr<ModelConfig> config = ReadModelConfig(*file);
   if (!config.ok()) return config.status();
-  absl::StatusOr<ModelWeights> weights = LoadWeights(file, *config);
-  if (!weights.ok()) return weights.status();
-  return FromWeights(*config, *std::move(weights), quant);
+  auto model = std::unique_ptr<Model>(new Model());
+  model->config_ = *config;
+  model->quant_ = quant;
+  absl::StatusOr<WeightSources> sources =
+      ViewWeights(*file, *config, &model->weights_);
+  if (!sources.ok()) return sources.status();
+  model->sources_ = *std::move(sources);
+  model->file_ = std::move(file);
+  if (absl::Status s = model->Finish(); !s.ok()) return s;
+  return model;
 }
 
 absl::StatusOr<std::unique_ptr<Model>> Model::FromWeights(
@@ -73,24 +80,54 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromWeights(
     const QuantOptions& quant) {
   auto model = std::unique_ptr<Model>(new Model());
   model->config_ = config;
-  model->weights_ = std::move(weights);
   model->quant_ = quant;
+  model->given_ = std::move(weights);
+  // weights_: the norms, and the matrices' shapes only.
+  const ModelWeights& g = model->given_;
+  ModelWeights& w = model->weights_;
+  auto shape = [](const Matrix& m) { return Matrix{m.rows, m.cols, {}}; };
+  w.token_embd = shape(g.token_embd);
+  w.output = shape(g.output);
+  w.output_norm = g.output_norm;
+  for (const LayerWeights& L : g.layers) {
+    w.layers.push_back({L.attn_norm, shape(L.wqkv), shape(L.wo), L.ffn_norm,
+                        shape(L.w_gate_up), shape(L.w_down)});
+  }
+  model->sources_ = MatrixSources(model->given_);
+  if (absl::Status s = model->Finish(); !s.ok()) return s;
+  return model;
+}
+
+absl::Status Model::Finish() {
   if (absl::Status s =
-          ApplySmoothing(config, quant.smooth_scales, &model->weights_);
+          ApplySmoothing(config_, quant_.smooth_scales, &weights_);
       !s.ok()) {
     return s;
   }
-  if (quant.down_hadamard) {
-    absl::StatusOr<HadamardTransform> h = HadamardTransform::Create(config.ffn);
+  if (quant_.down_hadamard) {
+    absl::StatusOr<HadamardTransform> h =
+        HadamardTransform::Create(config_.ffn);
     if (!h.ok()) return h.status();
-    model->down_rotation_ = *h;
     // W' = W·H row by row, so that (x·H)·W'ᵀ = x·Wᵀ.
-    for (LayerWeights& L : model->weights_.layers) {
-      h->Apply(L.w_down.data.data(), L.w_down.rows);
+    down_rotation_ = *h;
+  }
+  site_rows_.resize(config_.n_layers);
+  for (int l = 0; l < config_.n_layers; ++l) {
+    for (Site site : kAllSites) {
+      RowTransform t =
+          SmoothingTransform(config_, quant_.smooth_scales, {l, site});
+      if (site == Site::kDown && down_rotation_) t.rotation = &*down_rotation_;
+      if (t.empty()) continue;
+      site_rows_[l][int(site)] = std::make_unique<TransformedRows>(
+          sources_.sites[l][int(site)].get(), std::move(t));
     }
   }
-  if (absl::Status s = model->BuildKernels(); !s.ok()) return s;
-  return model;
+  return BuildKernels();
+}
+
+const WeightRows& Model::SiteRowsOf(int l, Site s) const {
+  const auto& t = site_rows_[l][int(s)];
+  return t ? *t : *sources_.sites[l][int(s)];
 }
 
 absl::Status Model::BuildKernels() {
@@ -116,16 +153,31 @@ absl::Status Model::BuildKernels() {
   for (int l = 0; l < config_.n_layers; ++l) {
     for (Site site : kAllSites) {
       const SiteKey key{l, site};
-      const Matrix& w = SiteMatrix(weights_.layers[l], site);
+      const WeightRows& rows = SiteRowsOf(l, site);
       SiteKernels& sk = kernels_[l][int(site)];
-      sk.fp32 = std::make_unique<Fp32Linear>(&w);
+      const bool qfem = q.w8a8 && q.fp32_sites.count(key) > 0;
+      const bool guarded = q.w8a8 && !qfem &&
+                           q.mode == ActQuantMode::kPerTensorStatic &&
+                           q.guard_factor > 0;
+      // FP32 kernels that serve (an FP32 model, FP32 QFeM sites) or catch
+      // spikes (the guard) get an FP32 copy; the others' FP32 reference
+      // reads the source on each (rare) call.
+      if (!q.w8a8 || (qfem && !q.qfem_bf16) || guarded) {
+        Matrix& w = SiteMatrix(weights_.layers[l], site);
+        w = ToMatrix(rows);
+        sk.fp32 = std::make_unique<Fp32Linear>(&w);
+      } else {
+        sk.fp32 = std::make_unique<StreamedFp32Linear>(&rows);
+        streamed_fp32_ = true;
+      }
       if (!q.w8a8) continue;
-      if (q.fp32_sites.count(key)) {
+      if (qfem) {
         if (q.qfem_bf16) {
-          absl::StatusOr<std::unique_ptr<Bf16Linear>> b = Bf16Linear::Create(w);
+          absl::StatusOr<std::unique_ptr<Bf16Linear>> b =
+              Bf16Linear::Create(rows);
           if (!b.ok()) return b.status();
           sk.bf16 = *std::move(b);
-          bf16_shapes.insert({w.cols, w.rows});
+          bf16_shapes.insert({rows.cols(), rows.rows()});
         }
         continue;
       }
@@ -142,10 +194,10 @@ absl::Status Model::BuildKernels() {
         if (q.guard_factor > 0) sk.guard_absmax = q.guard_factor * it->second;
       }
       absl::StatusOr<std::unique_ptr<Int8Linear>> lin =
-          Int8Linear::Create(w, o);
+          Int8Linear::Create(rows, o);
       if (!lin.ok()) return lin.status();
       sk.int8 = *std::move(lin);
-      shapes.insert({w.cols, w.rows});
+      shapes.insert({rows.cols(), rows.rows()});
     }
   }
   for (const auto& [k, n] : shapes) {
@@ -170,27 +222,34 @@ absl::Status Model::BuildKernels() {
     absl::StatusOr<HadamardTransform> rot = HadamardTransform::Create(block);
     if (!rot.ok()) return rot.status();
     lm_head_rotation_ = *rot;
-    Matrix w = weights_.lm_head();  // a copy: the embedding may share it
-    lm_head_rotation_->Apply(w.data.data(), w.rows * (H / block));
+    RowTransform t;
+    t.rotation = &*lm_head_rotation_;
+    const TransformedRows w(&sources_.lm_head(), std::move(t));
     Int8Linear::Options o;
     o.mode = ActQuantMode::kPerTokenDynamic;
     absl::StatusOr<std::unique_ptr<Int8Linear>> head = Int8Linear::Create(w, o);
     if (!head.ok()) return head.status();
     absl::StatusOr<std::string> impl =
-        WarmUpInt8Matmul(w.cols, w.rows, std::max(1, q.warmup_rows));
+        WarmUpInt8Matmul(w.cols(), w.rows(), std::max(1, q.warmup_rows));
     if (!impl.ok()) return impl.status();
     if (int8_impl_.empty()) int8_impl_ = *impl;
     lm_head_ = *std::move(head);
   } else if (q.lm_head == LmHeadPrecision::kBf16) {
-    const Matrix& w = weights_.lm_head();
+    const WeightRows& w = sources_.lm_head();
     absl::StatusOr<std::unique_ptr<Bf16Linear>> head = Bf16Linear::Create(w);
     if (!head.ok()) return head.status();
     absl::StatusOr<std::string> impl = WarmUpMatmul(
-        MatmulKind::kBf16Bf16F32, w.cols, w.rows, std::max(1, q.warmup_rows));
+        MatmulKind::kBf16Bf16F32, w.cols(), w.rows(), std::max(1, q.warmup_rows));
     if (!impl.ok()) return impl.status();
     lm_head_ = *std::move(head);
   } else {
-    lm_head_ = std::make_unique<Fp32Linear>(&weights_.lm_head());
+    Matrix& w = sources_.output ? weights_.output : weights_.token_embd;
+    w = ToMatrix(sources_.lm_head());
+    lm_head_ = std::make_unique<Fp32Linear>(&w);
+  }
+  // An FP32 model holds its FP32 embedding too (tests' references read it).
+  if (!q.w8a8 && weights_.token_embd.data.empty()) {
+    weights_.token_embd = ToMatrix(*sources_.token_embd);
   }
   return absl::OkStatus();
 }
@@ -245,21 +304,16 @@ int64_t Model::ReleaseUnquantizedWeights() {
   int64_t freed = 0;
   auto release = [&](Matrix& w) {
     freed += int64_t(w.data.size() * sizeof(float));
-    std::vector<float>().swap(w.data);
+    std::vector<float>().swap(w.data);  // shape kept
   };
-  for (int l = 0; l < config_.n_layers; ++l) {
-    for (Site site : kAllSites) {
-      const SiteKernels& k = kernels_[l][int(site)];
-      const bool int8_only = k.int8 != nullptr && k.guard_absmax <= 0;
-      if (int8_only || k.bf16 != nullptr) {
-        release(SiteMatrix(weights_.layers[l], site));
-      }
-    }
+  // The embedding stays: Forward reads its rows (sources_.token_embd; a
+  // GGUF embedding is a copy of its own, not in the mapping).
+  for (LayerWeights& L : given_.layers) {
+    for (Matrix* m : {&L.wqkv, &L.wo, &L.w_gate_up, &L.w_down}) release(*m);
   }
-  if (weights_.output.rows > 0 && quant_.lm_head != LmHeadPrecision::kFp32) {
-    release(weights_.output);  // keeps rows/cols: lm_head() stays `output`
-  }
-  fp32_released_ = freed > 0;
+  release(given_.output);
+  file_.reset();
+  fp32_released_ = streamed_fp32_;
   return freed;
 }
 
@@ -349,8 +403,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
         row_pos[r] = b.kv->length() + int(i);
         RopeAngles(row_pos[r], c.rope_dims, c.rope_base,
                    &rope[size_t(r) * c.rope_dims]);
-        std::memcpy(&x[size_t(r) * H], weights_.token_embd.row(b.tokens[i]),
-                    H * sizeof(float));
+        sources_.token_embd->Row(b.tokens[i], &x[size_t(r) * H]);
       }
     }
   }

@@ -90,25 +90,31 @@ struct BatchEntry {
 
 class Model {
  public:
+  // Converts every weight straight from the mapping into the one copy its
+  // kernels read (no whole-model FP32 copy is made). The model keeps `file`
+  // open for FP32 reference forwards (the QFeP prefix, evaluation) until
+  // ReleaseUnquantizedWeights.
   static absl::StatusOr<std::unique_ptr<Model>> Load(
-      const GgufFile& file, const QuantOptions& quant = {});
-  // From weights already in memory (tests, and tools that transform
-  // weights, e.g. SmoothQuant folding).
+      std::shared_ptr<const GgufFile> file, const QuantOptions& quant = {});
+  // From FP32 weights already in memory (tests, and tools that edit
+  // weights); the model keeps them as its FP32 reference.
   static absl::StatusOr<std::unique_ptr<Model>> FromWeights(
       const ModelConfig& config, ModelWeights weights,
       const QuantOptions& quant = {});
 
   const ModelConfig& config() const { return config_; }
-  // FP32 weights; matrices are empty (shape kept) after
-  // ReleaseUnquantizedWeights.
+  // The norm gains (as served: smoothing folded in) and the FP32 matrices
+  // that FP32 kernels read: every matrix of an FP32 model (and its
+  // embedding), the QFeM sites computed in FP32, spike-guarded sites, an
+  // FP32 lm_head. Other matrices are empty (shape kept): their kernels hold
+  // their own copy, and FP32 references read the source.
   const ModelWeights& weights() const { return weights_; }
-  // Frees the FP32 matrices no kernel reads any more: INT8 sites without a
-  // spike guard, BF16 QFeM sites, and an untied lm_head held in BF16 or
-  // INT8. A served W8A8 model then holds ~1 byte per weight instead of 5.
-  // Afterwards Forward with all_fp32 or extra fp32_sites (the QFeP prefix,
-  // FP32 references) fails with FailedPrecondition: compute the prefix
-  // first. Returns the bytes freed. Not thread-safe: call before the model
-  // is shared.
+  // Drops the FP32 reference of the quantized sites: closes the model file
+  // (Load) or frees the FP32 matrices given to FromWeights (all but the
+  // embedding). Afterwards Forward with all_fp32 or extra fp32_sites (the
+  // QFeP prefix, FP32 references) fails with FailedPrecondition when any
+  // site is quantized: compute the prefix first. Returns the FP32 bytes
+  // freed. Not thread-safe: call before the model is shared.
   int64_t ReleaseUnquantizedWeights();
   // The options in force: as given, except that on a CPU without a bf16
   // matmul (Bf16MatmulSupported) qfem_bf16 is false and a BF16 lm_head is
@@ -135,7 +141,11 @@ class Model {
 
  private:
   Model() = default;
+  // Transforms, kernels, warm-up; sources_ and weights_' norms are set.
+  absl::Status Finish();
   absl::Status BuildKernels();
+  // Site `s` of layer `l` as served (transforms applied), as rows.
+  const WeightRows& SiteRowsOf(int l, Site s) const;
   // Runs `site` of `layer` on rows x [m][in] into y [m][out].
   void RunSite(int layer, Site site, const float* x, int m,
                absl::Span<const int> bounds, const ForwardOptions& opt,
@@ -150,6 +160,13 @@ class Model {
 
   ModelConfig config_;
   ModelWeights weights_;
+  // Where the weights come from: the file (Load) or given_ (FromWeights).
+  std::shared_ptr<const GgufFile> file_;
+  ModelWeights given_;
+  WeightSources sources_;
+  // [layer][site]: sources_ with the site's transforms; null = none.
+  std::vector<std::array<std::unique_ptr<WeightRows>, kNumSites>> site_rows_;
+  bool streamed_fp32_ = false;  // some site's FP32 kernel reads the source
   bool fp32_released_ = false;
   QuantOptions quant_;
   std::string int8_impl_;

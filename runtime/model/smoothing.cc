@@ -8,13 +8,14 @@
 namespace spikeserve {
 
 std::vector<float> SmoothScales(absl::Span<const float> act_max,
-                                const Matrix& w, float alpha) {
-  const int k = w.cols;
-  std::vector<float> wmax(k, 0.0f);
-  for (int r = 0; r < w.rows; ++r) {
-    const float* row = w.row(r);
+                                const WeightRows& w, float alpha) {
+  const int k = w.cols();
+  std::vector<float> wmax(k, 0.0f), row(k);
+  for (int r = 0; r < w.rows(); ++r) {
+    w.Row(r, row.data());
     for (int j = 0; j < k; ++j) wmax[j] = std::max(wmax[j], std::abs(row[j]));
   }
+  w.Done(0, w.rows());
   std::vector<float> s(k, 1.0f);
   for (int j = 0; j < k; ++j) {
     if (act_max[j] <= 0 || wmax[j] <= 0) continue;
@@ -33,43 +34,38 @@ absl::Status ApplySmoothing(const ModelConfig& c,
       return absl::InvalidArgumentError(absl::StrCat(
           "smoothing: layer of ", SiteKeyName(key), " out of range"));
     }
-    LayerWeights& L = w->layers[key.layer];
-    Matrix* mat = nullptr;
-    switch (key.site) {
-      case Site::kQkv:
-        mat = &L.wqkv;
-        break;
-      case Site::kGateUp:
-        mat = &L.w_gate_up;
-        break;
-      case Site::kDown:
-        mat = &L.w_down;
-        break;
-      case Site::kO:
-        return absl::InvalidArgumentError(
-            "smoothing: site o has no producer to fold 1/s into");
+    if (key.site == Site::kO) {
+      return absl::InvalidArgumentError(
+          "smoothing: site o has no producer to fold 1/s into");
     }
-    if (int(s.size()) != mat->cols) {
+    const int cols = key.site == Site::kDown ? c.ffn : c.hidden;
+    if (int(s.size()) != cols) {
       return absl::InvalidArgumentError(
           absl::StrCat("smoothing: ", SiteKeyName(key), " has ", s.size(),
-                       " scales for ", mat->cols, " channels"));
+                       " scales for ", cols, " channels"));
     }
-    for (int r = 0; r < mat->rows; ++r) {
-      float* row = mat->data.data() + size_t(r) * mat->cols;
-      for (int j = 0; j < mat->cols; ++j) row[j] *= s[j];
-    }
-    if (key.site == Site::kQkv || key.site == Site::kGateUp) {
+    if (key.site != Site::kDown) {
+      LayerWeights& L = w->layers[key.layer];
       std::vector<float>& gain =
           key.site == Site::kQkv ? L.attn_norm : L.ffn_norm;
-      for (int j = 0; j < mat->cols; ++j) gain[j] /= s[j];
-    } else {  // down: scale up's output rows (rows ffn .. 2 ffn of gate_up)
-      for (int j = 0; j < c.ffn; ++j) {
-        float* row = L.w_gate_up.data.data() + size_t(c.ffn + j) * c.hidden;
-        for (int i = 0; i < c.hidden; ++i) row[i] /= s[j];
-      }
+      for (int j = 0; j < cols; ++j) gain[j] /= s[j];
     }
   }
   return absl::OkStatus();
+}
+
+RowTransform SmoothingTransform(
+    const ModelConfig& c, const std::map<SiteKey, std::vector<float>>& scales,
+    const SiteKey& key) {
+  RowTransform t;
+  if (auto it = scales.find(key); it != scales.end()) t.col_scale = it->second;
+  if (key.site == Site::kGateUp) {
+    if (auto it = scales.find({key.layer, Site::kDown}); it != scales.end()) {
+      t.divide_from = c.ffn;  // the up rows
+      t.row_divisor = it->second;
+    }
+  }
+  return t;
 }
 
 }  // namespace spikeserve

@@ -15,6 +15,7 @@
 #include "absl/types/span.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/site.h"
+#include "runtime/model/site_rows.h"
 #include "runtime/model/weights.h"
 
 namespace spikeserve {
@@ -23,13 +24,25 @@ namespace spikeserve {
 // [N][K] of the site (its column maxima). Channels with a zero maximum get
 // s = 1. s is clamped to [1e-5, 1e5].
 std::vector<float> SmoothScales(absl::Span<const float> act_max,
-                                const Matrix& w, float alpha);
+                                const WeightRows& w, float alpha);
+inline std::vector<float> SmoothScales(absl::Span<const float> act_max,
+                                       const Matrix& w, float alpha) {
+  return SmoothScales(act_max, MatrixRows(w), alpha);
+}
 
-// Folds `scales` (site -> s [K]) into `weights`. Site o cannot be smoothed
-// (no linear producer to absorb 1/s): InvalidArgument.
+// Checks `scales` (site -> s [K]) and folds 1/s into the norm gains of
+// `weights`; the matrices take their side row by row as they are read
+// (SmoothingTransform). Site o cannot be smoothed (no linear producer to
+// absorb 1/s): InvalidArgument.
 absl::Status ApplySmoothing(const ModelConfig& config,
                             const std::map<SiteKey, std::vector<float>>& scales,
                             ModelWeights* weights);
+
+// The matrix side of `scales` for site `key`: W's columns times its s, and
+// for gate_up the up rows divided by down's s.
+RowTransform SmoothingTransform(
+    const ModelConfig& config,
+    const std::map<SiteKey, std::vector<float>>& scales, const SiteKey& key);
 
 }  // namespace spikeserve
 

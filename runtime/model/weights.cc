@@ -3,79 +3,75 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "runtime/gguf/dequantize.h"
+#include "runtime/gguf/tensor_view.h"
+#include "runtime/model/site_rows.h"
 
 namespace spikeserve {
 namespace {
 
-// Dequantizes tensor `name`, which must have ggml dims `dims` (innermost
-// first), into `out` starting at element `offset`.
-absl::Status LoadInto(const GgufFile& f, const std::string& name,
-                      std::vector<uint64_t> dims, float* out) {
-  absl::StatusOr<const GgufTensor*> t = f.GetTensor(name);
-  if (!t.ok()) return t.status();
-  if ((*t)->dims != dims) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor '", name, "' has shape [", absl::StrJoin((*t)->dims, ", "),
-        "], expected [", absl::StrJoin(dims, ", "), "]"));
-  }
-  if (!IsDequantizable((*t)->type)) {
-    return DequantizeTensor(**t).status();  // the Unimplemented message
-  }
-  DequantizeRow((*t)->type, (*t)->data, out, (*t)->num_elements);
-  return absl::OkStatus();
-}
-
 absl::StatusOr<std::vector<float>> LoadVector(const GgufFile& f,
                                               const std::string& name, int n) {
-  std::vector<float> v(n);
-  if (absl::Status s = LoadInto(f, name, {uint64_t(n)}, v.data()); !s.ok()) {
-    return s;
-  }
-  return v;
+  absl::StatusOr<TensorView> v = ViewTensor(f, name, 1, n);
+  if (!v.ok()) return v.status();
+  std::vector<float> out(n);
+  v->DequantizeRow(0, out.data());
+  return out;
 }
 
-// Stacks the [rows_i][cols] matrices `names` vertically into one Matrix.
-absl::StatusOr<Matrix> LoadStacked(const GgufFile& f,
-                                   const std::vector<std::string>& names,
-                                   const std::vector<int>& rows, int cols) {
-  Matrix m;
-  m.cols = cols;
-  for (int r : rows) m.rows += r;
-  m.data.resize(size_t(m.rows) * cols);
-  size_t at = 0;
+// The [rows_i][cols] tensors `names`, stacked.
+absl::StatusOr<std::unique_ptr<WeightRows>> View(
+    const GgufFile& f, const std::vector<std::string>& names,
+    const std::vector<int>& rows, int cols) {
+  std::vector<std::unique_ptr<WeightRows>> parts;
   for (size_t i = 0; i < names.size(); ++i) {
-    if (absl::Status s =
-            LoadInto(f, names[i], {uint64_t(cols), uint64_t(rows[i])},
-                     m.data.data() + at);
-        !s.ok()) {
-      return s;
-    }
-    at += size_t(rows[i]) * cols;
+    absl::StatusOr<TensorView> v = ViewTensor(f, names[i], rows[i], cols);
+    if (!v.ok()) return v.status();
+    parts.push_back(std::make_unique<TensorRows>(*std::move(v), &f));
   }
-  return m;
+  if (parts.size() == 1) return std::move(parts[0]);
+  return std::make_unique<StackedRows>(std::move(parts));
 }
+
+// A TensorRows over its own copy of the stored bytes.
+class OwnedTensorRows final : public WeightRows {
+ public:
+  explicit OwnedTensorRows(const TensorView& v)
+      : bytes_(v.data, v.data + v.bytes()), view_(v) {
+    view_.data = bytes_.data();
+  }
+  int rows() const override { return view_.rows; }
+  int cols() const override { return view_.cols; }
+  void Row(int r, float* out) const override { view_.DequantizeRow(r, out); }
+
+ private:
+  std::vector<uint8_t> bytes_;
+  TensorView view_;
+};
 
 }  // namespace
 
-absl::StatusOr<ModelWeights> LoadWeights(const GgufFile& f,
-                                         const ModelConfig& c) {
-  ModelWeights w;
-  auto embd = LoadStacked(f, {"token_embd.weight"}, {c.vocab_size}, c.hidden);
+absl::StatusOr<WeightSources> ViewWeights(const GgufFile& f,
+                                          const ModelConfig& c,
+                                          ModelWeights* w) {
+  WeightSources s;
+  absl::StatusOr<TensorView> embd =
+      ViewTensor(f, "token_embd.weight", c.vocab_size, c.hidden);
   if (!embd.ok()) return embd.status();
-  w.token_embd = *std::move(embd);
+  s.token_embd = std::make_unique<OwnedTensorRows>(*embd);
   auto norm = LoadVector(f, "output_norm.weight", c.hidden);
   if (!norm.ok()) return norm.status();
-  w.output_norm = *std::move(norm);
+  w->output_norm = *std::move(norm);
+  w->token_embd = Matrix{c.vocab_size, c.hidden, {}};
   if (!c.tied_output) {
-    auto out = LoadStacked(f, {"output.weight"}, {c.vocab_size}, c.hidden);
+    auto out = View(f, {"output.weight"}, {c.vocab_size}, c.hidden);
     if (!out.ok()) return out.status();
-    w.output = *std::move(out);
+    s.output = *std::move(out);
+    w->output = Matrix{c.vocab_size, c.hidden, {}};
   }
-  w.layers.resize(c.n_layers);
+  w->layers.resize(c.n_layers);
+  s.sites.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
-    LayerWeights& L = w.layers[l];
+    LayerWeights& L = w->layers[l];
     const std::string b = absl::StrCat("blk.", l, ".");
     auto an = LoadVector(f, b + "attn_norm.weight", c.hidden);
     if (!an.ok()) return an.status();
@@ -83,21 +79,57 @@ absl::StatusOr<ModelWeights> LoadWeights(const GgufFile& f,
     auto fn = LoadVector(f, b + "ffn_norm.weight", c.hidden);
     if (!fn.ok()) return fn.status();
     L.ffn_norm = *std::move(fn);
-    auto qkv = LoadStacked(
-        f, {b + "attn_q.weight", b + "attn_k.weight", b + "attn_v.weight"},
-        {c.q_dim(), c.kv_dim(), c.kv_dim()}, c.hidden);
+    auto qkv =
+        View(f, {b + "attn_q.weight", b + "attn_k.weight", b + "attn_v.weight"},
+             {c.q_dim(), c.kv_dim(), c.kv_dim()}, c.hidden);
     if (!qkv.ok()) return qkv.status();
-    L.wqkv = *std::move(qkv);
-    auto wo = LoadStacked(f, {b + "attn_output.weight"}, {c.hidden}, c.q_dim());
+    auto wo = View(f, {b + "attn_output.weight"}, {c.hidden}, c.q_dim());
     if (!wo.ok()) return wo.status();
-    L.wo = *std::move(wo);
-    auto gu = LoadStacked(f, {b + "ffn_gate.weight", b + "ffn_up.weight"},
-                          {c.ffn, c.ffn}, c.hidden);
+    auto gu = View(f, {b + "ffn_gate.weight", b + "ffn_up.weight"},
+                   {c.ffn, c.ffn}, c.hidden);
     if (!gu.ok()) return gu.status();
-    L.w_gate_up = *std::move(gu);
-    auto down = LoadStacked(f, {b + "ffn_down.weight"}, {c.hidden}, c.ffn);
+    auto down = View(f, {b + "ffn_down.weight"}, {c.hidden}, c.ffn);
     if (!down.ok()) return down.status();
-    L.w_down = *std::move(down);
+    s.sites[l][int(Site::kQkv)] = *std::move(qkv);
+    s.sites[l][int(Site::kO)] = *std::move(wo);
+    s.sites[l][int(Site::kGateUp)] = *std::move(gu);
+    s.sites[l][int(Site::kDown)] = *std::move(down);
+    L.wqkv = Matrix{c.q_dim() + 2 * c.kv_dim(), c.hidden, {}};
+    L.wo = Matrix{c.hidden, c.q_dim(), {}};
+    L.w_gate_up = Matrix{2 * c.ffn, c.hidden, {}};
+    L.w_down = Matrix{c.hidden, c.ffn, {}};
+  }
+  return s;
+}
+
+WeightSources MatrixSources(const ModelWeights& w) {
+  WeightSources s;
+  s.token_embd = std::make_unique<MatrixRows>(w.token_embd);
+  if (w.output.rows > 0) s.output = std::make_unique<MatrixRows>(w.output);
+  s.sites.resize(w.layers.size());
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    const LayerWeights& L = w.layers[l];
+    s.sites[l][int(Site::kQkv)] = std::make_unique<MatrixRows>(L.wqkv);
+    s.sites[l][int(Site::kO)] = std::make_unique<MatrixRows>(L.wo);
+    s.sites[l][int(Site::kGateUp)] = std::make_unique<MatrixRows>(L.w_gate_up);
+    s.sites[l][int(Site::kDown)] = std::make_unique<MatrixRows>(L.w_down);
+  }
+  return s;
+}
+
+absl::StatusOr<ModelWeights> LoadWeights(const GgufFile& f,
+                                         const ModelConfig& c) {
+  ModelWeights w;
+  absl::StatusOr<WeightSources> s = ViewWeights(f, c, &w);
+  if (!s.ok()) return s.status();
+  w.token_embd = ToMatrix(*s->token_embd);
+  if (s->output) w.output = ToMatrix(*s->output);
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerWeights& L = w.layers[l];
+    L.wqkv = ToMatrix(*s->sites[l][int(Site::kQkv)]);
+    L.wo = ToMatrix(*s->sites[l][int(Site::kO)]);
+    L.w_gate_up = ToMatrix(*s->sites[l][int(Site::kGateUp)]);
+    L.w_down = ToMatrix(*s->sites[l][int(Site::kDown)]);
   }
   return w;
 }

@@ -1,6 +1,6 @@
 // Loads everything a caller needs from one GGUF file: the model and its
-// tokenizer. The file mapping is released afterwards: weights were copied
-// into anonymous memory and the tokenizer holds its own strings.
+// tokenizer. The model keeps the file mapped for its FP32 reference until
+// Model::ReleaseUnquantizedWeights; the tokenizer holds its own strings.
 #ifndef SPIKESERVE_RUNTIME_SERVING_MODEL_BUNDLE_H_
 #define SPIKESERVE_RUNTIME_SERVING_MODEL_BUNDLE_H_
 
