@@ -285,7 +285,34 @@ INSTANTIATE_TEST_SUITE_P(
                       [](GgufBuilder& b) {
                         b.SetString("general.architecture", "mamba");
                       },
-                      nullptr, "architecture 'mamba' is not supported", false},
+                      nullptr,
+                      "general.architecture is 'mamba', which is not "
+                      "supported (supported: llama, qwen2)",
+                      false},
+        MalformedCase{"mixture_of_experts",
+                      [](GgufBuilder& b) { b.SetU32("llama.expert_count", 8); },
+                      nullptr,
+                      "llama.expert_count is 8: mixture-of-experts models "
+                      "(Mixtral) are not supported",
+                      false},
+        MalformedCase{"unsupported_rope_scaling",
+                      [](GgufBuilder& b) {
+                        b.SetString("llama.rope.scaling.type", "yarn");
+                      },
+                      nullptr, "llama.rope.scaling.type is 'yarn'", false},
+        MalformedCase{"rope_factors_of_the_wrong_length",
+                      [](GgufBuilder& b) {
+                        b.AddF32Tensor("rope_freqs.weight", {3},
+                                       {1.0f, 2.0f, 3.0f});
+                      },
+                      nullptr, "tensor 'rope_freqs.weight' has shape [3]",
+                      false},
+        MalformedCase{"qwen2_without_a_bias",
+                      [](GgufBuilder& b) {
+                        b.SetString("general.architecture", "qwen2");
+                        b.RenamePrefix("llama.", "qwen2.");
+                      },
+                      nullptr, "tensor 'blk.0.attn_q.bias'", false},
         MalformedCase{"heads_not_dividing",
                       [](GgufBuilder& b) {
                         b.SetU32("llama.attention.head_count_kv", 3);

@@ -90,7 +90,14 @@ INSTANTIATE_TEST_SUITE_P(
         ShapeCase{"gqa_short", {}, 5}, ShapeCase{"gqa_long", {}, 40},
         ShapeCase{"mha_untied", {.heads = 4, .kv_heads = 4, .tied = false}, 20},
         ShapeCase{
-            "mqa_three_layers", {.layers = 3, .heads = 4, .kv_heads = 1}, 33}),
+            "mqa_three_layers", {.layers = 3, .heads = 4, .kv_heads = 1}, 33},
+        // Qwen2: q/k/v biases and NeoX-order RoPE.
+        ShapeCase{"qwen2", {.tied = false, .arch = "qwen2"}, 24},
+        // LLaMA 3.1: per-frequency RoPE factors (8 of them: head dim 16).
+        ShapeCase{"llama3_rope_factors",
+                  {.rope_base = 500000.f,
+                   .rope_freq_factors = {1, 1, 1.5f, 2, 4, 8, 8, 8}},
+                  24}),
     [](const auto& i) { return std::string(i.param.name); });
 
 // Chunked prefill and token-by-token decode give the same logits as one
@@ -126,6 +133,16 @@ TEST(Model, ChunkedPrefillAndDecodeMatchReference) {
 }
 
 // Rows of different sequences in one batch do not interact.
+// Mistral's sliding window is honoured by serving no more context than the
+// window: a position never has keys beyond it to ignore.
+TEST(Model, SlidingWindowCapsTheContext) {
+  Loaded wide = Load({.context = 128, .sliding_window = 256});
+  EXPECT_EQ(wide.model->config().context_length, 128);
+  Loaded narrow = Load({.context = 128, .sliding_window = 48});
+  EXPECT_EQ(narrow.model->config().context_length, 48);
+  EXPECT_EQ(narrow.model->config().sliding_window, 48);
+}
+
 TEST(Model, BatchedSequencesAreIndependent) {
   Loaded l = Load({});
   const ModelConfig& c = l.model->config();

@@ -36,13 +36,20 @@ inline std::vector<std::vector<double>> ReferenceForward(
     }
     return y;
   };
+  // Pairs (2i, 2i+1), or (i, i + dims/2) in the NeoX order (Qwen2); the
+  // angle divided by LLaMA 3's per-frequency factor and scaled linearly.
   auto rope = [&](Vec& v, int heads, int pos) {
+    const int half = c.rope_dims / 2;
     for (int h = 0; h < heads; ++h) {
-      for (int i = 0; i < c.rope_dims / 2; ++i) {
-        const double theta =
+      for (int i = 0; i < half; ++i) {
+        double theta =
             pos * std::pow(double(c.rope_base), -2.0 * i / c.rope_dims);
-        double& a = v[h * hd + 2 * i];
-        double& b = v[h * hd + 2 * i + 1];
+        if (!c.rope_freq_factors.empty()) theta /= c.rope_freq_factors[i];
+        theta *= c.rope_freq_scale;
+        const int ia = c.rope_neox ? i : 2 * i;
+        const int ib = c.rope_neox ? i + half : 2 * i + 1;
+        double& a = v[h * hd + ia];
+        double& b = v[h * hd + ib];
         const double a0 = a, b0 = b;
         a = a0 * std::cos(theta) - b0 * std::sin(theta);
         b = a0 * std::sin(theta) + b0 * std::cos(theta);
@@ -61,6 +68,13 @@ inline std::vector<std::vector<double>> ReferenceForward(
       q[t] = matvec(L.wqkv, xn, 0, c.q_dim());
       k[t] = matvec(L.wqkv, xn, c.q_dim(), c.kv_dim());
       v[t] = matvec(L.wqkv, xn, c.q_dim() + c.kv_dim(), c.kv_dim());
+      if (!L.bqkv.empty()) {  // Qwen2: q, k, v biases, before RoPE
+        for (int i = 0; i < c.q_dim(); ++i) q[t][i] += L.bqkv[i];
+        for (int i = 0; i < c.kv_dim(); ++i) {
+          k[t][i] += L.bqkv[c.q_dim() + i];
+          v[t][i] += L.bqkv[c.q_dim() + c.kv_dim() + i];
+        }
+      }
       rope(q[t], c.n_heads, t);
       rope(k[t], c.n_kv_heads, t);
     }

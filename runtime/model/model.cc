@@ -90,8 +90,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromWeights(
   w.output = shape(g.output);
   w.output_norm = g.output_norm;
   for (const LayerWeights& L : g.layers) {
-    w.layers.push_back({L.attn_norm, shape(L.wqkv), shape(L.wo), L.ffn_norm,
-                        shape(L.w_gate_up), shape(L.w_down)});
+    w.layers.push_back({L.attn_norm, shape(L.wqkv), L.bqkv, shape(L.wo),
+                        L.ffn_norm, shape(L.w_gate_up), shape(L.w_down)});
   }
   model->sources_ = MatrixSources(model->given_);
   if (absl::Status s = model->Finish(); !s.ok()) return s;
@@ -401,7 +401,9 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     for (const BatchEntry& b : batch) {
       for (size_t i = 0; i < b.tokens.size(); ++i, ++r) {
         row_pos[r] = b.kv->length() + int(i);
-        RopeAngles(row_pos[r], c.rope_dims, c.rope_base,
+        RopeAngles(row_pos[r], c.rope_dims, c.rope_base, c.rope_freq_scale,
+                   c.rope_freq_factors.empty() ? nullptr
+                                               : c.rope_freq_factors.data(),
                    &rope[size_t(r) * c.rope_dims]);
         sources_.token_embd->Row(b.tokens[i], &x[size_t(r) * H]);
       }
@@ -430,8 +432,11 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
         float* v = k + c.kv_dim();
         const int pos = row_pos[r0 + i];
         const float* cs = &rope[size_t(r0 + i) * c.rope_dims];
-        ApplyRope(q, c.n_heads, c.head_dim, c.rope_dims, cs);
-        ApplyRope(k, c.n_kv_heads, c.head_dim, c.rope_dims, cs);
+        if (!L.bqkv.empty()) {
+          for (int j = 0; j < qkv_w; ++j) row[j] += L.bqkv[j];
+        }
+        ApplyRope(q, c.n_heads, c.head_dim, c.rope_dims, cs, c.rope_neox);
+        ApplyRope(k, c.n_kv_heads, c.head_dim, c.rope_dims, cs, c.rope_neox);
         b.kv->WriteK(l, pos, k);
         std::memcpy(b.kv->v_row(l, pos), v, c.kv_dim() * sizeof(float));
       }

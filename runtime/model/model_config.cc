@@ -1,6 +1,10 @@
 #include "runtime/model/model_config.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "runtime/gguf/tensor_view.h"
+#include "runtime/model/arch.h"
 
 namespace spikeserve {
 namespace {
@@ -28,11 +32,15 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f) {
   ModelConfig c;
   absl::StatusOr<std::string> arch = f.GetString("general.architecture");
   if (!arch.ok()) return arch.status();
-  if (*arch != "llama") {
+  const ArchInfo* info = FindArch(*arch);
+  if (info == nullptr) {
     return absl::UnimplementedError(absl::StrCat(
-        "model config: architecture '", *arch, "' is not supported (llama)"));
+        "model config: general.architecture is '", *arch,
+        "', which is not supported (supported: ", SupportedArchNames(), ")"));
   }
   c.architecture = *arch;
+  c.qkv_bias = info->qkv_bias;
+  c.rope_neox = info->rope_neox;
   if (absl::StatusOr<std::string> n = f.GetString("general.name"); n.ok()) {
     c.name = *n;
   }
@@ -97,18 +105,44 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f) {
     if (*v <= 1.0) return Invalid("rope.freq_base must be > 1");
     c.rope_base = static_cast<float>(*v);
   }
+  if (f.Has(p + "expert_count")) {
+    absl::StatusOr<uint64_t> v = f.GetUint(p + "expert_count");
+    if (!v.ok()) return v.status();
+    if (*v > 0) {
+      return absl::UnimplementedError(absl::StrCat(
+          "model config: ", p, "expert_count is ", *v,
+          ": mixture-of-experts models (Mixtral) are not supported"));
+    }
+  }
   if (f.Has(p + "rope.scaling.type")) {
     absl::StatusOr<std::string> v = f.GetString(p + "rope.scaling.type");
     if (!v.ok()) return v.status();
-    if (*v != "none") {
+    if (*v == "linear") {
+      absl::StatusOr<double> factor = f.GetFloat(p + "rope.scaling.factor");
+      if (!factor.ok()) return factor.status();
+      if (!(*factor >= 1 && *factor <= 1024)) {
+        return Invalid(absl::StrCat(p, "rope.scaling.factor is ", *factor,
+                                    "; allowed 1..1024"));
+      }
+      c.rope_freq_scale = float(1.0 / *factor);
+    } else if (*v != "none") {
       return absl::UnimplementedError(absl::StrCat(
-          "model config: rope scaling '", *v, "' is not supported"));
+          "model config: ", p, "rope.scaling.type is '", *v,
+          "', which is not supported (none, linear; LLaMA 3's llama3 "
+          "scaling comes as rope_freqs.weight)"));
     }
   }
   if (f.FindTensor("rope_freqs.weight") != nullptr) {
-    return absl::UnimplementedError(
-        "model config: per-frequency RoPE factors (rope_freqs.weight, "
-        "LLaMA-3.1 style) are not supported");
+    absl::StatusOr<TensorView> v =
+        ViewTensor(f, "rope_freqs.weight", 1, c.rope_dims / 2);
+    if (!v.ok()) return v.status();
+    c.rope_freq_factors.resize(c.rope_dims / 2);
+    v->DequantizeRow(0, c.rope_freq_factors.data());
+    for (float x : c.rope_freq_factors) {
+      if (!(x > 0 && x < 1e6f)) {
+        return Invalid("rope_freqs.weight holds a factor outside (0, 1e6)");
+      }
+    }
   }
   absl::StatusOr<double> eps =
       f.GetFloat(p + "attention.layer_norm_rms_epsilon");
@@ -132,6 +166,12 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f) {
       return Invalid("tokenizer.ggml.tokens has no or too many entries");
     }
     c.vocab_size = static_cast<int>(tokens->count);
+  }
+  if (f.Has(p + "attention.sliding_window")) {
+    absl::StatusOr<int> v = ReadDim(f, p + "attention.sliding_window");
+    if (!v.ok()) return v.status();
+    c.sliding_window = *v;
+    c.context_length = std::min(c.context_length, *v);
   }
   c.tied_output = f.FindTensor("output.weight") == nullptr;
   return c;

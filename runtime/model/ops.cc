@@ -58,18 +58,38 @@ SPIKESERVE_CPU_CLONES void RmsNorm(const float* x, const float* gain, int n,
 }
 
 void RopeAngles(int pos, int rope_dims, float base, float* cos_sin) {
+  RopeAngles(pos, rope_dims, base, 1.0f, nullptr, cos_sin);
+}
+
+void RopeAngles(int pos, int rope_dims, float base, float freq_scale,
+                const float* factors, float* cos_sin) {
   // theta is advanced multiplicatively, as llama.cpp does, so angles agree
   // to the last bit of float rounding with the reference.
   const float theta_scale = std::pow(base, -2.0f / rope_dims);
-  float theta = float(pos);
-  for (int i = 0; i < rope_dims / 2; ++i, theta *= theta_scale) {
+  float theta_base = float(pos);
+  for (int i = 0; i < rope_dims / 2; ++i, theta_base *= theta_scale) {
+    const float extrap = factors ? theta_base / factors[i] : theta_base;
+    const float theta = freq_scale * extrap;
     cos_sin[2 * i] = std::cos(theta);
     cos_sin[2 * i + 1] = std::sin(theta);
   }
 }
 
 void ApplyRope(float* x, int n_heads, int head_dim, int rope_dims,
-               const float* cos_sin) {
+               const float* cos_sin, bool neox) {
+  if (neox) {
+    const int half = rope_dims / 2;
+    for (int h = 0; h < n_heads; ++h) {
+      float* v = x + h * head_dim;
+      for (int i = 0; i < half; ++i) {
+        const float c = cos_sin[2 * i], s = cos_sin[2 * i + 1];
+        const float x0 = v[i], x1 = v[i + half];
+        v[i] = x0 * c - x1 * s;
+        v[i + half] = x0 * s + x1 * c;
+      }
+    }
+    return;
+  }
   for (int h = 0; h < n_heads; ++h) {
     float* v = x + h * head_dim;
     for (int i = 0; i < rope_dims / 2; ++i) {

@@ -19,8 +19,13 @@ void Rope(float* x, int n_heads, int head_dim, int rope_dims, int pos,
 // forward instead of once per layer, head kind and row:
 // cos_sin[2i], cos_sin[2i+1] = cos, sin of theta_i for i < rope_dims / 2.
 void RopeAngles(int pos, int rope_dims, float base, float* cos_sin);
+// With scaling: theta_i = freq_scale * (pos * base^(-2i / rope_dims)) /
+// factors[i] (factors may be null), in llama.cpp's order of operations.
+void RopeAngles(int pos, int rope_dims, float base, float freq_scale,
+                const float* factors, float* cos_sin);
+// neox: pairs (i, i + rope_dims / 2) instead of (2i, 2i+1).
 void ApplyRope(float* x, int n_heads, int head_dim, int rope_dims,
-               const float* cos_sin);
+               const float* cos_sin, bool neox = false);
 
 // h[i] = silu(gate[i]) * up[i] over n entries; silu(g) = g / (1 + e^-g).
 void SiluMul(const float* gate, const float* up, int n, float* h);

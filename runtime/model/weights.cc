@@ -79,6 +79,16 @@ absl::StatusOr<WeightSources> ViewWeights(const GgufFile& f,
     auto fn = LoadVector(f, b + "ffn_norm.weight", c.hidden);
     if (!fn.ok()) return fn.status();
     L.ffn_norm = *std::move(fn);
+    if (c.qkv_bias) {
+      for (const auto& [name, n] :
+           {std::pair<const char*, int>{"attn_q.bias", c.q_dim()},
+            {"attn_k.bias", c.kv_dim()},
+            {"attn_v.bias", c.kv_dim()}}) {
+        auto bias = LoadVector(f, b + name, n);
+        if (!bias.ok()) return bias.status();
+        L.bqkv.insert(L.bqkv.end(), bias->begin(), bias->end());
+      }
+    }
     auto qkv =
         View(f, {b + "attn_q.weight", b + "attn_k.weight", b + "attn_v.weight"},
              {c.q_dim(), c.kv_dim(), c.kv_dim()}, c.hidden);

@@ -24,6 +24,8 @@ struct LayerWeights {
   // [q_dim + 2 * kv_dim][hidden]: rows of Wq, then Wk, then Wv. Fused
   // because q, k and v read the same input (the `qkv` site).
   Matrix wqkv;
+  // [q_dim + 2 * kv_dim]: q, k and v biases (Qwen2); empty when none.
+  std::vector<float> bqkv;
   Matrix wo;                    // [hidden][q_dim]
   std::vector<float> ffn_norm;  // [hidden] RMSNorm gain before the FFN
   // [2 * ffn][hidden]: rows of Wgate, then Wup (the `gate_up` site).
