@@ -30,8 +30,12 @@
 
 ABSL_FLAG(std::string, model, "", "Path of the GGUF model file (required).");
 ABSL_FLAG(std::string, plan, "",
-          "Quant plan JSON from spikeserve-calibrate (W8A8 with QFeM/QFeP); "
-          "empty = FP32.");
+          "Quant plan JSON from spikeserve-calibrate (W8A8 with QFeM/QFeP, "
+          "the most accurate); empty = --quant.");
+ABSL_FLAG(std::string, quant, "",
+          "Without --plan: w8a8 (INT8 weights and activations, per-token "
+          "dynamic scales, no calibration needed; the default) or fp32. "
+          "Not with --plan, which carries its own quantization.");
 ABSL_FLAG(std::string, lm_head, "auto",
           "Precision of the output projection (vocab x hidden, the largest "
           "weight a decode step reads): fp32, bf16 (half the bytes) or int8 "
@@ -136,6 +140,7 @@ int Main() {
   ServerOptions o;
   o.model_path = absl::GetFlag(FLAGS_model);
   o.plan_path = absl::GetFlag(FLAGS_plan);
+  o.quant = absl::GetFlag(FLAGS_quant);
   o.host = absl::GetFlag(FLAGS_host);
   absl::StatusOr<LmHeadPrecision> lm_head =
       ParseLmHeadPrecision(absl::GetFlag(FLAGS_lm_head));

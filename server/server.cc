@@ -144,6 +144,27 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
   }
   QuantOptions base;
   base.lm_head = options_.lm_head;
+  if (plan && !options_.quant.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--quant ", options_.quant,
+        " and --plan: a plan carries its own quantization; give one of them"));
+  }
+  if (!plan) {
+    if (options_.quant.empty() || options_.quant == "w8a8") {
+      // Row-grouping invariant (design.md) and calibration-free: a new
+      // model serves quantized at once; a plan is the way to its best
+      // accuracy, not the way in.
+      base.w8a8 = true;
+      base.mode = ActQuantMode::kPerTokenDynamic;
+      LogInfo(
+          "no --plan: serving W8A8 with per-token dynamic activation scales "
+          "(--quant w8a8, no calibration); spikeserve-calibrate writes a "
+          "plan with QFeM/QFeP for the best accuracy");
+    } else if (options_.quant != "fp32") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--quant must be w8a8 or fp32, got \"", options_.quant, "\""));
+    }
+  }
   // Loading runs OpenMP regions: on a transient thread, so that the engine
   // thread's is the only OpenMP pool left (see transient_thread.h).
   absl::StatusOr<ModelBundle> bundle = RunOnTransientThread([&] {

@@ -29,7 +29,10 @@ namespace spikeserve {
 
 struct ServerOptions {
   std::string model_path;  // GGUF file (required)
-  std::string plan_path;   // quant plan JSON; empty = FP32
+  std::string plan_path;   // quant plan JSON; empty = `quant`
+  // Without a plan: "w8a8" (per-token dynamic scales, no calibration; also
+  // when empty) or "fp32". With a plan it must be empty.
+  std::string quant;
   std::string host = "0.0.0.0";
   int grpc_port = 50051;  // 0 = any free port (tests)
   LmHeadPrecision lm_head = LmHeadPrecision::kBf16;  // see QuantOptions

@@ -788,6 +788,41 @@ TEST_F(ServerTest, TakenPortFailsClearly) {
               HasSubstr(absl::StrCat(":", server_->port())));
 }
 
+// Without a plan the server serves W8A8 with per-token scales (--quant
+// w8a8, the default) or FP32 (--quant fp32); a --quant beside a plan, or an
+// unknown one, fails the load naming the flag.
+TEST_F(ServerTest, QuantFlagChoosesThePrecisionWithoutAPlan) {
+  struct Case {
+    std::string quant;
+    bool with_plan;
+    std::string mode;   // activation_mode reported, "" = load fails
+    std::string error;  // substring of the load error
+  };
+  for (const Case& c : std::vector<Case>{
+           {"", false, "per-token-dynamic", ""},
+           {"w8a8", false, "per-token-dynamic", ""},
+           {"fp32", false, "fp32", ""},
+           {"int4", false, "", "--quant must be w8a8 or fp32"},
+           {"fp32", true, "", "a plan carries its own quantization"}}) {
+    SCOPED_TRACE("--quant '" + c.quant + "'" + (c.with_plan ? " + plan" : ""));
+    ServerOptions o = DefaultOptions();
+    o.quant = c.quant;
+    if (!c.with_plan) o.plan_path.clear();
+    StartServer(o, /*load=*/false);
+    const absl::Status s = server_->Load();
+    if (c.mode.empty()) {
+      EXPECT_THAT(std::string(s.message()), HasSubstr(c.error));
+    } else {
+      ASSERT_TRUE(s.ok()) << s;
+      grpc::ClientContext ctx;
+      v1::ModelInfo info;
+      ASSERT_TRUE(stub_->GetModelInfo(&ctx, {}, &info).ok());
+      EXPECT_EQ(info.quant().activation_mode(), c.mode);
+    }
+    TearDown();
+  }
+}
+
 TEST_F(ServerTest, MalformedModelFailsLoadWithAMessage) {
   ServerOptions o = DefaultOptions();
   o.model_path = "/nonexistent/model.gguf";
