@@ -97,7 +97,17 @@ INSTANTIATE_TEST_SUITE_P(
         ShapeCase{"llama3_rope_factors",
                   {.rope_base = 500000.f,
                    .rope_freq_factors = {1, 1, 1.5f, 2, 4, 8, 8, 8}},
-                  24}),
+                  24},
+        // A Q4_K_M-like file (Q4_K, Q6_K for output, attn_v, ffn_down):
+        // K-quant tensors read in place, row by row.
+        ShapeCase{"q4_k_m_mix",
+                  {.hidden = 256,
+                   .heads = 4,
+                   .kv_heads = 2,
+                   .ffn = 512,
+                   .tied = false,
+                   .weight_type = ::spikeserve::testing::kMixQ4_K_M},
+                  12}),
     [](const auto& i) { return std::string(i.param.name); });
 
 // Chunked prefill and token-by-token decode give the same logits as one

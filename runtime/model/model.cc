@@ -147,6 +147,10 @@ absl::Status Model::BuildKernels() {
                        " names a layer outside 0..", config_.n_layers - 1));
     }
   }
+  // The lm_head first: its conversion holds the largest transient copy
+  // (vocab x hidden, plain and reordered), best paid while little else is
+  // resident yet (peak RSS = kept weights + the largest transient).
+  if (absl::Status s = BuildLmHead(); !s.ok()) return s;
   std::set<std::pair<int, int>> shapes;       // (K, N) of INT8 sites
   std::set<std::pair<int, int>> bf16_shapes;  // (K, N) of BF16 QFeM sites
   kernels_.resize(config_.n_layers);
@@ -211,6 +215,15 @@ absl::Status Model::BuildKernels() {
         MatmulKind::kBf16Bf16F32, k, n, std::max(1, q.warmup_rows));
     if (!impl.ok()) return impl.status();
   }
+  // An FP32 model holds its FP32 embedding too (tests' references read it).
+  if (!q.w8a8 && weights_.token_embd.data.empty()) {
+    weights_.token_embd = ToMatrix(*sources_.token_embd);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Model::BuildLmHead() {
+  const QuantOptions& q = quant_;
   if (q.lm_head == LmHeadPrecision::kInt8) {
     // Per-token scales (a decode batch's rows are different requests), after
     // a block Hadamard rotation: the final-norm output keeps a few massive
@@ -246,10 +259,6 @@ absl::Status Model::BuildKernels() {
     Matrix& w = sources_.output ? weights_.output : weights_.token_embd;
     w = ToMatrix(sources_.lm_head());
     lm_head_ = std::make_unique<Fp32Linear>(&w);
-  }
-  // An FP32 model holds its FP32 embedding too (tests' references read it).
-  if (!q.w8a8 && weights_.token_embd.data.empty()) {
-    weights_.token_embd = ToMatrix(*sources_.token_embd);
   }
   return absl::OkStatus();
 }

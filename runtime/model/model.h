@@ -144,6 +144,7 @@ class Model {
   // Transforms, kernels, warm-up; sources_ and weights_' norms are set.
   absl::Status Finish();
   absl::Status BuildKernels();
+  absl::Status BuildLmHead();
   // Site `s` of layer `l` as served (transforms applied), as rows.
   const WeightRows& SiteRowsOf(int l, Site s) const;
   // Runs `site` of `layer` on rows x [m][in] into y [m][out].
