@@ -184,7 +184,10 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
           ? absl::StrCat("W8A8 ", ActQuantModeName(model.quant().mode),
                          ", oneDNN INT8 kernel ", model.int8_impl(),
                          ", own INT8 kernel ",
-                         Int8Linear::PackedKernelDescription(), ", QFeM sites ",
+                         model.packed_max_rows() > 0
+                             ? Int8Linear::PackedKernelDescription()
+                             : std::string("none (one INT8 copy)"),
+                         ", QFeM sites ",
                          model.quant().fp32_sites.size())
           : std::string("none (FP32)"),
       ", QFeP prefix ", bundle_.qfep_prefix.size(), " tokens, lm_head ",

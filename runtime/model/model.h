@@ -122,6 +122,10 @@ class Model {
   const QuantOptions& quant() const { return quant_; }
   // The oneDNN implementation of the INT8 matmuls ("" when FP32 only).
   const std::string& int8_impl() const { return int8_impl_; }
+  // Up to how many rows the INT8 sites run on the packed-weight kernel
+  // (int8_gemm_packed.h), which holds a second INT8 copy; 0 = none, one
+  // copy (see kPackedCopyMaxBytes in model.cc).
+  int packed_max_rows() const { return packed_max_rows_; }
   // Whether `k` runs with INT8 activations (false under QFeM or FP32).
   bool IsInt8(const SiteKey& k) const;
 
@@ -171,6 +175,7 @@ class Model {
   bool fp32_released_ = false;
   QuantOptions quant_;
   std::string int8_impl_;
+  int packed_max_rows_ = 0;
   std::vector<std::array<SiteKernels, kNumSites>> kernels_;  // [layer][site]
   std::unique_ptr<Linear> lm_head_;
   std::optional<HadamardTransform> down_rotation_;
