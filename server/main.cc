@@ -82,6 +82,11 @@ ABSL_FLAG(int, kv_blocks, 512,
           "layers x 2 x kv_dim x 4 bytes; 512 x 16 tokens is 377 MB for "
           "SmolLM2-135M).");
 ABSL_FLAG(int, block_tokens, 16, "Tokens per KV block.");
+ABSL_FLAG(std::string, kv_cache_bytes, "",
+          "KV cache pool size in bytes instead of --kv_blocks: a byte count "
+          "with an optional K/M/G/T suffix (2G) or a percentage of the "
+          "memory available once the model is loaded (30%; the container's "
+          "cgroup limit counts). The per-token cost is logged at start-up.");
 ABSL_FLAG(int, max_batch_tokens, 512,
           "Tokens per engine step: the chunked-prefill budget.");
 ABSL_FLAG(int, max_running, 16, "Sequences batched together at most.");
@@ -189,6 +194,7 @@ int Main() {
   }
   o.engine.kv_blocks = absl::GetFlag(FLAGS_kv_blocks);
   o.engine.block_tokens = absl::GetFlag(FLAGS_block_tokens);
+  o.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
   o.engine.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   o.engine.max_running = absl::GetFlag(FLAGS_max_running);
   o.engine.max_waiting = absl::GetFlag(FLAGS_max_waiting);

@@ -1,5 +1,7 @@
 #include "server/server.h"
 
+#include "runtime/serving/kv_sizing.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -175,9 +177,15 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
   bundle_ = *std::move(bundle);
   const Model& model = *bundle_.model;
   const ModelConfig& c = model.config();
-  LogInfo(absl::StrCat("model ", c.name, ": ", c.n_layers, " layers, hidden ",
-                       c.hidden, ", vocab ", c.vocab_size, ", context ",
-                       c.context_length));
+  LogInfo(absl::StrCat("model ", c.name, " (", c.architecture, "): ",
+                       c.n_layers, " layers, hidden ", c.hidden, ", vocab ",
+                       c.vocab_size, ", context ", c.context_length));
+  const Model::WeightMemory wm = model.weight_memory();
+  LogInfo(absl::StrFormat(
+      "weights kept: %.1f MiB (INT8 %.1f, BF16 %.1f, FP32 %.1f, embedding "
+      "as stored %.1f)",
+      wm.total() / 1048576.0, wm.int8 / 1048576.0, wm.bf16 / 1048576.0,
+      wm.fp32 / 1048576.0, wm.embedding / 1048576.0));
   LogInfo(absl::StrCat(
       "quantization: ",
       model.quant().w8a8
@@ -238,6 +246,20 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
   observers_ = std::make_unique<ForwardObserverList>(std::move(observers));
 
   EngineOptions eo = options_.engine;
+  const int64_t per_token = KvBytesPerToken(c.n_layers, c.kv_dim());
+  if (!options_.kv_cache_bytes.empty()) {
+    absl::StatusOr<int> blocks =
+        KvBlocksForBytes(options_.kv_cache_bytes, per_token, eo.block_tokens,
+                         AvailableMemoryBytes());
+    if (!blocks.ok()) return blocks.status();
+    eo.kv_blocks = *blocks;
+  }
+  LogInfo(absl::StrCat(
+      "KV cache: ", eo.kv_blocks, " blocks x ", eo.block_tokens, " tokens = ",
+      int64_t(eo.kv_blocks) * eo.block_tokens, " tokens, ", per_token >> 10,
+      " KiB per token (FP32), ",
+      (per_token * eo.block_tokens * eo.kv_blocks) >> 20,
+      " MiB in all, touched as it fills"));
   eo.prefix = bundle_.qfep_prefix;
   eo.observer = observers_.get();
   // Engine::Create computes the QFeP prefix: OpenMP, so transient too.

@@ -33,6 +33,9 @@ struct ServerOptions {
   // Without a plan: "w8a8" (per-token dynamic scales, no calibration; also
   // when empty) or "fp32". With a plan it must be empty.
   std::string quant;
+  // KV pool size in bytes ("2G", "30%" of available memory after load);
+  // empty = engine.kv_blocks.
+  std::string kv_cache_bytes;
   std::string host = "0.0.0.0";
   int grpc_port = 50051;  // 0 = any free port (tests)
   LmHeadPrecision lm_head = LmHeadPrecision::kBf16;  // see QuantOptions

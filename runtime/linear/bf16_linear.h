@@ -27,6 +27,7 @@ class Bf16Linear final : public Linear {
   void Forward(const LinearInput& in, float* y) const override;
   int in_features() const override { return k_; }
   int out_features() const override { return n_; }
+  size_t weight_bytes() const override { return w_blocked_.size(); }
 
  private:
   Bf16Linear() = default;

@@ -71,7 +71,7 @@ class Int8Linear final : public Linear {
   static absl::Span<const int8_t> last_quantized_input();
   static absl::Span<const float> last_row_scales();
 
-  size_t weight_bytes() const {
+  size_t weight_bytes() const override {
     return w_blocked_.size() + w_packed_.bytes() +
            4 * (w_scale_.size() + w_sum_.size());
   }

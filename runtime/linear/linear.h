@@ -32,6 +32,8 @@ class Linear {
   virtual void Forward(const LinearInput& in, float* y) const = 0;
   virtual int in_features() const = 0;
   virtual int out_features() const = 0;
+  // Bytes of weights this kernel holds (0 when it reads them elsewhere).
+  virtual size_t weight_bytes() const = 0;
 };
 
 // FP32 weights, oneDNN's sgemm (JIT AVX-512/AVX2 by CPUID at run time).
@@ -42,6 +44,9 @@ class Fp32Linear final : public Linear {
   void Forward(const LinearInput& in, float* y) const override;
   int in_features() const override { return w_->cols; }
   int out_features() const override { return w_->rows; }
+  size_t weight_bytes() const override {
+    return w_->data.size() * sizeof(float);
+  }
 
  private:
   const Matrix* w_;
@@ -59,6 +64,7 @@ class StreamedFp32Linear final : public Linear {
   void Forward(const LinearInput& in, float* y) const override;
   int in_features() const override { return w_->cols(); }
   int out_features() const override { return w_->rows(); }
+  size_t weight_bytes() const override { return 0; }
 
  private:
   const WeightRows* w_;

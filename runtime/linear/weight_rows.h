@@ -36,6 +36,8 @@ class WeightRows {
   // mapping gives its pages back (they stay in the page cache), so reading
   // a model once does not leave it resident in this process.
   virtual void Done(int r0, int r1) const {}
+  // Bytes this source holds in memory of its own (not in a file mapping).
+  virtual size_t resident_bytes() const { return 0; }
 };
 
 // A WeightRows over an FP32 matrix in memory (not owned).
@@ -45,6 +47,9 @@ class MatrixRows final : public WeightRows {
   int rows() const override { return m_.rows; }
   int cols() const override { return m_.cols; }
   void Row(int r, float* out) const override;
+  size_t resident_bytes() const override {
+    return m_.data.size() * sizeof(float);
+  }
 
  private:
   const Matrix& m_;

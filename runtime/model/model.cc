@@ -292,6 +292,40 @@ absl::Status Model::BuildLmHead() {
   return absl::OkStatus();
 }
 
+Model::WeightMemory Model::weight_memory() const {
+  WeightMemory m;
+  auto add = [&](const Linear* k) {
+    if (k == nullptr) return;
+    if (dynamic_cast<const Int8Linear*>(k)) {
+      m.int8 += k->weight_bytes();
+    } else if (dynamic_cast<const Bf16Linear*>(k)) {
+      m.bf16 += k->weight_bytes();
+    }  // FP32 kernels read weights_' matrices, counted below
+  };
+  for (const auto& layer : kernels_) {
+    for (const SiteKernels& k : layer) {
+      add(k.int8.get());
+      add(k.bf16.get());
+    }
+  }
+  add(lm_head_.get());
+  auto fp32 = [&](const Matrix& w) { m.fp32 += w.data.size() * 4; };
+  fp32(weights_.token_embd);
+  fp32(weights_.output);
+  m.fp32 += weights_.output_norm.size() * 4;
+  for (const LayerWeights& L : weights_.layers) {
+    for (const Matrix* w : {&L.wqkv, &L.wo, &L.w_gate_up, &L.w_down}) fp32(*w);
+    m.fp32 += (L.attn_norm.size() + L.ffn_norm.size() + L.bqkv.size()) * 4;
+  }
+  // The FP32 matrices a FromWeights model was given, until released.
+  for (const LayerWeights& L : given_.layers) {
+    for (const Matrix* w : {&L.wqkv, &L.wo, &L.w_gate_up, &L.w_down}) fp32(*w);
+  }
+  fp32(given_.output);
+  m.embedding = sources_.token_embd->resident_bytes();
+  return m;
+}
+
 bool Model::IsInt8(const SiteKey& k) const {
   return k.layer >= 0 && k.layer < config_.n_layers &&
          kernels_[k.layer][int(k.site)].int8 != nullptr;

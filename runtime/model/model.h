@@ -122,6 +122,15 @@ class Model {
   const QuantOptions& quant() const { return quant_; }
   // The oneDNN implementation of the INT8 matmuls ("" when FP32 only).
   const std::string& int8_impl() const { return int8_impl_; }
+  // Every weight byte the model holds, by format ("kept weights").
+  struct WeightMemory {
+    int64_t int8 = 0;       // INT8 kernels' copies (all of them)
+    int64_t bf16 = 0;       // BF16 kernels (QFeM option, lm_head)
+    int64_t fp32 = 0;       // FP32 matrices, norms and biases
+    int64_t embedding = 0;  // token_embd as stored in the file
+    int64_t total() const { return int8 + bf16 + fp32 + embedding; }
+  };
+  WeightMemory weight_memory() const;
   // Up to how many rows the INT8 sites run on the packed-weight kernel
   // (int8_gemm_packed.h), which holds a second INT8 copy; 0 = none, one
   // copy (see kPackedCopyMaxBytes in model.cc).

@@ -42,6 +42,7 @@ class OwnedTensorRows final : public WeightRows {
   int rows() const override { return view_.rows; }
   int cols() const override { return view_.cols; }
   void Row(int r, float* out) const override { view_.DequantizeRow(r, out); }
+  size_t resident_bytes() const override { return bytes_.size(); }
 
  private:
   std::vector<uint8_t> bytes_;
