@@ -191,7 +191,7 @@ int Main() {
   // smoothed / rotated activations).
   std::unique_ptr<Model> transformed;
   if (smooth > 0 || transforms.down_hadamard) {
-    auto t = Model::FromWeights(c, fp32.weights(), transforms);
+    auto t = fp32.WithQuant(transforms);
     if (!t.ok()) return Fail(t.status());
     transformed = *std::move(t);
     auto ts = CollectSiteStats(*transformed, *windows, prefix, bos);
@@ -209,7 +209,7 @@ int Main() {
     q.w8a8 = true;
     q.mode = *mode == v1::PER_TOKEN_DYNAMIC ? ActQuantMode::kPerTokenDynamic
                                             : ActQuantMode::kPerTensorDynamic;
-    auto w8a8 = Model::FromWeights(c, fp32.weights(), q);
+    auto w8a8 = fp32.WithQuant(q);
     if (!w8a8.ok()) return Fail(w8a8.status());
     std::vector<std::vector<int32_t>> search;
     for (const auto& w : *windows) {

@@ -165,7 +165,7 @@ int Main() {
   std::unique_ptr<Model> scheme_model;
   if (q.w8a8 || !q.smooth_scales.empty() || q.down_hadamard ||
       q.lm_head != LmHeadPrecision::kFp32) {
-    auto m = Model::FromWeights(c, fp32.weights(), q);
+    auto m = fp32.WithQuant(q);
     if (!m.ok()) return Fail(m.status());
     scheme_model = *std::move(m);
   }

@@ -110,6 +110,16 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromWeights(
   return model;
 }
 
+absl::StatusOr<std::unique_ptr<Model>> Model::WithQuant(
+    const QuantOptions& quant) const {
+  if (file_) return Load(file_, quant);
+  if (fp32_released_ || given_.layers.empty()) {
+    return absl::FailedPreconditionError(
+        "model: WithQuant after ReleaseUnquantizedWeights");
+  }
+  return FromWeights(config_, given_, quant);
+}
+
 absl::Status Model::Finish() {
   if (absl::Status s =
           ApplySmoothing(config_, quant_.smooth_scales, &weights_);

@@ -102,6 +102,13 @@ class Model {
       const ModelConfig& config, ModelWeights weights,
       const QuantOptions& quant = {});
 
+  // The same weights under other quantization options, read again from
+  // where this model reads them (the file, or the FP32 matrices it was
+  // given): tools compare schemes without another FP32 copy of the model.
+  // FailedPrecondition after ReleaseUnquantizedWeights.
+  absl::StatusOr<std::unique_ptr<Model>> WithQuant(
+      const QuantOptions& quant) const;
+
   const ModelConfig& config() const { return config_; }
   // The norm gains (as served: smoothing folded in) and the FP32 matrices
   // that FP32 kernels read: every matrix of an FP32 model (and its
