@@ -14,9 +14,10 @@ table (--markdown FILE, else stderr).
              its default plan (plans/), the synthetic model with dynamic
              per-tensor scales; BF16 lm_head; OMP_NUM_THREADS=2.
 
-Models: `default` (SmolLM2-135M-Instruct) and `tinyllama` (random weights of
+Models: `default` (SmolLM2-135M-Instruct), `tinyllama` (random weights of
 TinyLlama-1.1B's shape, written by build/bench/spikeserve-synthetic-model as
-Q8_0, read by both engines). Also the memory-bandwidth bound of decode
+Q8_0, read by both engines) and SHAPE:TYPE for any shape and type that tool
+writes (e.g. llama-3.1-8b:q4_k_m, llama-3.2-1b:q8_0), read by both engines. Also the memory-bandwidth bound of decode
 (build/bench/membw_bench) and each engine's peak RSS.
 
 Not part of CI (minutes; the venv build alone takes several).
@@ -133,6 +134,17 @@ def ensure_models(args, py):
                            check=True)
         models["tinyllama"] = {"llama": q8, "spikeserve": q8, "spikeserve_args": ["--w8a8"],
                                "shape": "TinyLlama-1.1B shape (random weights)"}
+    for name in args.models:
+        if ":" not in name:
+            continue
+        shape, typ = name.split(":")
+        path = os.path.join(CACHE, f"synthetic-{shape}.{typ}.gguf")
+        if not os.path.exists(path):
+            log(f"writing {path}")
+            subprocess.run([os.path.join(args.build, "bench", "spikeserve-synthetic-model"),
+                            "--shape", shape, "--type", typ, "--out", path], check=True)
+        models[name] = {"llama": path, "spikeserve": path, "spikeserve_args": ["--w8a8"],
+                        "shape": f"{shape} shape {typ.upper()} (random weights)"}
     return models
 
 
@@ -165,15 +177,16 @@ def compare(name, m, args, py, bw):
         "spikeserve": {"pp_tok_s": med(s.results["pp"]), "tg_tok_s": med(s.results["tg"]),
                        "pp_all": s.results["pp"], "tg_all": s.results["tg"],
                        "peak_rss_mib": rss["spikeserve"], **s.info},
-        "llama_cpp_q8_0": {"pp_tok_s": med(l2.results["pp"]),
+        "llama_cpp": {"pp_tok_s": med(l2.results["pp"]),
                            "tg_tok_s_2_threads": med(l2.results["tg"]),
                            "tg_tok_s_1_thread": med(l1.results["tg"]),
                            "pp_all": l2.results["pp"], "tg_all_2_threads": l2.results["tg"],
                            "tg_all_1_thread": l1.results["tg"],
                            "peak_rss_mib": rss["llama.cpp t2"],
+                           "load_s": l2.info["load_s"],
                            "llama_cpp_python": l2.info["llama_cpp_python"]},
     }
-    res["pp_ratio"] = res["spikeserve"]["pp_tok_s"] / res["llama_cpp_q8_0"]["pp_tok_s"]
+    res["pp_ratio"] = res["spikeserve"]["pp_tok_s"] / res["llama_cpp"]["pp_tok_s"]
     res["tg_ratio"] = res["spikeserve"]["tg_tok_s"] / llama_tg
     # Bandwidth measured before this model's repetitions and right after.
     bw = max_bandwidth(bw, bandwidth(args.build))
@@ -195,19 +208,19 @@ def compare(name, m, args, py, bw):
 def markdown(results, args):
     lines = [f"Measured by `python3 bench/compare_llamacpp.py` ({args.repetitions} alternating "
              f"repetitions, medians; pp = {args.prompt_tokens}-token prompt, tg = "
-             f"{args.decode_tokens} decoded tokens; llama.cpp Q8_0 through llama-cpp-python "
-             f"{next(iter(results.values()))['llama_cpp_q8_0']['llama_cpp_python']}).", "",
-             "| model | engine | pp tok/s | tg tok/s | peak RSS MiB |",
-             "|---|---|---:|---:|---:|"]
+             f"{args.decode_tokens} decoded tokens; llama.cpp reads the same file, through llama-cpp-python "
+             f"{next(iter(results.values()))['llama_cpp']['llama_cpp_python']}).", "",
+             "| model | engine | pp tok/s | tg tok/s | peak RSS MiB | load s |",
+             "|---|---|---:|---:|---:|---:|"]
     for r in results.values():
-        s, l = r["spikeserve"], r["llama_cpp_q8_0"]
-        lines.append(f"| {r['shape']} | llama.cpp Q8_0 | {l['pp_tok_s']:.0f} | "
+        s, l = r["spikeserve"], r["llama_cpp"]
+        lines.append(f"| {r['shape']} | llama.cpp | {l['pp_tok_s']:.0f} | "
                      f"{l['tg_tok_s_2_threads']:.1f} (1 thread: {l['tg_tok_s_1_thread']:.1f}) | "
-                     f"{l['peak_rss_mib']:.0f} |")
+                     f"{l['peak_rss_mib']:.0f} | {l['load_s']:.1f} |")
         lines.append(f"| {r['shape']} | spikeserve W8A8 | {s['pp_tok_s']:.0f} | "
-                     f"{s['tg_tok_s']:.1f} | {s['peak_rss_mib']:.0f} |")
+                     f"{s['tg_tok_s']:.1f} | {s['peak_rss_mib']:.0f} | {s['load_s']:.1f} |")
         lines.append(f"| {r['shape']} | **ratio** | **{r['pp_ratio']:.2f}x** | "
-                     f"**{r['tg_ratio']:.2f}x** | |")
+                     f"**{r['tg_ratio']:.2f}x** | | |")
     lines += ["", "Memory bandwidth: `build/bench/membw_bench` (1 GiB buffers, 2 threads, "
               "median of 3), the higher of the runs before and after each model's "
               "repetitions.", ""]

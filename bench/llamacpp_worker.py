@@ -33,10 +33,12 @@ def serve(args):
     import numpy as np
     import llama_cpp
     from llama_cpp import Llama
+    t_load = time.perf_counter()
     llm = Llama(model_path=args.model, n_ctx=args.prompt_tokens + args.decode_tokens + 16,
                 n_batch=args.prompt_tokens, n_ubatch=args.prompt_tokens,
                 n_threads=args.threads, n_threads_batch=args.threads,
                 logits_all=False, verbose=False)
+    load_s = time.perf_counter() - t_load
     vocab = llm.n_vocab()
     rng = np.random.default_rng(1)
     prompt = [int(t) for t in rng.integers(0, vocab, args.prompt_tokens)]
@@ -58,7 +60,7 @@ def serve(args):
 
     pp(), tg()  # warm-up, as llama-bench does
     print(json.dumps({"model": args.model, "llama_cpp_python": llama_cpp.__version__,
-                      "threads": args.threads,
+                      "threads": args.threads, "load_s": load_s,
                       "system_info": llama_cpp.llama_print_system_info().decode()}),
           flush=True)
     for line in sys.stdin:

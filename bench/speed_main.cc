@@ -35,8 +35,8 @@ ABSL_FLAG(std::string, model, "", "GGUF model file (required).");
 ABSL_FLAG(std::string, plan, "",
           "Quantization plan (JSON); without it --w8a8 decides.");
 ABSL_FLAG(bool, w8a8, false,
-          "Without a plan: W8A8 with dynamic per-tensor activation scales "
-          "(no QFeM/QFeP); false = FP32.");
+          "Without a plan: W8A8 with per-token dynamic activation scales "
+          "(the server's --quant w8a8; no QFeM/QFeP); false = FP32.");
 ABSL_FLAG(std::string, lm_head, "auto",
           "lm_head precision: auto (bf16 where supported, else int8), fp32, "
           "bf16 or int8.");
@@ -63,6 +63,7 @@ absl::StatusOr<ModelBundle> Load(const std::string& model_path) {
   const std::string plan_path = absl::GetFlag(FLAGS_plan);
   if (plan_path.empty()) {
     base.w8a8 = absl::GetFlag(FLAGS_w8a8);
+    base.mode = ActQuantMode::kPerTokenDynamic;
     return LoadModelBundle(model_path, base);
   }
   absl::StatusOr<v1::QuantPlan> plan = ReadQuantPlan(plan_path);
@@ -197,8 +198,12 @@ int Main() {
     return Fail(absl::InvalidArgumentError(
         "--prompt_tokens and --decode_tokens must be >= 1"));
   }
+  const auto t_load = std::chrono::steady_clock::now();
   absl::StatusOr<ModelBundle> bundle = Load(model_path);
   if (!bundle.ok()) return Fail(bundle.status());
+  const double load_s = std::chrono::duration<double>(
+                            std::chrono::steady_clock::now() - t_load)
+                            .count();
   const Model& model = *bundle->model;
   const int prefix_len = int(bundle->qfep_prefix.size());
   const int block_tokens = 16;
@@ -216,9 +221,9 @@ int Main() {
   bundle->model->ReleaseUnquantizedWeights();
   std::printf(
       "{\"model\":\"%s\",\"int8_impl\":\"%s\",\"qfep_prefix\":%d,"
-      "\"decode_weight_bytes\":%.0f}\n",
+      "\"decode_weight_bytes\":%.0f,\"load_s\":%.2f}\n",
       model.config().name.c_str(), model.int8_impl().c_str(), prefix_len,
-      DecodeWeightBytes(model));
+      DecodeWeightBytes(model), load_s);
   Runner runner(model, *std::move(pool), std::move(prefix));
   // One untimed round: first-touch of the KV pool and of oneDNN's scratch.
   if (!runner.Prompt().ok() || !runner.Decode(4).ok()) {
