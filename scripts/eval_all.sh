@@ -49,17 +49,25 @@ declare -a rows=(
   "plan:smooth+rotate+qfep|plan-smoothrot"
   "plan:static+smooth+rotate+qfep|plan-static-smoothrot"
   "plan:token+smooth+rotate+qfep|plan-token-smoothrot"
+  # The BF16 KV cache option (--kv_cache_type bf16), alone and with the
+  # default plan.
+  "fp32+kv-bf16|"
+  "plan:token+smooth+rotate+qfep+kv-bf16|plan-token-smoothrot"
 )
 : > "$out/results.jsonl"
 for row in "${rows[@]}"; do
   scheme="${row%%|*}"; plan="${row#*|}"
   args=(--model "$model" --text "$text" --window 512 --windows "$windows")
   [ -n "$plan" ] && args+=(--plan "$out/$plan.json")
+  base="$scheme"
+  case "$scheme" in
+    *+kv-bf16) base="${scheme%+kv-bf16}"; args+=(--kv_cache_type bf16) ;;
+  esac
   # "plan:NAME" rows run the plan exactly as the server would.
-  case "$scheme" in plan:*) ;; *) args+=(--scheme "$scheme") ;; esac
+  case "$base" in plan:*) ;; *) args+=(--scheme "$base") ;; esac
   echo "eval: $scheme" >&2
   "$build/tools/spikeserve-eval" "${args[@]}" |
-    sed "s/\"scheme\": \"plan\"/\"scheme\": \"$scheme\"/" |
+    sed "s/\"scheme\": \"[^\"]*\"/\"scheme\": \"$scheme\"/" |
     tee -a "$out/results.jsonl" >&2
 done
 
@@ -114,7 +122,9 @@ print(f"\nThe default plan (`plans/smollm2-135m-instruct.json`) is "
       f"({(default['perplexity'] / fp['perplexity'] - 1) * 100:+.1f}% vs FP32). Its "
       "per-token activation scales make a request's tokens independent of how its rows "
       "are batched (prefix-cache hits, prefill chunking, other requests); the "
-      "per-tensor-dynamic rows are for comparison only (docs/method.md).\n")
+      "per-tensor-dynamic rows are for comparison only (docs/method.md). The `+kv-bf16` "
+      "rows keep the KV cache, the QFeP prefix's included, in BF16 "
+      "(`--kv_cache_type bf16`: half the bytes per token); the reference keeps FP32.\n")
 print("\n## Texts of other genres\n")
 print("Neither calibrated nor chosen on: the GNU GPL v3 (legal) and Python's argparse "
       "module (code), 8 windows of 512 tokens each (`build/texts/eval-{legal,code}.txt`).\n")

@@ -82,6 +82,10 @@ ABSL_FLAG(int, kv_blocks, 512,
           "layers x 2 x kv_dim x 4 bytes; 512 x 16 tokens is 377 MB for "
           "SmolLM2-135M).");
 ABSL_FLAG(int, block_tokens, 16, "Tokens per KV block.");
+ABSL_FLAG(std::string, kv_cache_type, "fp32",
+          "KV cache precision: fp32 (exact) or bf16 (half the memory per "
+          "token; accuracy in docs/accuracy.md). The QFeP prefix is stored "
+          "in the same precision.");
 ABSL_FLAG(std::string, kv_cache_bytes, "",
           "KV cache pool size in bytes instead of --kv_blocks: a byte count "
           "with an optional K/M/G/T suffix (2G) or a percentage of the "
@@ -195,6 +199,15 @@ int Main() {
   o.engine.kv_blocks = absl::GetFlag(FLAGS_kv_blocks);
   o.engine.block_tokens = absl::GetFlag(FLAGS_block_tokens);
   o.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
+  {
+    const std::string t = absl::GetFlag(FLAGS_kv_cache_type);
+    if (t != "fp32" && t != "bf16") {
+      LogError(absl::StrCat("--kv_cache_type must be fp32 or bf16, got \"", t,
+                            "\""));
+      return 2;
+    }
+    o.kv_bf16 = t == "bf16";
+  }
   o.engine.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   o.engine.max_running = absl::GetFlag(FLAGS_max_running);
   o.engine.max_waiting = absl::GetFlag(FLAGS_max_waiting);

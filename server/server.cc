@@ -146,6 +146,7 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
   }
   QuantOptions base;
   base.lm_head = options_.lm_head;
+  base.kv_bf16 = options_.kv_bf16;
   if (plan && !options_.quant.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--quant ", options_.quant,
@@ -246,7 +247,8 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
   observers_ = std::make_unique<ForwardObserverList>(std::move(observers));
 
   EngineOptions eo = options_.engine;
-  const int64_t per_token = KvBytesPerToken(c.n_layers, c.kv_dim());
+  const int64_t per_token =
+      KvBytesPerToken(c.n_layers, c.kv_dim(), model.quant().kv_bf16);
   if (!options_.kv_cache_bytes.empty()) {
     absl::StatusOr<int> blocks =
         KvBlocksForBytes(options_.kv_cache_bytes, per_token, eo.block_tokens,
@@ -257,7 +259,7 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
   LogInfo(absl::StrCat(
       "KV cache: ", eo.kv_blocks, " blocks x ", eo.block_tokens, " tokens = ",
       int64_t(eo.kv_blocks) * eo.block_tokens, " tokens, ", per_token >> 10,
-      " KiB per token (FP32), ",
+      " KiB per token (", model.quant().kv_bf16 ? "BF16" : "FP32", "), ",
       (per_token * eo.block_tokens * eo.kv_blocks) >> 20,
       " MiB in all, touched as it fills"));
   eo.prefix = bundle_.qfep_prefix;

@@ -36,6 +36,7 @@ struct ServerOptions {
   // KV pool size in bytes ("2G", "30%" of available memory after load);
   // empty = engine.kv_blocks.
   std::string kv_cache_bytes;
+  bool kv_bf16 = false;  // --kv_cache_type bf16
   std::string host = "0.0.0.0";
   int grpc_port = 50051;  // 0 = any free port (tests)
   LmHeadPrecision lm_head = LmHeadPrecision::kBf16;  // see QuantOptions

@@ -26,8 +26,12 @@ class AttentionTest : public ::testing::TestWithParam<Case> {};
 // a multiple of 32 (64, 128: whole AVX-512 passes over V), of 8 only (24,
 // 72: masked or scalar tails) or of neither (20), row counts below, at and
 // past a tile (8), position counts with and without a tail past a block.
+// Both pool precisions: a BF16 pool's K and V are widened exactly, so the
+// reference (which reads them back widened) is matched as closely.
 TEST_P(AttentionTest, MatchesReference) {
   const Case& p = GetParam();
+  for (bool bf16 : {false, true}) {
+  SCOPED_TRACE(bf16 ? "bf16 pool" : "fp32 pool");
   ModelConfig c;
   c.n_layers = 2;
   c.n_heads = p.heads;
@@ -36,20 +40,22 @@ TEST_P(AttentionTest, MatchesReference) {
   auto pool = KvPool::Create({.n_layers = 2,
                               .kv_dim = c.kv_dim(),
                               .block_tokens = 16,
-                              .num_blocks = 32});
+                              .num_blocks = 32,
+                              .bf16 = bf16});
   ASSERT_TRUE(pool.ok());
   SequenceKv kv(pool->get());
   const int total = p.start + p.n_new;
   ASSERT_TRUE(kv.Reserve(total).ok());
   std::mt19937 rng(5);
   std::normal_distribution<float> d(0, 2);
-  std::vector<float> krow(c.kv_dim());
+  std::vector<float> krow(c.kv_dim()), vrow(c.kv_dim());
   for (int pos = 0; pos < total; ++pos) {
     for (int i = 0; i < c.kv_dim(); ++i) {
       krow[i] = d(rng);
-      kv.v_row(1, pos)[i] = d(rng);
+      vrow[i] = d(rng);
     }
     kv.WriteK(1, pos, krow.data());
+    kv.WriteV(1, pos, vrow.data());
   }
   std::vector<float> q(size_t(p.n_new) * c.q_dim());
   for (float& x : q) x = d(rng);
@@ -59,6 +65,7 @@ TEST_P(AttentionTest, MatchesReference) {
   ReferenceAttention(c, kv, 1, q.data(), p.n_new, p.start, ref.data());
   for (size_t i = 0; i < out.size(); ++i) {
     ASSERT_NEAR(out[i], ref[i], 1e-4) << "element " << i;
+  }
   }
 }
 
@@ -187,6 +194,8 @@ TEST(AttentionTile, KernelsEqualScalarBitForBit) {
 // KV of earlier chunks then comes from the cache), or beside other
 // sequences' rows in the same call.
 TEST(Attention, RowsAreBitIdenticalWhateverTheChunking) {
+  for (bool bf16 : {false, true}) {
+  SCOPED_TRACE(bf16 ? "bf16 pool" : "fp32 pool");
   ModelConfig c;
   c.n_layers = 1;
   c.n_heads = 9;
@@ -195,7 +204,8 @@ TEST(Attention, RowsAreBitIdenticalWhateverTheChunking) {
   auto pool = KvPool::Create({.n_layers = 1,
                               .kv_dim = c.kv_dim(),
                               .block_tokens = 16,
-                              .num_blocks = 64});
+                              .num_blocks = 64,
+                              .bf16 = bf16});
   ASSERT_TRUE(pool.ok());
   // A 3-token shared prefix block (like QFeP's), then 70 own positions.
   const int kPrefix = 3, kRows = 70, total = kPrefix + kRows;
@@ -206,14 +216,15 @@ TEST(Attention, RowsAreBitIdenticalWhateverTheChunking) {
   ASSERT_TRUE(other.Reserve(40).ok());
   std::mt19937 rng(3);
   std::normal_distribution<float> d(0, 2);
-  std::vector<float> krow(c.kv_dim());
+  std::vector<float> krow(c.kv_dim()), vrow(c.kv_dim());
   for (SequenceKv* s : {&kv, &other}) {
     for (int pos = 0; pos < (s == &kv ? total : 40); ++pos) {
       for (int i = 0; i < c.kv_dim(); ++i) {
         krow[i] = d(rng);
-        s->v_row(0, pos)[i] = d(rng);
+        vrow[i] = d(rng);
       }
       s->WriteK(0, pos, krow.data());
+      s->WriteV(0, pos, vrow.data());
     }
   }
   std::vector<float> q(size_t(kRows) * c.q_dim()), q2(size_t(5) * c.q_dim());
@@ -235,6 +246,7 @@ TEST(Attention, RowsAreBitIdenticalWhateverTheChunking) {
     }
     ASSERT_EQ(0, std::memcmp(out.data(), whole.data(), out.size() * 4))
         << "chunks of " << chunk;
+  }
   }
 }
 

@@ -120,5 +120,34 @@ TEST(SequenceKv, AttachPrefixChecksBlockCount) {
   EXPECT_EQ(s.AttachPrefix({0}, 6).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// A BF16 pool stores half the bytes and rounds to nearest: values with at
+// most 8 significant bits come back exactly; near 1 the spacing is 2^-7, so
+// 1 + 2^-9 rounds down to 1 and 1 + 3·2^-9 up to 1 + 2^-7.
+TEST(SequenceKv, Bf16PoolRoundsKAndV) {
+  auto fp32 = KvPool::Create(
+      {.n_layers = 2, .kv_dim = 4, .block_tokens = 4, .num_blocks = 2});
+  auto bf16 = KvPool::Create({.n_layers = 2,
+                              .kv_dim = 4,
+                              .block_tokens = 4,
+                              .num_blocks = 2,
+                              .bf16 = true});
+  ASSERT_TRUE(fp32.ok() && bf16.ok());
+  EXPECT_EQ((*bf16)->bytes() * 2, (*fp32)->bytes());
+  EXPECT_EQ((*bf16)->bytes_per_token(), size_t(2 * 2 * 4 * 2));
+  SequenceKv kv(bf16->get());
+  ASSERT_TRUE(kv.Reserve(6).ok());
+  const float in[4] = {1.5f, -2.25f, 1.0f + 0x1p-9f, 1.0f + 3 * 0x1p-9f};
+  const float want[4] = {1.5f, -2.25f, 1.0f, 1.0f + 0x1p-7f};
+  kv.WriteK(1, 5, in);
+  kv.WriteV(1, 5, in);
+  float k[4], v[4];
+  kv.ReadK(1, 5, k);
+  kv.ReadV(1, 5, v);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(k[i], want[i]) << i;
+    EXPECT_EQ(v[i], want[i]) << i;
+  }
+}
+
 }  // namespace
 }  // namespace spikeserve

@@ -38,6 +38,9 @@ ABSL_FLAG(std::string, scheme, "",
 ABSL_FLAG(int, window, 512,
           "Window length, tokens (BOS or prefix not counted).");
 ABSL_FLAG(int, windows, 0, "Windows evaluated (0 = all).");
+ABSL_FLAG(std::string, kv_cache_type, "fp32",
+          "KV cache of the evaluated scheme: fp32 or bf16 (the FP32 "
+          "reference keeps an FP32 cache).");
 ABSL_FLAG(bool, json, true, "Print one JSON object (the only output format).");
 
 namespace spikeserve {
@@ -162,9 +165,15 @@ int Main() {
       ParseLmHeadPrecision(absl::GetFlag(FLAGS_lm_head));
   if (!lm_head.ok()) return Fail(lm_head.status());
   q.lm_head = *lm_head;
+  const std::string kv_type = absl::GetFlag(FLAGS_kv_cache_type);
+  if (kv_type != "fp32" && kv_type != "bf16") {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--kv_cache_type must be fp32 or bf16, got \"", kv_type, "\"")));
+  }
+  q.kv_bf16 = kv_type == "bf16";
   std::unique_ptr<Model> scheme_model;
   if (q.w8a8 || !q.smooth_scales.empty() || q.down_hadamard ||
-      q.lm_head != LmHeadPrecision::kFp32) {
+      q.lm_head != LmHeadPrecision::kFp32 || q.kv_bf16) {
     auto m = fp32.WithQuant(q);
     if (!m.ok()) return Fail(m.status());
     scheme_model = *std::move(m);

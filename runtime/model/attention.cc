@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "runtime/gguf/dequantize.h"
 #include "runtime/model/ops.h"
 
 namespace spikeserve {
@@ -20,6 +21,17 @@ constexpr int64_t kParallelMacs = int64_t(1) << 18;
 std::vector<float>& TileScores() {
   thread_local std::vector<float> s;
   return s;
+}
+
+// A BF16 pool's K and V of one segment and KV head, widened to FP32 (exact)
+// into per-thread buffers: the kernels then run the very same arithmetic as
+// on an FP32 pool, so results stay independent of how rows are grouped.
+struct WideKv {
+  std::vector<float> k, v;
+};
+WideKv& TileWideKv() {
+  thread_local WideKv w;
+  return w;
 }
 
 // One tile: rows row0 .. row0 + rows - 1 of query `dq`, head h.
@@ -44,6 +56,20 @@ void AttendTile(const ModelConfig& c, int layer, const AttentionQuery& dq,
   for (int i = 0; i < n_segs && segs[i].pos0 < n_vis; ++i) {
     const SequenceKv::Segment& sg = segs[i];
     const int n = std::min(sg.n, n_vis - sg.pos0);
+    if (pool.bf16()) {
+      // K of head g, positions slot0 .. slot0 + n: [hd][n].
+      std::vector<float>& wk = TileWideKv().k;
+      if (wk.size() < size_t(hd) * n) wk.resize(size_t(hd) * n);
+      const uint16_t* src = pool.k16(sg.block, layer) + size_t(g) * hd * bt +
+                            sg.slot0;
+      for (int d = 0; d < hd; ++d) {
+        for (int j = 0; j < n; ++j) {
+          wk[size_t(d) * n + j] = Bf16ToFloat(src[size_t(d) * bt + j]);
+        }
+      }
+      k.scores(wk.data(), n, n, q, q_dim, rows, hd, scale, S + sg.pos0, n_vis);
+      continue;
+    }
     const float* kt = pool.k(sg.block, layer) + size_t(g) * hd * bt + sg.slot0;
     k.scores(kt, bt, n, q, q_dim, rows, hd, scale, S + sg.pos0, n_vis);
   }
@@ -56,16 +82,33 @@ void AttendTile(const ModelConfig& c, int layer, const AttentionQuery& dq,
   // tile's last positions for the rows that see it.
   for (int i = 0; i < n_segs && segs[i].pos0 < n_vis; ++i) {
     const SequenceKv::Segment& sg = segs[i];
-    const float* v =
-        pool.v(sg.block, layer) + size_t(sg.slot0) * kv_dim + size_t(g) * hd;
+    const float* v = nullptr;
+    int v_stride = kv_dim;
+    if (pool.bf16()) {
+      // V of head g, the segment's positions: [n][hd].
+      std::vector<float>& wv = TileWideKv().v;
+      if (wv.size() < size_t(sg.n) * hd) wv.resize(size_t(sg.n) * hd);
+      const uint16_t* src = pool.v16(sg.block, layer) +
+                            size_t(sg.slot0) * kv_dim + size_t(g) * hd;
+      for (int j = 0; j < sg.n; ++j) {
+        for (int d = 0; d < hd; ++d) {
+          wv[size_t(j) * hd + d] = Bf16ToFloat(src[size_t(j) * kv_dim + d]);
+        }
+      }
+      v = wv.data();
+      v_stride = hd;
+    } else {
+      v = pool.v(sg.block, layer) + size_t(sg.slot0) * kv_dim +
+          size_t(g) * hd;
+    }
     const int all = std::max(0, std::min(sg.n, first - sg.pos0));
     if (all > 0) {
-      k.accumulate(v, kv_dim, all, S + sg.pos0, n_vis, rows, hd, o, q_dim);
+      k.accumulate(v, v_stride, all, S + sg.pos0, n_vis, rows, hd, o, q_dim);
     }
     for (int j = all; j < sg.n && sg.pos0 + j < n_vis; ++j) {
       const int p = sg.pos0 + j;
       const int r0 = p - first + 1;  // first row that sees position p
-      k.accumulate(v + size_t(j) * kv_dim, kv_dim, 1,
+      k.accumulate(v + size_t(j) * v_stride, v_stride, 1,
                    S + size_t(r0) * n_vis + p, n_vis, rows - r0, hd,
                    o + size_t(r0) * q_dim, q_dim);
     }
@@ -129,7 +172,7 @@ void ReferenceAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
                         const float* q, int n_new, int start, float* out) {
   const int hd = c.head_dim, q_dim = c.q_dim();
   std::vector<double> s;
-  std::vector<float> krow(c.kv_dim());
+  std::vector<float> krow(c.kv_dim()), vrow(c.kv_dim());
   for (int i = 0; i < n_new; ++i) {
     const int visible = start + i + 1;
     for (int h = 0; h < c.n_heads; ++h) {
@@ -148,8 +191,10 @@ void ReferenceAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
       for (double& x : s) sum += (x = std::exp(x - mx));
       for (int d = 0; d < hd; ++d) {
         double acc = 0;
-        for (int p = 0; p < visible; ++p)
-          acc += s[p] / sum * kv.v_row(layer, p)[g * hd + d];
+        for (int p = 0; p < visible; ++p) {
+          kv.ReadV(layer, p, vrow.data());
+          acc += s[p] / sum * vrow[g * hd + d];
+        }
         out[i * q_dim + h * hd + d] = float(acc);
       }
     }

@@ -3,8 +3,11 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/gguf/dequantize.h"
+#include "runtime/linear/bf16_linear.h"
 
 namespace spikeserve {
 
@@ -18,7 +21,7 @@ absl::StatusOr<std::unique_ptr<KvPool>> KvPool::Create(const Options& o) {
         ")"));
   }
   const double bytes = double(o.num_blocks) * o.n_layers * 2 * o.block_tokens *
-                       o.kv_dim * sizeof(float);
+                       o.kv_dim * (o.bf16 ? 2 : 4);
   if (bytes > double(uint64_t{1} << 40)) {
     return absl::InvalidArgumentError(
         absl::StrCat("kv pool: ", bytes, " bytes requested"));
@@ -33,19 +36,18 @@ absl::StatusOr<std::unique_ptr<KvPool>> KvPool::Create(const Options& o) {
 
 KvPool::KvPool(const Options& o)
     : options_(o),
-      row_floats_(size_t(o.block_tokens) * o.kv_dim),
-      storage_bytes_(size_t(o.num_blocks) * o.n_layers * 2 * row_floats_ *
-                     sizeof(float)),
+      row_bytes_(size_t(o.block_tokens) * o.kv_dim * (o.bf16 ? 2 : 4)),
+      storage_bytes_(size_t(o.num_blocks) * o.n_layers * 2 * row_bytes_),
       storage_(nullptr, Unmap{storage_bytes_}),
       refs_(o.num_blocks, 0) {
   void* p = mmap(nullptr, storage_bytes_, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p != MAP_FAILED) storage_.reset(static_cast<float*>(p));
+  if (p != MAP_FAILED) storage_.reset(static_cast<uint8_t*>(p));
   free_.reserve(o.num_blocks);
   for (int b = o.num_blocks - 1; b >= 0; --b) free_.push_back(b);
 }
 
-void KvPool::Unmap::operator()(float* p) const {
+void KvPool::Unmap::operator()(uint8_t* p) const {
   if (p != nullptr) munmap(p, bytes);
 }
 
@@ -129,6 +131,13 @@ std::pair<int, int> SequenceKv::Locate(int pos) const {
 void SequenceKv::WriteK(int layer, int pos, const float* k) {
   auto [b, slot] = Locate(pos);
   const int bt = pool_->block_tokens();
+  if (pool_->bf16()) {
+    uint16_t* dst = pool_->k16(b, layer) + slot;
+    for (int d = 0; d < pool_->kv_dim(); ++d) {
+      dst[size_t(d) * bt] = FloatToBf16(k[d]);
+    }
+    return;
+  }
   float* dst = pool_->k(b, layer) + slot;
   for (int d = 0; d < pool_->kv_dim(); ++d) dst[size_t(d) * bt] = k[d];
 }
@@ -136,8 +145,39 @@ void SequenceKv::WriteK(int layer, int pos, const float* k) {
 void SequenceKv::ReadK(int layer, int pos, float* k) const {
   auto [b, slot] = Locate(pos);
   const int bt = pool_->block_tokens();
+  if (pool_->bf16()) {
+    const uint16_t* src = pool_->k16(b, layer) + slot;
+    for (int d = 0; d < pool_->kv_dim(); ++d) {
+      k[d] = Bf16ToFloat(src[size_t(d) * bt]);
+    }
+    return;
+  }
   const float* src = pool_->k(b, layer) + slot;
   for (int d = 0; d < pool_->kv_dim(); ++d) k[d] = src[size_t(d) * bt];
+}
+
+void SequenceKv::WriteV(int layer, int pos, const float* v) {
+  auto [b, slot] = Locate(pos);
+  const int kv_dim = pool_->kv_dim();
+  if (pool_->bf16()) {
+    uint16_t* dst = pool_->v16(b, layer) + size_t(slot) * kv_dim;
+    for (int d = 0; d < kv_dim; ++d) dst[d] = FloatToBf16(v[d]);
+    return;
+  }
+  std::memcpy(pool_->v(b, layer) + size_t(slot) * kv_dim, v,
+              sizeof(float) * kv_dim);
+}
+
+void SequenceKv::ReadV(int layer, int pos, float* v) const {
+  auto [b, slot] = Locate(pos);
+  const int kv_dim = pool_->kv_dim();
+  if (pool_->bf16()) {
+    const uint16_t* src = pool_->v16(b, layer) + size_t(slot) * kv_dim;
+    for (int d = 0; d < kv_dim; ++d) v[d] = Bf16ToFloat(src[d]);
+    return;
+  }
+  std::memcpy(v, pool_->v(b, layer) + size_t(slot) * kv_dim,
+              sizeof(float) * kv_dim);
 }
 
 void SequenceKv::Segments(int n_pos, std::vector<Segment>* out) const {

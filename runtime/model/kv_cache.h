@@ -9,6 +9,9 @@
 // arithmetic for one query row or a tile of them, attention.h).
 // Blocks are refcounted so that full blocks can be shared read-only by many
 // sequences (the QFeP prefix, cached prompt prefixes).
+//
+// The pool holds FP32 (the default) or BF16 (opt-in, half the bytes:
+// values rounded to nearest even when written, widened exactly when read).
 #ifndef SPIKESERVE_RUNTIME_MODEL_KV_CACHE_H_
 #define SPIKESERVE_RUNTIME_MODEL_KV_CACHE_H_
 
@@ -32,6 +35,7 @@ class KvPool {
     int kv_dim = 0;  // n_kv_heads * head_dim
     int block_tokens = 16;
     int num_blocks = 0;
+    bool bf16 = false;  // store K and V as bfloat16
   };
   static absl::StatusOr<std::unique_ptr<KvPool>> Create(const Options& o);
 
@@ -42,6 +46,12 @@ class KvPool {
   int free_blocks() const { return static_cast<int>(free_.size()); }
   int used_blocks() const { return num_blocks() - free_blocks(); }
   size_t bytes() const { return storage_bytes_; }
+  bool bf16() const { return options_.bf16; }
+  // Bytes one position takes in every layer (K and V).
+  size_t bytes_per_token() const {
+    return size_t(options_.n_layers) * 2 * options_.kv_dim *
+           (options_.bf16 ? 2 : 4);
+  }
 
   // A fresh block with refcount 1; ResourceExhausted when none is free.
   absl::StatusOr<int> Allocate();
@@ -51,33 +61,49 @@ class KvPool {
   int refcount(int block) const { return refs_[block]; }
 
   // K of layer `layer` in `block`: [kv_dim][block_tokens] (transposed).
-  // V: [block_tokens][kv_dim] rows.
-  float* k(int block, int layer) { return data(block, layer, 0); }
-  float* v(int block, int layer) { return data(block, layer, 1); }
+  // V: [block_tokens][kv_dim] rows. FP32 pools: k, v; BF16 pools: k16, v16.
+  float* k(int block, int layer) {
+    return reinterpret_cast<float*>(data(block, layer, 0));
+  }
+  float* v(int block, int layer) {
+    return reinterpret_cast<float*>(data(block, layer, 1));
+  }
   const float* k(int block, int layer) const {
-    return const_cast<KvPool*>(this)->data(block, layer, 0);
+    return const_cast<KvPool*>(this)->k(block, layer);
   }
   const float* v(int block, int layer) const {
-    return const_cast<KvPool*>(this)->data(block, layer, 1);
+    return const_cast<KvPool*>(this)->v(block, layer);
+  }
+  uint16_t* k16(int block, int layer) {
+    return reinterpret_cast<uint16_t*>(data(block, layer, 0));
+  }
+  uint16_t* v16(int block, int layer) {
+    return reinterpret_cast<uint16_t*>(data(block, layer, 1));
+  }
+  const uint16_t* k16(int block, int layer) const {
+    return const_cast<KvPool*>(this)->k16(block, layer);
+  }
+  const uint16_t* v16(int block, int layer) const {
+    return const_cast<KvPool*>(this)->v16(block, layer);
   }
 
  private:
   explicit KvPool(const Options& o);
-  float* data(int block, int layer, int kv) {
+  uint8_t* data(int block, int layer, int kv) {
     return storage_.get() +
-           ((size_t(block) * options_.n_layers + layer) * 2 + kv) * row_floats_;
+           ((size_t(block) * options_.n_layers + layer) * 2 + kv) * row_bytes_;
   }
 
   Options options_;
-  size_t row_floats_;  // block_tokens * kv_dim
+  size_t row_bytes_;  // block_tokens * kv_dim elements
   // Anonymous mapping: zero pages that become resident only when a block is
   // first written, so an idle server does not pay for its whole pool.
   struct Unmap {
     size_t bytes;
-    void operator()(float* p) const;
+    void operator()(uint8_t* p) const;
   };
   size_t storage_bytes_;
-  std::unique_ptr<float, Unmap> storage_;
+  std::unique_ptr<uint8_t, Unmap> storage_;
   std::vector<int> refs_;
   std::vector<int> free_;  // LIFO: recently freed blocks are cache-warm
 };
@@ -117,7 +143,10 @@ class SequenceKv {
   // [kv_dim] row (the pool stores K transposed).
   void WriteK(int layer, int pos, const float* k);
   void ReadK(int layer, int pos, float* k) const;
-  // V row of position `pos`: [kv_dim] floats in the pool.
+  // V of position `pos` from / into a [kv_dim] row (any pool).
+  void WriteV(int layer, int pos, const float* v);
+  void ReadV(int layer, int pos, float* v) const;
+  // V row of position `pos`: [kv_dim] floats in an FP32 pool.
   float* v_row(int layer, int pos);
   const float* v_row(int layer, int pos) const {
     return const_cast<SequenceKv*>(this)->v_row(layer, pos);

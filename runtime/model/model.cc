@@ -406,6 +406,7 @@ absl::StatusOr<std::unique_ptr<KvPool>> Model::NewKvPool(
   o.kv_dim = config_.kv_dim();
   o.block_tokens = block_tokens;
   o.num_blocks = num_blocks;
+  o.bf16 = quant_.kv_bf16;
   return KvPool::Create(o);
 }
 
@@ -520,7 +521,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
         ApplyRope(q, c.n_heads, c.head_dim, c.rope_dims, cs, c.rope_neox);
         ApplyRope(k, c.n_kv_heads, c.head_dim, c.rope_dims, cs, c.rope_neox);
         b.kv->WriteK(l, pos, k);
-        std::memcpy(b.kv->v_row(l, pos), v, c.kv_dim() * sizeof(float));
+        b.kv->WriteV(l, pos, v);
       }
       r0 += n;
     }

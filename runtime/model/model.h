@@ -65,6 +65,9 @@ struct QuantOptions {
   // FP32, BF16 (weights and activations, FP32 accumulation: half the bytes)
   // or INT8 W8A8 (per-channel weights, per-token activations: a quarter).
   LmHeadPrecision lm_head = LmHeadPrecision::kFp32;
+  // KV cache in BF16 instead of FP32 (half the bytes per token; opt-in,
+  // accuracy in docs/accuracy.md). The QFeP prefix's KV is then BF16 too.
+  bool kv_bf16 = false;
 };
 
 // Per-call switches.
@@ -145,7 +148,7 @@ class Model {
   // Whether `k` runs with INT8 activations (false under QFeM or FP32).
   bool IsInt8(const SiteKey& k) const;
 
-  // A KV pool shaped for this model.
+  // A KV pool shaped for this model (BF16 when quant().kv_bf16).
   absl::StatusOr<std::unique_ptr<KvPool>> NewKvPool(
       int num_blocks, int block_tokens = 16) const;
 

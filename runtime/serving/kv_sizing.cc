@@ -30,8 +30,8 @@ int64_t ReadNumber(const std::string& path) {
 
 }  // namespace
 
-int64_t KvBytesPerToken(int n_layers, int kv_dim) {
-  return int64_t(n_layers) * 2 * kv_dim * int64_t(sizeof(float));
+int64_t KvBytesPerToken(int n_layers, int kv_dim, bool bf16) {
+  return int64_t(n_layers) * 2 * kv_dim * (bf16 ? 2 : 4);
 }
 
 absl::StatusOr<int> KvBlocksForBytes(absl::string_view spec,

@@ -10,8 +10,8 @@
 
 namespace spikeserve {
 
-// Bytes of K and V one token takes in every layer (FP32 cache).
-int64_t KvBytesPerToken(int n_layers, int kv_dim);
+// Bytes of K and V one token takes in every layer (FP32, or BF16 cache).
+int64_t KvBytesPerToken(int n_layers, int kv_dim, bool bf16 = false);
 
 // Blocks of `block_tokens` tokens that fit in `spec`: a byte count with an
 // optional K, M, G or T suffix (powers of 1024: "2G", "512M", "1073741824")

@@ -35,6 +35,7 @@ absl::StatusOr<ModelBundle> Load(const std::string& path,
     options = std::move(applied->quant);
     options.lm_head = quant.lm_head;
     options.warmup_rows = quant.warmup_rows;
+    options.kv_bf16 = quant.kv_bf16;
     b.qfep_prefix = std::move(applied->prefix);
   }
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(std::shared_ptr<const GgufFile>(*std::move(file)), options);

@@ -30,7 +30,7 @@ absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path,
 // The same, quantized as `plan` says: the plan is checked against the file's
 // fingerprint before any weight is converted, so a plan for another model
 // fails fast with a message naming the mismatch. `base` supplies what a
-// plan does not carry (lm_head precision, warm-up rows).
+// plan does not carry (lm_head precision, warm-up rows, KV precision).
 absl::StatusOr<ModelBundle> LoadModelBundle(const std::string& path,
                                             const v1::QuantPlan& plan,
                                             const QuantOptions& base = {});
