@@ -7,7 +7,7 @@
 
 #include "fuzz/fuzz_fixture.h"
 #include "google/protobuf/stubs/logging.h"
-#include "server/request_validation.h"
+#include "server/grpc/request_validation.h"
 
 // protobuf logs every invalid UTF-8 string it refuses: keep the run quiet.
 extern "C" int LLVMFuzzerInitialize(int*, char***) {

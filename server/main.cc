@@ -23,10 +23,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "server/auth.h"
-#include "server/env_flags.h"
-#include "server/log.h"
+#include "base/env_flags.h"
+#include "base/log.h"
 #include "server/server.h"
-#include "tools/flag_util.h"
+#include "base/flag_util.h"
 
 ABSL_FLAG(std::string, model, "", "Path of the GGUF model file (required).");
 ABSL_FLAG(std::string, plan, "",

@@ -23,7 +23,7 @@
 #include "runtime/model/site.h"
 #include "runtime/quant/quant_plan.h"
 #include "runtime/serving/transient_thread.h"
-#include "server/log.h"
+#include "base/log.h"
 
 namespace spikeserve {
 namespace {

@@ -19,11 +19,11 @@
 #include "runtime/serving/engine.h"
 #include "runtime/serving/model_bundle.h"
 #include "server/auth.h"
-#include "server/generation_service.h"
+#include "server/grpc/generation_service.h"
 #include "server/layer_metrics.h"
-#include "server/request_validation.h"
+#include "server/grpc/request_validation.h"
 #include "server/serving_metrics.h"
-#include "server/tls.h"
+#include "server/grpc/tls.h"
 
 namespace spikeserve {
 

@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "prometheus/collectable.h"
 #include "prometheus/text_serializer.h"
-#include "server/grpc_status.h"
+#include "server/grpc/grpc_status.h"
 
 namespace spikeserve {
 namespace {

@@ -23,7 +23,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "runtime/serving/engine.h"
-#include "server/metrics_http.h"
+#include "server/http/metrics_http.h"
 
 namespace spikeserve {
 

@@ -29,9 +29,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "grpcpp/grpcpp.h"
-#include "server/grpc_status.h"
+#include "server/grpc/grpc_status.h"
 #include "spikeserve/v1/generation.grpc.pb.h"
-#include "tools/flag_util.h"
+#include "base/flag_util.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Server address.");
 ABSL_FLAG(int, concurrency, 1, "Clients sending requests at once.");

@@ -20,7 +20,7 @@
 #include "runtime/quant/calibration.h"
 #include "runtime/quant/quant_plan.h"
 #include "runtime/serving/model_bundle.h"
-#include "tools/flag_util.h"
+#include "base/flag_util.h"
 #include "tools/spike_report.h"
 #include "tools/text_input.h"
 

@@ -23,7 +23,7 @@
 #include "runtime/quant/evaluation.h"
 #include "runtime/quant/quant_plan.h"
 #include "runtime/serving/model_bundle.h"
-#include "tools/flag_util.h"
+#include "base/flag_util.h"
 #include "tools/text_input.h"
 
 ABSL_FLAG(std::string, model, "", "GGUF model file (required).");

@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/serving/model_bundle.h"
 #include "runtime/serving/sampler.h"
-#include "tools/flag_util.h"
+#include "base/flag_util.h"
 
 ABSL_FLAG(std::string, model, "", "Path of a GGUF model file (required).");
 ABSL_FLAG(std::string, prompt, "", "Prompt text (required).");

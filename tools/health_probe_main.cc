@@ -14,7 +14,7 @@
 #include "absl/time/time.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
-#include "tools/flag_util.h"
+#include "base/flag_util.h"
 
 ABSL_FLAG(std::string, addr, "127.0.0.1:50051", "Server address.");
 ABSL_FLAG(std::string, service, "spikeserve.v1.Generation",

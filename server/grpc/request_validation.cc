@@ -1,4 +1,4 @@
-#include "server/request_validation.h"
+#include "server/grpc/request_validation.h"
 
 #include <sys/random.h>
 

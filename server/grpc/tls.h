@@ -1,6 +1,6 @@
 // Server credentials: plaintext, TLS, or mutual TLS, from PEM files.
-#ifndef SPIKESERVE_SERVER_TLS_H_
-#define SPIKESERVE_SERVER_TLS_H_
+#ifndef SPIKESERVE_SERVER_GRPC_TLS_H_
+#define SPIKESERVE_SERVER_GRPC_TLS_H_
 
 #include <memory>
 #include <string>
@@ -24,4 +24,4 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
 
 }  // namespace spikeserve
 
-#endif  // SPIKESERVE_SERVER_TLS_H_
+#endif  // SPIKESERVE_SERVER_GRPC_TLS_H_

@@ -1,6 +1,6 @@
 // Shared command-line helpers for the tools.
-#ifndef SPIKESERVE_TOOLS_FLAG_UTIL_H_
-#define SPIKESERVE_TOOLS_FLAG_UTIL_H_
+#ifndef SPIKESERVE_BASE_FLAG_UTIL_H_
+#define SPIKESERVE_BASE_FLAG_UTIL_H_
 
 #include <string>
 #include <vector>
@@ -23,4 +23,4 @@ inline void AcceptDashedFlags(int argc, char** argv) {
 
 }  // namespace spikeserve
 
-#endif  // SPIKESERVE_TOOLS_FLAG_UTIL_H_
+#endif  // SPIKESERVE_BASE_FLAG_UTIL_H_

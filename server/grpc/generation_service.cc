@@ -1,4 +1,4 @@
-#include "server/generation_service.h"
+#include "server/grpc/generation_service.h"
 
 #include <memory>
 #include <mutex>
@@ -8,8 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "grpc/support/time.h"
-#include "server/grpc_status.h"
-#include "server/response_conversion.h"
+#include "server/grpc/grpc_status.h"
+#include "server/grpc/response_conversion.h"
 
 namespace spikeserve {
 namespace {

@@ -16,8 +16,8 @@
 // Thread-safety: `render` is called on the server's thread while other
 // threads scrape Serialize() or update metrics; open_connections() may be
 // called from any thread.
-#ifndef SPIKESERVE_SERVER_METRICS_HTTP_H_
-#define SPIKESERVE_SERVER_METRICS_HTTP_H_
+#ifndef SPIKESERVE_SERVER_HTTP_METRICS_HTTP_H_
+#define SPIKESERVE_SERVER_HTTP_METRICS_HTTP_H_
 
 #include <atomic>
 #include <functional>
@@ -72,4 +72,4 @@ class MetricsHttpServer {
 
 }  // namespace spikeserve
 
-#endif  // SPIKESERVE_SERVER_METRICS_HTTP_H_
+#endif  // SPIKESERVE_SERVER_HTTP_METRICS_HTTP_H_

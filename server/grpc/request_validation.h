@@ -2,8 +2,8 @@
 // GenerationRequest, validating every field first: a request that breaks a
 // rule gets INVALID_ARGUMENT with a message naming the field and the
 // allowed range, and never reaches the engine (style.md rule 7).
-#ifndef SPIKESERVE_SERVER_REQUEST_VALIDATION_H_
-#define SPIKESERVE_SERVER_REQUEST_VALIDATION_H_
+#ifndef SPIKESERVE_SERVER_GRPC_REQUEST_VALIDATION_H_
+#define SPIKESERVE_SERVER_GRPC_REQUEST_VALIDATION_H_
 
 #include "absl/status/statusor.h"
 #include "runtime/model/model_config.h"
@@ -43,4 +43,4 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(
 
 }  // namespace spikeserve
 
-#endif  // SPIKESERVE_SERVER_REQUEST_VALIDATION_H_
+#endif  // SPIKESERVE_SERVER_GRPC_REQUEST_VALIDATION_H_

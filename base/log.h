@@ -1,7 +1,7 @@
 // Minimal structured-enough logging to stderr for the server process
 // (Debian's Abseil 20220623 predates absl/log).
-#ifndef SPIKESERVE_SERVER_LOG_H_
-#define SPIKESERVE_SERVER_LOG_H_
+#ifndef SPIKESERVE_BASE_LOG_H_
+#define SPIKESERVE_BASE_LOG_H_
 
 #include "absl/strings/string_view.h"
 
@@ -14,4 +14,4 @@ void LogError(absl::string_view message);
 
 }  // namespace spikeserve
 
-#endif  // SPIKESERVE_SERVER_LOG_H_
+#endif  // SPIKESERVE_BASE_LOG_H_

@@ -1,6 +1,6 @@
 // Engine updates (native types) into GenerateResponse messages.
-#ifndef SPIKESERVE_SERVER_RESPONSE_CONVERSION_H_
-#define SPIKESERVE_SERVER_RESPONSE_CONVERSION_H_
+#ifndef SPIKESERVE_SERVER_GRPC_RESPONSE_CONVERSION_H_
+#define SPIKESERVE_SERVER_GRPC_RESPONSE_CONVERSION_H_
 
 #include "runtime/serving/engine.h"
 #include "spikeserve/v1/generation.pb.h"
@@ -17,4 +17,4 @@ void AppendUpdate(const GenerationUpdate& update,
 
 }  // namespace spikeserve
 
-#endif  // SPIKESERVE_SERVER_RESPONSE_CONVERSION_H_
+#endif  // SPIKESERVE_SERVER_GRPC_RESPONSE_CONVERSION_H_

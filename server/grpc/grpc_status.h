@@ -1,6 +1,6 @@
 // The one place where runtime errors (absl::Status) become gRPC statuses.
-#ifndef SPIKESERVE_SERVER_GRPC_STATUS_H_
-#define SPIKESERVE_SERVER_GRPC_STATUS_H_
+#ifndef SPIKESERVE_SERVER_GRPC_GRPC_STATUS_H_
+#define SPIKESERVE_SERVER_GRPC_GRPC_STATUS_H_
 
 #include "absl/status/status.h"
 #include "grpcpp/support/status.h"
@@ -16,4 +16,4 @@ const char* StatusCodeName(grpc::StatusCode code);
 
 }  // namespace spikeserve
 
-#endif  // SPIKESERVE_SERVER_GRPC_STATUS_H_
+#endif  // SPIKESERVE_SERVER_GRPC_GRPC_STATUS_H_

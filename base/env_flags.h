@@ -1,8 +1,8 @@
 // Flags from the environment, for containers: SPIKESERVE_GRPC_PORT=50051
 // sets --grpc_port. Applied before the command line is parsed, so a flag
 // given on the command line wins.
-#ifndef SPIKESERVE_SERVER_ENV_FLAGS_H_
-#define SPIKESERVE_SERVER_ENV_FLAGS_H_
+#ifndef SPIKESERVE_BASE_ENV_FLAGS_H_
+#define SPIKESERVE_BASE_ENV_FLAGS_H_
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -16,4 +16,4 @@ absl::Status ApplyEnvironmentFlags(absl::string_view prefix);
 
 }  // namespace spikeserve
 
-#endif  // SPIKESERVE_SERVER_ENV_FLAGS_H_
+#endif  // SPIKESERVE_BASE_ENV_FLAGS_H_

@@ -1,4 +1,4 @@
-#include "server/response_conversion.h"
+#include "server/grpc/response_conversion.h"
 
 namespace spikeserve {
 

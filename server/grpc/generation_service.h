@@ -8,8 +8,8 @@
 // UNAVAILABLE while requests in flight finish.
 //
 // Thread-safety: all methods may be called from any thread.
-#ifndef SPIKESERVE_SERVER_GENERATION_SERVICE_H_
-#define SPIKESERVE_SERVER_GENERATION_SERVICE_H_
+#ifndef SPIKESERVE_SERVER_GRPC_GENERATION_SERVICE_H_
+#define SPIKESERVE_SERVER_GRPC_GENERATION_SERVICE_H_
 
 #include <atomic>
 #include <chrono>
@@ -22,7 +22,7 @@
 #include "runtime/serving/engine.h"
 #include "runtime/text/tokenizer.h"
 #include "server/auth.h"
-#include "server/request_validation.h"
+#include "server/grpc/request_validation.h"
 #include "server/serving_metrics.h"
 #include "spikeserve/v1/generation.grpc.pb.h"
 
@@ -125,4 +125,4 @@ class GenerationService final : public v1::Generation::CallbackService {
 
 }  // namespace spikeserve
 
-#endif  // SPIKESERVE_SERVER_GENERATION_SERVICE_H_
+#endif  // SPIKESERVE_SERVER_GRPC_GENERATION_SERVICE_H_
