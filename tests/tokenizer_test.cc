@@ -7,6 +7,7 @@
 namespace spikeserve {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -69,7 +70,7 @@ std::vector<int32_t> Enc(const Tokenizer& tok, const std::string& s,
 }
 
 TEST(BpeTokenizer, MergesByRank) {
-  TinyBpe t = MakeTinyBpe("default");
+  TinyBpe t = MakeTinyBpe("gpt-2");
   auto tok = *Tokenizer::Create(t.spec);
   EXPECT_THAT(Enc(*tok, "hello"), ElementsAre(t.Id("hello")));
   EXPECT_THAT(Enc(*tok, "hello world"),
@@ -80,7 +81,7 @@ TEST(BpeTokenizer, MergesByRank) {
 // llama.cpp's `\s+(?!\S)`: a run of spaces before a word leaves its last
 // space to the word, so "a   b" is "a" "␣␣" "␣b", not "a" "␣␣␣" "b".
 TEST(BpeTokenizer, WhitespaceRunGivesBackLastSpace) {
-  TinyBpe t = MakeTinyBpe("default");
+  TinyBpe t = MakeTinyBpe("gpt-2");
   auto tok = *Tokenizer::Create(t.spec);
   const std::string G = ByteChar(' ');
   EXPECT_THAT(Enc(*tok, "a   b"), ElementsAre('a', t.Id(G + G), t.Id(G + "b")));
@@ -90,24 +91,61 @@ TEST(BpeTokenizer, WhitespaceRunGivesBackLastSpace) {
   EXPECT_THAT(Enc(*tok, "\nb"), ElementsAre(t.Id(ByteChar('\n')), 'b'));
 }
 
-// smollm splits every digit first, so "12" never merges; default does.
+// smollm splits every digit first, so "12" never merges; gpt-2 does.
 TEST(BpeTokenizer, SmollmSplitsDigits) {
   TinyBpe smollm = MakeTinyBpe("smollm");
-  TinyBpe plain = MakeTinyBpe("default");
+  TinyBpe plain = MakeTinyBpe("gpt-2");
   EXPECT_THAT(Enc(**Tokenizer::Create(smollm.spec), "123"),
               ElementsAre('1', '2', '3'));
   EXPECT_THAT(Enc(**Tokenizer::Create(plain.spec), "123"),
               ElementsAre(plain.Id("12"), '3'));
 }
 
-TEST(BpeTokenizer, ContractionIsItsOwnPiece) {
+// llama.cpp's "default" (also a missing tokenizer.ggml.pre) is not plain
+// GPT-2: punctuation runs are cut out first, numbers in threes.
+TEST(BpeTokenizer, DefaultCutsPunctuationFirst) {
   TinyBpe t = MakeTinyBpe("default");
+  auto tok = *Tokenizer::Create(t.spec);
+  EXPECT_THAT(Enc(*tok, "don't"), ElementsAre('d', 'o', 'n', '\'', 't'));
+  EXPECT_THAT(Enc(*tok, "1212"), ElementsAre(t.Id("12"), '1', '2'));
+  t.spec.pre = "";
+  EXPECT_THAT(Enc(**Tokenizer::Create(t.spec), "don't"),
+              ElementsAre('d', 'o', 'n', '\'', 't'));
+}
+
+// The names llama.cpp writes for the same regexes are aliases.
+TEST(BpeTokenizer, PreTokenizerAliases) {
+  for (const char* pre : {"gpt-2", "gpt2", "phi-2", "mpt", "olmo", "jais"}) {
+    TinyBpe t = MakeTinyBpe(pre);
+    auto tok = Tokenizer::Create(t.spec);
+    ASSERT_TRUE(tok.ok()) << pre << ": " << tok.status();
+    EXPECT_THAT(Enc(**tok, "don't 123"),
+                ElementsAre('d', 'o', 'n', t.Id("'t"), ' ', t.Id("12"), '3'))
+        << pre;
+  }
+  for (const char* pre : {"smollm", "starcoder", "refact", "command-r",
+                          "codeshell", "exaone", "minerva-7b"}) {
+    TinyBpe t = MakeTinyBpe(pre);
+    auto tok = Tokenizer::Create(t.spec);
+    ASSERT_TRUE(tok.ok()) << pre << ": " << tok.status();
+    EXPECT_THAT(Enc(**tok, "12"), ElementsAre('1', '2')) << pre;
+  }
+  for (const char* pre :
+       {"llama3", "llama-v3", "llama-bpe", "falcon3", "dbrx", "smaug-bpe",
+        "qwen2", "deepseek-llm", "deepseek-coder", "falcon"}) {
+    TinyBpe t = MakeTinyBpe(pre);
+    EXPECT_TRUE(Tokenizer::Create(t.spec).ok()) << pre;
+  }
+}
+
+TEST(BpeTokenizer, ContractionIsItsOwnPiece) {
+  TinyBpe t = MakeTinyBpe("gpt-2");
   auto tok = *Tokenizer::Create(t.spec);
   EXPECT_THAT(Enc(*tok, "don't"), ElementsAre('d', 'o', 'n', t.Id("'t")));
 }
 
 TEST(BpeTokenizer, SpecialTokens) {
-  TinyBpe t = MakeTinyBpe("default");
+  TinyBpe t = MakeTinyBpe("gpt-2");
   auto tok = *Tokenizer::Create(t.spec);
   const int32_t start = t.Id("<|im_start|>"), tool = t.Id("<tool>");
   EXPECT_THAT(Enc(*tok, "<|im_start|>he"), ElementsAre(start, t.Id("he")));
@@ -136,7 +174,7 @@ TEST(BpeTokenizer, DecodeRoundTripsBytes) {
 }
 
 TEST(BpeTokenizer, EndOfGeneration) {
-  TinyBpe t = MakeTinyBpe("default");
+  TinyBpe t = MakeTinyBpe("gpt-2");
   t.spec.tokens.push_back("<|im_end|>");
   t.spec.token_types.push_back(3);
   auto tok = *Tokenizer::Create(t.spec);
@@ -146,10 +184,11 @@ TEST(BpeTokenizer, EndOfGeneration) {
 }
 
 TEST(Tokenizer, CreateRejectsBadSpecs) {
-  TinyBpe t = MakeTinyBpe("default");
+  TinyBpe t = MakeTinyBpe("gpt-2");
   TokenizerSpec s = t.spec;
   s.pre = "klingon";
-  EXPECT_THAT(Tokenizer::Create(s).status().message(), HasSubstr("'klingon'"));
+  EXPECT_THAT(Tokenizer::Create(s).status().message(),
+              AllOf(HasSubstr("'klingon'"), HasSubstr("llama-bpe")));
   s = t.spec;
   s.model = "wordpiece";
   EXPECT_THAT(Tokenizer::Create(s).status().message(),
@@ -223,8 +262,39 @@ TEST(SpmTokenizer, MergesByScoreWithSpacePrefix) {
             "hello hé");
 }
 
+// llama.cpp keys Phi-3's RSTRIP on general.name: whitespace after a special
+// token is dropped (not after <s>, <unk>, <|endoftext|>); any other model
+// keeps it.
+TEST(SpmTokenizer, Phi3SpecialTokensEatFollowingWhitespace) {
+  TokenizerSpec s = TinySpm();
+  const std::string U = "\xE2\x96\x81";
+  auto id = [&](const std::string& t) {
+    return int32_t(std::find(s.tokens.begin(), s.tokens.end(), t) -
+                   s.tokens.begin());
+  };
+  auto other = *Tokenizer::Create(s);
+  EXPECT_THAT(*other->Encode("</s>  hello", false, true),
+              ElementsAre(2, id(U), id(U), id(U + "hello")));
+  s.name = "Phi3 Mini";
+  auto phi3 = *Tokenizer::Create(s);
+  EXPECT_THAT(*phi3->Encode("</s>  hello", false, true),
+              ElementsAre(2, id(U + "hello")));
+  EXPECT_THAT(*phi3->Encode("<s>  hello", false, true),
+              ElementsAre(1, id(U), id(U), id(U + "hello")));
+}
+
+// llama.cpp gives no tokens for an empty text, whatever the vocabulary.
+TEST(Tokenizer, EmptyTextHasNoTokens) {
+  TinyBpe t = MakeTinyBpe("gpt-2");
+  EXPECT_TRUE(Enc(**Tokenizer::Create(t.spec), "").empty());
+  auto spm = *Tokenizer::Create(TinySpm());
+  EXPECT_TRUE(spm->Encode("", false, false)->empty());
+  EXPECT_TRUE(spm->Encode("", false, true)->empty());
+  EXPECT_THAT(*spm->Encode("", true, true), ElementsAre(1));  // BOS only
+}
+
 TEST(StreamingDetokenizer, HoldsBackIncompleteUtf8) {
-  TinyBpe t = MakeTinyBpe("default");
+  TinyBpe t = MakeTinyBpe("gpt-2");
   auto tok = *Tokenizer::Create(t.spec);
   StreamingDetokenizer d(tok.get());
   // U+1F600 = F0 9F 98 80, one byte token each.

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <queue>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "re2/re2.h"
+#include "runtime/text/pre_tokenizer.h"
 #include "runtime/text/utf8.h"
 
 namespace spikeserve {
@@ -13,33 +15,6 @@ namespace {
 
 constexpr int32_t kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4,
                   kByte = 6;
-
-// Unicode White_Space, the set llama.cpp's splitter treats as \s (RE2's \s
-// is ASCII only).
-constexpr char kWs[] =
-    "\\t\\n\\x0B\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}"
-    "\\x{2029}\\x{202F}\\x{205F}\\x{3000}";
-
-// The pre-tokenizer alternations. The final `(WS+)` group stands for
-// llama.cpp's `\s+(?!\S)|\s+`: RE2 has no lookahead, so a whitespace run
-// matched by it gives back its last character when a non-space follows
-// (see PreTokenize), exactly as llama.cpp's own splitter does.
-std::string Gpt2Pattern() {
-  return absl::StrCat("'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^", kWs,
-                      "\\p{L}\\p{N}]+|([", kWs, "]+)");
-}
-std::string Llama3Pattern() {
-  return absl::StrCat(
-      "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|"
-      "[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^",
-      kWs, "\\p{L}\\p{N}]+[\\r\\n]*|[", kWs, "]*[\\r\\n]+|([", kWs, "]+)");
-}
-
-bool IsWs(uint32_t cp) {
-  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 ||
-         cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 ||
-         cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
-}
 
 // Decodes the code point at s[i] (U+FFFD and length 1 for invalid bytes).
 uint32_t CodePointAt(absl::string_view s, size_t i, int* len) {
@@ -147,39 +122,14 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(
   }
   t->spec_ = std::move(spec);
   const TokenizerSpec& s = t->spec_;
-  for (int32_t i = 0; i < n; ++i) t->token_to_id_.emplace(s.tokens[i], i);
+  // A text listed twice maps to its last id, as in llama.cpp.
+  for (int32_t i = 0; i < n; ++i) t->token_to_id_[s.tokens[i]] = i;
 
   if (s.model == "gpt2") {
-    static const char* const kDigitSplit[] = {
-        "smollm",    "starcoder", "refact", "command-r",
-        "codeshell", "exaone",    "minerva"};
-    static const char* const kLlama3[] = {"llama3", "llama-v3", "llama-bpe",
-                                          "falcon3", "pixtral"};
-    std::string pattern;
-    if (std::find(std::begin(kLlama3), std::end(kLlama3), s.pre) !=
-        std::end(kLlama3)) {
-      pattern = Llama3Pattern();
-      t->ignore_merges_ = true;
-    } else if (s.pre.empty() || s.pre == "default" || s.pre == "gpt2" ||
-               s.pre == "mpt" || s.pre == "olmo" ||
-               std::find(std::begin(kDigitSplit), std::end(kDigitSplit),
-                         s.pre) != std::end(kDigitSplit)) {
-      pattern = Gpt2Pattern();
-      t->split_digits_ =
-          std::find(std::begin(kDigitSplit), std::end(kDigitSplit), s.pre) !=
-          std::end(kDigitSplit);
-    } else {
-      return absl::UnimplementedError(
-          absl::StrCat("tokenizer: pre-tokenizer '", s.pre,
-                       "' is not supported (smollm, "
-                       "default/gpt2, llama3/llama-bpe, starcoder, ...)"));
-    }
-    t->word_re_ = std::make_unique<re2::RE2>(pattern);
-    t->digit_re_ = std::make_unique<re2::RE2>("\\p{N}");
-    if (!t->word_re_->ok() || !t->digit_re_->ok()) {
-      return absl::InternalError(
-          absl::StrCat("tokenizer: bad regex: ", t->word_re_->error()));
-    }
+    absl::StatusOr<std::unique_ptr<PreTokenizer>> pre =
+        PreTokenizer::Create(s.pre);
+    if (!pre.ok()) return pre.status();
+    t->pre_ = *std::move(pre);
     for (size_t i = 0; i < s.merges.size(); ++i) {
       const size_t sp = s.merges[i].find(' ', 1);
       if (sp == std::string::npos) {
@@ -214,6 +164,26 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(
                    [&](int32_t a, int32_t b) {
                      return s.tokens[a].size() > s.tokens[b].size();
                    });
+  // llama.cpp sets token attributes by model name that the file does not
+  // carry: a Phi-3 model drops the whitespace after its special tokens
+  // (RSTRIP), except after <unk>, <s> and <|endoftext|>.
+  const std::string name = absl::AsciiStrToLower(s.name);
+  if (absl::StrContains(name, "phi-3") || absl::StrContains(name, "phi3")) {
+    t->rstrip_.insert(t->special_.begin(), t->special_.end());
+    auto set = [&](const char* text, bool on) {
+      auto it = t->token_to_id_.find(text);
+      if (it == t->token_to_id_.end()) return;
+      if (on) {
+        t->rstrip_.insert(it->second);
+      } else {
+        t->rstrip_.erase(it->second);
+      }
+    };
+    set("</s>", true);
+    for (const char* text : {"<unk>", "<s>", "<|endoftext|>"}) {
+      set(text, false);
+    }
+  }
   static const char* const kEogTexts[] = {
       "<|eot_id|>",    "<|im_end|>", "<|end|>",   "<end_of_turn>",
       "<|endoftext|>", "<EOT>",      "<|eom_id|>"};
@@ -237,71 +207,9 @@ bool Tokenizer::IsEndOfGeneration(int32_t id) const {
   return std::find(eog_.begin(), eog_.end(), id) != eog_.end();
 }
 
-std::vector<absl::string_view> Tokenizer::PreTokenize(
-    absl::string_view text) const {
-  // Stage 1 (digit-splitting types): every \p{N} character alone.
-  std::vector<absl::string_view> chunks;
-  if (split_digits_) {
-    const re2::StringPiece subject(text.data(), text.size());
-    re2::StringPiece match;
-    size_t at = 0;
-    while (at < text.size()) {
-      if (!digit_re_->Match(subject, at, text.size(), RE2::UNANCHORED, &match,
-                            1)) {
-        chunks.push_back(text.substr(at));
-        break;
-      }
-      const size_t m = size_t(match.data() - text.data());
-      if (m > at) chunks.push_back(text.substr(at, m - at));
-      chunks.push_back(text.substr(m, match.size()));
-      at = m + match.size();
-    }
-  } else {
-    chunks.push_back(text);
-  }
-  // Stage 2: the word alternation inside each chunk.
-  std::vector<absl::string_view> words;
-  re2::StringPiece groups[2];
-  for (absl::string_view chunk : chunks) {
-    const re2::StringPiece subject(chunk.data(), chunk.size());
-    size_t pos = 0;
-    while (pos < chunk.size()) {
-      if (!word_re_->Match(subject, pos, chunk.size(), RE2::ANCHOR_START,
-                           groups, 2) ||
-          groups[0].empty()) {
-        int len;
-        CodePointAt(chunk, pos, &len);  // no alternative: one character
-        words.push_back(chunk.substr(pos, len));
-        pos += len;
-        continue;
-      }
-      size_t len = groups[0].size();
-      if (!groups[1].empty() && pos + len < chunk.size()) {
-        // `\s+(?!\S)`: a run of >= 2 whitespace followed by a non-space
-        // leaves its last character to the next word.
-        size_t chars = 0, last = 0;
-        const absl::string_view run(groups[0].data(), groups[0].size());
-        for (size_t i = 0; i < len;) {
-          int l;
-          CodePointAt(run, i, &l);
-          last = i;
-          i += l;
-          ++chars;
-        }
-        int l;
-        const uint32_t next = CodePointAt(chunk, pos + len, &l);
-        if (chars > 1 && !IsWs(next)) len = last;
-      }
-      words.push_back(chunk.substr(pos, len));
-      pos += len;
-    }
-  }
-  return words;
-}
-
 void Tokenizer::EncodeBpeWord(const std::string& mapped,
                               std::vector<int32_t>* out) const {
-  if (ignore_merges_) {
+  if (pre_->ignore_merges()) {
     auto it = token_to_id_.find(mapped);
     if (it != token_to_id_.end()) {
       out->push_back(it->second);
@@ -334,13 +242,12 @@ void Tokenizer::EncodeBpeWord(const std::string& mapped,
       out->push_back(it->second);
       continue;
     }
-    // Not a token: its byte-level characters one by one.
-    for (size_t i = 0; i < piece.size();) {
-      const size_t n = std::min<size_t>(Utf8SequenceLength(uint8_t(piece[i])),
-                                        piece.size() - i);
-      auto ch = token_to_id_.find(piece.substr(i, n));
-      out->push_back(ch != token_to_id_.end() ? ch->second : spec_.unk_id);
-      i += n;
+    // Not a token: llama.cpp looks up each byte of the mapped text alone
+    // and drops the bytes that are no token, so a character the vocabulary
+    // cannot spell (Falcon has no token for \v) gives no token at all.
+    for (char c : piece) {
+      auto ch = token_to_id_.find(absl::string_view(&c, 1));
+      if (ch != token_to_id_.end()) out->push_back(ch->second);
     }
   }
 }
@@ -348,7 +255,7 @@ void Tokenizer::EncodeBpeWord(const std::string& mapped,
 void Tokenizer::EncodeBpe(absl::string_view text,
                           std::vector<int32_t>* out) const {
   std::string mapped;
-  for (absl::string_view word : PreTokenize(text)) {
+  for (absl::string_view word : pre_->Split(text)) {
     mapped.clear();
     for (char c : word) mapped += byte_to_unicode_[uint8_t(c)];
     EncodeBpeWord(mapped, out);
@@ -356,7 +263,12 @@ void Tokenizer::EncodeBpe(absl::string_view text,
 }
 
 int32_t Tokenizer::ByteToken(uint8_t b) const {
+  // llama.cpp: <0xXX>, else the byte itself as a token.
   auto it = token_to_id_.find(absl::StrFormat("<0x%02X>", b));
+  if (it == token_to_id_.end()) {
+    const char c = char(b);
+    it = token_to_id_.find(absl::string_view(&c, 1));
+  }
   return it != token_to_id_.end() ? it->second : spec_.unk_id;
 }
 
@@ -394,7 +306,12 @@ void Tokenizer::EncodeSpm(absl::string_view text,
     if (it != token_to_id_.end()) {
       out->push_back(it->second);
     } else {
-      for (char c : piece) out->push_back(ByteToken(uint8_t(c)));
+      for (char c : piece) {
+        // A vocabulary without byte tokens or <unk> cannot spell it: no id
+        // (llama.cpp would throw).
+        const int32_t id = ByteToken(uint8_t(c));
+        if (id >= 0) out->push_back(id);
+      }
     }
   }
 }
@@ -406,7 +323,10 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(
     int32_t token;  // -1 for raw text
     absl::string_view text;
   };
-  std::vector<Fragment> frags = {{-1, text}};
+  // An empty text has no fragment at all, so it gives no tokens (llama.cpp;
+  // SentencePiece would otherwise tokenize the space prefix alone).
+  std::vector<Fragment> frags;
+  if (!text.empty()) frags.push_back({-1, text});
   for (int32_t id : special_) {
     const int32_t type = TypeOf(id);
     if (!parse_special && (type == kControl || type == kUnknown)) continue;
@@ -424,6 +344,13 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(
         if (hit > at) next.push_back({-1, f.text.substr(at, hit - at)});
         next.push_back({id, {}});
         at = hit + needle.size();
+        if (rstrip_.contains(id)) {
+          // ASCII whitespace only, as llama.cpp's isspace().
+          while (at < f.text.size() &&
+                 absl::ascii_isspace(static_cast<unsigned char>(f.text[at]))) {
+            ++at;
+          }
+        }
       }
       if (at < f.text.size()) next.push_back({-1, f.text.substr(at)});
     }

@@ -1,9 +1,11 @@
 // Tokenizers of LLaMA-family GGUF models, matching llama.cpp token for token:
-// byte-level BPE (tokenizer.ggml.model = "gpt2": SmolLM2, LLaMA-3) with the
-// pre-tokenizer regexes of each `tokenizer.ggml.pre` type (through RE2), and
-// SentencePiece-style BPE ("llama": LLaMA-2, Mistral) with byte fallback.
-// Special (control and user-defined) tokens are split out of the text first,
-// as llama.cpp's tokenizer_st_partition does.
+// byte-level BPE (tokenizer.ggml.model = "gpt2": SmolLM2, LLaMA-3, Qwen2)
+// with the pre-tokenizer of its `tokenizer.ggml.pre` type (pre_tokenizer.h),
+// and SentencePiece-style BPE ("llama": LLaMA-2, Mistral, Phi-3) with byte
+// fallback. Special (control and user-defined) tokens are split out of the
+// text first, as llama.cpp's tokenizer_st_partition does. Checked against
+// llama.cpp's own test vectors and llama.cpp itself
+// (tests/tokenizer_vocab_test.cc).
 #ifndef SPIKESERVE_RUNTIME_TEXT_TOKENIZER_H_
 #define SPIKESERVE_RUNTIME_TEXT_TOKENIZER_H_
 
@@ -14,21 +16,22 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
-namespace re2 {
-class RE2;
-}
-
 namespace spikeserve {
+
+class PreTokenizer;
 
 // Everything the tokenizer needs, extracted from the tokenizer.ggml.* keys
 // (see tokenizer_spec.h).
 struct TokenizerSpec {
   std::string model;  // "gpt2" (byte-level BPE) or "llama" (SentencePiece)
   std::string pre;    // gpt2 pre-tokenizer: "smollm", "llama-bpe", "default"...
+  std::string name;   // general.name: llama.cpp keys a few token
+                      // attributes on it (Phi-3's RSTRIP)
   std::vector<std::string> tokens;   // id -> piece
   std::vector<int32_t> token_types;  // 1 normal, 2 unknown, 3 control,
                                      // 4 user-defined, 5 unused, 6 byte;
@@ -75,19 +78,16 @@ class Tokenizer {
   void EncodeBpeWord(const std::string& mapped,
                      std::vector<int32_t>* out) const;
   void EncodeSpm(absl::string_view text, std::vector<int32_t>* out) const;
-  // Splits text into pre-tokens (gpt2).
-  std::vector<absl::string_view> PreTokenize(absl::string_view text) const;
   int32_t ByteToken(uint8_t b) const;
 
   TokenizerSpec spec_;
   absl::flat_hash_map<std::string, int32_t> token_to_id_;
   absl::flat_hash_map<std::string, int32_t> merge_rank_;  // "left right"
-  std::vector<int32_t> special_;  // control/user-defined, longest first
+  std::vector<int32_t> special_;         // control/user-defined, longest first
+  absl::flat_hash_set<int32_t> rstrip_;  // specials that eat the whitespace
+                                         // after them (Phi-3)
   std::vector<int32_t> eog_;
-  bool ignore_merges_ = false;          // llama3: whole-word vocab hits win
-  bool split_digits_ = false;           // smollm & co: \p{N} split first
-  std::unique_ptr<re2::RE2> word_re_;   // the GPT-2 style alternation
-  std::unique_ptr<re2::RE2> digit_re_;  // \p{N}
+  std::unique_ptr<PreTokenizer> pre_;         // gpt2 only
   std::vector<std::string> byte_to_unicode_;  // gpt2 byte -> UTF-8 char
   absl::flat_hash_map<uint32_t, uint8_t> unicode_to_byte_;
 };

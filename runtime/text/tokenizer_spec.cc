@@ -40,6 +40,11 @@ absl::StatusOr<TokenizerSpec> LoadTokenizerSpec(const GgufFile& f) {
     if (!pre.ok()) return pre.status();
     s.pre = *pre;
   }
+  if (f.Has("general.name")) {
+    absl::StatusOr<std::string> name = f.GetString("general.name");
+    if (!name.ok()) return name.status();
+    s.name = *name;
+  }
   absl::StatusOr<std::vector<std::string>> tokens =
       f.GetStringArray("tokenizer.ggml.tokens");
   if (!tokens.ok()) return tokens.status();
@@ -87,7 +92,7 @@ absl::StatusOr<TokenizerSpec> LoadTokenizerSpec(const GgufFile& f) {
   // byte-level one add BOS unless the file says otherwise; SentencePiece
   // also adds a space prefix.
   s.add_bos = s.model == "llama" || s.pre == "llama3" || s.pre == "llama-v3" ||
-              s.pre == "llama-bpe";
+              s.pre == "llama-bpe" || s.pre == "falcon3";
   s.add_space_prefix = s.model == "llama";
   for (auto [key, out] : {std::pair{"add_bos_token", &s.add_bos},
                           std::pair{"add_eos_token", &s.add_eos},

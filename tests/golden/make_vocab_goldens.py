@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Tokenizer goldens from llama.cpp beyond its own test vectors.
+
+1. Writes small byte-level BPE test vocabularies with the `gguf` package into
+   tests/data/bpe-vocab/<pre>.gguf for the pre-tokenizers llama.cpp ships no
+   vocabulary for: `llama-bpe` (LLaMA 3), `qwen2` and `default` (llama.cpp's
+   fallback). Each is the first MERGES merges of GPT-2's BPE (read from the
+   committed copy of llama.cpp's ggml-vocab-gpt-2.gguf), the 256 byte
+   characters and every merge result, and a few control and user-defined
+   tokens; only `tokenizer.ggml.pre` differs between them.
+2. Tokenizes llama.cpp's own test inputs and a fixed set of random strings
+   (letters, accents, Greek, Cyrillic, CJK, Hangul, emoji, combining marks,
+   digits of several scripts, punctuation and symbols, contractions in both
+   cases, every kind of whitespace run) with llama.cpp (llama-cpp-python,
+   add_special=False, parse_special=False) for those vocabularies and for
+   every vocabulary in tests/data/llama.cpp-vocab, and writes
+   tests/golden/vocab_goldens.json, read by tests/tokenizer_vocab_test.cc.
+
+How to run (from the repository root; see tests/golden/README.md):
+
+    ~/.cache/spikeserve/golden-venv/bin/python tests/golden/make_vocab_goldens.py
+"""
+
+import ctypes
+import importlib.metadata
+import json
+import os
+import random
+
+import gguf
+import llama_cpp
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.dirname(HERE)
+LLAMA_VOCABS = os.path.join(TESTS, "data", "llama.cpp-vocab")
+OUT_VOCABS = os.path.join(TESTS, "data", "bpe-vocab")
+OUT_JSON = os.path.join(HERE, "vocab_goldens.json")
+
+MERGES = 6000
+RANDOM_STRINGS = 200
+SEED = 17
+LLAMA_CPP_VOCABS = ["llama-spm", "phi-3", "gpt-2", "starcoder", "deepseek-llm",
+                    "deepseek-coder", "falcon"]
+TEST_PRES = ["llama-bpe", "qwen2", "default"]
+
+
+def field(reader, key):
+    return reader.fields[key].contents()
+
+
+def write_test_vocab(pre):
+    src = gguf.GGUFReader(os.path.join(LLAMA_VOCABS, "ggml-vocab-gpt-2.gguf"))
+    all_tokens = field(src, "tokenizer.ggml.tokens")
+    merges = field(src, "tokenizer.ggml.merges")[:MERGES]
+    # GPT-2's first 256 tokens are the byte characters.
+    tokens = list(all_tokens[:256])
+    known = set(tokens)
+    for m in merges:
+        left, right = m.split(" ")
+        if left + right not in known:
+            tokens.append(left + right)
+            known.add(left + right)
+    types = [gguf.TokenType.NORMAL] * len(tokens)
+    for text, ttype in [("<|begin_of_text|>", gguf.TokenType.CONTROL),
+                        ("<|end_of_text|>", gguf.TokenType.CONTROL),
+                        ("<|eot_id|>", gguf.TokenType.CONTROL),
+                        ("<tool_call>", gguf.TokenType.USER_DEFINED)]:
+        tokens.append(text)
+        types.append(ttype)
+    os.makedirs(OUT_VOCABS, exist_ok=True)
+    path = os.path.join(OUT_VOCABS, pre + ".gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_name("bpe-test-" + pre)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(len(tokens) - 4)
+    w.add_eos_token_id(len(tokens) - 3)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def llama_cpp_inputs():
+    text = open(os.path.join(LLAMA_VOCABS, "ggml-vocab-gpt-2.gguf.inp"),
+                encoding="utf-8").read()
+    return text.split("\n__ggml_vocab_test__\n")[:-1]
+
+
+PIECES = [
+    # words, cases and contractions
+    "hello", "World", "HELLO", "don't", "I'M", "we'RE", "they'll", "it'S",
+    "you'd", "'ve", "'", "''", "x", "a", "Ab", "camelCase", "snake_case",
+    # accents, other scripts, combining marks
+    "Führer", "naïve", "café", "déjà", "Ωμέγα", "привет", "Ελλάδα", "Ǆ",
+    "日本語", "中文", "한국어", "ひらがな", "カタカナ", "ﬁ", "ß", "İ", "ǅ",
+    "e\u0301", "\u0301", "a\u0308b", "مرحبا", "שלום", "हिन्दी", "ไทย",
+    # digits and numbers of several scripts
+    "0", "7", "12", "123", "1234", "12345678", "3.14", "1,000", "٣٤٥", "①",
+    "½", "Ⅻ", "１２３", "²",
+    # punctuation and symbols
+    ".", ",", "!", "?", "...", "!!!", "(", ")", "[]", "{}", "<", ">", "=", "==",
+    "+", "-", "->", "=>", "$", "^", "~", "|", "`", "``", "@", "#", "%", "&",
+    "*", "/", "\\", ":", ";", "_", '"', "€", "©", "™", "—", "…", "«»", "、",
+    "。", "！", "？", "（", "）", "‘", "’", "“", "”",
+    # emoji (with modifiers and joiners)
+    "😀", "🦙", "👍🏽", "👨‍👩‍👧", "🇫🇷", "❤️",
+    # whitespace of every kind
+    " ", " ", " ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", "\r", " \n",
+    "\n ", "\t\t", "\u00a0", "\u3000", "\u2009", "\u2028", "\u0085", "\u000b",
+    "\u000c", " \u00a0", "\u00a0 ",
+    # special-token look-alikes (never parsed here)
+    "<|eot_id|>", "<s>", "</s>", "<tool_call>",
+]
+
+
+def random_strings():
+    rng = random.Random(SEED)
+    pieces = PIECES
+    out = []
+    for _ in range(RANDOM_STRINGS):
+        n = rng.randint(1, 14)
+        out.append("".join(rng.choice(pieces) for _ in range(n)))
+    return out
+
+
+class Tokenizer:
+    def __init__(self, path):
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        self.model = llama_cpp.llama_model_load_from_file(path.encode(), params)
+        if not self.model:
+            raise RuntimeError("llama.cpp cannot load " + path)
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+
+    def encode(self, text):
+        data = text.encode("utf-8")
+        cap = len(data) + 16
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, cap,
+                                     False, False)
+        if n < 0:
+            raise RuntimeError("llama_tokenize failed")
+        return list(buf[:n])
+
+
+def main():
+    texts = llama_cpp_inputs() + random_strings()
+    vocabs = {}
+    for name in LLAMA_CPP_VOCABS:
+        vocabs[name] = os.path.join(LLAMA_VOCABS, "ggml-vocab-%s.gguf" % name)
+    for pre in TEST_PRES:
+        vocabs["test-" + pre] = write_test_vocab(pre)
+    out = {
+        "generator": "tests/golden/make_vocab_goldens.py with llama-cpp-python "
+                     + importlib.metadata.version("llama-cpp-python")
+                     + " and gguf " + importlib.metadata.version("gguf"),
+        "texts": texts,
+        "vocabs": {},
+    }
+    for name, path in vocabs.items():
+        tok = Tokenizer(path)
+        out["vocabs"][name] = {
+            "file": os.path.relpath(path, os.path.dirname(TESTS)),
+            "ids": [tok.encode(t) for t in texts],
+        }
+    with open(OUT_JSON, "w", encoding="utf-8") as f:
+        json.dump(out, f, ensure_ascii=True, separators=(",", ":"))
+        f.write("\n")
+    print("wrote", OUT_JSON, "and", len(TEST_PRES), "vocabularies in",
+          OUT_VOCABS)
+
+
+if __name__ == "__main__":
+    main()
