@@ -2,6 +2,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/text/pre_tokenizer.h"
 #include "runtime/text/utf8.h"
 
 namespace spikeserve {
@@ -131,11 +132,17 @@ TEST(BpeTokenizer, PreTokenizerAliases) {
     EXPECT_THAT(Enc(**tok, "12"), ElementsAre('1', '2')) << pre;
   }
   for (const char* pre :
-       {"llama3", "llama-v3", "llama-bpe", "falcon3", "dbrx", "smaug-bpe",
-        "qwen2", "deepseek-llm", "deepseek-coder", "falcon"}) {
+       {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
+        "midm-2.0", "lfm2", "dbrx", "smaug-bpe", "qwen2", "deepseek-llm",
+        "deepseek-coder", "falcon"}) {
     TinyBpe t = MakeTinyBpe(pre);
     EXPECT_TRUE(Tokenizer::Create(t.spec).ok()) << pre;
   }
+  // llama.cpp adds BOS by default for the LLaMA 3 family only.
+  EXPECT_TRUE(PreTokenizer::DefaultAddBos("llama-bpe"));
+  EXPECT_TRUE(PreTokenizer::DefaultAddBos("pixtral"));
+  EXPECT_FALSE(PreTokenizer::DefaultAddBos("dbrx"));
+  EXPECT_FALSE(PreTokenizer::DefaultAddBos("qwen2"));
 }
 
 TEST(BpeTokenizer, ContractionIsItsOwnPiece) {

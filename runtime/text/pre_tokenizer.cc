@@ -67,6 +67,7 @@ struct NameRow {
   const char* name;
   Family family;
   bool ignore_merges;
+  bool add_bos = false;  // llama.cpp's default when the file does not say
 };
 
 // `tokenizer.ggml.pre` values, as llama.cpp (llama-vocab.cpp) maps them.
@@ -90,10 +91,14 @@ constexpr NameRow kNames[] = {
     {"exaone", Family::kDigits, false},
     {"minerva-7b", Family::kDigits, false},
     {"falcon", Family::kFalcon, false},
-    {"llama3", Family::kLlama3, true},
-    {"llama-v3", Family::kLlama3, true},
-    {"llama-bpe", Family::kLlama3, true},
-    {"falcon3", Family::kLlama3, true},
+    {"llama3", Family::kLlama3, true, true},
+    {"llama-v3", Family::kLlama3, true, true},
+    {"llama-bpe", Family::kLlama3, true, true},
+    {"falcon3", Family::kLlama3, true, true},
+    {"falcon-h1", Family::kLlama3, true, true},
+    {"pixtral", Family::kLlama3, true, true},
+    {"midm-2.0", Family::kLlama3, true, true},
+    {"lfm2", Family::kLlama3, true, true},
     {"dbrx", Family::kLlama3, false},
     {"smaug-bpe", Family::kLlama3, false},
     {"qwen2", Family::kQwen2, false},
@@ -274,6 +279,13 @@ std::string PreTokenizer::SupportedNames() {
   std::vector<std::string> names;
   for (const NameRow& row : kNames) names.push_back(row.name);
   return absl::StrJoin(names, ", ");
+}
+
+bool PreTokenizer::DefaultAddBos(absl::string_view name) {
+  for (const NameRow& row : kNames) {
+    if (name == row.name) return row.add_bos;
+  }
+  return false;
 }
 
 absl::StatusOr<std::unique_ptr<PreTokenizer>> PreTokenizer::Create(

@@ -35,6 +35,10 @@ class PreTokenizer {
   // whole, without merging (llama.cpp's ignore_merges).
   bool ignore_merges() const { return ignore_merges_; }
 
+  // Whether llama.cpp adds BOS by default for this type (the LLaMA 3
+  // family) when the file has no tokenizer.ggml.add_bos_token.
+  static bool DefaultAddBos(absl::string_view name);
+
   // Every accepted name, for error messages and docs.
   static std::string SupportedNames();
 

@@ -1,6 +1,7 @@
 #include "runtime/text/tokenizer_spec.h"
 
 #include "absl/strings/str_cat.h"
+#include "runtime/text/pre_tokenizer.h"
 
 namespace spikeserve {
 namespace {
@@ -91,8 +92,8 @@ absl::StatusOr<TokenizerSpec> LoadTokenizerSpec(const GgufFile& f) {
   // Defaults follow llama.cpp: SentencePiece vocabularies and LLaMA-3's
   // byte-level one add BOS unless the file says otherwise; SentencePiece
   // also adds a space prefix.
-  s.add_bos = s.model == "llama" || s.pre == "llama3" || s.pre == "llama-v3" ||
-              s.pre == "llama-bpe" || s.pre == "falcon3";
+  s.add_bos = s.model == "llama" ||
+              (s.model == "gpt2" && PreTokenizer::DefaultAddBos(s.pre));
   s.add_space_prefix = s.model == "llama";
   for (auto [key, out] : {std::pair{"add_bos_token", &s.add_bos},
                           std::pair{"add_eos_token", &s.add_eos},
