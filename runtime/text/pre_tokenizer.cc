@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "re2/re2.h"
+#include "runtime/text/unicode_classes.h"
 #include "runtime/text/utf8.h"
 
 namespace spikeserve {
@@ -214,6 +215,46 @@ std::vector<std::pair<StepKind, std::string>> FamilySteps(Family f) {
   return {};
 }
 
+// Replaces \p{L}, \p{N} and \p{P} by llama.cpp's Unicode 15.1 classes
+// (unicode_classes.h): bracketed outside a class, bare inside one. The
+// table's patterns have no nested or escaped brackets.
+std::string ExpandCategories(absl::string_view pattern) {
+  std::string out;
+  bool inside = false;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '\\' && i + 4 < pattern.size() && pattern[i + 1] == 'p' &&
+        pattern[i + 2] == '{' && pattern[i + 4] == '}') {
+      const char* body = nullptr;
+      switch (pattern[i + 3]) {
+        case 'L':
+          body = kUnicodeLetters;
+          break;
+        case 'N':
+          body = kUnicodeNumbers;
+          break;
+        case 'P':
+          body = kUnicodePunctuation;
+          break;
+      }
+      if (body != nullptr) {
+        absl::StrAppend(&out, inside ? "" : "[", body, inside ? "" : "]");
+        i += 4;
+        continue;
+      }
+    }
+    if (c == '\\' && i + 1 < pattern.size()) {  // an escape: copy both
+      out += c;
+      out += pattern[++i];
+      continue;
+    }
+    if (c == '[') inside = true;
+    if (c == ']') inside = false;
+    out += c;
+  }
+  return out;
+}
+
 void SplitMatches(const re2::RE2& re, absl::string_view chunk,
                   std::vector<absl::string_view>* out) {
   const re2::StringPiece subject(chunk.data(), chunk.size());
@@ -304,7 +345,7 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> PreTokenizer::Create(
   auto p = std::unique_ptr<PreTokenizer>(new PreTokenizer());
   p->ignore_merges_ = row->ignore_merges;
   for (auto& [kind, pattern] : FamilySteps(row->family)) {
-    auto re = std::make_unique<re2::RE2>(pattern);
+    auto re = std::make_unique<re2::RE2>(ExpandCategories(pattern));
     if (!re->ok()) {
       return absl::InternalError(absl::StrCat("tokenizer: pre-tokenizer '", key,
                                               "': bad regex /", pattern,

@@ -11,7 +11,8 @@
 2. Tokenizes llama.cpp's own test inputs and a fixed set of random strings
    (letters, accents, Greek, Cyrillic, CJK, Hangul, emoji, combining marks,
    digits of several scripts, punctuation and symbols, contractions in both
-   cases, every kind of whitespace run) with llama.cpp (llama-cpp-python,
+   cases, every kind of whitespace run, random code points of every plane)
+   with llama.cpp (llama-cpp-python,
    add_special=False, parse_special=False) for those vocabularies and for
    every vocabulary in tests/data/llama.cpp-vocab, and writes
    tests/golden/vocab_goldens.json, read by tests/tokenizer_vocab_test.cc.
@@ -118,9 +119,20 @@ PIECES = [
 ]
 
 
+def random_code_points(rng, n):
+    """Code points from every plane in use, assigned or not (no surrogates):
+    they stress the Unicode category tables of both implementations."""
+    out = []
+    while len(out) < n:
+        lo, hi = rng.choice([(0x80, 0x2FFF), (0x3000, 0xD7FF), (0xE000, 0xFFFF),
+                             (0x10000, 0x1FFFF), (0x20000, 0x3FFFF)])
+        out.append(chr(rng.randint(lo, hi)))
+    return out
+
+
 def random_strings():
     rng = random.Random(SEED)
-    pieces = PIECES
+    pieces = PIECES + random_code_points(rng, len(PIECES))
     out = []
     for _ in range(RANDOM_STRINGS):
         n = rng.randint(1, 14)
