@@ -7,7 +7,9 @@
 // - tests/golden/vocab_goldens.json (tests/golden/make_vocab_goldens.py):
 //   those inputs and random strings, tokenized by llama.cpp with the same
 //   vocabularies and with test vocabularies of the pre-tokenizers llama.cpp
-//   ships none for (llama-bpe, qwen2, default; tests/data/bpe-vocab).
+//   ships none for (llama-bpe, qwen2, default; tests/data/bpe-vocab); and
+//   strings with special-token texts, tokenized with add_special and
+//   parse_special on.
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -112,7 +114,10 @@ TEST(VocabGoldens, EveryStringMatchesLlamaCpp) {
   ASSERT_TRUE(f.good());
   const nlohmann::json goldens = nlohmann::json::parse(f);
   const auto texts = goldens["texts"].get<std::vector<std::string>>();
+  const auto special_texts =
+      goldens["special_texts"].get<std::vector<std::string>>();
   ASSERT_GE(texts.size(), 150u);
+  ASSERT_GE(special_texts.size(), 100u);
   ASSERT_GE(goldens["vocabs"].size(), 10u);
   for (const auto& [name, vocab] : goldens["vocabs"].items()) {
     auto tok = LoadTokenizer(std::string(SPIKESERVE_SOURCE_DIR) + "/" +
@@ -129,8 +134,24 @@ TEST(VocabGoldens, EveryStringMatchesLlamaCpp) {
                                << ::testing::PrintToString(texts[i]);
       if (*got == want[i]) ++passed;
     }
-    std::printf("%s: %d/%zu strings match llama.cpp\n", name.c_str(), passed,
-                texts.size());
+    // With BOS/EOS as the file asks and special tokens parsed.
+    const auto special_want =
+        vocab["special_ids"].get<std::vector<std::vector<int32_t>>>();
+    ASSERT_EQ(special_want.size(), special_texts.size()) << name;
+    int special_passed = 0;
+    for (size_t i = 0; i < special_texts.size(); ++i) {
+      auto got = (*tok)->Encode(special_texts[i], /*add_special=*/true,
+                                /*parse_special=*/true);
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_EQ(*got, special_want[i])
+          << name << " special string " << i << ": "
+          << ::testing::PrintToString(special_texts[i]);
+      if (*got == special_want[i]) ++special_passed;
+    }
+    std::printf(
+        "%s: %d/%zu strings match llama.cpp, %d/%zu with special tokens\n",
+        name.c_str(), passed, texts.size(), special_passed,
+        special_texts.size());
   }
 }
 

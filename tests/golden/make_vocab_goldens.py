@@ -16,6 +16,10 @@
    add_special=False, parse_special=False) for those vocabularies and for
    every vocabulary in tests/data/llama.cpp-vocab, and writes
    tests/golden/vocab_goldens.json, read by tests/tokenizer_vocab_test.cc.
+3. Tokenizes random strings that also hold special-token texts of all these
+   vocabularies with add_special=True, parse_special=True (BOS/EOS as each
+   file asks, special tokens parsed, Phi-3's whitespace stripping after
+   them) into the same file.
 
 How to run (from the repository root; see tests/golden/README.md):
 
@@ -39,6 +43,7 @@ OUT_JSON = os.path.join(HERE, "vocab_goldens.json")
 
 MERGES = 6000
 RANDOM_STRINGS = 200
+SPECIAL_STRINGS = 120
 SEED = 17
 LLAMA_CPP_VOCABS = ["llama-spm", "phi-3", "gpt-2", "starcoder", "deepseek-llm",
                     "deepseek-coder", "falcon"]
@@ -130,6 +135,22 @@ def random_code_points(rng, n):
     return out
 
 
+SPECIAL_PIECES = [
+    "<s>", "</s>", "<unk>", "<|endoftext|>", "<|user|>", "<|end|>",
+    "<|assistant|>", "<|system|>", "<|begin_of_text|>", "<|end_of_text|>",
+    "<|eot_id|>", "<tool_call>", "<\uff5cbegin\u2581of\u2581sentence\uff5c>",
+    "<|EOT|>", "<fim_prefix>", ">>TITLE<<", "<|endoftext|> ", " \n ", "\n\n",
+    "  ", "\t",
+]
+
+
+def special_strings():
+    rng = random.Random(SEED + 1)
+    pieces = PIECES + SPECIAL_PIECES * 4
+    return ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
+            for _ in range(SPECIAL_STRINGS)]
+
+
 def random_strings():
     rng = random.Random(SEED)
     pieces = PIECES + random_code_points(rng, len(PIECES))
@@ -149,12 +170,12 @@ class Tokenizer:
             raise RuntimeError("llama.cpp cannot load " + path)
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
 
-    def encode(self, text):
+    def encode(self, text, special=False):
         data = text.encode("utf-8")
         cap = len(data) + 16
         buf = (llama_cpp.llama_token * cap)()
         n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, cap,
-                                     False, False)
+                                     special, special)
         if n < 0:
             raise RuntimeError("llama_tokenize failed")
         return list(buf[:n])
@@ -162,6 +183,7 @@ class Tokenizer:
 
 def main():
     texts = llama_cpp_inputs() + random_strings()
+    special_texts = special_strings()
     vocabs = {}
     for name in LLAMA_CPP_VOCABS:
         vocabs[name] = os.path.join(LLAMA_VOCABS, "ggml-vocab-%s.gguf" % name)
@@ -172,6 +194,7 @@ def main():
                      + importlib.metadata.version("llama-cpp-python")
                      + " and gguf " + importlib.metadata.version("gguf"),
         "texts": texts,
+        "special_texts": special_texts,
         "vocabs": {},
     }
     for name, path in vocabs.items():
@@ -179,6 +202,8 @@ def main():
         out["vocabs"][name] = {
             "file": os.path.relpath(path, os.path.dirname(TESTS)),
             "ids": [tok.encode(t) for t in texts],
+            "special_ids": [tok.encode(t, special=True)
+                            for t in special_texts],
         }
     with open(OUT_JSON, "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=True, separators=(",", ":"))
