@@ -25,18 +25,6 @@ bool IsWs(uint32_t cp) {
          cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 
-// Decodes the code point at s[i] (U+FFFD and length 1 for invalid bytes).
-uint32_t CodePointAt(absl::string_view s, size_t i, int* len) {
-  const uint8_t b = uint8_t(s[i]);
-  int n = Utf8SequenceLength(b);
-  if (i + n > s.size()) n = 1;
-  *len = n;
-  if (n == 1) return b < 0x80 ? b : 0xFFFD;
-  uint32_t cp = b & (0xFF >> (n + 1));
-  for (int k = 1; k < n; ++k) cp = (cp << 6) | (uint8_t(s[i + k]) & 0x3F);
-  return cp;
-}
-
 // How a step cuts each piece the previous step left.
 enum class StepKind {
   // llama.cpp's std::regex path (regex_iterator): every match is a piece,

@@ -16,18 +16,6 @@ namespace {
 constexpr int32_t kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4,
                   kByte = 6;
 
-// Decodes the code point at s[i] (U+FFFD and length 1 for invalid bytes).
-uint32_t CodePointAt(absl::string_view s, size_t i, int* len) {
-  const uint8_t b = uint8_t(s[i]);
-  int n = Utf8SequenceLength(b);
-  if (i + n > s.size()) n = 1;
-  *len = n;
-  if (n == 1) return b < 0x80 ? b : 0xFFFD;
-  uint32_t cp = b & (0xFF >> (n + 1));
-  for (int k = 1; k < n; ++k) cp = (cp << 6) | (uint8_t(s[i + k]) & 0x3F);
-  return cp;
-}
-
 // GPT-2's bytes_to_unicode: printable bytes stand for themselves, the
 // others for U+0100 + n in byte order.
 std::vector<uint32_t> ByteCodePoints() {

@@ -10,6 +10,17 @@ int Utf8SequenceLength(uint8_t b) {
   return 1;
 }
 
+uint32_t CodePointAt(absl::string_view s, size_t i, int* len) {
+  const uint8_t b = uint8_t(s[i]);
+  int n = Utf8SequenceLength(b);
+  if (i + n > s.size()) n = 1;
+  *len = n;
+  if (n == 1) return b < 0x80 ? b : 0xFFFD;
+  uint32_t cp = b & (0xFF >> (n + 1));
+  for (int k = 1; k < n; ++k) cp = (cp << 6) | (uint8_t(s[i + k]) & 0x3F);
+  return cp;
+}
+
 void AppendUtf8(uint32_t cp, std::string* out) {
   if (cp < 0x80) {
     out->push_back(char(cp));

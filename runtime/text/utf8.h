@@ -14,6 +14,11 @@ namespace spikeserve {
 // invalid lead bytes, which are then handled byte by byte).
 int Utf8SequenceLength(uint8_t lead);
 
+// Decodes the code point at s[i] (i < s.size()) and sets *len to its byte
+// length; an invalid lead byte or a sequence cut by the end of `s` is
+// U+FFFD of length 1. Continuation bytes are not checked.
+uint32_t CodePointAt(absl::string_view s, size_t i, int* len);
+
 // Appends code point `cp` encoded as UTF-8.
 void AppendUtf8(uint32_t cp, std::string* out);
 
