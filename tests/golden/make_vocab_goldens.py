@@ -6,8 +6,10 @@
    vocabulary for: `llama-bpe` (LLaMA 3), `qwen2` and `default` (llama.cpp's
    fallback). Each is the first MERGES merges of GPT-2's BPE (read from the
    committed copy of llama.cpp's ggml-vocab-gpt-2.gguf), the 256 byte
-   characters and every merge result, and a few control and user-defined
-   tokens; only `tokenizer.ggml.pre` differs between them.
+   characters and every merge result, a few whole words the merges do not
+   build (WHOLE_WORDS: LLaMA 3's ignore_merges emits them as one token),
+   and a few control and user-defined tokens; only `tokenizer.ggml.pre`
+   differs between them.
 2. Tokenizes llama.cpp's own test inputs and a fixed set of random strings
    (letters, accents, Greek, Cyrillic, CJK, Hangul, emoji, combining marks,
    digits of several scripts, punctuation and symbols, contractions in both
@@ -45,6 +47,9 @@ MERGES = 6000
 RANDOM_STRINGS = 200
 SPECIAL_STRINGS = 120
 SEED = 17
+# Words of PIECES that the first MERGES merges do not build into one token.
+WHOLE_WORDS = ["Führer", " naïve", "camelCase", " привет", "Ωμέγα", "café",
+               "HELLO", " World"]
 LLAMA_CPP_VOCABS = ["llama-spm", "phi-3", "gpt-2", "starcoder", "deepseek-llm",
                     "deepseek-coder", "falcon"]
 TEST_PRES = ["llama-bpe", "qwen2", "default"]
@@ -52,6 +57,20 @@ TEST_PRES = ["llama-bpe", "qwen2", "default"]
 
 def field(reader, key):
     return reader.fields[key].contents()
+
+
+def byte_chars():
+    """GPT-2's bytes_to_unicode: byte -> the character standing for it."""
+    printable = (list(range(33, 127)) + list(range(161, 173)) +
+                 list(range(174, 256)))
+    out, n = {}, 0
+    for b in range(256):
+        if b in printable:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + n)
+            n += 1
+    return out
 
 
 def write_test_vocab(pre):
@@ -66,6 +85,12 @@ def write_test_vocab(pre):
         if left + right not in known:
             tokens.append(left + right)
             known.add(left + right)
+    chars = byte_chars()
+    for word in WHOLE_WORDS:
+        mapped = "".join(chars[b] for b in word.encode("utf-8"))
+        if mapped not in known:
+            tokens.append(mapped)
+            known.add(mapped)
     types = [gguf.TokenType.NORMAL] * len(tokens)
     for text, ttype in [("<|begin_of_text|>", gguf.TokenType.CONTROL),
                         ("<|end_of_text|>", gguf.TokenType.CONTROL),
