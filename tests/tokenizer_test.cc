@@ -1,5 +1,8 @@
 #include "runtime/text/tokenizer.h"
 
+#include <random>
+
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/text/pre_tokenizer.h"
@@ -288,6 +291,39 @@ TEST(SpmTokenizer, Phi3SpecialTokensEatFollowingWhitespace) {
               ElementsAre(2, id(U + "hello")));
   EXPECT_THAT(*phi3->Encode("<s>  hello", false, true),
               ElementsAre(1, id(U), id(U), id(U + "hello")));
+}
+
+// Every pre-tokenizer cuts the text into pieces that concatenate back to
+// it, never empty, on random bytes (invalid UTF-8 included) and on text.
+TEST(PreTokenizer, PiecesCoverTheText) {
+  std::mt19937 rng(7);
+  std::vector<std::string> texts = {"Hello, world! 123 4567 \t\n\n  x",
+                                    "日本語 한국어 😀 a\u00a0 b\u3000c ÷ø"};
+  const std::string alphabet = " \t\n\r'aZ09.,!$<`";
+  for (int i = 0; i < 200; ++i) {
+    std::string t;
+    const int n = int(rng() % 40);
+    for (int k = 0; k < n; ++k) {
+      t += rng() % 3 == 0 ? char(rng() % 256)
+                          : alphabet[rng() % alphabet.size()];
+    }
+    texts.push_back(t);
+  }
+  std::vector<std::string> names =
+      absl::StrSplit(PreTokenizer::SupportedNames(), ", ", absl::SkipEmpty());
+  ASSERT_GE(names.size(), 20u);
+  for (const std::string& name : names) {
+    auto pre = PreTokenizer::Create(name);
+    ASSERT_TRUE(pre.ok()) << name << ": " << pre.status();
+    for (const std::string& t : texts) {
+      std::string joined;
+      for (absl::string_view piece : (*pre)->Split(t)) {
+        EXPECT_FALSE(piece.empty()) << name;
+        joined.append(piece.data(), piece.size());
+      }
+      EXPECT_EQ(joined, t) << name;
+    }
+  }
 }
 
 // llama.cpp gives no tokens for an empty text, whatever the vocabulary.
