@@ -18,10 +18,12 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "runtime/text/jinja.h"
+#include "tests/jinja_test_util.h"
 
 namespace spikeserve {
 namespace {
 
+using ::spikeserve::testing::JsonToJinja;
 using Json = nlohmann::ordered_json;  // key order matters (Python dicts)
 
 std::string DataPath(const std::string& name) {
@@ -33,36 +35,6 @@ std::string ReadFile(const std::string& path) {
   std::stringstream s;
   s << f.rdbuf();
   return s.str();
-}
-
-// JSON as jinja2 sees it after json.loads: objects are dicts in file
-// order, integers stay ints.
-JinjaValue ToValue(const Json& j) {
-  switch (j.type()) {
-    case Json::value_t::null:
-      return JinjaValue::None();
-    case Json::value_t::boolean:
-      return JinjaValue::Bool(j.get<bool>());
-    case Json::value_t::number_integer:
-    case Json::value_t::number_unsigned:
-      return JinjaValue::Int(j.get<int64_t>());
-    case Json::value_t::number_float:
-      return JinjaValue::Float(j.get<double>());
-    case Json::value_t::string:
-      return JinjaValue::String(j.get<std::string>());
-    case Json::value_t::array: {
-      JinjaValue::ListData items;
-      for (const Json& e : j) items.push_back(ToValue(e));
-      return JinjaValue::List(std::move(items));
-    }
-    case Json::value_t::object: {
-      JinjaDict dict;
-      for (const auto& [key, value] : j.items()) dict.Set(key, ToValue(value));
-      return JinjaValue::Dict(std::move(dict));
-    }
-    default:
-      return JinjaValue::Undefined();
-  }
 }
 
 TEST(ChatTemplateGolden, EveryTemplateMatchesJinja2) {
@@ -92,7 +64,7 @@ TEST(ChatTemplateGolden, EveryTemplateMatchesJinja2) {
       Json context = goldens["common_context"];
       for (const auto& [k, v] : t["extra_context"].items()) context[k] = v;
       for (const auto& [k, v] : cases.at(case_name).items()) context[k] = v;
-      absl::StatusOr<std::string> got = tmpl->Render(ToValue(context), options);
+      absl::StatusOr<std::string> got = tmpl->Render(JsonToJinja(context), options);
       if (r.contains("output")) {
         EXPECT_TRUE(got.ok()) << got.status();
         if (!got.ok()) continue;

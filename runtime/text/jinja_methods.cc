@@ -306,14 +306,48 @@ absl::StatusOr<std::optional<JinjaValue>> StringMethod(const JinjaValue& self,
       }
       return JinjaValue::String(std::string(text));
     };
+  } else if (name == "zfill" || name == "ljust" || name == "rjust" ||
+             name == "center") {
+    m = [name](const JinjaValue& s, Args& args) -> Result {
+      absl::StatusOr<ArgBinder> b =
+          ArgBinder::Bind(name, args, {"width", "fillchar"});
+      if (!b.ok()) return b.status();
+      absl::StatusOr<int64_t> width = OptionalInt(b->Get(0), 0);
+      if (!width.ok()) return width.status();
+      const std::string fill =
+          name == "zfill" ? "0" : b->GetOr(1, JinjaValue::String(" ")).Str();
+      if (CodePointCount(fill) != 1) {
+        return TypeError("the fill character must be exactly one character");
+      }
+      const std::string& text = s.AsString();
+      const int64_t n = CodePointCount(text);
+      const int64_t pad = std::min<int64_t>(*width, 1 << 20) - n;
+      if (pad <= 0) return JinjaValue::String(text);
+      auto repeat = [&](int64_t k) {
+        std::string r;
+        for (int64_t i = 0; i < k; ++i) r += fill;
+        return r;
+      };
+      if (name == "ljust") return JinjaValue::String(text + repeat(pad));
+      if (name == "rjust") return JinjaValue::String(repeat(pad) + text);
+      if (name == "center") {
+        const int64_t left = pad / 2 + (pad & n & 1);
+        return JinjaValue::String(repeat(left) + text + repeat(pad - left));
+      }
+      // zfill keeps a leading sign in front of the zeros.
+      if (!text.empty() && (text[0] == '+' || text[0] == '-')) {
+        return JinjaValue::String(text.substr(0, 1) + repeat(pad) +
+                                  text.substr(1));
+      }
+      return JinjaValue::String(repeat(pad) + text);
+    };
   } else {
     static const absl::flat_hash_set<std::string>* const kPythonStrMethods =
         new absl::flat_hash_set<std::string>{
-            "casefold",   "center",     "encode",     "expandtabs",
-            "format",     "format_map", "isascii",    "isidentifier",
-            "isprintable", "istitle",   "ljust",      "maketrans",
-            "partition",  "rjust",      "rpartition", "swapcase",
-            "translate",  "zfill"};
+            "casefold",   "encode",      "expandtabs", "format",
+            "format_map", "isascii",     "isidentifier", "isprintable",
+            "istitle",    "maketrans",   "partition",  "rpartition",
+            "swapcase",   "translate"};
     if (kPythonStrMethods->contains(name)) {
       return absl::UnimplementedError(
           absl::StrCat("str method '", name, "' is not supported"));

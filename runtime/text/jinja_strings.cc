@@ -259,7 +259,10 @@ uint32_t ToLower(uint32_t cp) {
 bool IsCased(uint32_t cp) { return IsUpperCp(cp) || IsLowerCp(cp); }
 
 std::string PyUpper(absl::string_view s) {
-  return MapCodePoints(s, [](uint32_t cp, size_t) { return ToUpper(cp); });
+  // "ß".upper() is "SS" in Python; the one common expansion.
+  return PyReplace(
+      MapCodePoints(s, [](uint32_t cp, size_t) { return ToUpper(cp); }),
+      "\xC3\x9F", "SS", -1);
 }
 
 std::string PyLower(absl::string_view s) {
