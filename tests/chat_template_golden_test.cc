@@ -64,7 +64,8 @@ TEST(ChatTemplateGolden, EveryTemplateMatchesJinja2) {
       Json context = goldens["common_context"];
       for (const auto& [k, v] : t["extra_context"].items()) context[k] = v;
       for (const auto& [k, v] : cases.at(case_name).items()) context[k] = v;
-      absl::StatusOr<std::string> got = tmpl->Render(JsonToJinja(context), options);
+      absl::StatusOr<std::string> got =
+          tmpl->Render(JsonToJinja(context), options);
       if (r.contains("output")) {
         EXPECT_TRUE(got.ok()) << got.status();
         if (!got.ok()) continue;

@@ -47,13 +47,11 @@ const Row kRows[] = {
 c)j",
      R"j(a
   b
-c)j", nullptr},
-    {R"j({% if true %}  x  {% endif %})j",
-     R"j(  x  )j", nullptr},
-    {R"j(a  {%- if true -%}  b  {%- endif -%}  c)j",
-     R"j(abc)j", nullptr},
-    {R"j(a {{- ' b ' -}} c)j",
-     R"j(a b c)j", nullptr},
+c)j",
+     nullptr},
+    {R"j({% if true %}  x  {% endif %})j", R"j(  x  )j", nullptr},
+    {R"j(a  {%- if true -%}  b  {%- endif -%}  c)j", R"j(abc)j", nullptr},
+    {R"j(a {{- ' b ' -}} c)j", R"j(a b c)j", nullptr},
     {R"j(  {{ 'x' }}
 )j",
      R"j(  x)j", nullptr},
@@ -64,23 +62,25 @@ x)j",
     {# c #}
 b)j",
      R"j(a
-b)j", nullptr},
-    {R"j(  {%+ if true %}x{% endif %})j",
-     R"j(  x)j", nullptr},
+b)j",
+     nullptr},
+    {R"j(  {%+ if true %}x{% endif %})j", R"j(  x)j", nullptr},
     {R"j({% if true +%}
 x{% endif %})j",
      R"j(
-x)j", nullptr},
+x)j",
+     nullptr},
     {"line1\r\nline2\r\n",
      R"j(line1
-line2)j", nullptr},
+line2)j",
+     nullptr},
     {R"j(x
 
 )j",
      R"j(x
-)j", nullptr},
-    {R"j({% raw %}{{ x }}{% endraw %})j",
-     R"j({{ x }})j", nullptr},
+)j",
+     nullptr},
+    {R"j({% raw %}{{ x }}{% endraw %})j", R"j({{ x }})j", nullptr},
     {R"j({% for i in l %}
   {{ i }}
 {% endfor %}
@@ -88,23 +88,26 @@ line2)j", nullptr},
      R"j(  1
   2
   3
-)j", nullptr},
-    {R"j(  {% set x = 1 %}  {{ x }})j",
-     R"j(  1)j", nullptr},
+)j",
+     nullptr},
+    {R"j(  {% set x = 1 %}  {{ x }})j", R"j(  1)j", nullptr},
     {R"j({{ n }} {{ f }} {{ 1.0 }} {{ 1e20 }} {{ 0.1 + 0.2 }} {{ 7 / 2 }} {{ 7 // 2 }} {{ -7 % 3 }} {{ 2 ** 10 }} {{ 1e-5 }} {{ 3 * 1.5 }})j",
-     R"j(3 2.5 1.0 1e+20 0.30000000000000004 3.5 3 2 1024 1e-05 4.5)j", nullptr},
+     R"j(3 2.5 1.0 1e+20 0.30000000000000004 3.5 3 2 1024 1e-05 4.5)j",
+     nullptr},
     {R"j({{ l }} {{ d }} {{ nv }} {{ t }} {{ (1,) }} {{ ('a', "b'") }})j",
-     R"j([1, 2, 3] {'b': 1, 'a': [1, 2], 'items': 'x'} None True (1,) ('a', "b'"))j", nullptr},
+     R"j([1, 2, 3] {'b': 1, 'a': [1, 2], 'items': 'x'} None True (1,) ('a', "b'"))j",
+     nullptr},
     {R"j({{ [s, u, 'it\'s', '\n'] }})j",
      R"j(['Hello World', 'Grüße 世界', "it's", '\n'])j", nullptr},
-    {R"j([{{ undefined_var }}]{{ undefined_var is defined }})j",
-     R"j([]False)j", nullptr},
+    {R"j([{{ undefined_var }}]{{ undefined_var is defined }})j", R"j([]False)j",
+     nullptr},
     {R"j({{ d['items'] }} {{ d.b }} {{ d.missing is defined }} {{ d.a[1] }})j",
      R"j(x 1 False 2)j", nullptr},
     {R"j({{ l[1:] }} {{ l[::-1] }} {{ s[:5] }} {{ u[1:4] }} {{ l[-1] }} {{ l[10] is defined }} {{ s[-1] }})j",
      R"j([2, 3] [3, 2, 1] Hello rüß 3 False d)j", nullptr},
     {R"j({{ s.split() }} {{ s.lower() }} {{ s.upper() }} {{ s.startswith('He') }} {{ s.replace('l', 'L') }} [{{ '  x '.strip() }}] {{ 'a,b'.split(',') }} {{ s.endswith(('x', 'ld')) }})j",
-     R"j(['Hello', 'World'] hello world HELLO WORLD True HeLLo WorLd [x] ['a', 'b'] True)j", nullptr},
+     R"j(['Hello', 'World'] hello world HELLO WORLD True HeLLo WorLd [x] ['a', 'b'] True)j",
+     nullptr},
     {R"j({{ 'a</think>b</think>c'.split('</think>')[-1] }} {{ s.title() }} {{ 'they\'re'.title() }} {{ s.find('o') }} {{ s.count('l') }})j",
      R"j(c Hello World They'Re 4 3)j", nullptr},
     {R"j({{ d.get('b') }} {{ d.get('zz', 'dflt') }} {{ d.get('zz') }})j",
@@ -117,14 +120,14 @@ line2)j", nullptr},
      R"j(10TrueFalse33|21FalseFalse32|32FalseTrue31|)j", nullptr},
     {R"j({% for x in l %}{{ loop.previtem }}-{{ loop.nextitem }},{% endfor %})j",
      R"j(-2,1-3,2-,)j", nullptr},
-    {R"j({% for x in l %}{{ loop.cycle('a', 'b') }}{% endfor %})j",
-     R"j(aba)j", nullptr},
+    {R"j({% for x in l %}{{ loop.cycle('a', 'b') }}{% endfor %})j", R"j(aba)j",
+     nullptr},
     {R"j({% for x in l %}{% if x == 2 %}{% continue %}{% endif %}{{ x }}{% if x == 3 %}{% break %}{% endif %}{% endfor %})j",
      R"j(13)j", nullptr},
     {R"j({% for x in l if x > 1 %}{{ x }}{{ loop.length }}{% else %}none{% endfor %})j",
      R"j(2232)j", nullptr},
-    {R"j({% for x in [] %}{{ x }}{% else %}empty{% endfor %})j",
-     R"j(empty)j", nullptr},
+    {R"j({% for x in [] %}{{ x }}{% else %}empty{% endfor %})j", R"j(empty)j",
+     nullptr},
     {R"j({% for a in l %}{% for b in l %}{{ loop.index }}{% endfor %}{{ loop.index }} {% endfor %})j",
      R"j(1231 1232 1233 )j", nullptr},
     {R"j({% set x = 1 %}{% for i in l %}{% set x = i %}{% endfor %}{{ x }})j",
@@ -140,7 +143,8 @@ line2)j", nullptr},
     {R"j({% macro g() %}{{ s }}{% endmacro %}{% set s = 'top' %}{% for i in [1] %}{% set s = 'loop' %}{{ g() }}{% endfor %})j",
      R"j(top)j", nullptr},
     {R"j({{ l|join(', ') }} {{ l|length }} {{ l|first }} {{ l|last }} {{ s|lower }} {{ s|upper }} {{ 'hello wORLD-x'|title }} [{{ '  t \n'|trim }}] {{ 'ab'|capitalize }})j",
-     R"j(1, 2, 3 3 1 3 hello world HELLO WORLD Hello World-X [t] Ab)j", nullptr},
+     R"j(1, 2, 3 3 1 3 hello world HELLO WORLD Hello World-X [t] Ab)j",
+     nullptr},
     {R"j({{ nv|default('dflt') }} {{ ''|default('e', true) }} {{ undefined_var|default('u') }} {{ undefined_var|d }}|)j",
      R"j(None e u |)j", nullptr},
     {R"j({{ msgs|selectattr('role', 'equalto', 'user')|list }})j",
@@ -154,7 +158,8 @@ line2)j", nullptr},
   1,
   2,
   3
-] "Grüße 世界" {"a": null, "b": true, "c": 1.5, "d": 1e+20} "q\"\\\n\t")j", nullptr},
+] "Grüße 世界" {"a": null, "b": true, "c": 1.5, "d": 1e+20} "q\"\\\n\t")j",
+     nullptr},
     {R"j({{ msgs|tojson(indent=1) }} {{ {}|tojson(indent=2) }} {{ []|tojson }} {{ {'z': 1, 'a': 2}|tojson(sort_keys=true) }} {{ l|tojson(separators=(',', ':')) }})j",
      R"j([
  {
@@ -165,15 +170,17 @@ line2)j", nullptr},
   "role": "assistant",
   "content": "yo"
  }
-] {} [] {"a": 2, "z": 1} [1,2,3])j", nullptr},
+] {} [] {"a": 2, "z": 1} [1,2,3])j",
+     nullptr},
     {R"j({{ d|items|list }} {{ d|dictsort }} {{ d|list }} {{ 'ab'|list }})j",
-     R"j([('b', 1), ('a', [1, 2]), ('items', 'x')] [('a', [1, 2]), ('b', 1), ('items', 'x')] ['b', 'a', 'items'] ['a', 'b'])j", nullptr},
+     R"j([('b', 1), ('a', [1, 2]), ('items', 'x')] [('a', [1, 2]), ('b', 1), ('items', 'x')] ['b', 'a', 'items'] ['a', 'b'])j",
+     nullptr},
     {R"j({{ ['b', 'A', 'a']|unique|list }} {{ [3, 1, 2]|sort }} {{ [3, 1, 2]|sort(reverse=true) }} {{ 'abc'|reverse }} {{ l|reverse|list }} {{ ['b', 'A']|sort }})j",
      R"j(['b', 'A'] [1, 2, 3] [3, 2, 1] cba [3, 2, 1] ['A', 'b'])j", nullptr},
     {R"j({{ 'x'|safe + '<y>' }} {{ '<a>'|e }} {{ ('a' ~ '<')|safe }})j",
      R"j(x&lt;y&gt; &lt;a&gt; a<)j", nullptr},
-    {R"j({{ 'a' ~ 1 ~ none ~ undefined_var ~ 2.0 }})j",
-     R"j(a1None2.0)j", nullptr},
+    {R"j({{ 'a' ~ 1 ~ none ~ undefined_var ~ 2.0 }})j", R"j(a1None2.0)j",
+     nullptr},
     {R"j({{ 'a\nb\n\nc'|indent(2) }}|{{ 'a\nb'|indent(2, true) }}|{{ 'a\n\nb'|indent(width='> ', blank=true) }})j",
      R"j(a
   b
@@ -181,13 +188,15 @@ line2)j", nullptr},
   c|  a
   b|a
 > 
-> b)j", nullptr},
+> b)j",
+     nullptr},
     {R"j({{ '3'|int + 1 }} {{ 'x'|int }} {{ 2.7|int }} {{ '2.5'|float }} {{ -3|abs }} {{ 2.5|round }} {{ 3.14159|round(2) }} {{ 2.1|round(method='ceil') }} {{ l|sum }} {{ l|max }} {{ l|min }})j",
      R"j(4 0 2 2.5 3 2.0 3.14 3.0 6 3 1)j", nullptr},
     {R"j({{ 'a b  c'|wordcount }} {{ 'x'|center(5) }}| {{ l|batch(2)|list }} {{ 'Hello'|replace('l', 'L', 1) }})j",
      R"j(3   x  | [[1, 2], [3]] HeLlo)j", nullptr},
     {R"j({{ s is string }} {{ n is number }} {{ t is number }} {{ t is integer }} {{ f is float }} {{ d is mapping }} {{ l is iterable }} {{ nv is none }} {{ undefined_var is iterable }} {{ 3 is odd }} {{ l is sequence }} {{ 4 is divisibleby 2 }} {{ n is even }})j",
-     R"j(True True True False True True True True True True True True False)j", nullptr},
+     R"j(True True True False True True True True True True True True False)j",
+     nullptr},
     {R"j({{ t is true }} {{ t is boolean }} {{ 1 is sameas 1 }} {{ 'A' is upper }} {{ 2 is in l }} {{ n is gt 2 }} {{ n is eq 3 }} {{ l|map(attribute='x') is iterable }} {{ s is not none }})j",
      R"j(True True True True True True True True True)j", nullptr},
     {R"j({{ 'ell' in s }} {{ 2 in l }} {{ 'b' in d }} {{ 'zz' not in d }} {{ 'a' in undefined_var }} {{ {'a': 1} in [{'a': 1}] }})j",
@@ -199,7 +208,8 @@ line2)j", nullptr},
     {R"j({{ 1 < 2 < 3 }} {{ 3 > 2 > 2 }} {{ 1 == 1.0 }} {{ [1] == [1] }} {{ (1,) == [1] }} {{ 'a' < 'b' }} {{ [1, 2] < [1, 3] }} {{ true == 1 }})j",
      R"j(True False True True False True True True)j", nullptr},
     // jinja2: TypeError: bad operand type for unary -: 'list'
-    {R"j({{ -n }} {{ - f }} {{ +n }} {{ -l|length }} {{ 10 - 2 - 3 }} {{ 2 ** 3 ** 2 }} {{ 5 % 3 }} {{ -5 // 2 }} {{ 5.5 // 2 }} {{ 5.5 % 2 }})j", nullptr, R"j()j"},
+    {R"j({{ -n }} {{ - f }} {{ +n }} {{ -l|length }} {{ 10 - 2 - 3 }} {{ 2 ** 3 ** 2 }} {{ 5 % 3 }} {{ -5 // 2 }} {{ 5.5 // 2 }} {{ 5.5 % 2 }})j",
+     nullptr, R"j()j"},
     {R"j({{ l + [4] }} {{ 'ab' * 3 }} {{ [0] * 2 }} {{ 'a' 'b' }} {{ (1, 2) + (3,) }})j",
      R"j([1, 2, 3, 4] ababab [0, 0] ab (1, 2, 3))j", nullptr},
     {R"j({% set a, b = [1, 2] %}{{ b }}{{ a }}{% set c = 1, 2 %}{{ c }})j",
@@ -220,6 +230,18 @@ line2)j", nullptr},
      R"j(TE)j", nullptr},
     {R"j({{ u|length }} {{ u|upper }} {{ u[0] }} {{ u|tojson }} {{ u.split(' ') }})j",
      R"j(8 GRÜSSE 世界 G "Grüße 世界" ['Grüße', '世界'])j", nullptr},
+    {R"j({% for x in l %}{{ x }}{% if x == 1 %}{% break %}{% endif %}{% else %}[else after break]{% endfor %})j",
+     R"j(1[else after break])j", nullptr},
+    {R"j({% for x in l %}{% set y %}{{ x }}{% break %}{% endset %}never{% endfor %}[{{ y }}])j",
+     R"j([])j", nullptr},
+    {R"j({% for x in l %}{% for z in [] %}{% else %}{% continue %}{% endfor %}{{ x }}{% endfor %})j",
+     R"j()j", nullptr},
+    {R"j(a{#)j", R"j(a)j", nullptr},
+    {R"j({{ 0 % -0.1 }} {{ 3.5 is odd }} {{ 4.0 is divisibleby 2 }} {{ l is lower }} {{ '2.5 x_y'|wordcount }})j",
+     R"j(-0.0 False True False 3)j", nullptr},
+    // jinja2: TypeError: Object of type generator is not JSON serializable
+    {R"j({{ (l|select)|tojson }})j", nullptr, R"j()j"},
+    {R"j({{ 'x'|indent }})j", R"j(x)j", nullptr},
     // jinja2: UndefinedError: 'undefined_var' is undefined
     {R"j({{ undefined_var.attr }})j", nullptr, R"j()j"},
     // jinja2: UndefinedError: 'undefined_var' is undefined
@@ -244,10 +266,13 @@ line2)j", nullptr},
     {R"j({{ n() }})j", nullptr, R"j()j"},
     // jinja2: TypeError: object of type 'generator' has no len()
     {R"j({{ d|items|length }})j", nullptr, R"j()j"},
-    {R"j({{ 'ab'.zfill(5) }})j",
-     R"j(000ab)j", nullptr},
+    {R"j({{ 'ab'.zfill(5) }})j", R"j(000ab)j", nullptr},
     // jinja2: TypeError: '<' not supported between instances of 'int' and 'str'
     {R"j({{ 1 < 'a' }})j", nullptr, R"j()j"},
+    // jinja2: AttributeError: 'list' object has no attribute 'splitlines'
+    {R"j({{ l|indent }})j", nullptr, R"j()j"},
+    // jinja2: ZeroDivisionError: 0.0 cannot be raised to a negative power
+    {R"j({{ 0 ** -1 }})j", nullptr, R"j()j"},
 };
 
 TEST(JinjaTable, RendersLikeJinja2) {
@@ -290,10 +315,12 @@ TEST(JinjaErrors, ParseErrorsNameLineAndColumn) {
     const char* message;  // expected prefix ("line L, column C: ...")
   };
   const Case cases[] = {
-      {"{% if true %}\nx", "line 2, column 2: unexpected end of template, "
-                           "expected 'elif'"},
-      {"ab\n  {{ 1 + }}", "line 2, column 10: expected an expression, got "
-                          "'}}'"},
+      {"{% if true %}\nx",
+       "line 2, column 2: unexpected end of template, "
+       "expected 'elif'"},
+      {"ab\n  {{ 1 + }}",
+       "line 2, column 10: expected an expression, got "
+       "'}}'"},
       {"{% endfor %}", "line 1, column 4: unknown tag 'endfor'"},
       {"{% for x in l %}\n{% endif %}",
        "line 2, column 4: unknown tag 'endif'"},
@@ -328,8 +355,7 @@ TEST(JinjaErrors, RuntimeErrorsNamePositionAndRaiseKeepsMessage) {
   absl::Status s = RenderStatus("line one\n{{ 'a' + n }}");
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StartsWith(s.message(), "line 2, column ")) << s;
-  EXPECT_TRUE(absl::StrContains(s.message(), "can only concatenate str"))
-      << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "can only concatenate str")) << s;
   EXPECT_FALSE(IsRaisedByTemplate(s));
 
   s = RenderStatus("{{ missing.attr }}");
@@ -368,8 +394,8 @@ TEST(Jinja, ContextOverridesGlobalsAndTemplateSetsShadowContext) {
   ASSERT_TRUE(t.ok());
   JinjaDict context;
   context.Set("range", JinjaValue::String("mine"));
-  context.Set("messages", JinjaValue::List({JinjaValue::Int(1),
-                                            JinjaValue::Int(2)}));
+  context.Set("messages",
+              JinjaValue::List({JinjaValue::Int(1), JinjaValue::Int(2)}));
   absl::StatusOr<std::string> got = t->Render(JinjaValue::Dict(context));
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(*got, "mine|1");
@@ -414,8 +440,8 @@ TEST(JinjaLimits, OutputAndValuesAreBounded) {
 
 TEST(JinjaLimits, DeepNestingFailsCleanly) {
   // Deep brackets in the template: a parse error, not a stack overflow.
-  std::string deep = "{{ " + std::string(100000, '(') + "1" +
-                     std::string(100000, ')') + " }}";
+  std::string deep =
+      "{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}";
   EXPECT_FALSE(ChatTemplate::Parse(deep).ok());
   std::string nots = "{{ " + std::string(0, ' ');
   for (int i = 0; i < 100000; ++i) nots += "not ";
@@ -449,13 +475,29 @@ TEST(JinjaLimits, DeepNestingFailsCleanly) {
 // status, never crash or hang.
 TEST(JinjaLimits, RandomTemplatesNeverCrash) {
   const std::vector<std::string> pieces = {
-      "{{", "}}", "{%", "%}", "{#", "#}", "-", "+", "if", "for", "x", "in",
-      "l", "endif", "endfor", "else", "set", "=", "macro", "m", "(", ")",
-      "[", "]", "{", "}", ",", ":", "|", "trim", "tojson", "is", "defined",
-      "not", "and", "or", "'s'", "\"q\"", "1", "2.5", "loop", ".", "index",
-      " ", "\n", "msgs", "d", "items", "~", "*", "**", "/", "//", "%",
-      "namespace", "ns", "raise_exception", "break", "continue", "endmacro",
-      "filter", "endfilter", "raw", "endraw", "selectattr", "map", "join"};
+      "{{",        "}}",         "{%",
+      "%}",        "{#",         "#}",
+      "-",         "+",          "if",
+      "for",       "x",          "in",
+      "l",         "endif",      "endfor",
+      "else",      "set",        "=",
+      "macro",     "m",          "(",
+      ")",         "[",          "]",
+      "{",         "}",          ",",
+      ":",         "|",          "trim",
+      "tojson",    "is",         "defined",
+      "not",       "and",        "or",
+      "'s'",       "\"q\"",      "1",
+      "2.5",       "loop",       ".",
+      "index",     " ",          "\n",
+      "msgs",      "d",          "items",
+      "~",         "*",          "**",
+      "/",         "//",         "%",
+      "namespace", "ns",         "raise_exception",
+      "break",     "continue",   "endmacro",
+      "filter",    "endfilter",  "raw",
+      "endraw",    "selectattr", "map",
+      "join"};
   std::mt19937 rng(19);
   const JinjaValue context = TableContext();
   int parsed = 0;

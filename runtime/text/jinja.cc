@@ -30,31 +30,29 @@ absl::StatusOr<std::string> ChatTemplate::Render(
     return absl::InvalidArgumentError("the template context must be a dict");
   }
   JinjaDict globals = jinja::BuiltinGlobals();
-  globals.Set("raise_exception",
-              JinjaValue::Callable(
-                  "raise_exception",
-                  [](JinjaCallArgs& args) -> absl::StatusOr<JinjaValue> {
-                    absl::Status error = absl::InvalidArgumentError(
-                        args.positional.empty() ? ""
-                                                : args.positional[0].Str());
-                    error.SetPayload(jinja::kRaisedExceptionPayload,
-                                     absl::Cord("1"));
-                    return error;
-                  }));
+  globals.Set(
+      "raise_exception",
+      JinjaValue::Callable(
+          "raise_exception",
+          [](JinjaCallArgs& args) -> absl::StatusOr<JinjaValue> {
+            absl::Status error = absl::InvalidArgumentError(
+                args.positional.empty() ? "" : args.positional[0].Str());
+            error.SetPayload(jinja::kRaisedExceptionPayload, absl::Cord("1"));
+            return error;
+          }));
   const absl::Time now = options.now.value_or(absl::Now());
-  globals.Set("strftime_now",
-              JinjaValue::Callable(
-                  "strftime_now",
-                  [now](JinjaCallArgs& args) -> absl::StatusOr<JinjaValue> {
-                    if (args.positional.size() != 1 ||
-                        !args.positional[0].IsString()) {
-                      return absl::InvalidArgumentError(
-                          "strftime_now expects one format string");
-                    }
-                    return JinjaValue::String(absl::FormatTime(
-                        args.positional[0].AsString(), now,
-                        absl::UTCTimeZone()));
-                  }));
+  globals.Set(
+      "strftime_now",
+      JinjaValue::Callable(
+          "strftime_now",
+          [now](JinjaCallArgs& args) -> absl::StatusOr<JinjaValue> {
+            if (args.positional.size() != 1 || !args.positional[0].IsString()) {
+              return absl::InvalidArgumentError(
+                  "strftime_now expects one format string");
+            }
+            return JinjaValue::String(absl::FormatTime(
+                args.positional[0].AsString(), now, absl::UTCTimeZone()));
+          }));
   jinja::Interpreter interpreter(context, std::move(globals), options.limits);
   return interpreter.Render(*body_);
 }

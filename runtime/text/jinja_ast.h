@@ -74,7 +74,7 @@ struct Stmt {
   ExprPtr cond;      // kFor: the optional "if" filter
   // kFor: loop variables; kSet: assigned names; kMacro: parameters.
   std::vector<std::string> targets;
-  std::string attribute;  // kSet/kSetBlock: ns.attribute assignment
+  std::string attribute;          // kSet/kSetBlock: ns.attribute assignment
   std::vector<ExprPtr> defaults;  // kMacro: default per parameter (or null)
   std::vector<std::pair<ExprPtr, Body>> branches;  // kIf
   Body body;

@@ -26,9 +26,8 @@ absl::StatusOr<JinjaValue> ApplyFilter(Interpreter& interpreter,
                                        const JinjaValue& input,
                                        JinjaCallArgs& args);
 // Applies test `name` to `input`.
-absl::StatusOr<bool> ApplyTest(Interpreter& interpreter,
-                               absl::string_view name, const JinjaValue& input,
-                               JinjaCallArgs& args);
+absl::StatusOr<bool> ApplyTest(Interpreter& interpreter, absl::string_view name,
+                               const JinjaValue& input, JinjaCallArgs& args);
 
 // obj.name for str, dict and list methods (items, get, strip, split, ...):
 // a bound method, or nullopt when `obj` has no such method. Methods that

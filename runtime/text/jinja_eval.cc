@@ -44,15 +44,14 @@ absl::Status Annotate(absl::Status status, int line, int column) {
       absl::StartsWith(status.message(), "line ")) {
     return status;
   }
-  return absl::Status(status.code(),
-                      absl::StrCat("line ", line, ", column ", column, ": ",
-                                   status.message()));
+  return absl::Status(
+      status.code(),
+      absl::StrCat("line ", line, ", column ", column, ": ", status.message()));
 }
 
 absl::Status UndefinedError(const JinjaValue& value) {
   const std::string& hint = value.UndefinedHint();
-  return absl::InvalidArgumentError(hint.empty() ? "value is undefined"
-                                                 : hint);
+  return absl::InvalidArgumentError(hint.empty() ? "value is undefined" : hint);
 }
 
 Interpreter::Interpreter(const JinjaValue& context, JinjaDict globals,
@@ -84,9 +83,9 @@ absl::Status Interpreter::CheckSize(const JinjaValue& value) const {
 
 absl::Status Interpreter::Step() {
   if (++steps_ > limits_.max_steps) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "template exceeded ", limits_.max_steps,
-        " steps (loop iterations and macro calls)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("template exceeded ", limits_.max_steps,
+                     " steps (loop iterations and macro calls)"));
   }
   return absl::OkStatus();
 }
@@ -165,6 +164,9 @@ absl::StatusOr<Interpreter::Flow> Interpreter::ExecuteStmt(
       std::string captured;
       absl::StatusOr<Flow> flow = Execute(stmt.body, inner, &captured);
       if (!flow.ok()) return flow.status();
+      // jinja2 compiles the body inline: a break or continue in it leaves
+      // the enclosing loop at once, and nothing is assigned or written.
+      if (*flow != Flow::kNormal) return flow;
       JinjaValue value = JinjaValue::String(std::move(captured));
       if (stmt.expr != nullptr) {
         absl::StatusOr<JinjaValue> filtered =
@@ -173,8 +175,8 @@ absl::StatusOr<Interpreter::Flow> Interpreter::ExecuteStmt(
         value = *std::move(filtered);
       }
       if (stmt.kind == Stmt::Kind::kFilterBlock) {
-        absl::Status s = Append(out, value.IsString() ? value.AsString()
-                                                      : value.Str());
+        absl::Status s =
+            Append(out, value.IsString() ? value.AsString() : value.Str());
         if (!s.ok()) return s;
         return Flow::kNormal;
       }
@@ -224,8 +226,9 @@ absl::Status Interpreter::Assign(const Stmt& stmt, const ScopePtr& scope,
   return absl::OkStatus();
 }
 
-absl::StatusOr<Interpreter::Flow> Interpreter::ExecuteFor(
-    const Stmt& stmt, const ScopePtr& scope, std::string* out) {
+absl::StatusOr<Interpreter::Flow> Interpreter::ExecuteFor(const Stmt& stmt,
+                                                          const ScopePtr& scope,
+                                                          std::string* out) {
   absl::StatusOr<JinjaValue> iterable = Eval(*stmt.expr, scope);
   if (!iterable.ok()) return iterable.status();
   absl::StatusOr<JinjaValue::ListData> all = Iterate(*iterable);
@@ -269,6 +272,9 @@ absl::StatusOr<Interpreter::Flow> Interpreter::ExecuteFor(
   }
 
   const int64_t n = int64_t(items.size());
+  // jinja2 runs the else block unless some iteration reached the end of the
+  // body: also after a break (or continues) in every iteration.
+  bool completed_an_iteration = false;
   for (int64_t i = 0; i < n; ++i) {
     absl::Status st = Step();
     if (!st.ok()) return st;
@@ -288,38 +294,39 @@ absl::StatusOr<Interpreter::Flow> Interpreter::ExecuteFor(
     loop.Set("length", JinjaValue::Int(n));
     loop.Set("depth", JinjaValue::Int(1));
     loop.Set("depth0", JinjaValue::Int(0));
-    loop.Set("previtem", i > 0 ? items[i - 1]
-                               : JinjaValue::Undefined(
-                                     "there is no previous item"));
-    loop.Set("nextitem", i + 1 < n ? items[i + 1]
-                                   : JinjaValue::Undefined(
-                                         "there is no next item"));
-    loop.Set("cycle",
-             JinjaValue::Callable(
-                 "loop.cycle",
-                 [i](JinjaCallArgs& args) -> absl::StatusOr<JinjaValue> {
-                   if (args.positional.empty()) {
-                     return absl::InvalidArgumentError(
-                         "no items for cycling given");
-                   }
-                   return args.positional[size_t(i) % args.positional.size()];
-                 }));
+    loop.Set("previtem",
+             i > 0 ? items[i - 1]
+                   : JinjaValue::Undefined("there is no previous item"));
+    loop.Set("nextitem", i + 1 < n
+                             ? items[i + 1]
+                             : JinjaValue::Undefined("there is no next item"));
+    loop.Set(
+        "cycle",
+        JinjaValue::Callable(
+            "loop.cycle",
+            [i](JinjaCallArgs& args) -> absl::StatusOr<JinjaValue> {
+              if (args.positional.empty()) {
+                return absl::InvalidArgumentError("no items for cycling given");
+              }
+              return args.positional[size_t(i) % args.positional.size()];
+            }));
     inner->vars["loop"] = JinjaValue::Namespace(std::move(loop));
     absl::StatusOr<Flow> flow = Execute(stmt.body, inner, out);
     if (!flow.ok()) return flow.status();
     if (*flow == Flow::kBreak) break;
+    if (*flow == Flow::kNormal) completed_an_iteration = true;
   }
-  if (n == 0 && !stmt.else_body.empty()) {
+  if (!completed_an_iteration && !stmt.else_body.empty()) {
     auto inner = std::make_shared<Scope>();
     inner->parent = scope;
-    absl::StatusOr<Flow> flow = Execute(stmt.else_body, inner, out);
-    if (!flow.ok()) return flow.status();
+    // The else block follows the loop: a break or continue in it belongs
+    // to the enclosing loop.
+    return Execute(stmt.else_body, inner, out);
   }
   return Flow::kNormal;
 }
 
-absl::Status Interpreter::DefineMacro(const Stmt& stmt,
-                                      const ScopePtr& scope) {
+absl::Status Interpreter::DefineMacro(const Stmt& stmt, const ScopePtr& scope) {
   // The macro refers to its defining scope weakly: the scope holds the
   // macro, and a strong reference would make a cycle.
   std::weak_ptr<Scope> weak = scope;
@@ -344,13 +351,13 @@ absl::StatusOr<JinjaValue> Interpreter::CallMacro(
   if (!st.ok()) return st;
   if (call_depth_ >= limits_.max_call_depth) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("macro calls nested deeper than ",
-                     limits_.max_call_depth, " (recursion)"));
+        absl::StrCat("macro calls nested deeper than ", limits_.max_call_depth,
+                     " (recursion)"));
   }
   const size_t n = stmt.targets.size();
   if (args.positional.size() > n) {
-    return TypeError(absl::StrCat("macro '", stmt.text, "' takes not more than ",
-                                  n, " argument(s)"));
+    return TypeError(absl::StrCat("macro '", stmt.text,
+                                  "' takes not more than ", n, " argument(s)"));
   }
   auto scope = std::make_shared<Scope>();
   scope->parent = parent;
@@ -409,8 +416,7 @@ absl::StatusOr<JinjaValue> Interpreter::Eval(const Expr& e,
   return v;
 }
 
-absl::StatusOr<JinjaCallArgs> Interpreter::EvalArgs(const Expr& e,
-                                                    size_t first,
+absl::StatusOr<JinjaCallArgs> Interpreter::EvalArgs(const Expr& e, size_t first,
                                                     const ScopePtr& scope) {
   JinjaCallArgs args;
   for (size_t i = first; i < e.items.size(); ++i) {
@@ -571,8 +577,8 @@ absl::StatusOr<JinjaValue> Interpreter::EvalUnchecked(const Expr& e,
       if (!v.ok()) return v;
       if (v->IsUndefined()) return UndefinedError(*v);
       const bool neg = e.kind == Expr::Kind::kNeg;
-      if (v->IsFloat()) return JinjaValue::Float(neg ? -v->AsDouble()
-                                                     : v->AsDouble());
+      if (v->IsFloat())
+        return JinjaValue::Float(neg ? -v->AsDouble() : v->AsDouble());
       if (v->IsIntegral()) {
         if (neg && v->AsInt() == INT64_MIN) return Overflow();
         return JinjaValue::Int(neg ? -v->AsInt() : v->AsInt());
@@ -727,9 +733,9 @@ absl::StatusOr<bool> Interpreter::Contains(const JinjaValue& container,
       return false;  // iterating an Undefined yields nothing
     case JinjaValue::Kind::kString:
       if (!item.IsString()) {
-        return TypeError(absl::StrCat(
-            "'in <string>' requires string as left operand, not ",
-            item.TypeName()));
+        return TypeError(
+            absl::StrCat("'in <string>' requires string as left operand, not ",
+                         item.TypeName()));
       }
       return absl::StrContains(container.AsString(), item.AsString());
     case JinjaValue::Kind::kList:
@@ -776,8 +782,7 @@ absl::StatusOr<JinjaValue> Interpreter::BinaryOp(const std::string& op,
       return JinjaValue::String(a.AsString() + b.AsString());
     }
     if (a.IsSequence() && b.IsSequence() && a.IsTuple() == b.IsTuple()) {
-      absl::Status st =
-          CheckSize((a.AsList().size() + b.AsList().size()) * 16);
+      absl::Status st = CheckSize((a.AsList().size() + b.AsList().size()) * 16);
       if (!st.ok()) return st;
       JinjaValue::ListData items = a.AsList();
       items.insert(items.end(), b.AsList().begin(), b.AsList().end());
@@ -861,6 +866,7 @@ absl::StatusOr<JinjaValue> Interpreter::BinaryOp(const std::string& op,
       if (op == "//") return JinjaValue::Float(std::floor(x / y));
       double m = std::fmod(x, y);
       if (m != 0 && ((m < 0) != (y < 0))) m += y;
+      if (m == 0) m = std::copysign(0.0, y);  // Python: sign of the divisor
       return JinjaValue::Float(m);
     }
     if (a.AsInt() == INT64_MIN && b.AsInt() == -1) return Overflow();
@@ -868,6 +874,10 @@ absl::StatusOr<JinjaValue> Interpreter::BinaryOp(const std::string& op,
                                       : FloorMod(a.AsInt(), b.AsInt()));
   }
   if (op == "**") {
+    if (a.AsDouble() == 0 && b.AsDouble() < 0) {
+      return absl::InvalidArgumentError(
+          "0.0 cannot be raised to a negative power");
+    }
     if (floats || b.AsInt() < 0) {
       return JinjaValue::Float(std::pow(a.AsDouble(), b.AsDouble()));
     }

@@ -64,8 +64,7 @@ class Interpreter {
   // The elements `for` iterates over (dict keys, string characters).
   absl::StatusOr<JinjaValue::ListData> Iterate(const JinjaValue& value);
   absl::StatusOr<JinjaValue> BinaryOp(const std::string& op,
-                                      const JinjaValue& a,
-                                      const JinjaValue& b);
+                                      const JinjaValue& a, const JinjaValue& b);
   // `item in container`.
   absl::StatusOr<bool> Contains(const JinjaValue& container,
                                 const JinjaValue& item);

@@ -138,7 +138,8 @@ Result Escape(Interpreter&, const JinjaValue& v, Args&) {
 }
 
 Result Replace(Interpreter&, const JinjaValue& v, Args& args) {
-  absl::StatusOr<ArgBinder> b = Params("replace", args, {"old", "new", "count"});
+  absl::StatusOr<ArgBinder> b =
+      Params("replace", args, {"old", "new", "count"});
   if (!b.ok()) return b.status();
   if (b->Get(0) == nullptr || b->Get(1) == nullptr) {
     return TypeError("filter 'replace' needs the old and new strings");
@@ -153,6 +154,13 @@ Result Replace(Interpreter&, const JinjaValue& v, Args& args) {
 }
 
 Result Indent(Interpreter&, const JinjaValue& v, Args& args) {
+  // jinja2 appends "\n" to the input and splits it into lines: anything
+  // but a string fails there.
+  if (v.IsUndefined()) return UndefinedError(v);
+  if (!v.IsString()) {
+    return TypeError(
+        absl::StrCat("filter 'indent' needs a string, not ", v.TypeName()));
+  }
   absl::StatusOr<ArgBinder> b =
       Params("indent", args, {"width", "first", "blank"});
   if (!b.ok()) return b.status();
@@ -203,8 +211,23 @@ Result Center(Interpreter&, const JinjaValue& v, Args& args) {
                             std::string(size_t(total - left), ' '));
 }
 
+// len(re.findall(r"\w+", str(value))): runs of letters, digits and "_".
 Result Wordcount(Interpreter&, const JinjaValue& v, Args&) {
-  return JinjaValue::Int(int64_t(PySplit(v.Str(), std::nullopt, -1).size()));
+  const std::string s = v.Str();
+  int64_t words = 0;
+  bool in_word = false;
+  size_t pos = 0;
+  while (pos < s.size()) {
+    const uint32_t cp = DecodeUtf8(s, &pos);
+    const bool word =
+        cp == '_' || (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') ||
+        (cp >= 'A' && cp <= 'Z') ||
+        (cp >= 0xC0 && !IsPythonSpace(cp) && cp != 0xD7 && cp != 0xF7 &&
+         !(cp >= 0x2000 && cp <= 0x2BFF) && !(cp >= 0x3000 && cp <= 0x303F));
+    if (word && !in_word) ++words;
+    in_word = word;
+  }
+  return JinjaValue::Int(words);
 }
 
 // ---- sequence filters ----
@@ -231,7 +254,8 @@ Result First(Interpreter& in, const JinjaValue& v, Args&) {
 }
 
 absl::Status NotReversible(const JinjaValue& v) {
-  return TypeError(absl::StrCat("'", v.TypeName(), "' object is not reversible"));
+  return TypeError(
+      absl::StrCat("'", v.TypeName(), "' object is not reversible"));
 }
 
 Result Last(Interpreter& in, const JinjaValue& v, Args&) {
@@ -266,7 +290,8 @@ Result Join(Interpreter& in, const JinjaValue& v, Args& args) {
   std::string out;
   for (size_t i = 0; i < items->size(); ++i) {
     JinjaValue item = (*items)[i];
-    if (const JinjaValue* attr = b->Get(1); attr != nullptr && !attr->IsNone()) {
+    if (const JinjaValue* attr = b->Get(1);
+        attr != nullptr && !attr->IsNone()) {
       absl::StatusOr<JinjaValue> a = GetPath(in, item, *attr, nullptr);
       if (!a.ok()) return a.status();
       item = *std::move(a);
@@ -317,8 +342,8 @@ Result Map(Interpreter& in, const JinjaValue& v, Args& args) {
         fallback = value;
         has_fallback = true;
       } else {
-        return TypeError(absl::StrCat("map got an unexpected keyword '", key,
-                                      "'"));
+        return TypeError(
+            absl::StrCat("map got an unexpected keyword '", key, "'"));
       }
     }
     if (attribute.IsUndefined()) {
@@ -428,7 +453,8 @@ Result Unique(Interpreter& in, const JinjaValue& v, Args& args) {
   JinjaValue::ListData out, seen;
   for (const JinjaValue& item : *items) {
     JinjaValue key = item;
-    if (const JinjaValue* attr = b->Get(1); attr != nullptr && !attr->IsNone()) {
+    if (const JinjaValue* attr = b->Get(1);
+        attr != nullptr && !attr->IsNone()) {
       absl::StatusOr<JinjaValue> a = GetPath(in, item, *attr, nullptr);
       if (!a.ok()) return a;
       key = *std::move(a);
@@ -462,7 +488,8 @@ Result Sort(Interpreter& in, const JinjaValue& v, Args& args) {
   std::vector<std::pair<JinjaValue, JinjaValue>> keyed;
   for (const JinjaValue& item : *items) {
     JinjaValue key = item;
-    if (const JinjaValue* attr = b->Get(2); attr != nullptr && !attr->IsNone()) {
+    if (const JinjaValue* attr = b->Get(2);
+        attr != nullptr && !attr->IsNone()) {
       absl::StatusOr<JinjaValue> a = GetPath(in, item, *attr, nullptr);
       if (!a.ok()) return a;
       key = *std::move(a);
@@ -470,16 +497,16 @@ Result Sort(Interpreter& in, const JinjaValue& v, Args& args) {
     keyed.emplace_back(SortKey(key, case_sensitive), item);
   }
   absl::Status error;
-  std::stable_sort(keyed.begin(), keyed.end(),
-                   [&](const auto& x, const auto& y) {
-                     absl::StatusOr<int> c = reverse ? y.first.Compare(x.first)
-                                                     : x.first.Compare(y.first);
-                     if (!c.ok()) {
-                       error = c.status();
-                       return false;
-                     }
-                     return *c < 0;
-                   });
+  std::stable_sort(
+      keyed.begin(), keyed.end(), [&](const auto& x, const auto& y) {
+        absl::StatusOr<int> c =
+            reverse ? y.first.Compare(x.first) : x.first.Compare(y.first);
+        if (!c.ok()) {
+          error = c.status();
+          return false;
+        }
+        return *c < 0;
+      });
   if (!error.ok()) return error;
   JinjaValue::ListData out;
   for (auto& [key, item] : keyed) out.push_back(std::move(item));
@@ -496,18 +523,18 @@ Result DictSort(Interpreter&, const JinjaValue& v, Args& args) {
   const bool reverse = b->GetOr(2, JinjaValue::Bool(false)).Truthy();
   std::vector<JinjaDict::Item> items = v.AsDict().items();
   absl::Status error;
-  std::stable_sort(items.begin(), items.end(), [&](const auto& x,
-                                                   const auto& y) {
-    const JinjaValue& a = by_value ? x.second : x.first;
-    const JinjaValue& c = by_value ? y.second : y.first;
-    absl::StatusOr<int> r = SortKey(a, case_sensitive)
-                                .Compare(SortKey(c, case_sensitive));
-    if (!r.ok()) {
-      error = r.status();
-      return false;
-    }
-    return reverse ? *r > 0 : *r < 0;
-  });
+  std::stable_sort(
+      items.begin(), items.end(), [&](const auto& x, const auto& y) {
+        const JinjaValue& a = by_value ? x.second : x.first;
+        const JinjaValue& c = by_value ? y.second : y.first;
+        absl::StatusOr<int> r =
+            SortKey(a, case_sensitive).Compare(SortKey(c, case_sensitive));
+        if (!r.ok()) {
+          error = r.status();
+          return false;
+        }
+        return reverse ? *r > 0 : *r < 0;
+      });
   if (!error.ok()) return error;
   JinjaValue::ListData out;
   for (auto& [k, val] : items) out.push_back(JinjaValue::Tuple({k, val}));
@@ -528,7 +555,8 @@ Result MinMax(Interpreter& in, const JinjaValue& v, Args& args, bool max) {
   JinjaValue best_key;
   for (const JinjaValue& item : *items) {
     JinjaValue key = item;
-    if (const JinjaValue* attr = b->Get(1); attr != nullptr && !attr->IsNone()) {
+    if (const JinjaValue* attr = b->Get(1);
+        attr != nullptr && !attr->IsNone()) {
       absl::StatusOr<JinjaValue> a = GetPath(in, item, *attr, nullptr);
       if (!a.ok()) return a;
       key = *std::move(a);
@@ -560,7 +588,8 @@ Result Sum(Interpreter& in, const JinjaValue& v, Args& args) {
   if (!items.ok()) return items.status();
   for (const JinjaValue& item : *items) {
     JinjaValue x = item;
-    if (const JinjaValue* attr = b->Get(0); attr != nullptr && !attr->IsNone()) {
+    if (const JinjaValue* attr = b->Get(0);
+        attr != nullptr && !attr->IsNone()) {
       absl::StatusOr<JinjaValue> a = GetPath(in, item, *attr, nullptr);
       if (!a.ok()) return a;
       x = *std::move(a);
@@ -573,7 +602,8 @@ Result Sum(Interpreter& in, const JinjaValue& v, Args& args) {
 }
 
 Result Batch(Interpreter& in, const JinjaValue& v, Args& args) {
-  absl::StatusOr<ArgBinder> b = Params("batch", args, {"linecount", "fill_with"});
+  absl::StatusOr<ArgBinder> b =
+      Params("batch", args, {"linecount", "fill_with"});
   if (!b.ok()) return b.status();
   const JinjaValue* count = b->Get(0);
   if (count == nullptr || !count->IsIntegral() || count->AsInt() <= 0) {
@@ -590,7 +620,8 @@ Result Batch(Interpreter& in, const JinjaValue& v, Args& args) {
     }
   }
   if (!row.empty()) {
-    if (const JinjaValue* fill = b->Get(1); fill != nullptr && !fill->IsNone()) {
+    if (const JinjaValue* fill = b->Get(1);
+        fill != nullptr && !fill->IsNone()) {
       while (int64_t(row.size()) < count->AsInt()) row.push_back(*fill);
     }
     out.push_back(JinjaValue::List(std::move(row)));
@@ -641,8 +672,8 @@ Result Abs(Interpreter&, const JinjaValue& v, Args&) {
     if (v.AsInt() == INT64_MIN) return absl::InvalidArgumentError("overflow");
     return JinjaValue::Int(std::llabs(v.AsInt()));
   }
-  return TypeError(absl::StrCat("bad operand type for abs(): '", v.TypeName(),
-                                "'"));
+  return TypeError(
+      absl::StrCat("bad operand type for abs(): '", v.TypeName(), "'"));
 }
 
 Result Round(Interpreter&, const JinjaValue& v, Args& args) {
@@ -674,8 +705,8 @@ Result ToJson(Interpreter&, const JinjaValue& v, Args& args) {
       Params("tojson", args, {"indent", "separators", "sort_keys"});
   if (!b.ok()) return b.status();
   JinjaValue::JsonOptions options;
-  if (const JinjaValue* indent = b->Get(0); indent != nullptr &&
-                                            !indent->IsNone()) {
+  if (const JinjaValue* indent = b->Get(0);
+      indent != nullptr && !indent->IsNone()) {
     if (!indent->IsIntegral()) return TypeError("tojson indent must be an int");
     options.indent = int(std::clamp<int64_t>(indent->AsInt(), 0, 64));
   }
@@ -742,9 +773,7 @@ const absl::flat_hash_map<std::string, FilterFn>& Filters() {
 
 }  // namespace
 
-bool IsKnownFilter(absl::string_view name) {
-  return Filters().contains(name);
-}
+bool IsKnownFilter(absl::string_view name) { return Filters().contains(name); }
 
 absl::StatusOr<JinjaValue> ApplyFilter(Interpreter& interpreter,
                                        absl::string_view name,

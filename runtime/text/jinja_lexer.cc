@@ -100,7 +100,8 @@ class Lexer {
  private:
   // Whether the source continues with `text` at p.
   bool At(size_t p, absl::string_view text) const {
-    return p <= src_.size() && absl::string_view(src_).substr(p, text.size()) == text;
+    return p <= src_.size() &&
+           absl::string_view(src_).substr(p, text.size()) == text;
   }
 
   size_t FindTagStart(size_t pos) const {
@@ -167,6 +168,8 @@ class Lexer {
   }
 
   absl::StatusOr<size_t> SkipComment(size_t start, size_t p) {
+    // jinja2 stops lexing when "{#" ends the source: no error.
+    if (p >= src_.size()) return p;
     for (; p < src_.size(); ++p) {
       if (At(p, "+#}")) return p + 3;
       if (At(p, "-#}")) {
@@ -268,8 +271,8 @@ class Lexer {
         p = *q;
         continue;
       }
-      static constexpr absl::string_view kTwo[] = {"//", "**", "==",
-                                                   "!=", "<=", ">="};
+      static constexpr absl::string_view kTwo[] = {
+          "//", "**", "==", "!=", "<=", ">="};
       bool matched = false;
       for (absl::string_view op : kTwo) {
         if (At(p, op)) {
@@ -282,8 +285,8 @@ class Lexer {
       if (matched) continue;
       if (absl::string_view("+-*/%~<>=.,:|()[]{};").find(c) ==
           absl::string_view::npos) {
-        return Error(p, absl::StrCat("unexpected character '",
-                                     std::string(1, c), "'"));
+        return Error(
+            p, absl::StrCat("unexpected character '", std::string(1, c), "'"));
       }
       if (c == '(' || c == '[' || c == '{') {
         open.push_back(c == '(' ? ')' : (c == '[' ? ']' : '}'));
@@ -321,7 +324,8 @@ class Lexer {
     if (p < src_.size() && (src_[p] == 'e' || src_[p] == 'E')) {
       size_t q = p + 1;
       if (q < src_.size() && (src_[q] == '+' || src_[q] == '-')) ++q;
-      if (q < src_.size() && std::isdigit(static_cast<unsigned char>(src_[q]))) {
+      if (q < src_.size() &&
+          std::isdigit(static_cast<unsigned char>(src_[q]))) {
         p = digits(q);
         is_float = true;
       }
@@ -405,8 +409,8 @@ class Lexer {
         default:
           if (e >= '0' && e <= '7') {
             uint32_t cp = uint32_t(e - '0');
-            for (int i = 0; i < 2 && p < src_.size() && src_[p] >= '0' &&
-                            src_[p] <= '7';
+            for (int i = 0;
+                 i < 2 && p < src_.size() && src_[p] >= '0' && src_[p] <= '7';
                  ++i, ++p) {
               cp = cp * 8 + uint32_t(src_[p] - '0');
             }

@@ -6,8 +6,8 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "runtime/text/jinja_builtins.h"
 #include "runtime/text/jinja_strings.h"
 
@@ -56,8 +56,8 @@ absl::StatusOr<std::optional<std::string>> OptionalString(
     const JinjaValue* v, absl::string_view what) {
   if (v == nullptr || v->IsNone()) return std::optional<std::string>();
   if (!v->IsString()) {
-    return TypeError(absl::StrCat(what, " must be str or None, not ",
-                                  v->TypeName()));
+    return TypeError(
+        absl::StrCat(what, " must be str or None, not ", v->TypeName()));
   }
   return std::optional<std::string>(v->AsString());
 }
@@ -84,7 +84,8 @@ absl::StatusOr<int64_t> OptionalInt(const JinjaValue* v, int64_t fallback) {
 JinjaValue StringList(std::vector<std::string> parts) {
   JinjaValue::ListData items;
   items.reserve(parts.size());
-  for (std::string& p : parts) items.push_back(JinjaValue::String(std::move(p)));
+  for (std::string& p : parts)
+    items.push_back(JinjaValue::String(std::move(p)));
   return JinjaValue::List(std::move(items));
 }
 
@@ -114,8 +115,9 @@ Result AffixTest(const JinjaValue& self, Args& args, bool start,
       options.push_back(v.AsString());
     }
   } else {
-    return TypeError(absl::StrCat(name, " first arg must be str or a tuple "
-                                        "of str, not ",
+    return TypeError(absl::StrCat(name,
+                                  " first arg must be str or a tuple "
+                                  "of str, not ",
                                   affix->TypeName()));
   }
   const std::string& s = self.AsString();
@@ -137,8 +139,8 @@ JinjaValue AllCodePoints(const std::string& s, Pred pred) {
   return JinjaValue::Bool(true);
 }
 
-absl::StatusOr<std::optional<JinjaValue>> StringMethod(const JinjaValue& self,
-                                                       const std::string& name) {
+absl::StatusOr<std::optional<JinjaValue>> StringMethod(
+    const JinjaValue& self, const std::string& name) {
   auto no_args = [name](std::function<JinjaValue(const std::string&)> f) {
     return [name, f](const JinjaValue& s, Args& args) -> Result {
       if (!args.positional.empty() || !args.keyword.empty()) {
@@ -155,8 +157,8 @@ absl::StatusOr<std::optional<JinjaValue>> StringMethod(const JinjaValue& self,
       absl::StatusOr<std::optional<std::string>> chars =
           OptionalString(b->Get(0), "strip arg");
       if (!chars.ok()) return chars.status();
-      return JinjaValue::String(PyStrip(s.AsString(), *chars,
-                                        name != "rstrip", name != "lstrip"));
+      return JinjaValue::String(
+          PyStrip(s.AsString(), *chars, name != "rstrip", name != "lstrip"));
     };
   } else if (name == "split" || name == "rsplit") {
     m = [name](const JinjaValue& s, Args& args) -> Result {
@@ -176,25 +178,21 @@ absl::StatusOr<std::optional<JinjaValue>> StringMethod(const JinjaValue& self,
                             : PyRSplit(s.AsString(), *sep, *maxsplit));
     };
   } else if (name == "splitlines") {
-    m = no_args([](const std::string& s) {
-      return StringList(PySplitLines(s));
-    });
+    m = no_args(
+        [](const std::string& s) { return StringList(PySplitLines(s)); });
   } else if (name == "startswith" || name == "endswith") {
     m = [name](const JinjaValue& s, Args& args) {
       return AffixTest(s, args, name == "startswith", name);
     };
   } else if (name == "lower") {
-    m = no_args([](const std::string& s) {
-      return JinjaValue::String(PyLower(s));
-    });
+    m = no_args(
+        [](const std::string& s) { return JinjaValue::String(PyLower(s)); });
   } else if (name == "upper") {
-    m = no_args([](const std::string& s) {
-      return JinjaValue::String(PyUpper(s));
-    });
+    m = no_args(
+        [](const std::string& s) { return JinjaValue::String(PyUpper(s)); });
   } else if (name == "title") {
-    m = no_args([](const std::string& s) {
-      return JinjaValue::String(PyTitle(s));
-    });
+    m = no_args(
+        [](const std::string& s) { return JinjaValue::String(PyTitle(s)); });
   } else if (name == "capitalize") {
     m = no_args([](const std::string& s) {
       return JinjaValue::String(PyCapitalize(s));
@@ -213,9 +211,8 @@ absl::StatusOr<std::optional<JinjaValue>> StringMethod(const JinjaValue& self,
           s, [](uint32_t c) { return IsCased(c) || (c >= '0' && c <= '9'); });
     });
   } else if (name == "isspace") {
-    m = no_args([](const std::string& s) {
-      return AllCodePoints(s, IsPythonSpace);
-    });
+    m = no_args(
+        [](const std::string& s) { return AllCodePoints(s, IsPythonSpace); });
   } else if (name == "islower" || name == "isupper") {
     const bool lower = name == "islower";
     m = no_args([lower](const std::string& s) {
@@ -344,9 +341,9 @@ absl::StatusOr<std::optional<JinjaValue>> StringMethod(const JinjaValue& self,
   } else {
     static const absl::flat_hash_set<std::string>* const kPythonStrMethods =
         new absl::flat_hash_set<std::string>{
-            "casefold",   "encode",      "expandtabs", "format",
-            "format_map", "isascii",     "isidentifier", "isprintable",
-            "istitle",    "maketrans",   "partition",  "rpartition",
+            "casefold",   "encode",    "expandtabs",   "format",
+            "format_map", "isascii",   "isidentifier", "isprintable",
+            "istitle",    "maketrans", "partition",    "rpartition",
             "swapcase",   "translate"};
     if (kPythonStrMethods->contains(name)) {
       return absl::UnimplementedError(
@@ -374,19 +371,21 @@ absl::StatusOr<std::optional<JinjaValue>> DictMethod(const JinjaValue& self,
         }
       }
       return JinjaValue::List(
-          std::move(out), name == "items"  ? JinjaValue::ListFlavor::kDictItems
-                          : name == "keys" ? JinjaValue::ListFlavor::kDictKeys
-                                           : JinjaValue::ListFlavor::kDictValues);
+          std::move(out), name == "items" ? JinjaValue::ListFlavor::kDictItems
+                          : name == "keys"
+                              ? JinjaValue::ListFlavor::kDictKeys
+                              : JinjaValue::ListFlavor::kDictValues);
     };
   } else if (name == "get") {
     m = [](const JinjaValue& d, Args& args) -> Result {
       absl::StatusOr<ArgBinder> b =
           ArgBinder::Bind("dict.get", args, {"key", "default"});
       if (!b.ok()) return b.status();
-      if (b->Get(0) == nullptr) return TypeError("get expected at least 1 argument");
+      if (b->Get(0) == nullptr)
+        return TypeError("get expected at least 1 argument");
       if (!b->Get(0)->IsHashable()) {
-        return TypeError(absl::StrCat("unhashable type: '",
-                                      b->Get(0)->TypeName(), "'"));
+        return TypeError(
+            absl::StrCat("unhashable type: '", b->Get(0)->TypeName(), "'"));
       }
       if (const JinjaValue* v = d.AsDict().Find(*b->Get(0))) return *v;
       return b->GetOr(1, JinjaValue::None());
@@ -396,9 +395,8 @@ absl::StatusOr<std::optional<JinjaValue>> DictMethod(const JinjaValue& self,
   } else if (name == "pop" || name == "popitem" || name == "setdefault" ||
              name == "update" || name == "clear" || name == "fromkeys") {
     // The immutable sandbox hides mutating methods (an unsafe undefined).
-    return std::optional<JinjaValue>(JinjaValue::Undefined(
-        absl::StrCat("access to attribute '", name,
-                     "' of 'dict' object is unsafe")));
+    return std::optional<JinjaValue>(JinjaValue::Undefined(absl::StrCat(
+        "access to attribute '", name, "' of 'dict' object is unsafe")));
   } else {
     return std::optional<JinjaValue>();
   }
@@ -432,8 +430,8 @@ absl::StatusOr<std::optional<JinjaValue>> ListMethod(const JinjaValue& self,
              name == "pop" || name == "remove" || name == "reverse" ||
              name == "sort" || name == "clear") {
     return std::optional<JinjaValue>(JinjaValue::Undefined(
-        absl::StrCat("access to attribute '", name, "' of '",
-                     self.TypeName(), "' object is unsafe")));
+        absl::StrCat("access to attribute '", name, "' of '", self.TypeName(),
+                     "' object is unsafe")));
   } else {
     return std::optional<JinjaValue>();
   }

@@ -81,8 +81,8 @@ class Parser {
   }
 
   absl::Status ErrorAt(const Token& t, absl::string_view message) const {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "line ", t.line, ", column ", t.column, ": ", message));
+    return absl::InvalidArgumentError(
+        absl::StrCat("line ", t.line, ", column ", t.column, ": ", message));
   }
   absl::Status Unexpected(absl::string_view expected) const {
     return ErrorAt(Peek(), absl::StrCat("expected ", expected, ", got ",
@@ -124,7 +124,8 @@ class Parser {
   absl::Status ParseBody(std::initializer_list<absl::string_view> end_names,
                          Body* body, std::string* end) {
     DepthGuard guard(this);
-    if (guard.exceeded()) return ErrorAt(Peek(), "statements nested too deeply");
+    if (guard.exceeded())
+      return ErrorAt(Peek(), "statements nested too deeply");
     while (true) {
       const Token& t = Peek();
       switch (t.type) {
@@ -162,8 +163,9 @@ class Parser {
         }
         case TokenType::kEnd:
           if (end_names.size() == 0) return absl::OkStatus();
-          return ErrorAt(t, absl::StrCat("unexpected end of template, expected '",
-                                         *end_names.begin(), "'"));
+          return ErrorAt(t,
+                         absl::StrCat("unexpected end of template, expected '",
+                                      *end_names.begin(), "'"));
         default:
           return ErrorAt(t, absl::StrCat("unexpected ", Describe(t)));
       }
@@ -190,14 +192,14 @@ class Parser {
         return ErrorAt(t, absl::StrCat("'", name, "' outside of a loop"));
       }
       Next();
-      Make(&s, name == "break" ? Stmt::Kind::kBreak : Stmt::Kind::kContinue,
-           t);
+      Make(&s, name == "break" ? Stmt::Kind::kBreak : Stmt::Kind::kContinue, t);
       st = ExpectBlockEnd();
     } else if (name == "extends" || name == "include" || name == "import" ||
                name == "from" || name == "block" || name == "call" ||
                name == "with" || name == "autoescape") {
-      return ErrorAt(t, absl::StrCat("the '", name,
-                                     "' tag is not supported in chat templates"));
+      return ErrorAt(t,
+                     absl::StrCat("the '", name,
+                                  "' tag is not supported in chat templates"));
     } else {
       return ErrorAt(t, absl::StrCat("unknown tag '", name, "'"));
     }
@@ -280,6 +282,8 @@ class Parser {
       Next();
       st = ExpectBlockEnd();
       if (!st.ok()) return st;
+      // The else block is outside the loop (loop controls there belong to
+      // an enclosing loop).
       st = ParseBody({"endfor"}, &s->else_body, &end);
       if (!st.ok()) return st;
     }
@@ -417,8 +421,7 @@ class Parser {
         if (!st.ok()) return st;
       }
       if (IsTupleEnd(extra_end)) break;
-      absl::StatusOr<ExprPtr> e =
-          with_condexpr ? ParseExpression() : ParseOr();
+      absl::StatusOr<ExprPtr> e = with_condexpr ? ParseExpression() : ParseOr();
       if (!e.ok()) return e.status();
       items.push_back(*std::move(e));
       if (IsOp(",")) {
@@ -438,7 +441,8 @@ class Parser {
 
   absl::StatusOr<ExprPtr> ParseCondExpr() {
     DepthGuard guard(this);
-    if (guard.exceeded()) return ErrorAt(Peek(), "expression nested too deeply");
+    if (guard.exceeded())
+      return ErrorAt(Peek(), "expression nested too deeply");
     const Token& at = Peek();
     absl::StatusOr<ExprPtr> then = ParseOr();
     if (!then.ok()) return then.status();
@@ -591,7 +595,8 @@ class Parser {
 
   absl::StatusOr<ExprPtr> ParseUnary(bool with_filter) {
     DepthGuard guard(this);
-    if (guard.exceeded()) return ErrorAt(Peek(), "expression nested too deeply");
+    if (guard.exceeded())
+      return ErrorAt(Peek(), "expression nested too deeply");
     const Token& at = Peek();
     ExprPtr node;
     if (IsOp("-") || IsOp("+")) {
@@ -620,8 +625,7 @@ class Parser {
         if (v == "true" || v == "True") {
           Make(&node, Expr::Kind::kLiteral, t)->value = JinjaValue::Bool(true);
         } else if (v == "false" || v == "False") {
-          Make(&node, Expr::Kind::kLiteral, t)->value =
-              JinjaValue::Bool(false);
+          Make(&node, Expr::Kind::kLiteral, t)->value = JinjaValue::Bool(false);
         } else if (v == "none" || v == "None") {
           Make(&node, Expr::Kind::kLiteral, t)->value = JinjaValue::None();
         } else {

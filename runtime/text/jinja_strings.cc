@@ -72,8 +72,7 @@ std::string PyStrip(absl::string_view s,
   }
   auto strips = [&](uint32_t cp) {
     if (!chars.has_value()) return IsPythonSpace(cp);
-    return std::find(strip_set.begin(), strip_set.end(), cp) !=
-           strip_set.end();
+    return std::find(strip_set.begin(), strip_set.end(), cp) != strip_set.end();
   };
   const std::vector<size_t> off = CodePointOffsets(s);
   const size_t n = off.size() - 1;
@@ -204,14 +203,12 @@ namespace {
 
 // Upper/lower pairs: ASCII, Latin-1, Greek, Cyrillic.
 bool IsUpperCp(uint32_t cp) {
-  return (cp >= 'A' && cp <= 'Z') ||
-         (cp >= 0xC0 && cp <= 0xDE && cp != 0xD7) ||
+  return (cp >= 'A' && cp <= 'Z') || (cp >= 0xC0 && cp <= 0xDE && cp != 0xD7) ||
          (cp >= 0x391 && cp <= 0x3A9 && cp != 0x3A2) ||
          (cp >= 0x400 && cp <= 0x42F);
 }
 bool IsLowerCp(uint32_t cp) {
-  return (cp >= 'a' && cp <= 'z') ||
-         (cp >= 0xDF && cp <= 0xFF && cp != 0xF7) ||
+  return (cp >= 'a' && cp <= 'z') || (cp >= 0xDF && cp <= 0xFF && cp != 0xF7) ||
          (cp >= 0x3B1 && cp <= 0x3C9) || (cp >= 0x430 && cp <= 0x45F);
 }
 
@@ -226,7 +223,8 @@ std::string MapCodePoints(absl::string_view s, Map map) {
     const uint32_t cp = DecodeUtf8(s, &pos);
     const uint32_t mapped = map(cp, index++);
     if (mapped == cp) {
-      absl::StrAppend(&out, s.substr(start, pos - start));  // keeps invalid bytes
+      absl::StrAppend(&out,
+                      s.substr(start, pos - start));  // keeps invalid bytes
     } else {
       AppendUtf8(mapped, &out);
     }

@@ -37,20 +37,18 @@ absl::StatusOr<bool> Ordered(const JinjaValue& v, JinjaCallArgs& args,
   return pred(*c);
 }
 
-absl::StatusOr<bool> Parity(const JinjaValue& v, int remainder) {
-  if (v.IsUndefined()) return UndefinedError(v);
-  if (!v.IsIntegral()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("odd/even need an integer, got ", v.TypeName()));
-  }
-  const int64_t m = v.AsInt() % 2;
-  return (m < 0 ? -m : m) == remainder;
+// value % 2 == remainder, with Python's modulo (floats too).
+absl::StatusOr<bool> Parity(Interpreter& in, const JinjaValue& v,
+                            int remainder) {
+  absl::StatusOr<JinjaValue> m = in.BinaryOp("%", v, JinjaValue::Int(2));
+  if (!m.ok()) return m.status();
+  return m->Equals(JinjaValue::Int(remainder));
 }
 
+// str(value).islower() / isupper(), ASCII letters.
 bool CaseIs(const JinjaValue& v, bool lower) {
-  if (!v.IsString()) return false;
   bool cased = false;
-  for (char c : v.AsString()) {
+  for (char c : v.Str()) {
     if (c >= 'a' && c <= 'z') {
       cased = true;
       if (!lower) return false;
@@ -63,144 +61,139 @@ bool CaseIs(const JinjaValue& v, bool lower) {
 }
 
 const absl::flat_hash_map<std::string, TestFn>& Tests() {
-  static const auto* const tests = new absl::flat_hash_map<std::string,
-                                                           TestFn>{
-      {"defined", [](Interpreter&, const JinjaValue& v,
-                     JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return !v.IsUndefined();
-       }},
-      {"undefined", [](Interpreter&, const JinjaValue& v,
-                       JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return v.IsUndefined();
-       }},
-      {"none", [](Interpreter&, const JinjaValue& v,
-                  JinjaCallArgs&) -> absl::StatusOr<bool> { return v.IsNone(); }},
-      {"boolean", [](Interpreter&, const JinjaValue& v,
-                     JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return v.IsBool();
-       }},
-      {"true", [](Interpreter&, const JinjaValue& v,
-                  JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return v.IsBool() && v.AsBool();
-       }},
-      {"false", [](Interpreter&, const JinjaValue& v,
-                   JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return v.IsBool() && !v.AsBool();
-       }},
-      {"integer", [](Interpreter&, const JinjaValue& v,
-                     JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return v.IsInt();
-       }},
-      {"float", [](Interpreter&, const JinjaValue& v,
-                   JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return v.IsFloat();
-       }},
+  static const auto* const tests = new absl::flat_hash_map<std::string, TestFn>{
+      {"defined",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> { return !v.IsUndefined(); }},
+      {"undefined",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> { return v.IsUndefined(); }},
+      {"none",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> { return v.IsNone(); }},
+      {"boolean",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> { return v.IsBool(); }},
+      {"true",
+       [](Interpreter&, const JinjaValue& v, JinjaCallArgs&)
+           -> absl::StatusOr<bool> { return v.IsBool() && v.AsBool(); }},
+      {"false",
+       [](Interpreter&, const JinjaValue& v, JinjaCallArgs&)
+           -> absl::StatusOr<bool> { return v.IsBool() && !v.AsBool(); }},
+      {"integer",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> { return v.IsInt(); }},
+      {"float",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> { return v.IsFloat(); }},
       // isinstance(x, numbers.Number): bool is a number in Python.
-      {"number", [](Interpreter&, const JinjaValue& v,
-                    JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return v.IsNumber();
-       }},
-      {"string", [](Interpreter&, const JinjaValue& v,
-                    JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return v.IsString();
-       }},
-      {"mapping", [](Interpreter&, const JinjaValue& v,
-                     JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return v.IsDict();
-       }},
+      {"number",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> { return v.IsNumber(); }},
+      {"string",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> { return v.IsString(); }},
+      {"mapping",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> { return v.IsDict(); }},
       // iter(x) works: Undefined is iterable (it yields nothing).
-      {"iterable", [](Interpreter&, const JinjaValue& v,
-                      JinjaCallArgs&) -> absl::StatusOr<bool> {
+      {"iterable",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> {
          return v.IsUndefined() || v.IsString() || v.IsList() || v.IsDict();
        }},
       // len() and [] work: not generators or dict views.
-      {"sequence", [](Interpreter&, const JinjaValue& v,
-                      JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return v.IsUndefined() || v.IsString() || v.IsSequence() ||
-                v.IsDict();
+      {"sequence",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> {
+         return v.IsUndefined() || v.IsString() || v.IsSequence() || v.IsDict();
        }},
-      {"callable", [](Interpreter&, const JinjaValue& v,
-                      JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return v.IsCallable();
-       }},
-      {"escaped", [](Interpreter&, const JinjaValue& v,
-                     JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return v.IsMarkup();
-       }},
-      {"odd", [](Interpreter&, const JinjaValue& v,
-                 JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return Parity(v, 1);
-       }},
-      {"even", [](Interpreter&, const JinjaValue& v,
-                  JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return Parity(v, 0);
-       }},
-      {"lower", [](Interpreter&, const JinjaValue& v,
-                   JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return CaseIs(v, true);
-       }},
-      {"upper", [](Interpreter&, const JinjaValue& v,
-                   JinjaCallArgs&) -> absl::StatusOr<bool> {
-         return CaseIs(v, false);
-       }},
-      {"divisibleby", [](Interpreter&, const JinjaValue& v,
-                         JinjaCallArgs& args) -> absl::StatusOr<bool> {
+      {"callable",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> { return v.IsCallable(); }},
+      {"escaped",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> { return v.IsMarkup(); }},
+      {"odd",
+       [](Interpreter& in, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> { return Parity(in, v, 1); }},
+      {"even",
+       [](Interpreter& in, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> { return Parity(in, v, 0); }},
+      {"lower",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> { return CaseIs(v, true); }},
+      {"upper",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> { return CaseIs(v, false); }},
+      {"divisibleby",
+       [](Interpreter& in, const JinjaValue& v,
+          JinjaCallArgs& args) -> absl::StatusOr<bool> {
          absl::StatusOr<JinjaValue> n = OneArg("divisibleby", args);
          if (!n.ok()) return n.status();
-         if (!v.IsIntegral() || !n->IsIntegral() || n->AsInt() == 0) {
-           return absl::InvalidArgumentError(
-               "divisibleby needs integers and a non-zero divisor");
-         }
-         return v.AsInt() % n->AsInt() == 0;
+         // value % num == 0 with Python's modulo (floats too).
+         absl::StatusOr<JinjaValue> m = in.BinaryOp("%", v, *n);
+         if (!m.ok()) return m.status();
+         return m->Equals(JinjaValue::Int(0));
        }},
-      {"sameas", [](Interpreter&, const JinjaValue& v,
-                    JinjaCallArgs& args) -> absl::StatusOr<bool> {
+      {"sameas",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs& args) -> absl::StatusOr<bool> {
          absl::StatusOr<JinjaValue> other = OneArg("sameas", args);
          if (!other.ok()) return other.status();
          // Identity: the singletons None/True/False, else the same object.
          if (v.kind() != other->kind()) return false;
          return v.Equals(*other);
        }},
-      {"in", [](Interpreter& in, const JinjaValue& v,
-                JinjaCallArgs& args) -> absl::StatusOr<bool> {
+      {"in",
+       [](Interpreter& in, const JinjaValue& v,
+          JinjaCallArgs& args) -> absl::StatusOr<bool> {
          absl::StatusOr<JinjaValue> seq = OneArg("in", args);
          if (!seq.ok()) return seq.status();
          return in.Contains(*seq, v);
        }},
-      {"eq", [](Interpreter&, const JinjaValue& v,
-                JinjaCallArgs& args) -> absl::StatusOr<bool> {
+      {"eq",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs& args) -> absl::StatusOr<bool> {
          absl::StatusOr<JinjaValue> other = OneArg("eq", args);
          if (!other.ok()) return other.status();
          return v.Equals(*other);
        }},
-      {"ne", [](Interpreter&, const JinjaValue& v,
-                JinjaCallArgs& args) -> absl::StatusOr<bool> {
+      {"ne",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs& args) -> absl::StatusOr<bool> {
          absl::StatusOr<JinjaValue> other = OneArg("ne", args);
          if (!other.ok()) return other.status();
          return !v.Equals(*other);
        }},
-      {"lt", [](Interpreter&, const JinjaValue& v,
-                JinjaCallArgs& args) -> absl::StatusOr<bool> {
+      {"lt",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs& args) -> absl::StatusOr<bool> {
          return Ordered(v, args, "lt", [](int c) { return c < 0; });
        }},
-      {"le", [](Interpreter&, const JinjaValue& v,
-                JinjaCallArgs& args) -> absl::StatusOr<bool> {
+      {"le",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs& args) -> absl::StatusOr<bool> {
          return Ordered(v, args, "le", [](int c) { return c <= 0; });
        }},
-      {"gt", [](Interpreter&, const JinjaValue& v,
-                JinjaCallArgs& args) -> absl::StatusOr<bool> {
+      {"gt",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs& args) -> absl::StatusOr<bool> {
          return Ordered(v, args, "gt", [](int c) { return c > 0; });
        }},
-      {"ge", [](Interpreter&, const JinjaValue& v,
-                JinjaCallArgs& args) -> absl::StatusOr<bool> {
+      {"ge",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs& args) -> absl::StatusOr<bool> {
          return Ordered(v, args, "ge", [](int c) { return c >= 0; });
        }},
-      {"filter", [](Interpreter&, const JinjaValue& v,
-                    JinjaCallArgs&) -> absl::StatusOr<bool> {
+      {"filter",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> {
          return v.IsString() && IsKnownFilter(v.AsString());
        }},
-      {"test", [](Interpreter&, const JinjaValue& v,
-                  JinjaCallArgs&) -> absl::StatusOr<bool> {
+      {"test",
+       [](Interpreter&, const JinjaValue& v,
+          JinjaCallArgs&) -> absl::StatusOr<bool> {
          return v.IsString() && IsKnownTest(v.AsString());
        }},
   };
@@ -224,59 +217,57 @@ bool IsKnownTest(absl::string_view name) {
   return Tests().contains(Canonical(name));
 }
 
-absl::StatusOr<bool> ApplyTest(Interpreter& interpreter,
-                               absl::string_view name, const JinjaValue& input,
-                               JinjaCallArgs& args) {
+absl::StatusOr<bool> ApplyTest(Interpreter& interpreter, absl::string_view name,
+                               const JinjaValue& input, JinjaCallArgs& args) {
   auto it = Tests().find(Canonical(name));
   if (it == Tests().end()) {
-    return absl::InvalidArgumentError(absl::StrCat("no test named '", name, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("no test named '", name, "'"));
   }
   return it->second(interpreter, input, args);
 }
 
 JinjaDict BuiltinGlobals() {
   JinjaDict globals;
-  globals.Set("range", JinjaValue::Callable(
-                           "range", [](JinjaCallArgs& args)
-                                        -> absl::StatusOr<JinjaValue> {
-                             if (!args.keyword.empty() ||
-                                 args.positional.empty() ||
-                                 args.positional.size() > 3) {
-                               return absl::InvalidArgumentError(
-                                   "range expects 1 to 3 integer arguments");
-                             }
-                             int64_t a[3] = {0, 0, 1};
-                             for (const JinjaValue& v : args.positional) {
-                               if (!v.IsIntegral()) {
-                                 return absl::InvalidArgumentError(
-                                     "range arguments must be integers");
-                               }
-                             }
-                             if (args.positional.size() == 1) {
-                               a[1] = args.positional[0].AsInt();
-                             } else {
-                               for (size_t i = 0; i < args.positional.size();
-                                    ++i) {
-                                 a[i] = args.positional[i].AsInt();
-                               }
-                             }
-                             if (a[2] == 0) {
-                               return absl::InvalidArgumentError(
-                                   "range() arg 3 must not be zero");
-                             }
-                             // The sandbox caps ranges (MAX_RANGE = 100000).
-                             constexpr int64_t kMaxRange = 100000;
-                             JinjaValue::ListData items;
-                             for (int64_t i = a[0];
-                                  a[2] > 0 ? i < a[1] : i > a[1]; i += a[2]) {
-                               if (int64_t(items.size()) >= kMaxRange) {
-                                 return absl::ResourceExhaustedError(
-                                     "range too big (at most 100000 items)");
-                               }
-                               items.push_back(JinjaValue::Int(i));
-                             }
-                             return JinjaValue::List(std::move(items));
-                           }));
+  globals.Set(
+      "range",
+      JinjaValue::Callable(
+          "range", [](JinjaCallArgs& args) -> absl::StatusOr<JinjaValue> {
+            if (!args.keyword.empty() || args.positional.empty() ||
+                args.positional.size() > 3) {
+              return absl::InvalidArgumentError(
+                  "range expects 1 to 3 integer arguments");
+            }
+            int64_t a[3] = {0, 0, 1};
+            for (const JinjaValue& v : args.positional) {
+              if (!v.IsIntegral()) {
+                return absl::InvalidArgumentError(
+                    "range arguments must be integers");
+              }
+            }
+            if (args.positional.size() == 1) {
+              a[1] = args.positional[0].AsInt();
+            } else {
+              for (size_t i = 0; i < args.positional.size(); ++i) {
+                a[i] = args.positional[i].AsInt();
+              }
+            }
+            if (a[2] == 0) {
+              return absl::InvalidArgumentError(
+                  "range() arg 3 must not be zero");
+            }
+            // The sandbox caps ranges (MAX_RANGE = 100000).
+            constexpr int64_t kMaxRange = 100000;
+            JinjaValue::ListData items;
+            for (int64_t i = a[0]; a[2] > 0 ? i < a[1] : i > a[1]; i += a[2]) {
+              if (int64_t(items.size()) >= kMaxRange) {
+                return absl::ResourceExhaustedError(
+                    "range too big (at most 100000 items)");
+              }
+              items.push_back(JinjaValue::Int(i));
+            }
+            return JinjaValue::List(std::move(items));
+          }));
   // namespace(...) and dict(...): attributes from a mapping and/or keywords.
   auto from_args = [](JinjaCallArgs& args,
                       const char* name) -> absl::StatusOr<JinjaDict> {
@@ -305,24 +296,24 @@ JinjaDict BuiltinGlobals() {
     for (auto& [k, v] : args.keyword) d.Set(k, v);
     return d;
   };
-  globals.Set("namespace",
-              JinjaValue::Callable(
-                  "namespace",
-                  [from_args](JinjaCallArgs& args)
-                      -> absl::StatusOr<JinjaValue> {
-                    absl::StatusOr<JinjaDict> d = from_args(args, "namespace");
-                    if (!d.ok()) return d.status();
-                    return JinjaValue::Namespace(*std::move(d));
-                  }));
-  globals.Set("dict", JinjaValue::Callable(
-                          "dict",
-                          [from_args](JinjaCallArgs& args)
-                              -> absl::StatusOr<JinjaValue> {
-                            absl::StatusOr<JinjaDict> d =
-                                from_args(args, "dict");
-                            if (!d.ok()) return d.status();
-                            return JinjaValue::Dict(*std::move(d));
-                          }));
+  globals.Set(
+      "namespace",
+      JinjaValue::Callable(
+          "namespace",
+          [from_args](JinjaCallArgs& args) -> absl::StatusOr<JinjaValue> {
+            absl::StatusOr<JinjaDict> d = from_args(args, "namespace");
+            if (!d.ok()) return d.status();
+            return JinjaValue::Namespace(*std::move(d));
+          }));
+  globals.Set(
+      "dict",
+      JinjaValue::Callable(
+          "dict",
+          [from_args](JinjaCallArgs& args) -> absl::StatusOr<JinjaValue> {
+            absl::StatusOr<JinjaDict> d = from_args(args, "dict");
+            if (!d.ok()) return d.status();
+            return JinjaValue::Dict(*std::move(d));
+          }));
   return globals;
 }
 

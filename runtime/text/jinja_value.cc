@@ -439,9 +439,8 @@ absl::StatusOr<std::string> JsonKey(const JinjaValue& key) {
     case JinjaValue::Kind::kFloat:
       return JsonFloat(key.AsDouble());
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("keys must be str, int, float, bool or None, not ",
-                       key.TypeName()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "keys must be str, int, float, bool or None, not ", key.TypeName()));
   }
 }
 

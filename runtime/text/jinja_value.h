@@ -75,8 +75,7 @@ class JinjaValue {
   // A string marked safe (markupsafe.Markup): `+` with it HTML-escapes the
   // other operand, as in Python (templates use `"..."|safe + name`).
   static JinjaValue Markup(std::string s);
-  static JinjaValue List(ListData items,
-                         ListFlavor flavor = ListFlavor::kList);
+  static JinjaValue List(ListData items, ListFlavor flavor = ListFlavor::kList);
   static JinjaValue Tuple(ListData items);
   static JinjaValue Dict(JinjaDict dict);
   static JinjaValue Namespace(JinjaDict attributes);
@@ -174,7 +173,7 @@ class JinjaValue {
                ListPtr, DictPtr, NamespacePtr, CallablePtr>
       data_;
   ListFlavor flavor_ = ListFlavor::kList;  // kList only
-  bool markup_ = false;  // kString: markupsafe.Markup
+  bool markup_ = false;                    // kString: markupsafe.Markup
 };
 
 // Arguments of a call: positional, then keyword (in call order).
