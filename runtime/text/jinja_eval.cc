@@ -56,7 +56,29 @@ absl::Status UndefinedError(const JinjaValue& value) {
 
 Interpreter::Interpreter(const JinjaValue& context, JinjaDict globals,
                          const RenderLimits& limits)
-    : context_(context), globals_(std::move(globals)), limits_(limits) {}
+    : context_(context), globals_(std::move(globals)), limits_(limits) {
+  // namespace() is defined here, not with the other globals, so that the
+  // namespaces it makes are known to this render (see namespaces_).
+  const JinjaValue* builtin = globals_.Find("namespace");
+  if (builtin != nullptr && builtin->IsCallable()) {
+    JinjaCallable::Function make = builtin->AsCallable().function;
+    globals_.Set("namespace",
+                 JinjaValue::Callable(
+                     "namespace",
+                     [this, make](JinjaCallArgs& args)
+                         -> absl::StatusOr<JinjaValue> {
+                       absl::StatusOr<JinjaValue> ns = make(args);
+                       if (ns.ok()) namespaces_.push_back(*ns);
+                       return ns;
+                     }));
+  }
+}
+
+Interpreter::~Interpreter() {
+  for (JinjaValue& ns : namespaces_) {
+    if (ns.IsNamespace()) ns.NamespaceAttributes().Clear();
+  }
+}
 
 absl::StatusOr<std::string> Interpreter::Render(const Body& body) {
   auto scope = std::make_shared<Scope>();

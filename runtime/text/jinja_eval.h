@@ -44,6 +44,7 @@ class Interpreter {
               const RenderLimits& limits);
 
   absl::StatusOr<std::string> Render(const Body& body);
+  ~Interpreter();
 
   // Calls a callable value (used by filters such as map with macros).
   absl::StatusOr<JinjaValue> Call(const JinjaValue& callee,
@@ -102,7 +103,11 @@ class Interpreter {
   absl::Status Append(std::string* out, absl::string_view text) const;
 
   const JinjaValue& context_;
-  const JinjaDict globals_;
+  JinjaDict globals_;
+  // Namespaces made by this render's namespace() calls. A namespace can
+  // hold itself (ns.self = ns), which shared ownership never frees: the
+  // render clears them all when it ends to break such cycles.
+  std::vector<JinjaValue> namespaces_;
   const RenderLimits limits_;
   int64_t steps_ = 0;
   int call_depth_ = 0;

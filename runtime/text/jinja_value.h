@@ -10,7 +10,10 @@
 // ImmutableSandboxedEnvironment, where templates cannot mutate them). A
 // namespace is the one mutable kind and is shared by reference, as in Python.
 // Not thread-safe to mutate; a finished context can be read from many
-// threads as long as no render assigns to a namespace inside it.
+// threads as long as no render assigns to a namespace inside it. Copying
+// and freeing nested values recurses: whoever builds a context from client
+// data bounds its nesting (e.g. the JSON parser's depth limit); the
+// interpreter itself walks at most 256 levels.
 #ifndef SPIKESERVE_RUNTIME_TEXT_JINJA_VALUE_H_
 #define SPIKESERVE_RUNTIME_TEXT_JINJA_VALUE_H_
 
@@ -206,6 +209,10 @@ class JinjaDict {
   const std::vector<Item>& items() const { return items_; }
   size_t size() const { return items_.size(); }
   bool empty() const { return items_.empty(); }
+  void Clear() {
+    items_.clear();
+    index_.clear();
+  }
 
  private:
   std::vector<Item> items_;

@@ -209,6 +209,18 @@ CASES = [
         {"role": "assistant", "content": "{{ x }} {% if y %}"},
         {"role": "user", "content": "Thanks"},
     ], "add_generation_prompt": False}),
+    ("five_rounds", {"messages": [
+        m for i in range(5) for m in (
+            {"role": "user", "content": f"Question {i}?"},
+            {"role": "assistant", "content": f"Answer {i}."})
+    ] + [{"role": "user", "content": "Last one."}],
+        "add_generation_prompt": True}),
+    ("markdown_and_json_content", {"messages": [
+        {"role": "user", "content": "# Title\n\n- item\n- **bold**\n\n"
+                                    "```json\n{\"a\": [1, 2.5, null]}\n```"},
+        {"role": "assistant", "content": "| a | b |\n|---|---|\n| 1 | 2 |"},
+        {"role": "user", "content": "</s><s>[INST] <|im_end|> <|eot_id|>"},
+    ], "add_generation_prompt": True}),
     ("documents", {"messages": [
         {"role": "user", "content": "Summarize the documents."},
     ], "documents": [{"title": "Doc A", "text": "Alpha \"quoted\"."},
