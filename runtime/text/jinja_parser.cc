@@ -1,929 +1,290 @@
 #include "runtime/text/jinja_parser.h"
 
-#include <algorithm>
-#include <cerrno>
-#include <cstdlib>
 #include <initializer_list>
+#include <string>
 
 #include "absl/status/status.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "runtime/text/jinja_builtins.h"
+#include "runtime/text/jinja_parser_internal.h"
 
 namespace spikeserve::jinja {
-namespace {
+namespace internal {
 
-// Statement and expression parser; one instance per template. Mirrors the
-// structure of jinja2's parser.py so that precedence matches exactly:
-// condexpr < or < and < not < compare < +,- < ~ < *,/,//,% < ** < unary
-// (with postfix, filters and tests binding tightest).
-class Parser {
- public:
-  explicit Parser(const std::vector<Token>& tokens) : tokens_(tokens) {}
-
-  absl::StatusOr<Body> ParseTemplate() {
-    Body body;
-    std::string end;
-    absl::Status s = ParseBody({}, &body, &end);
-    if (!s.ok()) return s;
-    return body;
-  }
-
- private:
-  // Tracks recursion depth of the parser; fails beyond kMaxParseDepth.
-  class DepthGuard {
-   public:
-    explicit DepthGuard(Parser* p) : p_(p) { ++p_->depth_; }
-    ~DepthGuard() { --p_->depth_; }
-    bool exceeded() const { return p_->depth_ > kMaxParseDepth; }
-
-   private:
-    Parser* p_;
-  };
-
-  const Token& Peek(size_t ahead = 0) const {
-    const size_t i = std::min(pos_ + ahead, tokens_.size() - 1);
-    return tokens_[i];
-  }
-  const Token& Next() {
-    const Token& t = tokens_[pos_];
-    if (pos_ + 1 < tokens_.size()) ++pos_;
-    return t;
-  }
-  bool IsOp(absl::string_view op, size_t ahead = 0) const {
-    const Token& t = Peek(ahead);
-    return t.type == TokenType::kOperator && t.value == op;
-  }
-  bool IsName(absl::string_view name, size_t ahead = 0) const {
-    const Token& t = Peek(ahead);
-    return t.type == TokenType::kName && t.value == name;
-  }
-
-  static std::string Describe(const Token& t) {
-    switch (t.type) {
-      case TokenType::kText:
-        return "template text";
-      case TokenType::kVarBegin:
-        return "'{{'";
-      case TokenType::kVarEnd:
-        return "'}}'";
-      case TokenType::kBlockBegin:
-        return "'{%'";
-      case TokenType::kBlockEnd:
-        return "'%}'";
-      case TokenType::kEnd:
-        return "end of template";
-      case TokenType::kString:
-        return "string literal";
-      default:
-        return absl::StrCat("'", t.value, "'");
-    }
-  }
-
-  absl::Status ErrorAt(const Token& t, absl::string_view message) const {
-    return absl::InvalidArgumentError(
-        absl::StrCat("line ", t.line, ", column ", t.column, ": ", message));
-  }
-  absl::Status Unexpected(absl::string_view expected) const {
-    return ErrorAt(Peek(), absl::StrCat("expected ", expected, ", got ",
-                                        Describe(Peek())));
-  }
-  absl::Status ExpectOp(absl::string_view op) {
-    if (!IsOp(op)) return Unexpected(absl::StrCat("'", op, "'"));
-    Next();
-    return absl::OkStatus();
-  }
-  absl::Status ExpectType(TokenType type, absl::string_view what) {
-    if (Peek().type != type) return Unexpected(what);
-    Next();
-    return absl::OkStatus();
-  }
-  absl::Status ExpectBlockEnd() {
-    return ExpectType(TokenType::kBlockEnd, "end of statement '%}'");
-  }
-  absl::StatusOr<std::string> ExpectName() {
-    if (Peek().type != TokenType::kName) return Unexpected("a name");
-    return Next().value;
-  }
-
-  template <typename T>
-  static T* Make(std::unique_ptr<T>* out, typename T::Kind kind,
-                 const Token& at) {
-    *out = std::make_unique<T>();
-    (*out)->kind = kind;
-    (*out)->line = at.line;
-    (*out)->column = at.column;
-    return out->get();
-  }
-
-  // ---- Statements ----
-
-  // Parses statements until a block tag whose name is in `end_names`; the
-  // parser is left on that name token, which is returned in *end. With no
-  // end names the body runs to the end of the template.
-  absl::Status ParseBody(std::initializer_list<absl::string_view> end_names,
-                         Body* body, std::string* end) {
-    DepthGuard guard(this);
-    if (guard.exceeded())
-      return ErrorAt(Peek(), "statements nested too deeply");
-    while (true) {
-      const Token& t = Peek();
-      switch (t.type) {
-        case TokenType::kText: {
-          StmtPtr s;
-          Make(&s, Stmt::Kind::kText, t)->text = Next().value;
-          body->push_back(std::move(s));
-          break;
-        }
-        case TokenType::kVarBegin: {
-          Next();
-          StmtPtr s;
-          Make(&s, Stmt::Kind::kOutput, t);
-          absl::StatusOr<ExprPtr> e = ParseTuple(true);
-          if (!e.ok()) return e.status();
-          s->expr = *std::move(e);
-          absl::Status st = ExpectType(TokenType::kVarEnd, "'}}'");
-          if (!st.ok()) return st;
-          body->push_back(std::move(s));
-          break;
-        }
-        case TokenType::kBlockBegin: {
-          Next();
-          const Token& name = Peek();
-          if (name.type != TokenType::kName) return Unexpected("a statement");
-          for (absl::string_view e : end_names) {
-            if (name.value == e) {
-              *end = name.value;
-              return absl::OkStatus();
-            }
-          }
-          absl::Status st = ParseStatement(body);
-          if (!st.ok()) return st;
-          break;
-        }
-        case TokenType::kEnd:
-          if (end_names.size() == 0) return absl::OkStatus();
-          return ErrorAt(t,
-                         absl::StrCat("unexpected end of template, expected '",
-                                      *end_names.begin(), "'"));
-        default:
-          return ErrorAt(t, absl::StrCat("unexpected ", Describe(t)));
-      }
-    }
-  }
-
-  absl::Status ParseStatement(Body* body) {
+// Parses statements until a block tag whose name is in `end_names`; the
+// parser is left on that name token, which is returned in *end. With no
+// end names the body runs to the end of the template.
+absl::Status Parser::ParseBody(
+    std::initializer_list<absl::string_view> end_names, Body* body,
+    std::string* end) {
+  DepthGuard guard(this);
+  if (guard.exceeded()) return ErrorAt(Peek(), "statements nested too deeply");
+  while (true) {
     const Token& t = Peek();
-    const std::string name = t.value;
-    StmtPtr s;
-    absl::Status st;
-    if (name == "if") {
-      st = ParseIf(&s);
-    } else if (name == "for") {
-      st = ParseFor(&s);
-    } else if (name == "set") {
-      st = ParseSet(&s);
-    } else if (name == "macro") {
-      st = ParseMacro(&s);
-    } else if (name == "filter") {
-      st = ParseFilterBlock(&s);
-    } else if (name == "break" || name == "continue") {
-      if (loop_depth_ == 0) {
-        return ErrorAt(t, absl::StrCat("'", name, "' outside of a loop"));
+    switch (t.type) {
+      case TokenType::kText: {
+        StmtPtr s;
+        Make(&s, Stmt::Kind::kText, t)->text = Next().value;
+        body->push_back(std::move(s));
+        break;
       }
-      Next();
-      Make(&s, name == "break" ? Stmt::Kind::kBreak : Stmt::Kind::kContinue, t);
-      st = ExpectBlockEnd();
-    } else if (name == "extends" || name == "include" || name == "import" ||
-               name == "from" || name == "block" || name == "call" ||
-               name == "with" || name == "autoescape") {
-      return ErrorAt(t,
-                     absl::StrCat("the '", name,
-                                  "' tag is not supported in chat templates"));
-    } else {
-      return ErrorAt(t, absl::StrCat("unknown tag '", name, "'"));
-    }
-    if (!st.ok()) return st;
-    body->push_back(std::move(s));
-    return absl::OkStatus();
-  }
-
-  // Consumes `{% end... %}` after ParseBody stopped on it.
-  absl::Status FinishEnd() {
-    Next();
-    return ExpectBlockEnd();
-  }
-
-  absl::Status ParseIf(StmtPtr* out) {
-    Stmt* s = Make(out, Stmt::Kind::kIf, Next());
-    while (true) {
-      absl::StatusOr<ExprPtr> cond = ParseTuple(false);
-      if (!cond.ok()) return cond.status();
-      absl::Status st = ExpectBlockEnd();
-      if (!st.ok()) return st;
-      Body body;
-      std::string end;
-      st = ParseBody({"elif", "else", "endif"}, &body, &end);
-      if (!st.ok()) return st;
-      s->branches.emplace_back(*std::move(cond), std::move(body));
-      if (end == "elif") {
+      case TokenType::kVarBegin: {
         Next();
-        continue;
+        StmtPtr s;
+        Make(&s, Stmt::Kind::kOutput, t);
+        absl::StatusOr<ExprPtr> e = ParseTuple(true);
+        if (!e.ok()) return e.status();
+        s->expr = *std::move(e);
+        absl::Status st = ExpectType(TokenType::kVarEnd, "'}}'");
+        if (!st.ok()) return st;
+        body->push_back(std::move(s));
+        break;
       }
-      if (end == "else") {
+      case TokenType::kBlockBegin: {
         Next();
-        st = ExpectBlockEnd();
+        const Token& name = Peek();
+        if (name.type != TokenType::kName) return Unexpected("a statement");
+        for (absl::string_view e : end_names) {
+          if (name.value == e) {
+            *end = name.value;
+            return absl::OkStatus();
+          }
+        }
+        absl::Status st = ParseStatement(body);
         if (!st.ok()) return st;
-        st = ParseBody({"endif"}, &s->else_body, &end);
-        if (!st.ok()) return st;
+        break;
       }
-      return FinishEnd();
+      case TokenType::kEnd:
+        if (end_names.size() == 0) return absl::OkStatus();
+        return ErrorAt(t, absl::StrCat("unexpected end of template, expected '",
+                                       *end_names.begin(), "'"));
+      default:
+        return ErrorAt(t, absl::StrCat("unexpected ", Describe(t)));
     }
   }
+}
 
-  absl::Status ParseFor(StmtPtr* out) {
-    Stmt* s = Make(out, Stmt::Kind::kFor, Next());
-    // Targets: a name or names separated by commas, optionally in parens.
-    const bool paren = IsOp("(");
-    if (paren) Next();
-    while (true) {
-      absl::StatusOr<std::string> name = ExpectName();
-      if (!name.ok()) return name.status();
-      s->targets.push_back(*name);
-      if (!IsOp(",")) break;
-      Next();
+absl::Status Parser::ParseStatement(Body* body) {
+  const Token& t = Peek();
+  const std::string name = t.value;
+  StmtPtr s;
+  absl::Status st;
+  if (name == "if") {
+    st = ParseIf(&s);
+  } else if (name == "for") {
+    st = ParseFor(&s);
+  } else if (name == "set") {
+    st = ParseSet(&s);
+  } else if (name == "macro") {
+    st = ParseMacro(&s);
+  } else if (name == "filter") {
+    st = ParseFilterBlock(&s);
+  } else if (name == "break" || name == "continue") {
+    if (loop_depth_ == 0) {
+      return ErrorAt(t, absl::StrCat("'", name, "' outside of a loop"));
     }
-    if (paren) {
-      absl::Status st = ExpectOp(")");
-      if (!st.ok()) return st;
-    }
-    if (!IsName("in")) return Unexpected("'in'");
     Next();
-    absl::StatusOr<ExprPtr> iter = ParseTuple(false, {"recursive"});
-    if (!iter.ok()) return iter.status();
-    s->expr = *std::move(iter);
-    if (IsName("if")) {
-      Next();
-      absl::StatusOr<ExprPtr> cond = ParseExpression();
-      if (!cond.ok()) return cond.status();
-      s->cond = *std::move(cond);
-    }
-    if (IsName("recursive")) {
-      return ErrorAt(Peek(), "recursive loops are not supported");
-    }
+    Make(&s, name == "break" ? Stmt::Kind::kBreak : Stmt::Kind::kContinue, t);
+    st = ExpectBlockEnd();
+  } else if (name == "extends" || name == "include" || name == "import" ||
+             name == "from" || name == "block" || name == "call" ||
+             name == "with" || name == "autoescape") {
+    return ErrorAt(t, absl::StrCat("the '", name,
+                                   "' tag is not supported in chat templates"));
+  } else {
+    return ErrorAt(t, absl::StrCat("unknown tag '", name, "'"));
+  }
+  if (!st.ok()) return st;
+  body->push_back(std::move(s));
+  return absl::OkStatus();
+}
+
+// Consumes `{% end... %}` after ParseBody stopped on it.
+absl::Status Parser::FinishEnd() {
+  Next();
+  return ExpectBlockEnd();
+}
+
+absl::Status Parser::ParseIf(StmtPtr* out) {
+  Stmt* s = Make(out, Stmt::Kind::kIf, Next());
+  while (true) {
+    absl::StatusOr<ExprPtr> cond = ParseTuple(false);
+    if (!cond.ok()) return cond.status();
     absl::Status st = ExpectBlockEnd();
     if (!st.ok()) return st;
+    Body body;
     std::string end;
-    ++loop_depth_;
-    st = ParseBody({"endfor", "else"}, &s->body, &end);
-    --loop_depth_;
+    st = ParseBody({"elif", "else", "endif"}, &body, &end);
     if (!st.ok()) return st;
+    s->branches.emplace_back(*std::move(cond), std::move(body));
+    if (end == "elif") {
+      Next();
+      continue;
+    }
     if (end == "else") {
       Next();
       st = ExpectBlockEnd();
       if (!st.ok()) return st;
-      // The else block is outside the loop (loop controls there belong to
-      // an enclosing loop).
-      st = ParseBody({"endfor"}, &s->else_body, &end);
+      st = ParseBody({"endif"}, &s->else_body, &end);
       if (!st.ok()) return st;
     }
     return FinishEnd();
   }
+}
 
-  absl::Status ParseSet(StmtPtr* out) {
-    const Token& at = Next();
+absl::Status Parser::ParseFor(StmtPtr* out) {
+  Stmt* s = Make(out, Stmt::Kind::kFor, Next());
+  // Targets: a name or names separated by commas, optionally in parens.
+  const bool paren = IsOp("(");
+  if (paren) Next();
+  while (true) {
     absl::StatusOr<std::string> name = ExpectName();
     if (!name.ok()) return name.status();
-    std::vector<std::string> targets = {*name};
-    std::string attribute;
-    if (IsOp(".")) {
-      Next();
-      absl::StatusOr<std::string> attr = ExpectName();
-      if (!attr.ok()) return attr.status();
-      attribute = *attr;
-    } else {
-      while (IsOp(",")) {
-        Next();
-        absl::StatusOr<std::string> more = ExpectName();
-        if (!more.ok()) return more.status();
-        targets.push_back(*more);
-      }
-    }
-    if (IsOp("=")) {
-      Next();
-      Stmt* s = Make(out, Stmt::Kind::kSet, at);
-      s->targets = std::move(targets);
-      s->attribute = std::move(attribute);
-      absl::StatusOr<ExprPtr> value = ParseTuple(true);
-      if (!value.ok()) return value.status();
-      s->expr = *std::move(value);
-      return ExpectBlockEnd();
-    }
-    if (targets.size() != 1) return Unexpected("'='");
-    Stmt* s = Make(out, Stmt::Kind::kSetBlock, at);
-    s->targets = std::move(targets);
-    s->attribute = std::move(attribute);
-    if (IsOp("|")) {
-      absl::StatusOr<ExprPtr> filter = ParseFilterChain(nullptr);
-      if (!filter.ok()) return filter.status();
-      s->expr = *std::move(filter);
-    }
-    absl::Status st = ExpectBlockEnd();
-    if (!st.ok()) return st;
-    std::string end;
-    st = ParseBody({"endset"}, &s->body, &end);
-    if (!st.ok()) return st;
-    return FinishEnd();
+    s->targets.push_back(*name);
+    if (!IsOp(",")) break;
+    Next();
   }
-
-  absl::Status ParseMacro(StmtPtr* out) {
-    Stmt* s = Make(out, Stmt::Kind::kMacro, Next());
-    absl::StatusOr<std::string> name = ExpectName();
-    if (!name.ok()) return name.status();
-    s->text = *name;
-    absl::Status st = ExpectOp("(");
+  if (paren) {
+    absl::Status st = ExpectOp(")");
     if (!st.ok()) return st;
-    while (!IsOp(")")) {
-      if (!s->targets.empty()) {
-        st = ExpectOp(",");
-        if (!st.ok()) return st;
-        if (IsOp(")")) break;
-      }
-      absl::StatusOr<std::string> param = ExpectName();
-      if (!param.ok()) return param.status();
-      s->targets.push_back(*param);
-      ExprPtr def;
-      if (IsOp("=")) {
-        Next();
-        absl::StatusOr<ExprPtr> e = ParseExpression();
-        if (!e.ok()) return e.status();
-        def = *std::move(e);
-      } else if (!s->defaults.empty() && s->defaults.back() != nullptr) {
-        return ErrorAt(Peek(), "non-default argument follows default argument");
-      }
-      s->defaults.push_back(std::move(def));
-    }
+  }
+  if (!IsName("in")) return Unexpected("'in'");
+  Next();
+  absl::StatusOr<ExprPtr> iter = ParseTuple(false, {"recursive"});
+  if (!iter.ok()) return iter.status();
+  s->expr = *std::move(iter);
+  if (IsName("if")) {
+    Next();
+    absl::StatusOr<ExprPtr> cond = ParseExpression();
+    if (!cond.ok()) return cond.status();
+    s->cond = *std::move(cond);
+  }
+  if (IsName("recursive")) {
+    return ErrorAt(Peek(), "recursive loops are not supported");
+  }
+  absl::Status st = ExpectBlockEnd();
+  if (!st.ok()) return st;
+  std::string end;
+  ++loop_depth_;
+  st = ParseBody({"endfor", "else"}, &s->body, &end);
+  --loop_depth_;
+  if (!st.ok()) return st;
+  if (end == "else") {
     Next();
     st = ExpectBlockEnd();
     if (!st.ok()) return st;
-    // Loop controls inside a macro body refer to loops inside the macro.
-    const int saved_loops = loop_depth_;
-    loop_depth_ = 0;
-    std::string end;
-    st = ParseBody({"endmacro"}, &s->body, &end);
-    loop_depth_ = saved_loops;
+    // The else block is outside the loop (loop controls there belong to
+    // an enclosing loop).
+    st = ParseBody({"endfor"}, &s->else_body, &end);
     if (!st.ok()) return st;
+  }
+  return FinishEnd();
+}
+
+absl::Status Parser::ParseSet(StmtPtr* out) {
+  const Token& at = Next();
+  absl::StatusOr<std::string> name = ExpectName();
+  if (!name.ok()) return name.status();
+  std::vector<std::string> targets = {*name};
+  std::string attribute;
+  if (IsOp(".")) {
     Next();
-    if (IsName(s->text)) Next();  // {% endmacro name %}
+    absl::StatusOr<std::string> attr = ExpectName();
+    if (!attr.ok()) return attr.status();
+    attribute = *attr;
+  } else {
+    while (IsOp(",")) {
+      Next();
+      absl::StatusOr<std::string> more = ExpectName();
+      if (!more.ok()) return more.status();
+      targets.push_back(*more);
+    }
+  }
+  if (IsOp("=")) {
+    Next();
+    Stmt* s = Make(out, Stmt::Kind::kSet, at);
+    s->targets = std::move(targets);
+    s->attribute = std::move(attribute);
+    absl::StatusOr<ExprPtr> value = ParseTuple(true);
+    if (!value.ok()) return value.status();
+    s->expr = *std::move(value);
     return ExpectBlockEnd();
   }
-
-  absl::Status ParseFilterBlock(StmtPtr* out) {
-    Stmt* s = Make(out, Stmt::Kind::kFilterBlock, Next());
-    absl::StatusOr<ExprPtr> filter = ParseFilterChain(nullptr, /*first=*/true);
+  if (targets.size() != 1) return Unexpected("'='");
+  Stmt* s = Make(out, Stmt::Kind::kSetBlock, at);
+  s->targets = std::move(targets);
+  s->attribute = std::move(attribute);
+  if (IsOp("|")) {
+    absl::StatusOr<ExprPtr> filter = ParseFilterChain(nullptr);
     if (!filter.ok()) return filter.status();
     s->expr = *std::move(filter);
-    absl::Status st = ExpectBlockEnd();
-    if (!st.ok()) return st;
-    std::string end;
-    st = ParseBody({"endfilter"}, &s->body, &end);
-    if (!st.ok()) return st;
-    return FinishEnd();
   }
+  absl::Status st = ExpectBlockEnd();
+  if (!st.ok()) return st;
+  std::string end;
+  st = ParseBody({"endset"}, &s->body, &end);
+  if (!st.ok()) return st;
+  return FinishEnd();
+}
 
-  // ---- Expressions ----
-
-  absl::StatusOr<ExprPtr> ParseExpression() { return ParseCondExpr(); }
-
-  bool IsTupleEnd(std::initializer_list<absl::string_view> extra_end) const {
-    const Token& t = Peek();
-    if (t.type == TokenType::kVarEnd || t.type == TokenType::kBlockEnd ||
-        IsOp(")")) {
-      return true;
-    }
-    for (absl::string_view name : extra_end) {
-      if (IsName(name)) return true;
-    }
-    return false;
-  }
-
-  // jinja2's parse_tuple: `a, b` without parentheses is a tuple.
-  absl::StatusOr<ExprPtr> ParseTuple(
-      bool with_condexpr,
-      std::initializer_list<absl::string_view> extra_end = {},
-      bool explicit_parens = false) {
-    const Token& at = Peek();
-    std::vector<ExprPtr> items;
-    bool is_tuple = false;
-    while (true) {
-      if (!items.empty()) {
-        absl::Status st = ExpectOp(",");
-        if (!st.ok()) return st;
-      }
-      if (IsTupleEnd(extra_end)) break;
-      absl::StatusOr<ExprPtr> e = with_condexpr ? ParseExpression() : ParseOr();
-      if (!e.ok()) return e.status();
-      items.push_back(*std::move(e));
-      if (IsOp(",")) {
-        is_tuple = true;
-      } else {
-        break;
-      }
-    }
-    if (!is_tuple) {
-      if (items.size() == 1) return std::move(items[0]);
-      if (!explicit_parens) return Unexpected("an expression");
-    }
-    ExprPtr tuple;
-    Make(&tuple, Expr::Kind::kTuple, at)->items = std::move(items);
-    return tuple;
-  }
-
-  absl::StatusOr<ExprPtr> ParseCondExpr() {
-    DepthGuard guard(this);
-    if (guard.exceeded())
-      return ErrorAt(Peek(), "expression nested too deeply");
-    const Token& at = Peek();
-    absl::StatusOr<ExprPtr> then = ParseOr();
-    if (!then.ok()) return then.status();
-    ExprPtr result = *std::move(then);
-    while (IsName("if")) {
-      Next();
-      absl::StatusOr<ExprPtr> cond = ParseOr();
-      if (!cond.ok()) return cond.status();
-      ExprPtr otherwise;
-      if (IsName("else")) {
-        Next();
-        absl::StatusOr<ExprPtr> e = ParseCondExpr();
-        if (!e.ok()) return e.status();
-        otherwise = *std::move(e);
-      }
-      ExprPtr node;
-      Expr* n = Make(&node, Expr::Kind::kCondExpr, at);
-      n->items.push_back(std::move(result));
-      n->items.push_back(*std::move(cond));
-      n->items.push_back(std::move(otherwise));
-      result = std::move(node);
-    }
-    return result;
-  }
-
-  ExprPtr MakeBinary(const Token& at, std::string op, ExprPtr a, ExprPtr b) {
-    ExprPtr node;
-    Expr* n = Make(&node, Expr::Kind::kBinary, at);
-    n->name = std::move(op);
-    n->items.push_back(std::move(a));
-    n->items.push_back(std::move(b));
-    return node;
-  }
-
-  absl::StatusOr<ExprPtr> ParseOr() {
-    const Token& at = Peek();
-    absl::StatusOr<ExprPtr> left = ParseAnd();
-    if (!left.ok()) return left;
-    ExprPtr result = *std::move(left);
-    while (IsName("or")) {
-      Next();
-      absl::StatusOr<ExprPtr> right = ParseAnd();
-      if (!right.ok()) return right;
-      result = MakeBinary(at, "or", std::move(result), *std::move(right));
-    }
-    return result;
-  }
-
-  absl::StatusOr<ExprPtr> ParseAnd() {
-    const Token& at = Peek();
-    absl::StatusOr<ExprPtr> left = ParseNot();
-    if (!left.ok()) return left;
-    ExprPtr result = *std::move(left);
-    while (IsName("and")) {
-      Next();
-      absl::StatusOr<ExprPtr> right = ParseNot();
-      if (!right.ok()) return right;
-      result = MakeBinary(at, "and", std::move(result), *std::move(right));
-    }
-    return result;
-  }
-
-  absl::StatusOr<ExprPtr> ParseNot() {
-    if (IsName("not")) {
-      DepthGuard guard(this);
-      if (guard.exceeded()) {
-        return ErrorAt(Peek(), "expression nested too deeply");
-      }
-      const Token& at = Next();
-      absl::StatusOr<ExprPtr> operand = ParseNot();
-      if (!operand.ok()) return operand;
-      ExprPtr node;
-      Make(&node, Expr::Kind::kNot, at)->items.push_back(*std::move(operand));
-      return node;
-    }
-    return ParseCompare();
-  }
-
-  absl::StatusOr<ExprPtr> ParseCompare() {
-    const Token& at = Peek();
-    absl::StatusOr<ExprPtr> first = ParseMath1();
-    if (!first.ok()) return first;
-    std::vector<std::string> ops;
-    std::vector<ExprPtr> operands;
-    operands.push_back(*std::move(first));
-    while (true) {
-      std::string op;
-      const Token& t = Peek();
-      if (t.type == TokenType::kOperator &&
-          (t.value == "==" || t.value == "!=" || t.value == "<" ||
-           t.value == "<=" || t.value == ">" || t.value == ">=")) {
-        op = Next().value;
-      } else if (IsName("in")) {
-        Next();
-        op = "in";
-      } else if (IsName("not") && IsName("in", 1)) {
-        Next();
-        Next();
-        op = "notin";
-      } else {
-        break;
-      }
-      absl::StatusOr<ExprPtr> operand = ParseMath1();
-      if (!operand.ok()) return operand;
-      ops.push_back(std::move(op));
-      operands.push_back(*std::move(operand));
-    }
-    if (ops.empty()) return std::move(operands[0]);
-    ExprPtr node;
-    Expr* n = Make(&node, Expr::Kind::kCompare, at);
-    n->ops = std::move(ops);
-    n->items = std::move(operands);
-    return node;
-  }
-
-  // One level of left-associative binary operators.
-  template <typename Next_>
-  absl::StatusOr<ExprPtr> ParseBinaryLevel(
-      std::initializer_list<absl::string_view> ops, Next_ next) {
-    const Token& at = Peek();
-    absl::StatusOr<ExprPtr> left = next();
-    if (!left.ok()) return left;
-    ExprPtr result = *std::move(left);
-    while (true) {
-      const Token& t = Peek();
-      if (t.type != TokenType::kOperator ||
-          std::find(ops.begin(), ops.end(), t.value) == ops.end()) {
-        return result;
-      }
-      const std::string op = Next().value;
-      absl::StatusOr<ExprPtr> right = next();
-      if (!right.ok()) return right;
-      result = MakeBinary(at, op, std::move(result), *std::move(right));
-    }
-  }
-
-  absl::StatusOr<ExprPtr> ParseMath1() {
-    return ParseBinaryLevel({"+", "-"}, [this] { return ParseConcat(); });
-  }
-  absl::StatusOr<ExprPtr> ParseConcat() {
-    return ParseBinaryLevel({"~"}, [this] { return ParseMath2(); });
-  }
-  absl::StatusOr<ExprPtr> ParseMath2() {
-    return ParseBinaryLevel({"*", "/", "//", "%"},
-                            [this] { return ParsePow(); });
-  }
-  absl::StatusOr<ExprPtr> ParsePow() {
-    return ParseBinaryLevel({"**"}, [this] { return ParseUnary(true); });
-  }
-
-  absl::StatusOr<ExprPtr> ParseUnary(bool with_filter) {
-    DepthGuard guard(this);
-    if (guard.exceeded())
-      return ErrorAt(Peek(), "expression nested too deeply");
-    const Token& at = Peek();
-    ExprPtr node;
-    if (IsOp("-") || IsOp("+")) {
-      const bool neg = Next().value == "-";
-      absl::StatusOr<ExprPtr> operand = ParseUnary(false);
-      if (!operand.ok()) return operand;
-      Make(&node, neg ? Expr::Kind::kNeg : Expr::Kind::kPos, at)
-          ->items.push_back(*std::move(operand));
-    } else {
-      absl::StatusOr<ExprPtr> primary = ParsePrimary();
-      if (!primary.ok()) return primary;
-      node = *std::move(primary);
-    }
-    absl::StatusOr<ExprPtr> post = ParsePostfix(std::move(node));
-    if (!post.ok() || !with_filter) return post;
-    return ParseFilterExpr(*std::move(post));
-  }
-
-  absl::StatusOr<ExprPtr> ParsePrimary() {
-    const Token& t = Peek();
-    ExprPtr node;
-    switch (t.type) {
-      case TokenType::kName: {
-        Next();
-        const std::string& v = t.value;
-        if (v == "true" || v == "True") {
-          Make(&node, Expr::Kind::kLiteral, t)->value = JinjaValue::Bool(true);
-        } else if (v == "false" || v == "False") {
-          Make(&node, Expr::Kind::kLiteral, t)->value = JinjaValue::Bool(false);
-        } else if (v == "none" || v == "None") {
-          Make(&node, Expr::Kind::kLiteral, t)->value = JinjaValue::None();
-        } else {
-          Make(&node, Expr::Kind::kName, t)->name = v;
-        }
-        return node;
-      }
-      case TokenType::kString: {
-        std::string s = Next().value;
-        while (Peek().type == TokenType::kString) s += Next().value;
-        Make(&node, Expr::Kind::kLiteral, t)->value =
-            JinjaValue::String(std::move(s));
-        return node;
-      }
-      case TokenType::kInt: {
-        int64_t v;
-        if (!absl::SimpleAtoi(t.value, &v)) {
-          return ErrorAt(t, "integer literal out of range");
-        }
-        Next();
-        Make(&node, Expr::Kind::kLiteral, t)->value = JinjaValue::Int(v);
-        return node;
-      }
-      case TokenType::kFloat: {
-        Next();
-        Make(&node, Expr::Kind::kLiteral, t)->value =
-            JinjaValue::Float(std::strtod(t.value.c_str(), nullptr));
-        return node;
-      }
-      case TokenType::kOperator:
-        if (t.value == "(") {
-          Next();
-          absl::StatusOr<ExprPtr> inner = ParseTuple(true, {}, true);
-          if (!inner.ok()) return inner;
-          absl::Status st = ExpectOp(")");
-          if (!st.ok()) return st;
-          return inner;
-        }
-        if (t.value == "[") return ParseList();
-        if (t.value == "{") return ParseDict();
-        break;
-      default:
-        break;
-    }
-    return Unexpected("an expression");
-  }
-
-  absl::StatusOr<ExprPtr> ParseList() {
-    ExprPtr node;
-    Expr* n = Make(&node, Expr::Kind::kList, Next());
-    while (!IsOp("]")) {
-      if (!n->items.empty()) {
-        absl::Status st = ExpectOp(",");
-        if (!st.ok()) return st;
-        if (IsOp("]")) break;
-      }
-      absl::StatusOr<ExprPtr> item = ParseExpression();
-      if (!item.ok()) return item;
-      n->items.push_back(*std::move(item));
-    }
-    Next();
-    return node;
-  }
-
-  absl::StatusOr<ExprPtr> ParseDict() {
-    ExprPtr node;
-    Expr* n = Make(&node, Expr::Kind::kDict, Next());
-    while (!IsOp("}")) {
-      if (!n->items.empty()) {
-        absl::Status st = ExpectOp(",");
-        if (!st.ok()) return st;
-        if (IsOp("}")) break;
-      }
-      absl::StatusOr<ExprPtr> key = ParseExpression();
-      if (!key.ok()) return key;
-      absl::Status st = ExpectOp(":");
+absl::Status Parser::ParseMacro(StmtPtr* out) {
+  Stmt* s = Make(out, Stmt::Kind::kMacro, Next());
+  absl::StatusOr<std::string> name = ExpectName();
+  if (!name.ok()) return name.status();
+  s->text = *name;
+  absl::Status st = ExpectOp("(");
+  if (!st.ok()) return st;
+  while (!IsOp(")")) {
+    if (!s->targets.empty()) {
+      st = ExpectOp(",");
       if (!st.ok()) return st;
-      absl::StatusOr<ExprPtr> value = ParseExpression();
-      if (!value.ok()) return value;
-      n->items.push_back(*std::move(key));
-      n->items.push_back(*std::move(value));
+      if (IsOp(")")) break;
     }
-    Next();
-    return node;
-  }
-
-  absl::StatusOr<ExprPtr> ParsePostfix(ExprPtr node) {
-    while (true) {
-      const Token& at = Peek();
-      if (IsOp(".")) {
-        Next();
-        const Token& attr = Peek();
-        ExprPtr n;
-        if (attr.type == TokenType::kName) {
-          Expr* e = Make(&n, Expr::Kind::kGetAttr, at);
-          e->name = Next().value;
-          e->items.push_back(std::move(node));
-        } else if (attr.type == TokenType::kInt) {
-          // foo.0 is foo[0].
-          absl::StatusOr<ExprPtr> index = ParsePrimary();
-          if (!index.ok()) return index;
-          Expr* e = Make(&n, Expr::Kind::kGetItem, at);
-          e->items.push_back(std::move(node));
-          e->items.push_back(*std::move(index));
-        } else {
-          return Unexpected("an attribute name");
-        }
-        node = std::move(n);
-      } else if (IsOp("[")) {
-        Next();
-        absl::StatusOr<ExprPtr> sub = ParseSubscript(std::move(node), at);
-        if (!sub.ok()) return sub;
-        node = *std::move(sub);
-      } else if (IsOp("(")) {
-        absl::StatusOr<ExprPtr> call = ParseCall(std::move(node));
-        if (!call.ok()) return call;
-        node = *std::move(call);
-      } else {
-        return node;
-      }
-    }
-  }
-
-  absl::StatusOr<ExprPtr> ParseSubscript(ExprPtr obj, const Token& at) {
-    ExprPtr parts[3];
-    bool is_slice = false;
-    auto at_part_end = [&] { return IsOp(":") || IsOp("]"); };
-    if (!at_part_end()) {
+    absl::StatusOr<std::string> param = ExpectName();
+    if (!param.ok()) return param.status();
+    s->targets.push_back(*param);
+    ExprPtr def;
+    if (IsOp("=")) {
+      Next();
       absl::StatusOr<ExprPtr> e = ParseExpression();
-      if (!e.ok()) return e;
-      parts[0] = *std::move(e);
+      if (!e.ok()) return e.status();
+      def = *std::move(e);
+    } else if (!s->defaults.empty() && s->defaults.back() != nullptr) {
+      return ErrorAt(Peek(), "non-default argument follows default argument");
     }
-    for (int i = 1; i < 3 && IsOp(":"); ++i) {
-      Next();
-      is_slice = true;
-      if (!at_part_end()) {
-        absl::StatusOr<ExprPtr> e = ParseExpression();
-        if (!e.ok()) return e;
-        parts[i] = *std::move(e);
-      }
-    }
-    absl::Status st = ExpectOp("]");
-    if (!st.ok()) return st;
-    ExprPtr node;
-    if (!is_slice) {
-      if (parts[0] == nullptr) return ErrorAt(at, "empty subscript");
-      Expr* n = Make(&node, Expr::Kind::kGetItem, at);
-      n->items.push_back(std::move(obj));
-      n->items.push_back(std::move(parts[0]));
-      return node;
-    }
-    Expr* n = Make(&node, Expr::Kind::kSlice, at);
-    n->items.push_back(std::move(obj));
-    for (ExprPtr& p : parts) n->items.push_back(std::move(p));
-    return node;
+    s->defaults.push_back(std::move(def));
   }
+  Next();
+  st = ExpectBlockEnd();
+  if (!st.ok()) return st;
+  // Loop controls inside a macro body refer to loops inside the macro.
+  const int saved_loops = loop_depth_;
+  loop_depth_ = 0;
+  std::string end;
+  st = ParseBody({"endmacro"}, &s->body, &end);
+  loop_depth_ = saved_loops;
+  if (!st.ok()) return st;
+  Next();
+  if (IsName(s->text)) Next();  // {% endmacro name %}
+  return ExpectBlockEnd();
+}
 
-  // Arguments of a call, filter or test: `(a, b, key=c)`.
-  absl::Status ParseArgs(Expr* n) {
-    absl::Status st = ExpectOp("(");
-    if (!st.ok()) return st;
-    bool first = true;
-    while (!IsOp(")")) {
-      if (!first) {
-        st = ExpectOp(",");
-        if (!st.ok()) return st;
-        if (IsOp(")")) break;
-      }
-      first = false;
-      if (IsOp("*") || IsOp("**")) {
-        return ErrorAt(Peek(), "*args and **kwargs in calls are not supported");
-      }
-      if (Peek().type == TokenType::kName && IsOp("=", 1)) {
-        std::string key = Next().value;
-        Next();
-        absl::StatusOr<ExprPtr> value = ParseExpression();
-        if (!value.ok()) return value.status();
-        n->keywords.emplace_back(std::move(key), *std::move(value));
-        continue;
-      }
-      if (!n->keywords.empty()) {
-        return ErrorAt(Peek(), "positional argument follows keyword argument");
-      }
-      absl::StatusOr<ExprPtr> value = ParseExpression();
-      if (!value.ok()) return value.status();
-      n->items.push_back(*std::move(value));
-    }
-    Next();
-    return absl::OkStatus();
-  }
+absl::Status Parser::ParseFilterBlock(StmtPtr* out) {
+  Stmt* s = Make(out, Stmt::Kind::kFilterBlock, Next());
+  absl::StatusOr<ExprPtr> filter = ParseFilterChain(nullptr, /*first=*/true);
+  if (!filter.ok()) return filter.status();
+  s->expr = *std::move(filter);
+  absl::Status st = ExpectBlockEnd();
+  if (!st.ok()) return st;
+  std::string end;
+  st = ParseBody({"endfilter"}, &s->body, &end);
+  if (!st.ok()) return st;
+  return FinishEnd();
+}
 
-  absl::StatusOr<ExprPtr> ParseCall(ExprPtr callee) {
-    ExprPtr node;
-    Expr* n = Make(&node, Expr::Kind::kCall, Peek());
-    n->items.push_back(std::move(callee));
-    absl::Status st = ParseArgs(n);
-    if (!st.ok()) return st;
-    return node;
-  }
-
-  absl::StatusOr<ExprPtr> ParseFilterExpr(ExprPtr node) {
-    while (true) {
-      if (IsOp("|")) {
-        absl::StatusOr<ExprPtr> f = ParseFilterChain(std::move(node));
-        if (!f.ok()) return f;
-        node = *std::move(f);
-      } else if (IsName("is")) {
-        absl::StatusOr<ExprPtr> t = ParseTest(std::move(node));
-        if (!t.ok()) return t;
-        node = *std::move(t);
-      } else if (IsOp("(")) {
-        absl::StatusOr<ExprPtr> c = ParseCall(std::move(node));
-        if (!c.ok()) return c;
-        node = *std::move(c);
-      } else {
-        return node;
-      }
-    }
-  }
-
-  // `|f(args)|g...` applied to `input` (null in filter blocks). With
-  // `first` the leading "|" is absent ({% filter f %}).
-  absl::StatusOr<ExprPtr> ParseFilterChain(ExprPtr input, bool first = false) {
-    while (first || IsOp("|")) {
-      if (!first) Next();
-      first = false;
-      const Token& at = Peek();
-      absl::StatusOr<std::string> name = ExpectName();
-      if (!name.ok()) return name.status();
-      while (IsOp(".")) {
-        Next();
-        absl::StatusOr<std::string> part = ExpectName();
-        if (!part.ok()) return part.status();
-        *name += "." + *part;
-      }
-      if (!IsKnownFilter(*name)) {
-        return ErrorAt(at, absl::StrCat("no filter named '", *name, "'"));
-      }
-      ExprPtr node;
-      Expr* n = Make(&node, Expr::Kind::kFilter, at);
-      n->name = *name;
-      n->items.push_back(std::move(input));
-      if (IsOp("(")) {
-        absl::Status st = ParseArgs(n);
-        if (!st.ok()) return st;
-      }
-      input = std::move(node);
-    }
-    return input;
-  }
-
-  absl::StatusOr<ExprPtr> ParseTest(ExprPtr operand) {
-    const Token& at = Next();  // "is"
-    ExprPtr node;
-    Expr* n = Make(&node, Expr::Kind::kTest, at);
-    if (IsName("not")) {
-      Next();
-      n->negated = true;
-    }
-    const Token& name_token = Peek();
-    absl::StatusOr<std::string> name = ExpectName();
-    if (!name.ok()) return name.status();
-    if (!IsKnownTest(*name)) {
-      return ErrorAt(name_token, absl::StrCat("no test named '", *name, "'"));
-    }
-    n->name = *name;
-    n->items.push_back(std::move(operand));
-    const Token& t = Peek();
-    if (IsOp("(")) {
-      absl::Status st = ParseArgs(n);
-      if (!st.ok()) return st;
-    } else if ((t.type == TokenType::kName || t.type == TokenType::kString ||
-                t.type == TokenType::kInt || t.type == TokenType::kFloat ||
-                IsOp("[") || IsOp("{")) &&
-               !IsName("else") && !IsName("or") && !IsName("and")) {
-      if (IsName("is")) {
-        return ErrorAt(t, "you cannot chain multiple tests with is");
-      }
-      // `x is divisibleby 3`, `x is sameas false`: one argument.
-      absl::StatusOr<ExprPtr> arg = ParsePrimary();
-      if (!arg.ok()) return arg;
-      absl::StatusOr<ExprPtr> post = ParsePostfix(*std::move(arg));
-      if (!post.ok()) return post;
-      n->items.push_back(*std::move(post));
-    }
-    return node;
-  }
-
-  const std::vector<Token>& tokens_;
-  size_t pos_ = 0;
-  int depth_ = 0;
-  int loop_depth_ = 0;
-};
-
-}  // namespace
+}  // namespace internal
 
 absl::StatusOr<Body> Parse(const std::vector<Token>& tokens) {
-  return Parser(tokens).ParseTemplate();
+  return internal::Parser(tokens).ParseTemplate();
 }
 
 }  // namespace spikeserve::jinja
