@@ -12,6 +12,8 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
@@ -98,6 +100,42 @@ TEST(ChatTemplateGolden, EveryTemplateMatchesJinja2) {
       "renders, %d errors as in jinja2\n",
       templates, total, identical, errors_matched);
   EXPECT_EQ(templates, 17);
+}
+
+// One parsed template rendered from several threads at once gives every
+// thread the golden text (Render keeps its state per call).
+TEST(ChatTemplateGolden, ConcurrentRendersOfOneTemplate) {
+  const Json goldens =
+      Json::parse(ReadFile(DataPath("chat_template_goldens.json")));
+  std::map<std::string, Json> cases;
+  for (const Json& c : goldens["cases"]) cases[c["name"]] = c["context"];
+  for (const Json& t : goldens["templates"]) {
+    if (t["file"] != "meetkai-functionary-medium-v3.2.jinja") continue;
+    absl::StatusOr<ChatTemplate> tmpl = ChatTemplate::Parse(
+        ReadFile(DataPath("chat-templates/" + t["file"].get<std::string>())));
+    ASSERT_TRUE(tmpl.ok()) << tmpl.status();
+    std::vector<std::pair<JinjaValue, std::string>> work;
+    for (const Json& r : t["results"]) {
+      if (!r.contains("output")) continue;
+      Json context = goldens["common_context"];
+      for (const auto& [k, v] : cases.at(r["case"]).items()) context[k] = v;
+      work.emplace_back(JsonToJinja(context), r["output"]);
+    }
+    std::vector<int> mismatches(4, 0);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) {
+      threads.emplace_back([&, i] {
+        for (int round = 0; round < 20; ++round) {
+          for (const auto& [context, want] : work) {
+            absl::StatusOr<std::string> got = tmpl->Render(context);
+            if (!got.ok() || *got != want) ++mismatches[i];
+          }
+        }
+      });
+    }
+    for (std::thread& th : threads) th.join();
+    for (int m : mismatches) EXPECT_EQ(m, 0);
+  }
 }
 
 // The goldens cover every template file shipped in tests/data.

@@ -635,6 +635,7 @@ Result Int(Interpreter&, const JinjaValue& v, Args& args) {
   absl::StatusOr<ArgBinder> b = Params("int", args, {"default", "base"});
   if (!b.ok()) return b.status();
   const JinjaValue fallback = b->GetOr(0, JinjaValue::Int(0));
+  if (v.IsUndefined()) return UndefinedError(v);  // int(Undefined) raises
   if (v.IsIntegral()) return JinjaValue::Int(v.AsInt());
   if (v.IsFloat()) {
     const double f = v.AsDouble();
@@ -656,6 +657,7 @@ Result Int(Interpreter&, const JinjaValue& v, Args& args) {
 Result Float(Interpreter&, const JinjaValue& v, Args& args) {
   absl::StatusOr<ArgBinder> b = Params("float", args, {"default"});
   if (!b.ok()) return b.status();
+  if (v.IsUndefined()) return UndefinedError(v);  // float(Undefined) raises
   if (v.IsNumber()) return JinjaValue::Float(v.AsDouble());
   if (v.IsString()) {
     double f;
