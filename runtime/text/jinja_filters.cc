@@ -273,10 +273,11 @@ Result Reverse(Interpreter& in, const JinjaValue& v, Args&) {
     return JinjaValue::String(
         PySliceString(v.AsString(), std::nullopt, std::nullopt, -1));
   }
-  if (v.IsGenerator()) return NotReversible(v);
   absl::StatusOr<JinjaValue::ListData> items = Items(in, v);
   if (!items.ok()) return items.status();
   std::reverse(items->begin(), items->end());
+  // reversed() fails on a generator; jinja2 then reverses list(value).
+  if (v.IsGenerator()) return JinjaValue::List(*std::move(items));
   // A list_reverseiterator in Python: iterable once, no len(), no JSON.
   return JinjaValue::List(*std::move(items), kGenerator);
 }
@@ -726,11 +727,23 @@ Result ToJson(Interpreter&, const JinjaValue& v, Args& args) {
   return JinjaValue::String(*std::move(json));
 }
 
+// jinja2's generator filters run when their result is consumed: an error
+// on the way (a non-iterable input, a test that fails on an item) is
+// deferred to that point, as a FailedGenerator.
+template <FilterFn kFilter>
+Result Lazy(Interpreter& in, const JinjaValue& v, Args& args) {
+  Result r = kFilter(in, v, args);
+  if (r.ok() || r.status().code() != absl::StatusCode::kInvalidArgument) {
+    return r;
+  }
+  return JinjaValue::FailedGenerator(std::string(r.status().message()));
+}
+
 const absl::flat_hash_map<std::string, FilterFn>& Filters() {
   static const auto* const filters =
       new absl::flat_hash_map<std::string, FilterFn>{
           {"abs", Abs},
-          {"batch", Batch},
+          {"batch", Lazy<Batch>},
           {"capitalize", Capitalize},
           {"center", Center},
           {"count", Length},
@@ -743,30 +756,30 @@ const absl::flat_hash_map<std::string, FilterFn>& Filters() {
           {"float", Float},
           {"indent", Indent},
           {"int", Int},
-          {"items", ItemsFilter},
+          {"items", Lazy<ItemsFilter>},
           {"join", Join},
           {"last", Last},
           {"length", Length},
           {"list", List},
           {"lower", Lower},
-          {"map", Map},
+          {"map", Lazy<Map>},
           {"max", Max},
           {"min", Min},
-          {"reject", Reject},
-          {"rejectattr", RejectAttr},
+          {"reject", Lazy<Reject>},
+          {"rejectattr", Lazy<RejectAttr>},
           {"replace", Replace},
           {"reverse", Reverse},
           {"round", Round},
           {"safe", Safe},
-          {"select", Select},
-          {"selectattr", SelectAttr},
+          {"select", Lazy<Select>},
+          {"selectattr", Lazy<SelectAttr>},
           {"sort", Sort},
           {"string", String},
           {"sum", Sum},
           {"title", Title},
           {"tojson", ToJson},
           {"trim", Trim},
-          {"unique", Unique},
+          {"unique", Lazy<Unique>},
           {"upper", Upper},
           {"wordcount", Wordcount},
       };

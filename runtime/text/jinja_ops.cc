@@ -95,6 +95,9 @@ absl::StatusOr<JinjaValue::ListData> Interpreter::Iterate(
     case JinjaValue::Kind::kUndefined:
       return JinjaValue::ListData{};
     case JinjaValue::Kind::kList:
+      if (const std::string* error = value.DeferredError()) {
+        return absl::InvalidArgumentError(*error);
+      }
       return value.AsList();
     case JinjaValue::Kind::kDict: {
       JinjaValue::ListData keys;
@@ -132,6 +135,9 @@ absl::StatusOr<bool> Interpreter::Contains(const JinjaValue& container,
       }
       return absl::StrContains(container.AsString(), item.AsString());
     case JinjaValue::Kind::kList:
+      if (const std::string* error = container.DeferredError()) {
+        return absl::InvalidArgumentError(*error);
+      }
       for (const JinjaValue& v : container.AsList()) {
         if (v.Equals(item)) return true;
       }

@@ -60,6 +60,11 @@ JinjaValue JinjaValue::List(ListData items, ListFlavor flavor) {
   v.flavor_ = flavor;
   return v;
 }
+JinjaValue JinjaValue::FailedGenerator(std::string error) {
+  JinjaValue v = List({String(std::move(error))}, ListFlavor::kGenerator);
+  v.deferred_error_ = true;
+  return v;
+}
 JinjaValue JinjaValue::Tuple(ListData items) {
   return List(std::move(items), ListFlavor::kTuple);
 }

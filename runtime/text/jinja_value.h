@@ -80,6 +80,10 @@ class JinjaValue {
   static JinjaValue Markup(std::string s);
   static JinjaValue List(ListData items, ListFlavor flavor = ListFlavor::kList);
   static JinjaValue Tuple(ListData items);
+  // A generator whose first use fails with `error`: jinja2's map, select,
+  // items, ... are lazy, so a bad input only fails when the result is
+  // iterated (not when it is tested or printed).
+  static JinjaValue FailedGenerator(std::string error);
   static JinjaValue Dict(JinjaDict dict);
   static JinjaValue Namespace(JinjaDict attributes);
   static JinjaValue Callable(
@@ -108,6 +112,10 @@ class JinjaValue {
     return IsList() && flavor_ == ListFlavor::kGenerator;
   }
   ListFlavor flavor() const { return flavor_; }
+  // The error a FailedGenerator raises when iterated, or nullptr.
+  const std::string* DeferredError() const {
+    return deferred_error_ ? &AsList()[0].AsString() : nullptr;
+  }
   bool IsDict() const { return kind() == Kind::kDict; }
   bool IsNamespace() const { return kind() == Kind::kNamespace; }
   bool IsCallable() const { return kind() == Kind::kCallable; }
@@ -177,6 +185,7 @@ class JinjaValue {
       data_;
   ListFlavor flavor_ = ListFlavor::kList;  // kList only
   bool markup_ = false;                    // kString: markupsafe.Markup
+  bool deferred_error_ = false;  // kList: a FailedGenerator (message inside)
 };
 
 // Arguments of a call: positional, then keyword (in call order).
