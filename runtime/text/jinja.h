@@ -42,10 +42,16 @@ class ChatTemplate {
   static absl::StatusOr<ChatTemplate> Parse(absl::string_view source);
 
   // Renders with `context` (a dict; its entries are the template's
-  // variables). Errors are InvalidArgument: raise_exception('msg') gives
-  // exactly "msg" (see IsRaisedByTemplate); other runtime errors (undefined
-  // values used as values, type errors) name the line and column. Output or
-  // values beyond the limits give ResourceExhausted.
+  // variables, over the globals range, namespace, dict, raise_exception and
+  // strftime_now). Errors:
+  //  - InvalidArgument: raise_exception('msg') gives exactly "msg" (see
+  //    IsRaisedByTemplate); other runtime errors (an undefined value used
+  //    as a value, a Python TypeError) name the line and column;
+  //  - ResourceExhausted: output or a value beyond limits.max_bytes, more
+  //    than limits.max_steps loop iterations and macro calls, or macro
+  //    recursion deeper than limits.max_call_depth;
+  //  - Unimplemented: a Python feature this interpreter does not have
+  //    (printf-style "%" on strings, str.format and a few rare str methods).
   absl::StatusOr<std::string> Render(const JinjaValue& context) const;
   absl::StatusOr<std::string> Render(const JinjaValue& context,
                                      const RenderOptions& options) const;

@@ -348,7 +348,7 @@ absl::StatusOr<JinjaValue> Interpreter::CallMacro(
     JinjaCallArgs& args) {
   ScopePtr parent = defining.lock();
   if (parent == nullptr) {
-    return absl::FailedPreconditionError(
+    return absl::InvalidArgumentError(
         absl::StrCat("macro '", stmt.text, "' called after its scope ended"));
   }
   absl::Status st = Step();

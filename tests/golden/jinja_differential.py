@@ -115,7 +115,7 @@ def expr_template():
     return " ".join(stmt() for _ in range(random.randint(1, 3)))
 
 
-ADDRESS = re.compile(r"<[\w.]+ object( [\w.]+)? at 0x", re.I)
+ADDRESS = re.compile(r"(<|&lt;)[\w.]+ object( [\w.]+)? at 0x", re.I)
 # Printf-style "%" on strings is not implemented (no template uses it).
 UNSUPPORTED = ("printf-style",)
 
