@@ -59,6 +59,7 @@ bool ShapeByName(const std::string& name, testing::TinyLlamaSpec* s) {
     s->ffn = ffn, s->vocab = 128256, s->context = 131072, s->tied = tied;
     s->rope_base = 500000.f;
     s->rope_freq_factors = Llama3RopeFactors(hidden / heads, 500000.f, factor);
+    if (tied) s->embd_scale = 0.05f;
   };
   if (name == "llama-3.1-8b") {  // Llama-3.1-8B-Instruct
     llama3(32, 4096, 32, 14336, /*tied=*/false, 8.f);
@@ -77,6 +78,7 @@ bool ShapeByName(const std::string& name, testing::TinyLlamaSpec* s) {
     s->layers = 24, s->hidden = 896, s->heads = 14, s->kv_heads = 2;
     s->ffn = 4864, s->vocab = 151936, s->context = 32768, s->tied = true;
     s->rope_base = 1000000.f;
+    s->embd_scale = 0.05f;
     return true;
   }
   if (name == "tinyllama-1.1b") {  // TinyLlama-1.1B-Chat-v1.0

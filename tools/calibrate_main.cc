@@ -105,7 +105,9 @@ int Main() {
   if (smooth < 0 || smooth >= 1) {
     return Fail(absl::InvalidArgumentError("--smooth must be in [0, 1)"));
   }
-  absl::StatusOr<ModelBundle> bundle = LoadModelBundle(model_path);
+  // The FP32 reference streams its weights from the file: no FP32 copy.
+  absl::StatusOr<ModelBundle> bundle =
+      LoadModelBundle(model_path, QuantOptions{.fp32_streamed = true});
   if (!bundle.ok()) return Fail(bundle.status());
   const Model& fp32 = *bundle->model;
   const Tokenizer& tok = *bundle->tokenizer;
@@ -179,12 +181,8 @@ int Main() {
     plan.mutable_smoothing()->set_alpha(smooth);
     for (const auto& [key, s] : final_stats->sites) {
       if (key.site == Site::kO) continue;
-      const LayerWeights& L = fp32.weights().layers[key.layer];
-      const Matrix& w = key.site == Site::kQkv      ? L.wqkv
-                        : key.site == Site::kGateUp ? L.w_gate_up
-                                                    : L.w_down;
-      transforms.smooth_scales[key] =
-          SmoothScales(s.channel_max, w, float(smooth));
+      transforms.smooth_scales[key] = SmoothScales(
+          s.channel_max, fp32.site_source(key.layer, key.site), float(smooth));
     }
   }
   // Statistics of the transformed model (static ranges must see the

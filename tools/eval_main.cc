@@ -103,7 +103,9 @@ int Main() {
   if (model_path.empty() || text_path.empty()) {
     return Fail(absl::InvalidArgumentError("--model and --text are required"));
   }
-  absl::StatusOr<ModelBundle> bundle = LoadModelBundle(model_path);
+  // The FP32 reference streams its weights from the file: no FP32 copy.
+  absl::StatusOr<ModelBundle> bundle =
+      LoadModelBundle(model_path, QuantOptions{.fp32_streamed = true});
   if (!bundle.ok()) return Fail(bundle.status());
   const Model& fp32 = *bundle->model;
   const ModelConfig& c = fp32.config();

@@ -203,7 +203,8 @@ absl::Status Model::BuildKernels() {
       // FP32 kernels that serve (an FP32 model, FP32 QFeM sites) or catch
       // spikes (the guard) get an FP32 copy; the others' FP32 reference
       // reads the source on each (rare) call.
-      if (!q.w8a8 || (qfem && !q.qfem_bf16) || guarded) {
+      if ((!q.w8a8 && !q.fp32_streamed) || (qfem && !q.qfem_bf16) ||
+          guarded) {
         Matrix& w = SiteMatrix(weights_.layers[l], site);
         w = ToMatrix(rows);
         sk.fp32 = std::make_unique<Fp32Linear>(&w);
@@ -254,7 +255,7 @@ absl::Status Model::BuildKernels() {
     if (!impl.ok()) return impl.status();
   }
   // An FP32 model holds its FP32 embedding too (tests' references read it).
-  if (!q.w8a8 && weights_.token_embd.data.empty()) {
+  if (!q.w8a8 && !q.fp32_streamed && weights_.token_embd.data.empty()) {
     weights_.token_embd = ToMatrix(*sources_.token_embd);
   }
   return absl::OkStatus();
@@ -294,6 +295,8 @@ absl::Status Model::BuildLmHead() {
         MatmulKind::kBf16Bf16F32, w.cols(), w.rows(), std::max(1, q.warmup_rows));
     if (!impl.ok()) return impl.status();
     lm_head_ = *std::move(head);
+  } else if (!q.w8a8 && q.fp32_streamed) {
+    lm_head_ = std::make_unique<StreamedFp32Linear>(&sources_.lm_head());
   } else {
     Matrix& w = sources_.output ? weights_.output : weights_.token_embd;
     w = ToMatrix(sources_.lm_head());

@@ -65,6 +65,10 @@ struct QuantOptions {
   // FP32, BF16 (weights and activations, FP32 accumulation: half the bytes)
   // or INT8 W8A8 (per-channel weights, per-token activations: a quarter).
   LmHeadPrecision lm_head = LmHeadPrecision::kFp32;
+  // An FP32 model (w8a8 false) that holds no FP32 copy: every matrix is read
+  // from the file and dequantized on each forward (StreamedFp32Linear). The
+  // tools' FP32 reference: a 3B model's would be 12.8 GB as FP32 copies.
+  bool fp32_streamed = false;
   // KV cache in BF16 instead of FP32 (half the bytes per token; opt-in,
   // accuracy in docs/accuracy.md). The QFeP prefix's KV is then BF16 too.
   bool kv_bf16 = false;
@@ -113,6 +117,10 @@ class Model {
       const QuantOptions& quant) const;
 
   const ModelConfig& config() const { return config_; }
+  // A site's weight as stored (no transforms), as FP32 rows on demand.
+  const WeightRows& site_source(int layer, Site site) const {
+    return *sources_.sites[layer][int(site)];
+  }
   // The norm gains (as served: smoothing folded in) and the FP32 matrices
   // that FP32 kernels read: every matrix of an FP32 model (and its
   // embedding), the QFeM sites computed in FP32, spike-guarded sites, an
