@@ -201,9 +201,9 @@ int Main() {
   const auto t_load = std::chrono::steady_clock::now();
   absl::StatusOr<ModelBundle> bundle = Load(model_path);
   if (!bundle.ok()) return Fail(bundle.status());
-  const double load_s = std::chrono::duration<double>(
-                            std::chrono::steady_clock::now() - t_load)
-                            .count();
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load)
+          .count();
   const Model& model = *bundle->model;
   const int prefix_len = int(bundle->qfep_prefix.size());
   const int block_tokens = 16;

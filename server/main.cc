@@ -22,11 +22,11 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "server/auth.h"
 #include "base/env_flags.h"
-#include "base/log.h"
-#include "server/server.h"
 #include "base/flag_util.h"
+#include "base/log.h"
+#include "server/auth.h"
+#include "server/server.h"
 
 ABSL_FLAG(std::string, model, "", "Path of the GGUF model file (required).");
 ABSL_FLAG(std::string, plan, "",

@@ -1,7 +1,5 @@
 #include "server/server.h"
 
-#include "runtime/serving/kv_sizing.h"
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -11,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/log.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -22,8 +21,8 @@
 #include "runtime/model/attention.h"
 #include "runtime/model/site.h"
 #include "runtime/quant/quant_plan.h"
+#include "runtime/serving/kv_sizing.h"
 #include "runtime/serving/transient_thread.h"
-#include "base/log.h"
 
 namespace spikeserve {
 namespace {
@@ -196,8 +195,7 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
                          model.packed_max_rows() > 0
                              ? Int8Linear::PackedKernelDescription()
                              : std::string("none (one INT8 copy)"),
-                         ", QFeM sites ",
-                         model.quant().fp32_sites.size())
+                         ", QFeM sites ", model.quant().fp32_sites.size())
           : std::string("none (FP32)"),
       ", QFeP prefix ", bundle_.qfep_prefix.size(), " tokens, lm_head ",
       LmHeadPrecisionName(model.quant().lm_head), ", attention kernel ",
@@ -256,12 +254,13 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
     if (!blocks.ok()) return blocks.status();
     eo.kv_blocks = *blocks;
   }
-  LogInfo(absl::StrCat(
-      "KV cache: ", eo.kv_blocks, " blocks x ", eo.block_tokens, " tokens = ",
-      int64_t(eo.kv_blocks) * eo.block_tokens, " tokens, ", per_token >> 10,
-      " KiB per token (", model.quant().kv_bf16 ? "BF16" : "FP32", "), ",
-      (per_token * eo.block_tokens * eo.kv_blocks) >> 20,
-      " MiB in all, touched as it fills"));
+  LogInfo(absl::StrCat("KV cache: ", eo.kv_blocks, " blocks x ",
+                       eo.block_tokens,
+                       " tokens = ", int64_t(eo.kv_blocks) * eo.block_tokens,
+                       " tokens, ", per_token >> 10, " KiB per token (",
+                       model.quant().kv_bf16 ? "BF16" : "FP32", "), ",
+                       (per_token * eo.block_tokens * eo.kv_blocks) >> 20,
+                       " MiB in all, touched as it fills"));
   eo.prefix = bundle_.qfep_prefix;
   eo.observer = observers_.get();
   // Engine::Create computes the QFeP prefix: OpenMP, so transient too.
@@ -275,8 +274,9 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
   // forward happens after this (the submission's lock orders them).
   // The model file is closed: the kernels hold their own copies.
   bundle_.model->ReleaseUnquantizedWeights();
-  LogInfo("closed the model file: the QFeP prefix is computed and the "
-          "kernels hold their own weight copies");
+  LogInfo(
+      "closed the model file: the QFeP prefix is computed and the "
+      "kernels hold their own weight copies");
 
   // Warm-up: one short request through the whole path (scheduler, kernels,
   // sampler), so the first client does not pay first-touch costs.

@@ -20,10 +20,10 @@
 #include "runtime/serving/model_bundle.h"
 #include "server/auth.h"
 #include "server/grpc/generation_service.h"
-#include "server/layer_metrics.h"
 #include "server/grpc/request_validation.h"
-#include "server/serving_metrics.h"
 #include "server/grpc/tls.h"
+#include "server/layer_metrics.h"
+#include "server/serving_metrics.h"
 
 namespace spikeserve {
 

@@ -31,41 +31,41 @@ class AttentionTest : public ::testing::TestWithParam<Case> {};
 TEST_P(AttentionTest, MatchesReference) {
   const Case& p = GetParam();
   for (bool bf16 : {false, true}) {
-  SCOPED_TRACE(bf16 ? "bf16 pool" : "fp32 pool");
-  ModelConfig c;
-  c.n_layers = 2;
-  c.n_heads = p.heads;
-  c.n_kv_heads = p.kv_heads;
-  c.head_dim = p.head_dim;
-  auto pool = KvPool::Create({.n_layers = 2,
-                              .kv_dim = c.kv_dim(),
-                              .block_tokens = 16,
-                              .num_blocks = 32,
-                              .bf16 = bf16});
-  ASSERT_TRUE(pool.ok());
-  SequenceKv kv(pool->get());
-  const int total = p.start + p.n_new;
-  ASSERT_TRUE(kv.Reserve(total).ok());
-  std::mt19937 rng(5);
-  std::normal_distribution<float> d(0, 2);
-  std::vector<float> krow(c.kv_dim()), vrow(c.kv_dim());
-  for (int pos = 0; pos < total; ++pos) {
-    for (int i = 0; i < c.kv_dim(); ++i) {
-      krow[i] = d(rng);
-      vrow[i] = d(rng);
+    SCOPED_TRACE(bf16 ? "bf16 pool" : "fp32 pool");
+    ModelConfig c;
+    c.n_layers = 2;
+    c.n_heads = p.heads;
+    c.n_kv_heads = p.kv_heads;
+    c.head_dim = p.head_dim;
+    auto pool = KvPool::Create({.n_layers = 2,
+                                .kv_dim = c.kv_dim(),
+                                .block_tokens = 16,
+                                .num_blocks = 32,
+                                .bf16 = bf16});
+    ASSERT_TRUE(pool.ok());
+    SequenceKv kv(pool->get());
+    const int total = p.start + p.n_new;
+    ASSERT_TRUE(kv.Reserve(total).ok());
+    std::mt19937 rng(5);
+    std::normal_distribution<float> d(0, 2);
+    std::vector<float> krow(c.kv_dim()), vrow(c.kv_dim());
+    for (int pos = 0; pos < total; ++pos) {
+      for (int i = 0; i < c.kv_dim(); ++i) {
+        krow[i] = d(rng);
+        vrow[i] = d(rng);
+      }
+      kv.WriteK(1, pos, krow.data());
+      kv.WriteV(1, pos, vrow.data());
     }
-    kv.WriteK(1, pos, krow.data());
-    kv.WriteV(1, pos, vrow.data());
-  }
-  std::vector<float> q(size_t(p.n_new) * c.q_dim());
-  for (float& x : q) x = d(rng);
-  std::vector<float> out(q.size()), ref(q.size());
-  AttentionScratch scratch;
-  CausalAttention(c, kv, 1, q.data(), p.n_new, p.start, out.data(), &scratch);
-  ReferenceAttention(c, kv, 1, q.data(), p.n_new, p.start, ref.data());
-  for (size_t i = 0; i < out.size(); ++i) {
-    ASSERT_NEAR(out[i], ref[i], 1e-4) << "element " << i;
-  }
+    std::vector<float> q(size_t(p.n_new) * c.q_dim());
+    for (float& x : q) x = d(rng);
+    std::vector<float> out(q.size()), ref(q.size());
+    AttentionScratch scratch;
+    CausalAttention(c, kv, 1, q.data(), p.n_new, p.start, out.data(), &scratch);
+    ReferenceAttention(c, kv, 1, q.data(), p.n_new, p.start, ref.data());
+    for (size_t i = 0; i < out.size(); ++i) {
+      ASSERT_NEAR(out[i], ref[i], 1e-4) << "element " << i;
+    }
   }
 }
 
@@ -195,58 +195,58 @@ TEST(AttentionTile, KernelsEqualScalarBitForBit) {
 // sequences' rows in the same call.
 TEST(Attention, RowsAreBitIdenticalWhateverTheChunking) {
   for (bool bf16 : {false, true}) {
-  SCOPED_TRACE(bf16 ? "bf16 pool" : "fp32 pool");
-  ModelConfig c;
-  c.n_layers = 1;
-  c.n_heads = 9;
-  c.n_kv_heads = 3;
-  c.head_dim = 64;
-  auto pool = KvPool::Create({.n_layers = 1,
-                              .kv_dim = c.kv_dim(),
-                              .block_tokens = 16,
-                              .num_blocks = 64,
-                              .bf16 = bf16});
-  ASSERT_TRUE(pool.ok());
-  // A 3-token shared prefix block (like QFeP's), then 70 own positions.
-  const int kPrefix = 3, kRows = 70, total = kPrefix + kRows;
-  const int prefix_block = *(*pool)->Allocate();
-  SequenceKv kv(pool->get()), other(pool->get());
-  ASSERT_TRUE(kv.AttachPrefix({prefix_block}, kPrefix).ok());
-  ASSERT_TRUE(kv.Reserve(total).ok());
-  ASSERT_TRUE(other.Reserve(40).ok());
-  std::mt19937 rng(3);
-  std::normal_distribution<float> d(0, 2);
-  std::vector<float> krow(c.kv_dim()), vrow(c.kv_dim());
-  for (SequenceKv* s : {&kv, &other}) {
-    for (int pos = 0; pos < (s == &kv ? total : 40); ++pos) {
-      for (int i = 0; i < c.kv_dim(); ++i) {
-        krow[i] = d(rng);
-        vrow[i] = d(rng);
+    SCOPED_TRACE(bf16 ? "bf16 pool" : "fp32 pool");
+    ModelConfig c;
+    c.n_layers = 1;
+    c.n_heads = 9;
+    c.n_kv_heads = 3;
+    c.head_dim = 64;
+    auto pool = KvPool::Create({.n_layers = 1,
+                                .kv_dim = c.kv_dim(),
+                                .block_tokens = 16,
+                                .num_blocks = 64,
+                                .bf16 = bf16});
+    ASSERT_TRUE(pool.ok());
+    // A 3-token shared prefix block (like QFeP's), then 70 own positions.
+    const int kPrefix = 3, kRows = 70, total = kPrefix + kRows;
+    const int prefix_block = *(*pool)->Allocate();
+    SequenceKv kv(pool->get()), other(pool->get());
+    ASSERT_TRUE(kv.AttachPrefix({prefix_block}, kPrefix).ok());
+    ASSERT_TRUE(kv.Reserve(total).ok());
+    ASSERT_TRUE(other.Reserve(40).ok());
+    std::mt19937 rng(3);
+    std::normal_distribution<float> d(0, 2);
+    std::vector<float> krow(c.kv_dim()), vrow(c.kv_dim());
+    for (SequenceKv* s : {&kv, &other}) {
+      for (int pos = 0; pos < (s == &kv ? total : 40); ++pos) {
+        for (int i = 0; i < c.kv_dim(); ++i) {
+          krow[i] = d(rng);
+          vrow[i] = d(rng);
+        }
+        s->WriteK(0, pos, krow.data());
+        s->WriteV(0, pos, vrow.data());
       }
-      s->WriteK(0, pos, krow.data());
-      s->WriteV(0, pos, vrow.data());
     }
-  }
-  std::vector<float> q(size_t(kRows) * c.q_dim()), q2(size_t(5) * c.q_dim());
-  for (float& x : q) x = d(rng);
-  for (float& x : q2) x = d(rng);
-  AttentionScratch scratch;
-  std::vector<float> whole(q.size());
-  CausalAttention(c, kv, 0, q.data(), kRows, kPrefix, whole.data(), &scratch);
-  for (int chunk : {1, 3, 8, 16, 64}) {
-    std::vector<float> out(q.size(), -7.0f), out2(q2.size());
-    for (int r = 0; r < kRows; r += chunk) {
-      const int n = std::min(chunk, kRows - r);
-      const size_t off = size_t(r) * c.q_dim();
-      // The other sequence's 5 rows share every call.
-      const AttentionQuery batch[2] = {
-          {&other, q2.data(), 5, 35, out2.data()},
-          {&kv, q.data() + off, n, kPrefix + r, out.data() + off}};
-      Attention(c, 0, batch, &scratch);
+    std::vector<float> q(size_t(kRows) * c.q_dim()), q2(size_t(5) * c.q_dim());
+    for (float& x : q) x = d(rng);
+    for (float& x : q2) x = d(rng);
+    AttentionScratch scratch;
+    std::vector<float> whole(q.size());
+    CausalAttention(c, kv, 0, q.data(), kRows, kPrefix, whole.data(), &scratch);
+    for (int chunk : {1, 3, 8, 16, 64}) {
+      std::vector<float> out(q.size(), -7.0f), out2(q2.size());
+      for (int r = 0; r < kRows; r += chunk) {
+        const int n = std::min(chunk, kRows - r);
+        const size_t off = size_t(r) * c.q_dim();
+        // The other sequence's 5 rows share every call.
+        const AttentionQuery batch[2] = {
+            {&other, q2.data(), 5, 35, out2.data()},
+            {&kv, q.data() + off, n, kPrefix + r, out.data() + off}};
+        Attention(c, 0, batch, &scratch);
+      }
+      ASSERT_EQ(0, std::memcmp(out.data(), whole.data(), out.size() * 4))
+          << "chunks of " << chunk;
     }
-    ASSERT_EQ(0, std::memcmp(out.data(), whole.data(), out.size() * 4))
-        << "chunks of " << chunk;
-  }
   }
 }
 

@@ -95,8 +95,8 @@ TEST(GgufReader, TypedGettersNameTheKey) {
 // dequantizer accepts it. Dims {512, 3}: 512 is a multiple of 32 and 256.
 TEST(GgufReader, TensorOfEveryQuantizedTypeRoundTrips) {
   const GgmlType types[] = {
-      GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1,
-      GgmlType::kQ8_0, GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K,
+      GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0,   GgmlType::kQ5_1,
+      GgmlType::kQ8_0, GgmlType::kQ2_K, GgmlType::kQ3_K,   GgmlType::kQ4_K,
       GgmlType::kQ5_K, GgmlType::kQ6_K, GgmlType::kIQ4_NL, GgmlType::kIQ4_XS};
   for (GgmlType type : types) {
     const uint32_t id = static_cast<uint32_t>(type);
@@ -300,13 +300,12 @@ INSTANTIATE_TEST_SUITE_P(
                         b.SetString("llama.rope.scaling.type", "yarn");
                       },
                       nullptr, "llama.rope.scaling.type is 'yarn'", false},
-        MalformedCase{"rope_factors_of_the_wrong_length",
-                      [](GgufBuilder& b) {
-                        b.AddF32Tensor("rope_freqs.weight", {3},
-                                       {1.0f, 2.0f, 3.0f});
-                      },
-                      nullptr, "tensor 'rope_freqs.weight' has shape [3]",
-                      false},
+        MalformedCase{
+            "rope_factors_of_the_wrong_length",
+            [](GgufBuilder& b) {
+              b.AddF32Tensor("rope_freqs.weight", {3}, {1.0f, 2.0f, 3.0f});
+            },
+            nullptr, "tensor 'rope_freqs.weight' has shape [3]", false},
         MalformedCase{"qwen2_without_a_bias",
                       [](GgufBuilder& b) {
                         b.SetString("general.architecture", "qwen2");

@@ -339,9 +339,9 @@ TEST(ModelInt8, ReleaseUnquantizedWeightsKeepsOutput) {
     q32.lm_head = LmHeadPrecision::kFp32;
     auto quantized = Model::Load(f.file, q32);
     ASSERT_TRUE(quantized.ok());
-    EXPECT_LT(Rel(Logits(**quantized, tokens, all_fp32),
-                  Logits(*f.model, tokens)),
-              1e-6);
+    EXPECT_LT(
+        Rel(Logits(**quantized, tokens, all_fp32), Logits(*f.model, tokens)),
+        1e-6);
   }
   EXPECT_EQ((*m)->ReleaseUnquantizedWeights(), 0);  // nothing FP32 given
   EXPECT_EQ(Logits(**m, tokens), before);

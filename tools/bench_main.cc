@@ -28,10 +28,10 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/flag_util.h"
 #include "grpcpp/grpcpp.h"
 #include "server/grpc/grpc_status.h"
 #include "spikeserve/v1/generation.grpc.pb.h"
-#include "base/flag_util.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Server address.");
 ABSL_FLAG(int, concurrency, 1, "Clients sending requests at once.");

@@ -16,11 +16,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/flag_util.h"
 #include "runtime/model/smoothing.h"
 #include "runtime/quant/calibration.h"
 #include "runtime/quant/quant_plan.h"
 #include "runtime/serving/model_bundle.h"
-#include "base/flag_util.h"
 #include "tools/spike_report.h"
 #include "tools/text_input.h"
 

@@ -20,10 +20,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/flag_util.h"
 #include "runtime/quant/evaluation.h"
 #include "runtime/quant/quant_plan.h"
 #include "runtime/serving/model_bundle.h"
-#include "base/flag_util.h"
 #include "tools/text_input.h"
 
 ABSL_FLAG(std::string, model, "", "GGUF model file (required).");

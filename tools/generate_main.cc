@@ -11,9 +11,9 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "base/flag_util.h"
 #include "runtime/serving/model_bundle.h"
 #include "runtime/serving/sampler.h"
-#include "base/flag_util.h"
 
 ABSL_FLAG(std::string, model, "", "Path of a GGUF model file (required).");
 ABSL_FLAG(std::string, prompt, "", "Prompt text (required).");

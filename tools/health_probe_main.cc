@@ -12,9 +12,9 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/time/time.h"
+#include "base/flag_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
-#include "base/flag_util.h"
 
 ABSL_FLAG(std::string, addr, "127.0.0.1:50051", "Server address.");
 ABSL_FLAG(std::string, service, "spikeserve.v1.Generation",

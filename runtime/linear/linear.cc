@@ -28,8 +28,7 @@ void StreamedFp32Linear::Forward(const LinearInput& in, float* y) const {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < nb; ++r) w_->Row(r0 + r, buf + size_t(r) * k);
     // C[m][r0 .. r0+nb) with ldc = N.
-    dnnl::sgemm('N', 'T', in.m, nb, k, 1.0f, in.x, k, buf, k, 0.0f,
-                y + r0, n);
+    dnnl::sgemm('N', 'T', in.m, nb, k, 1.0f, in.x, k, buf, k, 0.0f, y + r0, n);
     w_->Done(r0, r0 + nb);
   }
 }

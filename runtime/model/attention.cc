@@ -60,8 +60,8 @@ void AttendTile(const ModelConfig& c, int layer, const AttentionQuery& dq,
       // K of head g, positions slot0 .. slot0 + n: [hd][n].
       std::vector<float>& wk = TileWideKv().k;
       if (wk.size() < size_t(hd) * n) wk.resize(size_t(hd) * n);
-      const uint16_t* src = pool.k16(sg.block, layer) + size_t(g) * hd * bt +
-                            sg.slot0;
+      const uint16_t* src =
+          pool.k16(sg.block, layer) + size_t(g) * hd * bt + sg.slot0;
       for (int d = 0; d < hd; ++d) {
         for (int j = 0; j < n; ++j) {
           wk[size_t(d) * n + j] = Bf16ToFloat(src[size_t(d) * bt + j]);
@@ -98,8 +98,7 @@ void AttendTile(const ModelConfig& c, int layer, const AttentionQuery& dq,
       v = wv.data();
       v_stride = hd;
     } else {
-      v = pool.v(sg.block, layer) + size_t(sg.slot0) * kv_dim +
-          size_t(g) * hd;
+      v = pool.v(sg.block, layer) + size_t(sg.slot0) * kv_dim + size_t(g) * hd;
     }
     const int all = std::max(0, std::min(sg.n, first - sg.pos0));
     if (all > 0) {

@@ -121,8 +121,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::WithQuant(
 }
 
 absl::Status Model::Finish() {
-  if (absl::Status s =
-          ApplySmoothing(config_, quant_.smooth_scales, &weights_);
+  if (absl::Status s = ApplySmoothing(config_, quant_.smooth_scales, &weights_);
       !s.ok()) {
     return s;
   }
@@ -203,8 +202,7 @@ absl::Status Model::BuildKernels() {
       // FP32 kernels that serve (an FP32 model, FP32 QFeM sites) or catch
       // spikes (the guard) get an FP32 copy; the others' FP32 reference
       // reads the source on each (rare) call.
-      if ((!q.w8a8 && !q.fp32_streamed) || (qfem && !q.qfem_bf16) ||
-          guarded) {
+      if ((!q.w8a8 && !q.fp32_streamed) || (qfem && !q.qfem_bf16) || guarded) {
         Matrix& w = SiteMatrix(weights_.layers[l], site);
         w = ToMatrix(rows);
         sk.fp32 = std::make_unique<Fp32Linear>(&w);
@@ -291,8 +289,9 @@ absl::Status Model::BuildLmHead() {
     const WeightRows& w = sources_.lm_head();
     absl::StatusOr<std::unique_ptr<Bf16Linear>> head = Bf16Linear::Create(w);
     if (!head.ok()) return head.status();
-    absl::StatusOr<std::string> impl = WarmUpMatmul(
-        MatmulKind::kBf16Bf16F32, w.cols(), w.rows(), std::max(1, q.warmup_rows));
+    absl::StatusOr<std::string> impl =
+        WarmUpMatmul(MatmulKind::kBf16Bf16F32, w.cols(), w.rows(),
+                     std::max(1, q.warmup_rows));
     if (!impl.ok()) return impl.status();
     lm_head_ = *std::move(head);
   } else if (!q.w8a8 && q.fp32_streamed) {
@@ -487,10 +486,10 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     for (const BatchEntry& b : batch) {
       for (size_t i = 0; i < b.tokens.size(); ++i, ++r) {
         row_pos[r] = b.kv->length() + int(i);
-        RopeAngles(row_pos[r], c.rope_dims, c.rope_base, c.rope_freq_scale,
-                   c.rope_freq_factors.empty() ? nullptr
-                                               : c.rope_freq_factors.data(),
-                   &rope[size_t(r) * c.rope_dims]);
+        RopeAngles(
+            row_pos[r], c.rope_dims, c.rope_base, c.rope_freq_scale,
+            c.rope_freq_factors.empty() ? nullptr : c.rope_freq_factors.data(),
+            &rope[size_t(r) * c.rope_dims]);
         sources_.token_embd->Row(b.tokens[i], &x[size_t(r) * H]);
       }
     }

@@ -56,9 +56,9 @@ class StackedRows final : public WeightRows {
 //   w[r] = rotate(w[r])                      (Hadamard over blocks of the
 //                                             row: down_proj, INT8 lm_head)
 struct RowTransform {
-  std::vector<float> col_scale;    // [cols] or empty
+  std::vector<float> col_scale;  // [cols] or empty
   int divide_from = 0;
-  std::vector<float> row_divisor;  // [rows - divide_from] or empty
+  std::vector<float> row_divisor;               // [rows - divide_from] or empty
   const HadamardTransform* rotation = nullptr;  // not owned
   bool empty() const {
     return col_scale.empty() && row_divisor.empty() && rotation == nullptr;

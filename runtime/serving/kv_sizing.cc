@@ -53,11 +53,20 @@ absl::StatusOr<int> KvBlocksForBytes(absl::string_view spec,
   } else {
     int shift = 0;
     switch (absl::ascii_toupper(s.back())) {
-      case 'K': shift = 10; break;
-      case 'M': shift = 20; break;
-      case 'G': shift = 30; break;
-      case 'T': shift = 40; break;
-      default: break;
+      case 'K':
+        shift = 10;
+        break;
+      case 'M':
+        shift = 20;
+        break;
+      case 'G':
+        shift = 30;
+        break;
+      case 'T':
+        shift = 40;
+        break;
+      default:
+        break;
     }
     if (shift > 0) s.pop_back();
     double v;

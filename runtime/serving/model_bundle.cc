@@ -38,7 +38,8 @@ absl::StatusOr<ModelBundle> Load(const std::string& path,
     options.kv_bf16 = quant.kv_bf16;
     b.qfep_prefix = std::move(applied->prefix);
   }
-  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(std::shared_ptr<const GgufFile>(*std::move(file)), options);
+  absl::StatusOr<std::unique_ptr<Model>> model =
+      Model::Load(std::shared_ptr<const GgufFile>(*std::move(file)), options);
   if (!model.ok()) return annotate(model.status());
   b.model = *std::move(model);
   if (b.tokenizer->vocab_size() != b.model->config().vocab_size) {
