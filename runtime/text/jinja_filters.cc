@@ -444,6 +444,21 @@ JinjaValue SortKey(const JinjaValue& v, bool case_sensitive) {
   return v;
 }
 
+// The key unique, sort, min and max compare `item` by: the item, or its
+// `attribute` path when one is given (not none), made case-insensitive
+// unless `case_sensitive`.
+absl::StatusOr<JinjaValue> ItemKey(Interpreter& in, const JinjaValue& item,
+                                   const JinjaValue* attribute,
+                                   bool case_sensitive) {
+  JinjaValue key = item;
+  if (attribute != nullptr && !attribute->IsNone()) {
+    absl::StatusOr<JinjaValue> a = GetPath(in, item, *attribute, nullptr);
+    if (!a.ok()) return a;
+    key = *std::move(a);
+  }
+  return SortKey(key, case_sensitive);
+}
+
 Result Unique(Interpreter& in, const JinjaValue& v, Args& args) {
   absl::StatusOr<ArgBinder> b =
       Params("unique", args, {"case_sensitive", "attribute"});
@@ -453,14 +468,9 @@ Result Unique(Interpreter& in, const JinjaValue& v, Args& args) {
   if (!items.ok()) return items.status();
   JinjaValue::ListData out, seen;
   for (const JinjaValue& item : *items) {
-    JinjaValue key = item;
-    if (const JinjaValue* attr = b->Get(1);
-        attr != nullptr && !attr->IsNone()) {
-      absl::StatusOr<JinjaValue> a = GetPath(in, item, *attr, nullptr);
-      if (!a.ok()) return a;
-      key = *std::move(a);
-    }
-    key = SortKey(key, case_sensitive);
+    absl::StatusOr<JinjaValue> k = ItemKey(in, item, b->Get(1), case_sensitive);
+    if (!k.ok()) return k;
+    JinjaValue key = *std::move(k);
     if (!key.IsHashable()) {
       return TypeError(absl::StrCat("unhashable type: '", key.TypeName(), "'"));
     }
@@ -488,14 +498,10 @@ Result Sort(Interpreter& in, const JinjaValue& v, Args& args) {
   if (!items.ok()) return items.status();
   std::vector<std::pair<JinjaValue, JinjaValue>> keyed;
   for (const JinjaValue& item : *items) {
-    JinjaValue key = item;
-    if (const JinjaValue* attr = b->Get(2);
-        attr != nullptr && !attr->IsNone()) {
-      absl::StatusOr<JinjaValue> a = GetPath(in, item, *attr, nullptr);
-      if (!a.ok()) return a;
-      key = *std::move(a);
-    }
-    keyed.emplace_back(SortKey(key, case_sensitive), item);
+    absl::StatusOr<JinjaValue> key =
+        ItemKey(in, item, b->Get(2), case_sensitive);
+    if (!key.ok()) return key.status();
+    keyed.emplace_back(*std::move(key), item);
   }
   absl::Status error;
   std::stable_sort(
@@ -555,14 +561,9 @@ Result MinMax(Interpreter& in, const JinjaValue& v, Args& args, bool max) {
   const JinjaValue* best = nullptr;
   JinjaValue best_key;
   for (const JinjaValue& item : *items) {
-    JinjaValue key = item;
-    if (const JinjaValue* attr = b->Get(1);
-        attr != nullptr && !attr->IsNone()) {
-      absl::StatusOr<JinjaValue> a = GetPath(in, item, *attr, nullptr);
-      if (!a.ok()) return a;
-      key = *std::move(a);
-    }
-    key = SortKey(key, case_sensitive);
+    absl::StatusOr<JinjaValue> k = ItemKey(in, item, b->Get(1), case_sensitive);
+    if (!k.ok()) return k;
+    JinjaValue key = *std::move(k);
     if (best != nullptr) {
       absl::StatusOr<int> c = key.Compare(best_key);
       if (!c.ok()) return c.status();
