@@ -4,6 +4,13 @@
 
 namespace spikeserve {
 
+std::unique_ptr<TensorRows> TensorRows::Copy(const TensorView& view) {
+  auto rows = std::make_unique<TensorRows>(view, nullptr);
+  rows->owned_.assign(view.data, view.data + view.bytes());
+  rows->view_.data = rows->owned_.data();
+  return rows;
+}
+
 void TensorRows::Done(int r0, int r1) const {
   if (file_ != nullptr && r1 > r0) {
     file_->ReleasePages(view_.row(r0), size_t(r1 - r0) * view_.row_bytes);

@@ -16,21 +16,24 @@
 
 namespace spikeserve {
 
-// A GGUF tensor's rows, dequantized on demand. `file` (may be null for a
-// view of memory the caller owns) gets the pages back on Done.
+// A GGUF tensor's rows, dequantized on demand: in the mapping of `file`,
+// which gets the pages back on Done, or (Copy) in bytes of its own, which
+// outlive the file.
 class TensorRows final : public WeightRows {
  public:
   TensorRows(TensorView view, const GgufFile* file)
       : view_(std::move(view)), file_(file) {}
+  static std::unique_ptr<TensorRows> Copy(const TensorView& view);
   int rows() const override { return view_.rows; }
   int cols() const override { return view_.cols; }
   void Row(int r, float* out) const override { view_.DequantizeRow(r, out); }
   void Done(int r0, int r1) const override;
-  const TensorView& view() const { return view_; }
+  size_t resident_bytes() const override { return owned_.size(); }
 
  private:
   TensorView view_;
   const GgufFile* file_;
+  std::vector<uint8_t> owned_;  // Copy only
 };
 
 // Sources stacked vertically; all have the same number of columns.

@@ -32,23 +32,6 @@ absl::StatusOr<std::unique_ptr<WeightRows>> View(
   return std::make_unique<StackedRows>(std::move(parts));
 }
 
-// A TensorRows over its own copy of the stored bytes.
-class OwnedTensorRows final : public WeightRows {
- public:
-  explicit OwnedTensorRows(const TensorView& v)
-      : bytes_(v.data, v.data + v.bytes()), view_(v) {
-    view_.data = bytes_.data();
-  }
-  int rows() const override { return view_.rows; }
-  int cols() const override { return view_.cols; }
-  void Row(int r, float* out) const override { view_.DequantizeRow(r, out); }
-  size_t resident_bytes() const override { return bytes_.size(); }
-
- private:
-  std::vector<uint8_t> bytes_;
-  TensorView view_;
-};
-
 }  // namespace
 
 absl::StatusOr<WeightSources> ViewWeights(const GgufFile& f,
@@ -58,7 +41,7 @@ absl::StatusOr<WeightSources> ViewWeights(const GgufFile& f,
   absl::StatusOr<TensorView> embd =
       ViewTensor(f, "token_embd.weight", c.vocab_size, c.hidden);
   if (!embd.ok()) return embd.status();
-  s.token_embd = std::make_unique<OwnedTensorRows>(*embd);
+  s.token_embd = TensorRows::Copy(*embd);
   auto norm = LoadVector(f, "output_norm.weight", c.hidden);
   if (!norm.ok()) return norm.status();
   w->output_norm = *std::move(norm);
