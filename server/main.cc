@@ -36,6 +36,11 @@ ABSL_FLAG(std::string, quant, "",
           "Without --plan: w8a8 (INT8 weights and activations, per-token "
           "dynamic scales, no calibration needed; the default) or fp32. "
           "Not with --plan, which carries its own quantization.");
+ABSL_FLAG(std::string, chat_template, "",
+          "Jinja chat template file to render chat requests with, instead of "
+          "the model's own (the GGUF's tokenizer.chat_template); needed for "
+          "chat when the file has none. A template that does not parse "
+          "fails the start with its line and column.");
 ABSL_FLAG(std::string, lm_head, "auto",
           "Precision of the output projection (vocab x hidden, the largest "
           "weight a decode step reads): fp32, bf16 (half the bytes) or int8 "
@@ -150,6 +155,7 @@ int Main() {
   o.model_path = absl::GetFlag(FLAGS_model);
   o.plan_path = absl::GetFlag(FLAGS_plan);
   o.quant = absl::GetFlag(FLAGS_quant);
+  o.chat_template_path = absl::GetFlag(FLAGS_chat_template);
   o.host = absl::GetFlag(FLAGS_host);
   absl::StatusOr<LmHeadPrecision> lm_head =
       ParseLmHeadPrecision(absl::GetFlag(FLAGS_lm_head));

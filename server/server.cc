@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/log.h"
+#include "base/text_file.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -167,6 +168,27 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
           "--quant must be w8a8 or fp32, got \"", options_.quant, "\""));
     }
   }
+  // A --chat_template file is read and parsed before the weights load: a
+  // typo fails in milliseconds, not after the model's conversion.
+  std::string template_source, template_origin;
+  if (!options_.chat_template_path.empty()) {
+    absl::StatusOr<std::string> t = ReadTextFile(options_.chat_template_path);
+    if (!t.ok()) {
+      return absl::Status(
+          t.status().code(),
+          absl::StrCat("--chat_template: ", t.status().message()));
+    }
+    template_source = *std::move(t);
+    template_origin =
+        absl::StrCat("--chat_template ", options_.chat_template_path);
+    if (absl::StatusOr<ChatTemplate> parsed =
+            ChatTemplate::Parse(template_source);
+        !parsed.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("chat template (", template_origin,
+                       ") does not parse: ", parsed.status().message()));
+    }
+  }
   // Loading runs OpenMP regions: on a transient thread, so that the engine
   // thread's is the only OpenMP pool left (see transient_thread.h).
   absl::StatusOr<ModelBundle> bundle = RunOnTransientThread([&] {
@@ -175,6 +197,22 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
   });
   if (!bundle.ok()) return bundle.status();
   bundle_ = *std::move(bundle);
+  if (template_source.empty() && !bundle_.chat_template.empty()) {
+    template_source = std::move(bundle_.chat_template);
+    template_origin = "tokenizer.chat_template of the GGUF file";
+  }
+  if (!template_source.empty()) {
+    absl::StatusOr<std::unique_ptr<ChatPrompt>> chat = ChatPrompt::Create(
+        template_source, template_origin, bundle_.tokenizer.get());
+    if (!chat.ok()) return chat.status();
+    chat_ = *std::move(chat);
+    LogInfo(absl::StrCat("chat template: ", template_origin, " (",
+                         template_source.size(), " bytes)"));
+  } else {
+    LogWarning(
+        "no chat template (the GGUF has no tokenizer.chat_template and no "
+        "--chat_template was given): chat requests will be refused");
+  }
   const Model& model = *bundle_.model;
   const ModelConfig& c = model.config();
   LogInfo(absl::StrCat("model ", c.name, " (", c.architecture, "): ",
@@ -308,6 +346,8 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
   backend->info = DescribeModel(model, model.quant(), engine_->context_budget(),
                                 plan ? &*plan : nullptr, bundle_.qfep_prefix,
                                 *bundle_.tokenizer);
+  backend->chat = chat_.get();
+  backend->info.set_has_chat_template(chat_ != nullptr);
   metrics_->SetInfo(
       {{"version", SPIKESERVE_VERSION},
        {"onednn", OneDnnVersion()},

@@ -19,6 +19,7 @@
 #include "runtime/serving/engine.h"
 #include "runtime/serving/model_bundle.h"
 #include "server/auth.h"
+#include "server/chat/chat_prompt.h"
 #include "server/grpc/generation_service.h"
 #include "server/grpc/request_validation.h"
 #include "server/grpc/tls.h"
@@ -33,6 +34,9 @@ struct ServerOptions {
   // Without a plan: "w8a8" (per-token dynamic scales, no calibration; also
   // when empty) or "fp32". With a plan it must be empty.
   std::string quant;
+  // Jinja chat template file instead of the GGUF's tokenizer.chat_template
+  // (empty = the GGUF's, if any).
+  std::string chat_template_path;
   // KV pool size in bytes ("2G", "30%" of available memory after load);
   // empty = engine.kv_blocks.
   std::string kv_cache_bytes;
@@ -93,6 +97,7 @@ class SpikeServer {
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   ModelBundle bundle_;
+  std::unique_ptr<ChatPrompt> chat_;  // null: no chat template
   // The engine calls these observers: they outlive it.
   std::unique_ptr<LayerMetrics> layer_metrics_;
   std::unique_ptr<ForwardObserverList> observers_;

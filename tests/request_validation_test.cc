@@ -1,6 +1,7 @@
 #include "server/grpc/request_validation.h"
 
 #include <cmath>
+#include <functional>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -216,6 +217,59 @@ TEST_F(RequestValidation, RejectsInvalidRequestsNamingTheField) {
     ASSERT_FALSE(g.ok()) << c.name;
     EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument) << c.name;
     EXPECT_THAT(std::string(g.status().message()), HasSubstr(c.expected))
+        << c.name;
+  }
+}
+
+// input.chat: rendered by the server's chat template; each message field
+// is checked and named.
+TEST_F(RequestValidation, ChatInputThroughTheTemplate) {
+  auto chat = ChatPrompt::Create(
+      "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"
+      "{% if add_generation_prompt %}[assistant]{% endif %}",
+      "test", tok_.get());
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  v1::GenerateRequest r = Valid();
+  v1::ChatMessage* m = r.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->set_content("hi");
+  auto g = ToGenerationRequest(r, *tok_, config_, limits_, chat->get());
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->prompt, *tok_->Encode("[user]hi[assistant]", false, true));
+  r.mutable_chat()->set_continue_final_message(true);
+  g = ToGenerationRequest(r, *tok_, config_, limits_, chat->get());
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->prompt, *tok_->Encode("[user]hi", false, true));
+
+  // Without a template: FAILED_PRECONDITION naming the way out.
+  g = ToGenerationRequest(r, *tok_, config_, limits_, nullptr);
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(g.status().message(), HasSubstr("--chat_template"));
+
+  struct Bad {
+    const char* name;
+    std::function<void(v1::ChatInput&)> mutate;
+    const char* expected;
+  };
+  const Bad cases[] = {
+      {"no messages", [](v1::ChatInput& c) { c.clear_messages(); },
+       "input.chat.messages is empty"},
+      {"unknown role",
+       [](v1::ChatInput& c) { c.mutable_messages(0)->set_role("root"); },
+       "input.chat.messages[0].role = \"root\" is not one of"},
+      {"bad UTF-8 content",
+       [](v1::ChatInput& c) { c.mutable_messages(0)->set_content("\xff"); },
+       "input.chat.messages[0].content is not valid UTF-8"},
+      {"bad UTF-8 name",
+       [](v1::ChatInput& c) { c.mutable_messages(0)->set_name("\xc3"); },
+       "input.chat.messages[0].name is not valid UTF-8"},
+  };
+  for (const Bad& c : cases) {
+    v1::GenerateRequest bad = r;
+    c.mutate(*bad.mutable_chat());
+    auto b = ToGenerationRequest(bad, *tok_, config_, limits_, chat->get());
+    EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument) << c.name;
+    EXPECT_THAT(std::string(b.status().message()), HasSubstr(c.expected))
         << c.name;
   }
 }

@@ -1,23 +1,9 @@
 #include "tools/text_input.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
 #include "runtime/quant/evaluation.h"
 
 namespace spikeserve {
-
-absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return absl::NotFoundError(absl::StrCat("cannot read '", path, "'"));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  if (ss.str().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("'", path, "' is empty"));
-  }
-  return ss.str();
-}
 
 absl::StatusOr<std::vector<std::vector<int32_t>>> TextWindows(
     const Tokenizer& tokenizer, const std::string& text, int window,

@@ -7,12 +7,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/text_file.h"
 #include "runtime/text/tokenizer.h"
 
 namespace spikeserve {
-
-// Whole file; NotFound / InvalidArgument (empty) naming the path.
-absl::StatusOr<std::string> ReadTextFile(const std::string& path);
 
 // Tokenizes `text` as plain text (special-token strings are not parsed,
 // no BOS) and cuts it into non-overlapping windows of `window` tokens, at

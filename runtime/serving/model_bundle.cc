@@ -24,6 +24,11 @@ absl::StatusOr<ModelBundle> Load(const std::string& path,
       Tokenizer::Create(*std::move(spec));
   if (!tok.ok()) return annotate(tok.status());
   b.tokenizer = *std::move(tok);
+  if (absl::StatusOr<std::string> t =
+          (*file)->GetString("tokenizer.chat_template");
+      t.ok()) {
+    b.chat_template = *std::move(t);
+  }
   absl::StatusOr<ModelConfig> config = ReadModelConfig(**file);
   if (!config.ok()) return annotate(config.status());
   b.fingerprint = FingerprintModel(**file, *config);

@@ -21,6 +21,8 @@ struct ModelBundle {
   v1::ModelFingerprint fingerprint;  // identifies the file for quant plans
   // With a plan: the QFeP prefix ids it asks for (empty = none).
   std::vector<int32_t> qfep_prefix;
+  // tokenizer.chat_template (Jinja source) as stored; empty = none.
+  std::string chat_template;
 };
 
 // Errors carry the path and name the field, tensor or key at fault. The

@@ -65,6 +65,8 @@ class Tokenizer {
   int32_t bos_id() const { return spec_.bos_id; }
   int32_t eos_id() const { return spec_.eos_id; }
   bool add_space_prefix() const { return spec_.add_space_prefix; }
+  // The model's metadata asks for BOS before a prompt (add_bos_token).
+  bool add_bos() const { return spec_.add_bos && spec_.bos_id >= 0; }
   bool IsControl(int32_t id) const;
   // EOS and end-of-turn tokens (<|im_end|>, <|eot_id|>, <|endoftext|>, ...),
   // collected as llama.cpp does.

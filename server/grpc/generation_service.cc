@@ -279,7 +279,8 @@ grpc::Status GenerationService::Prepare(const ServingBackend& backend,
                         "the server is draining; retry on another replica");
   }
   absl::StatusOr<GenerationRequest> r = ToGenerationRequest(
-      request, *backend.tokenizer, *backend.config, backend.limits);
+      request, *backend.tokenizer, *backend.config, backend.limits,
+      backend.chat);
   if (!r.ok()) return ToGrpcStatus(r.status());
   if (r->id.empty()) {
     absl::StatusOr<std::string> id = NewServerRequestId();

@@ -35,7 +35,8 @@ struct ServingBackend {
   const Tokenizer* tokenizer = nullptr;
   const ModelConfig* config = nullptr;
   RequestLimits limits;
-  v1::ModelInfo info;  // GetModelInfo's answer
+  const ChatPrompt* chat = nullptr;  // null: the model has no chat template
+  v1::ModelInfo info;                // GetModelInfo's answer
 };
 
 // Counts generation calls whose reactors are alive, so that a drain can

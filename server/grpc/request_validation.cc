@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -21,6 +23,50 @@ absl::Status Invalid(absl::string_view field, absl::string_view problem) {
 bool ValidUtf8(absl::string_view s) {
   size_t bad;
   return CompleteUtf8Prefix(s, &bad) == s.size();
+}
+
+// input.chat as prompt tokens through the model's chat template.
+absl::StatusOr<std::vector<int32_t>> ChatPromptTokens(const v1::ChatInput& in,
+                                                      const ChatPrompt* chat) {
+  if (chat == nullptr) {
+    return absl::FailedPreconditionError(
+        "input.chat: this model has no chat template (its GGUF has no "
+        "tokenizer.chat_template); start the server with --chat_template "
+        "FILE, or send the prompt as text");
+  }
+  if (in.messages().empty()) return Invalid("input.chat.messages", "is empty");
+  std::vector<ChatMessage> messages;
+  messages.reserve(in.messages_size());
+  for (int i = 0; i < in.messages_size(); ++i) {
+    const v1::ChatMessage& m = in.messages(i);
+    const std::string field = absl::StrCat("input.chat.messages[", i, "]");
+    if (!IsChatRole(m.role())) {
+      return Invalid(absl::StrCat(field, ".role"),
+                     absl::StrCat("= \"", absl::CHexEscape(m.role()),
+                                  "\" is not one of system, user, assistant, "
+                                  "tool"));
+    }
+    for (const auto& [name, value] :
+         {std::pair<const char*, const std::string*>{"content", &m.content()},
+          {"name", &m.name()},
+          {"tool_call_id", &m.tool_call_id()}}) {
+      if (!ValidUtf8(*value)) {
+        return Invalid(absl::StrCat(field, ".", name), "is not valid UTF-8");
+      }
+    }
+    ChatMessage cm{m.role(), m.content(), std::nullopt, std::nullopt};
+    if (!m.name().empty()) cm.name = m.name();
+    if (!m.tool_call_id().empty()) cm.tool_call_id = m.tool_call_id();
+    messages.push_back(std::move(cm));
+  }
+  absl::StatusOr<std::vector<int32_t>> ids = chat->Encode(
+      messages, in.continue_final_message() ? ChatEnding::kContinueFinalMessage
+                                            : ChatEnding::kGenerationPrompt);
+  if (!ids.ok()) {
+    return absl::Status(ids.status().code(),
+                        absl::StrCat("input.chat: ", ids.status().message()));
+  }
+  return ids;
 }
 
 }  // namespace
@@ -47,7 +93,7 @@ absl::StatusOr<std::string> NewServerRequestId() {
 
 absl::StatusOr<GenerationRequest> ToGenerationRequest(
     const v1::GenerateRequest& r, const Tokenizer& tok, const ModelConfig& c,
-    const RequestLimits& limits) {
+    const RequestLimits& limits, const ChatPrompt* chat) {
   GenerationRequest out;
   // request_id: optional, bounded, printable ASCII (it reaches logs).
   if (int(r.request_id().size()) > limits.max_request_id_bytes) {
@@ -96,8 +142,15 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(
       out.prompt.assign(r.tokens().ids().begin(), r.tokens().ids().end());
       break;
     }
+    case v1::GenerateRequest::kChat: {
+      absl::StatusOr<std::vector<int32_t>> ids =
+          ChatPromptTokens(r.chat(), chat);
+      if (!ids.ok()) return ids.status();
+      out.prompt = *std::move(ids);
+      break;
+    }
     default:
-      return Invalid("input", "is missing: set text or tokens");
+      return Invalid("input", "is missing: set text, tokens or chat");
   }
 
   // Stopping.

@@ -10,6 +10,7 @@
 #include "runtime/serving/context_budget.h"
 #include "runtime/serving/engine.h"
 #include "runtime/text/tokenizer.h"
+#include "server/chat/chat_prompt.h"
 #include "spikeserve/v1/generation.pb.h"
 
 namespace spikeserve {
@@ -37,9 +38,12 @@ struct RequestLimits {
   ContextBudget context;
 };
 
+// `chat` renders input.chat; null = the model has no chat template (such
+// requests get FAILED_PRECONDITION).
 absl::StatusOr<GenerationRequest> ToGenerationRequest(
     const v1::GenerateRequest& request, const Tokenizer& tokenizer,
-    const ModelConfig& config, const RequestLimits& limits);
+    const ModelConfig& config, const RequestLimits& limits,
+    const ChatPrompt* chat = nullptr);
 
 }  // namespace spikeserve
 

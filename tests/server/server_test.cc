@@ -833,5 +833,101 @@ TEST_F(ServerTest, MalformedModelFailsLoadWithAMessage) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("/nonexistent/model.gguf"));
 }
 
+// Chat: the model's template (or --chat_template) renders input.chat; the
+// answer is the one for the rendered prompt's tokens.
+TEST_F(ServerTest, ChatRendersTheModelsTemplate) {
+  static const TinyModelFiles files = WriteModelAndPlan(
+      TinyLlama({.chat_template =
+                     "{% for m in messages %}<{{ m.role }}>{{ m.content }}"
+                     "<|eos|>{% endfor %}{% if add_generation_prompt %}"
+                     "<assistant>{% endif %}"})
+          .Build(),
+      "chat-model", GetTinyModelFiles().prefix);
+  ServerOptions o = DefaultOptions();
+  o.model_path = files.model;
+  o.plan_path = files.plan;
+  StartServer(o);
+  v1::ModelInfo info;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->GetModelInfo(&ctx, {}, &info).ok());
+  }
+  EXPECT_TRUE(info.has_chat_template());
+
+  v1::GenerateRequest chat = TokenRequest({}, 6);
+  v1::ChatMessage* m = chat.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->set_content("hi");
+  v1::TokenizeRequest tr;
+  tr.set_text("<user>hi<|eos|><assistant>");
+  tr.set_add_special_tokens(true);  // parses <|eos|>
+  v1::TokenizeResponse expected_prompt;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->Tokenize(&ctx, tr, &expected_prompt).ok());
+  }
+  v1::GenerateRequest by_tokens = TokenRequest(
+      {expected_prompt.ids().begin(), expected_prompt.ids().end()}, 6);
+  v1::GenerateResponse a, b;
+  ASSERT_TRUE(Generate(chat, &a).ok());
+  ASSERT_TRUE(Generate(by_tokens, &b).ok());
+  EXPECT_EQ(Ids(a), Ids(b));
+  EXPECT_EQ(a.usage().prompt_tokens(), uint32_t(expected_prompt.ids_size()));
+  std::vector<v1::GenerateResponse> streamed;
+  ASSERT_TRUE(Stream(chat, &streamed).ok());
+  std::string text;
+  for (const auto& r : streamed) text += r.text();
+  EXPECT_EQ(text, a.text());
+}
+
+TEST_F(ServerTest, ChatWithoutATemplateIsAFailedPrecondition) {
+  StartServer(DefaultOptions());
+  v1::ModelInfo info;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->GetModelInfo(&ctx, {}, &info).ok());
+  }
+  EXPECT_FALSE(info.has_chat_template());
+  v1::GenerateRequest chat = TokenRequest({}, 2);
+  v1::ChatMessage* m = chat.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->set_content("hi");
+  v1::GenerateResponse r;
+  const grpc::Status s = Generate(chat, &r);
+  EXPECT_EQ(s.error_code(), StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("--chat_template"));
+}
+
+TEST_F(ServerTest, ChatTemplateFlagOverridesAndMustParse) {
+  const std::string good = ::testing::TempDir() + "/chat-good.jinja";
+  const std::string bad = ::testing::TempDir() + "/chat-bad.jinja";
+  std::FILE* f = std::fopen(good.c_str(), "w");
+  std::fputs("{% for m in messages %}{{ m.content }}{% endfor %}", f);
+  std::fclose(f);
+  f = std::fopen(bad.c_str(), "w");
+  std::fputs("hello\n{% if messages %}never closed", f);
+  std::fclose(f);
+
+  ServerOptions o = DefaultOptions();
+  o.chat_template_path = bad;
+  StartServer(o, /*load=*/false);
+  const absl::Status s = server_->Load();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr(bad));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("line 2"));
+  TearDown();
+
+  o.chat_template_path = good;
+  StartServer(o);
+  v1::GenerateRequest chat = TokenRequest({}, 3);
+  v1::ChatMessage* m = chat.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->set_content("abc");
+  v1::GenerateResponse a, b;
+  ASSERT_TRUE(Generate(chat, &a).ok());
+  ASSERT_TRUE(Generate(TokenRequest({'a', 'b', 'c'}, 3), &b).ok());
+  EXPECT_EQ(Ids(a), Ids(b));
+}
+
 }  // namespace
 }  // namespace spikeserve::testing
