@@ -15,11 +15,13 @@ BUILD_PACKAGES=(
   # HTTP server of /metrics (event-driven; libcivetweb-dev still comes in
   # with prometheus-cpp-dev, whose CMake package looks for it)
   libmicrohttpd-dev
+  # JSON of the OpenAI HTTP API (header-only)
+  nlohmann-json3-dev
 )
 PACKAGES=(
   "${BUILD_PACKAGES[@]}"
   # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
   # observability: promtool (metrics and rules lint) and a real Prometheus
   # for the scrape test
   prometheus

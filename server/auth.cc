@@ -25,18 +25,27 @@ grpc::Status TokenAuth::Check(const grpc::ServerContextBase& context) const {
   if (token_.empty()) return grpc::Status::OK;
   const auto& md = context.client_metadata();
   auto it = md.find("authorization");
-  if (it == md.end()) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "missing bearer token (metadata \"authorization: "
-                        "Bearer <token>\")");
+  const std::string value =
+      it == md.end() ? "" : std::string(it->second.data(), it->second.size());
+  const absl::Status s = CheckHeader(it == md.end() ? nullptr : value.c_str());
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                      std::string(s.message()));
+}
+
+absl::Status TokenAuth::CheckHeader(const char* authorization) const {
+  if (token_.empty()) return absl::OkStatus();
+  if (authorization == nullptr) {
+    return absl::UnauthenticatedError(
+        "missing bearer token (\"authorization: Bearer <token>\")");
   }
-  const absl::string_view value(it->second.data(), it->second.size());
+  const absl::string_view value(authorization);
   constexpr absl::string_view kBearer = "Bearer ";
   if (!absl::StartsWith(value, kBearer) ||
       !ConstantTimeEquals(value.substr(kBearer.size()), token_)) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid token");
+    return absl::UnauthenticatedError("invalid token");
   }
-  return grpc::Status::OK;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {

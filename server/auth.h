@@ -10,6 +10,7 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "grpcpp/server_context.h"
 
@@ -22,6 +23,8 @@ class TokenAuth {
   bool enabled() const { return !token_.empty(); }
   // OK, or UNAUTHENTICATED ("missing bearer token" / "invalid token").
   grpc::Status Check(const grpc::ServerContextBase& context) const;
+  // The same for an HTTP "Authorization" header's value (null: absent).
+  absl::Status CheckHeader(const char* authorization) const;
 
  private:
   std::string token_;

@@ -65,12 +65,21 @@ ABSL_FLAG(std::string, metrics_host, "",
           "private interface while gRPC is public.");
 ABSL_FLAG(int, metrics_port, 9464,
           "Prometheus /metrics port on --host (-1 = no metrics endpoint).");
+ABSL_FLAG(int, http_port, 8080,
+          "Port of the OpenAI-compatible HTTP API on --host (/v1/chat/"
+          "completions, /v1/completions, /v1/models, /health; -1 = off). "
+          "Same TLS, bearer token and request limits as gRPC.");
+ABSL_FLAG(std::string, served_model_name, "",
+          "The model's name in the OpenAI API (/v1/models, the \"model\" "
+          "field; requests naming another model get 404); empty = the "
+          "model file's name without .gguf.");
 ABSL_FLAG(absl::Duration, http_idle_timeout, absl::Seconds(10),
-          "HTTP port (/metrics): a connection that sends nothing for this "
+          "HTTP ports (/metrics, the OpenAI API): a connection that sends "
+          "nothing for this "
           "long is closed, also in the middle of its request headers (whole "
           "seconds, at least 1s).");
 ABSL_FLAG(int, http_max_connections, 1024,
-          "HTTP port (/metrics): connections served at once; further ones "
+          "HTTP ports (each): connections served at once; further ones "
           "wait in the kernel's accept queue until one closes.");
 ABSL_FLAG(int, layer_metrics_every, 1,
           "Record per-layer latency and spike series every Nth engine step "
@@ -175,6 +184,13 @@ int Main() {
     const std::string mh = absl::GetFlag(FLAGS_metrics_host);
     o.metrics_bind = absl::StrCat(mh.empty() ? o.host : mh, ":", metrics_port);
   }
+  const int http_port = absl::GetFlag(FLAGS_http_port);
+  if (http_port < -1 || http_port > 65535) {
+    LogError("--http_port must be in [-1, 65535]");
+    return 2;
+  }
+  if (http_port >= 0) o.http_bind = absl::StrCat(o.host, ":", http_port);
+  o.served_model_name = absl::GetFlag(FLAGS_served_model_name);
   o.http_limits.idle_timeout = absl::GetFlag(FLAGS_http_idle_timeout);
   o.http_limits.max_connections = absl::GetFlag(FLAGS_http_max_connections);
   if (o.http_limits.idle_timeout < absl::Seconds(1) ||

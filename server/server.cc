@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "base/log.h"
 #include "base/text_file.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -121,6 +122,35 @@ absl::StatusOr<std::unique_ptr<SpikeServer>> SpikeServer::Start(
       "; health NOT_SERVING until the model is loaded)"));
   if (!options.metrics_bind.empty()) {
     LogInfo(absl::StrCat("metrics on port ", s->metrics_->port(), " /metrics"));
+  }
+  if (!options.http_bind.empty()) {
+    OpenAiHttpOptions ho;
+    ho.bind = options.http_bind;
+    ho.limits = options.http_limits;
+    ho.max_body_bytes = size_t(options.max_request_bytes);
+    if (!options.tls.cert_file.empty()) {
+      if (!options.tls.client_ca_file.empty()) {
+        return absl::InvalidArgumentError(
+            "--tls_client_ca: the HTTP API does not verify client "
+            "certificates; turn it off (--http_port -1) for mutual TLS");
+      }
+      absl::StatusOr<std::string> cert = ReadTextFile(options.tls.cert_file);
+      if (!cert.ok()) return cert.status();
+      absl::StatusOr<std::string> key = ReadTextFile(options.tls.key_file);
+      if (!key.ok()) return key.status();
+      ho.tls_cert_pem = *std::move(cert);
+      ho.tls_key_pem = *std::move(key);
+    }
+    absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> http =
+        OpenAiHttpServer::Start(ho, s->auth_.get(), s->metrics_.get(),
+                                &s->service_.calls());
+    if (!http.ok()) return http.status();
+    s->http_ = *std::move(http);
+    LogInfo(absl::StrCat("OpenAI HTTP API on port ", s->http_->port(),
+                         ho.tls_cert_pem.empty() ? " (plaintext" : " (TLS",
+                         s->auth_->enabled() ? ", bearer token required" : "",
+                         "): /v1/chat/completions, /v1/completions, "
+                         "/v1/models, /health"));
   }
   return s;
 }
@@ -347,6 +377,15 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
                                 plan ? &*plan : nullptr, bundle_.qfep_prefix,
                                 *bundle_.tokenizer);
   backend->chat = chat_.get();
+  backend->model_id = options_.served_model_name;
+  if (backend->model_id.empty()) {
+    absl::string_view base = options_.model_path;
+    if (size_t slash = base.rfind('/'); slash != base.npos) {
+      base.remove_prefix(slash + 1);
+    }
+    absl::ConsumeSuffix(&base, ".gguf");
+    backend->model_id = std::string(base);
+  }
   backend->info.set_has_chat_template(chat_ != nullptr);
   metrics_->SetInfo(
       {{"version", SPIKESERVE_VERSION},
@@ -364,6 +403,7 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
   backend_ = std::move(backend);
   if (before_serving) before_serving();
   service_.SetBackend(backend_.get());
+  if (http_) http_->SetBackend(backend_.get());
   SetHealth(true);
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
@@ -377,6 +417,7 @@ int SpikeServer::Drain(absl::Duration timeout) {
   if (stopped_ || server_ == nullptr) return 0;
   stopped_ = true;
   service_.StartDraining();
+  if (http_) http_->StartDraining();
   SetHealth(false);
   const int active = service_.calls().active();
   LogInfo(absl::StrCat("draining: health NOT_SERVING, ", active,
@@ -397,6 +438,7 @@ int SpikeServer::Drain(absl::Duration timeout) {
                             std::chrono::seconds(1));
   server_->Shutdown(std::chrono::system_clock::now());
   server_->Wait();
+  http_.reset();
   LogInfo(absl::StrCat("stopped (", aborted,
                        " requests aborted at the drain "
                        "timeout)"));

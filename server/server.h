@@ -23,6 +23,7 @@
 #include "server/grpc/generation_service.h"
 #include "server/grpc/request_validation.h"
 #include "server/grpc/tls.h"
+#include "server/http/openai_http.h"
 #include "server/layer_metrics.h"
 #include "server/serving_metrics.h"
 
@@ -50,6 +51,12 @@ struct ServerOptions {
   std::string auth_token;                // empty: no bearer-token check
   // /metrics: "HOST:PORT" (port 0 = any free port), empty = no endpoint.
   std::string metrics_bind;
+  // The OpenAI-compatible HTTP API: "HOST:PORT" (port 0 = any free port),
+  // empty = off. Same TLS (not mutual), token and limits as gRPC.
+  std::string http_bind;
+  // The model's name in the OpenAI API ("" = the file's name without
+  // .gguf).
+  std::string served_model_name;
   HttpLimits http_limits;       // timeouts and connection limit of HTTP ports
   int layer_metrics_every = 1;  // per-layer series every Nth step, 0 = off
   float spike_factor = 50.f;    // spike token: absmax > factor x median
@@ -67,6 +74,8 @@ class SpikeServer {
   ~SpikeServer();
 
   int port() const { return port_; }
+  // The OpenAI HTTP API's port (0: off).
+  int http_port() const { return http_ ? http_->port() : 0; }
   // Loads the model (and plan), warms up, starts the engine; then health
   // says SERVING. `before_serving` (optional) runs just before health turns
   // SERVING. Errors name the file and the problem.
@@ -103,6 +112,9 @@ class SpikeServer {
   std::unique_ptr<ForwardObserverList> observers_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ServingBackend> backend_;
+  // Stopped in Drain after the engine (whose callbacks resume its
+  // connections) and before it is destroyed.
+  std::unique_ptr<OpenAiHttpServer> http_;
   // Declared last, destroyed first: /metrics stops before the engine goes.
   std::unique_ptr<ServingMetrics> metrics_;
   bool stopped_ = false;

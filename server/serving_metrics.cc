@@ -95,10 +95,13 @@ class ServingMetrics::EngineCollector final : public prometheus::Collectable {
 ServingMetrics::ServingMetrics()
     : registry_(std::make_shared<prometheus::Registry>()) {
   auto& r = *registry_;
-  requests_ = &prometheus::BuildCounter()
-                   .Name("spikeserve_requests_total")
-                   .Help("Finished RPCs by method and gRPC status code")
-                   .Register(r);
+  requests_ =
+      &prometheus::BuildCounter()
+           .Name("spikeserve_requests_total")
+           .Help(
+               "Finished calls by protocol (grpc, http), method or route, "
+               "and canonical status code")
+           .Register(r);
   duration_ = &prometheus::BuildHistogram()
                    .Name("spikeserve_request_duration_seconds")
                    .Help("Generation request time from arrival to the end")
@@ -167,14 +170,18 @@ void ServingMetrics::SetInfo(const std::map<std::string, std::string>& build,
   plan_info_->Add(prometheus::Labels(plan.begin(), plan.end())).Set(1);
 }
 
-void ServingMetrics::OnRpcDone(const char* rpc, grpc::StatusCode code) {
+void ServingMetrics::OnRpcDone(const char* rpc, grpc::StatusCode code,
+                               const char* protocol) {
   prometheus::Counter* c;
   {
     std::lock_guard<std::mutex> lock(requests_mu_);
-    auto key = std::make_pair(std::string(rpc), int(code));
+    auto key =
+        std::make_tuple(std::string(protocol), std::string(rpc), int(code));
     auto it = request_series_.find(key);
     if (it == request_series_.end()) {
-      c = &requests_->Add({{"rpc", rpc}, {"code", StatusCodeName(code)}});
+      c = &requests_->Add({{"protocol", protocol},
+                           {"rpc", rpc},
+                           {"code", StatusCodeName(code)}});
       request_series_.emplace(key, c);
     } else {
       c = it->second;
@@ -201,6 +208,18 @@ std::string ServingMetrics::Serialize() const {
   std::vector<prometheus::MetricFamily> families = registry_->Collect();
   for (auto& f : engine_collector_->Collect()) families.push_back(std::move(f));
   return prometheus::TextSerializer().Serialize(families);
+}
+
+void RequestMetrics::OnUpdate(const GenerationUpdate& u) {
+  if (m_ == nullptr) return;
+  if (!u.tokens.empty()) {
+    const absl::Time now = absl::Now();
+    if (last_ != absl::InfinitePast()) {
+      m_->OnTokens(int(u.tokens.size()), absl::ToDoubleSeconds(now - last_));
+    }
+    last_ = now;
+  }
+  if (u.finished) m_->OnGenerationDone(u);
 }
 
 }  // namespace spikeserve

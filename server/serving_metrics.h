@@ -14,9 +14,11 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "grpcpp/support/status.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
@@ -48,8 +50,11 @@ class ServingMetrics {
   void SetInfo(const std::map<std::string, std::string>& build,
                const std::map<std::string, std::string>& plan);
 
-  // A finished RPC of any method.
-  void OnRpcDone(const char* rpc, grpc::StatusCode code);
+  // A finished call of any method: `protocol` "grpc" (rpc = the method) or
+  // "http" (rpc = the route); `code` is the canonical status either way
+  // (HTTP 429 is RESOURCE_EXHAUSTED), so alerts and dashboards cover both.
+  void OnRpcDone(const char* rpc, grpc::StatusCode code,
+                 const char* protocol = "grpc");
   // Tokens streamed to a client `gap` seconds after its previous tokens
   // (the first tokens of a request have no gap: pass a negative one).
   void OnTokens(int n, double gap_seconds);
@@ -71,7 +76,8 @@ class ServingMetrics {
 
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
   std::mutex requests_mu_;  // guards the lazily created (rpc, code) series
-  std::map<std::pair<std::string, int>, prometheus::Counter*> request_series_;
+  std::map<std::tuple<std::string, std::string, int>, prometheus::Counter*>
+      request_series_;
   prometheus::Histogram* duration_ = nullptr;
   prometheus::Histogram* queue_ = nullptr;
   prometheus::Histogram* ttft_ = nullptr;
@@ -80,6 +86,23 @@ class ServingMetrics {
   prometheus::Counter* generated_tokens_ = nullptr;
   prometheus::Family<prometheus::Gauge>* build_info_ = nullptr;
   prometheus::Family<prometheus::Gauge>* plan_info_ = nullptr;
+};
+
+// One generation request's metrics, fed its updates in order (on the
+// engine thread): token gaps and, at the end, usage and timings. `metrics`
+// may be null (nothing recorded).
+class RequestMetrics {
+ public:
+  explicit RequestMetrics(ServingMetrics* m) : m_(m) {}
+  void OnUpdate(const GenerationUpdate& u);
+  void OnFinish(const char* rpc, grpc::StatusCode code,
+                const char* protocol = "grpc") {
+    if (m_ != nullptr) m_->OnRpcDone(rpc, code, protocol);
+  }
+
+ private:
+  ServingMetrics* const m_;
+  absl::Time last_ = absl::InfinitePast();
 };
 
 }  // namespace spikeserve

@@ -47,30 +47,6 @@ grpc::Status FinalStatus(const GenerationUpdate& u, bool client_gone,
   return FinalStatus(u);
 }
 
-// Per-request metrics shared by both reactors: token gaps and the end.
-class RequestMetrics {
- public:
-  explicit RequestMetrics(ServingMetrics* m) : m_(m) {}
-  void OnUpdate(const GenerationUpdate& u) {
-    if (m_ == nullptr) return;
-    if (!u.tokens.empty()) {
-      const absl::Time now = absl::Now();
-      if (last_ != absl::InfinitePast()) {
-        m_->OnTokens(int(u.tokens.size()), absl::ToDoubleSeconds(now - last_));
-      }
-      last_ = now;
-    }
-    if (u.finished) m_->OnGenerationDone(u);
-  }
-  void OnFinish(const char* rpc, const grpc::Status& s) {
-    if (m_ != nullptr) m_->OnRpcDone(rpc, s.error_code());
-  }
-
- private:
-  ServingMetrics* const m_;
-  absl::Time last_ = absl::InfinitePast();
-};
-
 // Unary Generate: accumulates every update into the response; the engine's
 // final update finishes the call. Owns itself (deleted in OnDone, which
 // gRPC calls after Finish, i.e. after the engine's last callback).
@@ -117,7 +93,7 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
     End(FinalStatus(u, cancelled_.load(), deadline_));
   }
   void End(const grpc::Status& status) {
-    metrics_.OnFinish("Generate", status);
+    metrics_.OnFinish("Generate", status.error_code());
     Finish(status);
   }
 
@@ -151,7 +127,7 @@ class GenerateStreamReactor final
       std::lock_guard<std::mutex> lock(mu_);
       finished_ = true;
     }
-    metrics_.OnFinish("GenerateStream", status);
+    metrics_.OnFinish("GenerateStream", status.error_code());
     Finish(status);
   }
 
@@ -193,7 +169,7 @@ class GenerateStreamReactor final
     if (u.finished) {
       finished_ = true;
       final_status_ = FinalStatus(u, cancelled_ || write_failed_, deadline_);
-      metrics_.OnFinish("GenerateStream", final_status_);
+      metrics_.OnFinish("GenerateStream", final_status_.error_code());
     }
     Pump(std::move(lock));
   }
@@ -278,9 +254,9 @@ grpc::Status GenerationService::Prepare(const ServingBackend& backend,
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                         "the server is draining; retry on another replica");
   }
-  absl::StatusOr<GenerationRequest> r = ToGenerationRequest(
-      request, *backend.tokenizer, *backend.config, backend.limits,
-      backend.chat);
+  absl::StatusOr<GenerationRequest> r =
+      ToGenerationRequest(request, *backend.tokenizer, *backend.config,
+                          backend.limits, backend.chat);
   if (!r.ok()) return ToGrpcStatus(r.status());
   if (r->id.empty()) {
     absl::StatusOr<std::string> id = NewServerRequestId();

@@ -12,60 +12,15 @@
 #define SPIKESERVE_SERVER_GRPC_GENERATION_SERVICE_H_
 
 #include <atomic>
-#include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <mutex>
 #include <string>
 
-#include "runtime/model/model_config.h"
-#include "runtime/serving/engine.h"
-#include "runtime/text/tokenizer.h"
 #include "server/auth.h"
-#include "server/grpc/request_validation.h"
+#include "server/serving_backend.h"
 #include "server/serving_metrics.h"
 #include "spikeserve/v1/generation.grpc.pb.h"
 
 namespace spikeserve {
-
-// What the service serves once the model is loaded. Owned by the caller;
-// must outlive the service's last RPC.
-struct ServingBackend {
-  Engine* engine = nullptr;
-  const Tokenizer* tokenizer = nullptr;
-  const ModelConfig* config = nullptr;
-  RequestLimits limits;
-  const ChatPrompt* chat = nullptr;  // null: the model has no chat template
-  v1::ModelInfo info;                // GetModelInfo's answer
-};
-
-// Counts generation calls whose reactors are alive, so that a drain can
-// wait for them. Thread-safe.
-class CallCounter {
- public:
-  void Add() {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++active_;
-  }
-  void Done() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (--active_ == 0) idle_.notify_all();
-  }
-  // True when no call is active by `deadline`.
-  bool WaitIdle(std::chrono::steady_clock::time_point deadline) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return idle_.wait_until(lock, deadline, [&] { return active_ == 0; });
-  }
-  int active() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return active_;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::condition_variable idle_;
-  int active_ = 0;
-};
 
 class GenerationService final : public v1::Generation::CallbackService {
  public:

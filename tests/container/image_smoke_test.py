@@ -91,7 +91,7 @@ def main():
             with urllib.request.urlopen(
                     "http://127.0.0.1:%d/metrics" % metrics_port, timeout=10) as r:
                 scrape = r.read().decode()
-            check('spikeserve_requests_total{code="OK",rpc="GenerateStream"} 1'
+            check('spikeserve_requests_total{code="OK",protocol="grpc",rpc="GenerateStream"} 1'
                   in scrape, "/metrics counts the call")
             check('spikeserve_activation_spike_ratio{layer="29",site="down"}'
                   in scrape, "/metrics has per-layer series")

@@ -111,13 +111,19 @@ TEST_F(MetricsTest, CountersEqualTheTraffic) {
   }
   IdleStats();  // every call done server-side
   auto m = Scrape();
-  EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",rpc=\"Generate\"}"], 3);
-  EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",rpc=\"GenerateStream\"}"],
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",protocol=\"grpc\",rpc="
+              "\"Generate\"}"],
+            3);
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",protocol=\"grpc\",rpc="
+              "\"GenerateStream\"}"],
             1);
-  EXPECT_EQ(m["spikeserve_requests_total{code=\"INVALID_ARGUMENT\",rpc="
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"INVALID_ARGUMENT\",protocol="
+              "\"grpc\",rpc="
               "\"Generate\"}"],
             1);
-  EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",rpc=\"Tokenize\"}"], 2);
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",protocol=\"grpc\",rpc="
+              "\"Tokenize\"}"],
+            2);
   EXPECT_EQ(m["spikeserve_prompt_tokens_total"], 16);
   EXPECT_EQ(m["spikeserve_generated_tokens_total"], 21);
   EXPECT_EQ(m["spikeserve_time_to_first_token_seconds_count"], 4);
@@ -230,17 +236,23 @@ TEST_F(MetricsTest, CancelledAndDeadlineCallsAreCountedWithTheirCode) {
   }
   IdleStats();  // every call done server-side
   auto m = Scrape();
-  EXPECT_EQ(m["spikeserve_requests_total{code=\"CANCELLED\",rpc="
-              "\"GenerateStream\"}"],
-            1);
-  EXPECT_EQ(m["spikeserve_requests_total{code=\"DEADLINE_EXCEEDED\",rpc="
+  EXPECT_EQ(
+      m["spikeserve_requests_total{code=\"CANCELLED\",protocol=\"grpc\",rpc="
+        "\"GenerateStream\"}"],
+      1);
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"DEADLINE_EXCEEDED\",protocol="
+              "\"grpc\",rpc="
               "\"Generate\"}"],
             1);
-  EXPECT_EQ(m["spikeserve_requests_total{code=\"DEADLINE_EXCEEDED\",rpc="
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"DEADLINE_EXCEEDED\",protocol="
+              "\"grpc\",rpc="
               "\"GenerateStream\"}"],
             1);
-  EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",rpc=\"Generate\"}"], 0);
-  EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",rpc=\"GenerateStream\"}"],
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",protocol=\"grpc\",rpc="
+              "\"Generate\"}"],
+            0);
+  EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",protocol=\"grpc\",rpc="
+              "\"GenerateStream\"}"],
             0);
 }
 
