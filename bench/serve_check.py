@@ -45,7 +45,7 @@ def main():
     pb, rpc, health_pb, health_rpc, _, _ = spikeserve_stubs.generate(
         tempfile.mkdtemp())
     cmd = [args.server, "--model", args.model, "--host", "127.0.0.1",
-           "--grpc_port", "0", "--metrics_port", "-1"] + args.extra
+           "--grpc_port", "0", "--metrics_port", "-1", "--http_port", "-1"] + args.extra
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     log, port = [], []

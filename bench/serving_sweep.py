@@ -85,7 +85,7 @@ def main():
     addr = f"127.0.0.1:{args.port}"
     server = subprocess.Popen(
         [os.path.join(args.build, "server", "spikeserve"), "--model", args.model,
-         "--plan", args.plan, "--grpc_port", str(args.port), "--metrics_port", "-1",
+         "--plan", args.plan, "--grpc_port", str(args.port), "--metrics_port", "-1", "--http_port", "-1",
          "--threads", "2"], stderr=subprocess.DEVNULL)
     rows = []
     try:

@@ -490,6 +490,8 @@ absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> OpenAiHttpServer::Start(
   if (tls) flags |= MHD_USE_TLS;
   std::vector<MHD_OptionItem> opts = {
       {MHD_OPTION_LISTEN_SOCKET, *fd, nullptr},
+      // Two epoll threads: parsing a large request body or rendering a
+      // template on one does not hold up the streams on the other.
       {MHD_OPTION_THREAD_POOL_SIZE, 2, nullptr},
       {MHD_OPTION_CONNECTION_TIMEOUT,
        intptr_t(absl::ToInt64Seconds(options.limits.idle_timeout)), nullptr},

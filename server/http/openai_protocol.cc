@@ -430,6 +430,11 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint,
       f.Fail("best_of", "'best_of' must be 1");
     }
   }
+  // vLLM's extension: keep generating past end-of-generation tokens.
+  bool ignore_eos = false;
+  if (f.Bool("ignore_eos", &ignore_eos)) {
+    r.mutable_stopping()->set_ignore_eos(ignore_eos);
+  }
   f.Bool("stream", &out.stream);
   if (const Json* so = f.Find("stream_options"); so != nullptr && f.ok()) {
     if (!so->is_object()) {

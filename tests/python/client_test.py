@@ -44,7 +44,7 @@ class Server:
 
     def __init__(self, extra=()):
         cmd = [ARGS.server, "--model", ARGS.model, "--host", "127.0.0.1",
-               "--grpc_port", "0", "--threads", "2"] + list(extra)
+               "--grpc_port", "0", "--http_port", "0", "--threads", "2"] + list(extra)
         if ARGS.plan:
             cmd += ["--plan", ARGS.plan]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)

@@ -51,7 +51,8 @@ class Spikeserve:
 
     def __init__(self):
         cmd = [ARGS.server, "--model", ARGS.model, "--host", "127.0.0.1",
-               "--grpc_port", "0", "--metrics_port", "0", "--threads", "2"]
+               "--grpc_port", "0", "--metrics_port", "0", "--http_port", "0",
+               "--threads", "2"]
         if ARGS.plan:
             cmd += ["--plan", ARGS.plan]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)

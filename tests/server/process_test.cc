@@ -132,7 +132,7 @@ class ServerProcess {
 std::vector<std::string> TinyServerArgs() {
   return {"--model=" + GetTinyModelFiles().model,
           "--plan=" + GetTinyModelFiles().plan, "--host=127.0.0.1",
-          "--grpc_port=0", "--metrics_port=-1"};
+          "--grpc_port=0", "--http_port=0", "--metrics_port=-1"};
 }
 
 grpc::Status GenerateWithToken(int port, const std::string& token) {
@@ -217,7 +217,8 @@ TEST(ProcessTest, SigtermDuringLoadStopsTheStartAtOnce) {
   ServerProcess p(
       {"--model=" SPIKESERVE_DEFAULT_MODEL,
        "--plan=" SPIKESERVE_SOURCE_DIR "/plans/smollm2-135m-instruct.json",
-       "--host=127.0.0.1", "--grpc_port=0", "--metrics_port=0"},
+       "--host=127.0.0.1", "--grpc_port=0", "--metrics_port=0",
+       "--http_port=0"},
       {});
   ASSERT_TRUE(p.WaitForLog("listening on", std::chrono::seconds(30)))
       << p.log();

@@ -95,6 +95,60 @@ std::string HttpGet(int port, const std::string& path) {
   return body == std::string::npos ? "" : response.substr(body + 4);
 }
 
+HttpReply HttpRequest(int port, const std::string& method,
+                      const std::string& path, const std::string& body,
+                      const std::string& extra_headers) {
+  HttpReply reply;
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return reply;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string response;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    std::string req = method + " " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n" +
+                      extra_headers;
+    if (!body.empty() || method == "POST") {
+      req += "Content-Type: application/json\r\nContent-Length: " +
+             std::to_string(body.size()) + "\r\n";
+    }
+    req += "\r\n" + body;
+    // The server may answer (413) and close before the whole body is sent.
+    size_t sent = 0;
+    while (sent < req.size()) {
+      const ssize_t n =
+          send(fd, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += size_t(n);
+    }
+    char buf[65536];
+    for (ssize_t n; (n = recv(fd, buf, sizeof(buf), 0)) > 0;) {
+      response.append(buf, size_t(n));
+    }
+  }
+  close(fd);
+  const size_t end = response.find("\r\n\r\n");
+  if (end == std::string::npos || response.size() < 12) return reply;
+  reply.status = std::atoi(response.c_str() + 9);  // "HTTP/1.x NNN"
+  reply.headers = response.substr(0, end);
+  reply.body = response.substr(end + 4);
+  return reply;
+}
+
+std::vector<std::string> SseData(const std::string& body) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at < body.size()) {
+    size_t end = body.find("\n\n", at);
+    if (end == std::string::npos) end = body.size();
+    const std::string event = body.substr(at, end - at);
+    if (event.rfind("data: ", 0) == 0) out.push_back(event.substr(6));
+    at = end + 2;
+  }
+  return out;
+}
+
 void EngineGate::Hold() {
   std::lock_guard<std::mutex> lock(mu_);
   held_ = true;

@@ -65,6 +65,19 @@ inline const char* ExpectedInt8Kernel() {
 // GET http://127.0.0.1:<port><path>; the body, or "" on failure.
 std::string HttpGet(int port, const std::string& path);
 
+// One HTTP/1.0 exchange with 127.0.0.1:<port> (the answer ends at EOF, so
+// a stream comes without chunked encoding). status 0: no answer.
+struct HttpReply {
+  int status = 0;
+  std::string headers;  // the status line and headers
+  std::string body;
+};
+HttpReply HttpRequest(int port, const std::string& method,
+                      const std::string& path, const std::string& body = "",
+                      const std::string& extra_headers = "");
+// The "data: ..." payloads of a server-sent-events body, in order.
+std::vector<std::string> SseData(const std::string& body);
+
 class ServerTest : public ::testing::Test {
  protected:
   // Options for a server on the tiny model and plan; tests adjust them

@@ -1,0 +1,340 @@
+// The OpenAI-compatible HTTP API against an in-process server on the tiny
+// model (with a chat template): answers, streams, errors, draining and
+// cancellation. The official `openai` client is tests/python/openai_test.py.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/fixtures/gguf_builder.h"
+#include "tests/server/server_fixture.h"
+
+namespace spikeserve::testing {
+namespace {
+
+using Json = nlohmann::json;
+using ::testing::HasSubstr;
+
+constexpr char kChat[] = "/v1/chat/completions";
+constexpr char kTemplate[] =
+    "{% for m in messages %}<{{ m.role }}>{{ m.content }}<|eos|>{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}";
+
+class OpenAiHttpTest : public ServerTest {
+ protected:
+  ServerOptions HttpOptions() const {
+    static const TinyModelFiles files =
+        WriteModelAndPlan(TinyLlama({.chat_template = kTemplate}).Build(),
+                          "openai-model", GetTinyModelFiles().prefix);
+    ServerOptions o = DefaultOptions();
+    o.model_path = files.model;
+    o.plan_path = files.plan;
+    o.http_bind = "127.0.0.1:0";
+    o.served_model_name = "tiny";
+    return o;
+  }
+  HttpReply Post(const std::string& path, const Json& body,
+                 const std::string& headers = "") {
+    return HttpRequest(server_->http_port(), "POST", path, body.dump(),
+                       headers);
+  }
+  static Json ChatBody(int max_tokens, bool stream = false) {
+    return Json{{"model", "tiny"},
+                {"messages", {{{"role", "user"}, {"content", "hello"}}}},
+                {"max_tokens", max_tokens},
+                {"temperature", 0},
+                {"ignore_eos", true},
+                {"stream", stream}};
+  }
+  // The text of a stream's chunks; checks its shape on the way.
+  static std::string StreamText(const HttpReply& r, Json* usage = nullptr) {
+    std::vector<std::string> data = SseData(r.body);
+    EXPECT_GE(data.size(), 3u) << r.body;
+    if (data.empty()) return "";
+    EXPECT_EQ(data.back(), "[DONE]");
+    std::string text;
+    for (size_t i = 0; i + 1 < data.size(); ++i) {
+      const Json j = Json::parse(data[i]);
+      if (j["choices"].empty()) {  // the usage chunk
+        if (usage != nullptr) *usage = j["usage"];
+        continue;
+      }
+      const Json& c = j["choices"][0];
+      if (c.contains("delta") && c["delta"].contains("content")) {
+        text += c["delta"]["content"].get<std::string>();
+      }
+      if (c.contains("text")) text += c["text"].get<std::string>();
+    }
+    return text;
+  }
+};
+
+TEST_F(OpenAiHttpTest, StreamedEqualsUnaryAndTheGrpcChat) {
+  StartServer(HttpOptions());
+  const HttpReply unary = Post(kChat, ChatBody(12));
+  ASSERT_EQ(unary.status, 200) << unary.body;
+  const Json u = Json::parse(unary.body);
+  EXPECT_EQ(u["object"], "chat.completion");
+  EXPECT_EQ(u["model"], "tiny");
+  EXPECT_EQ(u["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(u["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(u["usage"]["completion_tokens"], 12);
+  const std::string text = u["choices"][0]["message"]["content"];
+
+  Json body = ChatBody(12, /*stream=*/true);
+  body["stream_options"] = {{"include_usage", true}};
+  const HttpReply streamed = Post(kChat, body);
+  ASSERT_EQ(streamed.status, 200);
+  EXPECT_THAT(streamed.headers, HasSubstr("text/event-stream"));
+  Json usage;
+  EXPECT_EQ(StreamText(streamed, &usage), text);
+  EXPECT_EQ(usage["completion_tokens"], 12);
+  EXPECT_EQ(usage["prompt_tokens"], u["usage"]["prompt_tokens"]);
+
+  // The gRPC chat with the same messages gives the same text.
+  v1::GenerateRequest chat = TokenRequest({}, 12);
+  v1::ChatMessage* m = chat.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->set_content("hello");
+  v1::GenerateResponse g;
+  ASSERT_TRUE(Generate(chat, &g).ok());
+  EXPECT_EQ(g.text(), text);
+
+  // Completions: a token-id prompt, unary and streamed.
+  const Json cbody = {{"prompt", {65, 66, 67}},
+                      {"max_tokens", 7},
+                      {"temperature", 0},
+                      {"ignore_eos", true},
+                      {"logprobs", 2}};
+  const HttpReply c = Post("/v1/completions", cbody);
+  ASSERT_EQ(c.status, 200) << c.body;
+  const Json cj = Json::parse(c.body);
+  EXPECT_EQ(cj["object"], "text_completion");
+  EXPECT_EQ(cj["choices"][0]["logprobs"]["tokens"].size(), 7u);
+  EXPECT_EQ(cj["choices"][0]["logprobs"]["top_logprobs"][0].size(), 2u);
+  Json cs = cbody;
+  cs["stream"] = true;
+  EXPECT_EQ(StreamText(Post("/v1/completions", cs)),
+            cj["choices"][0]["text"].get<std::string>());
+
+  // Both protocols are counted, apart.
+  IdleStats();
+  const std::string metrics = server_->metrics()->Serialize();
+  EXPECT_THAT(metrics,
+              HasSubstr("spikeserve_requests_total{code=\"OK\",protocol="
+                        "\"http\",rpc=\"/v1/chat/completions\"} 2"));
+  EXPECT_THAT(metrics,
+              HasSubstr("spikeserve_requests_total{code=\"OK\",protocol="
+                        "\"grpc\",rpc=\"Generate\"} 1"));
+}
+
+struct BadCase {
+  const char* name;
+  std::string method, path, body, headers;
+  int status;
+  const char* type;
+  const char* message;
+};
+
+// Acceptance 3: each bad request gets its status and an OpenAI-shaped
+// error, and the server answers the next good request.
+TEST_F(OpenAiHttpTest, BadRequestsGetTheirStatusAndTheServerKeepsServing) {
+  ServerOptions o = HttpOptions();
+  o.auth_token = "s3cret";
+  StartServer(o);
+  const std::string auth = "Authorization: Bearer s3cret\r\n";
+  const std::string ok_body = ChatBody(2).dump();
+  auto with = [&](const char* key, Json value) {
+    Json b = ChatBody(2);
+    b[key] = std::move(value);
+    return b.dump();
+  };
+  const BadCase cases[] = {
+      {"malformed JSON", "POST", kChat, "{\"messages\": [", auth, 400,
+       "invalid_request_error", "not valid JSON"},
+      {"not an object", "POST", kChat, "[1, 2]", auth, 400,
+       "invalid_request_error", "must be a JSON object"},
+      {"missing messages", "POST", kChat, "{\"max_tokens\": 3}", auth, 400,
+       "invalid_request_error", "'messages' is required"},
+      {"messages not a list", "POST", kChat, with("messages", "hi"), auth, 400,
+       "invalid_request_error", "'messages' must be a non-empty array"},
+      {"temperature a string", "POST", kChat, with("temperature", "hot"), auth,
+       400, "invalid_request_error", "'temperature' must be a number"},
+      {"temperature out of range", "POST", kChat, with("temperature", 3), auth,
+       400, "invalid_request_error", "is outside [0, 2]"},
+      {"max_tokens fractional", "POST", kChat, with("max_tokens", 2.5), auth,
+       400, "invalid_request_error", "'max_tokens' must be an integer"},
+      {"max_tokens beyond the context", "POST", kChat,
+       with("max_tokens", 100000), auth, 400, "invalid_request_error",
+       "exceeds the context"},
+      {"n of 2", "POST", kChat, with("n", 2), auth, 400,
+       "invalid_request_error", "'n' must be 1"},
+      {"stop a number", "POST", kChat, with("stop", 5), auth, 400,
+       "invalid_request_error", "'stop' must be a string or an array"},
+      {"unknown role", "POST", kChat,
+       with("messages", Json::array({{{"role", "robot"}, {"content", "x"}}})),
+       auth, 400, "invalid_request_error", "is not one of system"},
+      {"image content", "POST", kChat,
+       with("messages",
+            Json::array(
+                {{{"role", "user"}, {"content", {{{"type", "image_url"}}}}}})),
+       auth, 400, "invalid_request_error", "only text is supported"},
+      {"unknown model", "POST", kChat, with("model", "gpt-4"), auth, 404,
+       "not_found_error", "the model 'gpt-4' does not exist"},
+      {"10 MB body", "POST", kChat, std::string(10 << 20, ' '), auth, 413,
+       "invalid_request_error", "larger than"},
+      {"unknown path", "GET", "/v1/embeddings", "", auth, 404,
+       "not_found_error", "no such route"},
+      {"wrong method", "GET", kChat, "", auth, 405, "invalid_request_error",
+       "use POST"},
+      {"missing token", "POST", kChat, ok_body, "", 401, "authentication_error",
+       "missing bearer token"},
+      {"wrong token", "POST", kChat, ok_body, "Authorization: Bearer guess\r\n",
+       401, "authentication_error", "invalid token"},
+  };
+  for (const BadCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const HttpReply r =
+        HttpRequest(server_->http_port(), c.method, c.path, c.body, c.headers);
+    EXPECT_EQ(r.status, c.status) << r.body;
+    const Json j = Json::parse(r.body, nullptr, false);
+    ASSERT_TRUE(j.is_object() && j.contains("error")) << r.body;
+    EXPECT_EQ(j["error"]["type"], c.type);
+    EXPECT_THAT(j["error"]["message"].get<std::string>(), HasSubstr(c.message));
+    const HttpReply good =
+        HttpRequest(server_->http_port(), "POST", kChat, ok_body, auth);
+    EXPECT_EQ(good.status, 200) << good.body;
+  }
+  // /health needs no token (probes carry none).
+  EXPECT_EQ(HttpRequest(server_->http_port(), "GET", "/health").status, 200);
+}
+
+// A full queue is 429 at once; loading and draining are 503 (health too),
+// and a drain lets the streams in flight finish.
+TEST_F(OpenAiHttpTest, QueueFullLoadingAndDraining) {
+  ServerOptions o = HttpOptions();
+  o.engine.max_running = 1;
+  o.engine.max_waiting = 1;
+  StartServer(o, /*load=*/false);
+  EXPECT_EQ(HttpRequest(server_->http_port(), "GET", "/health").status, 503);
+  EXPECT_EQ(Post(kChat, ChatBody(2)).status, 503);
+  ASSERT_TRUE(server_->Load().ok());
+  EXPECT_EQ(HttpRequest(server_->http_port(), "GET", "/health").status, 200);
+  const Json models =
+      Json::parse(HttpRequest(server_->http_port(), "GET", "/v1/models").body);
+  EXPECT_EQ(models["data"][0]["id"], "tiny");
+
+  gate_.Hold();
+  HttpReply first, second;
+  std::thread a([&] { first = Post(kChat, ChatBody(20, true)); });
+  gate_.WaitPauses(1);  // running, held inside its first step
+  std::thread b([&] { second = Post(kChat, ChatBody(20, true)); });
+  WaitForWaiting(1);
+  const HttpReply full = Post(kChat, ChatBody(2));
+  EXPECT_EQ(full.status, 429) << full.body;
+  EXPECT_THAT(full.body, HasSubstr("rate_limit_error"));
+
+  std::atomic<int> aborted{-1};
+  std::thread drain([&] { aborted = server_->Drain(absl::Seconds(30)); });
+  // Draining: health and new requests are 503 while the two streams wait.
+  for (int i = 0; i < 1000; ++i) {
+    if (HttpRequest(server_->http_port(), "GET", "/health").status == 503) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(HttpRequest(server_->http_port(), "GET", "/health").status, 503);
+  const HttpReply refused = Post(kChat, ChatBody(2));
+  EXPECT_EQ(refused.status, 503);
+  EXPECT_THAT(refused.body, HasSubstr("draining"));
+  gate_.Open();
+  a.join();
+  b.join();
+  drain.join();
+  EXPECT_EQ(aborted.load(), 0);
+  for (const HttpReply* r : {&first, &second}) {
+    EXPECT_EQ(r->status, 200);
+    std::vector<std::string> data = SseData(r->body);
+    ASSERT_FALSE(data.empty());
+    EXPECT_EQ(data.back(), "[DONE]");
+    EXPECT_THAT(data[data.size() - 2],
+                HasSubstr("\"finish_reason\":\"length\""));
+  }
+}
+
+// Sends a streamed chat on a raw socket (the answer is left unread).
+int OpenStream(int port, const std::string& body) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  const std::string req = absl::StrCat(
+      "POST /v1/chat/completions HTTP/1.0\r\nContent-Length: ", body.size(),
+      "\r\n\r\n", body);
+  send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+  return fd;
+}
+
+// Acceptance 4 (second half): 16 streams; half of the clients go away
+// mid-stream; the rest finish and the KV cache returns to idle.
+TEST_F(OpenAiHttpTest, ClosingHalfOfSixteenStreamsFreesTheirKv) {
+  StartServer(HttpOptions());
+  const int idle = IdleStats().kv_blocks_used;
+  std::vector<int> fds;
+  gate_.Hold();  // all 16 are in the engine before any finishes
+  for (int i = 0; i < 16; ++i) {
+    Json body = ChatBody(60, true);
+    body["messages"][0]["content"] = absl::StrCat("stream ", i);
+    fds.push_back(OpenStream(server_->http_port(), body.dump()));
+    ASSERT_GE(fds.back(), 0);
+  }
+  gate_.WaitPauses(1);  // the first step, holding some of them
+  // The rest arrive in the queue (or were already in the first batch).
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < until) {
+    const EngineStats st = server_->engine()->Stats();
+    if (st.running + st.waiting == 16) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // poll
+  }
+  ASSERT_EQ(
+      server_->engine()->Stats().running + server_->engine()->Stats().waiting,
+      16);
+  EXPECT_GT(server_->engine()->Stats().kv_blocks_used, idle);
+  for (int i = 0; i < 16; i += 2) close(fds[i]);
+  gate_.Open();
+  for (int i = 1; i < 16; i += 2) {
+    std::string rest;
+    char buf[65536];
+    for (ssize_t n; (n = recv(fds[i], buf, sizeof(buf), 0)) > 0;) {
+      rest.append(buf, size_t(n));
+    }
+    close(fds[i]);
+    EXPECT_THAT(rest, HasSubstr("data: [DONE]"));
+    EXPECT_THAT(rest, HasSubstr("\"finish_reason\":\"length\""));
+  }
+  // Full prompt blocks stay in the prefix cache; nothing else is held.
+  const EngineStats after = IdleStats();
+  EXPECT_EQ(after.kv_blocks_used - after.kv_blocks_cached, idle);
+  const std::string metrics = server_->metrics()->Serialize();
+  EXPECT_THAT(metrics,
+              HasSubstr("spikeserve_requests_total{code=\"CANCELLED\","
+                        "protocol=\"http\",rpc=\"/v1/chat/completions\"} 8"));
+}
+
+}  // namespace
+}  // namespace spikeserve::testing
