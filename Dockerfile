@@ -42,7 +42,7 @@ ENV SPIKESERVE_MODEL=/models/model.gguf \
     SPIKESERVE_METRICS_PORT=9464 \
     SPIKESERVE_DRAIN_TIMEOUT=30s \
     OMP_NUM_THREADS=2
-EXPOSE 50051 9464
+EXPOSE 50051 9464 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
   CMD ["/bin/sh", "-c", "exec /usr/local/bin/spikeserve-health-probe --addr 127.0.0.1:${SPIKESERVE_GRPC_PORT}"]
 # Exec form: the server is PID 1 (or under --init) and gets SIGTERM itself;

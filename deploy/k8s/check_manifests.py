@@ -134,8 +134,9 @@ def project_rules(objs, errors):
     if csc.get("allowPrivilegeEscalation") is not False:
         errors.append("container must not allow privilege escalation")
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
-    if "grpc" not in ports or "metrics" not in ports:
-        errors.append("container ports grpc and metrics are required")
+    for port in ("grpc", "metrics", "http"):
+        if port not in ports:
+            errors.append("container port %s is required" % port)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         pr = c.get(probe)
         if not pr or "grpc" not in pr:

@@ -147,6 +147,20 @@ class ManifestsTest(unittest.TestCase):
             self.assertEqual(c[probe]["grpc"]["service"], probe_default)
             self.assertEqual(c[probe]["grpc"]["port"], ports["grpc"])
 
+    def test_http_port_is_the_server_default(self):
+        # The manifests leave --http_port at its default; the container port
+        # named http must be that default.
+        with open(os.path.join(ROOT, "server", "main.cc")) as f:
+            m = re.search(r"ABSL_FLAG\(\s*int,\s*http_port,\s*(-?\d+)", f.read())
+        if not m:
+            self.skipTest("server/main.cc has no --http_port flag yet")
+        dep = next(o for o in render(K8S) if o["kind"] == "Deployment")
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        self.assertEqual(ports["http"], int(m.group(1)))
+        self.assertNotIn("SPIKESERVE_HTTP_PORT",
+                         {e["name"] for e in c["env"]})
+
     def test_plan_configmap_holds_the_committed_plan(self):
         cm = next(o for o in render(K8S) if o["kind"] == "ConfigMap")
         with open(os.path.join(ROOT, "plans", "smollm2-135m-instruct.json")) as f:
