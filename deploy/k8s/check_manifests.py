@@ -5,10 +5,16 @@ server): every object against Debian's python3-kubernetes model classes
 than the packaged client (gRPC probes; autoscaling/v2, checked with the
 identical v2beta2 schema) are checked by hand.
 
-  /usr/bin/python3 deploy/k8s/check_manifests.py deploy/k8s/overlays/example
+The HPA's metric must be a gauge that server/serving_metrics.cc defines and
+that a prometheus-adapter rule (deploy/prometheus/adapter-rules.yaml unless
+--adapter-rules names another file) serves as a Pods metric.
+
+  /usr/bin/python3 deploy/k8s/check_manifests.py [--adapter-rules FILE] DIR
 
 Exit 0 when everything holds; otherwise 1 and one line per violation.
 """
+import argparse
+import os
 import re
 import subprocess
 import sys
@@ -26,6 +32,9 @@ MODELS = {
         "V2beta2HorizontalPodAutoscaler",
 }
 GRPC_SERVICE = "spikeserve.v1.Generation"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SERVING_METRICS = os.path.join(ROOT, "server", "serving_metrics.cc")
+ADAPTER_RULES = os.path.join(ROOT, "deploy", "prometheus", "adapter-rules.yaml")
 
 
 def check_fields(data, type_name, path, errors):
@@ -89,7 +98,119 @@ def matches(selector, labels):
                                   for k, v in selector.items())
 
 
-def project_rules(objs, errors):
+def exported_metrics(path=SERVING_METRICS):
+    """{name: type} of the families the server registers: collector families
+    (Family("name", help, MetricType::Gauge, ...)) and built ones
+    (prometheus::BuildGauge().Name("name"))."""
+    with open(path) as f:
+        src = f.read()
+    found = {}
+    for name, kind in re.findall(
+            r'Family\(\s*"(\w+)".*?MetricType::(\w+)', src, re.S):
+        found[name] = kind.lower()
+    for kind, name in re.findall(
+            r'Build(Counter|Gauge|Histogram|Summary)\(\)\s*\.Name\("(\w+)"\)',
+            src):
+        found[name] = kind.lower()
+    return found
+
+
+def series_name(query):
+    """The metric name a PromQL series selector reads, or None."""
+    m = re.match(r"\s*([A-Za-z_:][\w:]*)\s*(\{|$)", query) or \
+        re.search(r'__name__\s*=\s*"([^"]+)"', query)
+    return m.group(1) if m else None
+
+
+def adapter_exposed(path, gauges, errors):
+    """Names the adapter's custom-metrics rules serve per pod, after checking
+    each rule: a series the server exports, namespace and pod associations,
+    a query with the adapter's placeholders."""
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        errors.append("prometheus-adapter rules: %s" % e)
+        return set()
+    exposed = set()
+    where = os.path.basename(path)
+    for i, rule in enumerate(config.get("rules") or []):
+        at = "%s rules[%d]" % (where, i)
+        series = series_name(str(rule.get("seriesQuery", "")))
+        if series is None:
+            errors.append("%s: seriesQuery names no metric" % at)
+            continue
+        if series not in gauges:
+            errors.append("%s reads %s, which is not a gauge that "
+                          "server/serving_metrics.cc defines" % (at, series))
+        overrides = (rule.get("resources") or {}).get("overrides") or {}
+        resources = {k: (v or {}).get("resource") for k, v in overrides.items()}
+        if resources.get("namespace") != "namespace" or \
+                resources.get("pod") not in ("pod", "pods"):
+            errors.append("%s must associate the namespace and pod labels "
+                          "with their resources (a Pods metric)" % at)
+            continue
+        query = str(rule.get("metricsQuery", ""))
+        for part in ("<<.Series>>", "<<.LabelMatchers>>", "<<.GroupBy>>"):
+            if part not in query:
+                errors.append("%s: metricsQuery lacks %s" % (at, part))
+        naming = rule.get("name") or {}
+        name = series
+        if naming.get("matches"):
+            try:
+                # The adapter's default for an empty `as`: the first group,
+                # else the whole match; $N in `as` is group N.
+                pattern = re.compile(naming["matches"])
+                if not pattern.search(series):
+                    errors.append("%s: name.matches does not match %s"
+                                  % (at, series))
+                    continue
+                as_ = naming.get("as") or ("$1" if pattern.groups else "$0")
+                name = pattern.sub(
+                    re.sub(r"\$\{?(\d+)\}?", r"\\g<\1>", as_), series)
+            except re.error as e:
+                errors.append("%s: name.matches: %s" % (at, e))
+                continue
+        exposed.add(name)
+    return exposed
+
+
+def hpa_rules(hpas, adapter_rules, errors):
+    """Scale on queue depth: a Pods metric on a gauge the server exports and
+    the adapter serves; never on CPU (OpenMP threads spin while they wait, so
+    a busy replica reads ~100% whether it keeps up or not)."""
+    if not hpas:
+        return
+    gauges = {n for n, k in exported_metrics().items() if k == "gauge"}
+    exposed = adapter_exposed(adapter_rules, gauges, errors)
+    for h in hpas:
+        metrics = h["spec"].get("metrics") or []
+        pods = [m for m in metrics if m.get("type") == "Pods"]
+        for m in metrics:
+            if m.get("type") == "Resource":
+                errors.append("HPA scales on %s: OpenMP spinning keeps a busy "
+                              "replica near 100%% CPU; scale on queue depth "
+                              "(a Pods metric)" % m["resource"].get("name"))
+        if not pods:
+            errors.append("HPA needs a Pods metric on the waiting-requests "
+                          "gauge")
+        for m in pods:
+            name = m["pods"]["metric"].get("name")
+            target = m["pods"].get("target") or {}
+            if name not in gauges:
+                errors.append("HPA metric %s is not a gauge that "
+                              "server/serving_metrics.cc defines" % name)
+            if name not in exposed:
+                errors.append("HPA metric %s is not served by a "
+                              "prometheus-adapter rule in %s"
+                              % (name, os.path.basename(adapter_rules)))
+            if target.get("type") != "AverageValue" or \
+                    "averageValue" not in target:
+                errors.append("HPA metric %s needs an AverageValue target "
+                              "(per-replica queue depth)" % name)
+
+
+def project_rules(objs, errors, adapter_rules=ADAPTER_RULES):
     by_kind = {}
     for o in objs:
         by_kind.setdefault(o["kind"], []).append(o)
@@ -117,6 +238,8 @@ def project_rules(objs, errors):
         ref = h["spec"]["scaleTargetRef"]
         if ref.get("kind") != "Deployment" or ref.get("name") != name:
             errors.append("HPA does not target Deployment %s" % name)
+    hpa_rules(by_kind.get("HorizontalPodAutoscaler", []), adapter_rules,
+              errors)
     for m in by_kind.get("ServiceMonitor", []):
         sel = m["spec"]["selector"].get("matchLabels")
         if not any(matches(sel, s["metadata"].get("labels", {}))
@@ -182,10 +305,13 @@ def project_rules(objs, errors):
 
 
 def main(argv):
-    if len(argv) != 2:
-        print(__doc__.strip().splitlines()[-3], file=sys.stderr)
-        return 2
-    rendered = subprocess.run(["kubectl", "kustomize", argv[1]],
+    parser = argparse.ArgumentParser(
+        description=__doc__.strip().splitlines()[0])
+    parser.add_argument("dir", help="a kustomization directory")
+    parser.add_argument("--adapter-rules", default=ADAPTER_RULES,
+                        help="prometheus-adapter configuration (rules:)")
+    args = parser.parse_args(argv[1:])
+    rendered = subprocess.run(["kubectl", "kustomize", args.dir],
                               capture_output=True, text=True)
     if rendered.returncode != 0:
         print("kustomize: " + rendered.stderr.strip())
@@ -201,7 +327,7 @@ def main(argv):
             continue
         check_fields(o, model, where, errors)
         required_fields(o, model, where, errors)
-    project_rules(objs, errors)
+    project_rules(objs, errors, args.adapter_rules)
     for e in errors:
         print(e)
     print("%d objects, %d violations" % (len(objs), len(errors)))

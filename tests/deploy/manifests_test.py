@@ -21,6 +21,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K8S = os.path.join(ROOT, "deploy", "k8s")
 CHECK = os.path.join(K8S, "check_manifests.py")
+ADAPTER_RULES = os.path.join(ROOT, "deploy", "prometheus", "adapter-rules.yaml")
 
 
 def run(cmd):
@@ -64,53 +65,135 @@ class ManifestsTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertIn("0 violations", p.stdout)
 
+    def check_broken_copy(self, relpath, old, new, message, target):
+        """Copy deploy/k8s, replace `old` by `new` (first occurrence) in
+        `relpath`, and expect the check of `target` to fail with `message`."""
+        with tempfile.TemporaryDirectory() as d:
+            copy = os.path.join(d, "k8s")
+            shutil.copytree(K8S, copy)
+            path = os.path.join(copy, relpath)
+            with open(path) as f:
+                text = f.read()
+            self.assertIn(old, text, (relpath, old))
+            with open(path, "w") as f:
+                f.write(text.replace(old, new, 1))
+            p = run(["/usr/bin/python3", CHECK, os.path.join(copy, target)])
+            self.assertEqual(p.returncode, 1, (relpath, new, p.stdout))
+            self.assertIn(message, p.stdout, (relpath, new))
+
     def test_broken_copies_fail(self):
-        # (file in base/, text to replace, replacement, expected message)
+        # (file under deploy/k8s, text to replace, replacement, expected
+        # message, directory checked); the example overlay unless named.
+        example = "overlays/example"
         cases = [
-            ("deployment.yaml", "readinessProbe:", "readinessProbeX:",
+            ("base/deployment.yaml", "readinessProbe:", "readinessProbeX:",
              "unknown field"),
-            ("deployment.yaml", "          readinessProbe:\n            grpc:",
+            ("base/deployment.yaml",
+             "          readinessProbe:\n            grpc:",
              "          readinessProbe:\n            tcpSocket:",
              "readinessProbe must be a gRPC health probe"),
-            ("deployment.yaml", "runAsUser: 10001", "runAsUser: 0",
+            ("base/deployment.yaml", "runAsUser: 10001", "runAsUser: 0",
              "non-root"),
-            ("deployment.yaml", "terminationGracePeriodSeconds: 45",
+            ("base/deployment.yaml", "terminationGracePeriodSeconds: 45",
              "terminationGracePeriodSeconds: 20",
              "terminationGracePeriodSeconds (20) must exceed"),
-            ("deployment.yaml", "readOnlyRootFilesystem: true",
+            ("base/deployment.yaml", "readOnlyRootFilesystem: true",
              "readOnlyRootFilesystem: false", "read-only"),
-            ("deployment.yaml", "              cpu: \"2\"\n              memory: 1536Mi\n          startupProbe",
+            # The example overlay sets resources itself: check the base.
+            ("base/deployment.yaml",
+             "              cpu: \"2\"\n              memory: 1536Mi\n          startupProbe",
              "              memory: 1536Mi\n          startupProbe",
-             "must equal limits"),
-            ("deployment.yaml", "containerPort: 50051", "containerPort: \"50051\"",
-             "expected int"),
-            ("service.yaml", "app.kubernetes.io/component: server",
+             "must equal limits", "base"),
+            ("base/deployment.yaml", "containerPort: 50051",
+             "containerPort: \"50051\"", "expected int"),
+            ("base/deployment.yaml", "- name: http\n              containerPort",
+             "- name: web\n              containerPort",
+             "container port http is required"),
+            ("base/service.yaml", "app.kubernetes.io/component: server",
              "app.kubernetes.io/component: sever", "selects no spikeserve pod"),
-            ("pdb.yaml", "app.kubernetes.io/component: server",
+            ("base/pdb.yaml", "app.kubernetes.io/component: server",
              "app.kubernetes.io/component: db", "PodDisruptionBudget selects"),
-            ("hpa.yaml", "    name: spikeserve\n  minReplicas",
+            ("base/hpa.yaml", "    name: spikeserve\n  minReplicas",
              "    name: other\n  minReplicas", "HPA does not target"),
+            # Queue depth, not CPU; a gauge the server exports and the
+            # adapter serves.
+            ("base/hpa.yaml", "name: spikeserve_requests_waiting",
+             "name: spikeserve_requests_queued",
+             "HPA metric spikeserve_requests_queued is not a gauge that "
+             "server/serving_metrics.cc defines"),
+            ("base/hpa.yaml", "name: spikeserve_requests_waiting",
+             "name: spikeserve_requests_running",
+             "HPA metric spikeserve_requests_running is not served by a "
+             "prometheus-adapter rule"),
+            ("base/hpa.yaml", "name: spikeserve_requests_waiting",
+             "name: spikeserve_requests_total",
+             "not a gauge that server/serving_metrics.cc defines"),
+            ("base/hpa.yaml",
+             "    - type: Pods\n      pods:\n        metric:\n"
+             "          name: spikeserve_requests_waiting\n"
+             "        target:\n          type: AverageValue\n"
+             "          averageValue: \"2\"\n",
+             "    - type: Resource\n      resource:\n        name: cpu\n"
+             "        target:\n          type: Utilization\n"
+             "          averageUtilization: 70\n",
+             "HPA scales on cpu: OpenMP spinning"),
+            ("base/hpa.yaml", "type: AverageValue", "type: Value",
+             "needs an AverageValue target"),
         ]
-        for fname, old, new, message in cases:
+        for case in cases:
+            relpath, old, new, message = case[:4]
+            target = case[4] if len(case) > 4 else example
+            self.check_broken_copy(relpath, old, new, message, target)
+
+    def test_broken_adapter_rules_fail(self):
+        with open(ADAPTER_RULES) as f:
+            text = f.read()
+        cases = [
+            ('as: "spikeserve_requests_waiting"', 'as: "spikeserve_queue"',
+             "HPA metric spikeserve_requests_waiting is not served by a "
+             "prometheus-adapter rule"),
+            ("seriesQuery: 'spikeserve_requests_waiting{",
+             "seriesQuery: 'spikeserve_requests_queued{",
+             "reads spikeserve_requests_queued, which is not a gauge"),
+            ('pod: {resource: "pod"}', 'instance: {resource: "node"}',
+             "must associate the namespace and pod labels"),
+            ("{<<.LabelMatchers>>}", "", "metricsQuery lacks <<.LabelMatchers>>"),
+        ]
+        for old, new, message in cases:
+            self.assertIn(old, text)
             with tempfile.TemporaryDirectory() as d:
-                copy = os.path.join(d, "k8s")
-                shutil.copytree(K8S, copy)
-                path = os.path.join(copy, "base", fname)
-                with open(path) as f:
-                    text = f.read()
-                self.assertIn(old, text, (fname, old))
-                # The limits block of the patched overlay is replaced too:
-                # break only the base's requests (first occurrence).
+                path = os.path.join(d, "adapter-rules.yaml")
                 with open(path, "w") as f:
                     f.write(text.replace(old, new, 1))
-                if fname == "deployment.yaml" and "must equal limits" in message:
-                    # The example overlay sets resources itself: check base.
-                    target = os.path.join(copy, "base")
-                else:
-                    target = os.path.join(copy, "overlays", "example")
-                p = run(["/usr/bin/python3", CHECK, target])
-                self.assertEqual(p.returncode, 1, (fname, new, p.stdout))
-                self.assertIn(message, p.stdout, (fname, new))
+                p = run(["/usr/bin/python3", CHECK, "--adapter-rules", path,
+                         os.path.join(K8S, "overlays", "example")])
+                self.assertEqual(p.returncode, 1, (new, p.stdout))
+                self.assertIn(message, p.stdout, new)
+
+    def test_adapter_queries_are_promql(self):
+        # The adapter fills in its placeholders and sends the query to
+        # Prometheus: with them filled in as it would for the HPA, promtool
+        # must accept the query.
+        if not shutil.which("promtool"):
+            self.skipTest("promtool (Debian package prometheus) not installed")
+        with open(ADAPTER_RULES) as f:
+            rules = yaml.safe_load(f)["rules"]
+        group = []
+        for i, rule in enumerate(rules):
+            series = re.match(r"\s*(\w+)", rule["seriesQuery"]).group(1)
+            expr = (rule["metricsQuery"]
+                    .replace("<<.Series>>", series)
+                    .replace("<<.LabelMatchers>>",
+                             'namespace="spikeserve",pod=~"spikeserve-.*"')
+                    .replace("<<.GroupBy>>", "pod"))
+            group.append({"record": "adapter:rule%d" % i, "expr": expr})
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "rules.yml")
+            with open(path, "w") as f:
+                yaml.safe_dump({"groups": [{"name": "adapter",
+                                            "rules": group}]}, f)
+            p = run(["promtool", "check", "rules", path])
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
     def test_image_and_manifests_agree(self):
         expose, env, health = dockerfile()

@@ -122,7 +122,8 @@ class PrometheusTest(unittest.TestCase):
                           self.server.metrics_port)
         exported = set(re.findall(r"^(spikeserve_\w+)", scrape, re.M))
         for path in [os.path.join(ROOT, "deploy", "grafana", "spikeserve.json"),
-                     os.path.join(DEPLOY, "alerts.yml")]:
+                     os.path.join(DEPLOY, "alerts.yml"),
+                     os.path.join(DEPLOY, "adapter-rules.yaml")]:
             with open(path) as f:
                 used = set(re.findall(r"spikeserve_[a-z_]+", f.read()))
             used -= {"spikeserve_"}
