@@ -9,6 +9,14 @@ The HPA's metric must be a gauge that server/serving_metrics.cc defines and
 that a prometheus-adapter rule (deploy/prometheus/adapter-rules.yaml unless
 --adapter-rules names another file) serves as a Pods metric.
 
+Where the render holds an InferencePool (overlays/inference-pool), the kinds
+the client does not model (InferencePool, HTTPRoute, the endpoint picker's
+EndpointPickerConfig) are checked against their required fields and enums,
+and pool_rules.py ties them to the Deployment: the pool selects its pods on
+its http port, the picker reads the gauges server/serving_metrics.cc
+defines on the port that serves /metrics, may read pods and pools, and the
+route's backend is the pool.
+
   /usr/bin/python3 deploy/k8s/check_manifests.py [--adapter-rules FILE] DIR
 
 Exit 0 when everything holds; otherwise 1 and one line per violation.
@@ -22,6 +30,9 @@ import sys
 import yaml
 from kubernetes import client
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pool_rules  # noqa: E402
+
 MODELS = {
     ("v1", "Namespace"): "V1Namespace",
     ("v1", "ConfigMap"): "V1ConfigMap",
@@ -30,7 +41,12 @@ MODELS = {
     ("policy/v1", "PodDisruptionBudget"): "V1PodDisruptionBudget",
     ("autoscaling/v2", "HorizontalPodAutoscaler"):
         "V2beta2HorizontalPodAutoscaler",
+    ("v1", "ServiceAccount"): "V1ServiceAccount",
+    ("rbac.authorization.k8s.io/v1", "Role"): "V1Role",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding",
 }
+# The pod label that marks the spikeserve server's pods.
+SERVER_COMPONENT = ("app.kubernetes.io/component", "server")
 GRPC_SERVICE = "spikeserve.v1.Generation"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SERVING_METRICS = os.path.join(ROOT, "server", "serving_metrics.cc")
@@ -175,13 +191,12 @@ def adapter_exposed(path, gauges, errors):
     return exposed
 
 
-def hpa_rules(hpas, adapter_rules, errors):
+def hpa_rules(hpas, adapter_rules, gauges, errors):
     """Scale on queue depth: a Pods metric on a gauge the server exports and
     the adapter serves; never on CPU (OpenMP threads spin while they wait, so
     a busy replica reads ~100% whether it keeps up or not)."""
     if not hpas:
         return
-    gauges = {n for n, k in exported_metrics().items() if k == "gauge"}
     exposed = adapter_exposed(adapter_rules, gauges, errors)
     for h in hpas:
         metrics = h["spec"].get("metrics") or []
@@ -215,20 +230,46 @@ def project_rules(objs, errors, adapter_rules=ADAPTER_RULES):
     for o in objs:
         by_kind.setdefault(o["kind"], []).append(o)
     deps = by_kind.get("Deployment", [])
-    if len(deps) != 1:
-        errors.append("expected one Deployment, found %d" % len(deps))
+    key, value = SERVER_COMPONENT
+    servers = [d for d in deps if d["spec"]["template"]["metadata"]
+               .get("labels", {}).get(key) == value]
+    for d in deps:
+        if d not in servers and not pool_rules.is_endpoint_picker(d):
+            errors.append("Deployment %s is neither the spikeserve server "
+                          "(pod label %s: %s) nor an endpoint picker" %
+                          (d["metadata"]["name"], key, value))
+        if not matches(d["spec"]["selector"].get("matchLabels"),
+                       d["spec"]["template"]["metadata"].get("labels", {})):
+            errors.append("Deployment %s: selector does not match its pod "
+                          "labels" % d["metadata"]["name"])
+    if len(servers) != 1:
+        errors.append("expected one spikeserve Deployment (pod label %s: %s), "
+                      "found %d" % (key, value, len(servers)))
         return
-    d = deps[0]
+    d = servers[0]
     name = d["metadata"]["name"]
     pod = d["spec"]["template"]
     labels = pod["metadata"].get("labels", {})
-    if not matches(d["spec"]["selector"].get("matchLabels"), labels):
-        errors.append("Deployment selector does not match its pod labels")
+    # Every Service reaches pods of a Deployment here, on ports they have.
     for s in by_kind.get("Service", []):
-        if not matches(s["spec"].get("selector"), labels):
+        selected = [x for x in deps if matches(
+            s["spec"].get("selector"),
+            x["spec"]["template"]["metadata"].get("labels", {}))]
+        if not selected:
             errors.append("Service %s selects no spikeserve pod" %
                           s["metadata"]["name"])
-    if not any(s["spec"].get("clusterIP") == "None"
+        for x in selected:
+            containers = x["spec"]["template"]["spec"]["containers"]
+            for p in s["spec"].get("ports", []):
+                target = p.get("targetPort", p.get("port"))
+                if not any(pool_rules.container_port(c, target)
+                           for c in containers):
+                    errors.append("Service %s port %s: no container port %s "
+                                  "in Deployment %s" %
+                                  (s["metadata"]["name"], p.get("name"),
+                                   target, x["metadata"]["name"]))
+    if not any(s["spec"].get("clusterIP") == "None" and
+               matches(s["spec"].get("selector"), labels)
                for s in by_kind.get("Service", [])):
         errors.append("no headless Service for client-side load balancing")
     for p in by_kind.get("PodDisruptionBudget", []):
@@ -238,14 +279,29 @@ def project_rules(objs, errors, adapter_rules=ADAPTER_RULES):
         ref = h["spec"]["scaleTargetRef"]
         if ref.get("kind") != "Deployment" or ref.get("name") != name:
             errors.append("HPA does not target Deployment %s" % name)
+    gauges = {n for n, k in exported_metrics().items() if k == "gauge"}
     hpa_rules(by_kind.get("HorizontalPodAutoscaler", []), adapter_rules,
-              errors)
+              gauges, errors)
     for m in by_kind.get("ServiceMonitor", []):
         sel = m["spec"]["selector"].get("matchLabels")
         if not any(matches(sel, s["metadata"].get("labels", {}))
                    for s in by_kind.get("Service", [])):
             errors.append("ServiceMonitor selects no Service")
+    server_rules(d, errors)
+    try:
+        pool_rules.pool_rules(by_kind, d, gauges, errors)
+    except (KeyError, TypeError, AttributeError, StopIteration):
+        if not errors:
+            raise
+        # A required field is missing (reported above).
+        errors.append("inference-pool rules not checked: fix the fields "
+                      "above")
 
+
+def server_rules(d, errors):
+    """The spikeserve Deployment's pod: security, ports, probes, cores,
+    shutdown, scrape annotations."""
+    pod = d["spec"]["template"]
     spec = pod["spec"]
     sc = spec.get("securityContext", {})
     if sc.get("runAsNonRoot") is not True or sc.get("runAsUser", 0) == 0:
@@ -320,14 +376,31 @@ def main(argv):
     errors = []
     for o in objs:
         where = "%s/%s" % (o.get("kind"), o.get("metadata", {}).get("name"))
-        model = MODELS.get((o.get("apiVersion"), o.get("kind")))
+        key = (o.get("apiVersion"), o.get("kind"))
+        model = MODELS.get(key)
         if model is None:
-            if o.get("kind") != "ServiceMonitor":
+            if key in pool_rules.CRD_SCHEMAS:
+                pool_rules.check_schema(o, pool_rules.CRD_SCHEMAS[key],
+                                        where, errors)
+                check_fields(o["metadata"], "V1ObjectMeta", where + ".metadata",
+                             errors)
+            elif o.get("kind") in pool_rules.CRD_HINTS:
+                errors.append("%s: unexpected apiVersion %s: %s" %
+                              (where, o.get("apiVersion"),
+                               pool_rules.CRD_HINTS[o["kind"]]))
+            elif o.get("kind") != "ServiceMonitor":
                 errors.append("%s: unexpected kind %s" % (where, o.get("apiVersion")))
             continue
         check_fields(o, model, where, errors)
         required_fields(o, model, where, errors)
-    project_rules(objs, errors, args.adapter_rules)
+    try:
+        project_rules(objs, errors, args.adapter_rules)
+    except (KeyError, TypeError, AttributeError, StopIteration):
+        if not errors:
+            raise
+        # A required field is missing (reported above): the rules that
+        # need it cannot run.
+        errors.append("project rules not checked: fix the fields above")
     for e in errors:
         print(e)
     print("%d objects, %d violations" % (len(objs), len(errors)))

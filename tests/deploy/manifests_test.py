@@ -1,9 +1,11 @@
 #!/usr/bin/python3
-"""Deployment files: yamllint passes on deploy/, the example overlay renders
-(kubectl kustomize) and passes deploy/k8s/check_manifests.py, broken copies
-fail it with the expected message, the image (Dockerfile) and the manifests
-agree (ports, environment, probe service, model path), and the plan
-ConfigMap holds the committed plan.
+"""Deployment files: yamllint passes on deploy/, the example and
+inference-pool overlays render (kubectl kustomize) and pass
+deploy/k8s/check_manifests.py, broken copies (manifests, the endpoint
+picker's configuration, the prometheus-adapter rules) fail it with the
+expected message, the adapter's query is PromQL, the image (Dockerfile) and
+the manifests agree (ports, environment, probe service, model path), and the
+plan ConfigMap holds the committed plan.
 
   /usr/bin/python3 tests/deploy/manifests_test.py
 """
@@ -28,8 +30,8 @@ def run(cmd):
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
-def render(k8s_dir):
-    p = run(["kubectl", "kustomize", os.path.join(k8s_dir, "overlays", "example")])
+def render(k8s_dir, overlay="example"):
+    p = run(["kubectl", "kustomize", os.path.join(k8s_dir, "overlays", overlay)])
     assert p.returncode == 0, p.stderr
     return [o for o in yaml.safe_load_all(p.stdout) if o]
 
@@ -55,15 +57,54 @@ class ManifestsTest(unittest.TestCase):
                  os.path.join(ROOT, "deploy")])
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
-    def test_overlay_renders_and_passes_the_check(self):
-        kinds = sorted(o["kind"] for o in render(K8S))
-        self.assertEqual(kinds, sorted([
-            "Namespace", "ConfigMap", "Service", "Service", "Deployment",
-            "PodDisruptionBudget", "HorizontalPodAutoscaler", "ServiceMonitor"]))
-        p = run(["/usr/bin/python3", CHECK,
-                 os.path.join(K8S, "overlays", "example")])
-        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-        self.assertIn("0 violations", p.stdout)
+    def test_overlays_render_and_pass_the_check(self):
+        base = ["ConfigMap", "Service", "Service", "Deployment",
+                "PodDisruptionBudget", "HorizontalPodAutoscaler",
+                "ServiceMonitor"]
+        overlays = {
+            "example": ["Namespace"],
+            # The endpoint picker (Deployment, Service, its configuration,
+            # access), the pool and the route.
+            "inference-pool": ["Namespace", "Deployment", "Service",
+                               "ConfigMap", "ServiceAccount", "Role",
+                               "RoleBinding", "InferencePool", "HTTPRoute"],
+        }
+        for overlay, extra in overlays.items():
+            kinds = sorted(o["kind"] for o in render(K8S, overlay))
+            self.assertEqual(kinds, sorted(base + extra), overlay)
+            p = run(["/usr/bin/python3", CHECK,
+                     os.path.join(K8S, "overlays", overlay)])
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertIn("0 violations", p.stdout)
+
+    def test_inference_pool_fits_the_deployment(self):
+        # The pool sends the OpenAI port to the serving pods; the picker
+        # scrapes the metrics port and reads spikeserve's gauges.
+        objs = render(K8S, "inference-pool")
+        pool = next(o for o in objs if o["kind"] == "InferencePool")
+        self.assertEqual(pool["apiVersion"], "inference.networking.k8s.io/v1")
+        server = next(o for o in objs if o["kind"] == "Deployment" and
+                      o["metadata"]["name"] == "spikeserve")
+        c = server["spec"]["template"]["spec"]["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        self.assertEqual(pool["spec"]["targetPorts"], [{"number": ports["http"]}])
+        epp = next(o for o in objs if o["kind"] == "ConfigMap" and
+                   "epp-config.yaml" in o.get("data", {}))
+        config = yaml.safe_load(epp["data"]["epp-config.yaml"])
+        plugins = {p["type"]: p.get("parameters") for p in config["plugins"]}
+        self.assertEqual(plugins["metrics-data-source"]["port"], ports["metrics"])
+        engine = plugins["core-metrics-extractor"]["engineConfigs"][0]
+        self.assertEqual(
+            {k: v for k, v in engine.items() if k.endswith("Spec")},
+            {"queuedRequestsSpec": "spikeserve_requests_waiting",
+             "runningRequestsSpec": "spikeserve_requests_running",
+             "kvUsageSpec": "spikeserve_kv_cache_usage_ratio"})
+        with open(os.path.join(ROOT, "server", "serving_metrics.cc")) as f:
+            source = f.read()
+        for name in engine.values():
+            if name.startswith("spikeserve_"):
+                self.assertRegex(source, r'Family\("%s",[^;]*MetricType::Gauge'
+                                 % name)
 
     def check_broken_copy(self, relpath, old, new, message, target):
         """Copy deploy/k8s, replace `old` by `new` (first occurrence) in
@@ -111,6 +152,8 @@ class ManifestsTest(unittest.TestCase):
              "container port http is required"),
             ("base/service.yaml", "app.kubernetes.io/component: server",
              "app.kubernetes.io/component: sever", "selects no spikeserve pod"),
+            ("base/service.yaml", "targetPort: http", "targetPort: web",
+             "Service spikeserve port http: no container port web"),
             ("base/pdb.yaml", "app.kubernetes.io/component: server",
              "app.kubernetes.io/component: db", "PodDisruptionBudget selects"),
             ("base/hpa.yaml", "    name: spikeserve\n  minReplicas",
@@ -144,6 +187,114 @@ class ManifestsTest(unittest.TestCase):
             relpath, old, new, message = case[:4]
             target = case[4] if len(case) > 4 else example
             self.check_broken_copy(relpath, old, new, message, target)
+
+    def test_broken_inference_pool_copies_fail(self):
+        # (file under deploy/k8s, text to replace, replacement, expected
+        # message); each checked on the inference-pool overlay.
+        pool = "overlays/inference-pool/inferencepool.yaml"
+        epp = "overlays/inference-pool/epp.yaml"
+        config = "overlays/inference-pool/epp-config.yaml"
+        rbac = "overlays/inference-pool/epp-rbac.yaml"
+        route = "overlays/inference-pool/httproute.yaml"
+        cases = [
+            # The pool: its API version, required fields, enums; the pods
+            # and the port it sends requests to.
+            (pool, "apiVersion: inference.networking.k8s.io/v1",
+             "apiVersion: inference.networking.x-k8s.io/v1alpha2",
+             "unexpected apiVersion inference.networking.x-k8s.io/v1alpha2"),
+            (pool, "  targetPorts:\n    - number: 8080\n", "",
+             "spec.targetPorts: required field missing"),
+            (pool, "failureMode: FailOpen", "failureMode: FailSoft",
+             "'FailSoft' is not one of FailOpen, FailClose"),
+            (pool, "- number: 8080", "- number: 8000",
+             "InferencePool spikeserve targetPorts [8000] must be the "
+             "Deployment's http containerPort (8080)"),
+            ("base/deployment.yaml", "containerPort: 8080",
+             "containerPort: 8081",
+             "targetPorts [8080] must be the Deployment's http "
+             "containerPort (8081)"),
+            (pool, "      app.kubernetes.io/component: server",
+             "      app.kubernetes.io/component: model",
+             "InferencePool spikeserve selects no spikeserve pod"),
+            (pool, "    name: spikeserve-epp", "    name: spikeserve-picker",
+             "endpointPickerRef Service spikeserve-picker is not in the "
+             "render"),
+            (pool, "      number: 9002", "      number: 9003",
+             "Service spikeserve-epp has no port 9003"),
+            (epp, "targetPort: grpc", "targetPort: metrics",
+             "does not reach the picker's ext_proc port 9002"),
+            # The picker's metric names: gauges the server defines, each
+            # with its meaning, read on the port that serves /metrics.
+            (config, "queuedRequestsSpec: spikeserve_requests_waiting",
+             "queuedRequestsSpec: spikeserve_requests_queued",
+             "EPP queuedRequestsSpec names spikeserve_requests_queued, which "
+             "is not a gauge that server/serving_metrics.cc defines"),
+            (config, "queuedRequestsSpec: spikeserve_requests_waiting",
+             "queuedRequestsSpec: spikeserve_requests_running",
+             "EPP queuedRequestsSpec reads spikeserve_requests_running; the "
+             "spikeserve gauge with that meaning is "
+             "spikeserve_requests_waiting"),
+            (config, "kvUsageSpec: spikeserve_kv_cache_usage_ratio",
+             "kvUsageSpec: spikeserve_prefix_cache_hits_total",
+             "EPP kvUsageSpec names spikeserve_prefix_cache_hits_total, "
+             "which is not a gauge"),
+            (config, "defaultEngine: spikeserve", "defaultEngine: vllm",
+             "EPP reads engine vllm's metric names (built in)"),
+            (config, "      port: 9464\n", "",
+             "EPP scrapes metrics on port 8080; spikeserve serves /metrics "
+             "on its metrics port 9464"),
+            (config, "      - pluginRef: queue-scorer",
+             "      - pluginRef: queue-scorr",
+             "pluginRef queue-scorr names no declared plugin"),
+            (config, "apiVersion: llm-d.ai/v1alpha1",
+             "apiVersion: inference.networking.x-k8s.io/v1alpha1",
+             "expected apiVersion llm-d.ai/v1alpha1"),
+            (config, "schedulingProfiles:", "profiles:",
+             "schedulingProfiles: required field missing"),
+            # The picker's flags, access and shutdown.
+            (epp, "            - --tracing=false\n",
+             "            - --tracing=false\n"
+             "            - --total-queued-requests-metric="
+             "spikeserve_requests_waiting\n",
+             "EPP flag --total-queued-requests-metric is refused"),
+            (epp, "--pool-name=spikeserve", "--pool-name=vllm",
+             "EPP spikeserve-epp serves pool vllm, not InferencePool "
+             "spikeserve"),
+            (epp, "--config-file=/config/epp-config.yaml",
+             "--config-file=/config/plugins.yaml",
+             "--config-file /config/plugins.yaml is not a key of a "
+             "ConfigMap mounted at /config"),
+            (epp, "            - name: NAMESPACE\n              valueFrom:\n"
+                  "                fieldRef:\n"
+                  "                  fieldPath: metadata.namespace\n", "",
+             "neither --pool-namespace nor NAMESPACE"),
+            (epp, "terminationGracePeriodSeconds: 60",
+             "terminationGracePeriodSeconds: 30",
+             "terminationGracePeriodSeconds (30) shorter than the pool's "
+             "pods' (45)"),
+            (epp, "runAsUser: 65532", "runAsUser: 0",
+             "EPP spikeserve-epp must run as non-root"),
+            (rbac, 'resources: ["pods"]', 'resources: ["services"]',
+             "ServiceAccount spikeserve-epp may not get/list/watch pods"),
+            (rbac, "    name: spikeserve-epp\nroleRef",
+             "    name: default\nroleRef",
+             "may not get/list/watch inferencepools"),
+            # The route: to the pool, through a Gateway.
+            (route, "          name: spikeserve", "          name: spikeserv",
+             "backendRef InferencePool spikeserv is not in the render"),
+            (route, "        - group: inference.networking.k8s.io\n"
+                    "          kind: InferencePool",
+             "        - kind: InferencePool",
+             "InferencePool backendRef needs group"),
+            (route, "type: PathPrefix", "type: Prefix",
+             "'Prefix' is not one of Exact, PathPrefix, RegularExpression"),
+            (route, "request: 300s", "request: 5min", "expected duration"),
+            (route, "      kind: Gateway", "      kind: Service",
+             "parentRef inference-gateway is not a Gateway"),
+        ]
+        for relpath, old, new, message in cases:
+            self.check_broken_copy(relpath, old, new, message,
+                                   "overlays/inference-pool")
 
     def test_broken_adapter_rules_fail(self):
         with open(ADAPTER_RULES) as f:
