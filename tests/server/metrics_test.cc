@@ -164,6 +164,47 @@ TEST_F(MetricsTest, CountersEqualTheTraffic) {
   EXPECT_TRUE(plan_info);
 }
 
+// Issue 19: the gauges an endpoint picker and the HPA read move with the
+// load: one running and three queued requests show as such and hold KV
+// blocks; when they finish every gauge returns to idle.
+TEST_F(MetricsTest, QueueAndKvGaugesFollowTheLoad) {
+  ServerOptions o = MetricsOptions();
+  o.engine.max_running = 1;
+  StartServer(o);
+  IdleStats();
+  auto m = Scrape();
+  const double idle_kv = m["spikeserve_kv_cache_usage_ratio"];
+  EXPECT_EQ(m["spikeserve_requests_waiting"], 0);
+  EXPECT_EQ(m["spikeserve_requests_running"], 0);
+  gate_.Hold();
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>> rs;
+  for (int i = 0; i < 4; ++i) {
+    std::vector<int32_t> prompt(40, 65 + i);
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    rs.push_back(
+        stub_->GenerateStream(ctxs.back().get(), TokenRequest(prompt, 8)));
+    if (i == 0) gate_.WaitPauses(1);  // running, held in its first step
+  }
+  WaitForWaiting(3);
+  m = Scrape();
+  EXPECT_EQ(m["spikeserve_requests_running"], 1);
+  EXPECT_EQ(m["spikeserve_requests_waiting"], 3);
+  EXPECT_GT(m["spikeserve_kv_cache_usage_ratio"], idle_kv);
+  gate_.Open();
+  for (auto& r : rs) {
+    v1::GenerateResponse msg;
+    while (r->Read(&msg)) {
+    }
+    EXPECT_TRUE(r->Finish().ok());
+  }
+  IdleStats();
+  m = Scrape();
+  EXPECT_EQ(m["spikeserve_requests_running"], 0);
+  EXPECT_EQ(m["spikeserve_requests_waiting"], 0);
+  EXPECT_DOUBLE_EQ(m["spikeserve_kv_cache_usage_ratio"], idle_kv);
+}
+
 // Issue 23 D6: blocks that only the prefix cache holds are evictable: an
 // idle server reports them as cached, not as used (the KV-full alert and a
 // load balancer read the used ratio).
