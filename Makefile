@@ -87,7 +87,8 @@ fuzz: deps
 BUILD_TSAN ?= build-tsan
 TSAN_DEPS ?= $(HOME)/.cache/spikeserve/tsan-deps
 TSAN_TESTS := engine_test kv_cache_test sampler_test request_validation_test \
-  server_test metrics_test security_test soak_test
+  server_test metrics_test security_test soak_test openai_http_test \
+  chat_prompt_test
 TSAN_SOAK_REQUESTS ?= 2000
 $(BUILD_TSAN)/build.ninja: CMakeLists.txt | deps
 	cmake -S . -B $(BUILD_TSAN) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
