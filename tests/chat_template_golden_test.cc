@@ -20,12 +20,11 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "runtime/text/jinja.h"
-#include "tests/jinja_test_util.h"
+#include "server/chat/json_to_jinja.h"
 
 namespace spikeserve {
 namespace {
 
-using ::spikeserve::testing::JsonToJinja;
 using Json = nlohmann::ordered_json;  // key order matters (Python dicts)
 
 std::string DataPath(const std::string& name) {

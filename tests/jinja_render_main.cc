@@ -10,7 +10,7 @@
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 #include "runtime/text/jinja.h"
-#include "tests/jinja_test_util.h"
+#include "server/chat/json_to_jinja.h"
 
 int main(int argc, char** argv) {
   if (argc != 2) {
@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
       out["raised"] = false;
     } else {
       absl::StatusOr<std::string> r =
-          t->Render(spikeserve::testing::JsonToJinja(j["ctx"]), options);
+          t->Render(spikeserve::JsonToJinja(j["ctx"]), options);
       if (r.ok()) {
         out["out"] = *r;
       } else {

@@ -14,12 +14,10 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tests/jinja_test_util.h"
+#include "server/chat/json_to_jinja.h"
 
 namespace spikeserve {
 namespace {
-
-using ::spikeserve::testing::JsonToJinja;
 
 // The variables every row of the table sees.
 JinjaValue TableContext() {

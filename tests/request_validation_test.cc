@@ -263,6 +263,15 @@ TEST_F(RequestValidation, ChatInputThroughTheTemplate) {
       {"bad UTF-8 name",
        [](v1::ChatInput& c) { c.mutable_messages(0)->set_name("\xc3"); },
        "input.chat.messages[0].name is not valid UTF-8"},
+      {"tools not JSON", [](v1::ChatInput& c) { c.set_tools_json("[{"); },
+       "input.chat.tools_json is not a JSON array"},
+      {"tools an object", [](v1::ChatInput& c) { c.set_tools_json("{}"); },
+       "input.chat.tools_json is not a JSON array"},
+      {"tool calls not a list",
+       [](v1::ChatInput& c) {
+         c.mutable_messages(0)->set_tool_calls_json("\"x\"");
+       },
+       "input.chat.messages[0].tool_calls_json is not a JSON array"},
   };
   for (const Bad& c : cases) {
     v1::GenerateRequest bad = r;

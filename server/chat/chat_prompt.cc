@@ -35,7 +35,8 @@ absl::StatusOr<std::unique_ptr<ChatPrompt>> ChatPrompt::Create(
 }
 
 absl::StatusOr<std::string> ChatPrompt::Render(
-    absl::Span<const ChatMessage> messages, ChatEnding ending) const {
+    absl::Span<const ChatMessage> messages, ChatEnding ending,
+    const JinjaValue* tools) const {
   const bool add_generation_prompt = ending == ChatEnding::kGenerationPrompt;
   if (messages.empty()) {
     return absl::InvalidArgumentError("messages is empty");
@@ -55,6 +56,7 @@ absl::StatusOr<std::string> ChatPrompt::Render(
     if (m.name) d.Set("name", JinjaValue::String(*m.name));
     if (m.tool_call_id)
       d.Set("tool_call_id", JinjaValue::String(*m.tool_call_id));
+    if (m.tool_calls) d.Set("tool_calls", *m.tool_calls);
     list.push_back(JinjaValue::Dict(std::move(d)));
   }
   JinjaDict context;
@@ -62,6 +64,7 @@ absl::StatusOr<std::string> ChatPrompt::Render(
   context.Set("add_generation_prompt", JinjaValue::Bool(add_generation_prompt));
   context.Set("bos_token", JinjaValue::String(bos_));
   context.Set("eos_token", JinjaValue::String(eos_));
+  if (tools != nullptr) context.Set("tools", *tools);
   absl::StatusOr<std::string> text =
       template_.Render(JinjaValue::Dict(std::move(context)));
   if (!text.ok()) {
@@ -88,8 +91,9 @@ absl::StatusOr<std::string> ChatPrompt::Render(
 }
 
 absl::StatusOr<std::vector<int32_t>> ChatPrompt::Encode(
-    absl::Span<const ChatMessage> messages, ChatEnding ending) const {
-  absl::StatusOr<std::string> text = Render(messages, ending);
+    absl::Span<const ChatMessage> messages, ChatEnding ending,
+    const JinjaValue* tools) const {
+  absl::StatusOr<std::string> text = Render(messages, ending, tools);
   if (!text.ok()) return text.status();
   absl::StatusOr<std::vector<int32_t>> ids =
       tokenizer_->Encode(*text, /*add_special=*/false, /*parse_special=*/true);

@@ -3,13 +3,13 @@
 // (gRPC ChatInput, OpenAI JSON) and the engine, which only sees tokens.
 //
 // Rendering follows Hugging Face's apply_chat_template: the template gets
-// `messages` (a list of {role, content} dicts, plus `name` and
-// `tool_call_id` when given), `add_generation_prompt`, `bos_token` and
-// `eos_token`. The text is then tokenized with special tokens parsed (the
-// template writes them as text) and without adding any: BOS is prepended
-// only when the model asks for one and the template did not already write
-// it, so a Llama 3 template that starts with {{ bos_token }} gets exactly
-// one BOS (llama.cpp's server doubles it and warns).
+// `messages` (a list of {role, content} dicts, plus `name`, `tool_call_id`
+// and `tool_calls` when given), `tools` when the request has them,
+// `add_generation_prompt`, `bos_token` and `eos_token`. The text is then
+// tokenized with special tokens parsed (the template writes them as text) and
+// without adding any: BOS is prepended only when the model asks for one and the
+// template did not already write it, so a Llama 3 template that starts with {{
+// bos_token }} gets exactly one BOS (llama.cpp's server doubles it and warns).
 //
 // Thread-safety: immutable after Create; Encode may run on many threads.
 #ifndef SPIKESERVE_SERVER_CHAT_CHAT_PROMPT_H_
@@ -34,6 +34,8 @@ struct ChatMessage {
   std::string content;
   std::optional<std::string> name;          // optional speaker name
   std::optional<std::string> tool_call_id;  // role tool: the call answered
+  // role assistant: the calls it made (a list of dicts, OpenAI's shape).
+  std::optional<JinjaValue> tool_calls;
 };
 
 // How the conversation ends.
@@ -64,11 +66,15 @@ class ChatPrompt {
   // is, e.g. "Conversation roles must alternate user/assistant/..."), or a
   // runtime error in the template (naming line and column);
   // ResourceExhausted beyond the render limits.
+  // `tools` (a list of tool definitions, OpenAI's shape) is the template's
+  // `tools`; null leaves it undefined, as templates expect without tools.
   absl::StatusOr<std::string> Render(absl::Span<const ChatMessage> messages,
-                                     ChatEnding ending) const;
+                                     ChatEnding ending,
+                                     const JinjaValue* tools = nullptr) const;
   // Render, then the prompt tokens (see the file comment for BOS).
   absl::StatusOr<std::vector<int32_t>> Encode(
-      absl::Span<const ChatMessage> messages, ChatEnding ending) const;
+      absl::Span<const ChatMessage> messages, ChatEnding ending,
+      const JinjaValue* tools = nullptr) const;
 
  private:
   ChatPrompt(ChatTemplate tmpl, const Tokenizer* tokenizer, std::string bos,

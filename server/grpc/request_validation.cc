@@ -5,13 +5,16 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 #include "runtime/text/utf8.h"
+#include "server/chat/json_to_jinja.h"
 
 namespace spikeserve {
 namespace {
@@ -23,6 +26,17 @@ absl::Status Invalid(absl::string_view field, absl::string_view problem) {
 bool ValidUtf8(absl::string_view s) {
   size_t bad;
   return CompleteUtf8Prefix(s, &bad) == s.size();
+}
+
+// A JSON array (tools, tool calls) for the chat template, or why not.
+absl::StatusOr<JinjaValue> JsonArray(absl::string_view field,
+                                     const std::string& text) {
+  const nlohmann::ordered_json j =
+      nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_array()) {
+    return Invalid(field, "is not a JSON array");
+  }
+  return JsonToJinja(j);
 }
 
 // input.chat as prompt tokens through the model's chat template.
@@ -54,14 +68,29 @@ absl::StatusOr<std::vector<int32_t>> ChatPromptTokens(const v1::ChatInput& in,
         return Invalid(absl::StrCat(field, ".", name), "is not valid UTF-8");
       }
     }
-    ChatMessage cm{m.role(), m.content(), std::nullopt, std::nullopt};
+    ChatMessage cm{m.role(), m.content()};
     if (!m.name().empty()) cm.name = m.name();
     if (!m.tool_call_id().empty()) cm.tool_call_id = m.tool_call_id();
+    if (!m.tool_calls_json().empty()) {
+      absl::StatusOr<JinjaValue> calls = JsonArray(
+          absl::StrCat(field, ".tool_calls_json"), m.tool_calls_json());
+      if (!calls.ok()) return calls.status();
+      cm.tool_calls = *std::move(calls);
+    }
     messages.push_back(std::move(cm));
   }
+  std::optional<JinjaValue> tools;
+  if (!in.tools_json().empty()) {
+    absl::StatusOr<JinjaValue> t =
+        JsonArray("input.chat.tools_json", in.tools_json());
+    if (!t.ok()) return t.status();
+    tools = *std::move(t);
+  }
   absl::StatusOr<std::vector<int32_t>> ids = chat->Encode(
-      messages, in.continue_final_message() ? ChatEnding::kContinueFinalMessage
-                                            : ChatEnding::kGenerationPrompt);
+      messages,
+      in.continue_final_message() ? ChatEnding::kContinueFinalMessage
+                                  : ChatEnding::kGenerationPrompt,
+      tools ? &*tools : nullptr);
   if (!ids.ok()) {
     return absl::Status(ids.status().code(),
                         absl::StrCat("input.chat: ", ids.status().message()));

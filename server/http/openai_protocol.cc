@@ -9,7 +9,9 @@
 namespace spikeserve {
 namespace {
 
-using Json = nlohmann::json;
+// Ordered: a client's tools keep their key order into the template's
+// tojson (as Python dicts do), and answers read in OpenAI's order.
+using Json = nlohmann::ordered_json;
 
 // Invalid UTF-8 (a token's bytes may end inside a character) is replaced
 // rather than thrown on.
@@ -161,6 +163,15 @@ void ParseMessages(const Json& body, v1::ChatInput* chat, Fields* f) {
       f->Fail("messages", absl::StrCat("'", at, ".content' ", why));
       return;
     }
+    if (auto calls = m.find("tool_calls");
+        calls != m.end() && !calls->is_null()) {
+      if (!calls->is_array()) {
+        f->Fail("messages",
+                absl::StrCat("'", at, ".tool_calls' must be an array"));
+        return;
+      }
+      out->set_tool_calls_json(calls->dump());
+    }
     for (const char* key : {"name", "tool_call_id"}) {
       auto v = m.find(key);
       if (v == m.end() || v->is_null()) continue;
@@ -175,6 +186,13 @@ void ParseMessages(const Json& body, v1::ChatInput* chat, Fields* f) {
         out->set_tool_call_id(v->get<std::string>());
       }
     }
+  }
+  if (const Json* tools = f->Find("tools"); tools != nullptr) {
+    if (!tools->is_array()) {
+      f->Fail("tools", "'tools' must be an array");
+      return;
+    }
+    if (!tools->empty()) chat->set_tools_json(tools->dump());
   }
   bool cont = false;
   if (f->Bool("continue_final_message", &cont)) {

@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "runtime/gguf/gguf_reader.h"
 #include "runtime/text/tokenizer_spec.h"
+#include "server/chat/json_to_jinja.h"
 #include "tests/fixtures/gguf_builder.h"
 
 namespace spikeserve {
@@ -93,6 +94,29 @@ TEST(ChatPrompt, PassesNameAndToolCallId) {
   messages[1].tool_call_id = "call_1";
   EXPECT_EQ(*chat->Render(messages, ChatEnding::kGenerationPrompt),
             "user:ann:-;tool:-:call_1;");
+}
+
+// tools reach the template only when given (templates test `tools is
+// defined`); tool calls are the message's.
+TEST(ChatPrompt, PassesToolsAndToolCalls) {
+  auto tok = TinyTokenizer(false);
+  auto chat = *ChatPrompt::Create(
+      "{% if tools is defined %}{{ tools | tojson }}{% else %}none{% endif %}"
+      "|{% for m in messages %}{% if m.tool_calls is defined %}"
+      "{{ m.tool_calls[0].function.name }}{% endif %}{% endfor %}",
+      "test", tok.get());
+  std::vector<ChatMessage> messages = {{"user", "weather?"}, {"assistant", ""}};
+  messages[1].tool_calls = JsonToJinja(nlohmann::ordered_json::parse(
+      R"([{"id": "c1", "type": "function",
+           "function": {"name": "get_weather", "arguments": "{}"}}])"));
+  EXPECT_EQ(*chat->Render(messages, ChatEnding::kGenerationPrompt),
+            "none|get_weather");
+  const JinjaValue tools = JsonToJinja(nlohmann::ordered_json::parse(
+      R"([{"type": "function", "function": {"name": "get_weather"}}])"));
+  // tojson keeps the client's key order, as json.dumps of a dict does.
+  EXPECT_EQ(*chat->Render(messages, ChatEnding::kGenerationPrompt, &tools),
+            R"([{"type": "function", "function": {"name": "get_weather"}}])"
+            "|get_weather");
 }
 
 struct ErrorCase {

@@ -188,6 +188,8 @@ TEST_F(OpenAiHttpTest, BadRequestsGetTheirStatusAndTheServerKeepsServing) {
             Json::array(
                 {{{"role", "user"}, {"content", {{{"type", "image_url"}}}}}})),
        auth, 400, "invalid_request_error", "only text is supported"},
+      {"tools an object", "POST", kChat, with("tools", Json::object()), auth,
+       400, "invalid_request_error", "'tools' must be an array"},
       {"unknown model", "POST", kChat, with("model", "gpt-4"), auth, 404,
        "not_found_error", "the model 'gpt-4' does not exist"},
       {"10 MB body", "POST", kChat, std::string(10 << 20, ' '), auth, 413,

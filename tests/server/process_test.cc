@@ -131,8 +131,11 @@ class ServerProcess {
 // Flags of a server on the tiny model and plan, any free port, no metrics.
 std::vector<std::string> TinyServerArgs() {
   return {"--model=" + GetTinyModelFiles().model,
-          "--plan=" + GetTinyModelFiles().plan, "--host=127.0.0.1",
-          "--grpc_port=0", "--http_port=0", "--metrics_port=-1"};
+          "--plan=" + GetTinyModelFiles().plan,
+          "--host=127.0.0.1",
+          "--grpc_port=0",
+          "--http_port=0",
+          "--metrics_port=-1"};
 }
 
 grpc::Status GenerateWithToken(int port, const std::string& token) {

@@ -1,8 +1,10 @@
-// JSON (nlohmann::ordered_json) to JinjaValue for the Jinja tests: objects
-// become dicts in file order and integers stay ints, as json.loads gives
-// them to jinja2.
-#ifndef SPIKESERVE_TESTS_JINJA_TEST_UTIL_H_
-#define SPIKESERVE_TESTS_JINJA_TEST_UTIL_H_
+// JSON (nlohmann::ordered_json) to JinjaValue: objects become dicts in
+// their order and integers stay ints, as json.loads gives them to jinja2.
+// The front end's bridge from a request's JSON (tools, tool calls) to a
+// chat template's context; the Jinja tests build their contexts with it.
+// Header-only, so that the runtime's tests use it without the server.
+#ifndef SPIKESERVE_SERVER_CHAT_JSON_TO_JINJA_H_
+#define SPIKESERVE_SERVER_CHAT_JSON_TO_JINJA_H_
 
 #include <string>
 #include <utility>
@@ -10,7 +12,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/text/jinja_value.h"
 
-namespace spikeserve::testing {
+namespace spikeserve {
 
 inline JinjaValue JsonToJinja(const nlohmann::ordered_json& j) {
   using Json = nlohmann::ordered_json;
@@ -43,6 +45,6 @@ inline JinjaValue JsonToJinja(const nlohmann::ordered_json& j) {
   }
 }
 
-}  // namespace spikeserve::testing
+}  // namespace spikeserve
 
-#endif  // SPIKESERVE_TESTS_JINJA_TEST_UTIL_H_
+#endif  // SPIKESERVE_SERVER_CHAT_JSON_TO_JINJA_H_
