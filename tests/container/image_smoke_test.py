@@ -8,6 +8,7 @@ Every container it starts is removed.
   /usr/bin/python3 tests/container/image_smoke_test.py --image spikeserve:latest
 """
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -54,7 +55,7 @@ def main():
                       "{{.Size}}").stdout.strip())
     print("image size: %.0f MiB" % (size / 2**20))
 
-    grpc_port, metrics_port = free_port(), free_port()
+    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
     name = "spikeserve-smoke-%d" % os.getpid()
     with tempfile.TemporaryDirectory() as stubs:
         pb, rpc, hpb, hrpc, _, _ = spikeserve_stubs.generate(stubs)
@@ -62,7 +63,8 @@ def main():
             # No --init: the server is PID 1 and must handle SIGTERM itself.
             podman("run", "-d", "--name", name,
                    "-p", "127.0.0.1:%d:50051" % grpc_port,
-                   "-p", "127.0.0.1:%d:9464" % metrics_port, args.image)
+                   "-p", "127.0.0.1:%d:9464" % metrics_port,
+                   "-p", "127.0.0.1:%d:8080" % http_port, args.image)
             channel = grpc.insecure_channel("127.0.0.1:%d" % grpc_port)
             health = hrpc.HealthStub(channel)
             serving, deadline = False, time.time() + 300
@@ -88,6 +90,19 @@ def main():
                 stopping=pb.StoppingParams(max_new_tokens=32)), timeout=60))
             check("Paris" in text, "streaming Generate answers: %r" % text)
             channel.close()
+            # The OpenAI API on the image's port 8080: a chat, by the
+            # model's own template.
+            req = urllib.request.Request(
+                "http://127.0.0.1:%d/v1/chat/completions" % http_port,
+                data=json.dumps({"messages": [
+                    {"role": "user",
+                     "content": "What is the capital of France?"}],
+                    "max_tokens": 32, "temperature": 0}).encode(),
+                headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                answer = json.loads(r.read())["choices"][0]["message"]
+            check("Paris" in answer["content"],
+                  "the OpenAI chat answers: %r" % answer)
             with urllib.request.urlopen(
                     "http://127.0.0.1:%d/metrics" % metrics_port, timeout=10) as r:
                 scrape = r.read().decode()
