@@ -133,6 +133,43 @@ TEST_F(SecurityTest, TlsServerRefusesPlaintextClients) {
             StatusCode::UNAVAILABLE);
 }
 
+// The OpenAI API serves the same certificate and token as gRPC (curl is
+// the HTTPS client); mutual TLS, which it cannot verify, refuses the start.
+TEST_F(SecurityTest, HttpApiUsesTheSameTlsAndToken) {
+  const std::string cert = MakeCert("http-server");
+  ServerOptions o = DefaultOptions();
+  o.tls = {cert + ".crt", cert + ".key", ""};
+  o.auth_token = "tok-1";
+  o.http_bind = "127.0.0.1:0";
+  StartServer(o);
+  const int port = server_->http_port();
+  auto curl = [&](const std::string& header) {
+    const std::string cmd =
+        absl::StrCat("curl -s --max-time 10 --cacert ", cert,
+                     ".crt --resolve localhost:", port, ":127.0.0.1 ", header,
+                     " https://localhost:", port, "/v1/models");
+    std::string out;
+    if (FILE* p = popen(cmd.c_str(), "r")) {
+      char buf[4096];
+      for (size_t n; (n = fread(buf, 1, sizeof(buf), p)) > 0;)
+        out.append(buf, n);
+      pclose(p);
+    }
+    return out;
+  };
+  EXPECT_THAT(curl("-H 'Authorization: Bearer tok-1'"),
+              HasSubstr("\"object\":\"list\""));
+  EXPECT_THAT(curl(""), HasSubstr("missing bearer token"));
+  // Plain HTTP gets no HTTP answer from the TLS port.
+  EXPECT_EQ(HttpRequest(port, "GET", "/health").status, 0);
+  TearDown();
+
+  o.tls.client_ca_file = cert + ".crt";
+  auto s = SpikeServer::Start(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("--http_port -1"));
+}
+
 TEST_F(SecurityTest, MutualTlsRequiresAClientCertificate) {
   const std::string server = MakeCert("mtls-server");
   const std::string client = MakeCert("mtls-client");
