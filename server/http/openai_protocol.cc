@@ -194,6 +194,25 @@ void ParseMessages(const Json& body, v1::ChatInput* chat, Fields* f) {
     }
     if (!tools->empty()) chat->set_tools_json(tools->dump());
   }
+  // Constraints the server cannot enforce are refused rather than ignored:
+  // a client relying on them would get unconstrained text.
+  if (const Json* rf = f->Find("response_format"); rf != nullptr) {
+    auto type = rf->is_object() ? rf->find("type") : rf->end();
+    if (type == rf->end() || *type != "text") {
+      f->Fail("response_format",
+              "'response_format' other than {\"type\": \"text\"} is not "
+              "supported (no constrained decoding)");
+      return;
+    }
+  }
+  if (const Json* tc = f->Find("tool_choice"); tc != nullptr) {
+    if (!tc->is_string() || (*tc != "auto" && *tc != "none")) {
+      f->Fail("tool_choice",
+              "'tool_choice' must be \"auto\" or \"none\": forcing a tool "
+              "call is not supported");
+      return;
+    }
+  }
   bool cont = false;
   if (f->Bool("continue_final_message", &cont)) {
     chat->set_continue_final_message(cont);
