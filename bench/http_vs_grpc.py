@@ -14,10 +14,7 @@ import argparse
 import http.client
 import json
 import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,6 +25,7 @@ import grpc
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "python"))
 import spikeserve_stubs  # noqa: E402
+from server_process import ServerProcess  # noqa: E402
 
 
 def messages(i):
@@ -90,26 +88,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    proc = subprocess.Popen(
+    server = ServerProcess(
         [args.server, "--model", args.model, "--host", "127.0.0.1",
          "--grpc_port", "0", "--http_port", "0", "--metrics_port", "-1",
-         "--threads", str(args.threads)],
-        stderr=subprocess.PIPE, text=True)
-    ports, ready = {}, threading.Event()
-    def pump():
-        for line in proc.stderr:
-            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-            if m:
-                ports["grpc"] = int(m.group(1))
-            m = re.search(r"OpenAI HTTP API on port (\d+)", line)
-            if m:
-                ports["http"] = int(m.group(1))
-            if "health SERVING" in line:
-                ready.set()
-        ready.set()
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(600) or len(ports) != 2:
-        sys.exit("server did not start")
+         "--threads", str(args.threads)], timeout=600)
+    ports = server.ports
     with tempfile.TemporaryDirectory() as out:
         pb, rpc, _, _, _, _ = spikeserve_stubs.generate(out)
         channel = grpc.insecure_channel("127.0.0.1:%d" % ports["grpc"])
@@ -125,8 +108,7 @@ def main():
                 assert tokens == n * args.concurrency, (name, tokens)
                 rates[name].append(tokens / secs)
         channel.close()
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(60)
+    server.stop()
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(json.dumps({
         "concurrency": args.concurrency, "tokens_per_stream": n,

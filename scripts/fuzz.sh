@@ -14,7 +14,7 @@ if [ ! -f "$build/build.ninja" ]; then
     -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPIKESERVE_FUZZ=ON \
     -DSPIKESERVE_BUILD_TESTS=OFF -DSPIKESERVE_BUILD_BENCH=OFF >/dev/null
 fi
-targets=(gguf tokenizer quant_plan request)
+targets=(gguf tokenizer quant_plan request openai)
 cmake --build "$build" --target "${targets[@]/%/_fuzzer}"
 status=0
 for t in "${targets[@]}"; do

@@ -105,6 +105,8 @@ bool PeerClosed(int fd) {
 // the engine's callback (the engine thread); fields under `mu` once
 // submitted.
 struct OpenAiHttpServer::Call {
+  explicit Call(ServingMetrics* m) : metrics(m) {}
+
   Route route = Route::kUnknown;
   std::string method;
   MHD_Connection* conn = nullptr;
@@ -117,7 +119,7 @@ struct OpenAiHttpServer::Call {
   std::string id;
   bool stream = false, include_usage = false;
   OpenAiAnswerContext ctx;
-  RequestMetrics metrics{nullptr};  // engine thread only
+  RequestMetrics metrics;  // engine thread only
 
   std::mutex mu;
   bool submitted = false;        // the engine holds the request
@@ -161,7 +163,7 @@ struct OpenAiHttpServer::Callbacks {
                            void** req_cls) {
     auto* self = static_cast<OpenAiHttpServer*>(cls);
     if (*req_cls == nullptr) {  // the headers are in
-      auto* holder = new CallPtr(std::make_shared<Call>());
+      auto* holder = new CallPtr(std::make_shared<Call>(self->metrics_));
       Call& c = **holder;
       c.route = RouteOf(url);
       c.method = method;
@@ -309,7 +311,6 @@ struct OpenAiHttpServer::Callbacks {
     c.ctx.created = int64_t(std::time(nullptr));
     c.ctx.logprobs = req->logprobs;
     c.ctx.tokenizer = b.tokenizer;
-    new (&c.metrics) RequestMetrics(self->metrics_);
     {
       std::lock_guard<std::mutex> lock(c.mu);
       c.submitted = true;

@@ -13,13 +13,9 @@ Exit code 77 (CTest: skipped) when the model file is missing, unless CI=true.
 """
 import argparse
 import os
-import re
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 import unittest
 import urllib.request
 
@@ -28,6 +24,7 @@ import openai
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import spikeserve_stubs  # noqa: E402
+from server_process import ServerProcess  # noqa: E402
 
 ARGS = None
 pb = rpc = None
@@ -43,41 +40,19 @@ class Server:
         cmd = [ARGS.server, "--model", ARGS.model, "--host", "127.0.0.1",
                "--grpc_port", "0", "--http_port", "0", "--metrics_port", "-1",
                "--threads", "2", "--served_model_name", "smollm2"]
-        env = dict(os.environ, SPIKESERVE_AUTH_TOKEN=TOKEN)
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
-                                     env=env)
-        self.log, self.grpc_port, self.http_port = [], None, None
-        ready = threading.Event()
-
-        def pump():
-            for line in self.proc.stderr:
-                self.log.append(line)
-                m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-                if m:
-                    self.grpc_port = int(m.group(1))
-                m = re.search(r"OpenAI HTTP API on port (\d+)", line)
-                if m:
-                    self.http_port = int(m.group(1))
-                if "health SERVING" in line:
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(300) or self.http_port is None:
-            raise RuntimeError("server did not start:\n" + "".join(self.log))
-        self.base = "http://127.0.0.1:%d" % self.http_port
+        self.process = ServerProcess(
+            cmd, env=dict(os.environ, SPIKESERVE_AUTH_TOKEN=TOKEN))
+        self.proc, self.log = self.process.proc, self.process.log
+        self.base = "http://127.0.0.1:%d" % self.process.ports["http"]
         self.client = openai.OpenAI(base_url=self.base + "/v1", api_key=TOKEN,
                                     max_retries=0, timeout=120)
-        self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.grpc_port)
+        self.channel = grpc.insecure_channel(
+            "127.0.0.1:%d" % self.process.ports["grpc"])
         self.stub = rpc.GenerationStub(self.channel)
 
     def stop(self):
         self.channel.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(120)
-        self.proc.stderr.close()
-        return code
+        return self.process.stop()
 
 
 class OpenAiClientTest(unittest.TestCase):

@@ -18,12 +18,10 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 import urllib.parse
@@ -33,6 +31,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 DEPLOY = os.path.join(ROOT, "deploy", "prometheus")
 ARGS = None
+sys.path.insert(0, HERE)
+from server_process import ServerProcess  # noqa: E402
 
 
 def free_port():
@@ -55,26 +55,12 @@ class Spikeserve:
                "--threads", "2"]
         if ARGS.plan:
             cmd += ["--plan", ARGS.plan]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-        self.log, self.grpc_port, self.metrics_port = [], None, None
-        ready = threading.Event()
-
-        def pump():
-            for line in self.proc.stderr:
-                self.log.append(line)
-                m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-                if m:
-                    self.grpc_port = int(m.group(1))
-                m = re.search(r"metrics on port (\d+)", line)
-                if m:
-                    self.metrics_port = int(m.group(1))
-                if "health SERVING" in line:
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(300) or self.metrics_port is None:
-            raise RuntimeError("spikeserve did not start:\n" + "".join(self.log))
+        self.process = ServerProcess(cmd)
+        self.proc, self.log = self.process.proc, self.process.log
+        self.grpc_port = self.process.ports["grpc"]
+        self.metrics_port = self.process.ports.get("metrics")
+        if self.metrics_port is None:
+            raise RuntimeError("no metrics port:\n" + "".join(self.log))
 
     def generate(self, n):
         """A few requests through the Python client stubs (for traffic)."""
@@ -91,10 +77,7 @@ class Spikeserve:
                                                ignore_eos=True)))
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(120)
-        self.proc.stderr.close()
-        return code
+        return self.process.stop()
 
 
 class PrometheusTest(unittest.TestCase):

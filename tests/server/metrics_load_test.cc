@@ -52,21 +52,6 @@ void RaiseDescriptorLimit() {
   ASSERT_GE(lim.rlim_cur, want) << "raise the hard limit of open files";
 }
 
-// A connected TCP socket to 127.0.0.1:`port`, or -1.
-int Connect(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(uint16_t(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 struct ScrapeResult {
   std::string response;  // status line, headers and body as received
   Clock::duration took{};
@@ -78,7 +63,7 @@ ScrapeResult TimedScrape(int port, Clock::duration deadline) {
   ScrapeResult r;
   const Clock::time_point start = Clock::now();
   const Clock::time_point until = start + deadline;
-  const int fd = Connect(port);
+  const int fd = ConnectLocal(port);
   if (fd < 0) return r;
   const std::string req =
       "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
@@ -201,11 +186,11 @@ TEST_F(MetricsLoadTest, ScrapesAnswerWhileManyConnectionsAreIdleOrSlow) {
 
   std::vector<int> idle, slow;
   for (int i = 0; i < kIdleConnections; ++i) {
-    idle.push_back(Connect(port));
+    idle.push_back(ConnectLocal(port));
     ASSERT_GE(idle.back(), 0) << "connection " << i;
   }
   for (int i = 0; i < kSlowConnections; ++i) {
-    slow.push_back(Connect(port));
+    slow.push_back(ConnectLocal(port));
     ASSERT_GE(slow.back(), 0) << "slow connection " << i;
   }
   SlowHeaderWriter writer(slow);
@@ -273,8 +258,8 @@ TEST_F(MetricsLoadTest, IdleAndStalledConnectionsAreClosedAfterTheTimeout) {
   o.http_limits.idle_timeout = absl::Seconds(1);
   StartServer(o, /*load=*/false);
   const int port = server_->metrics()->port();
-  const int idle = Connect(port);
-  const int stalled = Connect(port);
+  const int idle = ConnectLocal(port);
+  const int stalled = ConnectLocal(port);
   ASSERT_GE(idle, 0);
   ASSERT_GE(stalled, 0);
   const std::string part = "GET /metrics HTTP/1.1\r\nHo";

@@ -1,8 +1,6 @@
 // The OpenAI-compatible HTTP API against an in-process server on the tiny
 // model (with a chat template): answers, streams, errors, draining and
 // cancellation. The official `openai` client is tests/python/openai_test.py.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -193,8 +191,8 @@ TEST_F(OpenAiHttpTest, BadRequestsGetTheirStatusAndTheServerKeepsServing) {
       {"JSON mode", "POST", kChat,
        with("response_format", {{"type", "json_object"}}), auth, 400,
        "invalid_request_error", "no constrained decoding"},
-      {"forced tool call", "POST", kChat, with("tool_choice", "required"),
-       auth, 400, "invalid_request_error", "forcing a tool call"},
+      {"forced tool call", "POST", kChat, with("tool_choice", "required"), auth,
+       400, "invalid_request_error", "forcing a tool call"},
       {"unknown model", "POST", kChat, with("model", "gpt-4"), auth, 404,
        "not_found_error", "the model 'gpt-4' does not exist"},
       {"10 MB body", "POST", kChat, std::string(10 << 20, ' '), auth, 413,
@@ -280,15 +278,8 @@ TEST_F(OpenAiHttpTest, QueueFullLoadingAndDraining) {
 
 // Sends a streamed chat on a raw socket (the answer is left unread).
 int OpenStream(int port, const std::string& body) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(uint16_t(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
+  const int fd = ConnectLocal(port);
+  if (fd < 0) return -1;
   const std::string req = absl::StrCat(
       "POST /v1/chat/completions HTTP/1.0\r\nContent-Length: ", body.size(),
       "\r\n\r\n", body);

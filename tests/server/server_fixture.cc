@@ -72,41 +72,32 @@ const TinyModelFiles& GetTinyModelFiles() {
   return *files;
 }
 
-std::string HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
+int ConnectLocal(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(uint16_t(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string req =
-        "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (send(fd, req.data(), req.size(), 0) == ssize_t(req.size())) {
-      char buf[65536];
-      for (ssize_t n; (n = recv(fd, buf, sizeof(buf), 0)) > 0;) {
-        response.append(buf, size_t(n));
-      }
-    }
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
   }
-  close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
+  return fd;
+}
+
+std::string HttpGet(int port, const std::string& path) {
+  return HttpRequest(port, "GET", path).body;
 }
 
 HttpReply HttpRequest(int port, const std::string& method,
                       const std::string& path, const std::string& body,
                       const std::string& extra_headers) {
   HttpReply reply;
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  const int fd = ConnectLocal(port);
   if (fd < 0) return reply;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(uint16_t(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+  {
     std::string req = method + " " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n" +
                       extra_headers;
     if (!body.empty() || method == "POST") {

@@ -62,6 +62,9 @@ inline const char* ExpectedInt8Kernel() {
   return Int8MatmulHasVnni() ? "brg:avx512_core_vnni" : "gemm:jit";
 }
 
+// A TCP connection to 127.0.0.1:<port> (a blocking socket), or -1.
+int ConnectLocal(int port);
+
 // GET http://127.0.0.1:<port><path>; the body, or "" on failure.
 std::string HttpGet(int port, const std::string& path);
 
