@@ -401,7 +401,8 @@ struct OpenAiHttpServer::Callbacks {
         }
         c->answer_status = status == 499 ? 200 : status;
         c->metrics.OnFinish(RouteName(c->route), CodeOfHttp(status), "http");
-      } else if (!c->client_gone && PeerClosed(c->fd)) {
+      } else if (!c->client_gone && !c->connection_done &&
+                 PeerClosed(c->fd)) {
         c->client_gone = true;
         abort = true;
       }
