@@ -132,6 +132,31 @@ float HalfToFloat(uint16_t h) {
   return f;
 }
 
+uint16_t FloatToHalf(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint16_t sign = uint16_t((x >> 16) & 0x8000u);
+  const uint32_t abs = x & 0x7FFFFFFFu;
+  if (abs >= 0x7F800000u) {  // inf or NaN (a quiet NaN stays a NaN)
+    return uint16_t(sign | 0x7C00u | (abs > 0x7F800000u ? 0x200u : 0));
+  }
+  const int exp = int(abs >> 23) - 127;  // unbiased
+  if (exp > 15) return uint16_t(sign | 0x7C00u);
+  // The significand with its implicit bit, and how far right it moves:
+  // 13 bits for a normal half, more below 2^-14 (subnormal halves).
+  const uint32_t mant = (abs & 0x7FFFFFu) | 0x800000u;
+  const int shift = exp >= -14 ? 13 : 13 + (-14 - exp);
+  if (shift > 24) return sign;  // below half the smallest subnormal
+  uint32_t h = mant >> shift;
+  const uint32_t rest = mant & ((1u << shift) - 1);
+  const uint32_t half_way = 1u << (shift - 1);
+  if (rest > half_way || (rest == half_way && (h & 1u))) ++h;
+  // A normal half: the biased exponent above the 10 significand bits (the
+  // implicit bit adds 1 to it, as does a rounding carry, which is right).
+  if (exp >= -14) return uint16_t(sign | ((uint32_t(exp + 14) << 10) + h));
+  return uint16_t(sign | h);
+}
+
 float Bf16ToFloat(uint16_t h) {
   const uint32_t bits = static_cast<uint32_t>(h) << 16;
   float f;

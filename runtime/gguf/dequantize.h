@@ -18,6 +18,9 @@ bool IsDequantizable(uint32_t type_id);
 // IEEE half and bfloat16 to float.
 float HalfToFloat(uint16_t h);
 float Bf16ToFloat(uint16_t h);
+// Float to IEEE half, rounding to nearest even, subnormals included; past
+// the largest half (65504) to ±inf; NaN stays NaN.
+uint16_t FloatToHalf(float f);
 
 // `n` elements (a multiple of the type's block size) of type `type_id` at
 // `src` to FP32 in `dst`. The caller has checked IsDequantizable and sizes.

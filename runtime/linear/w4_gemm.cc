@@ -1,0 +1,351 @@
+#include "runtime/linear/w4_gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "runtime/gguf/dequantize.h"
+
+namespace spikeserve {
+namespace {
+
+// Fork OpenMP threads only above this many weight nibbles times rows
+// (m·N·K), as the INT8 kernel does (int8_gemm_packed.cc).
+constexpr int64_t kParallelMacs = int64_t(1) << 18;
+// Rows of x that share one pass over a block's weights.
+constexpr int kRowTile = 4;
+// How far ahead of the current chunk a thread prefetches its stream.
+constexpr int kPrefetchBytes = 2048;
+
+#define SPIKESERVE_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define SPIKESERVE_VNNI \
+  __attribute__((target("avx512f,avx512bw,avx512vnni,fma,f16c")))
+
+int ColumnsOf(W4KernelIsa isa) {
+  return isa == W4KernelIsa::kAvx512Vnni ? 16 : 8;
+}
+
+// Bytes of one group of one block: C half scales (+ C half mins), then
+// G/8 chunks of 4·C bytes.
+size_t GroupBytes(int columns, int group, bool has_min) {
+  return size_t(columns) * 2 * (has_min ? 2 : 1) +
+         size_t(group / 8) * 4 * columns;
+}
+
+inline int32_t Load4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// GCC 12 warns that the undefined pass-through operand of its own
+// conversion intrinsics is uninitialized: a false positive of its headers
+// (int8_gemm_packed.cc has the same), silenced here only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// One block of 16 columns for R rows (R <= kRowTile) of x; y rows of n.
+template <int R>
+SPIKESERVE_VNNI void BlockVnni(const int8_t* x, size_t x_stride,
+                               const int32_t* sums, int groups,
+                               const uint8_t* wb, int group, bool has_min,
+                               const float* row_scale, float* y, int n,
+                               int j0) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m512 yf[R];
+  for (int r = 0; r < R; ++r) yf[r] = _mm512_setzero_ps();
+  const int chunks = group / 8;
+  for (int g = 0; g < groups; ++g) {
+    const __m512 d = _mm512_cvtph_ps(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb)));
+    __m512 mn = _mm512_setzero_ps();
+    if (has_min) {
+      mn = _mm512_cvtph_ps(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + 32)));
+    }
+    const uint8_t* chunk = wb + (has_min ? 64 : 32);
+    __m512i acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
+    const int k0 = g * group;
+    for (int c = 0; c < chunks; ++c, chunk += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(chunk) + kPrefetchBytes,
+                   _MM_HINT_T0);
+      const __m512i wv = _mm512_loadu_si512(chunk);
+      const __m512i lo = _mm512_and_si512(wv, low4);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
+      for (int r = 0; r < R; ++r) {
+        const int8_t* xr = x + r * x_stride + k0 + 8 * c;
+        acc[r] = _mm512_dpbusd_epi32(acc[r], lo, _mm512_set1_epi32(Load4(xr)));
+        acc[r] =
+            _mm512_dpbusd_epi32(acc[r], hi, _mm512_set1_epi32(Load4(xr + 4)));
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      const int32_t xs = sums[size_t(r) * groups + g];
+      if (has_min) {
+        yf[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(acc[r]), yf[r]);
+        yf[r] = _mm512_fmadd_ps(mn, _mm512_set1_ps(float(xs)), yf[r]);
+      } else {
+        const __m512i s = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(8 * xs));
+        yf[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), yf[r]);
+      }
+    }
+    wb = chunk;
+  }
+  const int live = std::min(16, n - j0);
+  const __mmask16 mask = __mmask16((1u << live) - 1);
+  for (int r = 0; r < R; ++r) {
+    const __m512 out = _mm512_mul_ps(yf[r], _mm512_set1_ps(row_scale[r]));
+    _mm512_mask_storeu_ps(y + size_t(r) * n + j0, mask, out);
+  }
+}
+
+#pragma GCC diagnostic pop
+
+// The same for 8 columns with AVX2: vpmaddubsw gives int16 pair sums
+// (each at most 2·15·127 = 3810, the low and high nibbles' together 7620:
+// no saturation), vpmaddwd folds them to the 4-k int32 lanes.
+template <int R>
+SPIKESERVE_AVX2 void BlockAvx2(const int8_t* x, size_t x_stride,
+                               const int32_t* sums, int groups,
+                               const uint8_t* wb, int group, bool has_min,
+                               const float* row_scale, float* y, int n,
+                               int j0) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 yf[R];
+  for (int r = 0; r < R; ++r) yf[r] = _mm256_setzero_ps();
+  const int chunks = group / 8;
+  for (int g = 0; g < groups; ++g) {
+    const __m256 d =
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb)));
+    __m256 mn = _mm256_setzero_ps();
+    if (has_min) {
+      mn = _mm256_cvtph_ps(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + 16)));
+    }
+    const uint8_t* chunk = wb + (has_min ? 32 : 16);
+    __m256i acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
+    const int k0 = g * group;
+    for (int c = 0; c < chunks; ++c, chunk += 32) {
+      _mm_prefetch(reinterpret_cast<const char*>(chunk) + kPrefetchBytes,
+                   _MM_HINT_T0);
+      const __m256i wv =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(chunk));
+      const __m256i lo = _mm256_and_si256(wv, low4);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low4);
+      for (int r = 0; r < R; ++r) {
+        const int8_t* xr = x + r * x_stride + k0 + 8 * c;
+        const __m256i p = _mm256_add_epi16(
+            _mm256_maddubs_epi16(lo, _mm256_set1_epi32(Load4(xr))),
+            _mm256_maddubs_epi16(hi, _mm256_set1_epi32(Load4(xr + 4))));
+        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(p, ones));
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      const int32_t xs = sums[size_t(r) * groups + g];
+      if (has_min) {
+        yf[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(acc[r]), yf[r]);
+        yf[r] = _mm256_fmadd_ps(mn, _mm256_set1_ps(float(xs)), yf[r]);
+      } else {
+        const __m256i s = _mm256_sub_epi32(acc[r], _mm256_set1_epi32(8 * xs));
+        yf[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), yf[r]);
+      }
+    }
+    wb = chunk;
+  }
+  const int live = std::min(8, n - j0);
+  for (int r = 0; r < R; ++r) {
+    const __m256 out = _mm256_mul_ps(yf[r], _mm256_set1_ps(row_scale[r]));
+    if (live == 8) {
+      _mm256_storeu_ps(y + size_t(r) * n + j0, out);
+    } else {
+      alignas(32) float v[8];
+      _mm256_store_ps(v, out);
+      std::copy(v, v + live, y + size_t(r) * n + j0);
+    }
+  }
+}
+
+// Every row of x against one block, kRowTile rows at a time (the block is
+// read from L1/L2 after the first tile).
+template <bool kVnni>
+void Columns(const int8_t* x, const int32_t* sums, int m,
+             const W4PackedWeights& w, const uint8_t* wb,
+             const float* row_scale, float* y, int j0) {
+  const int groups = w.k / w.group;
+  const size_t xs = size_t(w.k);
+  for (int r = 0; r < m; r += kRowTile) {
+    const int rows = std::min(kRowTile, m - r);
+    const int8_t* xr = x + r * xs;
+    const int32_t* sr = sums + size_t(r) * groups;
+    float* yr = y + size_t(r) * w.n;
+    const float* rs = row_scale + r;
+#define SPIKESERVE_W4_CALL(R)                                               \
+  (kVnni ? BlockVnni<R>(xr, xs, sr, groups, wb, w.group, w.has_min, rs, yr, \
+                        w.n, j0)                                            \
+         : BlockAvx2<R>(xr, xs, sr, groups, wb, w.group, w.has_min, rs, yr, \
+                        w.n, j0))
+    switch (rows) {
+      case 4:
+        SPIKESERVE_W4_CALL(4);
+        break;
+      case 3:
+        SPIKESERVE_W4_CALL(3);
+        break;
+      case 2:
+        SPIKESERVE_W4_CALL(2);
+        break;
+      default:
+        SPIKESERVE_W4_CALL(1);
+        break;
+    }
+#undef SPIKESERVE_W4_CALL
+  }
+}
+
+}  // namespace
+
+const char* W4KernelIsaName(W4KernelIsa isa) {
+  return isa == W4KernelIsa::kAvx512Vnni ? "avx512_vnni" : "avx2";
+}
+
+bool W4KernelSupported(W4KernelIsa isa) {
+  const bool base = __builtin_cpu_supports("avx2") &&
+                    __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("f16c");
+  if (isa == W4KernelIsa::kAvx2) return base;
+  return base && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vnni");
+}
+
+void QuantizeW4Row(const float* w, int k, int group, uint8_t* u,
+                   uint16_t* scale) {
+  for (int g = 0; g * group < k; ++g) {
+    const float* v = w + size_t(g) * group;
+    float peak = 0;  // the value of largest magnitude, with its sign
+    for (int i = 0; i < group; ++i) {
+      if (std::fabs(v[i]) > std::fabs(peak)) peak = v[i];
+    }
+    const uint16_t dh = FloatToHalf(peak / -8.0f);
+    scale[g] = dh;
+    const float d = HalfToFloat(dh);
+    const float inv = d != 0 ? 1.0f / d : 0.0f;
+    for (int i = 0; i < group; ++i) {
+      const float q = std::nearbyint(v[i] * inv);
+      u[size_t(g) * group + i] = uint8_t(std::clamp(q, -8.0f, 7.0f) + 8.0f);
+    }
+  }
+}
+
+void DequantizeW4Row(const W4Plain& p, int row, float* w) {
+  const int groups = p.groups();
+  for (int g = 0; g < groups; ++g) {
+    const float d = HalfToFloat(p.scale[size_t(row) * groups + g]);
+    const float mn =
+        p.has_min ? HalfToFloat(p.min[size_t(row) * groups + g]) : 0.0f;
+    for (int i = 0; i < p.group; ++i) {
+      const int k = g * p.group + i;
+      const int u = p.u[size_t(row) * p.k + k];
+      w[k] = p.has_min ? d * float(u) + mn : d * float(u - 8);
+    }
+  }
+}
+
+W4PackedWeights PackW4Weights(const W4Plain& p, W4KernelIsa isa) {
+  W4PackedWeights out;
+  out.isa = isa;
+  out.n = p.n;
+  out.k = p.k;
+  out.group = p.group;
+  out.has_min = p.has_min;
+  const int C = ColumnsOf(isa), groups = p.groups();
+  const int blocks = (p.n + C - 1) / C;
+  const size_t group_bytes = GroupBytes(C, p.group, p.has_min);
+  out.data.assign(size_t(blocks) * groups * group_bytes, 0);
+  for (int b = 0; b < blocks; ++b) {
+    for (int g = 0; g < groups; ++g) {
+      uint8_t* gb = out.data.data() + (size_t(b) * groups + g) * group_bytes;
+      uint8_t* chunks = gb + size_t(C) * 2 * (p.has_min ? 2 : 1);
+      for (int j = 0; j < C; ++j) {
+        const int n = b * C + j;
+        if (n >= p.n) break;  // padding columns: zero scales and nibbles
+        const size_t gi = size_t(n) * groups + g;
+        std::memcpy(gb + 2 * j, &p.scale[gi], 2);
+        if (p.has_min) std::memcpy(gb + 2 * (C + j), &p.min[gi], 2);
+        const uint8_t* un = p.u.data() + size_t(n) * p.k + size_t(g) * p.group;
+        for (int c = 0; c < p.group / 8; ++c) {
+          for (int t = 0; t < 4; ++t) {
+            chunks[size_t(c) * 4 * C + 4 * j + t] =
+                uint8_t(un[8 * c + t] | (un[8 * c + 4 + t] << 4));
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+void W4GroupSums(const int8_t* x, int m, int k, int group, int32_t* sums) {
+  const int groups = k / group;
+  for (int r = 0; r < m; ++r) {
+    for (int g = 0; g < groups; ++g) {
+      const int8_t* v = x + size_t(r) * k + size_t(g) * group;
+      int32_t s = 0;
+      for (int i = 0; i < group; ++i) s += v[i];
+      sums[size_t(r) * groups + g] = s;
+    }
+  }
+}
+
+void W4Gemm(const int8_t* x, const int32_t* sums, int m,
+            const W4PackedWeights& w, const float* row_scale, float* y) {
+  const int C = ColumnsOf(w.isa), groups = w.k / w.group;
+  const int blocks = (w.n + C - 1) / C;
+  const size_t block_bytes = size_t(groups) * GroupBytes(C, w.group, w.has_min);
+  const bool vnni = w.isa == W4KernelIsa::kAvx512Vnni;
+  const bool parallel = int64_t(m) * w.n * w.k >= kParallelMacs;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int b = 0; b < blocks; ++b) {
+    const uint8_t* wb = w.data.data() + size_t(b) * block_bytes;
+    if (vnni) {
+      Columns<true>(x, sums, m, w, wb, row_scale, y, b * C);
+    } else {
+      Columns<false>(x, sums, m, w, wb, row_scale, y, b * C);
+    }
+  }
+}
+
+void W4GemmReference(const int8_t* x, int m, const W4Plain& w,
+                     const float* row_scale, float* y) {
+  const int groups = w.groups();
+  for (int r = 0; r < m; ++r) {
+    const int8_t* xr = x + size_t(r) * w.k;
+    for (int n = 0; n < w.n; ++n) {
+      float acc = 0;
+      for (int g = 0; g < groups; ++g) {
+        int32_t s = 0, xs = 0;
+        for (int i = 0; i < w.group; ++i) {
+          const int k = g * w.group + i;
+          s += int32_t(w.u[size_t(n) * w.k + k]) * xr[k];
+          xs += xr[k];
+        }
+        const float d = HalfToFloat(w.scale[size_t(n) * groups + g]);
+        if (w.has_min) {
+          const float mn = HalfToFloat(w.min[size_t(n) * groups + g]);
+          acc = std::fma(d, float(s), acc);
+          acc = std::fma(mn, float(xs), acc);
+        } else {
+          acc = std::fma(d, float(s - 8 * xs), acc);
+        }
+      }
+      y[size_t(r) * w.n + n] = acc * row_scale[r];
+    }
+  }
+}
+
+}  // namespace spikeserve

@@ -1,0 +1,204 @@
+#include "runtime/linear/w4_gemm.h"
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "runtime/gguf/dequantize.h"
+
+namespace spikeserve {
+namespace {
+
+uint32_t Bits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+
+// Every finite half converts to float and back to itself; the float
+// halfway between two neighbouring halves rounds to the one whose last bit
+// is 0, and a hair above it to the upper one.
+TEST(FloatToHalf, RoundTripsAndTiesToEven) {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    if ((h & 0x7C00) == 0x7C00) continue;  // inf, NaN
+    const float f = HalfToFloat(uint16_t(h));
+    ASSERT_EQ(FloatToHalf(f), h) << std::hex << h;
+    if ((h & 0x7FFF) == 0x7BFF) continue;  // the largest finite: no next
+    const float next = HalfToFloat(uint16_t(h + 1));
+    const float mid = (f + next) / 2;  // exact: a float has bits to spare
+    ASSERT_EQ(FloatToHalf(mid), (h & 1) ? h + 1 : h) << std::hex << h;
+    ASSERT_EQ(FloatToHalf(std::nextafter(mid, next)), h + 1) << std::hex << h;
+  }
+  EXPECT_EQ(FloatToHalf(65520.0f), 0x7C00);  // rounds past 65504: inf
+  EXPECT_EQ(FloatToHalf(-1e9f), 0xFC00);
+  EXPECT_EQ(FloatToHalf(1e-9f), 0x0000);  // below half a subnormal
+  EXPECT_EQ(FloatToHalf(-0.0f), 0x8000);
+  EXPECT_EQ(FloatToHalf(NAN) & 0x7E00, 0x7E00);  // still a NaN
+}
+
+// The CPU's own conversion (F16C) agrees on random floats of every scale.
+__attribute__((target("f16c"))) uint16_t CpuHalf(float f) {
+  return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+}
+TEST(FloatToHalf, AgreesWithF16c) {
+  if (!__builtin_cpu_supports("f16c")) GTEST_SKIP() << "no F16C";
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<uint32_t> bits;
+  for (int i = 0; i < 1000000; ++i) {
+    uint32_t b = bits(rng);
+    // Exponents from 2^-30 to 2^20, where halves live and just outside.
+    b = (b & 0x807FFFFFu) | ((97 + (b >> 23) % 51) << 23);
+    float f;
+    std::memcpy(&f, &b, 4);
+    ASSERT_EQ(FloatToHalf(f), CpuHalf(f)) << std::hex << b;
+  }
+}
+
+// A group whose largest magnitude is -8 has d = 1: integers in [-8, 7]
+// come back exactly. With a largest value of +4, d = -0.5: 4 maps to
+// u = 0, -3.5 to u = 15, and 0.3 to the nearest multiple, 0.5.
+TEST(QuantizeW4Row, HandChecked) {
+  std::vector<float> w(64);
+  for (int i = 0; i < 32; ++i) w[i] = float(i % 16 - 8);
+  for (int i = 32; i < 64; ++i) w[i] = 0;
+  w[32] = 4.0f;
+  w[33] = -3.5f;
+  w[34] = 0.3f;
+  std::vector<uint8_t> u(64);
+  std::vector<uint16_t> scale(2);
+  QuantizeW4Row(w.data(), 64, 32, u.data(), scale.data());
+  EXPECT_EQ(HalfToFloat(scale[0]), 1.0f);
+  EXPECT_EQ(HalfToFloat(scale[1]), -0.5f);
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(u[i], i % 16) << i;
+  EXPECT_EQ(u[32], 0);
+  EXPECT_EQ(u[33], 15);
+  EXPECT_EQ(u[34], 7);  // 0.3 / -0.5 = -0.6 -> -1 -> u = 7
+  EXPECT_EQ(u[35], 8);  // 0 -> 0
+  W4Plain p{1, 64, 32, false, u, scale, {}};
+  std::vector<float> back(64);
+  DequantizeW4Row(p, 0, back.data());
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(back[i], w[i]) << i;
+  EXPECT_EQ(back[32], 4.0f);
+  EXPECT_EQ(back[33], -3.5f);
+  EXPECT_EQ(back[34], 0.5f);
+}
+
+// Random rows: every value within half a step of its group's grid, or one
+// step where the grid's short side (+7 of -8) clamps it.
+TEST(QuantizeW4Row, ErrorWithinHalfAStep) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0, 0.02f);
+  const int k = 256, group = 64;
+  std::vector<float> w(k), back(k);
+  W4Plain p{1,
+            k,
+            group,
+            false,
+            std::vector<uint8_t>(k),
+            std::vector<uint16_t>(k / group),
+            {}};
+  for (int trial = 0; trial < 100; ++trial) {
+    for (float& v : w) v = nd(rng);
+    QuantizeW4Row(w.data(), k, group, p.u.data(), p.scale.data());
+    DequantizeW4Row(p, 0, back.data());
+    for (int i = 0; i < k; ++i) {
+      const float d = std::fabs(HalfToFloat(p.scale[i / group]));
+      const float q = w[i] / HalfToFloat(p.scale[i / group]);
+      const float bound = (q > 7.5f ? 1.0f : 0.5f) * d * 1.001f;
+      ASSERT_LE(std::fabs(back[i] - w[i]), bound) << i;
+    }
+  }
+}
+
+struct Case {
+  int m, k, n, group;
+  bool has_min;
+  bool extremes;  // |x| = 127 and u = 15 everywhere: the largest sums
+};
+
+class W4GemmTest
+    : public ::testing::TestWithParam<std::tuple<W4KernelIsa, Case>> {};
+
+// Bit for bit the scalar reference's floats, for each kernel the CPU runs:
+// the row counts (1, 3, 16, 64, 257: tails of the 4-row tiles),
+// every group size, with and without mins, N with a tail past the 8- and
+// 16-column blocks, negative scales and the largest sums.
+TEST_P(W4GemmTest, EqualsScalarReference) {
+  const auto [isa, c] = GetParam();
+  if (!W4KernelSupported(isa)) {
+    GTEST_SKIP() << "this CPU has no " << W4KernelIsaName(isa);
+  }
+  std::mt19937 rng(c.m * 131 + c.k * 7 + c.n + c.group + c.has_min);
+  std::uniform_int_distribution<int> dx(-127, 127), du(0, 15), sign(0, 1);
+  std::normal_distribution<float> ds(0, 0.01f);
+  std::vector<int8_t> x(size_t(c.m) * c.k);
+  for (int8_t& v : x)
+    v = int8_t(c.extremes ? (sign(rng) ? 127 : -127) : dx(rng));
+  W4Plain w;
+  w.n = c.n;
+  w.k = c.k;
+  w.group = c.group;
+  w.has_min = c.has_min;
+  w.u.resize(size_t(c.n) * c.k);
+  for (uint8_t& v : w.u) v = uint8_t(c.extremes ? 15 : du(rng));
+  w.scale.resize(size_t(c.n) * w.groups());
+  for (uint16_t& v : w.scale) v = FloatToHalf(ds(rng));
+  if (c.has_min) {
+    w.min.resize(w.scale.size());
+    for (uint16_t& v : w.min) v = FloatToHalf(8 * ds(rng));
+  }
+  std::vector<float> row_scale(c.m);
+  for (float& v : row_scale) v = std::fabs(ds(rng)) + 1e-3f;
+
+  std::vector<float> want(size_t(c.m) * c.n), got(want.size(), NAN);
+  W4GemmReference(x.data(), c.m, w, row_scale.data(), want.data());
+  const W4PackedWeights packed = PackW4Weights(w, isa);
+  std::vector<int32_t> sums(size_t(c.m) * w.groups());
+  W4GroupSums(x.data(), c.m, c.k, c.group, sums.data());
+  W4Gemm(x.data(), sums.data(), c.m, packed, row_scale.data(), got.data());
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_EQ(Bits(got[i]), Bits(want[i]))
+        << "row " << i / c.n << " column " << i % c.n << ": " << got[i]
+        << " vs " << want[i];
+  }
+}
+
+std::vector<Case> Cases() {
+  std::vector<Case> cases;
+  for (int m : {1, 3, 16, 64, 257}) {
+    for (int group : {32, 64, 128}) {
+      for (bool has_min : {false, true}) {
+        cases.push_back({m, 384, 40, group, has_min, false});
+      }
+    }
+  }
+  cases.push_back({5, 1536, 96, 128, false, true});
+  cases.push_back({2, 1536, 96, 32, true, true});
+  cases.push_back({1, 4096, 17, 128, false, false});
+  return cases;
+}
+
+std::string Name(
+    const ::testing::TestParamInfo<std::tuple<W4KernelIsa, Case>>& info) {
+  const auto& [isa, c] = info.param;
+  return std::string(W4KernelIsaName(isa)) + "_m" + std::to_string(c.m) + "_k" +
+         std::to_string(c.k) + "_n" + std::to_string(c.n) + "_g" +
+         std::to_string(c.group) + (c.has_min ? "_min" : "_sym") +
+         (c.extremes ? "_extremes" : "");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, W4GemmTest,
+    ::testing::Combine(::testing::Values(W4KernelIsa::kAvx2,
+                                         W4KernelIsa::kAvx512Vnni),
+                       ::testing::ValuesIn(Cases())),
+    Name);
+
+}  // namespace
+}  // namespace spikeserve
