@@ -8,6 +8,7 @@
 #include "runtime/linear/int8_gemm_packed.h"
 #include "runtime/linear/int8_linear.h"
 #include "runtime/linear/linear.h"
+#include "runtime/linear/w4_gemm.h"
 
 namespace spikeserve {
 namespace {
@@ -107,6 +108,53 @@ void BM_VnniKernelCold(benchmark::State& s) {
       ->UseRealTime()
 BENCHMARK(BM_Avx2KernelCold)->COLD_SHAPES;
 BENCHMARK(BM_VnniKernelCold)->COLD_SHAPES;
+
+// The W4A8 kernels the same way (group 128, symmetric: 4.125 bits per
+// weight). bytes_per_second = packed bytes read (scales included);
+// weights_per_second compares with the INT8 kernels above at equal shapes.
+void W4KernelCold(benchmark::State& state, W4KernelIsa isa) {
+  if (!W4KernelSupported(isa)) {
+    state.SkipWithError("kernel not supported on this CPU");
+    return;
+  }
+  const int m = int(state.range(0)), k = int(state.range(1)),
+            n = int(state.range(2)), group = 128;
+  W4Plain plain;
+  plain.n = n;
+  plain.k = k;
+  plain.group = group;
+  plain.u.resize(size_t(n) * k);
+  plain.scale.resize(size_t(n) * (k / group));
+  std::mt19937 rng(1);
+  std::uniform_int_distribution<int> du(0, 15);
+  for (uint8_t& v : plain.u) v = uint8_t(du(rng));
+  for (uint16_t& v : plain.scale) v = 0x2000;  // 2^-7
+  const W4PackedWeights one = PackW4Weights(plain, isa);
+  const size_t count = std::max<size_t>(2, (size_t(128) << 20) / one.bytes());
+  std::vector<W4PackedWeights> packed(count, one);
+  std::vector<int8_t> x(size_t(m) * k, 3);
+  std::vector<int32_t> sums(size_t(m) * (k / group));
+  W4GroupSums(x.data(), m, k, group, sums.data());
+  std::vector<float> row_scale(m, 0.01f), y(size_t(m) * n);
+  size_t i = 0;
+  for (auto _ : state) {
+    W4Gemm(x.data(), sums.data(), m, packed[i], row_scale.data(), y.data());
+    benchmark::ClobberMemory();
+    if (++i == count) i = 0;
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(one.bytes()));
+  state.counters["weights_per_second"] =
+      benchmark::Counter(double(n) * k * state.iterations(),
+                         benchmark::Counter::kIsRate);
+}
+void BM_W4Avx2KernelCold(benchmark::State& s) {
+  W4KernelCold(s, W4KernelIsa::kAvx2);
+}
+void BM_W4VnniKernelCold(benchmark::State& s) {
+  W4KernelCold(s, W4KernelIsa::kAvx512Vnni);
+}
+BENCHMARK(BM_W4Avx2KernelCold)->COLD_SHAPES;
+BENCHMARK(BM_W4VnniKernelCold)->COLD_SHAPES;
 
 }  // namespace
 }  // namespace spikeserve

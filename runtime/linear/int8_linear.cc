@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/linear/activation_quant.h"
 
 namespace spikeserve {
 namespace {
@@ -172,36 +173,10 @@ void Int8Linear::Forward(const LinearInput& in, float* y) const {
   sc.k = K;
   float* row_scale_ = Grow(&sc.row_scale, size_t(m));
   int8_t* xq_ = Grow(&sc.xq, size_t(mb) * K);
-  // 1. Row scales.
-  auto absmax = [&](int r) {
-    return in.row_absmax ? in.row_absmax[r] : AbsMax(in.x + size_t(r) * K, K);
-  };
-  switch (options_.mode) {
-    case ActQuantMode::kPerTokenDynamic:
-      for (int r = 0; r < m; ++r) row_scale_[r] = ScaleFor(absmax(r));
-      break;
-    case ActQuantMode::kPerTensorDynamic:
-      for (size_t g = 0; g + 1 < in.seq_bounds.size(); ++g) {
-        float mx = 0;
-        for (int r = in.seq_bounds[g]; r < in.seq_bounds[g + 1]; ++r) {
-          mx = std::max(mx, absmax(r));
-        }
-        for (int r = in.seq_bounds[g]; r < in.seq_bounds[g + 1]; ++r) {
-          row_scale_[r] = ScaleFor(mx);
-        }
-      }
-      break;
-    case ActQuantMode::kPerTensorStatic:
-      for (int r = 0; r < m; ++r)
-        row_scale_[r] = ScaleFor(options_.static_absmax);
-      break;
-  }
-    // 2. Quantize into a bucket-sized buffer (padding zeroed for oneDNN).
-#pragma omp parallel for schedule(static) if (m >= kParallelRows)
-  for (int r = 0; r < m; ++r) {
-    QuantizeRow(in.x + size_t(r) * K, K, 1.0f / row_scale_[r],
-                &xq_[size_t(r) * K]);
-  }
+  // 1-2. Row scales, then the rows quantized into a bucket-sized buffer
+  // (padding zeroed below for oneDNN).
+  QuantizeActivations(in, K, options_.mode, options_.static_absmax, row_scale_,
+                      xq_);
   // 3. s8 x s8 -> s32: our packed kernel for the batch sizes it is faster
   // at, dequantizing in its own epilogue (the same float operations as
   // step 4)...

@@ -1,0 +1,118 @@
+#include "runtime/linear/w4a8_linear.h"
+
+#include <cmath>
+#include <optional>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/gguf/dequantize.h"
+#include "runtime/linear/activation_quant.h"
+#include "runtime/linear/onednn_matmul.h"
+
+namespace spikeserve {
+namespace {
+
+std::optional<W4KernelIsa> KernelIsa() {
+  if (Int8MatmulHasVnni() && W4KernelSupported(W4KernelIsa::kAvx512Vnni)) {
+    return W4KernelIsa::kAvx512Vnni;
+  }
+  if (W4KernelSupported(W4KernelIsa::kAvx2)) return W4KernelIsa::kAvx2;
+  return std::nullopt;
+}
+
+absl::Status CheckShape(int k, int group) {
+  if (group != 32 && group != 64 && group != 128) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "W4A8: group size ", group, " is not one of 32, 64 or 128"));
+  }
+  if (k % group != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "W4A8: the input width ", k, " is not a multiple of the group size ",
+        group, " (", k, " = ", k / group, " x ", group, " + ", k % group, ")"));
+  }
+  return absl::OkStatus();
+}
+
+// Scratch shared by every W4A8Linear on a thread (see int8_linear.cc).
+struct Scratch {
+  std::vector<int8_t> xq;        // [m][K]
+  std::vector<int32_t> sums;     // [m][K/G]
+  std::vector<float> row_scale;  // [m]
+};
+template <typename T>
+T* Grow(std::vector<T>* v, size_t n) {
+  if (v->size() < n) v->resize(n);
+  return v->data();
+}
+
+}  // namespace
+
+std::string W4A8Linear::KernelDescription() {
+  const std::optional<W4KernelIsa> isa = KernelIsa();
+  return isa ? W4KernelIsaName(*isa) : "none";
+}
+
+absl::StatusOr<std::unique_ptr<W4A8Linear>> W4A8Linear::FromPlain(
+    const W4Plain& w, const Options& options) {
+  if (absl::Status s = CheckShape(w.k, w.group); !s.ok()) return s;
+  const std::optional<W4KernelIsa> isa = KernelIsa();
+  if (!isa) {
+    return absl::FailedPreconditionError(
+        "W4A8 needs a CPU with AVX2, FMA and F16C");
+  }
+  if (options.mode == ActQuantMode::kPerTensorStatic &&
+      !(options.static_absmax > 0 && std::isfinite(options.static_absmax))) {
+    return absl::InvalidArgumentError(
+        "W4A8: static mode needs a positive calibrated absmax");
+  }
+  for (uint16_t h : w.scale) {
+    if ((h & 0x7C00) == 0x7C00) {
+      return absl::InvalidArgumentError(
+          "W4A8: a group scale is infinite or NaN (weights beyond half's "
+          "range, |w| > 8 x 65504)");
+    }
+  }
+  auto lin = std::unique_ptr<W4A8Linear>(new W4A8Linear());
+  lin->options_ = options;
+  lin->options_.group = w.group;
+  lin->packed_ = PackW4Weights(w, *isa);
+  return lin;
+}
+
+absl::StatusOr<std::unique_ptr<W4A8Linear>> W4A8Linear::Create(
+    const WeightRows& w, const Options& options) {
+  const int K = w.cols(), N = w.rows();
+  if (absl::Status s = CheckShape(K, options.group); !s.ok()) return s;
+  W4Plain plain;
+  plain.n = N;
+  plain.k = K;
+  plain.group = options.group;
+  plain.u.resize(size_t(N) * K);
+  plain.scale.resize(size_t(N) * plain.groups());
+#pragma omp parallel
+  {
+    std::vector<float> row(K);
+#pragma omp for schedule(static)
+    for (int r = 0; r < N; ++r) {
+      w.Row(r, row.data());
+      QuantizeW4Row(row.data(), K, options.group, &plain.u[size_t(r) * K],
+                    &plain.scale[size_t(r) * plain.groups()]);
+    }
+  }
+  w.Done(0, N);
+  return FromPlain(plain, options);
+}
+
+void W4A8Linear::Forward(const LinearInput& in, float* y) const {
+  thread_local Scratch sc;
+  const int m = in.m, K = packed_.k;
+  float* row_scale = Grow(&sc.row_scale, size_t(m));
+  int8_t* xq = Grow(&sc.xq, size_t(m) * K);
+  int32_t* sums = Grow(&sc.sums, size_t(m) * (K / packed_.group));
+  QuantizeActivations(in, K, options_.mode, options_.static_absmax, row_scale,
+                      xq);
+  W4GroupSums(xq, m, K, packed_.group, sums);
+  W4Gemm(xq, sums, m, packed_, row_scale, y);
+}
+
+}  // namespace spikeserve

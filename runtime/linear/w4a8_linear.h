@@ -1,0 +1,58 @@
+// W4A8 linear layer: 4-bit weights in groups along K, INT8 activations
+// (the three modes of the W8A8 linear), on our own kernels (w4_gemm.h).
+//
+// The weights are held once, packed for the kernel this CPU runs: AVX-512
+// VNNI where oneDNN's int8 kernels use it too (a cap by ONEDNN_MAX_CPU_ISA
+// moves both to AVX2), AVX2 otherwise. Every batch size runs on it: at
+// decode it streams 4.125-4.5 bits per weight instead of 8.
+#ifndef SPIKESERVE_RUNTIME_LINEAR_W4A8_LINEAR_H_
+#define SPIKESERVE_RUNTIME_LINEAR_W4A8_LINEAR_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "runtime/linear/linear.h"
+#include "runtime/linear/quantize.h"
+#include "runtime/linear/w4_gemm.h"
+#include "runtime/linear/weight_rows.h"
+
+namespace spikeserve {
+
+class W4A8Linear final : public Linear {
+ public:
+  struct Options {
+    ActQuantMode mode = ActQuantMode::kPerTokenDynamic;
+    float static_absmax = 0;  // kPerTensorStatic: calibrated input absmax
+    int group = 128;          // 32, 64 or 128; must divide K
+  };
+  // The kernel this CPU runs, e.g. "avx512_vnni", or "none" (no AVX2).
+  static std::string KernelDescription();
+
+  // Quantizes `w` ([N][K], FP32 rows on demand) round-to-nearest in
+  // groups (QuantizeW4Row). InvalidArgument naming the reason when the
+  // group does not divide K or is not 32/64/128; FailedPrecondition on a
+  // CPU without AVX2.
+  static absl::StatusOr<std::unique_ptr<W4A8Linear>> Create(
+      const WeightRows& w, const Options& options);
+  // Serves 4-bit weights as they are (e.g. a GGUF Q4_0 or Q4_1 tensor):
+  // no requantization; options.group is taken from `w`.
+  static absl::StatusOr<std::unique_ptr<W4A8Linear>> FromPlain(
+      const W4Plain& w, const Options& options);
+
+  void Forward(const LinearInput& in, float* y) const override;
+  int in_features() const override { return packed_.k; }
+  int out_features() const override { return packed_.n; }
+  size_t weight_bytes() const override { return packed_.bytes(); }
+  int group() const { return packed_.group; }
+
+ private:
+  W4A8Linear() = default;
+
+  Options options_;
+  W4PackedWeights packed_;
+};
+
+}  // namespace spikeserve
+
+#endif  // SPIKESERVE_RUNTIME_LINEAR_W4A8_LINEAR_H_

@@ -1,0 +1,134 @@
+#include "runtime/linear/w4a8_linear.h"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "runtime/linear/activation_quant.h"
+
+namespace spikeserve {
+namespace {
+
+Matrix RandomMatrix(int rows, int cols, uint32_t seed) {
+  Matrix w{rows, cols, std::vector<float>(size_t(rows) * cols)};
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0, 0.05f);
+  for (float& v : w.data) v = d(rng);
+  return w;
+}
+
+struct Case {
+  int m, k, n, group;
+  ActQuantMode mode;
+};
+
+class W4A8LinearTest : public ::testing::TestWithParam<Case> {};
+
+// The layer is the composition of its parts, bit for bit: activations
+// quantized as the W8A8 linear does, weights by QuantizeW4Row, product by
+// the scalar reference. And it stays near the FP32 product of the weights
+// it holds (dequantized): only the activations' rounding remains.
+TEST_P(W4A8LinearTest, ComposesTheReferenceAndTracksFp32) {
+  const Case c = GetParam();
+  if (W4A8Linear::KernelDescription() == "none") GTEST_SKIP() << "no AVX2";
+  const Matrix w = RandomMatrix(c.n, c.k, c.k + c.n);
+  std::vector<float> x(size_t(c.m) * c.k);
+  std::mt19937 rng(c.m);
+  std::normal_distribution<float> nd(0, 1);
+  for (float& v : x) v = nd(rng);
+  x[3] = 40;  // a spike
+  W4A8Linear::Options o;
+  o.mode = c.mode;
+  o.static_absmax = 50;
+  o.group = c.group;
+  auto lin = W4A8Linear::Create(MatrixRows(w), o);
+  ASSERT_TRUE(lin.ok()) << lin.status();
+  EXPECT_EQ((*lin)->in_features(), c.k);
+  EXPECT_EQ((*lin)->out_features(), c.n);
+  const std::vector<int> bounds = {0, c.m / 2, c.m};
+  const LinearInput in{x.data(), c.m, bounds};
+  std::vector<float> y(size_t(c.m) * c.n);
+  (*lin)->Forward(in, y.data());
+
+  W4Plain plain{c.n,
+                c.k,
+                c.group,
+                false,
+                std::vector<uint8_t>(w.data.size()),
+                std::vector<uint16_t>(size_t(c.n) * (c.k / c.group)),
+                {}};
+  for (int r = 0; r < c.n; ++r) {
+    QuantizeW4Row(w.row(r), c.k, c.group, &plain.u[size_t(r) * c.k],
+                  &plain.scale[size_t(r) * plain.groups()]);
+  }
+  std::vector<float> row_scale(c.m);
+  std::vector<int8_t> xq(x.size());
+  QuantizeActivations(in, c.k, c.mode, o.static_absmax, row_scale.data(),
+                      xq.data());
+  std::vector<float> want(y.size());
+  W4GemmReference(xq.data(), c.m, plain, row_scale.data(), want.data());
+  ASSERT_EQ(0, std::memcmp(y.data(), want.data(), y.size() * sizeof(float)));
+
+  // FP32 with the dequantized weights: the error is the activations'
+  // rounding, at most half a step (row_scale / 2) per element.
+  std::vector<float> wq(c.k);
+  for (int n = 0; n < c.n; ++n) {
+    DequantizeW4Row(plain, n, wq.data());
+    for (int r = 0; r < c.m; ++r) {
+      double exact = 0, bound = 0;
+      for (int k = 0; k < c.k; ++k) {
+        exact += double(x[size_t(r) * c.k + k]) * wq[k];
+        bound += std::fabs(wq[k]) * row_scale[r] / 2;
+      }
+      ASSERT_NEAR(y[size_t(r) * c.n + n], exact, bound * 1.01 + 1e-4)
+          << "row " << r << " column " << n;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, W4A8LinearTest,
+    ::testing::Values(Case{1, 576, 576, 64, ActQuantMode::kPerTokenDynamic},
+                      Case{7, 1536, 96, 128, ActQuantMode::kPerTokenDynamic},
+                      Case{33, 576, 72, 32, ActQuantMode::kPerTensorDynamic},
+                      Case{4, 256, 40, 128, ActQuantMode::kPerTensorStatic}));
+
+// Shapes the format cannot hold fail with the numbers in the message.
+TEST(W4A8Linear, RefusesGroupsThatDoNotDivideK) {
+  const Matrix w = RandomMatrix(8, 576, 1);
+  W4A8Linear::Options o;
+  o.group = 128;
+  auto lin = W4A8Linear::Create(MatrixRows(w), o);
+  ASSERT_FALSE(lin.ok());
+  EXPECT_EQ(lin.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(lin.status().message().find("576"), std::string::npos);
+  EXPECT_NE(lin.status().message().find("128"), std::string::npos);
+  o.group = 48;
+  lin = W4A8Linear::Create(MatrixRows(w), o);
+  ASSERT_FALSE(lin.ok());
+  EXPECT_NE(lin.status().message().find("48"), std::string::npos);
+  o.group = 64;
+  EXPECT_TRUE(W4A8Linear::Create(MatrixRows(w), o).ok());
+}
+
+TEST(W4A8Linear, StaticModeNeedsACalibratedAbsmax) {
+  const Matrix w = RandomMatrix(8, 128, 1);
+  W4A8Linear::Options o;
+  o.mode = ActQuantMode::kPerTensorStatic;
+  o.static_absmax = 0;
+  EXPECT_EQ(W4A8Linear::Create(MatrixRows(w), o).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Half a byte per weight plus a half scale per group of 128.
+TEST(W4A8Linear, HoldsFourBitsAndAnEighth) {
+  const Matrix w = RandomMatrix(64, 1024, 2);
+  auto lin = W4A8Linear::Create(MatrixRows(w), W4A8Linear::Options{});
+  ASSERT_TRUE(lin.ok());
+  EXPECT_EQ((*lin)->weight_bytes(), size_t(64) * 1024 * 4125 / 8000);
+}
+
+}  // namespace
+}  // namespace spikeserve
