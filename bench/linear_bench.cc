@@ -143,9 +143,8 @@ void W4KernelCold(benchmark::State& state, W4KernelIsa isa) {
     if (++i == count) i = 0;
   }
   state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(one.bytes()));
-  state.counters["weights_per_second"] =
-      benchmark::Counter(double(n) * k * state.iterations(),
-                         benchmark::Counter::kIsRate);
+  state.counters["weights_per_second"] = benchmark::Counter(
+      double(n) * k * state.iterations(), benchmark::Counter::kIsRate);
 }
 void BM_W4Avx2KernelCold(benchmark::State& s) {
   W4KernelCold(s, W4KernelIsa::kAvx2);

@@ -37,6 +37,9 @@ ABSL_FLAG(std::string, plan, "",
 ABSL_FLAG(bool, w8a8, false,
           "Without a plan: W8A8 with per-token dynamic activation scales "
           "(the server's --quant w8a8; no QFeM/QFeP); false = FP32.");
+ABSL_FLAG(bool, w4a8, false,
+          "Without a plan: W4A8 at every quantized site (the server's "
+          "--quant w4a8); implies --w8a8.");
 ABSL_FLAG(std::string, lm_head, "auto",
           "lm_head precision: auto (bf16 where supported, else int8), fp32, "
           "bf16 or int8.");
@@ -62,7 +65,8 @@ absl::StatusOr<ModelBundle> Load(const std::string& model_path) {
   base.warmup_rows = absl::GetFlag(FLAGS_prompt_tokens);
   const std::string plan_path = absl::GetFlag(FLAGS_plan);
   if (plan_path.empty()) {
-    base.w8a8 = absl::GetFlag(FLAGS_w8a8);
+    base.w4_everywhere = absl::GetFlag(FLAGS_w4a8);
+    base.w8a8 = absl::GetFlag(FLAGS_w8a8) || base.w4_everywhere;
     base.mode = ActQuantMode::kPerTokenDynamic;
     return LoadModelBundle(model_path, base);
   }
@@ -149,7 +153,12 @@ double DecodeWeightBytes(const Model& m) {
           params = f * h;
           break;
       }
-      const double per = m.IsInt8({l, site}) ? 1 : m.quant().qfem_bf16 ? 2 : 4;
+      // W4A8: half a byte per weight and a half scale per group.
+      const int group = m.W4Group({l, site});
+      const double per = group > 0             ? 0.5 + 2.0 / group
+                         : m.IsInt8({l, site}) ? 1
+                         : m.quant().qfem_bf16 ? 2
+                                               : 4;
       bytes += params * per;
     }
   }

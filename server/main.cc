@@ -34,7 +34,9 @@ ABSL_FLAG(std::string, plan, "",
           "the most accurate); empty = --quant.");
 ABSL_FLAG(std::string, quant, "",
           "Without --plan: w8a8 (INT8 weights and activations, per-token "
-          "dynamic scales, no calibration needed; the default) or fp32. "
+          "dynamic scales, no calibration needed; the default), w4a8 "
+          "(4-bit weights in groups of 128, 64 or 32, the largest that "
+          "divides each input; INT8 activations as w8a8) or fp32. "
           "Not with --plan, which carries its own quantization.");
 ABSL_FLAG(std::string, chat_template, "",
           "Jinja chat template file to render chat requests with, instead of "

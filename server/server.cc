@@ -20,6 +20,7 @@
 #include "runtime/linear/int8_linear.h"
 #include "runtime/linear/onednn_matmul.h"
 #include "runtime/linear/quantize.h"
+#include "runtime/linear/w4a8_linear.h"
 #include "runtime/model/attention.h"
 #include "runtime/model/site.h"
 #include "runtime/quant/quant_plan.h"
@@ -183,19 +184,21 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
         " and --plan: a plan carries its own quantization; give one of them"));
   }
   if (!plan) {
-    if (options_.quant.empty() || options_.quant == "w8a8") {
+    if (options_.quant.empty() || options_.quant == "w8a8" ||
+        options_.quant == "w4a8") {
       // Row-grouping invariant (design.md) and calibration-free: a new
       // model serves quantized at once; a plan is the way to its best
       // accuracy, not the way in.
       base.w8a8 = true;
       base.mode = ActQuantMode::kPerTokenDynamic;
+      base.w4_everywhere = options_.quant == "w4a8";
       LogInfo(
           "no --plan: serving W8A8 with per-token dynamic activation scales "
           "(--quant w8a8, no calibration); spikeserve-calibrate writes a "
           "plan with QFeM/QFeP for the best accuracy");
     } else if (options_.quant != "fp32") {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--quant must be w8a8 or fp32, got \"", options_.quant, "\""));
+          "--quant must be w8a8, w4a8 or fp32, got \"", options_.quant, "\""));
     }
   }
   // A --chat_template file is read and parsed before the weights load: a
@@ -250,20 +253,23 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
                        c.vocab_size, ", context ", c.context_length));
   const Model::WeightMemory wm = model.weight_memory();
   LogInfo(absl::StrFormat(
-      "weights kept: %.1f MiB (INT8 %.1f, BF16 %.1f, FP32 %.1f, embedding "
-      "as stored %.1f)",
-      wm.total() / 1048576.0, wm.int8 / 1048576.0, wm.bf16 / 1048576.0,
-      wm.fp32 / 1048576.0, wm.embedding / 1048576.0));
+      "weights kept: %.1f MiB (INT8 %.1f, 4-bit %.1f, BF16 %.1f, FP32 %.1f, "
+      "embedding as stored %.1f)",
+      wm.total() / 1048576.0, wm.int8 / 1048576.0, wm.int4 / 1048576.0,
+      wm.bf16 / 1048576.0, wm.fp32 / 1048576.0, wm.embedding / 1048576.0));
   LogInfo(absl::StrCat(
       "quantization: ",
       model.quant().w8a8
-          ? absl::StrCat("W8A8 ", ActQuantModeName(model.quant().mode),
+          ? absl::StrCat(model.w4_site_count() > 0 ? "W8A8/W4A8 " : "W8A8 ",
+                         ActQuantModeName(model.quant().mode),
                          ", oneDNN INT8 kernel ", model.int8_impl(),
                          ", own INT8 kernel ",
                          model.packed_max_rows() > 0
                              ? Int8Linear::PackedKernelDescription()
                              : std::string("none (one INT8 copy)"),
-                         ", QFeM sites ", model.quant().fp32_sites.size())
+                         ", QFeM sites ", model.quant().fp32_sites.size(),
+                         ", W4A8 sites ", model.w4_site_count(), " (kernel ",
+                         W4A8Linear::KernelDescription(), ")")
           : std::string("none (FP32)"),
       ", QFeP prefix ", bundle_.qfep_prefix.size(), " tokens, lm_head ",
       LmHeadPrecisionName(model.quant().lm_head), ", attention kernel ",

@@ -282,6 +282,50 @@ TEST(ModelInt8, W8A8IsCloseToFp32AndUsesVnni) {
   }
 }
 
+// W4A8 at every quantized site (groups chosen per width: 64 for hidden 64,
+// 32 for ffn 96): close to FP32, further than W8A8 (the 4-bit kernels
+// ran), holding half a byte per weight and a half scale per group.
+TEST(ModelW4, W4A8IsCloseToFp32AndHoldsFourBits) {
+  Int8Fixture f;
+  const auto tokens = RandomTokens(24, 300, 5);
+  const auto ref = Logits(*f.fp32, tokens);
+  const QuantOptions w8{
+      .w8a8 = true, .mode = ActQuantMode::kPerTokenDynamic, .warmup_rows = 32};
+  QuantOptions w4 = w8;
+  w4.w4_everywhere = true;
+  auto q8 = f.Quantized(w8);
+  auto q4 = f.Quantized(w4);
+  ASSERT_NE(q4, nullptr);
+  EXPECT_EQ(q4->W4Group({0, Site::kQkv}), 64);
+  EXPECT_EQ(q4->W4Group({1, Site::kDown}), 32);
+  EXPECT_EQ(q8->W4Group({1, Site::kDown}), 0);
+  EXPECT_EQ(q4->w4_site_count(), 8);
+  const Model::WeightMemory m = q4->weight_memory();
+  EXPECT_EQ(m.int8, 0);
+  // Per layer: qkv 128x64, o 64x64, gate_up 192x64 at group 64 (4.25
+  // bits), down 64x96 at group 32 (4.5 bits).
+  const int64_t per_layer = (128 + 64 + 192) * 64 * 17 / 32 + 64 * 96 * 9 / 16;
+  EXPECT_EQ(m.int4, 2 * per_layer);
+  const double rel8 = Rel(Logits(*q8, tokens), ref);
+  const double rel4 = Rel(Logits(*q4, tokens), ref);
+  EXPECT_LT(rel4, 0.2);
+  EXPECT_GT(rel4, rel8);
+}
+
+// Issue 24 acceptance 6: a 4-bit site whose width the group does not
+// divide fails the load naming the module and both numbers.
+TEST(ModelW4, GroupThatDoesNotDivideTheWidthFailsNamingTheSite) {
+  Int8Fixture f;
+  QuantOptions q{.w8a8 = true, .mode = ActQuantMode::kPerTokenDynamic};
+  q.w4_sites[{1, Site::kDown}] = 64;  // ffn 96
+  auto m = Model::Load(f.file, q);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(m.status().message(),
+              ::testing::HasSubstr("W4 site 1.down: W4A8: the input width 96 "
+                                   "is not a multiple of the group size 64"));
+}
+
 // A model stored as ggml Q8_0 (the fixture's own encoder, the format
 // llama.cpp quantizes to) loads through the dequantizer and stays within
 // Q8_0's rounding of the same model in F32: each weight moves by at most

@@ -49,6 +49,22 @@ TEST(QuantPlan, AppliesAValidPlan) {
   EXPECT_THAT(a->prefix, ::testing::ElementsAre(298, 10, 77));
 }
 
+// Sites marked 4-bit become W4A8 sites with their group (0 = automatic);
+// the others stay W8A8.
+TEST(QuantPlan, AppliesWeightBitsPerSite) {
+  Fixture f;
+  v1::QuantPlan p = f.ValidPlan();
+  p.mutable_sites(0)->set_weight_bits(4);
+  p.mutable_sites(3)->set_weight_bits(4);
+  p.mutable_sites(3)->set_weight_group(32);
+  p.mutable_sites(4)->set_weight_bits(8);
+  auto a = ApplyQuantPlan(p, f.fp, f.config);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(
+      a->quant.w4_sites,
+      (std::map<SiteKey, int>{{{0, Site::kQkv}, 0}, {{0, Site::kDown}, 32}}));
+}
+
 TEST(QuantPlan, FingerprintSeparatesModels) {
   Fixture a;
   std::string other = TinyLlama({.seed = 2}).Build();
@@ -205,6 +221,19 @@ TEST(QuantPlan, RejectsBadPlansNamingTheField) {
          p.mutable_sites(0)->add_smooth_scales(1.0f);
        },
        "site 0.qkv has 1 smoothing scales; expected 64"},
+      // Issue 24: per-site weight precision.
+      {"weight bits",
+       [](v1::QuantPlan& p) { p.mutable_sites(1)->set_weight_bits(5); },
+       "sites[1] (0.o).weight_bits is 5; 8 (W8A8, also 0) or 4 (W4A8)"},
+      {"weight group",
+       [](v1::QuantPlan& p) {
+         p.mutable_sites(2)->set_weight_bits(4);
+         p.mutable_sites(2)->set_weight_group(48);
+       },
+       "sites[2] (0.gate_up).weight_group is 48; 32, 64, 128 or 0"},
+      {"4-bit QFeM module",
+       [](v1::QuantPlan& p) { p.mutable_sites(7)->set_weight_bits(4); },
+       "sites[7] (1.down) has weight_bits 4 but is a QFeM module"},
   };
   Fixture f;
   for (const BadCase& c : cases) {

@@ -21,6 +21,10 @@ std::optional<W4KernelIsa> KernelIsa() {
 }
 
 absl::Status CheckShape(int k, int group) {
+  if (group == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "W4A8: no group size of 32, 64 or 128 divides the input width ", k));
+  }
   if (group != 32 && group != 64 && group != 128) {
     return absl::InvalidArgumentError(absl::StrCat(
         "W4A8: group size ", group, " is not one of 32, 64 or 128"));
@@ -46,6 +50,13 @@ T* Grow(std::vector<T>* v, size_t n) {
 }
 
 }  // namespace
+
+int W4A8Linear::GroupFor(int k) {
+  for (int g : {128, 64, 32}) {
+    if (k % g == 0) return g;
+  }
+  return 0;
+}
 
 std::string W4A8Linear::KernelDescription() {
   const std::optional<W4KernelIsa> isa = KernelIsa();

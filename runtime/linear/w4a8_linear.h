@@ -26,6 +26,8 @@ class W4A8Linear final : public Linear {
     float static_absmax = 0;  // kPerTensorStatic: calibrated input absmax
     int group = 128;          // 32, 64 or 128; must divide K
   };
+  // The largest group size of 128, 64 and 32 that divides k; 0 if none.
+  static int GroupFor(int k);
   // The kernel this CPU runs, e.g. "avx512_vnni", or "none" (no AVX2).
   static std::string KernelDescription();
 

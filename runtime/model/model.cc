@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/linear/bf16_linear.h"
 #include "runtime/linear/int8_linear.h"
+#include "runtime/linear/w4a8_linear.h"
 #include "runtime/model/attention.h"
 #include "runtime/model/ops.h"
 #include "runtime/model/smoothing.h"
@@ -171,7 +172,10 @@ absl::Status Model::BuildKernels() {
   int64_t int8_bytes = 0;
   for (int l = 0; l < config_.n_layers && q.w8a8; ++l) {
     for (Site site : kAllSites) {
-      if (q.fp32_sites.count({l, site})) continue;
+      if (q.fp32_sites.count({l, site}) || q.w4_everywhere ||
+          q.w4_sites.count({l, site})) {
+        continue;
+      }
       const WeightRows& w = SiteRowsOf(l, site);
       int8_bytes += int64_t(w.rows()) * w.cols();
     }
@@ -221,9 +225,7 @@ absl::Status Model::BuildKernels() {
         }
         continue;
       }
-      Int8Linear::Options o;
-      o.mode = q.mode;
-      o.packed_max_rows = packed_max_rows_;
+      float static_absmax = 0;
       if (q.mode == ActQuantMode::kPerTensorStatic) {
         auto it = q.static_absmax.find(key);
         if (it == q.static_absmax.end()) {
@@ -231,9 +233,30 @@ absl::Status Model::BuildKernels() {
               "quant: static mode needs a calibrated absmax for site ",
               SiteKeyName(key)));
         }
-        o.static_absmax = it->second;
+        static_absmax = it->second;
         if (q.guard_factor > 0) sk.guard_absmax = q.guard_factor * it->second;
       }
+      const auto w4 = q.w4_sites.find(key);
+      if (q.w4_everywhere || w4 != q.w4_sites.end()) {
+        const int group = w4 != q.w4_sites.end() ? w4->second : 0;
+        W4A8Linear::Options o;
+        o.mode = q.mode;
+        o.static_absmax = static_absmax;
+        o.group = group > 0 ? group : W4A8Linear::GroupFor(rows.cols());
+        absl::StatusOr<std::unique_ptr<W4A8Linear>> lin =
+            W4A8Linear::Create(rows, o);
+        if (!lin.ok()) {
+          return absl::Status(lin.status().code(),
+                              absl::StrCat("quant: W4 site ", SiteKeyName(key),
+                                           ": ", lin.status().message()));
+        }
+        sk.int8 = *std::move(lin);
+        continue;
+      }
+      Int8Linear::Options o;
+      o.mode = q.mode;
+      o.packed_max_rows = packed_max_rows_;
+      o.static_absmax = static_absmax;
       absl::StatusOr<std::unique_ptr<Int8Linear>> lin =
           Int8Linear::Create(rows, o);
       if (!lin.ok()) return lin.status();
@@ -310,6 +333,8 @@ Model::WeightMemory Model::weight_memory() const {
     if (k == nullptr) return;
     if (dynamic_cast<const Int8Linear*>(k)) {
       m.int8 += k->weight_bytes();
+    } else if (dynamic_cast<const W4A8Linear*>(k)) {
+      m.int4 += k->weight_bytes();
     } else if (dynamic_cast<const Bf16Linear*>(k)) {
       m.bf16 += k->weight_bytes();
     }  // FP32 kernels read weights_' matrices, counted below
@@ -336,6 +361,21 @@ Model::WeightMemory Model::weight_memory() const {
   fp32(given_.output);
   m.embedding = sources_.token_embd->resident_bytes();
   return m;
+}
+
+int Model::W4Group(const SiteKey& k) const {
+  if (!IsInt8(k)) return 0;
+  const auto* w4 = dynamic_cast<const W4A8Linear*>(
+      kernels_[k.layer][int(k.site)].int8.get());
+  return w4 != nullptr ? w4->group() : 0;
+}
+
+int Model::w4_site_count() const {
+  int n = 0;
+  for (int l = 0; l < config_.n_layers; ++l) {
+    for (Site s : kAllSites) n += W4Group({l, s}) > 0;
+  }
+  return n;
 }
 
 bool Model::IsInt8(const SiteKey& k) const {

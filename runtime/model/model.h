@@ -53,6 +53,12 @@ struct QuantOptions {
   // Spike guard (static mode): rows whose absmax exceeds guard_factor x the
   // calibrated absmax are computed in FP32 instead of being clipped. 0 = off.
   float guard_factor = 0;
+  // W4A8 sites (quantized sites only: not in fp32_sites): 4-bit weights
+  // in groups along K, -> the group size (32, 64, 128; 0 = the largest of
+  // them that divides the site's K). The other quantized sites are W8A8.
+  std::map<SiteKey, int> w4_sites;
+  // Every quantized site W4A8 (group 0), as by --quant w4a8.
+  bool w4_everywhere = false;
   // Row buckets to create and warm up at load (largest prefill chunk).
   int warmup_rows = 512;
   // Exact weight transforms applied at load, before quantization:
@@ -143,10 +149,11 @@ class Model {
   // Every weight byte the model holds, by format ("kept weights").
   struct WeightMemory {
     int64_t int8 = 0;       // INT8 kernels' copies (all of them)
+    int64_t int4 = 0;       // W4A8 kernels' 4-bit weights and group scales
     int64_t bf16 = 0;       // BF16 kernels (QFeM option, lm_head)
     int64_t fp32 = 0;       // FP32 matrices, norms and biases
     int64_t embedding = 0;  // token_embd as stored in the file
-    int64_t total() const { return int8 + bf16 + fp32 + embedding; }
+    int64_t total() const { return int8 + int4 + bf16 + fp32 + embedding; }
   };
   WeightMemory weight_memory() const;
   // Up to how many rows the INT8 sites run on the packed-weight kernel
@@ -155,6 +162,10 @@ class Model {
   int packed_max_rows() const { return packed_max_rows_; }
   // Whether `k` runs with INT8 activations (false under QFeM or FP32).
   bool IsInt8(const SiteKey& k) const;
+  // The group size of `k`'s 4-bit weights (W4A8), 0 when it has none; and
+  // how many sites are W4A8.
+  int W4Group(const SiteKey& k) const;
+  int w4_site_count() const;
 
   // A KV pool shaped for this model (BF16 when quant().kv_bf16).
   absl::StatusOr<std::unique_ptr<KvPool>> NewKvPool(

@@ -303,6 +303,23 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
       }
       q.static_absmax[*k] = float(s.static_absmax());
     }
+    if (s.weight_bits() != 0 && s.weight_bits() != 8 && s.weight_bits() != 4) {
+      return PlanError(absl::StrCat(name, ".weight_bits is ", s.weight_bits(),
+                                    "; 8 (W8A8, also 0) or 4 (W4A8)"));
+    }
+    if (s.weight_group() != 0 && s.weight_group() != 32 &&
+        s.weight_group() != 64 && s.weight_group() != 128) {
+      return PlanError(absl::StrCat(name, ".weight_group is ", s.weight_group(),
+                                    "; 32, 64, 128 or 0 (the largest that "
+                                    "divides the input width)"));
+    }
+    if (s.weight_bits() == 4) {
+      if (q.fp32_sites.count(*k)) {
+        return PlanError(absl::StrCat(
+            name, " has weight_bits 4 but is a QFeM module (unquantized)"));
+      }
+      q.w4_sites[*k] = s.weight_group();
+    }
     if (plan.smoothing().enabled() && s.smooth_scales_size() > 0) {
       const int width = k->site == Site::kDown ? c.ffn : c.hidden;
       if (k->site == Site::kO || s.smooth_scales_size() != width) {
