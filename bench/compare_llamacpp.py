@@ -17,7 +17,10 @@ table (--markdown FILE, else stderr).
 Models: `default` (SmolLM2-135M-Instruct), `tinyllama` (random weights of
 TinyLlama-1.1B's shape, written by build/bench/spikeserve-synthetic-model as
 Q8_0, read by both engines) and SHAPE:TYPE for any shape and type that tool
-writes (e.g. llama-3.1-8b:q4_k_m, llama-3.2-1b:q8_0), read by both engines. Also the memory-bandwidth bound of decode
+writes (e.g. llama-3.1-8b:q4_k_m, llama-3.2-1b:q8_0) or llama.cpp's quantizer
+makes of it (q4_0), and default:TYPE (the real 135M model in q4_0, q4_k_m or
+q8_0 by llama.cpp's quantizer), read by both engines; spikeserve serves them
+as --spikeserve_quant says (w8a8, or w4a8: W4A8 re-quantized from the file). Also the memory-bandwidth bound of decode
 (build/bench/membw_bench) and each engine's peak RSS.
 
 Not part of CI (minutes; the venv build alone takes several).
@@ -134,16 +137,43 @@ def ensure_models(args, py):
                            check=True)
         models["tinyllama"] = {"llama": q8, "spikeserve": q8, "spikeserve_args": ["--w8a8"],
                                "shape": "TinyLlama-1.1B shape (random weights)"}
+    quant = ["--w4a8"] if args.spikeserve_quant == "w4a8" else ["--w8a8"]
     for name in args.models:
         if ":" not in name:
             continue
         shape, typ = name.split(":")
+        if shape == "default":
+            # The real 135M model in a type of llama.cpp's own quantizer
+            # (q4_0, q4_k_m, q8_0), read by both engines.
+            src = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+            f32 = os.path.join(CACHE, "SmolLM2-135M-Instruct.F32.gguf")
+            path = os.path.join(CACHE, f"SmolLM2-135M-Instruct.{typ}.gguf")
+            if not os.path.exists(path):
+                log(f"writing {path}")
+                subprocess.run([py, os.path.join(ROOT, "bench", "llamacpp_worker.py"),
+                                "quantize", f32 if os.path.exists(f32) else src, path,
+                                "--type", typ], check=True)
+            models[name] = {"llama": path, "spikeserve": path, "spikeserve_args": quant,
+                            "shape": f"SmolLM2-135M-Instruct {typ.upper()} (real weights)"}
+            continue
         path = os.path.join(CACHE, f"synthetic-{shape}.{typ}.gguf")
         if not os.path.exists(path):
             log(f"writing {path}")
-            subprocess.run([os.path.join(args.build, "bench", "spikeserve-synthetic-model"),
-                            "--shape", shape, "--type", typ, "--out", path], check=True)
-        models[name] = {"llama": path, "spikeserve": path, "spikeserve_args": ["--w8a8"],
+            if typ == "q4_0":  # not a type the synthetic writer has
+                q8 = os.path.join(CACHE, f"synthetic-{shape}.q8_0.gguf")
+                if not os.path.exists(q8):
+                    subprocess.run([os.path.join(args.build, "bench",
+                                                 "spikeserve-synthetic-model"),
+                                    "--shape", shape, "--type", "q8_0", "--out", q8],
+                                   check=True)
+                subprocess.run([py, os.path.join(ROOT, "bench", "llamacpp_worker.py"),
+                                "quantize", q8, path, "--type", typ], check=True)
+            else:
+                subprocess.run([os.path.join(args.build, "bench",
+                                             "spikeserve-synthetic-model"),
+                                "--shape", shape, "--type", typ, "--out", path],
+                               check=True)
+        models[name] = {"llama": path, "spikeserve": path, "spikeserve_args": quant,
                         "shape": f"{shape} shape {typ.upper()} (random weights)"}
     return models
 
@@ -186,6 +216,8 @@ def compare(name, m, args, py, bw):
                            "load_s": l2.info["load_s"],
                            "llama_cpp_python": l2.info["llama_cpp_python"]},
     }
+    res["spikeserve_label"] = ("spikeserve W4A8" if "--w4a8" in m["spikeserve_args"]
+                               else "spikeserve W8A8")
     res["pp_ratio"] = res["spikeserve"]["pp_tok_s"] / res["llama_cpp"]["pp_tok_s"]
     res["tg_ratio"] = res["spikeserve"]["tg_tok_s"] / llama_tg
     # Bandwidth measured before this model's repetitions and right after.
@@ -217,7 +249,7 @@ def markdown(results, args):
         lines.append(f"| {r['shape']} | llama.cpp | {l['pp_tok_s']:.0f} | "
                      f"{l['tg_tok_s_2_threads']:.1f} (1 thread: {l['tg_tok_s_1_thread']:.1f}) | "
                      f"{l['peak_rss_mib']:.0f} | {l['load_s']:.1f} |")
-        lines.append(f"| {r['shape']} | spikeserve W8A8 | {s['pp_tok_s']:.0f} | "
+        lines.append(f"| {r['shape']} | {r['spikeserve_label']} | {s['pp_tok_s']:.0f} | "
                      f"{s['tg_tok_s']:.1f} | {s['peak_rss_mib']:.0f} | {s['load_s']:.1f} |")
         lines.append(f"| {r['shape']} | **ratio** | **{r['pp_ratio']:.2f}x** | "
                      f"**{r['tg_ratio']:.2f}x** | | |")
@@ -248,6 +280,9 @@ def main():
     ap.add_argument("--repetitions", type=int, default=5)
     ap.add_argument("--prompt_tokens", type=int, default=512)
     ap.add_argument("--decode_tokens", type=int, default=128)
+    ap.add_argument("--spikeserve_quant", default="w8a8", choices=["w8a8", "w4a8"],
+                    help="spikeserve's weights for the SHAPE:TYPE models (the "
+                         "default model keeps its plan)")
     ap.add_argument("--markdown", help="write the markdown table here")
     args = ap.parse_args()
     args.models = args.models.split(",")

@@ -1,7 +1,9 @@
 """llama.cpp's side of bench/compare_llamacpp.py; runs inside the venv that
 holds llama-cpp-python.
 
-  llamacpp_worker.py quantize SRC DST      writes a Q8_0 copy of SRC
+  llamacpp_worker.py quantize SRC DST [--type q8_0|q4_0|q4_k_m]
+                                           writes a copy of SRC in that type
+                                           (llama.cpp's own quantizer)
   llamacpp_worker.py serve MODEL [--threads N] [--prompt_tokens 512]
                                  [--decode_tokens 128]
       prints {"model": ...} once, then for every "pp" / "tg" line on stdin one
@@ -18,10 +20,14 @@ import sys
 import time
 
 
-def quantize(src, dst):
+# llama.cpp's LLAMA_FTYPE_MOSTLY_* of the types the benchmarks use.
+FTYPES = {"q8_0": 7, "q4_0": 2, "q4_k_m": 15}
+
+
+def quantize(src, dst, typ="q8_0"):
     import llama_cpp
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = 7  # LLAMA_FTYPE_MOSTLY_Q8_0
+    params.ftype = FTYPES[typ]
     params.allow_requantize = True
     params.nthread = 2
     rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), params)
@@ -82,6 +88,7 @@ def main():
     q = sub.add_parser("quantize")
     q.add_argument("src")
     q.add_argument("dst")
+    q.add_argument("--type", default="q8_0", choices=sorted(FTYPES))
     s = sub.add_parser("serve")
     s.add_argument("model")
     s.add_argument("--threads", type=int, default=2)
@@ -89,7 +96,7 @@ def main():
     s.add_argument("--decode_tokens", type=int, default=128)
     args = ap.parse_args()
     if args.cmd == "quantize":
-        quantize(args.src, args.dst)
+        quantize(args.src, args.dst, args.type)
     else:
         serve(args)
 
