@@ -40,6 +40,9 @@ ABSL_FLAG(bool, w8a8, false,
 ABSL_FLAG(bool, w4a8, false,
           "Without a plan: W4A8 at every quantized site (the server's "
           "--quant w4a8); implies --w8a8.");
+ABSL_FLAG(std::string, w4_group, "auto",
+          "With --w4a8: auto, stored, 32, 64 or 128 (the server's "
+          "--w4_group).");
 ABSL_FLAG(std::string, lm_head, "auto",
           "lm_head precision: auto (bf16 where supported, else int8), fp32, "
           "bf16 or int8.");
@@ -66,6 +69,9 @@ absl::StatusOr<ModelBundle> Load(const std::string& model_path) {
   const std::string plan_path = absl::GetFlag(FLAGS_plan);
   if (plan_path.empty()) {
     base.w4_everywhere = absl::GetFlag(FLAGS_w4a8);
+    absl::StatusOr<int> group = ParseW4Group(absl::GetFlag(FLAGS_w4_group));
+    if (!group.ok()) return group.status();
+    base.w4_everywhere_group = *group;
     base.w8a8 = absl::GetFlag(FLAGS_w8a8) || base.w4_everywhere;
     base.mode = ActQuantMode::kPerTokenDynamic;
     return LoadModelBundle(model_path, base);

@@ -38,6 +38,12 @@ ABSL_FLAG(std::string, quant, "",
           "(4-bit weights in groups of 128, 64 or 32, the largest that "
           "divides each input; INT8 activations as w8a8) or fp32. "
           "Not with --plan, which carries its own quantization.");
+ABSL_FLAG(std::string, w4_group, "auto",
+          "With --quant w4a8: the 4-bit weights' group size along the input: "
+          "auto (the largest of 128, 64, 32 that divides each module's "
+          "input: fewest bytes, fastest decode), stored (a Q4_0, Q4_1 or "
+          "Q4_K file's own groups, read as stored: the file's accuracy; "
+          "other modules as auto), or 32, 64, 128.");
 ABSL_FLAG(std::string, chat_template, "",
           "Jinja chat template file to render chat requests with, instead of "
           "the model's own (the GGUF's tokenizer.chat_template); needed for "
@@ -175,6 +181,12 @@ int Main() {
     return 2;
   }
   o.lm_head = *lm_head;
+  absl::StatusOr<int> w4_group = ParseW4Group(absl::GetFlag(FLAGS_w4_group));
+  if (!w4_group.ok()) {
+    LogError(absl::StrCat("--w4_group: ", w4_group.status().message()));
+    return 2;
+  }
+  o.w4_group = *w4_group;
   o.grpc_port = absl::GetFlag(FLAGS_grpc_port);
   o.engine.threads = absl::GetFlag(FLAGS_threads);
   const int metrics_port = absl::GetFlag(FLAGS_metrics_port);

@@ -64,6 +64,17 @@ v1::ModelInfo DescribeModel(const Model& model, const QuantOptions& quant,
   q->set_rotation(quant.down_hadamard);
   q->set_int8_impl(model.int8_impl());
   if (plan != nullptr) q->set_plan_model_hash(plan->model().hash());
+  for (int l = 0; l < c.n_layers; ++l) {
+    for (Site site : kAllSites) {
+      if (const int group = model.W4Group({l, site}); group > 0) {
+        q->add_w4_modules(SiteKeyName({l, site}));
+        q->add_w4_groups(group);
+      }
+    }
+  }
+  if (q->w4_modules_size() > 0) {
+    q->set_w4_kernel(W4A8Linear::KernelDescription());
+  }
   info.mutable_qfep_prefix_ids()->Add(prefix.begin(), prefix.end());
   absl::StatusOr<std::string> text = tok.Decode(prefix);
   if (text.ok()) info.set_qfep_prefix_text(*text);
@@ -192,10 +203,13 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
       base.w8a8 = true;
       base.mode = ActQuantMode::kPerTokenDynamic;
       base.w4_everywhere = options_.quant == "w4a8";
-      LogInfo(
-          "no --plan: serving W8A8 with per-token dynamic activation scales "
-          "(--quant w8a8, no calibration); spikeserve-calibrate writes a "
-          "plan with QFeM/QFeP for the best accuracy");
+      base.w4_everywhere_group = options_.w4_group;
+      LogInfo(absl::StrCat(
+          "no --plan: serving ",
+          base.w4_everywhere ? "W4A8 (--quant w4a8)" : "W8A8 (--quant w8a8)",
+          " with per-token dynamic activation scales, no calibration; "
+          "spikeserve-calibrate writes a plan with QFeM/QFeP for the best "
+          "accuracy"));
     } else if (options_.quant != "fp32") {
       return absl::InvalidArgumentError(absl::StrCat(
           "--quant must be w8a8, w4a8 or fp32, got \"", options_.quant, "\""));
@@ -400,6 +414,8 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
        {"architecture", c.architecture}},
       {{"activation_mode", backend->info.quant().activation_mode()},
        {"qfem_sites", std::to_string(model.quant().fp32_sites.size())},
+       {"w4_sites", std::to_string(model.w4_site_count())},
+       {"w4_kernel", backend->info.quant().w4_kernel()},
        {"qfep_tokens", std::to_string(bundle_.qfep_prefix.size())},
        {"smoothing", model.quant().smooth_scales.empty() ? "false" : "true"},
        {"rotation", model.quant().down_hadamard ? "true" : "false"},

@@ -35,6 +35,7 @@ struct ServerOptions {
   // Without a plan: "w8a8" (per-token dynamic scales, no calibration; also
   // when empty) or "fp32". With a plan it must be empty.
   std::string quant;
+  int w4_group = 0;  // --quant w4a8's group (ParseW4Group)
   // Jinja chat template file instead of the GGUF's tokenizer.chat_template
   // (empty = the GGUF's, if any).
   std::string chat_template_path;

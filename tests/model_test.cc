@@ -326,6 +326,44 @@ TEST(ModelW4, GroupThatDoesNotDivideTheWidthFailsNamingTheSite) {
                                    "is not a multiple of the group size 64"));
 }
 
+// A Q4_K_M file served with the file's own groups: its Q4_K sites are read
+// as stored (group 32 with mins), the sites with a Q6_K part (layer 1's
+// attn_v and ffn_down) are re-quantized (group 128); reading as stored
+// keeps the file's weights, so it is closer to the file's FP32 model than
+// re-quantizing every site.
+TEST(ModelW4, Q4KSitesAreReadAsStored) {
+  const TinyLlamaSpec spec{.hidden = 256,
+                           .heads = 4,
+                           .kv_heads = 2,
+                           .ffn = 512,
+                           .tied = false,
+                           .weight_type = ::spikeserve::testing::kMixQ4_K_M};
+  Loaded f = Load(spec);
+  ASSERT_NE(f.model, nullptr);
+  QuantOptions q{
+      .w8a8 = true, .mode = ActQuantMode::kPerTokenDynamic, .warmup_rows = 16};
+  q.w4_everywhere = true;
+  q.w4_everywhere_group = kW4AsStored;
+  auto stored = Model::Load(f.file, q);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  const Model& m = **stored;
+  EXPECT_EQ(m.W4Group({0, Site::kQkv}), 32);
+  EXPECT_EQ(m.W4Group({0, Site::kDown}), 32);
+  EXPECT_EQ(m.W4Group({1, Site::kO}), 32);
+  EXPECT_EQ(m.W4Group({1, Site::kGateUp}), 32);
+  EXPECT_EQ(m.W4Group({1, Site::kQkv}), 128);   // attn_v is Q6_K
+  EXPECT_EQ(m.W4Group({1, Site::kDown}), 128);  // Q6_K
+  q.w4_everywhere_group = 0;
+  auto requantized = Model::Load(f.file, q);
+  ASSERT_TRUE(requantized.ok()) << requantized.status();
+  const auto tokens = RandomTokens(16, spec.vocab, 4);
+  const auto ref = Logits(*f.model, tokens);
+  const double rel_stored = Rel(Logits(m, tokens), ref);
+  const double rel_requantized = Rel(Logits(**requantized, tokens), ref);
+  EXPECT_LT(rel_stored, rel_requantized);
+  EXPECT_LT(rel_stored, 0.1);
+}
+
 // A model stored as ggml Q8_0 (the fixture's own encoder, the format
 // llama.cpp quantizes to) loads through the dequantizer and stays within
 // Q8_0's rounding of the same model in F32: each weight moves by at most

@@ -230,7 +230,7 @@ TEST(QuantPlan, RejectsBadPlansNamingTheField) {
          p.mutable_sites(2)->set_weight_bits(4);
          p.mutable_sites(2)->set_weight_group(48);
        },
-       "sites[2] (0.gate_up).weight_group is 48; 32, 64, 128 or 0"},
+       "sites[2] (0.gate_up).weight_group is 48; 32, 64, 128, 0"},
       {"4-bit QFeM module",
        [](v1::QuantPlan& p) { p.mutable_sites(7)->set_weight_bits(4); },
        "sites[7] (1.down) has weight_bits 4 but is a QFeM module"},

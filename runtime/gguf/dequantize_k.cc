@@ -15,6 +15,8 @@ float LoadHalf(const uint8_t* p) {
   return HalfToFloat(h);
 }
 
+}  // namespace
+
 // The 12 scale bytes shared by Q4_K and Q5_K: eight 6-bit scales and eight
 // 6-bit mins, one pair per 32-element sub-block j:
 //   j < 4:  scale = s[j] & 63,              min = s[j + 4] & 63
@@ -29,8 +31,6 @@ void ScaleMinK4(int j, const uint8_t* s, int* scale, int* min) {
     *min = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
   }
 }
-
-}  // namespace
 
 // Q2_K: 84 bytes, {u8 scales[16]; u8 qs[64]; f16 d; f16 dmin}.
 //   16 sub-blocks of 16 elements; scales[g] holds the 4-bit scale (low) and

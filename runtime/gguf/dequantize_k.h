@@ -18,6 +18,10 @@ namespace spikeserve {
 inline constexpr int8_t kIq4NlValues[16] = {
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
+// Sub-block j's 6-bit scale and min from the 12 scale bytes `s` shared by
+// Q4_K and Q5_K.
+void ScaleMinK4(int j, const uint8_t* s, int* scale, int* min);
+
 // Each: `blocks` super-blocks of 256 elements at `b` to FP32 in `y`.
 void DequantQ2_K(const uint8_t* b, float* y, uint64_t blocks);
 void DequantQ3_K(const uint8_t* b, float* y, uint64_t blocks);

@@ -114,6 +114,31 @@ absl::StatusOr<std::unique_ptr<W4A8Linear>> W4A8Linear::Create(
   return FromPlain(plain, options);
 }
 
+absl::StatusOr<std::unique_ptr<W4A8Linear>> W4A8Linear::FromStored(
+    const WeightRows& w, const Options& options) {
+  const std::optional<FourBitLayout> layout = w.four_bit();
+  if (!layout) {
+    return absl::InvalidArgumentError("W4A8: the weights are not stored 4-bit");
+  }
+  W4Plain plain;
+  plain.n = w.rows();
+  plain.k = w.cols();
+  plain.group = layout->group;
+  plain.has_min = layout->has_min;
+  const int groups = plain.k / plain.group;
+  plain.u.resize(size_t(plain.n) * plain.k);
+  plain.scale.resize(size_t(plain.n) * groups);
+  if (plain.has_min) plain.min.resize(plain.scale.size());
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < plain.n; ++r) {
+    w.FourBitRow(r, &plain.u[size_t(r) * plain.k],
+                 &plain.scale[size_t(r) * groups],
+                 plain.has_min ? &plain.min[size_t(r) * groups] : nullptr);
+  }
+  w.Done(0, plain.n);
+  return FromPlain(plain, options);
+}
+
 void W4A8Linear::Forward(const LinearInput& in, float* y) const {
   thread_local Scratch sc;
   const int m = in.m, K = packed_.k;

@@ -41,6 +41,10 @@ class W4A8Linear final : public Linear {
   // no requantization; options.group is taken from `w`.
   static absl::StatusOr<std::unique_ptr<W4A8Linear>> FromPlain(
       const W4Plain& w, const Options& options);
+  // The same from a source that stores its rows as 4-bit groups
+  // (w.four_bit(), which must be set).
+  static absl::StatusOr<std::unique_ptr<W4A8Linear>> FromStored(
+      const WeightRows& w, const Options& options);
 
   void Forward(const LinearInput& in, float* y) const override;
   int in_features() const override { return packed_.k; }

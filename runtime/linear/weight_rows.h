@@ -9,6 +9,8 @@
 #define SPIKESERVE_RUNTIME_LINEAR_WEIGHT_ROWS_H_
 
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <vector>
 
 namespace spikeserve {
@@ -21,6 +23,13 @@ struct Matrix {
   std::vector<float> data;  // rows * cols
 
   const float* row(int r) const { return data.data() + size_t(r) * cols; }
+};
+
+// How a source stores 4-bit weights (w4_gemm.h's plain form): groups of
+// `group` along a row, half scales, and half mins when has_min.
+struct FourBitLayout {
+  int group = 32;
+  bool has_min = false;
 };
 
 // W [rows][cols] as FP32 rows on demand. Thread-safe: kernels convert rows
@@ -38,6 +47,12 @@ class WeightRows {
   virtual void Done(int r0, int r1) const {}
   // Bytes this source holds in memory of its own (not in a file mapping).
   virtual size_t resident_bytes() const { return 0; }
+  // When every row is stored as 4-bit groups (a GGUF Q4_0, Q4_1 or Q4_K
+  // tensor, untransformed), their layout; then FourBitRow gives row r as
+  // stored: u[cols], scale[cols / group] and, with mins, min[...].
+  virtual std::optional<FourBitLayout> four_bit() const { return std::nullopt; }
+  virtual void FourBitRow(int r, uint8_t* u, uint16_t* scale,
+                          uint16_t* min) const {}
 };
 
 // A WeightRows over an FP32 matrix in memory (not owned).

@@ -238,13 +238,17 @@ absl::Status Model::BuildKernels() {
       }
       const auto w4 = q.w4_sites.find(key);
       if (q.w4_everywhere || w4 != q.w4_sites.end()) {
-        const int group = w4 != q.w4_sites.end() ? w4->second : 0;
+        const int group =
+            w4 != q.w4_sites.end() ? w4->second : q.w4_everywhere_group;
         W4A8Linear::Options o;
         o.mode = q.mode;
         o.static_absmax = static_absmax;
         o.group = group > 0 ? group : W4A8Linear::GroupFor(rows.cols());
+        // SiteRowsOf is the file's tensor only when no transform applies.
+        const bool stored = group == kW4AsStored && rows.four_bit();
         absl::StatusOr<std::unique_ptr<W4A8Linear>> lin =
-            W4A8Linear::Create(rows, o);
+            stored ? W4A8Linear::FromStored(rows, o)
+                   : W4A8Linear::Create(rows, o);
         if (!lin.ok()) {
           return absl::Status(lin.status().code(),
                               absl::StrCat("quant: W4 site ", SiteKeyName(key),
@@ -668,6 +672,16 @@ absl::StatusOr<LmHeadPrecision> ParseLmHeadPrecision(absl::string_view name) {
   return absl::InvalidArgumentError(
       absl::StrCat("lm_head precision must be auto, fp32, bf16 or int8, got \"",
                    name, "\""));
+}
+
+absl::StatusOr<int> ParseW4Group(absl::string_view name) {
+  if (name == "auto") return 0;
+  if (name == "stored") return kW4AsStored;
+  if (name == "32") return 32;
+  if (name == "64") return 64;
+  if (name == "128") return 128;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "W4 group must be auto, stored, 32, 64 or 128, got \"", name, "\""));
 }
 
 }  // namespace spikeserve

@@ -36,10 +36,17 @@ enum class LmHeadPrecision { kFp32, kBf16, kInt8 };
 // fails with a message listing the names.
 const char* LmHeadPrecisionName(LmHeadPrecision p);
 absl::StatusOr<LmHeadPrecision> ParseLmHeadPrecision(absl::string_view name);
+// A W4A8 group by name: "auto" (0: the largest of 128/64/32 dividing each
+// site's width), "stored" (kW4AsStored: the file's own 4-bit groups), or
+// "32", "64", "128".
+absl::StatusOr<int> ParseW4Group(absl::string_view name);
 // The fastest lm_head that costs no measurable accuracy: BF16 where oneDNN
 // has a bf16 matmul, else INT8 (AVX2 CPUs; perplexity +0.004% vs FP32 head,
 // decode +14%, docs/performance.md).
 LmHeadPrecision FastestLmHead();
+
+// QuantOptions::w4_sites' group for "as the file stores it".
+inline constexpr int kW4AsStored = -1;
 
 struct QuantOptions {
   bool w8a8 = false;  // false: everything FP32
@@ -55,10 +62,14 @@ struct QuantOptions {
   float guard_factor = 0;
   // W4A8 sites (quantized sites only: not in fp32_sites): 4-bit weights
   // in groups along K, -> the group size (32, 64, 128; 0 = the largest of
-  // them that divides the site's K). The other quantized sites are W8A8.
+  // them that divides the site's K; kW4AsStored = the file's own 4-bit
+  // groups where it stores the site so untransformed, else as 0). The
+  // other quantized sites are W8A8.
   std::map<SiteKey, int> w4_sites;
-  // Every quantized site W4A8 (group 0), as by --quant w4a8.
+  // Every quantized site W4A8 with group w4_everywhere_group, as by
+  // --quant w4a8.
   bool w4_everywhere = false;
+  int w4_everywhere_group = 0;
   // Row buckets to create and warm up at load (largest prefill chunk).
   int warmup_rows = 512;
   // Exact weight transforms applied at load, before quantization:

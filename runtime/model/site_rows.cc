@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "runtime/gguf/four_bit.h"
+
 namespace spikeserve {
 
 std::unique_ptr<TensorRows> TensorRows::Copy(const TensorView& view) {
@@ -25,10 +27,42 @@ StackedRows::StackedRows(std::vector<std::unique_ptr<WeightRows>> parts)
   }
 }
 
-void StackedRows::Row(int r, float* out) const {
+std::optional<FourBitLayout> TensorRows::four_bit() const {
+  return FourBitLayoutOf(view_.type);
+}
+
+void TensorRows::FourBitRow(int r, uint8_t* u, uint16_t* scale,
+                            uint16_t* min) const {
+  FourBitRowOf(view_.type, view_.row(r), view_.cols, u, scale, min);
+}
+
+std::pair<const WeightRows*, int> StackedRows::PartOf(int r) const {
   const size_t i =
       std::upper_bound(first_.begin(), first_.end(), r) - first_.begin() - 1;
-  parts_[i]->Row(r - first_[i], out);
+  return {parts_[i].get(), r - first_[i]};
+}
+
+void StackedRows::Row(int r, float* out) const {
+  const auto [part, row] = PartOf(r);
+  part->Row(row, out);
+}
+
+std::optional<FourBitLayout> StackedRows::four_bit() const {
+  std::optional<FourBitLayout> layout = parts_[0]->four_bit();
+  for (const auto& p : parts_) {
+    const std::optional<FourBitLayout> l = p->four_bit();
+    if (!l || !layout || l->group != layout->group ||
+        l->has_min != layout->has_min) {
+      return std::nullopt;
+    }
+  }
+  return layout;
+}
+
+void StackedRows::FourBitRow(int r, uint8_t* u, uint16_t* scale,
+                             uint16_t* min) const {
+  const auto [part, row] = PartOf(r);
+  part->FourBitRow(row, u, scale, min);
 }
 
 void StackedRows::Done(int r0, int r1) const {

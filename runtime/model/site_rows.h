@@ -29,6 +29,9 @@ class TensorRows final : public WeightRows {
   void Row(int r, float* out) const override { view_.DequantizeRow(r, out); }
   void Done(int r0, int r1) const override;
   size_t resident_bytes() const override { return owned_.size(); }
+  std::optional<FourBitLayout> four_bit() const override;
+  void FourBitRow(int r, uint8_t* u, uint16_t* scale,
+                  uint16_t* min) const override;
 
  private:
   TensorView view_;
@@ -44,8 +47,15 @@ class StackedRows final : public WeightRows {
   int cols() const override { return parts_[0]->cols(); }
   void Row(int r, float* out) const override;
   void Done(int r0, int r1) const override;
+  // The parts' layout when they all share one.
+  std::optional<FourBitLayout> four_bit() const override;
+  void FourBitRow(int r, uint8_t* u, uint16_t* scale,
+                  uint16_t* min) const override;
 
  private:
+  // The part holding row r, and r within it.
+  std::pair<const WeightRows*, int> PartOf(int r) const;
+
   std::vector<std::unique_ptr<WeightRows>> parts_;
   std::vector<int> first_;  // first row of each part
   int rows_ = 0;

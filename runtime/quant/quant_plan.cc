@@ -308,10 +308,12 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
                                     "; 8 (W8A8, also 0) or 4 (W4A8)"));
     }
     if (s.weight_group() != 0 && s.weight_group() != 32 &&
-        s.weight_group() != 64 && s.weight_group() != 128) {
+        s.weight_group() != 64 && s.weight_group() != 128 &&
+        s.weight_group() != kW4AsStored) {
       return PlanError(absl::StrCat(name, ".weight_group is ", s.weight_group(),
-                                    "; 32, 64, 128 or 0 (the largest that "
-                                    "divides the input width)"));
+                                    "; 32, 64, 128, 0 (the largest that "
+                                    "divides the input width) or -1 (as the "
+                                    "file stores it)"));
     }
     if (s.weight_bits() == 4) {
       if (q.fp32_sites.count(*k)) {

@@ -802,7 +802,8 @@ TEST_F(ServerTest, QuantFlagChoosesThePrecisionWithoutAPlan) {
            {"", false, "per-token-dynamic", ""},
            {"w8a8", false, "per-token-dynamic", ""},
            {"fp32", false, "fp32", ""},
-           {"int4", false, "", "--quant must be w8a8 or fp32"},
+           {"w4a8", false, "per-token-dynamic", ""},
+           {"int4", false, "", "--quant must be w8a8, w4a8 or fp32"},
            {"fp32", true, "", "a plan carries its own quantization"}}) {
     SCOPED_TRACE("--quant '" + c.quant + "'" + (c.with_plan ? " + plan" : ""));
     ServerOptions o = DefaultOptions();
@@ -818,6 +819,15 @@ TEST_F(ServerTest, QuantFlagChoosesThePrecisionWithoutAPlan) {
       v1::ModelInfo info;
       ASSERT_TRUE(stub_->GetModelInfo(&ctx, {}, &info).ok());
       EXPECT_EQ(info.quant().activation_mode(), c.mode);
+      // W4A8: every module 4-bit, with its group and the kernel named.
+      const int w4 = c.quant == "w4a8" ? 4 * info.layers() : 0;
+      EXPECT_EQ(info.quant().w4_modules_size(), w4);
+      EXPECT_EQ(info.quant().w4_groups_size(), w4);
+      if (w4 > 0) {
+        EXPECT_EQ(info.quant().w4_modules(0), "0.qkv");
+        EXPECT_GT(info.quant().w4_groups(0), 0);
+        EXPECT_FALSE(info.quant().w4_kernel().empty());
+      }
     }
     TearDown();
   }
