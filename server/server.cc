@@ -282,8 +282,12 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
                              ? Int8Linear::PackedKernelDescription()
                              : std::string("none (one INT8 copy)"),
                          ", QFeM sites ", model.quant().fp32_sites.size(),
-                         ", W4A8 sites ", model.w4_site_count(), " (kernel ",
-                         W4A8Linear::KernelDescription(), ")")
+                         model.w4_site_count() > 0
+                             ? absl::StrCat(", W4A8 sites ",
+                                            model.w4_site_count(), " (kernel ",
+                                            W4A8Linear::KernelDescription(),
+                                            ")")
+                             : std::string())
           : std::string("none (FP32)"),
       ", QFeP prefix ", bundle_.qfep_prefix.size(), " tokens, lm_head ",
       LmHeadPrecisionName(model.quant().lm_head), ", attention kernel ",

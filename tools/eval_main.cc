@@ -41,6 +41,9 @@ ABSL_FLAG(int, windows, 0, "Windows evaluated (0 = all).");
 ABSL_FLAG(std::string, kv_cache_type, "fp32",
           "KV cache of the evaluated scheme: fp32 or bf16 (the FP32 "
           "reference keeps an FP32 cache).");
+ABSL_FLAG(std::string, w4_group, "auto",
+          "Group of the w4a8 schemes: auto, stored, 32, 64 or 128 (the "
+          "server's --w4_group).");
 ABSL_FLAG(bool, json, true, "Print one JSON object (the only output format).");
 
 namespace spikeserve {
@@ -55,6 +58,7 @@ struct Scheme {
   bool w8a8 = false;
   ActQuantMode mode = ActQuantMode::kPerTensorDynamic;
   bool qfem = false, qfep = false, smooth = false, rotate = false;
+  bool w4 = false;  // every quantized site W4A8 (--w4_group)
 };
 
 absl::StatusOr<Scheme> ParseScheme(const std::string& name) {
@@ -75,6 +79,17 @@ absl::StatusOr<Scheme> ParseScheme(const std::string& name) {
        {true, ActQuantMode::kPerTensorDynamic, false, false, true, true}},
       {"w8a8-static+qfem+qfep",
        {true, ActQuantMode::kPerTensorStatic, true, true}},
+      // Issue 24: 4-bit weights, per-token INT8 activations.
+      {"w4a8",
+       {true, ActQuantMode::kPerTokenDynamic, false, false, false, false,
+        true}},
+      {"w4a8+qfep",
+       {true, ActQuantMode::kPerTokenDynamic, false, true, false, false,
+        true}},
+      {"w4a8+qfem+qfep",
+       {true, ActQuantMode::kPerTokenDynamic, true, true, false, false, true}},
+      {"w4a8+smoothrot+qfep",
+       {true, ActQuantMode::kPerTokenDynamic, false, true, true, true, true}},
   };
   for (const auto& [n, s] : kSchemes) {
     if (name == n) return s;
@@ -150,6 +165,8 @@ int Main() {
       if (!s->smooth) q.smooth_scales.clear();
       q.down_hadamard = s->rotate;
       if (s->mode != ActQuantMode::kPerTensorStatic) q.guard_factor = 0;
+      q.w4_everywhere = s->w4;
+      if (!s->w4) q.w4_sites.clear();
     }
   } else {
     if (scheme_name.empty()) scheme_name = "fp32";
@@ -162,7 +179,11 @@ int Main() {
     }
     q.w8a8 = s->w8a8;
     q.mode = s->mode;
+    q.w4_everywhere = s->w4;
   }
+  absl::StatusOr<int> w4_group = ParseW4Group(absl::GetFlag(FLAGS_w4_group));
+  if (!w4_group.ok()) return Fail(w4_group.status());
+  q.w4_everywhere_group = *w4_group;
   absl::StatusOr<LmHeadPrecision> lm_head =
       ParseLmHeadPrecision(absl::GetFlag(FLAGS_lm_head));
   if (!lm_head.ok()) return Fail(lm_head.status());

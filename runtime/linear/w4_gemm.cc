@@ -1,5 +1,6 @@
 #include "runtime/linear/w4_gemm.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -214,9 +215,12 @@ const char* W4KernelIsaName(W4KernelIsa isa) {
 }
 
 bool W4KernelSupported(W4KernelIsa isa) {
+  // F16C from CPUID itself: clang's __builtin_cpu_supports does not know
+  // the name (the fuzz build compiles this file with clang).
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
   const bool base = __builtin_cpu_supports("avx2") &&
-                    __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("f16c");
+                    __builtin_cpu_supports("fma") && f16c;
   if (isa == W4KernelIsa::kAvx2) return base;
   return base && __builtin_cpu_supports("avx512f") &&
          __builtin_cpu_supports("avx512bw") &&
