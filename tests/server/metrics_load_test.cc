@@ -238,7 +238,15 @@ TEST_F(MetricsLoadTest, ScrapesAnswerWhileManyConnectionsAreIdleOrSlow) {
       "(loaded) -> %d; RSS %ld -> %ld (loaded) -> %ld KiB\n",
       ms[ms.size() / 2], ms.back(), threads_before, threads_loaded,
       threads_after, rss_before, rss_loaded, rss_after);
-  EXPECT_LE(std::abs(threads_after - threads_before), threads_before / 10)
+  // No thread per connection (550 are held): a handful more at most, which
+  // gRPC's own executor may add when the Generate calls wait on a loaded
+  // machine (seen: 13 -> 16 beside a parallel ctest), before and after
+  // the connections are closed.
+  constexpr int kExecutorSlack = 6;
+  EXPECT_LE(threads_loaded, threads_before + kExecutorSlack)
+      << threads_before << " -> " << threads_loaded;
+  EXPECT_LE(std::abs(threads_after - threads_before),
+            std::max(threads_before / 10, kExecutorSlack))
       << threads_before << " -> " << threads_after;
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   // Sanitizer allocators hold freed memory in quarantine: RSS does not come
