@@ -153,8 +153,15 @@ def ensure_models(args, py):
                 subprocess.run([py, os.path.join(ROOT, "bench", "llamacpp_worker.py"),
                                 "quantize", f32 if os.path.exists(f32) else src, path,
                                 "--type", typ], check=True)
-            models[name] = {"llama": path, "spikeserve": path, "spikeserve_args": quant,
-                            "shape": f"SmolLM2-135M-Instruct {typ.upper()} (real weights)"}
+            if args.spikeserve_plan:  # the original file with that plan
+                models[name] = {"llama": path, "spikeserve": src,
+                                "spikeserve_args": ["--plan", args.spikeserve_plan],
+                                "shape": f"SmolLM2-135M-Instruct (real weights): llama.cpp "
+                                         f"{typ.upper()}, spikeserve "
+                                         f"{os.path.basename(args.spikeserve_plan)}"}
+            else:
+                models[name] = {"llama": path, "spikeserve": path, "spikeserve_args": quant,
+                                "shape": f"SmolLM2-135M-Instruct {typ.upper()} (real weights)"}
             continue
         path = os.path.join(CACHE, f"synthetic-{shape}.{typ}.gguf")
         if not os.path.exists(path):
@@ -217,6 +224,7 @@ def compare(name, m, args, py, bw):
                            "llama_cpp_python": l2.info["llama_cpp_python"]},
     }
     res["spikeserve_label"] = ("spikeserve W4A8" if "--w4a8" in m["spikeserve_args"]
+                               else "spikeserve plan" if "--plan" in m["spikeserve_args"]
                                else "spikeserve W8A8")
     res["pp_ratio"] = res["spikeserve"]["pp_tok_s"] / res["llama_cpp"]["pp_tok_s"]
     res["tg_ratio"] = res["spikeserve"]["tg_tok_s"] / llama_tg
@@ -283,6 +291,9 @@ def main():
     ap.add_argument("--spikeserve_quant", default="w8a8", choices=["w8a8", "w4a8"],
                     help="spikeserve's weights for the SHAPE:TYPE models (the "
                          "default model keeps its plan)")
+    ap.add_argument("--spikeserve_plan",
+                    help="for default:TYPE models: spikeserve serves the original file "
+                         "with this plan (e.g. plans/smollm2-135m-instruct-w4a8.json)")
     ap.add_argument("--markdown", help="write the markdown table here")
     args = ap.parse_args()
     args.models = args.models.split(",")
