@@ -117,6 +117,65 @@ TEST(QuantizeW4Row, ErrorWithinHalfAStep) {
   }
 }
 
+// Asymmetric groups: a group in [1, 4] (all positive) gets min 1 and d
+// 0.2 (3/15, rounded to half); 1 -> u 0, 4 -> u 15, 2.5 -> u 7 or 8.
+TEST(QuantizeW4RowMin, HandChecked) {
+  std::vector<float> w(32, 2.5f);
+  w[0] = 1.0f;
+  w[1] = 4.0f;
+  w[2] = 1.1f;  // 0.1 / 0.2 = 0.5 -> ties to even: 0
+  std::vector<uint8_t> u(32);
+  uint16_t scale, min;
+  QuantizeW4RowMin(w.data(), 32, 32, u.data(), &scale, &min);
+  EXPECT_EQ(HalfToFloat(min), 1.0f);
+  EXPECT_EQ(scale, FloatToHalf(3.0f / 15.0f));
+  EXPECT_EQ(u[0], 0);
+  EXPECT_EQ(u[1], 15);
+  EXPECT_LE(u[2], 1);
+  EXPECT_TRUE(u[3] == 7 || u[3] == 8) << int(u[3]);
+}
+
+// Random rows, centred and shifted: every value within half a step (plus
+// the half roundings of min and d) of the original, and on a shifted
+// distribution the error is well below the symmetric form's.
+TEST(QuantizeW4RowMin, ErrorWithinHalfAStepAndBelowSymmetric) {
+  std::mt19937 rng(5);
+  const int k = 256, group = 32;
+  std::vector<float> w(k), back(k), sym(k);
+  W4Plain p{1, k, group, true, std::vector<uint8_t>(k),
+            std::vector<uint16_t>(k / group), std::vector<uint16_t>(k / group)};
+  W4Plain ps{1, k, group, false, std::vector<uint8_t>(k),
+             std::vector<uint16_t>(k / group), {}};
+  for (float shift : {0.0f, 0.03f, -0.05f}) {
+    std::normal_distribution<float> nd(shift, 0.02f);
+    double err_min = 0, err_sym = 0;
+    for (int trial = 0; trial < 50; ++trial) {
+      for (float& v : w) v = nd(rng);
+      QuantizeW4RowMin(w.data(), k, group, p.u.data(), p.scale.data(),
+                       p.min.data());
+      DequantizeW4Row(p, 0, back.data());
+      QuantizeW4Row(w.data(), k, group, ps.u.data(), ps.scale.data());
+      DequantizeW4Row(ps, 0, sym.data());
+      for (int i = 0; i < k; ++i) {
+        const float d = HalfToFloat(p.scale[i / group]);
+        const float mn = HalfToFloat(p.min[i / group]);
+        const float bound =
+            0.5f * d + 2e-3f * (std::fabs(mn) + 16 * d) + 1e-7f;
+        ASSERT_LE(std::fabs(back[i] - w[i]), bound) << shift << " " << i;
+        err_min += (back[i] - w[i]) * double(back[i] - w[i]);
+        err_sym += (sym[i] - w[i]) * double(sym[i] - w[i]);
+      }
+    }
+    std::printf("shift %.2f: squared error asymmetric / symmetric %.3f\n",
+                shift, err_min / err_sym);
+    // 16 steps over the group's own span: on a shifted group far below the
+    // symmetric grid, which spends levels on the side the values do not
+    // reach; on a centred one the spans are alike (15 steps of the range
+    // against 8 of the peak).
+    EXPECT_LT(err_min, (shift == 0 ? 1.25 : 0.7) * err_sym) << shift;
+  }
+}
+
 struct Case {
   int m, k, n, group;
   bool has_min;

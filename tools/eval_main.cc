@@ -41,6 +41,9 @@ ABSL_FLAG(int, windows, 0, "Windows evaluated (0 = all).");
 ABSL_FLAG(std::string, kv_cache_type, "fp32",
           "KV cache of the evaluated scheme: fp32 or bf16 (the FP32 "
           "reference keeps an FP32 cache).");
+ABSL_FLAG(bool, w4_min, false,
+          "W4A8 weights re-quantized in asymmetric groups (a minimum per "
+          "group, as GGUF's Q4_1).");
 ABSL_FLAG(std::string, w4_group, "auto",
           "Group of the w4a8 schemes: auto, stored, 32, 64 or 128 (the "
           "server's --w4_group).");
@@ -184,6 +187,7 @@ int Main() {
   absl::StatusOr<int> w4_group = ParseW4Group(absl::GetFlag(FLAGS_w4_group));
   if (!w4_group.ok()) return Fail(w4_group.status());
   q.w4_everywhere_group = *w4_group;
+  q.w4_with_min = absl::GetFlag(FLAGS_w4_min);
   absl::StatusOr<LmHeadPrecision> lm_head =
       ParseLmHeadPrecision(absl::GetFlag(FLAGS_lm_head));
   if (!lm_head.ok()) return Fail(lm_head.status());

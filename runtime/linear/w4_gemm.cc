@@ -246,6 +246,29 @@ void QuantizeW4Row(const float* w, int k, int group, uint8_t* u,
   }
 }
 
+void QuantizeW4RowMin(const float* w, int k, int group, uint8_t* u,
+                      uint16_t* scale, uint16_t* min) {
+  for (int g = 0; g * group < k; ++g) {
+    const float* v = w + size_t(g) * group;
+    float lo = v[0], hi = v[0];
+    for (int i = 1; i < group; ++i) {
+      lo = std::min(lo, v[i]);
+      hi = std::max(hi, v[i]);
+    }
+    const uint16_t mh = FloatToHalf(lo);
+    const float mn = HalfToFloat(mh);
+    const uint16_t dh = FloatToHalf((hi - mn) / 15.0f);
+    scale[g] = dh;
+    min[g] = mh;
+    const float d = HalfToFloat(dh);
+    const float inv = d != 0 ? 1.0f / d : 0.0f;
+    for (int i = 0; i < group; ++i) {
+      const float q = std::nearbyint((v[i] - mn) * inv);
+      u[size_t(g) * group + i] = uint8_t(std::clamp(q, 0.0f, 15.0f));
+    }
+  }
+}
+
 void DequantizeW4Row(const W4Plain& p, int row, float* w) {
   const int groups = p.groups();
   for (int g = 0; g < groups; ++g) {

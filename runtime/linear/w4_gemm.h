@@ -66,6 +66,13 @@ struct W4Plain {
 // kernel uses. Writes u[k] and scale[k/group].
 void QuantizeW4Row(const float* w, int k, int group, uint8_t* u,
                    uint16_t* scale);
+// The asymmetric form (GGUF's Q4_1): per group w = d * u + min with u in
+// [0, 15], min the group's smallest value and d its range / 15, both
+// rounded to half before u is chosen for them. Writes u[k], scale[k/group]
+// and min[k/group]. One more half per group (+0.5 bits per weight at group
+// 32), and the range is not spent on the side the weights do not reach.
+void QuantizeW4RowMin(const float* w, int k, int group, uint8_t* u,
+                      uint16_t* scale, uint16_t* min);
 // The row back in FP32, for tests and error measurements: w[k].
 void DequantizeW4Row(const W4Plain& p, int row, float* w);
 

@@ -100,14 +100,22 @@ absl::StatusOr<std::unique_ptr<W4A8Linear>> W4A8Linear::Create(
   plain.group = options.group;
   plain.u.resize(size_t(N) * K);
   plain.scale.resize(size_t(N) * plain.groups());
+  plain.has_min = options.with_min;
+  if (plain.has_min) plain.min.resize(plain.scale.size());
 #pragma omp parallel
   {
     std::vector<float> row(K);
 #pragma omp for schedule(static)
     for (int r = 0; r < N; ++r) {
       w.Row(r, row.data());
-      QuantizeW4Row(row.data(), K, options.group, &plain.u[size_t(r) * K],
-                    &plain.scale[size_t(r) * plain.groups()]);
+      const size_t g0 = size_t(r) * plain.groups();
+      if (plain.has_min) {
+        QuantizeW4RowMin(row.data(), K, options.group, &plain.u[size_t(r) * K],
+                         &plain.scale[g0], &plain.min[g0]);
+      } else {
+        QuantizeW4Row(row.data(), K, options.group, &plain.u[size_t(r) * K],
+                      &plain.scale[g0]);
+      }
     }
   }
   w.Done(0, N);

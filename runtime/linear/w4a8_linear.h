@@ -25,6 +25,9 @@ class W4A8Linear final : public Linear {
     ActQuantMode mode = ActQuantMode::kPerTokenDynamic;
     float static_absmax = 0;  // kPerTensorStatic: calibrated input absmax
     int group = 128;          // 32, 64 or 128; must divide K
+    // Create: asymmetric groups with a minimum (QuantizeW4RowMin) instead
+    // of symmetric ones (QuantizeW4Row).
+    bool with_min = false;
   };
   // The largest group size of 128, 64 and 32 that divides k; 0 if none.
   static int GroupFor(int k);

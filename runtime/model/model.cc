@@ -244,6 +244,7 @@ absl::Status Model::BuildKernels() {
         o.mode = q.mode;
         o.static_absmax = static_absmax;
         o.group = group > 0 ? group : W4A8Linear::GroupFor(rows.cols());
+        o.with_min = q.w4_with_min;
         // SiteRowsOf is the file's tensor only when no transform applies.
         const bool stored = group == kW4AsStored && rows.four_bit();
         absl::StatusOr<std::unique_ptr<W4A8Linear>> lin =
