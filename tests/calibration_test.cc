@@ -166,6 +166,65 @@ TEST_F(PlantedSpike, SpikeGuardCatchesUncalibratedSpike) {
   EXPECT_LT(with_guard, 0.02);
 }
 
+// Mixed precision "auto": the chosen W4A8 set keeps the KL within the
+// tolerance of the W8A8 plan (scored independently here) and one more site
+// in the ranking would not; QFeM sites are never candidates.
+TEST_F(PlantedSpike, W4SearchHoldsTheTolerance) {
+  QuantOptions base;
+  base.w8a8 = true;
+  base.warmup_rows = 32;
+  base.fp32_sites = {{1, Site::kDown}};
+  auto kl_of = [&](const std::map<SiteKey, int>& w4) {
+    QuantOptions q = base;
+    q.w4_sites = w4;
+    auto m = fp32_->WithQuant(q);
+    EXPECT_TRUE(m.ok()) << m.status();
+    return *MeanKlFromFp32(**m, windows_, {}, kBos);
+  };
+  std::map<SiteKey, int> everywhere;
+  for (int l = 0; l < 2; ++l) {
+    for (Site s : {Site::kQkv, Site::kO, Site::kGateUp, Site::kDown}) {
+      if (!base.fp32_sites.count({l, s})) everywhere[{l, s}] = 32;
+    }
+  }
+  const double w8a8 = kl_of({}), all_w4 = kl_of(everywhere);
+  ASSERT_GT(all_w4, w8a8);
+  struct Case {
+    double tolerance;
+    size_t want_sites;  // 0, 7 (all), or ~0u for "in between"
+  };
+  for (const Case& t : {Case{-1, 0}, Case{1e9, 7},
+                        Case{(all_w4 - w8a8) / 2, ~size_t(0)}}) {
+    SCOPED_TRACE(t.tolerance);
+    auto choice =
+        SelectW4Sites(*fp32_, base, windows_, kBos, {}, 32, t.tolerance);
+    ASSERT_TRUE(choice.ok()) << choice.status();
+    ASSERT_EQ(choice->ranked.size(), 7u);
+    for (const auto& [k, unused] : choice->ranked) {
+      EXPECT_FALSE(k == (SiteKey{1, Site::kDown}));
+    }
+    EXPECT_NEAR(choice->w8a8_kl, w8a8, 1e-9);
+    if (t.want_sites != ~size_t(0)) {
+      EXPECT_EQ(choice->sites.size(), t.want_sites);
+    }
+    // The first n of the ranking, each with the group asked for.
+    const size_t n = choice->sites.size();
+    std::map<SiteKey, int> next;
+    for (size_t i = 0; i < n; ++i) {
+      EXPECT_EQ(choice->sites.count(choice->ranked[i].first), 1u);
+      next[choice->ranked[i].first] = 32;
+    }
+    for (const auto& [k, g] : choice->sites) EXPECT_EQ(g, 32);
+    const double kl = kl_of(choice->sites);
+    EXPECT_NEAR(choice->chosen_kl, kl, 1e-9);
+    EXPECT_LE(kl - w8a8, std::max(t.tolerance, 0.0));
+    if (n < 7) {
+      next[choice->ranked[n].first] = 32;
+      EXPECT_GT(kl_of(next) - w8a8, t.tolerance);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace spikeserve
 

@@ -5,6 +5,8 @@
 //       [--mode per-tensor-dynamic|per-token-dynamic|per-tensor-static]
 //       [--qfem auto|off|LIST] [--qfep auto|off|TOKENS] [--smooth ALPHA]
 //       [--rotate] [--guard FACTOR] [--window 512] [--windows 8]
+//       [--weight_bits 8|4|auto|LIST] [--w4_group 32|64|128|auto]
+//       [--w4_tolerance NATS]
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -43,9 +45,9 @@ ABSL_FLAG(int, qfem_max_sites, 24, "QFeM auto: most sites to exclude.");
 ABSL_FLAG(bool, qfem_bf16, false,
           "Record that QFeM modules run in BF16 instead of FP32.");
 ABSL_FLAG(int, qfem_windows, 4,
-          "QFeM auto: calibration windows scored per candidate set.");
+          "QFeM and W4 auto: calibration windows scored per candidate set.");
 ABSL_FLAG(int, qfem_window, 256,
-          "QFeM auto: tokens of each scored window (a prefix of the "
+          "QFeM and W4 auto: tokens of each scored window (a prefix of the "
           "calibration window), to keep the search fast.");
 ABSL_FLAG(std::string, qfep, "auto",
           "QFeP prefix: auto (reference search), off, or token ids "
@@ -60,6 +62,17 @@ ABSL_FLAG(double, guard, 0.0,
           "Spike guard factor for per-tensor-static (0 = off).");
 ABSL_FLAG(int, window, 512, "Calibration window, tokens.");
 ABSL_FLAG(int, windows, 8, "Calibration windows used (0 = all).");
+ABSL_FLAG(std::string, weight_bits, "8",
+          "Weight precision of the quantized sites: 8 (W8A8), 4 (W4A8 "
+          "everywhere), auto (mixed: sites made W4A8 in increasing KL damage "
+          "per weight while the KL stays within --w4_tolerance of the W8A8 "
+          "plan's), or a list of W4A8 sites LAYER.SITE,... (the rest W8A8).");
+ABSL_FLAG(std::string, w4_group, "32",
+          "W4A8 group along K: 32, 64, 128, or auto (the largest dividing "
+          "each site's width).");
+ABSL_FLAG(double, w4_tolerance, 0.05,
+          "--weight_bits auto: allowed KL increase over the W8A8 plan, "
+          "nats (scored on the QFeM search windows).");
 ABSL_FLAG(std::string, report, "",
           "Report path prefix (writes PREFIX.md and PREFIX.svg); default: "
           "--out without .json plus .report");
@@ -102,6 +115,12 @@ int Main() {
       ParseMode(absl::GetFlag(FLAGS_mode));
   if (!mode.ok()) return Fail(mode.status());
   const double smooth = absl::GetFlag(FLAGS_smooth);
+  const std::string weight_bits = absl::GetFlag(FLAGS_weight_bits);
+  absl::StatusOr<int> w4_group = ParseW4Group(absl::GetFlag(FLAGS_w4_group));
+  if (!w4_group.ok() || *w4_group == kW4AsStored) {
+    return Fail(absl::InvalidArgumentError(
+        "--w4_group: use 32, 64, 128 or auto"));
+  }
   if (smooth < 0 || smooth >= 1) {
     return Fail(absl::InvalidArgumentError("--smooth must be in [0, 1)"));
   }
@@ -198,6 +217,15 @@ int Main() {
     final_stats = &*prefixed;
   }
 
+  // Windows scored by the QFeM and W4 searches (prefixes of the first few).
+  std::vector<std::vector<int32_t>> search_windows;
+  for (const auto& w : *windows) {
+    if (int(search_windows.size()) == absl::GetFlag(FLAGS_qfem_windows)) break;
+    search_windows.emplace_back(
+        w.begin(), w.begin() + std::min<size_t>(
+                                   w.size(), absl::GetFlag(FLAGS_qfem_window)));
+  }
+
   // 4. QFeM on the W8A8 version of the (transformed) model.
   std::set<SiteKey> qfem_sites;
   const std::string qfem = absl::GetFlag(FLAGS_qfem);
@@ -209,15 +237,7 @@ int Main() {
                                             : ActQuantMode::kPerTensorDynamic;
     auto w8a8 = fp32.WithQuant(q);
     if (!w8a8.ok()) return Fail(w8a8.status());
-    std::vector<std::vector<int32_t>> search;
-    for (const auto& w : *windows) {
-      if (int(search.size()) == absl::GetFlag(FLAGS_qfem_windows)) break;
-      search.emplace_back(
-          w.begin(),
-          w.begin() +
-              std::min<size_t>(w.size(), absl::GetFlag(FLAGS_qfem_window)));
-    }
-    auto choice = SelectQfemSites(**w8a8, *stats, search, bos,
+    auto choice = SelectQfemSites(**w8a8, *stats, search_windows, bos,
                                   absl::GetFlag(FLAGS_qfem_tolerance),
                                   absl::GetFlag(FLAGS_qfem_max_sites), prefix);
     if (!choice.ok()) return Fail(choice.status());
@@ -252,6 +272,48 @@ int Main() {
   for (const SiteKey& k : qfem_sites) qs->add_modules(SiteKeyName(k));
   qs->set_bf16(absl::GetFlag(FLAGS_qfem_bf16));
 
+  // 4b. Weight precision per quantized site.
+  std::map<SiteKey, int> w4_sites;
+  if (weight_bits == "auto") {
+    QuantOptions q = transforms;
+    q.w8a8 = true;
+    q.mode = *mode == v1::PER_TOKEN_DYNAMIC ? ActQuantMode::kPerTokenDynamic
+                                            : ActQuantMode::kPerTensorDynamic;
+    q.fp32_sites = qfem_sites;
+    auto choice = SelectW4Sites(fp32, q, search_windows, bos, prefix,
+                                *w4_group, absl::GetFlag(FLAGS_w4_tolerance));
+    if (!choice.ok()) return Fail(choice.status());
+    w4_sites = choice->sites;
+    std::fprintf(stderr,
+                 "calibrate: W4 auto: %zu of %zu sites (%.0f%% of the "
+                 "quantized weights) in W4A8, KL from FP32 %.4f -> %.4f\n",
+                 w4_sites.size(), choice->ranked.size(),
+                 100 * choice->w4_weight_fraction, choice->w8a8_kl,
+                 choice->chosen_kl);
+    for (const auto& [k, d] : choice->ranked) {
+      std::fprintf(stderr, "calibrate:   %-10s KL +%.5f alone%s\n",
+                   SiteKeyName(k).c_str(), d, w4_sites.count(k) ? ", W4" : "");
+    }
+  } else if (weight_bits == "4") {
+    for (const auto& [key, s] : stats->sites) {
+      if (!qfem_sites.count(key)) w4_sites[key] = *w4_group;
+    }
+  } else if (weight_bits != "8") {
+    for (absl::string_view part : absl::StrSplit(weight_bits, ',')) {
+      absl::StatusOr<SiteKey> k = ParseSiteKey(part, c.n_layers);
+      if (!k.ok()) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat(
+            "--weight_bits: use 8, 4, auto or a list of sites: ",
+            k.status().message())));
+      }
+      if (qfem_sites.count(*k)) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat(
+            "--weight_bits: ", part, " is a QFeM site (unquantized)")));
+      }
+      w4_sites[*k] = *w4_group;
+    }
+  }
+
   // 5. Per-site records.
   for (const auto& [key, s] : stats->sites) {
     v1::SiteStats* out_site = plan.add_sites();
@@ -261,6 +323,10 @@ int Main() {
     out_site->set_max_absmax(s.max_absmax);
     out_site->set_median_absmax(s.median_absmax);
     out_site->set_fp32(qfem_sites.count(key) > 0);
+    if (auto w4 = w4_sites.find(key); w4 != w4_sites.end()) {
+      out_site->set_weight_bits(4);
+      out_site->set_weight_group(w4->second);
+    }
     const double range = final_stats->sites.at(key).max_absmax;
     out_site->set_static_absmax(std::max(range, 1e-6));
     auto sm = transforms.smooth_scales.find(key);

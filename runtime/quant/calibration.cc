@@ -212,6 +212,90 @@ absl::StatusOr<QfemChoice> SelectQfemSites(
   return c;
 }
 
+namespace {
+
+// Weights of a site's matrix (all its modules): K x N.
+int64_t SiteWeights(const ModelConfig& c, Site site) {
+  switch (site) {
+    case Site::kQkv:
+      return int64_t(c.hidden) * (c.q_dim() + 2 * c.kv_dim());
+    case Site::kO:
+      return int64_t(c.q_dim()) * c.hidden;
+    case Site::kGateUp:
+      return int64_t(c.hidden) * 2 * c.ffn;
+    case Site::kDown:
+      return int64_t(c.ffn) * c.hidden;
+  }
+  return 0;
+}
+
+}  // namespace
+
+absl::StatusOr<W4Choice> SelectW4Sites(
+    const Model& source, const QuantOptions& base,
+    const std::vector<std::vector<int32_t>>& windows, int32_t bos,
+    const std::vector<int32_t>& prefix, int group, double tolerance) {
+  if (!base.w8a8) {
+    return absl::InvalidArgumentError("W4 search: the base plan is not W8A8");
+  }
+  const ModelConfig& c = source.config();
+  auto kl_with = [&](const std::map<SiteKey, int>& w4)
+      -> absl::StatusOr<double> {
+    QuantOptions q = base;
+    q.w4_sites = w4;
+    q.w4_everywhere = false;
+    absl::StatusOr<std::unique_ptr<Model>> m = source.WithQuant(q);
+    if (!m.ok()) return m.status();
+    return MeanKlFromFp32(**m, windows, ForwardOptions{}, bos, prefix);
+  };
+  W4Choice out;
+  absl::StatusOr<double> base_kl = kl_with({});
+  if (!base_kl.ok()) return base_kl.status();
+  out.w8a8_kl = out.chosen_kl = *base_kl;
+  // Sensitivity of each quantized site alone, per weight.
+  std::vector<std::pair<double, SiteKey>> order;
+  std::map<SiteKey, double> damage;
+  int64_t total_weights = 0;
+  for (int l = 0; l < c.n_layers; ++l) {
+    for (Site s : {Site::kQkv, Site::kO, Site::kGateUp, Site::kDown}) {
+      const SiteKey k{l, s};
+      if (base.fp32_sites.count(k)) continue;
+      total_weights += SiteWeights(c, s);
+      absl::StatusOr<double> kl = kl_with({{k, group}});
+      if (!kl.ok()) return kl.status();
+      damage[k] = *kl - *base_kl;
+      order.push_back({damage[k] / double(SiteWeights(c, s)), k});
+    }
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [unused, k] : order) out.ranked.push_back({k, damage[k]});
+  auto first = [&](int n) {
+    std::map<SiteKey, int> w4;
+    for (int i = 0; i < n; ++i) w4[order[i].second] = group;
+    return w4;
+  };
+  // Largest n whose set stays within the tolerance: lo passes, hi fails.
+  int lo = 0, hi = int(order.size()) + 1;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    absl::StatusOr<double> kl = kl_with(first(mid));
+    if (!kl.ok()) return kl.status();
+    if (*kl - *base_kl <= tolerance) {
+      lo = mid;
+      out.chosen_kl = *kl;
+    } else {
+      hi = mid;
+    }
+  }
+  out.sites = first(lo);
+  int64_t w4_weights = 0;
+  for (const auto& [k, unused] : out.sites) w4_weights += SiteWeights(c, k.site);
+  out.w4_weight_fraction =
+      total_weights > 0 ? double(w4_weights) / double(total_weights) : 0;
+  return out;
+}
+
 absl::StatusOr<QfepChoice> SearchQfepPrefix(
     const Model& model, const CalibrationStats& stats,
     const std::vector<std::vector<int32_t>>& windows, int32_t bos,

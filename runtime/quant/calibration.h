@@ -74,6 +74,31 @@ absl::StatusOr<QfemChoice> SelectQfemSites(
     const std::vector<std::vector<int32_t>>& windows, int32_t bos,
     double tolerance, int max_sites, const std::vector<int32_t>& prefix = {});
 
+struct W4Choice {
+  // The W4A8 sites -> group; the other quantized sites stay W8A8.
+  std::map<SiteKey, int> sites;
+  // Every candidate with the KL increase (nats) it causes alone in W4A8
+  // over the W8A8 plan, in the order sites were added (least damage per
+  // weight first).
+  std::vector<std::pair<SiteKey, double>> ranked;
+  double w8a8_kl = 0;   // KL from FP32 of the plan with no W4A8 site
+  double chosen_kl = 0;  // with `sites` in W4A8
+  double w4_weight_fraction = 0;  // of the quantized sites' weights
+};
+
+// Mixed precision "auto" (spike-aware mixed precision): each quantized site
+// of the W8A8 options `base` (QFeM sites, transforms, activation mode) is
+// made W4A8 alone, in groups of `group`, and scored by the KL increase over
+// `base` (mean KL from FP32 on `windows` after `prefix`); sites are then
+// made W4A8 in increasing damage per weight for as long as the whole set's
+// KL stays within `tolerance` nats of base's (a binary search over how
+// many: the KL grows close to monotonically with the count). `source` is
+// the model whose weights are re-quantized (Model::WithQuant).
+absl::StatusOr<W4Choice> SelectW4Sites(
+    const Model& source, const QuantOptions& base,
+    const std::vector<std::vector<int32_t>>& windows, int32_t bos,
+    const std::vector<int32_t>& prefix, int group, double tolerance);
+
 struct QfepChoice {
   std::vector<int32_t> prefix;  // [bos, c*, t*]
   SiteKey spike_site;
