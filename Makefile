@@ -68,7 +68,8 @@ bench: build model
 
 # Calibrates plans, evaluates every quantization scheme against FP32 and
 # writes docs/accuracy.md (about an hour on 2 cores; EVAL_WINDOWS=4 for a
-# quick look).
+# quick look; LLAMACPP_VENV=~/.cache/spikeserve/golden-venv adds llama.cpp's
+# own Q4_0 and Q4_K_M files scored on the same windows).
 EVAL_WINDOWS ?= 0
 eval: build model
 	bash scripts/eval_all.sh $(BUILD) $(MODEL) $(EVAL_WINDOWS)

@@ -33,6 +33,11 @@ cal --out "$out/plan-static.json" --mode per-tensor-static --guard 0
 # plan is the per-token one (issue 23 D1, docs/method.md).
 cal --out "$out/plan-token-smoothrot.json" --mode per-token-dynamic --smooth 0.5 --rotate
 cal --out "$out/plan-static-smoothrot.json" --mode per-tensor-static --smooth 0.5 --rotate --guard 0
+# W4A8 mixed precision (issue 24): the default plan's settings, sites made
+# W4A8 (group 32) in increasing KL damage per byte while the KL to FP32
+# stays within W4_TOLERANCE nats of the W8A8 plan's.
+cal --out "$out/plan-w4a8-mixed.json" --mode per-token-dynamic --smooth 0.5 --rotate \
+  --weight_bits auto --w4_group 32 --w4_tolerance "${W4_TOLERANCE:-0.10}"
 
 declare -a rows=(
   "fp32|"
@@ -53,6 +58,12 @@ declare -a rows=(
   # default plan.
   "fp32+kv-bf16|"
   "plan:token+smooth+rotate+qfep+kv-bf16|plan-token-smoothrot"
+  # W4A8: every module 4-bit (auto groups), then with QFeP, smoothing and
+  # rotation at group 32, then the mixed plan as the server runs it.
+  "w4a8|"
+  "w4a8+qfep|plan-token-smoothrot"
+  "w4a8+smoothrot+qfep|plan-token-smoothrot"
+  "plan:w4a8-mixed|plan-w4a8-mixed"
 )
 : > "$out/results.jsonl"
 for row in "${rows[@]}"; do
@@ -62,6 +73,7 @@ for row in "${rows[@]}"; do
   base="$scheme"
   case "$scheme" in
     *+kv-bf16) base="${scheme%+kv-bf16}"; args+=(--kv_cache_type bf16) ;;
+    w4a8+*) args+=(--w4_group 32) ;;
   esac
   # "plan:NAME" rows run the plan exactly as the server would.
   case "$base" in plan:*) ;; *) args+=(--scheme "$base") ;; esac
@@ -79,6 +91,7 @@ declare -a genre_rows=(
   "plan:smooth+rotate+qfep|plan-smoothrot"
   "plan:static+smooth+rotate+qfep|plan-static-smoothrot"
   "plan:token+smooth+rotate+qfep|plan-token-smoothrot"
+  "plan:w4a8-mixed|plan-w4a8-mixed"
 )
 : > "$out/genres.jsonl"
 for genre in legal code; do
@@ -94,7 +107,21 @@ for genre in legal code; do
   done
 done
 
-python3 - "$out/results.jsonl" "$out/plan.report.md" "$calib" "$text" "$out/genres.jsonl" > docs/accuracy.md <<'PY'
+# llama.cpp's 4-bit files made from the same model by its own quantizer,
+# scored on the same windows, when a venv with llama-cpp-python is given
+# (LLAMACPP_VENV, e.g. ~/.cache/spikeserve/golden-venv).
+: > "$out/llamacpp.jsonl"
+if [ -n "${LLAMACPP_VENV:-}" ]; then
+  for typ in q4_0 q4_k_m; do
+    q="$out/model.$typ.gguf"
+    [ -f "$q" ] || "$LLAMACPP_VENV/bin/python" bench/llamacpp_worker.py quantize "$model" "$q" --type "$typ" >&2
+    echo "eval: llama.cpp $typ" >&2
+    "$LLAMACPP_VENV/bin/python" bench/llamacpp_perplexity.py "$q" "$text" --windows "$windows" |
+      sed "s/^{/{\"type\": \"$typ\", /" | tee -a "$out/llamacpp.jsonl" >&2
+  done
+fi
+
+python3 - "$out/results.jsonl" "$out/plan.report.md" "$calib" "$text" "$out/genres.jsonl" "$out/llamacpp.jsonl" > docs/accuracy.md <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 genres = [json.loads(l) for l in open(sys.argv[5])]
@@ -125,6 +152,16 @@ print(f"\nThe default plan (`plans/smollm2-135m-instruct.json`) is "
       "per-tensor-dynamic rows are for comparison only (docs/method.md). The `+kv-bf16` "
       "rows keep the KV cache, the QFeP prefix's included, in BF16 "
       "(`--kv_cache_type bf16`: half the bytes per token); the reference keeps FP32.\n")
+llama = [json.loads(l) for l in open(sys.argv[6])]
+if llama:
+    print("llama.cpp's own 4-bit files, made from the same model by its quantizer "
+          "(`bench/llamacpp_worker.py quantize`) and scored on the same windows "
+          "(`bench/llamacpp_perplexity.py`):\n")
+    print("| llama.cpp file | perplexity | vs FP32 |")
+    print("|---|---:|---:|")
+    for r in llama:
+        d = (r["perplexity"] / fp["perplexity"] - 1) * 100
+        print(f"| {r['type'].upper()} | {r['perplexity']:.3f} | {d:+.1f}% |")
 print("\n## Texts of other genres\n")
 print("Neither calibrated nor chosen on: the GNU GPL v3 (legal) and Python's argparse "
       "module (code), 8 windows of 512 tokens each (`build/texts/eval-{legal,code}.txt`).\n")
