@@ -193,8 +193,8 @@ TEST_F(PlantedSpike, W4SearchHoldsTheTolerance) {
     double tolerance;
     size_t want_sites;  // 0, 7 (all), or ~0u for "in between"
   };
-  for (const Case& t : {Case{-1, 0}, Case{1e9, 7},
-                        Case{(all_w4 - w8a8) / 2, ~size_t(0)}}) {
+  for (const Case& t :
+       {Case{-1, 0}, Case{1e9, 7}, Case{(all_w4 - w8a8) / 2, ~size_t(0)}}) {
     SCOPED_TRACE(t.tolerance);
     auto choice =
         SelectW4Sites(*fp32_, base, windows_, kBos, {}, 32, t.tolerance);

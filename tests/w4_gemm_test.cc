@@ -142,10 +142,20 @@ TEST(QuantizeW4RowMin, ErrorWithinHalfAStepAndBelowSymmetric) {
   std::mt19937 rng(5);
   const int k = 256, group = 32;
   std::vector<float> w(k), back(k), sym(k);
-  W4Plain p{1, k, group, true, std::vector<uint8_t>(k),
-            std::vector<uint16_t>(k / group), std::vector<uint16_t>(k / group)};
-  W4Plain ps{1, k, group, false, std::vector<uint8_t>(k),
-             std::vector<uint16_t>(k / group), {}};
+  W4Plain p{1,
+            k,
+            group,
+            true,
+            std::vector<uint8_t>(k),
+            std::vector<uint16_t>(k / group),
+            std::vector<uint16_t>(k / group)};
+  W4Plain ps{1,
+             k,
+             group,
+             false,
+             std::vector<uint8_t>(k),
+             std::vector<uint16_t>(k / group),
+             {}};
   for (float shift : {0.0f, 0.03f, -0.05f}) {
     std::normal_distribution<float> nd(shift, 0.02f);
     double err_min = 0, err_sym = 0;
@@ -159,8 +169,7 @@ TEST(QuantizeW4RowMin, ErrorWithinHalfAStepAndBelowSymmetric) {
       for (int i = 0; i < k; ++i) {
         const float d = HalfToFloat(p.scale[i / group]);
         const float mn = HalfToFloat(p.min[i / group]);
-        const float bound =
-            0.5f * d + 2e-3f * (std::fabs(mn) + 16 * d) + 1e-7f;
+        const float bound = 0.5f * d + 2e-3f * (std::fabs(mn) + 16 * d) + 1e-7f;
         ASSERT_LE(std::fabs(back[i] - w[i]), bound) << shift << " " << i;
         err_min += (back[i] - w[i]) * double(back[i] - w[i]);
         err_sym += (sym[i] - w[i]) * double(sym[i] - w[i]);

@@ -118,8 +118,8 @@ int Main() {
   const std::string weight_bits = absl::GetFlag(FLAGS_weight_bits);
   absl::StatusOr<int> w4_group = ParseW4Group(absl::GetFlag(FLAGS_w4_group));
   if (!w4_group.ok() || *w4_group == kW4AsStored) {
-    return Fail(absl::InvalidArgumentError(
-        "--w4_group: use 32, 64, 128 or auto"));
+    return Fail(
+        absl::InvalidArgumentError("--w4_group: use 32, 64, 128 or auto"));
   }
   if (smooth < 0 || smooth >= 1) {
     return Fail(absl::InvalidArgumentError("--smooth must be in [0, 1)"));
@@ -280,8 +280,8 @@ int Main() {
     q.mode = *mode == v1::PER_TOKEN_DYNAMIC ? ActQuantMode::kPerTokenDynamic
                                             : ActQuantMode::kPerTensorDynamic;
     q.fp32_sites = qfem_sites;
-    auto choice = SelectW4Sites(fp32, q, search_windows, bos, prefix,
-                                *w4_group, absl::GetFlag(FLAGS_w4_tolerance));
+    auto choice = SelectW4Sites(fp32, q, search_windows, bos, prefix, *w4_group,
+                                absl::GetFlag(FLAGS_w4_tolerance));
     if (!choice.ok()) return Fail(choice.status());
     w4_sites = choice->sites;
     std::fprintf(stderr,
@@ -302,9 +302,9 @@ int Main() {
     for (absl::string_view part : absl::StrSplit(weight_bits, ',')) {
       absl::StatusOr<SiteKey> k = ParseSiteKey(part, c.n_layers);
       if (!k.ok()) {
-        return Fail(absl::InvalidArgumentError(absl::StrCat(
-            "--weight_bits: use 8, 4, auto or a list of sites: ",
-            k.status().message())));
+        return Fail(absl::InvalidArgumentError(
+            absl::StrCat("--weight_bits: use 8, 4, auto or a list of sites: ",
+                         k.status().message())));
       }
       if (qfem_sites.count(*k)) {
         return Fail(absl::InvalidArgumentError(absl::StrCat(

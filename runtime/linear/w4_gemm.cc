@@ -219,8 +219,8 @@ bool W4KernelSupported(W4KernelIsa isa) {
   // the name (the fuzz build compiles this file with clang).
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
-  const bool base = __builtin_cpu_supports("avx2") &&
-                    __builtin_cpu_supports("fma") && f16c;
+  const bool base =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
   if (isa == W4KernelIsa::kAvx2) return base;
   return base && __builtin_cpu_supports("avx512f") &&
          __builtin_cpu_supports("avx512bw") &&

@@ -239,8 +239,8 @@ absl::StatusOr<W4Choice> SelectW4Sites(
     return absl::InvalidArgumentError("W4 search: the base plan is not W8A8");
   }
   const ModelConfig& c = source.config();
-  auto kl_with = [&](const std::map<SiteKey, int>& w4)
-      -> absl::StatusOr<double> {
+  auto kl_with =
+      [&](const std::map<SiteKey, int>& w4) -> absl::StatusOr<double> {
     QuantOptions q = base;
     q.w4_sites = w4;
     q.w4_everywhere = false;
@@ -267,8 +267,9 @@ absl::StatusOr<W4Choice> SelectW4Sites(
       order.push_back({damage[k] / double(SiteWeights(c, s)), k});
     }
   }
-  std::stable_sort(order.begin(), order.end(),
-                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::stable_sort(
+      order.begin(), order.end(),
+      [](const auto& a, const auto& b) { return a.first < b.first; });
   for (const auto& [unused, k] : order) out.ranked.push_back({k, damage[k]});
   auto first = [&](int n) {
     std::map<SiteKey, int> w4;
@@ -290,7 +291,8 @@ absl::StatusOr<W4Choice> SelectW4Sites(
   }
   out.sites = first(lo);
   int64_t w4_weights = 0;
-  for (const auto& [k, unused] : out.sites) w4_weights += SiteWeights(c, k.site);
+  for (const auto& [k, unused] : out.sites)
+    w4_weights += SiteWeights(c, k.site);
   out.w4_weight_fraction =
       total_weights > 0 ? double(w4_weights) / double(total_weights) : 0;
   return out;

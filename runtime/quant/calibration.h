@@ -81,8 +81,8 @@ struct W4Choice {
   // over the W8A8 plan, in the order sites were added (least damage per
   // weight first).
   std::vector<std::pair<SiteKey, double>> ranked;
-  double w8a8_kl = 0;   // KL from FP32 of the plan with no W4A8 site
-  double chosen_kl = 0;  // with `sites` in W4A8
+  double w8a8_kl = 0;             // KL from FP32 of the plan with no W4A8 site
+  double chosen_kl = 0;           // with `sites` in W4A8
   double w4_weight_fraction = 0;  // of the quantized sites' weights
 };
 
