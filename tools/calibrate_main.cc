@@ -131,6 +131,19 @@ int Main() {
   const Model& fp32 = *bundle->model;
   const Tokenizer& tok = *bundle->tokenizer;
   const ModelConfig& c = fp32.config();
+  // --weight_bits LIST, checked before the calibration's minutes of work.
+  std::set<SiteKey> w4_list;
+  if (weight_bits != "8" && weight_bits != "4" && weight_bits != "auto") {
+    for (absl::string_view part : absl::StrSplit(weight_bits, ',')) {
+      absl::StatusOr<SiteKey> k = ParseSiteKey(part, c.n_layers);
+      if (!k.ok()) {
+        return Fail(absl::InvalidArgumentError(
+            absl::StrCat("--weight_bits: use 8, 4, auto or a list of sites: ",
+                         k.status().message())));
+      }
+      w4_list.insert(*k);
+    }
+  }
   const int32_t bos = tok.bos_id() >= 0 ? tok.bos_id() : 0;
   absl::StatusOr<std::string> text = ReadTextFile(text_path);
   if (!text.ok()) return Fail(text.status());
@@ -226,16 +239,19 @@ int Main() {
                                    w.size(), absl::GetFlag(FLAGS_qfem_window)));
   }
 
+  // The W8A8 version of the (transformed) model that QFeM and W4 auto score.
+  QuantOptions w8a8_options = transforms;
+  w8a8_options.w8a8 = true;
+  w8a8_options.mode = *mode == v1::PER_TOKEN_DYNAMIC
+                          ? ActQuantMode::kPerTokenDynamic
+                          : ActQuantMode::kPerTensorDynamic;
+
   // 4. QFeM on the W8A8 version of the (transformed) model.
   std::set<SiteKey> qfem_sites;
   const std::string qfem = absl::GetFlag(FLAGS_qfem);
   v1::QfemSettings* qs = plan.mutable_qfem();
   if (qfem == "auto") {
-    QuantOptions q = transforms;
-    q.w8a8 = true;
-    q.mode = *mode == v1::PER_TOKEN_DYNAMIC ? ActQuantMode::kPerTokenDynamic
-                                            : ActQuantMode::kPerTensorDynamic;
-    auto w8a8 = fp32.WithQuant(q);
+    auto w8a8 = fp32.WithQuant(w8a8_options);
     if (!w8a8.ok()) return Fail(w8a8.status());
     auto choice = SelectQfemSites(**w8a8, *stats, search_windows, bos,
                                   absl::GetFlag(FLAGS_qfem_tolerance),
@@ -275,10 +291,7 @@ int Main() {
   // 4b. Weight precision per quantized site.
   std::map<SiteKey, int> w4_sites;
   if (weight_bits == "auto") {
-    QuantOptions q = transforms;
-    q.w8a8 = true;
-    q.mode = *mode == v1::PER_TOKEN_DYNAMIC ? ActQuantMode::kPerTokenDynamic
-                                            : ActQuantMode::kPerTensorDynamic;
+    QuantOptions q = w8a8_options;
     q.fp32_sites = qfem_sites;
     auto choice = SelectW4Sites(fp32, q, search_windows, bos, prefix, *w4_group,
                                 absl::GetFlag(FLAGS_w4_tolerance));
@@ -298,19 +311,14 @@ int Main() {
     for (const auto& [key, s] : stats->sites) {
       if (!qfem_sites.count(key)) w4_sites[key] = *w4_group;
     }
-  } else if (weight_bits != "8") {
-    for (absl::string_view part : absl::StrSplit(weight_bits, ',')) {
-      absl::StatusOr<SiteKey> k = ParseSiteKey(part, c.n_layers);
-      if (!k.ok()) {
+  } else {
+    for (const SiteKey& k : w4_list) {
+      if (qfem_sites.count(k)) {
         return Fail(absl::InvalidArgumentError(
-            absl::StrCat("--weight_bits: use 8, 4, auto or a list of sites: ",
-                         k.status().message())));
+            absl::StrCat("--weight_bits: ", SiteKeyName(k),
+                         " is a QFeM site (unquantized)")));
       }
-      if (qfem_sites.count(*k)) {
-        return Fail(absl::InvalidArgumentError(absl::StrCat(
-            "--weight_bits: ", part, " is a QFeM site (unquantized)")));
-      }
-      w4_sites[*k] = *w4_group;
+      w4_sites[k] = *w4_group;
     }
   }
 

@@ -252,28 +252,33 @@ absl::StatusOr<W4Choice> SelectW4Sites(
   absl::StatusOr<double> base_kl = kl_with({});
   if (!base_kl.ok()) return base_kl.status();
   out.w8a8_kl = out.chosen_kl = *base_kl;
-  // Sensitivity of each quantized site alone, per weight.
-  std::vector<std::pair<double, SiteKey>> order;
-  std::map<SiteKey, double> damage;
+  // Sensitivity of each quantized site alone: KL increase, and per weight.
+  struct Candidate {
+    double per_weight;
+    SiteKey key;
+    double damage;
+  };
+  std::vector<Candidate> order;
   int64_t total_weights = 0;
   for (int l = 0; l < c.n_layers; ++l) {
-    for (Site s : {Site::kQkv, Site::kO, Site::kGateUp, Site::kDown}) {
+    for (Site s : kAllSites) {
       const SiteKey k{l, s};
       if (base.fp32_sites.count(k)) continue;
       total_weights += SiteWeights(c, s);
       absl::StatusOr<double> kl = kl_with({{k, group}});
       if (!kl.ok()) return kl.status();
-      damage[k] = *kl - *base_kl;
-      order.push_back({damage[k] / double(SiteWeights(c, s)), k});
+      const double damage = *kl - *base_kl;
+      order.push_back({damage / double(SiteWeights(c, s)), k, damage});
     }
   }
-  std::stable_sort(
-      order.begin(), order.end(),
-      [](const auto& a, const auto& b) { return a.first < b.first; });
-  for (const auto& [unused, k] : order) out.ranked.push_back({k, damage[k]});
+  std::stable_sort(order.begin(), order.end(),
+                   [](const Candidate& a, const Candidate& b) {
+                     return a.per_weight < b.per_weight;
+                   });
+  for (const Candidate& o : order) out.ranked.push_back({o.key, o.damage});
   auto first = [&](int n) {
     std::map<SiteKey, int> w4;
-    for (int i = 0; i < n; ++i) w4[order[i].second] = group;
+    for (int i = 0; i < n; ++i) w4[order[i].key] = group;
     return w4;
   };
   // Largest n whose set stays within the tolerance: lo passes, hi fails.
