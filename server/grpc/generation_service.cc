@@ -1,5 +1,6 @@
 #include "server/grpc/generation_service.h"
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -28,8 +29,15 @@ grpc::Status FinalStatus(const GenerationUpdate& u) {
 // The status of a call that ended because its client went away: gRPC
 // reports a passed deadline as a cancellation too, so the deadline tells
 // them apart. Without this such calls ended (and were counted) as OK.
-grpc::Status EndedByClientStatus(absl::Time deadline) {
-  if (absl::Now() >= deadline) {
+// The client's deadline passes before the server's: the server sets its own
+// on arrival from the client's remaining timeout, so it lies the transit
+// time later, and the client's cancellation can reach us first. A
+// cancellation within the last quarter of the timeout (at most 250 ms) is
+// therefore counted as the deadline; `start` is when the call arrived.
+grpc::Status EndedByClientStatus(absl::Time start, absl::Time deadline) {
+  const absl::Duration slack =
+      std::min(absl::Milliseconds(250), (deadline - start) / 4);
+  if (deadline != absl::InfiniteFuture() && absl::Now() >= deadline - slack) {
     return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
                         "the call's deadline passed");
   }
@@ -39,10 +47,10 @@ grpc::Status EndedByClientStatus(absl::Time deadline) {
 
 // FinalStatus of a call whose client may have cancelled it.
 grpc::Status FinalStatus(const GenerationUpdate& u, bool client_gone,
-                         absl::Time deadline) {
+                         absl::Time start, absl::Time deadline) {
   if (client_gone && u.status.ok() &&
       u.finish_reason == FinishReason::kAborted) {
-    return EndedByClientStatus(deadline);
+    return EndedByClientStatus(start, deadline);
   }
   return FinalStatus(u);
 }
@@ -60,6 +68,7 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
 
   void Start(GenerationRequest request) {
     id_ = request.id;
+    start_ = absl::Now();
     deadline_ = request.deadline;
     response_->set_request_id(id_);
     absl::Status s = engine_->Submit(
@@ -90,7 +99,7 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
     metrics_.OnUpdate(u);
     if (!u.finished) return;
     finished_.store(true);
-    End(FinalStatus(u, cancelled_.load(), deadline_));
+    End(FinalStatus(u, cancelled_.load(), start_, deadline_));
   }
   void End(const grpc::Status& status) {
     metrics_.OnFinish("Generate", status.error_code());
@@ -102,6 +111,7 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
   RequestMetrics metrics_;
   v1::GenerateResponse* const response_;
   std::string id_;
+  absl::Time start_;  // when the call was submitted
   absl::Time deadline_ = absl::InfiniteFuture();
   std::atomic<bool> finished_{false};
   std::atomic<bool> cancelled_{false};  // OnCancel ran (client or deadline)
@@ -133,6 +143,7 @@ class GenerateStreamReactor final
 
   void Start(GenerationRequest request) {
     id_ = request.id;
+    start_ = absl::Now();
     deadline_ = request.deadline;
     absl::Status s = engine_->Submit(
         std::move(request), [this](const GenerationUpdate& u) { OnUpdate(u); });
@@ -168,7 +179,8 @@ class GenerateStreamReactor final
     has_pending_ |= !u.text.empty() || !u.tokens.empty() || u.finished;
     if (u.finished) {
       finished_ = true;
-      final_status_ = FinalStatus(u, cancelled_ || write_failed_, deadline_);
+      final_status_ =
+          FinalStatus(u, cancelled_ || write_failed_, start_, deadline_);
       metrics_.OnFinish("GenerateStream", final_status_.error_code());
     }
     Pump(std::move(lock));
@@ -208,6 +220,7 @@ class GenerateStreamReactor final
   CallCounter* const calls_;
   RequestMetrics metrics_;  // engine thread only
   std::string id_;
+  absl::Time start_;  // when the call was submitted
   absl::Time deadline_ = absl::InfiniteFuture();
   std::mutex mu_;
   v1::GenerateResponse pending_;    // merged updates not yet written
