@@ -69,6 +69,7 @@ v1::ModelInfo DescribeModel(const Model& model, const QuantOptions& quant,
       if (const int group = model.W4Group({l, site}); group > 0) {
         q->add_w4_modules(SiteKeyName({l, site}));
         q->add_w4_groups(group);
+        q->add_w4_with_min(model.W4HasMin({l, site}));
       }
     }
   }

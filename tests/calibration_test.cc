@@ -225,6 +225,55 @@ TEST_F(PlantedSpike, W4SearchHoldsTheTolerance) {
   }
 }
 
+// The weight budget of the search: the chosen prefix of the ranking holds
+// at most the fraction asked for of the quantized weights (counted here
+// from the shapes) and the next site would break it; a fraction outside
+// [0, 1] is refused.
+TEST_F(PlantedSpike, W4SearchHoldsTheWeightBudget) {
+  QuantOptions base;
+  base.w8a8 = true;
+  base.warmup_rows = 32;
+  base.fp32_sites = {{1, Site::kDown}};
+  const ModelConfig& c = fp32_->config();
+  auto weights = [&](Site s) -> double {
+    const double kv = double(c.n_kv_heads) * c.head_dim;
+    const double q = double(c.n_heads) * c.head_dim;
+    switch (s) {
+      case Site::kQkv: return c.hidden * (q + 2 * kv);
+      case Site::kO: return q * c.hidden;
+      case Site::kGateUp: return 2.0 * c.hidden * c.ffn;
+      case Site::kDown: return double(c.ffn) * c.hidden;
+    }
+    return 0;
+  };
+  double total = 0;
+  for (int l = 0; l < 2; ++l) {
+    for (Site s : kAllSites) {
+      if (!base.fp32_sites.count({l, s})) total += weights(s);
+    }
+  }
+  for (double fraction : {0.0, 0.3, 0.6, 1.0}) {
+    SCOPED_TRACE(fraction);
+    auto choice =
+        SelectW4Sites(*fp32_, base, windows_, kBos, {}, 32, 1e9, fraction);
+    ASSERT_TRUE(choice.ok()) << choice.status();
+    double chosen = 0;
+    for (const auto& [k, g] : choice->sites) chosen += weights(k.site);
+    EXPECT_LE(chosen, fraction * total);
+    EXPECT_NEAR(choice->w4_weight_fraction, chosen / total, 1e-12);
+    const size_t n = choice->sites.size();
+    if (n < choice->ranked.size()) {
+      EXPECT_GT(chosen + weights(choice->ranked[n].first.site),
+                fraction * total);
+    }
+  }
+  EXPECT_EQ(
+      SelectW4Sites(*fp32_, base, windows_, kBos, {}, 32, 1e9, 1.5)
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace spikeserve
 

@@ -312,6 +312,47 @@ TEST(ModelW4, W4A8IsCloseToFp32AndHoldsFourBits) {
   EXPECT_GT(rel4, rel8);
 }
 
+// A plan's weight_min (QuantOptions::w4_min_sites) gives its site the same
+// asymmetric groups as the global w4_with_min, and only that site: the
+// logits equal the global option's bit for bit, differ from symmetric
+// groups, and the site holds one more half (its minimum) per group.
+TEST(ModelW4, PerSiteMinimumsAreTheGlobalOptionsOnThatSite) {
+  Int8Fixture f;
+  const auto tokens = RandomTokens(24, 300, 5);
+  QuantOptions sym{
+      .w8a8 = true, .mode = ActQuantMode::kPerTokenDynamic, .warmup_rows = 32};
+  sym.w4_sites = {{{0, Site::kO}, 0}, {{1, Site::kGateUp}, 0}};
+  QuantOptions per_site = sym;
+  per_site.w4_min_sites = {{1, Site::kGateUp}};
+  QuantOptions global = sym;
+  global.w4_sites.erase({0, Site::kO});
+  global.w4_with_min = true;
+  QuantOptions global_sym = global;
+  global_sym.w4_with_min = false;
+  per_site.w4_sites.erase({0, Site::kO});
+  auto a = f.Quantized(per_site);
+  auto b = f.Quantized(global);
+  auto c = f.Quantized(global_sym);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_NE(c, nullptr);
+  EXPECT_TRUE(a->W4HasMin({1, Site::kGateUp}));
+  EXPECT_FALSE(c->W4HasMin({1, Site::kGateUp}));
+  EXPECT_FALSE(a->W4HasMin({0, Site::kO}));  // W8A8 here
+  EXPECT_EQ(Logits(*a, tokens), Logits(*b, tokens));
+  EXPECT_NE(Logits(*a, tokens), Logits(*c, tokens));
+  // gate_up 192x64 in one group of 64 per row: 192 more halves.
+  EXPECT_EQ(a->weight_memory().int4 - c->weight_memory().int4, 192 * 2);
+  // Both W4 sites, the minimum on one of them.
+  QuantOptions mixed = sym;
+  mixed.w4_min_sites = {{1, Site::kGateUp}};
+  auto d = f.Quantized(mixed);
+  ASSERT_NE(d, nullptr);
+  EXPECT_TRUE(d->W4HasMin({1, Site::kGateUp}));
+  EXPECT_FALSE(d->W4HasMin({0, Site::kO}));
+  EXPECT_EQ(d->W4Group({0, Site::kO}), 64);
+}
+
 // Issue 24 acceptance 6: a 4-bit site whose width the group does not
 // divide fails the load naming the module and both numbers.
 TEST(ModelW4, GroupThatDoesNotDivideTheWidthFailsNamingTheSite) {

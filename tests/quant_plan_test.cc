@@ -57,12 +57,15 @@ TEST(QuantPlan, AppliesWeightBitsPerSite) {
   p.mutable_sites(0)->set_weight_bits(4);
   p.mutable_sites(3)->set_weight_bits(4);
   p.mutable_sites(3)->set_weight_group(32);
+  p.mutable_sites(3)->set_weight_min(true);
   p.mutable_sites(4)->set_weight_bits(8);
   auto a = ApplyQuantPlan(p, f.fp, f.config);
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(
       a->quant.w4_sites,
       (std::map<SiteKey, int>{{{0, Site::kQkv}, 0}, {{0, Site::kDown}, 32}}));
+  EXPECT_EQ(a->quant.w4_min_sites, (std::set<SiteKey>{{0, Site::kDown}}));
+  EXPECT_FALSE(a->quant.w4_with_min);
 }
 
 TEST(QuantPlan, FingerprintSeparatesModels) {
@@ -234,6 +237,10 @@ TEST(QuantPlan, RejectsBadPlansNamingTheField) {
       {"4-bit QFeM module",
        [](v1::QuantPlan& p) { p.mutable_sites(7)->set_weight_bits(4); },
        "sites[7] (1.down) has weight_bits 4 but is a QFeM module"},
+      {"minimum on an 8-bit module",
+       [](v1::QuantPlan& p) { p.mutable_sites(1)->set_weight_min(true); },
+       "sites[1] (0.o) has weight_min but weight_bits 0; a per-group minimum "
+       "is for W4A8"},
   };
   Fixture f;
   for (const BadCase& c : cases) {

@@ -6,7 +6,7 @@
 //       [--qfem auto|off|LIST] [--qfep auto|off|TOKENS] [--smooth ALPHA]
 //       [--rotate] [--guard FACTOR] [--window 512] [--windows 8]
 //       [--weight_bits 8|4|auto|LIST] [--w4_group 32|64|128|auto]
-//       [--w4_tolerance NATS]
+//       [--w4_tolerance NATS] [--w4_fraction F] [--w4_min]
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -73,6 +73,15 @@ ABSL_FLAG(std::string, w4_group, "32",
 ABSL_FLAG(double, w4_tolerance, 0.05,
           "--weight_bits auto: allowed KL increase over the W8A8 plan, "
           "nats (scored on the QFeM search windows).");
+ABSL_FLAG(double, w4_fraction, 1.0,
+          "--weight_bits auto: most W4A8 share of the quantized weights "
+          "(0..1), a size budget beside --w4_tolerance; the sites are taken "
+          "in the same ranking.");
+ABSL_FLAG(bool, w4_min, false,
+          "W4A8 groups with a half minimum each besides the scale "
+          "(asymmetric, as Q4_1; +0.5 bit per weight at group 32, about half "
+          "the 4-bit error): written as weight_min on the W4A8 sites and "
+          "used by the auto search.");
 ABSL_FLAG(std::string, report, "",
           "Report path prefix (writes PREFIX.md and PREFIX.svg); default: "
           "--out without .json plus .report");
@@ -143,6 +152,10 @@ int Main() {
       }
       w4_list.insert(*k);
     }
+  }
+  if (const double f = absl::GetFlag(FLAGS_w4_fraction); !(f >= 0 && f <= 1)) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--w4_fraction is ", f, "; a share of the weights in [0, 1]")));
   }
   const int32_t bos = tok.bos_id() >= 0 ? tok.bos_id() : 0;
   absl::StatusOr<std::string> text = ReadTextFile(text_path);
@@ -293,8 +306,10 @@ int Main() {
   if (weight_bits == "auto") {
     QuantOptions q = w8a8_options;
     q.fp32_sites = qfem_sites;
+    q.w4_with_min = absl::GetFlag(FLAGS_w4_min);
     auto choice = SelectW4Sites(fp32, q, search_windows, bos, prefix, *w4_group,
-                                absl::GetFlag(FLAGS_w4_tolerance));
+                                absl::GetFlag(FLAGS_w4_tolerance),
+                                absl::GetFlag(FLAGS_w4_fraction));
     if (!choice.ok()) return Fail(choice.status());
     w4_sites = choice->sites;
     std::fprintf(stderr,
@@ -334,6 +349,7 @@ int Main() {
     if (auto w4 = w4_sites.find(key); w4 != w4_sites.end()) {
       out_site->set_weight_bits(4);
       out_site->set_weight_group(w4->second);
+      out_site->set_weight_min(absl::GetFlag(FLAGS_w4_min));
     }
     const double range = final_stats->sites.at(key).max_absmax;
     out_site->set_static_absmax(std::max(range, 1e-6));

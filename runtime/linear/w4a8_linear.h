@@ -54,6 +54,7 @@ class W4A8Linear final : public Linear {
   int out_features() const override { return packed_.n; }
   size_t weight_bytes() const override { return packed_.bytes(); }
   int group() const { return packed_.group; }
+  bool has_min() const { return packed_.has_min; }
 
  private:
   W4A8Linear() = default;

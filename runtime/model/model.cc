@@ -244,7 +244,7 @@ absl::Status Model::BuildKernels() {
         o.mode = q.mode;
         o.static_absmax = static_absmax;
         o.group = group > 0 ? group : W4A8Linear::GroupFor(rows.cols());
-        o.with_min = q.w4_with_min;
+        o.with_min = q.w4_with_min || q.w4_min_sites.count(key) > 0;
         // SiteRowsOf is the file's tensor only when no transform applies.
         const bool stored = group == kW4AsStored && rows.four_bit();
         absl::StatusOr<std::unique_ptr<W4A8Linear>> lin =
@@ -373,6 +373,13 @@ int Model::W4Group(const SiteKey& k) const {
   const auto* w4 = dynamic_cast<const W4A8Linear*>(
       kernels_[k.layer][int(k.site)].int8.get());
   return w4 != nullptr ? w4->group() : 0;
+}
+
+bool Model::W4HasMin(const SiteKey& k) const {
+  if (!IsInt8(k)) return false;
+  const auto* w4 = dynamic_cast<const W4A8Linear*>(
+      kernels_[k.layer][int(k.site)].int8.get());
+  return w4 != nullptr && w4->has_min();
 }
 
 int Model::w4_site_count() const {

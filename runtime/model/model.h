@@ -74,6 +74,8 @@ struct QuantOptions {
   // group besides the scale, as GGUF's Q4_1): +0.5 bits per weight at
   // group 32, less error. Weights served as stored keep their own form.
   bool w4_with_min = false;
+  // The same per site (the plan's weight_min), besides w4_with_min.
+  std::set<SiteKey> w4_min_sites;
   // Row buckets to create and warm up at load (largest prefill chunk).
   int warmup_rows = 512;
   // Exact weight transforms applied at load, before quantization:
@@ -181,6 +183,8 @@ class Model {
   // how many sites are W4A8.
   int W4Group(const SiteKey& k) const;
   int w4_site_count() const;
+  // Whether `k`'s 4-bit groups carry a minimum (asymmetric).
+  bool W4HasMin(const SiteKey& k) const;
 
   // A KV pool shaped for this model (BF16 when quant().kv_bf16).
   absl::StatusOr<std::unique_ptr<KvPool>> NewKvPool(

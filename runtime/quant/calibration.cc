@@ -234,9 +234,15 @@ int64_t SiteWeights(const ModelConfig& c, Site site) {
 absl::StatusOr<W4Choice> SelectW4Sites(
     const Model& source, const QuantOptions& base,
     const std::vector<std::vector<int32_t>>& windows, int32_t bos,
-    const std::vector<int32_t>& prefix, int group, double tolerance) {
+    const std::vector<int32_t>& prefix, int group, double tolerance,
+    double max_weight_fraction) {
   if (!base.w8a8) {
     return absl::InvalidArgumentError("W4 search: the base plan is not W8A8");
+  }
+  if (!(max_weight_fraction >= 0 && max_weight_fraction <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("W4 search: the weight fraction is ", max_weight_fraction,
+                     "; it must lie in [0, 1]"));
   }
   const ModelConfig& c = source.config();
   auto kl_with =
@@ -281,8 +287,14 @@ absl::StatusOr<W4Choice> SelectW4Sites(
     for (int i = 0; i < n; ++i) w4[order[i].key] = group;
     return w4;
   };
+  // The longest prefix within the weight budget bounds the search.
+  int within_budget = 0;
+  for (int64_t w = 0; within_budget < int(order.size()); ++within_budget) {
+    w += SiteWeights(c, order[within_budget].key.site);
+    if (double(w) > max_weight_fraction * double(total_weights)) break;
+  }
   // Largest n whose set stays within the tolerance: lo passes, hi fails.
-  int lo = 0, hi = int(order.size()) + 1;
+  int lo = 0, hi = within_budget + 1;
   while (hi - lo > 1) {
     const int mid = (lo + hi) / 2;
     absl::StatusOr<double> kl = kl_with(first(mid));

@@ -92,12 +92,16 @@ struct W4Choice {
 // `base` (mean KL from FP32 on `windows` after `prefix`); sites are then
 // made W4A8 in increasing damage per weight for as long as the whole set's
 // KL stays within `tolerance` nats of base's (a binary search over how
-// many: the KL grows close to monotonically with the count). `source` is
+// many: the KL grows close to monotonically with the count) and the W4A8
+// sites hold at most `max_weight_fraction` of the quantized weights (a
+// size budget: the search windows under-state the damage on other text,
+// docs/w4a8.md). base.w4_with_min makes the groups asymmetric. `source` is
 // the model whose weights are re-quantized (Model::WithQuant).
 absl::StatusOr<W4Choice> SelectW4Sites(
     const Model& source, const QuantOptions& base,
     const std::vector<std::vector<int32_t>>& windows, int32_t bos,
-    const std::vector<int32_t>& prefix, int group, double tolerance);
+    const std::vector<int32_t>& prefix, int group, double tolerance,
+    double max_weight_fraction = 1.0);
 
 struct QfepChoice {
   std::vector<int32_t> prefix;  // [bos, c*, t*]

@@ -321,6 +321,11 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
             name, " has weight_bits 4 but is a QFeM module (unquantized)"));
       }
       q.w4_sites[*k] = s.weight_group();
+      if (s.weight_min()) q.w4_min_sites.insert(*k);
+    } else if (s.weight_min()) {
+      return PlanError(absl::StrCat(
+          name, " has weight_min but weight_bits ", s.weight_bits(),
+          "; a per-group minimum is for W4A8 (weight_bits 4) only"));
     }
     if (plan.smoothing().enabled() && s.smooth_scales_size() > 0) {
       const int width = k->site == Site::kDown ? c.ffn : c.hidden;

@@ -823,8 +823,10 @@ TEST_F(ServerTest, QuantFlagChoosesThePrecisionWithoutAPlan) {
       const int w4 = c.quant == "w4a8" ? 4 * info.layers() : 0;
       EXPECT_EQ(info.quant().w4_modules_size(), w4);
       EXPECT_EQ(info.quant().w4_groups_size(), w4);
+      EXPECT_EQ(info.quant().w4_with_min_size(), w4);
       if (w4 > 0) {
         EXPECT_EQ(info.quant().w4_modules(0), "0.qkv");
+        EXPECT_FALSE(info.quant().w4_with_min(0));  // symmetric by default
         EXPECT_GT(info.quant().w4_groups(0), 0);
         EXPECT_FALSE(info.quant().w4_kernel().empty());
       }
