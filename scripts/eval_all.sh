@@ -94,7 +94,7 @@ declare -a genre_rows=(
   "plan:w4a8-mixed|plan-w4a8-mixed"
 )
 : > "$out/genres.jsonl"
-for genre in legal code; do
+for genre in legal code changelog; do
   for row in "${genre_rows[@]}"; do
     scheme="${row%%|*}"; plan="${row#*|}"
     args=(--model "$model" --text "$build/texts/eval-$genre.txt" --window 512 --windows 8)
@@ -163,8 +163,9 @@ if llama:
         d = (r["perplexity"] / fp["perplexity"] - 1) * 100
         print(f"| {r['type'].upper()} | {r['perplexity']:.3f} | {d:+.1f}% |")
 print("\n## Texts of other genres\n")
-print("Neither calibrated nor chosen on: the GNU GPL v3 (legal) and Python's argparse "
-      "module (code), 8 windows of 512 tokens each (`build/texts/eval-{legal,code}.txt`).\n")
+print("Neither calibrated nor chosen on: the GNU GPL v3 (legal), Python's argparse "
+      "module (code) and apt's changelog (release notes), 8 windows of 512 tokens each "
+      "(`build/texts/eval-{legal,code,changelog}.txt`).\n")
 print("| text | scheme | perplexity | vs FP32 | KL mean | KL p99 | top-1 agree |")
 print("|---|---|---:|---:|---:|---:|---:|")
 for g in genres:

@@ -12,6 +12,8 @@
 #   eval-legal.txt: the GNU GPL version 3 (base-files).
 #   eval-code.txt:  Python source, the standard library's argparse module
 #                   (python3.11; PSF licence).
+#   eval-changelog.txt: technical release notes, apt's changelog (apt,
+#                   GPL-2+).
 set -euo pipefail
 out="${1:-build/texts}"
 mkdir -p "$out"
@@ -28,4 +30,5 @@ grep -hv '^%$' "$f/fortunes" "$f/literature" "$f/riddles" > "$out/calib.txt"
 bible -f gen1:1-gen20:18 | sed -E 's/^[A-Za-z0-9]+:[0-9]+ //' > "$out/eval.txt"
 cp /usr/share/common-licenses/GPL-3 "$out/eval-legal.txt"
 cp "$(/usr/bin/python3 -c 'import argparse; print(argparse.__file__)')" "$out/eval-code.txt"
-echo "texts: $(wc -w < "$out/calib.txt") words calibration, $(wc -w < "$out/eval.txt") words evaluation (+ legal, code) in $out"
+zcat /usr/share/doc/apt/changelog.gz > "$out/eval-changelog.txt"
+echo "texts: $(wc -w < "$out/calib.txt") words calibration, $(wc -w < "$out/eval.txt") words evaluation (+ legal, code, changelog) in $out"
