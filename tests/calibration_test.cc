@@ -239,10 +239,14 @@ TEST_F(PlantedSpike, W4SearchHoldsTheWeightBudget) {
     const double kv = double(c.n_kv_heads) * c.head_dim;
     const double q = double(c.n_heads) * c.head_dim;
     switch (s) {
-      case Site::kQkv: return c.hidden * (q + 2 * kv);
-      case Site::kO: return q * c.hidden;
-      case Site::kGateUp: return 2.0 * c.hidden * c.ffn;
-      case Site::kDown: return double(c.ffn) * c.hidden;
+      case Site::kQkv:
+        return c.hidden * (q + 2 * kv);
+      case Site::kO:
+        return q * c.hidden;
+      case Site::kGateUp:
+        return 2.0 * c.hidden * c.ffn;
+      case Site::kDown:
+        return double(c.ffn) * c.hidden;
     }
     return 0;
   };
@@ -267,11 +271,10 @@ TEST_F(PlantedSpike, W4SearchHoldsTheWeightBudget) {
                 fraction * total);
     }
   }
-  EXPECT_EQ(
-      SelectW4Sites(*fp32_, base, windows_, kBos, {}, 32, 1e9, 1.5)
-          .status()
-          .code(),
-      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SelectW4Sites(*fp32_, base, windows_, kBos, {}, 32, 1e9, 1.5)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
