@@ -275,20 +275,19 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
   LogInfo(absl::StrCat(
       "quantization: ",
       model.quant().w8a8
-          ? absl::StrCat(model.w4_site_count() > 0 ? "W8A8/W4A8 " : "W8A8 ",
-                         ActQuantModeName(model.quant().mode),
-                         ", oneDNN INT8 kernel ", model.int8_impl(),
-                         ", own INT8 kernel ",
-                         model.packed_max_rows() > 0
-                             ? Int8Linear::PackedKernelDescription()
-                             : std::string("none (one INT8 copy)"),
-                         ", QFeM sites ", model.quant().fp32_sites.size(),
-                         model.w4_site_count() > 0
-                             ? absl::StrCat(", W4A8 sites ",
-                                            model.w4_site_count(), " (kernel ",
-                                            W4A8Linear::KernelDescription(),
-                                            ")")
-                             : std::string())
+          ? absl::StrCat(
+                model.w4_site_count() > 0 ? "W8A8/W4A8 " : "W8A8 ",
+                ActQuantModeName(model.quant().mode), ", oneDNN INT8 kernel ",
+                model.int8_impl(), ", own INT8 kernel ",
+                model.packed_max_rows() > 0
+                    ? Int8Linear::PackedKernelDescription()
+                    : std::string("none (one INT8 copy)"),
+                ", QFeM sites ", model.quant().fp32_sites.size(),
+                model.w4_site_count() > 0
+                    ? absl::StrCat(", W4A8 sites ", model.w4_site_count(),
+                                   " (kernel ", W4A8Linear::KernelDescription(),
+                                   ")")
+                    : std::string())
           : std::string("none (FP32)"),
       ", QFeP prefix ", bundle_.qfep_prefix.size(), " tokens, lm_head ",
       LmHeadPrecisionName(model.quant().lm_head), ", attention kernel ",
