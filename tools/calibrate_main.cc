@@ -302,11 +302,12 @@ int Main() {
   qs->set_bf16(absl::GetFlag(FLAGS_qfem_bf16));
 
   // 4b. Weight precision per quantized site.
+  const bool w4_min = absl::GetFlag(FLAGS_w4_min);
   std::map<SiteKey, int> w4_sites;
   if (weight_bits == "auto") {
     QuantOptions q = w8a8_options;
     q.fp32_sites = qfem_sites;
-    q.w4_with_min = absl::GetFlag(FLAGS_w4_min);
+    q.w4_with_min = w4_min;
     auto choice = SelectW4Sites(fp32, q, search_windows, bos, prefix, *w4_group,
                                 absl::GetFlag(FLAGS_w4_tolerance),
                                 absl::GetFlag(FLAGS_w4_fraction));
@@ -349,7 +350,7 @@ int Main() {
     if (auto w4 = w4_sites.find(key); w4 != w4_sites.end()) {
       out_site->set_weight_bits(4);
       out_site->set_weight_group(w4->second);
-      out_site->set_weight_min(absl::GetFlag(FLAGS_w4_min));
+      out_site->set_weight_min(w4_min);
     }
     const double range = final_stats->sites.at(key).max_absmax;
     out_site->set_static_absmax(std::max(range, 1e-6));

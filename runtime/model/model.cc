@@ -368,17 +368,19 @@ Model::WeightMemory Model::weight_memory() const {
   return m;
 }
 
-int Model::W4Group(const SiteKey& k) const {
-  if (!IsInt8(k)) return 0;
-  const auto* w4 = dynamic_cast<const W4A8Linear*>(
+const W4A8Linear* Model::W4Kernel(const SiteKey& k) const {
+  if (!IsInt8(k)) return nullptr;
+  return dynamic_cast<const W4A8Linear*>(
       kernels_[k.layer][int(k.site)].int8.get());
+}
+
+int Model::W4Group(const SiteKey& k) const {
+  const W4A8Linear* w4 = W4Kernel(k);
   return w4 != nullptr ? w4->group() : 0;
 }
 
 bool Model::W4HasMin(const SiteKey& k) const {
-  if (!IsInt8(k)) return false;
-  const auto* w4 = dynamic_cast<const W4A8Linear*>(
-      kernels_[k.layer][int(k.site)].int8.get());
+  const W4A8Linear* w4 = W4Kernel(k);
   return w4 != nullptr && w4->has_min();
 }
 

@@ -48,6 +48,8 @@ LmHeadPrecision FastestLmHead();
 // QuantOptions::w4_sites' group for "as the file stores it".
 inline constexpr int kW4AsStored = -1;
 
+class W4A8Linear;
+
 struct QuantOptions {
   bool w8a8 = false;  // false: everything FP32
   ActQuantMode mode = ActQuantMode::kPerTensorDynamic;
@@ -208,6 +210,8 @@ class Model {
   absl::Status BuildLmHead();
   // Site `s` of layer `l` as served (transforms applied), as rows.
   const WeightRows& SiteRowsOf(int l, Site s) const;
+  // `k`'s W4A8 kernel, nullptr when the site is not W4A8.
+  const W4A8Linear* W4Kernel(const SiteKey& k) const;
   // Runs `site` of `layer` on rows x [m][in] into y [m][out].
   void RunSite(int layer, Site site, const float* x, int m,
                absl::Span<const int> bounds, const ForwardOptions& opt,
