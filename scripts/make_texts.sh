@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Writes the calibration and evaluation texts used by `make eval` into
-# ${1:-build/texts}. Both come from Debian packages (installed here if
-# missing) and are different texts:
-#   calib.txt: the fortune-mod cookie files (package fortunes-min, BSD
-#              licence): quotes, jokes and riddles.
-#   eval.txt:  the King James Bible, Genesis 1-20 (package bible-kjv,
-#              public domain), verse references stripped.
-# and two texts of genres neither the calibration nor the default
-# evaluation text has (for checking that a scheme holds on text it was not
-# tuned on), from files every Debian 12 system has:
-#   eval-legal.txt: the GNU GPL version 3 (base-files).
-#   eval-code.txt:  Python source, the standard library's argparse module
-#                   (python3.11; PSF licence).
-#   eval-changelog.txt: technical release notes, apt's changelog (apt,
-#                   GPL-2+).
+# ${1:-build/texts}. All come from Debian packages (installed here if
+# missing) or from files every Debian 12 system has.
+#   calib.txt: a mixed-genre calibration text, four sources interleaved in
+#              chunks of about 1500 characters so that the first windows
+#              (the ones calibration reads) hold all of them:
+#                prose:     literary excerpts (fortunes-min "literature")
+#                dialogue:  quotes, jokes, riddles (fortunes-min; BSD)
+#                legal:     the Apache 2.0 and MPL 2.0 licences (base-files)
+#                code:      Python's shutil module (python3.11; PSF)
+# and evaluation texts, three of genres the calibration text does not have:
+#   eval.txt:           scripture, the King James Bible, Genesis 1-20
+#                       (bible-kjv, public domain), verse references stripped
+#   eval-changelog.txt: release notes, apt's changelog (apt, GPL-2+)
+#   eval-docs.txt:      technical reference, the Python language reference's
+#                       topics (pydoc_data, python3.11; PSF)
+# and two other texts of genres it has (other documents of the same kind):
+#   eval-legal.txt:     the GNU GPL version 3 (base-files)
+#   eval-code.txt:      Python's argparse module (python3.11; PSF)
 set -euo pipefail
 out="${1:-build/texts}"
 mkdir -p "$out"
@@ -25,10 +29,29 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 f=/usr/share/games/fortunes
+py=/usr/bin/python3
+stdlib="$($py -c 'import os; print(os.path.dirname(os.__file__))')"
 # Cookie files separate entries with lines holding a single '%'.
-grep -hv '^%$' "$f/fortunes" "$f/literature" "$f/riddles" > "$out/calib.txt"
+grep -hv '^%$' "$f/literature" > "$out/calib-prose.txt"
+grep -hv '^%$' "$f/fortunes" "$f/riddles" > "$out/calib-dialogue.txt"
+cat /usr/share/common-licenses/Apache-2.0 /usr/share/common-licenses/MPL-2.0 > "$out/calib-legal.txt"
+cp "$stdlib/shutil.py" "$out/calib-code.txt"
+# Round robin over the sources, ~1500 characters at a time, cut at line
+# ends; a source that runs out drops out of the rotation.
+$py - "$out/calib.txt" "$out"/calib-{prose,dialogue,legal,code}.txt <<'PY'
+import sys
+srcs = [open(p, encoding="utf-8").read().splitlines(keepends=True) for p in sys.argv[2:]]
+pos = [0] * len(srcs)
+with open(sys.argv[1], "w", encoding="utf-8") as out:
+    while any(p < len(s) for p, s in zip(pos, srcs)):
+        for i, lines in enumerate(srcs):
+            n = 0
+            while pos[i] < len(lines) and n < 1500:
+                out.write(lines[pos[i]]); n += len(lines[pos[i]]); pos[i] += 1
+PY
 bible -f gen1:1-gen20:18 | sed -E 's/^[A-Za-z0-9]+:[0-9]+ //' > "$out/eval.txt"
 cp /usr/share/common-licenses/GPL-3 "$out/eval-legal.txt"
-cp "$(/usr/bin/python3 -c 'import argparse; print(argparse.__file__)')" "$out/eval-code.txt"
+cp "$stdlib/argparse.py" "$out/eval-code.txt"
 zcat /usr/share/doc/apt/changelog.gz > "$out/eval-changelog.txt"
-echo "texts: $(wc -w < "$out/calib.txt") words calibration, $(wc -w < "$out/eval.txt") words evaluation (+ legal, code, changelog) in $out"
+$py -c 'from pydoc_data.topics import topics as t; print("\n\n".join(t[k].strip() for k in sorted(t)))' > "$out/eval-docs.txt"
+echo "texts: $(wc -w < "$out/calib.txt") words calibration, $(wc -w < "$out/eval.txt") words evaluation (+ changelog, docs, legal, code) in $out"
