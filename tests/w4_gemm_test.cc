@@ -188,7 +188,9 @@ TEST(QuantizeW4RowMin, ErrorWithinHalfAStepAndBelowSymmetric) {
 struct Case {
   int m, k, n, group;
   bool has_min;
-  bool extremes;  // |x| = 127 and u = 15 everywhere: the largest sums
+  // u = 15 everywhere and x at its ends: the largest sums, in magnitude
+  // (the AVX2 kernel sums four chunks of products in int16 before widening).
+  enum Extremes { kNone, kMixedSigns, kAllMax, kAllMin } extremes;
 };
 
 class W4GemmTest
@@ -207,15 +209,29 @@ TEST_P(W4GemmTest, EqualsScalarReference) {
   std::uniform_int_distribution<int> dx(-127, 127), du(0, 15), sign(0, 1);
   std::normal_distribution<float> ds(0, 0.01f);
   std::vector<int8_t> x(size_t(c.m) * c.k);
-  for (int8_t& v : x)
-    v = int8_t(c.extremes ? (sign(rng) ? 127 : -127) : dx(rng));
+  for (int8_t& v : x) {
+    switch (c.extremes) {
+      case Case::kNone:
+        v = int8_t(dx(rng));
+        break;
+      case Case::kMixedSigns:
+        v = int8_t(sign(rng) ? 127 : -127);
+        break;
+      case Case::kAllMax:
+        v = 127;
+        break;
+      case Case::kAllMin:
+        v = -128;
+        break;
+    }
+  }
   W4Plain w;
   w.n = c.n;
   w.k = c.k;
   w.group = c.group;
   w.has_min = c.has_min;
   w.u.resize(size_t(c.n) * c.k);
-  for (uint8_t& v : w.u) v = uint8_t(c.extremes ? 15 : du(rng));
+  for (uint8_t& v : w.u) v = uint8_t(c.extremes != Case::kNone ? 15 : du(rng));
   w.scale.resize(size_t(c.n) * w.groups());
   for (uint16_t& v : w.scale) v = FloatToHalf(ds(rng));
   if (c.has_min) {
@@ -243,13 +259,17 @@ std::vector<Case> Cases() {
   for (int m : {1, 3, 16, 64, 257}) {
     for (int group : {32, 64, 128}) {
       for (bool has_min : {false, true}) {
-        cases.push_back({m, 384, 40, group, has_min, false});
+        cases.push_back({m, 384, 40, group, has_min, Case::kNone});
       }
     }
   }
-  cases.push_back({5, 1536, 96, 128, false, true});
-  cases.push_back({2, 1536, 96, 32, true, true});
-  cases.push_back({1, 4096, 17, 128, false, false});
+  cases.push_back({5, 1536, 96, 128, false, Case::kMixedSigns});
+  cases.push_back({2, 1536, 96, 32, true, Case::kMixedSigns});
+  for (int group : {32, 128}) {
+    cases.push_back({5, 512, 24, group, false, Case::kAllMax});
+    cases.push_back({3, 512, 24, group, true, Case::kAllMin});
+  }
+  cases.push_back({1, 4096, 17, 128, false, Case::kNone});
   return cases;
 }
 
@@ -259,7 +279,10 @@ std::string Name(
   return std::string(W4KernelIsaName(isa)) + "_m" + std::to_string(c.m) + "_k" +
          std::to_string(c.k) + "_n" + std::to_string(c.n) + "_g" +
          std::to_string(c.group) + (c.has_min ? "_min" : "_sym") +
-         (c.extremes ? "_extremes" : "");
+         (c.extremes == Case::kMixedSigns ? "_extremes"
+          : c.extremes == Case::kAllMax   ? "_allmax"
+          : c.extremes == Case::kAllMin   ? "_allmin"
+                                          : "");
 }
 
 INSTANTIATE_TEST_SUITE_P(
