@@ -112,7 +112,9 @@ BENCHMARK(BM_VnniKernelCold)->COLD_SHAPES;
 // The W4A8 kernels the same way (group 128, symmetric: 4.125 bits per
 // weight). bytes_per_second = packed bytes read (scales included);
 // weights_per_second compares with the INT8 kernels above at equal shapes.
-void W4KernelCold(benchmark::State& state, W4KernelIsa isa) {
+// hot: one matrix, read again every iteration (from L2 at these shapes):
+// the kernel's arithmetic rate without DRAM, its ceiling per core.
+void W4Kernel(benchmark::State& state, W4KernelIsa isa, bool hot) {
   if (!W4KernelSupported(isa)) {
     state.SkipWithError("kernel not supported on this CPU");
     return;
@@ -130,7 +132,8 @@ void W4KernelCold(benchmark::State& state, W4KernelIsa isa) {
   for (uint8_t& v : plain.u) v = uint8_t(du(rng));
   for (uint16_t& v : plain.scale) v = 0x2000;  // 2^-7
   const W4PackedWeights one = PackW4Weights(plain, isa);
-  const size_t count = std::max<size_t>(2, (size_t(128) << 20) / one.bytes());
+  const size_t count =
+      hot ? 1 : std::max<size_t>(2, (size_t(128) << 20) / one.bytes());
   std::vector<W4PackedWeights> packed(count, one);
   std::vector<int8_t> x(size_t(m) * k, 3);
   std::vector<int32_t> sums(size_t(m) * (k / group));
@@ -147,13 +150,27 @@ void W4KernelCold(benchmark::State& state, W4KernelIsa isa) {
       double(n) * k * state.iterations(), benchmark::Counter::kIsRate);
 }
 void BM_W4Avx2KernelCold(benchmark::State& s) {
-  W4KernelCold(s, W4KernelIsa::kAvx2);
+  W4Kernel(s, W4KernelIsa::kAvx2, false);
 }
 void BM_W4VnniKernelCold(benchmark::State& s) {
-  W4KernelCold(s, W4KernelIsa::kAvx512Vnni);
+  W4Kernel(s, W4KernelIsa::kAvx512Vnni, false);
 }
 BENCHMARK(BM_W4Avx2KernelCold)->COLD_SHAPES;
 BENCHMARK(BM_W4VnniKernelCold)->COLD_SHAPES;
+void BM_W4Avx2KernelHot(benchmark::State& s) {
+  W4Kernel(s, W4KernelIsa::kAvx2, true);
+}
+void BM_W4VnniKernelHot(benchmark::State& s) {
+  W4Kernel(s, W4KernelIsa::kAvx512Vnni, true);
+}
+#define HOT_SHAPES            \
+  Args({1, 576, 960})         \
+      ->Args({1, 1536, 576})  \
+      ->Args({64, 576, 960})  \
+      ->Args({512, 576, 960}) \
+      ->UseRealTime()
+BENCHMARK(BM_W4Avx2KernelHot)->HOT_SHAPES;
+BENCHMARK(BM_W4VnniKernelHot)->HOT_SHAPES;
 
 }  // namespace
 }  // namespace spikeserve
