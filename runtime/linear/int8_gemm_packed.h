@@ -29,6 +29,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/linear/huge_pages.h"
+
 namespace spikeserve {
 
 enum class Int8KernelIsa {
@@ -56,7 +58,9 @@ void SubtractOffset(const int32_t* w_sum, int m, int n, int32_t* acc);
 struct Int8PackedWeights {
   Int8KernelIsa isa = Int8KernelIsa::kAvx2;
   int n = 0, k = 0;
-  std::vector<int8_t> data;  // [ceil(N/4)][32 + ceil(K/step) * 4 * step]
+  // [ceil(N/4)][32 + ceil(K/step) * 4 * step], 2 MiB pages where large
+  // (huge_pages.h).
+  HugePageVector<int8_t> data;
   size_t bytes() const { return data.size(); }
 };
 Int8PackedWeights PackInt8Weights(const int8_t* w, int n, int k,

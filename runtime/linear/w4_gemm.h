@@ -39,6 +39,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/linear/huge_pages.h"
+
 namespace spikeserve {
 
 enum class W4KernelIsa {
@@ -81,7 +83,7 @@ struct W4PackedWeights {
   W4KernelIsa isa = W4KernelIsa::kAvx2;
   int n = 0, k = 0, group = 0;
   bool has_min = false;
-  std::vector<uint8_t> data;
+  HugePageVector<uint8_t> data;  // 2 MiB pages where large (huge_pages.h)
   size_t bytes() const { return data.size(); }
 };
 // Fails (empty data) only through the caller's checks: K % G == 0, G in
