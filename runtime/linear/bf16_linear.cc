@@ -41,7 +41,7 @@ absl::StatusOr<std::unique_ptr<Bf16Linear>> Bf16Linear::Create(
     }
   }
   w.Done(0, N);
-  absl::StatusOr<std::vector<uint8_t>> blocked =
+  absl::StatusOr<HugePageVector<uint8_t>> blocked =
       ReorderWeights(MatmulKind::kBf16Bf16F32, plain.data(), K, N);
   if (!blocked.ok()) return blocked.status();
   lin->w_blocked_ = *std::move(blocked);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/linear/huge_pages.h"
 #include "runtime/linear/linear.h"
 
 namespace spikeserve {
@@ -32,7 +33,7 @@ class Bf16Linear final : public Linear {
  private:
   Bf16Linear() = default;
   int k_ = 0, n_ = 0;
-  std::vector<uint8_t> w_blocked_;
+  HugePageVector<uint8_t> w_blocked_;
 };
 
 }  // namespace spikeserve

@@ -130,7 +130,7 @@ absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(
   w.Done(0, N);
   // Reorder once into the kernel's blocked layout (the same for every row
   // bucket: WarmUpMatmul checks it).
-  absl::StatusOr<std::vector<uint8_t>> blocked =
+  absl::StatusOr<HugePageVector<uint8_t>> blocked =
       ReorderWeights(Int8Kind(), plain.data(), K, N);
   if (!blocked.ok()) return blocked.status();
   lin->w_blocked_ = *std::move(blocked);

@@ -83,9 +83,9 @@ class Int8Linear final : public Linear {
 
   int k_ = 0, n_ = 0;
   Options options_;
-  std::vector<float> w_scale_;      // [N]
-  std::vector<int8_t> w_plain_;     // [N][K], optional
-  std::vector<uint8_t> w_blocked_;  // oneDNN's blocked layout
+  std::vector<float> w_scale_;         // [N]
+  std::vector<int8_t> w_plain_;        // [N][K], optional
+  HugePageVector<uint8_t> w_blocked_;  // oneDNN's blocked layout
   // Our kernel for batches up to packed_max_rows_.
   int packed_max_rows_ = 0;
   Int8PackedWeights w_packed_;

@@ -165,7 +165,7 @@ absl::StatusOr<std::string> WarmUpMatmul(MatmulKind kind, int k, int n,
   if (first == nullptr) return MatmulImpl(kind, 1, k, n).status();
   const size_t elem = IsInt8(kind) ? 1 : 2;
   std::vector<uint8_t> src(size_t(RowBucket(max_rows)) * k * elem, 0);
-  std::vector<uint8_t> wei(first->weights_desc.get_size(), 0);
+  HugePageVector<uint8_t> wei(first->weights_desc.get_size(), 0);
   std::vector<uint8_t> dst(size_t(RowBucket(max_rows)) * n * 4);
   for (int m = 1; m <= max_rows; m = RowBucket(m) + 1) {
     const int mb = RowBucket(m);
@@ -181,13 +181,13 @@ absl::StatusOr<std::string> WarmUpMatmul(MatmulKind kind, int k, int n,
   return first->impl;
 }
 
-absl::StatusOr<std::vector<uint8_t>> ReorderWeights(MatmulKind kind,
-                                                    const void* w_nk, int k,
-                                                    int n) {
+absl::StatusOr<HugePageVector<uint8_t>> ReorderWeights(MatmulKind kind,
+                                                       const void* w_nk, int k,
+                                                       int n) {
   const Primitive* p = GetPrimitive(kind, 1, k, n);
   if (p == nullptr) return MatmulImpl(kind, 1, k, n).status();
   Dnnl& d = GetDnnl();
-  std::vector<uint8_t> out(p->weights_desc.get_size());
+  HugePageVector<uint8_t> out(p->weights_desc.get_size());
   // Plain W [N][K] seen as oneDNN's {K, N}: tag "ba".
   memory src(memory::desc({k, n}, WeiType(kind), Tag::ba), d.engine,
              const_cast<void*>(w_nk));
@@ -198,7 +198,7 @@ absl::StatusOr<std::vector<uint8_t>> ReorderWeights(MatmulKind kind,
 }
 
 void RunMatmul(MatmulKind kind, int mb, int k, int n, const void* src,
-               const std::vector<uint8_t>& blocked_weights, void* dst) {
+               const HugePageVector<uint8_t>& blocked_weights, void* dst) {
   const Primitive* p = GetPrimitive(kind, mb, k, n);
   Dnnl& d = GetDnnl();
   memory s(SrcDesc(kind, mb, k), d.engine, const_cast<void*>(src));

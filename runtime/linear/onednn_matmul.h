@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/linear/huge_pages.h"
 
 namespace spikeserve {
 
@@ -62,14 +63,15 @@ absl::StatusOr<std::string> MatmulImpl(MatmulKind kind, int m, int k, int n);
 absl::StatusOr<std::string> WarmUpMatmul(MatmulKind kind, int k, int n,
                                          int max_rows);
 
-// Reorders plain weights W [N][K] (s8 or bf16 bits) into the blocked layout.
-absl::StatusOr<std::vector<uint8_t>> ReorderWeights(MatmulKind kind,
-                                                    const void* w_nk, int k,
-                                                    int n);
+// Reorders plain weights W [N][K] (s8 or bf16 bits) into the blocked layout
+// (in huge pages where large: decode streams it whole).
+absl::StatusOr<HugePageVector<uint8_t>> ReorderWeights(MatmulKind kind,
+                                                       const void* w_nk, int k,
+                                                       int n);
 
 // dst[mb][N] = src[mb][K] · W, mb = RowBucket(rows the caller filled).
 void RunMatmul(MatmulKind kind, int mb, int k, int n, const void* src,
-               const std::vector<uint8_t>& blocked_weights, void* dst);
+               const HugePageVector<uint8_t>& blocked_weights, void* dst);
 
 }  // namespace spikeserve
 
