@@ -108,11 +108,6 @@ SPIKESERVE_VNNI void BlockVnni(const int8_t* x, size_t x_stride,
 
 #pragma GCC diagnostic pop
 
-// The same for 8 columns with AVX2: vpmaddubsw gives int16 pair sums
-// (each at most 2·15·128 = 3840 in magnitude, the low and high nibbles'
-// together 7680), summed in int16 over up to kInt16Chunks chunks (30720 <
-// 32767: exact, no wrap), then vpmaddwd folds them to the 4-k int32 lanes
-// once per four chunks instead of once per chunk.
 // One chunk (8 k of 8 columns) of the packed weights into the int16 sums p
 // of R rows of x (x: the chunk's first k in row 0).
 template <int R>
@@ -134,6 +129,11 @@ SPIKESERVE_AVX2 inline __attribute__((always_inline)) void ChunkAvx2(
   }
 }
 
+// The same as BlockVnni for 8 columns with AVX2: vpmaddubsw gives int16
+// pair sums (each at most 2·15·128 = 3840 in magnitude, the low and high
+// nibbles' together 7680), summed in int16 over runs of kInt16Chunks chunks
+// (at most 30720 < 32767: exact, no wrap), then vpmaddwd folds each run to
+// the 4-k int32 lanes.
 template <int R>
 SPIKESERVE_AVX2 void BlockAvx2(const int8_t* x, size_t x_stride,
                                const int32_t* sums, int groups,
@@ -161,9 +161,9 @@ SPIKESERVE_AVX2 void BlockAvx2(const int8_t* x, size_t x_stride,
     for (int c0 = 0; c0 < chunks; c0 += kInt16Chunks) {
       __m256i p[R];
       for (int r = 0; r < R; ++r) p[r] = _mm256_setzero_si256();
-      // Unrolled for one row; for several, GCC's full unroll would hold
-      // every product of the run at once and spill them (measured: 6% fewer
-      // multiply-adds per second at 64 and 512 rows).
+      // Unrolled for one row only: for several, GCC's full unroll held
+      // every product of the run at once and spilled them to the stack
+      // (11-13% fewer multiply-adds per second at 64 and 512 rows).
       if constexpr (R == 1) {
 #pragma GCC unroll 4
         for (int c = c0; c < c0 + kInt16Chunks; ++c, chunk += 32) {
