@@ -186,8 +186,11 @@ cp "$out/plan.report.svg" docs/accuracy-heatmap.svg
 # The default plan: per-token scales after smoothing and rotation, with the
 # QFeP prefix (batch-invariant; issue 23 D1).
 cp "$out/plan-token-smoothrot.json" plans/smollm2-135m-instruct.json
-cp "$out/plan-w4a8-mixed.json" plans/smollm2-135m-instruct-w4a8-min20.json
 # ... and its compact copy in the Kubernetes base (tests/deploy checks they agree).
 python3 -c 'import json, sys; json.dump(json.load(open(sys.argv[1])), open(sys.argv[2], "w"), separators=(",", ":"))' \
   plans/smollm2-135m-instruct.json deploy/k8s/base/quant-plan.json
+# The W4A8 plan, under its name only at the budget the name says.
+if [ "${W4_FRACTION:-0.2}" = 0.2 ]; then
+  cp "$out/plan-w4a8-mixed.json" plans/smollm2-135m-instruct-w4a8-min20.json
+fi
 echo "wrote docs/accuracy.md" >&2
