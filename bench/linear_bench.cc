@@ -76,7 +76,7 @@ void KernelCold(benchmark::State& state, Int8KernelIsa isa) {
   const size_t count = std::max<size_t>(2, (size_t(128) << 20) / per);
   std::vector<int8_t> w(per * count);
   std::mt19937 rng(1);
-  std::uniform_int_distribution<int> d(-63, 63);
+  std::uniform_int_distribution<int> d(-127, 127);
   for (int8_t& v : w) v = int8_t(d(rng));
   std::vector<Int8PackedWeights> packed;
   for (size_t i = 0; i < count; ++i) {

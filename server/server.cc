@@ -305,8 +305,8 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
     LogWarning(absl::StrCat(
         "this CPU has no AVX-512 VNNI (oneDNN ISA ", OneDnnCpuIsa(),
         "): INT8 runs on '", model.int8_impl(),
-        "' with 7-bit weights (exact without VNNI) and BF16 falls back to "
-        "FP32 where unsupported; expect lower speed than on a VNNI CPU"));
+        "' and BF16 falls back to FP32 where unsupported; expect lower speed "
+        "than on a VNNI CPU"));
   }
 
   // Per-layer metrics; spike tokens are judged against the calibrated median

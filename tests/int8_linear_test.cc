@@ -1,5 +1,6 @@
 #include "runtime/linear/int8_linear.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -112,8 +113,7 @@ INSTANTIATE_TEST_SUITE_P(ModelShapes, Int8LinearTest,
                          ::testing::ValuesIn(Cases()));
 
 // The kernel must be a real int8 kernel, never oneDNN's reference one; on a
-// CPU with AVX-512 VNNI it must be the VNNI one, and without VNNI weights
-// are 7-bit so that the non-VNNI kernels cannot saturate.
+// CPU with AVX-512 VNNI it must be the VNNI one.
 TEST(Int8Linear, ChoosesVnniKernel) {
   for (int m : {1, 3, 16, 64, 272}) {
     auto impl = Int8MatmulImpl(m, 576, 960);
@@ -125,6 +125,40 @@ TEST(Int8Linear, ChoosesVnniKernel) {
   }
   auto warm = WarmUpInt8Matmul(576, 960, 64);
   ASSERT_TRUE(warm.ok()) << warm.status();
+}
+
+// Weights use the full 8-bit range wherever every kernel that serves the
+// linear is exact with it (VNNI, or our AVX2 kernel for every batch), and
+// 7 bits where oneDNN's non-VNNI u8 x s8 kernel serves some batches (its
+// int16 pair sums would saturate).
+TEST(Int8Linear, WeightRangeFollowsTheKernels) {
+  const Matrix w = RandomMatrix(8, 576, 5);
+  const bool avx2_everywhere =
+      Int8Linear::DefaultPackedMaxRows() == Int8Linear::kEveryBatch;
+  struct Row {
+    int packed_max_rows;
+    int qmax;
+  };
+  std::vector<Row> rows = {
+      {-1, Int8MatmulHasVnni() || avx2_everywhere ? 127 : 63},
+      {0, Int8MatmulHasVnni() ? 127 : 63}};
+  if (avx2_everywhere) rows.push_back({Int8Linear::kEveryBatch, 127});
+  for (const Row& r : rows) {
+    Int8Linear::Options o;
+    o.packed_max_rows = r.packed_max_rows;
+    o.keep_plain_weights = true;
+    auto lin = Int8Linear::Create(w, o);
+    ASSERT_TRUE(lin.ok()) << lin.status();
+    const auto& q = (*lin)->plain_weights();
+    for (int n = 0; n < 8; ++n) {
+      int row_max = 0;
+      for (int k = 0; k < 576; ++k) {
+        row_max = std::max(row_max, std::abs(int(q[size_t(n) * 576 + k])));
+      }
+      EXPECT_EQ(row_max, r.qmax)
+          << "packed_max_rows " << r.packed_max_rows << " row " << n;
+    }
+  }
 }
 
 // Batch invariance: a spike in sequence 1 does not change sequence 0's

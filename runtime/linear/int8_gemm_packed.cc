@@ -55,11 +55,13 @@ inline void PrefetchAhead(const int8_t* p, int lines) {
   }
 }
 
-// ROWS rows of xu ([ROWS][steps * 32] u8, x + 128, zero-padded) times one
-// packed block of 4 weight rows: out[r] = the 4 raw sums of row r (the
-// offset not yet removed).
+// ROWS rows of x ([ROWS][steps * 32] s8, zero-padded) times one packed
+// block of 4 weight rows: out[r] = the 4 sums of row r. vpmaddubsw needs one
+// unsigned operand, so the sign of x moves onto w: x·w = |x| · (sign(x)·w).
+// With |x|, |w| <= 127 each int16 pair sum is at most 2·127·127 = 32258
+// (no saturation), so the full 8-bit weights are exact.
 template <int ROWS>
-SPIKESERVE_AVX2 void BlockAvx2(const uint8_t* xu, int steps, const int8_t* wb,
+SPIKESERVE_AVX2 void BlockAvx2(const uint8_t* xs, int steps, const int8_t* wb,
                                __m128i* out) {
   constexpr int kStep = 32;
   const __m256i ones = _mm256_set1_epi16(1);
@@ -78,10 +80,11 @@ SPIKESERVE_AVX2 void BlockAvx2(const uint8_t* xu, int steps, const int8_t* wb,
     }
     for (int r = 0; r < ROWS; ++r) {
       const __m256i xv = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(xu + r * stride + s * kStep));
+          reinterpret_cast<const __m256i*>(xs + r * stride + s * kStep));
+      const __m256i ax = _mm256_abs_epi8(xv);
       for (int c = 0; c < kBlockRows; ++c) {
-        // u8 x s8 -> int16 pair sums (no saturation, see header), -> int32.
-        const __m256i p = _mm256_maddubs_epi16(xv, wv[c]);
+        // |x| x sign(x)·w -> int16 pair sums (exact, see above), -> int32.
+        const __m256i p = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv[c], xv));
         acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(p, ones));
       }
     }
@@ -180,8 +183,8 @@ struct BlockRef {
   }
 };
 
-// Output columns [j, j + 4) for every row of xu, 2 rows at a time (each
-// block is read from L1 after the first pair).
+// Output columns [j, j + 4) for every row of xu (as Gemm prepares it), 2 rows
+// at a time (each block is read from L1 after the first pair).
 #define SPIKESERVE_COLUMNS(NAME, TARGET, BLOCK, STEP)                      \
   template <typename Out>                                                  \
   TARGET void NAME(const uint8_t* xu, int m, int steps, int n,             \
@@ -208,18 +211,24 @@ template <typename Out>
 void Gemm(const int8_t* x, int m, const Int8PackedWeights& w, const Out& out) {
   const int k = w.k, step = StepOf(w.isa), steps = Steps(k, step);
   const size_t stride = size_t(steps) * step;
-  // x + 128 as u8, rows padded to whole steps (the padding meets zero
-  // weights, so its value does not matter).
+  // The rows as the kernel reads them, padded to whole steps (the padding
+  // meets zero weights, so its value does not matter): x + 128 as u8 for
+  // VNNI, x itself for AVX2 (its sign trick needs no offset).
+  const bool vnni = w.isa == Int8KernelIsa::kAvx512Vnni;
   thread_local std::vector<uint8_t> xu;
   if (xu.size() < m * stride) xu.resize(m * stride);
   for (int r = 0; r < m; ++r) {
-    OffsetToU8(x + size_t(r) * k, k, xu.data() + r * stride);
-    std::fill(xu.data() + r * stride + k, xu.data() + (r + 1) * stride, 0);
+    uint8_t* row = xu.data() + r * stride;
+    if (vnni) {
+      OffsetToU8(x + size_t(r) * k, k, row);
+    } else {
+      std::memcpy(row, x + size_t(r) * k, k);
+    }
+    std::fill(row + k, row + stride, 0);
   }
   const uint8_t* xp = xu.data();
   const int blocks = (w.n + kBlockRows - 1) / kBlockRows;
   const size_t block_bytes = BlockBytes(steps, step);
-  const bool vnni = w.isa == Int8KernelIsa::kAvx512Vnni;
   const bool parallel = int64_t(m) * w.n * k >= kParallelMacs;
 #pragma omp parallel for schedule(static) if (parallel)
   for (int b = 0; b < blocks; ++b) {
@@ -280,7 +289,9 @@ Int8PackedWeights PackInt8Weights(const int8_t* w, int n, int k,
   for (int j = 0; j < n; ++j) {
     const int b = j / kBlockRows, c = j % kBlockRows;
     int8_t* block = p.data.data() + size_t(b) * block_bytes;
-    const int32_t offset = 128 * sums[j];
+    // VNNI reads x + 128 and takes 128·Σw back; AVX2 reads x itself.
+    const int32_t offset =
+        isa == Int8KernelIsa::kAvx512Vnni ? 128 * sums[j] : 0;
     const float scale = col_scale ? col_scale[j] : 1.0f;
     std::memcpy(block + 4 * c, &offset, 4);
     std::memcpy(block + 16 + 4 * c, &scale, 4);

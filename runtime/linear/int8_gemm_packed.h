@@ -1,19 +1,23 @@
-// Our own INT8 matmul for small batches (decode), on weights packed once
-// for streaming. Two kernels share the layout and the driver:
+// Our own INT8 matmul on weights packed once for streaming: decode batches
+// on VNNI CPUs, every batch on AVX2-only ones. Two kernels share the layout
+// and the driver:
 //
-// - AVX2 (CPUs without VNNI, e.g. AMD Zen 3), where oneDNN 2.6 only has
+// - AVX2 (CPUs without VNNI, e.g. AMD Zen 2/3), where oneDNN 2.6 only has
 //   its generic gemm: it packs the weights and computes their compensation
 //   on every call, which at decode sizes ran at ~1.2 GB/s of weights (a
-//   576x3072 matmul in 1.5 ms), 3x slower than FP32. vpmaddubsw multiplies
-//   u8 by s8 into int16 pair sums, so W must satisfy |w| <= 63: each pair
-//   sum is at most 2 * 255 * 63 = 32130 (no saturation).
+//   576x3072 matmul in 1.5 ms), 3x slower than FP32, and its u8 x s8 form
+//   saturates int16 pair sums unless |w| <= 63. This kernel runs every
+//   batch size there (int8_linear.cc has the figures) with the full 8-bit
+//   weights: vpmaddubsw multiplies u8 by s8 into int16 pair sums, so it is
+//   fed |x| and sign(x)·w (vpabsb, vpsignb), and each pair sum is at most
+//   2 · 127 · 127 = 32258: exact for x and w in [-127, 127].
 // - AVX-512 VNNI (e.g. Zen 4/5): vpdpbusd sums 4 u8 x s8 products straight
 //   into int32, exact for any s8 W. oneDNN's brgemm is faster from 2 rows
-//   on; at 1 row this kernel is (int8_linear.cc has the figures).
+//   on; at 1 row this kernel is (int8_linear.cc has the figures). x is
+//   offset to u8 (x + 128), and the offset is taken back with precomputed
+//   row sums: acc = Σ (x+128)·w - 128·Σ w.
 //
-// acc[m][N] = x[m][K] · Wᵀ exactly in int32, for s8 x in [-127, 127]: x is
-// offset to u8 (x + 128), and the offset is taken back with precomputed row
-// sums: acc = Σ (x+128)·w - 128·Σ w.
+// acc[m][N] = x[m][K] · Wᵀ exactly in int32, for x and w in [-127, 127].
 //
 // Decode streams every weight from DRAM once per token, so the layout is
 // made for the hardware prefetcher: W is packed once into blocks of 4
@@ -34,7 +38,7 @@
 namespace spikeserve {
 
 enum class Int8KernelIsa {
-  kAvx2,        // AVX2, |w| <= 63
+  kAvx2,        // AVX2, sign trick: x, w in [-127, 127]
   kAvx512Vnni,  // AVX-512 F/BW + VNNI, any s8 w
 };
 // "avx2" or "avx512_vnni" (logs and benchmark labels).
@@ -52,9 +56,10 @@ void OffsetToU8(const int8_t* x, size_t n, uint8_t* xu);
 void SubtractOffset(const int32_t* w_sum, int m, int n, int32_t* acc);
 
 // W [N][K] in one kernel's packed layout. Each block of 4 rows starts with
-// a 32-byte header, the rows' offset corrections 128·Σ_k w[n][k] (int32 x
-// 4) and their dequantization scales (float x 4, `col_scale`, or 1 if
-// null), so that a thread reads nothing but this one stream.
+// a 32-byte header, the rows' offset corrections (int32 x 4: 128·Σ_k
+// w[n][k] for VNNI, 0 for AVX2) and their dequantization scales (float x 4,
+// `col_scale`, or 1 if null), so that a thread reads nothing but this one
+// stream.
 struct Int8PackedWeights {
   Int8KernelIsa isa = Int8KernelIsa::kAvx2;
   int n = 0, k = 0;

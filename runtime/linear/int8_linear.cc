@@ -56,9 +56,9 @@ absl::StatusOr<std::string> WarmUpInt8Matmul(int k, int n, int max_rows) {
 }
 
 namespace {
-// The packed kernel this CPU runs with the weights Int8WeightQmax() gives:
-// VNNI where oneDNN's int8 kernels use it (a cap by ONEDNN_MAX_CPU_ISA
-// moves both to the AVX2 path, with 7-bit weights), AVX2 otherwise.
+// The packed kernel this CPU runs: VNNI where oneDNN's int8 kernels use it
+// (a cap by ONEDNN_MAX_CPU_ISA moves both to the AVX2 path), AVX2
+// otherwise.
 std::optional<Int8KernelIsa> PackedIsa() {
   if (Int8MatmulHasVnni()) {
     if (Int8KernelSupported(Int8KernelIsa::kAvx512Vnni)) {
@@ -73,10 +73,14 @@ std::optional<Int8KernelIsa> PackedIsa() {
 
 // Measured with 2 threads, build/bench/linear_bench
 // --benchmark_filter='Int8(OneDnn|Packed)':
-// - AVX2 against oneDNN's non-VNNI gemm in its u8 form (Zen 3): the kernel
-//   wins up to 4 rows (1 row of 576x3072: 29 vs 111 us; 4 rows 70 vs 141
-//   us), ties at 8 (576x960 73 vs 56 us, 576x3072 200 vs 220 us) and loses
-//   from 16 on 576x960 (142 vs 93 us) and at 64 rows (1.42 vs 0.97 ms).
+// - AVX2 against oneDNN's non-VNNI gemm in its u8 form (Zen 2, 2026-12-05,
+//   GOPS = 2 x multiply-adds/s): the kernel is faster or even at every batch
+//   size (576x3072: 1 row 153 vs 33 GOPS, 8 rows 175 vs 113, 64 rows 185 vs
+//   170, 512 rows 184 vs 184; 1536x576 at 512 rows 165 vs 166), and it is
+//   exact with 8-bit weights where oneDNN's u8 form needs 7-bit ones (half
+//   the KL from FP32 on the default plan, docs/accuracy.md). So on AVX2 it
+//   runs every batch and oneDNN holds no copy of the weights. (On Zen 3,
+//   before the sign trick, oneDNN led from 16 rows: 576x960 142 vs 93 us.)
 // - AVX-512 VNNI against oneDNN's brg:avx512_core_vnni (Zen 5): the kernel
 //   wins at 1 row (576x960 3.8 vs 6.9 us, 1536x576 6.9 vs 7.8 us, 576x3072
 //   14.4 vs 14.0 us with the weights in cache; from DRAM it streams them at
@@ -86,13 +90,21 @@ std::optional<Int8KernelIsa> PackedIsa() {
 int Int8Linear::DefaultPackedMaxRows() {
   const std::optional<Int8KernelIsa> isa = PackedIsa();
   if (!isa) return 0;
-  return *isa == Int8KernelIsa::kAvx2 ? 8 : 1;
+  return *isa == Int8KernelIsa::kAvx2 ? kEveryBatch : 1;
+}
+
+std::string Int8Linear::PackedKernelName() {
+  const std::optional<Int8KernelIsa> isa = PackedIsa();
+  return isa ? Int8KernelIsaName(*isa) : "none";
 }
 
 std::string Int8Linear::PackedKernelDescription() {
   const std::optional<Int8KernelIsa> isa = PackedIsa();
   if (!isa) return "none";
   const int rows = DefaultPackedMaxRows();
+  if (rows == kEveryBatch) {
+    return absl::StrCat(Int8KernelIsaName(*isa), " for every batch");
+  }
   return absl::StrCat(Int8KernelIsaName(*isa), " up to ", rows,
                       rows == 1 ? " row" : " rows");
 }
@@ -109,10 +121,18 @@ absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(
         "int8 linear: static mode needs a positive calibrated absmax");
   }
   const int K = w.cols(), N = w.rows();
-  // Per-output-channel symmetric quantization of W [N][K] to
-  // [-qmax, qmax]: 127, or 63 on CPUs whose int8 kernels would saturate
-  // (see Int8WeightQmax). One FP32 row per thread at a time.
-  const float qmax = float(Int8WeightQmax());
+  const std::optional<Int8KernelIsa> isa = PackedIsa();
+  if (isa) {
+    lin->packed_max_rows_ = options.packed_max_rows < 0
+                                ? DefaultPackedMaxRows()
+                                : options.packed_max_rows;
+  }
+  // oneDNN runs the batches our kernel does not (none on AVX2 by default).
+  const bool use_onednn = lin->packed_max_rows_ != kEveryBatch;
+  // Per-output-channel symmetric quantization of W [N][K] to [-qmax, qmax]:
+  // 127, or 63 where oneDNN's non-VNNI int8 kernels would saturate and run
+  // some batches (see Int8WeightQmax; our kernels are exact at 127).
+  const float qmax = use_onednn ? float(Int8WeightQmax()) : 127.0f;
   std::vector<int8_t> plain(size_t(N) * K);
   lin->w_scale_.resize(N);
 #pragma omp parallel
@@ -128,20 +148,16 @@ absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(
     }
   }
   w.Done(0, N);
-  // Reorder once into the kernel's blocked layout (the same for every row
-  // bucket: WarmUpMatmul checks it).
-  absl::StatusOr<HugePageVector<uint8_t>> blocked =
-      ReorderWeights(Int8Kind(), plain.data(), K, N);
-  if (!blocked.ok()) return blocked.status();
-  lin->w_blocked_ = *std::move(blocked);
-  const std::optional<Int8KernelIsa> isa = PackedIsa();
-  if (isa) {
-    lin->packed_max_rows_ = options.packed_max_rows < 0
-                                ? DefaultPackedMaxRows()
-                                : options.packed_max_rows;
-  }
-  if (Int8Kind() == MatmulKind::kU8S8S32) {
-    lin->w_sum_ = Int8RowSums(plain.data(), N, K);
+  if (use_onednn) {
+    // Reorder once into oneDNN's blocked layout (the same for every row
+    // bucket: WarmUpMatmul checks it).
+    absl::StatusOr<HugePageVector<uint8_t>> blocked =
+        ReorderWeights(Int8Kind(), plain.data(), K, N);
+    if (!blocked.ok()) return blocked.status();
+    lin->w_blocked_ = *std::move(blocked);
+    if (Int8Kind() == MatmulKind::kU8S8S32) {
+      lin->w_sum_ = Int8RowSums(plain.data(), N, K);
+    }
   }
   if (lin->packed_max_rows_ > 0) {
     lin->w_packed_ =

@@ -9,6 +9,7 @@
 #define SPIKESERVE_RUNTIME_LINEAR_INT8_LINEAR_H_
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,17 +37,22 @@ class Int8Linear final : public Linear {
     bool keep_plain_weights = false;  // keep [N][K] int8 copy (tests)
     // Batches of at most this many rows run on our packed-weight kernel
     // (int8_gemm_packed.h: AVX-512 VNNI, or AVX2 on CPUs without VNNI)
-    // instead of oneDNN (-1: DefaultPackedMaxRows(); 0: never). Larger
-    // batches use oneDNN.
+    // instead of oneDNN (-1: DefaultPackedMaxRows(); 0: never;
+    // kEveryBatch: always, and oneDNN holds no copy). Larger batches use
+    // oneDNN.
     int packed_max_rows = -1;
   };
+  static constexpr int kEveryBatch = std::numeric_limits<int>::max();
   // The default of packed_max_rows for the kernel this CPU runs, measured
-  // with bench/linear_bench (see int8_linear.cc); 0 where neither kernel
-  // runs.
+  // with bench/linear_bench (see int8_linear.cc): 1 with VNNI, kEveryBatch
+  // on AVX2 (exact with 8-bit weights, where oneDNN's form is not); 0
+  // where neither kernel runs.
   static int DefaultPackedMaxRows();
   // For logs: the packed kernel this CPU runs and up to how many rows,
-  // e.g. "avx512_vnni up to 1 row", or "none".
+  // e.g. "avx512_vnni up to 1 row", "avx2 for every batch", or "none".
   static std::string PackedKernelDescription();
+  // The packed kernel's ISA name ("avx2", "avx512_vnni"), or "none".
+  static std::string PackedKernelName();
 
   // Quantizes `w` ([N][K], FP32 rows on demand) per output channel. Fails
   // if oneDNN would pick a reference kernel.
@@ -61,7 +67,8 @@ class Int8Linear final : public Linear {
   int in_features() const override { return k_; }
   int out_features() const override { return n_; }
 
-  // Per-output-channel weight scales [N] (absmax_row / Int8WeightQmax()).
+  // Per-output-channel weight scales [N] (absmax_row / 127, or / 63 where
+  // oneDNN's non-VNNI kernels run some batches: Int8WeightQmax()).
   const std::vector<float>& weight_scales() const { return w_scale_; }
   // [N][K] quantized weights; empty unless keep_plain_weights.
   const std::vector<int8_t>& plain_weights() const { return w_plain_; }

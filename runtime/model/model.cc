@@ -270,8 +270,7 @@ absl::Status Model::BuildKernels() {
     }
   }
   for (const auto& [k, n] : shapes) {
-    absl::StatusOr<std::string> impl =
-        WarmUpInt8Matmul(k, n, std::max(1, q.warmup_rows));
+    absl::StatusOr<std::string> impl = WarmUpInt8(k, n);
     if (!impl.ok()) return impl.status();
     int8_impl_ = *impl;
   }
@@ -285,6 +284,14 @@ absl::Status Model::BuildKernels() {
     weights_.token_embd = ToMatrix(*sources_.token_embd);
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Model::WarmUpInt8(int k, int n) const {
+  // Our kernel runs every batch (AVX2): oneDNN has no primitive to warm.
+  if (packed_max_rows_ == Int8Linear::kEveryBatch) {
+    return absl::StrCat("own:", Int8Linear::PackedKernelName());
+  }
+  return WarmUpInt8Matmul(k, n, std::max(1, quant_.warmup_rows));
 }
 
 absl::Status Model::BuildLmHead() {
@@ -308,8 +315,7 @@ absl::Status Model::BuildLmHead() {
     o.packed_max_rows = packed_max_rows_;
     absl::StatusOr<std::unique_ptr<Int8Linear>> head = Int8Linear::Create(w, o);
     if (!head.ok()) return head.status();
-    absl::StatusOr<std::string> impl =
-        WarmUpInt8Matmul(w.cols(), w.rows(), std::max(1, q.warmup_rows));
+    absl::StatusOr<std::string> impl = WarmUpInt8(w.cols(), w.rows());
     if (!impl.ok()) return impl.status();
     if (int8_impl_.empty()) int8_impl_ = *impl;
     lm_head_ = *std::move(head);

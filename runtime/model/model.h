@@ -163,7 +163,9 @@ class Model {
   // matmul (Bf16MatmulSupported) qfem_bf16 is false and a BF16 lm_head is
   // FP32.
   const QuantOptions& quant() const { return quant_; }
-  // The oneDNN implementation of the INT8 matmuls ("" when FP32 only).
+  // The implementation of the INT8 matmuls: oneDNN's (e.g.
+  // "brg:avx512_core_vnni"), or "own:avx2" where our kernel
+  // runs them all; "" when FP32 only.
   const std::string& int8_impl() const { return int8_impl_; }
   // Every weight byte the model holds, by format ("kept weights").
   struct WeightMemory {
@@ -208,6 +210,9 @@ class Model {
   absl::Status Finish();
   absl::Status BuildKernels();
   absl::Status BuildLmHead();
+  // Warms oneDNN's INT8 primitives of a K x N site for every row bucket and
+  // names the implementation (see int8_impl()).
+  absl::StatusOr<std::string> WarmUpInt8(int k, int n) const;
   // Site `s` of layer `l` as served (transforms applied), as rows.
   const WeightRows& SiteRowsOf(int l, Site s) const;
   // `k`'s W4A8 kernel, nullptr when the site is not W4A8.
