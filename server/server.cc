@@ -277,11 +277,16 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
       model.quant().w8a8
           ? absl::StrCat(
                 model.w4_site_count() > 0 ? "W8A8/W4A8 " : "W8A8 ",
-                ActQuantModeName(model.quant().mode), ", oneDNN INT8 kernel ",
-                model.int8_impl(), ", own INT8 kernel ",
-                model.packed_max_rows() > 0
-                    ? Int8Linear::PackedKernelDescription()
-                    : std::string("none (one INT8 copy)"),
+                ActQuantModeName(model.quant().mode),
+                model.packed_max_rows() == Int8Linear::kEveryBatch
+                    ? absl::StrCat(", INT8 kernel ",
+                                   Int8Linear::PackedKernelDescription(),
+                                   " (own, one INT8 copy)")
+                    : absl::StrCat(", oneDNN INT8 kernel ", model.int8_impl(),
+                                   ", own INT8 kernel ",
+                                   model.packed_max_rows() > 0
+                                       ? Int8Linear::PackedKernelDescription()
+                                       : std::string("none (one INT8 copy)")),
                 ", QFeM sites ", model.quant().fp32_sites.size(),
                 model.w4_site_count() > 0
                     ? absl::StrCat(", W4A8 sites ", model.w4_site_count(),
