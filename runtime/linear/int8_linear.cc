@@ -74,9 +74,10 @@ std::optional<Int8KernelIsa> PackedIsa() {
 // Measured with 2 threads, build/bench/linear_bench
 // --benchmark_filter='Int8(OneDnn|Packed)':
 // - AVX2 against oneDNN's non-VNNI gemm in its u8 form (Zen 2, 2026-12-05,
-//   GOPS = 2 x multiply-adds/s): the kernel is faster or even at every batch
-//   size (576x3072: 1 row 153 vs 33 GOPS, 8 rows 175 vs 113, 64 rows 185 vs
-//   170, 512 rows 184 vs 184; 1536x576 at 512 rows 165 vs 166), and it is
+//   GOPS = 2 x multiply-adds/s, sign-trick kernel): the kernel is faster or
+//   even at every batch size (576x3072: 1 row 127 vs 32 GOPS, 8 rows 162 vs
+//   113, 64 rows 174 vs 169, 512 rows 177 vs 174; 1536x576 at 512 rows 157
+//   vs 159), and it is
 //   exact with 8-bit weights where oneDNN's u8 form needs 7-bit ones (half
 //   the KL from FP32 on the default plan, docs/accuracy.md). So on AVX2 it
 //   runs every batch and oneDNN holds no copy of the weights. (On Zen 3,

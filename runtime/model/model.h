@@ -210,8 +210,9 @@ class Model {
   absl::Status Finish();
   absl::Status BuildKernels();
   absl::Status BuildLmHead();
-  // Warms oneDNN's INT8 primitives of a K x N site for every row bucket and
-  // names the implementation (see int8_impl()).
+  // Warms oneDNN's INT8 primitives of a K x N site for every row bucket
+  // (none where our kernel runs every batch) and names the implementation
+  // (see int8_impl()).
   absl::StatusOr<std::string> WarmUpInt8(int k, int n) const;
   // Site `s` of layer `l` as served (transforms applied), as rows.
   const WeightRows& SiteRowsOf(int l, Site s) const;
