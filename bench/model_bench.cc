@@ -16,9 +16,9 @@ namespace {
 // The schemes benchmarked: FP32, W8A8 per-tensor dynamic, and W8A8 with
 // QFeM of two down sites (the typical plan: spikes sit in a few down_proj
 // inputs, method.md §1).
-// kW8A8Rot adds the online Hadamard transform before every down_proj (the
-// default plan's smooth-then-rotate; smoothing itself is folded into the
-// weights and costs nothing at run time).
+// kW8A8Rot adds the online Hadamard transforms before every down_proj and
+// after every RMSNorm (the default plan's smooth-then-rotate; smoothing
+// itself is folded into the weights and costs nothing at run time).
 // kServe: kW8A8Rot with the lm_head the server picks by default
 // (FastestLmHead), for the serving-shaped batch benchmark.
 enum Scheme { kFp32 = 0, kW8A8 = 1, kW8A8Qfem = 2, kW8A8Rot = 3, kServe = 4 };
@@ -38,6 +38,7 @@ const Model& Get(int scheme) {
     QuantOptions q;
     q.w8a8 = scheme != kFp32;
     q.down_hadamard = scheme == kW8A8Rot || scheme == kServe;
+    q.norm_hadamard = q.down_hadamard;
     if (scheme == kServe) q.lm_head = FastestLmHead();
     if (scheme == kW8A8Qfem) {
       q.fp32_sites = {{1, Site::kDown},

@@ -62,6 +62,7 @@ v1::ModelInfo DescribeModel(const Model& model, const QuantOptions& quant,
   }
   q->set_smoothing(!quant.smooth_scales.empty());
   q->set_rotation(quant.down_hadamard);
+  q->set_norm_rotation(quant.norm_hadamard);
   q->set_int8_impl(model.int8_impl());
   if (plan != nullptr) q->set_plan_model_hash(plan->model().hash());
   for (int l = 0; l < c.n_layers; ++l) {
@@ -428,6 +429,7 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
        {"qfep_tokens", std::to_string(bundle_.qfep_prefix.size())},
        {"smoothing", model.quant().smooth_scales.empty() ? "false" : "true"},
        {"rotation", model.quant().down_hadamard ? "true" : "false"},
+       {"norm_rotation", model.quant().norm_hadamard ? "true" : "false"},
        {"lm_head", LmHeadPrecisionName(model.quant().lm_head)},
        {"plan_model_hash", plan ? plan->model().hash() : ""}});
   metrics_->AttachEngine(engine_.get());

@@ -49,6 +49,21 @@ TEST(QuantPlan, AppliesAValidPlan) {
   EXPECT_THAT(a->prefix, ::testing::ElementsAre(298, 10, 77));
 }
 
+// Each rotation of the plan reaches the options on its own.
+TEST(QuantPlan, AppliesEachRotation) {
+  Fixture f;
+  for (const auto [down, norm] :
+       {std::pair{false, false}, {true, false}, {false, true}, {true, true}}) {
+    v1::QuantPlan p = f.ValidPlan();
+    p.mutable_rotation()->set_down_hadamard(down);
+    p.mutable_rotation()->set_norm_hadamard(norm);
+    auto a = ApplyQuantPlan(p, f.fp, f.config);
+    ASSERT_TRUE(a.ok()) << a.status();
+    EXPECT_EQ(a->quant.down_hadamard, down);
+    EXPECT_EQ(a->quant.norm_hadamard, norm);
+  }
+}
+
 // Sites marked 4-bit become W4A8 sites with their group (0 = automatic);
 // the others stay W8A8.
 TEST(QuantPlan, AppliesWeightBitsPerSite) {

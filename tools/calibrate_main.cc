@@ -58,6 +58,9 @@ ABSL_FLAG(double, smooth, 0.0,
           "SmoothQuant migration strength alpha in (0, 1); 0 = off.");
 ABSL_FLAG(bool, rotate, false,
           "Hadamard-rotate down_proj inputs (after smoothing if on).");
+ABSL_FLAG(bool, rotate_norm, false,
+          "Block-Hadamard-rotate the RMSNorm outputs that q/k/v and gate/up "
+          "read (after smoothing if on).");
 ABSL_FLAG(double, guard, 0.0,
           "Spike guard factor for per-tensor-static (0 = off).");
 ABSL_FLAG(int, window, 512, "Calibration window, tokens.");
@@ -214,6 +217,8 @@ int Main() {
   QuantOptions transforms;
   transforms.down_hadamard = absl::GetFlag(FLAGS_rotate);
   plan.mutable_rotation()->set_down_hadamard(transforms.down_hadamard);
+  transforms.norm_hadamard = absl::GetFlag(FLAGS_rotate_norm);
+  plan.mutable_rotation()->set_norm_hadamard(transforms.norm_hadamard);
   const CalibrationStats* final_stats = &*stats;
   absl::StatusOr<CalibrationStats> prefixed;
   if (!prefix.empty()) {
@@ -233,7 +238,7 @@ int Main() {
   // Statistics of the transformed model (static ranges must see the
   // smoothed / rotated activations).
   std::unique_ptr<Model> transformed;
-  if (smooth > 0 || transforms.down_hadamard) {
+  if (smooth > 0 || transforms.down_hadamard || transforms.norm_hadamard) {
     auto t = fp32.WithQuant(transforms);
     if (!t.ok()) return Fail(t.status());
     transformed = *std::move(t);

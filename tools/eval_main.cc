@@ -5,12 +5,14 @@
 //   spikeserve-eval --model PATH --text FILE [--plan PLAN.json]
 //       [--scheme NAME] [--window 512] [--windows 0] --json
 //
-// Schemes: fp32, w8a8-token, w8a8-tensor, w8a8-tensor+qfem,
+// Schemes: fp32, fp32+qfep, w8a8-token, w8a8-tensor, w8a8-tensor+qfem,
 // w8a8-tensor+qfep, w8a8-tensor+qfem+qfep, w8a8-tensor+smooth,
 // w8a8-tensor+smooth+qfem+qfep, w8a8-tensor+smoothrot,
-// w8a8-static+qfem+qfep. A scheme takes only its named parts from --plan
-// (QFeM modules, QFeP prefix, smoothing scales, rotation, static ranges);
-// without --scheme the plan is used as it is (as the server would).
+// w8a8-static+qfem+qfep, and the w4a8 ones. A scheme takes only its named
+// parts from --plan (QFeM modules, QFeP prefix, smoothing scales, static
+// ranges; "rot" takes the plan's rotations: down_proj's input, and the norm
+// outputs when the plan rotates them); without --scheme the plan is used as
+// it is (as the server would).
 #include <cstdio>
 #include <string>
 
@@ -67,6 +69,9 @@ struct Scheme {
 absl::StatusOr<Scheme> ParseScheme(const std::string& name) {
   static const std::pair<const char*, Scheme> kSchemes[] = {
       {"fp32", {}},
+      // FP32 after the plan's QFeP prefix: what the prefix alone does to
+      // the model (its perplexity against plain fp32's).
+      {"fp32+qfep", {false, ActQuantMode::kPerTensorDynamic, false, true}},
       {"w8a8-token", {true, ActQuantMode::kPerTokenDynamic}},
       {"w8a8-tensor", {true}},
       {"w8a8-tensor+qfem", {true, ActQuantMode::kPerTensorDynamic, true}},
@@ -166,6 +171,7 @@ int Main() {
       if (!s->qfep) prefix.clear();
       if (!s->smooth) q.smooth_scales.clear();
       q.down_hadamard = s->rotate;
+      q.norm_hadamard = s->rotate && q.norm_hadamard;
       if (s->mode != ActQuantMode::kPerTensorStatic) q.guard_factor = 0;
       q.w4_everywhere = s->w4;
       if (!s->w4) q.w4_sites.clear();
@@ -199,7 +205,7 @@ int Main() {
   q.kv_bf16 = kv_type == "bf16";
   std::unique_ptr<Model> scheme_model;
   if (q.w8a8 || !q.smooth_scales.empty() || q.down_hadamard ||
-      q.lm_head != LmHeadPrecision::kFp32 || q.kv_bf16) {
+      q.norm_hadamard || q.lm_head != LmHeadPrecision::kFp32 || q.kv_bf16) {
     auto m = fp32.WithQuant(q);
     if (!m.ok()) return Fail(m.status());
     scheme_model = *std::move(m);

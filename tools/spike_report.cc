@@ -67,7 +67,9 @@ std::string SpikeReportMarkdown(const v1::QuantPlan& plan,
                       ? absl::StrFormat("alpha %.2f", plan.smoothing().alpha())
                       : "off",
                   "; Hadamard before down_proj: ",
-                  plan.rotation().down_hadamard() ? "on" : "off", "\n\n");
+                  plan.rotation().down_hadamard() ? "on" : "off",
+                  "; block Hadamard after the RMSNorms: ",
+                  plan.rotation().norm_hadamard() ? "on" : "off", "\n\n");
 
   std::vector<const v1::SiteStats*> sorted;
   for (const v1::SiteStats& s : plan.sites()) sorted.push_back(&s);

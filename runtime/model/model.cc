@@ -65,6 +65,16 @@ constexpr int64_t kPackedCopyMaxBytes = int64_t(256) << 20;
 // large: for decode-sized batches the fork/join costs more than it saves.
 constexpr int kParallelRows = 32;
 
+// Block of the hidden-size rotations (norm outputs, INT8 lm_head): the
+// largest power of two dividing hidden, at most 128. Hidden sizes are rarely
+// m·2^k with m in {1, 12, 20} (SmolLM2's 576 = 9·64), so blocks of a power
+// of two serve every model; 128 already spreads a spike 11x thinner.
+int HiddenRotationBlock(int hidden) {
+  int block = 1;
+  while (block < 128 && hidden % (2 * block) == 0) block *= 2;
+  return block;
+}
+
 double Seconds(std::chrono::steady_clock::time_point a,
                std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
@@ -133,12 +143,21 @@ absl::Status Model::Finish() {
     // W' = W·H row by row, so that (x·H)·W'ᵀ = x·Wᵀ.
     down_rotation_ = *h;
   }
+  if (quant_.norm_hadamard) {
+    absl::StatusOr<HadamardTransform> h =
+        HadamardTransform::Create(HiddenRotationBlock(config_.hidden));
+    if (!h.ok()) return h.status();
+    norm_rotation_ = *h;
+  }
   site_rows_.resize(config_.n_layers);
   for (int l = 0; l < config_.n_layers; ++l) {
     for (Site site : kAllSites) {
       RowTransform t =
           SmoothingTransform(config_, quant_.smooth_scales, {l, site});
       if (site == Site::kDown && down_rotation_) t.rotation = &*down_rotation_;
+      if ((site == Site::kQkv || site == Site::kGateUp) && norm_rotation_) {
+        t.rotation = &*norm_rotation_;
+      }
       if (t.empty()) continue;
       site_rows_[l][int(site)] = std::make_unique<TransformedRows>(
           sources_.sites[l][int(site)].get(), std::move(t));
@@ -301,10 +320,8 @@ absl::Status Model::BuildLmHead() {
     // a block Hadamard rotation: the final-norm output keeps a few massive
     // channels that would otherwise set every token's scale. Blocks of a
     // power of two: hidden sizes are rarely m·2^k with m in {1, 12, 20}.
-    const int H = config_.hidden;
-    int block = 1;
-    while (block < 128 && H % (2 * block) == 0) block *= 2;
-    absl::StatusOr<HadamardTransform> rot = HadamardTransform::Create(block);
+    absl::StatusOr<HadamardTransform> rot =
+        HadamardTransform::Create(HiddenRotationBlock(config_.hidden));
     if (!rot.ok()) return rot.status();
     lm_head_rotation_ = *rot;
     RowTransform t;
@@ -555,6 +572,8 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     }
   }
 
+  // [m][hidden] viewed as [m * hidden / nrb][nrb] for the norm rotation.
+  const int nrb = norm_rotation_ ? norm_rotation_->size() : 1;
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = weights_.layers[l];
     // Attention block.
@@ -565,6 +584,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
       RmsNorm(&x[size_t(r) * H], L.attn_norm.data(), H, c.rms_eps,
               &xn[size_t(r) * H]);
     }
+    if (norm_rotation_) norm_rotation_->Apply(xn.data(), m * H / nrb);
     RunSite(l, Site::kQkv, xn.data(), m, bounds, opt, &absmax, qkv.data());
     int r0 = 0;
     for (const BatchEntry& b : batch) {
@@ -617,6 +637,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
       RmsNorm(&x[size_t(r) * H], L.ffn_norm.data(), H, c.rms_eps,
               &xn[size_t(r) * H]);
     }
+    if (norm_rotation_) norm_rotation_->Apply(xn.data(), m * H / nrb);
     RunSite(l, Site::kGateUp, xn.data(), m, bounds, opt, &absmax, gu.data());
 #pragma omp parallel for schedule(static) if (m >= kParallelRows)
     for (int r = 0; r < m; ++r) {

@@ -86,6 +86,11 @@ struct QuantOptions {
   // online before every down_proj): "smooth, then rotate".
   std::map<SiteKey, std::vector<float>> smooth_scales;
   bool down_hadamard = false;
+  // Block Hadamard rotation of the RMSNorm outputs that q/k/v and gate/up
+  // read (blocks of the largest power of two dividing hidden, <= 128; after
+  // smoothing): the residual stream's massive channels set every token's
+  // INT8 scale there, and a rotation spreads each over its block.
+  bool norm_hadamard = false;
   // lm_head (vocab x hidden: the largest weight read of a decode step) in
   // FP32, BF16 (weights and activations, FP32 accumulation: half the bytes)
   // or INT8 W8A8 (per-channel weights, per-token activations: a quarter).
@@ -246,6 +251,8 @@ class Model {
   std::vector<std::array<SiteKernels, kNumSites>> kernels_;  // [layer][site]
   std::unique_ptr<Linear> lm_head_;
   std::optional<HadamardTransform> down_rotation_;
+  // QuantOptions::norm_hadamard: over blocks of hidden (HiddenRotationBlock).
+  std::optional<HadamardTransform> norm_rotation_;
   // INT8 lm_head: block-diagonal Hadamard over blocks of lm_head_block_
   // channels (the largest power of two dividing hidden, <= 128), applied to
   // the final-norm output online and to the weight copy offline.

@@ -399,6 +399,7 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
     return PlanError("calibration.tokens, .window and .windows must be >= 0");
   }
   q.down_hadamard = plan.rotation().down_hadamard();
+  q.norm_hadamard = plan.rotation().norm_hadamard();
   return out;
 }
 

@@ -159,7 +159,8 @@ TEST_F(MetricsTest, CountersEqualTheTraffic) {
                   k.find(ExpectedInt8Kernel()) != std::string::npos;
     plan_info |= k.rfind("spikeserve_quant_plan_info{", 0) == 0 && v == 1 &&
                  k.find("qfep_tokens=\"3\"") != std::string::npos &&
-                 k.find("w4_sites=\"0\"") != std::string::npos;
+                 k.find("w4_sites=\"0\"") != std::string::npos &&
+                 k.find("norm_rotation=\"false\"") != std::string::npos;
   }
   EXPECT_TRUE(build_info);
   EXPECT_TRUE(plan_info);

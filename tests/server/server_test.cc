@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/quant/quant_plan.h"
 #include "tests/fixtures/gguf_builder.h"
 #include "tests/server/server_fixture.h"
 
@@ -205,6 +206,33 @@ TEST_F(ServerTest, ModelInfoDescribesModelAndPlan) {
             files.prefix);
   EXPECT_EQ(info.quant().activation_mode(), "per-tensor-dynamic");
   EXPECT_THAT(info.quant().int8_impl(), HasSubstr(ExpectedInt8Kernel()));
+  EXPECT_FALSE(info.quant().norm_rotation());  // the fixture's plan has none
+}
+
+// A plan's rotations (down_proj's input, the norm outputs) are served and
+// reported in GetModelInfo, each as the plan says.
+TEST_F(ServerTest, ModelInfoReportsThePlansRotations) {
+  absl::StatusOr<v1::QuantPlan> plan = ReadQuantPlan(GetTinyModelFiles().plan);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  plan->mutable_rotation()->set_down_hadamard(false);
+  plan->mutable_rotation()->set_norm_hadamard(true);
+  const std::string path = ::testing::TempDir() + "/norm-rotation-plan.json";
+  ASSERT_TRUE(WriteQuantPlan(*plan, path).ok());
+  ServerOptions o = DefaultOptions();
+  o.plan_path = path;
+  StartServer(o);
+  grpc::ClientContext ctx;
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub_->GetModelInfo(&ctx, {}, &info).ok());
+  EXPECT_FALSE(info.quant().rotation());
+  EXPECT_TRUE(info.quant().norm_rotation());
+  v1::GenerateRequest req;
+  req.set_text("hello world");
+  req.mutable_stopping()->set_max_new_tokens(4);
+  req.mutable_stopping()->set_ignore_eos(true);
+  v1::GenerateResponse r;
+  ASSERT_TRUE(Generate(req, &r).ok());
+  EXPECT_EQ(r.tokens_size(), 4);
 }
 
 // Acceptance 2: invalid requests get INVALID_ARGUMENT naming the field,
