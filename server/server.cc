@@ -37,6 +37,20 @@ std::string OneDnnVersion() {
   return absl::StrCat(v->major, ".", v->minor, ".", v->patch);
 }
 
+// The INT8 kernels serving `model`, for the start-up log: our own for every
+// batch (AVX2: one INT8 copy), or oneDNN's beside ours for small batches
+// (two copies) or alone (one).
+std::string Int8KernelsForLog(const Model& model) {
+  if (model.packed_max_rows() == Int8Linear::kEveryBatch) {
+    return absl::StrCat("INT8 kernel ", Int8Linear::PackedKernelDescription(),
+                        " (own, one INT8 copy)");
+  }
+  return absl::StrCat(
+      "oneDNN INT8 kernel ", model.int8_impl(), ", own INT8 kernel ",
+      model.packed_max_rows() > 0 ? Int8Linear::PackedKernelDescription()
+                                  : std::string("none (one INT8 copy)"));
+}
+
 // GetModelInfo's answer.
 v1::ModelInfo DescribeModel(const Model& model, const QuantOptions& quant,
                             const ContextBudget& context,
@@ -278,17 +292,9 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
       model.quant().w8a8
           ? absl::StrCat(
                 model.w4_site_count() > 0 ? "W8A8/W4A8 " : "W8A8 ",
-                ActQuantModeName(model.quant().mode),
-                model.packed_max_rows() == Int8Linear::kEveryBatch
-                    ? absl::StrCat(", INT8 kernel ",
-                                   Int8Linear::PackedKernelDescription(),
-                                   " (own, one INT8 copy)")
-                    : absl::StrCat(", oneDNN INT8 kernel ", model.int8_impl(),
-                                   ", own INT8 kernel ",
-                                   model.packed_max_rows() > 0
-                                       ? Int8Linear::PackedKernelDescription()
-                                       : std::string("none (one INT8 copy)")),
-                ", QFeM sites ", model.quant().fp32_sites.size(),
+                ActQuantModeName(model.quant().mode), ", ",
+                Int8KernelsForLog(model), ", QFeM sites ",
+                model.quant().fp32_sites.size(),
                 model.w4_site_count() > 0
                     ? absl::StrCat(", W4A8 sites ", model.w4_site_count(),
                                    " (kernel ", W4A8Linear::KernelDescription(),

@@ -318,8 +318,7 @@ absl::Status Model::BuildLmHead() {
   if (q.lm_head == LmHeadPrecision::kInt8) {
     // Per-token scales (a decode batch's rows are different requests), after
     // a block Hadamard rotation: the final-norm output keeps a few massive
-    // channels that would otherwise set every token's scale. Blocks of a
-    // power of two: hidden sizes are rarely m·2^k with m in {1, 12, 20}.
+    // channels that would otherwise set every token's scale.
     absl::StatusOr<HadamardTransform> rot =
         HadamardTransform::Create(HiddenRotationBlock(config_.hidden));
     if (!rot.ok()) return rot.status();

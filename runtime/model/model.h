@@ -253,9 +253,9 @@ class Model {
   std::optional<HadamardTransform> down_rotation_;
   // QuantOptions::norm_hadamard: over blocks of hidden (HiddenRotationBlock).
   std::optional<HadamardTransform> norm_rotation_;
-  // INT8 lm_head: block-diagonal Hadamard over blocks of lm_head_block_
-  // channels (the largest power of two dividing hidden, <= 128), applied to
-  // the final-norm output online and to the weight copy offline.
+  // INT8 lm_head: block-diagonal Hadamard over blocks of hidden
+  // (HiddenRotationBlock), applied to the final-norm output online and to
+  // the weight copy offline.
   std::optional<HadamardTransform> lm_head_rotation_;
 };
 
