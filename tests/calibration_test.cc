@@ -102,6 +102,59 @@ TEST_F(PlantedSpike, CalibrationFindsSiteAndToken) {
               s.median_absmax);
 }
 
+// Sums x[t][j]² at one site, as the windows run one by one after BOS.
+class SquareProbe : public ForwardObserver {
+ public:
+  explicit SquareProbe(SiteKey key) : key_(key) {}
+  void OnSiteInput(int layer, Site site, const float* x, int m, int width,
+                   absl::Span<const float>, absl::Span<const int>) override {
+    if (!(SiteKey{layer, site} == key_)) return;
+    sums.resize(width);
+    for (int r = 0; r < m; ++r) {
+      for (int j = 0; j < width; ++j) {
+        sums[j] += double(x[size_t(r) * width + j]) * x[size_t(r) * width + j];
+      }
+    }
+    rows += m;
+  }
+  std::vector<double> sums;
+  int rows = 0;
+
+ private:
+  SiteKey key_;
+};
+
+// The channels' mean squares (W4 importance) are the mean over every
+// counted position of x², here recomputed window by window; at the planted
+// site the spiking neuron's channel carries the most.
+TEST_F(PlantedSpike, CalibrationMeasuresChannelMeanSquares) {
+  auto stats = CollectSiteStats(*fp32_, windows_, {}, kBos);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  for (const SiteKey key : {SiteKey{1, Site::kDown}, SiteKey{0, Site::kQkv}}) {
+    SquareProbe probe(key);
+    for (const auto& w : windows_) {
+      std::vector<int32_t> tokens = {kBos};
+      tokens.insert(tokens.end(), w.begin(), w.end());
+      auto pool = *fp32_->NewKvPool(8, 16);
+      SequenceKv seq(pool.get());
+      std::vector<float> logits;
+      ForwardOptions opt;
+      opt.observer = &probe;
+      ASSERT_TRUE(fp32_->Forward({{&seq, tokens, false}}, &logits, opt).ok());
+    }
+    const std::vector<float>& ms = stats->sites.at(key).channel_mean_square;
+    ASSERT_EQ(ms.size(), probe.sums.size());
+    for (size_t j = 0; j < ms.size(); ++j) {
+      const double want = probe.sums[j] / probe.rows;
+      EXPECT_NEAR(ms[j], want, 1e-4 * want + 1e-9)
+          << SiteKeyName(key) << " channel " << j;
+    }
+    if (key.site == Site::kDown) {
+      EXPECT_EQ(std::max_element(ms.begin(), ms.end()) - ms.begin(), 0);
+    }
+  }
+}
+
 TEST_F(PlantedSpike, QfemAndQfepRemoveTheDamage) {
   auto w8a8 = Quantized({});
   const double base = LogitError(*w8a8, *fp32_, prompt_, {});

@@ -353,6 +353,37 @@ TEST(ModelW4, PerSiteMinimumsAreTheGlobalOptionsOnThatSite) {
   EXPECT_EQ(d->W4Group({0, Site::kO}), 64);
 }
 
+// A site's importance (QuantOptions::w4_importance) reaches its W4 groups:
+// the site reports it and the logits change (other scales), the sites
+// without one keep round-to-nearest; an importance of the wrong width
+// fails the load naming the site and both numbers.
+TEST(ModelW4, ImportanceReachesItsSiteAndNamesAWrongWidth) {
+  Int8Fixture f;
+  const auto tokens = RandomTokens(24, 300, 6);
+  QuantOptions q{
+      .w8a8 = true, .mode = ActQuantMode::kPerTokenDynamic, .warmup_rows = 32};
+  q.w4_sites = {{{0, Site::kO}, 32}, {{1, Site::kGateUp}, 32}};
+  auto plain = f.Quantized(q);
+  std::vector<float> h(64);
+  for (int j = 0; j < 64; ++j) h[j] = 1.0f + (j % 7) * 3.0f;
+  q.w4_importance[{1, Site::kGateUp}] = h;
+  auto weighted = f.Quantized(q);
+  ASSERT_NE(plain, nullptr);
+  ASSERT_NE(weighted, nullptr);
+  EXPECT_TRUE(weighted->W4ImportanceWeighted({1, Site::kGateUp}));
+  EXPECT_FALSE(weighted->W4ImportanceWeighted({0, Site::kO}));
+  EXPECT_FALSE(plain->W4ImportanceWeighted({1, Site::kGateUp}));
+  EXPECT_NE(Logits(*plain, tokens), Logits(*weighted, tokens));
+
+  q.w4_importance[{1, Site::kGateUp}].resize(10);
+  auto m = Model::Load(f.file, q);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(m.status().message(),
+              ::testing::HasSubstr("W4 site 1.gate_up: W4A8: 10 importance "
+                                   "values for 64 input channels"));
+}
+
 // Issue 24 acceptance 6: a 4-bit site whose width the group does not
 // divide fails the load naming the module and both numbers.
 TEST(ModelW4, GroupThatDoesNotDivideTheWidthFailsNamingTheSite) {

@@ -52,7 +52,7 @@ TEST(QuantPlan, AppliesAValidPlan) {
 // Each rotation of the plan reaches the options on its own.
 TEST(QuantPlan, AppliesEachRotation) {
   Fixture f;
-  for (const auto [down, norm] :
+  for (const auto& [down, norm] :
        {std::pair{false, false}, {true, false}, {false, true}, {true, true}}) {
     v1::QuantPlan p = f.ValidPlan();
     p.mutable_rotation()->set_down_hadamard(down);
@@ -81,6 +81,18 @@ TEST(QuantPlan, AppliesWeightBitsPerSite) {
       (std::map<SiteKey, int>{{{0, Site::kQkv}, 0}, {{0, Site::kDown}, 32}}));
   EXPECT_EQ(a->quant.w4_min_sites, (std::set<SiteKey>{{0, Site::kDown}}));
   EXPECT_FALSE(a->quant.w4_with_min);
+  EXPECT_TRUE(a->quant.w4_importance.empty());
+
+  // A W4 site's importance, one value per input channel, is carried over.
+  for (int j = 0; j < f.config.ffn; ++j) {
+    p.mutable_sites(3)->add_weight_importance(0.5f * j);
+  }
+  a = ApplyQuantPlan(p, f.fp, f.config);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_EQ(a->quant.w4_importance.size(), 1u);
+  const std::vector<float>& h = a->quant.w4_importance.at({0, Site::kDown});
+  ASSERT_EQ(int(h.size()), f.config.ffn);
+  EXPECT_EQ(h[3], 1.5f);
 }
 
 TEST(QuantPlan, FingerprintSeparatesModels) {
@@ -256,6 +268,24 @@ TEST(QuantPlan, RejectsBadPlansNamingTheField) {
        [](v1::QuantPlan& p) { p.mutable_sites(1)->set_weight_min(true); },
        "sites[1] (0.o) has weight_min but weight_bits 0; a per-group minimum "
        "is for W4A8"},
+      {"importance on an 8-bit module",
+       [](v1::QuantPlan& p) { p.mutable_sites(1)->add_weight_importance(1); },
+       "sites[1] (0.o) has weight_importance but weight_bits 0"},
+      {"importance width",
+       [](v1::QuantPlan& p) {
+         p.mutable_sites(0)->set_weight_bits(4);
+         p.mutable_sites(0)->add_weight_importance(1);
+       },
+       "sites[0] (0.qkv) has 1 weight_importance values; expected 64"},
+      {"negative importance",
+       [](v1::QuantPlan& p) {
+         p.mutable_sites(0)->set_weight_bits(4);
+         for (int j = 0; j < 64; ++j) {
+           p.mutable_sites(0)->add_weight_importance(j == 5 ? -1.0f : 1.0f);
+         }
+       },
+       "sites[0] (0.qkv).weight_importance[5] = -1 is outside the allowed "
+       "range"},
   };
   Fixture f;
   for (const BadCase& c : cases) {

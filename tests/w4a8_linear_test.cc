@@ -122,6 +122,80 @@ TEST(W4A8Linear, StaticModeNeedsACalibratedAbsmax) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// With the inputs' mean squares as importance, each group's scale is
+// chosen for the channels that carry the signal: the output error on such
+// inputs (channel scales over two decades) drops well below round-to-
+// nearest's, for both group forms.
+TEST(W4A8Linear, ImportanceLowersTheOutputError) {
+  if (W4A8Linear::KernelDescription() == "none") GTEST_SKIP() << "no AVX2";
+  const int k = 256, n = 64, m = 32;
+  const Matrix w = RandomMatrix(n, k, 5);
+  std::mt19937 rng(6);
+  std::uniform_real_distribution<float> ud(0, 1);
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<float> sigma(k), importance(k), x(size_t(m) * k);
+  for (int j = 0; j < k; ++j) {
+    sigma[j] = std::pow(10.0f, -2 * ud(rng));
+    importance[j] = sigma[j] * sigma[j];
+  }
+  for (int r = 0; r < m; ++r) {
+    for (int j = 0; j < k; ++j) x[size_t(r) * k + j] = sigma[j] * nd(rng);
+  }
+  std::vector<double> exact(size_t(m) * n);
+  for (int r = 0; r < m; ++r) {
+    for (int c = 0; c < n; ++c) {
+      for (int j = 0; j < k; ++j) {
+        exact[size_t(r) * n + c] += double(x[size_t(r) * k + j]) * w.row(c)[j];
+      }
+    }
+  }
+  for (bool with_min : {false, true}) {
+    double err[2];
+    for (int weighted = 0; weighted < 2; ++weighted) {
+      W4A8Linear::Options o;
+      o.group = 32;
+      o.with_min = with_min;
+      if (weighted) o.importance = importance;
+      auto lin = W4A8Linear::Create(MatrixRows(w), o);
+      ASSERT_TRUE(lin.ok()) << lin.status();
+      std::vector<float> y(size_t(m) * n);
+      const std::vector<int> bounds = {0, m};
+      (*lin)->Forward({x.data(), m, bounds}, y.data());
+      err[weighted] = 0;
+      for (size_t i = 0; i < y.size(); ++i) {
+        err[weighted] += (y[i] - exact[i]) * (y[i] - exact[i]);
+      }
+    }
+    EXPECT_LT(err[1], 0.7 * err[0])  // measured 0.52 and 0.48
+        << (with_min ? "with min: " : "symmetric: ") << err[0] << " -> "
+        << err[1];
+  }
+}
+
+// The importance must be one finite value >= 0 per input channel.
+TEST(W4A8Linear, RefusesAMalformedImportance) {
+  const Matrix w = RandomMatrix(8, 128, 1);
+  W4A8Linear::Options o;
+  o.group = 32;
+  const std::vector<float> short_h(100, 1.0f);
+  o.importance = short_h;
+  auto lin = W4A8Linear::Create(MatrixRows(w), o);
+  ASSERT_FALSE(lin.ok());
+  EXPECT_EQ(lin.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(lin.status().message().find("100 importance values for 128"),
+            std::string::npos)
+      << lin.status();
+  std::vector<float> bad(128, 1.0f);
+  bad[9] = -1;
+  o.importance = bad;
+  lin = W4A8Linear::Create(MatrixRows(w), o);
+  ASSERT_FALSE(lin.ok());
+  EXPECT_NE(lin.status().message().find("importance[9]"), std::string::npos)
+      << lin.status();
+  bad[9] = std::nanf("");
+  EXPECT_FALSE(W4A8Linear::Create(MatrixRows(w), o).ok());
+}
+
 // Half a byte per weight plus a half scale per group of 128.
 TEST(W4A8Linear, HoldsFourBitsAndAnEighth) {
   const Matrix w = RandomMatrix(64, 1024, 2);

@@ -7,6 +7,7 @@
 //       [--rotate] [--guard FACTOR] [--window 512] [--windows 8]
 //       [--weight_bits 8|4|auto|LIST] [--w4_group 32|64|128|auto]
 //       [--w4_tolerance NATS] [--w4_fraction F] [--w4_min]
+//       [--w4_importance=false]
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -85,6 +86,12 @@ ABSL_FLAG(bool, w4_min, false,
           "(asymmetric, as Q4_1; +0.5 bit per weight at group 32, about half "
           "the 4-bit error): written as weight_min on the W4A8 sites and "
           "used by the auto search.");
+ABSL_FLAG(bool, w4_importance, true,
+          "W4A8 sites record each input channel's mean square on the "
+          "calibration windows (weight_importance), and their groups choose "
+          "the clipping that minimises the weight error weighted by it, in "
+          "the auto search too; false = round to nearest from each group's "
+          "extremes.");
 ABSL_FLAG(std::string, report, "",
           "Report path prefix (writes PREFIX.md and PREFIX.svg); default: "
           "--out without .json plus .report");
@@ -308,11 +315,19 @@ int Main() {
 
   // 4b. Weight precision per quantized site.
   const bool w4_min = absl::GetFlag(FLAGS_w4_min);
+  const bool w4_importance = absl::GetFlag(FLAGS_w4_importance);
   std::map<SiteKey, int> w4_sites;
   if (weight_bits == "auto") {
     QuantOptions q = w8a8_options;
     q.fp32_sites = qfem_sites;
     q.w4_with_min = w4_min;
+    if (w4_importance) {
+      for (const auto& [key, s] : final_stats->sites) {
+        if (!qfem_sites.count(key)) {
+          q.w4_importance[key] = s.channel_mean_square;
+        }
+      }
+    }
     auto choice = SelectW4Sites(fp32, q, search_windows, bos, prefix, *w4_group,
                                 absl::GetFlag(FLAGS_w4_tolerance),
                                 absl::GetFlag(FLAGS_w4_fraction));
@@ -356,6 +371,11 @@ int Main() {
       out_site->set_weight_bits(4);
       out_site->set_weight_group(w4->second);
       out_site->set_weight_min(w4_min);
+      if (w4_importance) {
+        for (float v : final_stats->sites.at(key).channel_mean_square) {
+          out_site->add_weight_importance(v);
+        }
+      }
     }
     const double range = final_stats->sites.at(key).max_absmax;
     out_site->set_static_absmax(std::max(range, 1e-6));

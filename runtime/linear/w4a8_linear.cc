@@ -8,6 +8,7 @@
 #include "runtime/gguf/dequantize.h"
 #include "runtime/linear/activation_quant.h"
 #include "runtime/linear/onednn_matmul.h"
+#include "runtime/linear/w4_clip_search.h"
 
 namespace spikeserve {
 namespace {
@@ -85,6 +86,7 @@ absl::StatusOr<std::unique_ptr<W4A8Linear>> W4A8Linear::FromPlain(
   }
   auto lin = std::unique_ptr<W4A8Linear>(new W4A8Linear());
   lin->options_ = options;
+  lin->options_.importance = {};
   lin->options_.group = w.group;
   lin->packed_ = PackW4Weights(w, *isa);
   return lin;
@@ -94,6 +96,20 @@ absl::StatusOr<std::unique_ptr<W4A8Linear>> W4A8Linear::Create(
     const WeightRows& w, const Options& options) {
   const int K = w.cols(), N = w.rows();
   if (absl::Status s = CheckShape(K, options.group); !s.ok()) return s;
+  const absl::Span<const float> h = options.importance;
+  if (!h.empty()) {
+    if (h.size() != size_t(K)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "W4A8: ", h.size(), " importance values for ", K, " input channels"));
+    }
+    for (size_t j = 0; j < h.size(); ++j) {
+      if (!(h[j] >= 0) || !std::isfinite(h[j])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("W4A8: importance[", j, "] is ", h[j],
+                         "; a mean square is finite and >= 0"));
+      }
+    }
+  }
   W4Plain plain;
   plain.n = N;
   plain.k = K;
@@ -109,7 +125,14 @@ absl::StatusOr<std::unique_ptr<W4A8Linear>> W4A8Linear::Create(
     for (int r = 0; r < N; ++r) {
       w.Row(r, row.data());
       const size_t g0 = size_t(r) * plain.groups();
-      if (plain.has_min) {
+      if (!h.empty() && plain.has_min) {
+        QuantizeW4RowMinWeighted(row.data(), h.data(), K, options.group,
+                                 &plain.u[size_t(r) * K], &plain.scale[g0],
+                                 &plain.min[g0]);
+      } else if (!h.empty()) {
+        QuantizeW4RowWeighted(row.data(), h.data(), K, options.group,
+                              &plain.u[size_t(r) * K], &plain.scale[g0]);
+      } else if (plain.has_min) {
         QuantizeW4RowMin(row.data(), K, options.group, &plain.u[size_t(r) * K],
                          &plain.scale[g0], &plain.min[g0]);
       } else {
@@ -119,7 +142,9 @@ absl::StatusOr<std::unique_ptr<W4A8Linear>> W4A8Linear::Create(
     }
   }
   w.Done(0, N);
-  return FromPlain(plain, options);
+  absl::StatusOr<std::unique_ptr<W4A8Linear>> lin = FromPlain(plain, options);
+  if (lin.ok()) (*lin)->importance_weighted_ = !h.empty();
+  return lin;
 }
 
 absl::StatusOr<std::unique_ptr<W4A8Linear>> W4A8Linear::FromStored(

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "runtime/linear/linear.h"
 #include "runtime/linear/quantize.h"
 #include "runtime/linear/w4_gemm.h"
@@ -28,16 +29,22 @@ class W4A8Linear final : public Linear {
     // Create: asymmetric groups with a minimum (QuantizeW4RowMin) instead
     // of symmetric ones (QuantizeW4Row).
     bool with_min = false;
+    // Create: the mean square of each input channel on calibration
+    // activations, [K] (empty = round-to-nearest from each group's
+    // extremes). Each group's scale (and minimum) is then chosen to minimise
+    // the importance-weighted weight error (w4_clip_search.h).
+    absl::Span<const float> importance;
   };
   // The largest group size of 128, 64 and 32 that divides k; 0 if none.
   static int GroupFor(int k);
   // The kernel this CPU runs, e.g. "avx512_vnni", or "none" (no AVX2).
   static std::string KernelDescription();
 
-  // Quantizes `w` ([N][K], FP32 rows on demand) round-to-nearest in
-  // groups (QuantizeW4Row). InvalidArgument naming the reason when the
-  // group does not divide K or is not 32/64/128; FailedPrecondition on a
-  // CPU without AVX2.
+  // Quantizes `w` ([N][K], FP32 rows on demand) in groups: round-to-nearest
+  // from the extremes (QuantizeW4Row), or with options.importance the
+  // weighted clipping search. InvalidArgument naming the reason when the
+  // group does not divide K or is not 32/64/128, or the importance is not K
+  // finite values >= 0; FailedPrecondition on a CPU without AVX2.
   static absl::StatusOr<std::unique_ptr<W4A8Linear>> Create(
       const WeightRows& w, const Options& options);
   // Serves 4-bit weights as they are (e.g. a GGUF Q4_0 or Q4_1 tensor):
@@ -55,11 +62,14 @@ class W4A8Linear final : public Linear {
   size_t weight_bytes() const override { return packed_.bytes(); }
   int group() const { return packed_.group; }
   bool has_min() const { return packed_.has_min; }
+  // Whether Create chose the group scales with options.importance.
+  bool importance_weighted() const { return importance_weighted_; }
 
  private:
   W4A8Linear() = default;
 
-  Options options_;
+  Options options_;  // importance cleared: the span is the caller's
+  bool importance_weighted_ = false;
   W4PackedWeights packed_;
 };
 

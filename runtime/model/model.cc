@@ -264,6 +264,9 @@ absl::Status Model::BuildKernels() {
         o.static_absmax = static_absmax;
         o.group = group > 0 ? group : W4A8Linear::GroupFor(rows.cols());
         o.with_min = q.w4_with_min || q.w4_min_sites.count(key) > 0;
+        if (auto h = q.w4_importance.find(key); h != q.w4_importance.end()) {
+          o.importance = h->second;
+        }
         // SiteRowsOf is the file's tensor only when no transform applies.
         const bool stored = group == kW4AsStored && rows.four_bit();
         absl::StatusOr<std::unique_ptr<W4A8Linear>> lin =
@@ -404,6 +407,11 @@ int Model::W4Group(const SiteKey& k) const {
 bool Model::W4HasMin(const SiteKey& k) const {
   const W4A8Linear* w4 = W4Kernel(k);
   return w4 != nullptr && w4->has_min();
+}
+
+bool Model::W4ImportanceWeighted(const SiteKey& k) const {
+  const W4A8Linear* w4 = W4Kernel(k);
+  return w4 != nullptr && w4->importance_weighted();
 }
 
 int Model::w4_site_count() const {

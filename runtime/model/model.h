@@ -78,6 +78,12 @@ struct QuantOptions {
   bool w4_with_min = false;
   // The same per site (the plan's weight_min), besides w4_with_min.
   std::set<SiteKey> w4_min_sites;
+  // Per W4A8 site, the mean square of each input channel on calibration
+  // activations as the site's matmul sees them (the plan's
+  // weight_importance): its re-quantized groups choose their clipping to
+  // minimise the importance-weighted weight error (w4_clip_search.h).
+  // Sites without an entry round to nearest from each group's extremes.
+  std::map<SiteKey, std::vector<float>> w4_importance;
   // Row buckets to create and warm up at load (largest prefill chunk).
   int warmup_rows = 512;
   // Exact weight transforms applied at load, before quantization:
@@ -194,6 +200,9 @@ class Model {
   int w4_site_count() const;
   // Whether `k`'s 4-bit groups carry a minimum (asymmetric).
   bool W4HasMin(const SiteKey& k) const;
+  // Whether `k`'s 4-bit groups were chosen with the plan's importance
+  // (QuantOptions::w4_importance) rather than from their extremes.
+  bool W4ImportanceWeighted(const SiteKey& k) const;
 
   // A KV pool shaped for this model (BF16 when quant().kv_bf16).
   absl::StatusOr<std::unique_ptr<KvPool>> NewKvPool(

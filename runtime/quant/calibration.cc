@@ -28,7 +28,10 @@ class StatsObserver : public ForwardObserver {
                    absl::Span<const float> row_absmax,
                    absl::Span<const int> bounds) override {
     Acc& acc = sites_[{layer, site}];
-    if (acc.channel_max.empty()) acc.channel_max.assign(width, 0.0f);
+    if (acc.channel_max.empty()) {
+      acc.channel_max.assign(width, 0.0f);
+      acc.channel_sq.assign(width, 0.0);
+    }
     for (size_t e = 0; e + 1 < bounds.size(); ++e) {
       std::vector<float> window(row_absmax.begin() + bounds[e],
                                 row_absmax.begin() + bounds[e + 1]);
@@ -47,6 +50,7 @@ class StatsObserver : public ForwardObserver {
         const float* row = x + size_t(r) * width;
         for (int j = 0; j < width; ++j) {
           acc.channel_max[j] = std::max(acc.channel_max[j], std::abs(row[j]));
+          acc.channel_sq[j] += double(row[j]) * row[j];
         }
       }
     }
@@ -60,6 +64,12 @@ class StatsObserver : public ForwardObserver {
       s.max_absmax = acc.all.empty()
                          ? 0
                          : *std::max_element(acc.all.begin(), acc.all.end());
+      const size_t tokens = acc.all.size();
+      s.channel_mean_square.resize(acc.channel_sq.size());
+      for (size_t j = 0; j < acc.channel_sq.size(); ++j) {
+        s.channel_mean_square[j] =
+            tokens == 0 ? 0.0f : float(acc.channel_sq[j] / tokens);
+      }
       s.median_absmax = Median(std::move(acc.all));
       s.channel_max = std::move(acc.channel_max);
       s.top_token = acc.top_token;
@@ -74,6 +84,7 @@ class StatsObserver : public ForwardObserver {
     int ratio_count = 0;
     std::vector<float> all;
     std::vector<float> channel_max;
+    std::vector<double> channel_sq;  // Σ_t x[t][j]²
     int32_t top_token = -1;
     double top_absmax = 0;
   };

@@ -19,6 +19,9 @@ struct SiteCalibration {
   double max_absmax = 0;     // max over all tokens of a_t
   double median_absmax = 0;  // median over all tokens of a_t
   std::vector<float> channel_max;  // [width] max_t |x[t][j]| (SmoothQuant)
+  // [width] mean_t x[t][j]², the diagonal of E[xxᵀ]: W4A8 groups weight
+  // their weights' errors by it (w4_clip_search.h).
+  std::vector<float> channel_mean_square;
   // Token with the largest a_t and that value (spike source).
   int32_t top_token = -1;
   double top_absmax = 0;

@@ -327,6 +327,31 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
           name, " has weight_min but weight_bits ", s.weight_bits(),
           "; a per-group minimum is for W4A8 (weight_bits 4) only"));
     }
+    if (s.weight_importance_size() > 0) {
+      const int width = k->site == Site::kDown ? c.ffn
+                        : k->site == Site::kO  ? c.q_dim()
+                                               : c.hidden;
+      if (s.weight_bits() != 4) {
+        return PlanError(absl::StrCat(
+            name, " has weight_importance but weight_bits ", s.weight_bits(),
+            "; it chooses W4A8 (weight_bits 4) group scales only"));
+      }
+      if (s.weight_importance_size() != width) {
+        return PlanError(absl::StrCat(name, " has ", s.weight_importance_size(),
+                                      " weight_importance values; expected ",
+                                      width, " (one per input channel)"));
+      }
+      for (int j = 0; j < width; ++j) {
+        if (absl::Status st =
+                CheckRange(absl::StrCat(name, ".weight_importance[", j, "]"),
+                           s.weight_importance(j), 0, FLT_MAX);
+            !st.ok()) {
+          return st;
+        }
+      }
+      q.w4_importance[*k].assign(s.weight_importance().begin(),
+                                 s.weight_importance().end());
+    }
     if (plan.smoothing().enabled() && s.smooth_scales_size() > 0) {
       const int width = k->site == Site::kDown ? c.ffn : c.hidden;
       if (k->site == Site::kO || s.smooth_scales_size() != width) {

@@ -235,6 +235,45 @@ TEST_F(ServerTest, ModelInfoReportsThePlansRotations) {
   EXPECT_EQ(r.tokens_size(), 4);
 }
 
+// A plan's W4A8 sites with and without weight_importance: GetModelInfo
+// says which groups were chosen with it, in the order of w4_modules.
+TEST_F(ServerTest, ModelInfoReportsImportanceWeightedW4Sites) {
+  absl::StatusOr<v1::QuantPlan> plan = ReadQuantPlan(GetTinyModelFiles().plan);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  // Every site listed (a plan with W4 sites lists them all); 0.qkv and
+  // 0.gate_up in W4A8, the first with an importance per input channel.
+  const std::vector<std::string> w4 = {"0.qkv", "0.gate_up"};
+  for (int l = 0; l < 2; ++l) {
+    for (const char* name : {"qkv", "o", "gate_up", "down"}) {
+      v1::SiteStats* s = plan->add_sites();
+      s->set_layer(l);
+      s->set_site(name);
+      s->set_static_absmax(3.0);
+      const std::string key = absl::StrCat(l, ".", name);
+      if (key != w4[0] && key != w4[1]) continue;
+      s->set_weight_bits(4);
+      s->set_weight_group(32);
+      if (key == w4[0]) {
+        for (int j = 0; j < 128; ++j) s->add_weight_importance(1.0f + j % 5);
+      }
+    }
+  }
+  const std::string path = ::testing::TempDir() + "/importance-plan.json";
+  ASSERT_TRUE(WriteQuantPlan(*plan, path).ok());
+  ServerOptions o = DefaultOptions();
+  o.plan_path = path;
+  StartServer(o);
+  grpc::ClientContext ctx;
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub_->GetModelInfo(&ctx, {}, &info).ok());
+  ASSERT_EQ(info.quant().w4_modules_size(), int(w4.size()));
+  ASSERT_EQ(info.quant().w4_importance_weighted_size(), int(w4.size()));
+  for (size_t i = 0; i < w4.size(); ++i) {
+    EXPECT_EQ(info.quant().w4_modules(i), w4[i]);
+    EXPECT_EQ(info.quant().w4_importance_weighted(i), i == 0) << w4[i];
+  }
+}
+
 // Acceptance 2: invalid requests get INVALID_ARGUMENT naming the field,
 // and the server keeps serving.
 TEST_F(ServerTest, InvalidRequestsNameTheField) {
