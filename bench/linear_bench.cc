@@ -2,12 +2,14 @@
 // vs INT8 W8A8 (quantize + VNNI matmul + epilogue), M = rows per call.
 //   build/bench/linear_bench
 #include <algorithm>
+#include <cmath>
 #include <random>
 
 #include "benchmark/benchmark.h"
 #include "runtime/linear/int8_gemm_packed.h"
 #include "runtime/linear/int8_linear.h"
 #include "runtime/linear/linear.h"
+#include "runtime/linear/w4_clip_search.h"
 #include "runtime/linear/w4_gemm.h"
 
 namespace spikeserve {
@@ -171,6 +173,40 @@ void BM_W4VnniKernelHot(benchmark::State& s) {
       ->UseRealTime()
 BENCHMARK(BM_W4Avx2KernelHot)->HOT_SHAPES;
 BENCHMARK(BM_W4VnniKernelHot)->HOT_SHAPES;
+
+// Load-time cost of W4 quantization of one 576-wide row block (group 32):
+// round-to-nearest from the extremes (arg 0) against the importance-
+// weighted clipping search (arg 1), symmetric (range(1) 0) or with a
+// minimum (1). items_per_second = weights quantized.
+void BM_W4Quantize(benchmark::State& s) {
+  const bool weighted = s.range(0) != 0, with_min = s.range(1) != 0;
+  const int k = 576, rows = 64;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<float> w(size_t(rows) * k), h(k);
+  for (float& v : w) v = nd(rng);
+  for (float& v : h) v = std::exp(nd(rng));
+  std::vector<uint8_t> u(k);
+  std::vector<uint16_t> scale(k / 32), mn(k / 32);
+  for (auto _ : s) {
+    for (int r = 0; r < rows; ++r) {
+      const float* row = &w[size_t(r) * k];
+      if (weighted && with_min) {
+        QuantizeW4RowMinWeighted(row, h.data(), k, 32, u.data(), scale.data(),
+                                 mn.data());
+      } else if (weighted) {
+        QuantizeW4RowWeighted(row, h.data(), k, 32, u.data(), scale.data());
+      } else if (with_min) {
+        QuantizeW4RowMin(row, k, 32, u.data(), scale.data(), mn.data());
+      } else {
+        QuantizeW4Row(row, k, 32, u.data(), scale.data());
+      }
+      benchmark::DoNotOptimize(u.data());
+    }
+  }
+  s.SetItemsProcessed(int64_t(s.iterations()) * rows * k);
+}
+BENCHMARK(BM_W4Quantize)->ArgsProduct({{0, 1}, {0, 1}});
 
 }  // namespace
 }  // namespace spikeserve

@@ -58,7 +58,8 @@ Errors Compare(const Row& r, int group, bool with_min) {
                                             s0[g], with_min ? &m0[g] : nullptr);
     const double searched = W4GroupWeightedError(
         &r.w[o], &r.h[o], group, &u1[o], s1[g], with_min ? &m1[g] : nullptr);
-    EXPECT_LE(searched, rtn * (1 + 1e-12)) << "group " << g;
+    // (The search sums in float, this in double.)
+    EXPECT_LE(searched, rtn * (1 + 1e-5)) << "group " << g;
     e.rtn += rtn;
     e.searched += searched;
     for (int i = 0; i < group; ++i) EXPECT_LE(u1[o + i], 15);

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "runtime/gguf/dequantize.h"
 
@@ -12,14 +11,25 @@ namespace {
 constexpr int kMaxGroup = 128;
 
 // Clipping grid: each group's scale from its extremes times r (r < 1 clips
-// the extremes, up to half of them; r > 1 widens the step). Each point is
-// also refined by weighted least squares for the codes it gives.
+// the extremes, up to half of them; r > 1 widens the step). The best point
+// is then refined by weighted least squares for the codes it gives.
 constexpr float kRatios[] = {1.1f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f,
                              0.7f, 0.65f, 0.6f, 0.55f, 0.5f};
+constexpr int kRefinements = 2;
 
 bool UsableHalf(uint16_t h) { return (h & 0x7C00) != 0x7C00; }
 
-// One group of n weights with their importance (uniform when it sums to 0).
+// Round to nearest, ties to even, as std::nearbyint in the default mode
+// for |x| < 2^22 (larger values only need to stay beyond the codes' range,
+// which they do): inline and vectorizable, where nearbyint is a libm call
+// per weight and the search rounds each weight about 30 times.
+inline float RoundNearest(float x) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 · 2^23
+  return (x + kMagic) - kMagic;
+}
+
+// One group of n weights (a multiple of 8) with their importance (uniform
+// when it sums to 0).
 struct Group {
   const float* w;
   const float* h;
@@ -37,105 +47,111 @@ struct Group {
   }
 };
 
-// Round-to-nearest codes for half scale dh (and half minimum mh when
-// `with_min`), and their weighted error.
-double Codes(const Group& g, uint16_t dh, bool with_min, uint16_t mh,
-             uint8_t* u) {
-  const float d = HalfToFloat(dh);
-  const float mn = with_min ? HalfToFloat(mh) : 0.0f;
-  const float inv = d != 0 ? 1.0f / d : 0.0f;
-  double err = 0;
-  for (int i = 0; i < g.n; ++i) {
-    float q;
-    double rec;
-    if (with_min) {
-      q = std::clamp(std::nearbyint((g.w[i] - mn) * inv), 0.0f, 15.0f);
-      rec = double(d) * q + mn;
-      u[i] = uint8_t(q);
-    } else {
-      q = std::clamp(std::nearbyint(g.w[i] * inv), -8.0f, 7.0f);
-      rec = double(d) * q;
-      u[i] = uint8_t(q + 8.0f);
-    }
-    const double e = double(g.w[i]) - rec;
-    err += double(g.h[i]) * e * e;
-  }
-  return err;
-}
-
-// The best candidate so far: its error, half scale, half minimum, codes.
-struct Best {
-  double err;
-  uint16_t dh, mh;
-  uint8_t u[kMaxGroup];
+// A candidate: half scale, half minimum (0 when symmetric).
+struct Candidate {
+  uint16_t dh = 0, mh = 0;
 };
 
-// Symmetric: tries half(d), then d refined by weighted least squares for
-// the codes half(d) gave: d* = Σ h·w·q / Σ h·q².
-void TrySymmetric(const Group& g, float d, Best* best) {
-  if (!std::isfinite(d) || d == 0) return;
-  const uint16_t dh = FloatToHalf(d);
-  if (!UsableHalf(dh)) return;
-  uint8_t u[kMaxGroup];
-  const double err = Codes(g, dh, false, 0, u);
-  if (err < best->err) {
-    *best = {err, dh, 0, {}};
-    std::memcpy(best->u, u, g.n);
-  }
-  double num = 0, den = 0;
-  for (int i = 0; i < g.n; ++i) {
-    const double q = int(u[i]) - 8;
-    num += double(g.h[i]) * g.w[i] * q;
-    den += double(g.h[i]) * q * q;
-  }
-  if (den <= 0) return;
-  const float ls = float(num / den);
-  if (!std::isfinite(ls) || ls == 0) return;
-  const uint16_t lh = FloatToHalf(ls);
-  if (!UsableHalf(lh) || lh == dh) return;
-  const double lerr = Codes(g, lh, false, 0, u);
-  if (lerr < best->err) {
-    *best = {lerr, lh, 0, {}};
-    std::memcpy(best->u, u, g.n);
-  }
+// The code of w[i] under candidate (d, mn, inv): symmetric in [-8, 7], or
+// with a minimum in [0, 15].
+template <bool kWithMin>
+inline float Code(float w, float mn, float inv) {
+  if (kWithMin) return std::clamp(RoundNearest((w - mn) * inv), 0.0f, 15.0f);
+  return std::clamp(RoundNearest(w * inv), -8.0f, 7.0f);
 }
 
-// With a minimum: tries (half(d), half(mn)), then both refined by weighted
-// least squares for the codes they gave (the 2x2 normal equations of
-// w ≈ d·q + mn).
-void TryWithMin(const Group& g, float d, float mn, Best* best) {
-  if (!std::isfinite(d) || !std::isfinite(mn) || d <= 0) return;
-  const uint16_t dh = FloatToHalf(d), mh = FloatToHalf(mn);
-  if (!UsableHalf(dh) || !UsableHalf(mh)) return;
-  uint8_t u[kMaxGroup];
-  const double err = Codes(g, dh, true, mh, u);
-  if (err < best->err) {
-    *best = {err, dh, mh, {}};
-    std::memcpy(best->u, u, g.n);
+// Weighted error of a candidate; with kSums also Σhq², Σhq, Σh, Σhqw, Σhw
+// of its codes (the least-squares normal equations).
+template <bool kWithMin, bool kSums = false>
+double Error(const Group& g, Candidate c, double* sums = nullptr) {
+  const float d = HalfToFloat(c.dh);
+  const float mn = kWithMin ? HalfToFloat(c.mh) : 0.0f;
+  const float inv = d != 0 ? 1.0f / d : 0.0f;
+  // Eight partial sums, so that the loop vectorizes without reassociation.
+  float err[8] = {}, a[8] = {}, b[8] = {}, hw[8] = {}, p[8] = {}, r[8] = {};
+  for (int i0 = 0; i0 < g.n; i0 += 8) {
+    for (int t = 0; t < 8; ++t) {
+      const float w = g.w[i0 + t], h = g.h[i0 + t];
+      const float q = Code<kWithMin>(w, mn, inv);
+      const float e = w - (d * q + mn);
+      err[t] += h * e * e;
+      if (kSums) {
+        a[t] += h * q * q;
+        b[t] += h * q;
+        hw[t] += h;
+        p[t] += h * q * w;
+        r[t] += h * w;
+      }
+    }
   }
-  double a = 0, b = 0, c = 0, p = 0, r = 0;  // Σhq², Σhq, Σh, Σhqw, Σhw
+  double total = 0;
+  for (int t = 0; t < 8; ++t) total += err[t];
+  if (kSums) {
+    for (int k = 0; k < 5; ++k) sums[k] = 0;
+    for (int t = 0; t < 8; ++t) {
+      sums[0] += a[t];
+      sums[1] += b[t];
+      sums[2] += hw[t];
+      sums[3] += p[t];
+      sums[4] += r[t];
+    }
+  }
+  return total;
+}
+
+// The candidate weighted least squares gives for the codes of `c`:
+// symmetric d = Σhqw / Σhq² (q = u - 8); with a minimum, the 2x2 normal
+// equations of w ≈ d·q + mn. False when degenerate or not representable.
+template <bool kWithMin>
+bool LeastSquares(const Group& g, Candidate c, Candidate* out) {
+  double s[5];  // Σhq², Σhq, Σh, Σhqw, Σhw
+  Error<kWithMin, true>(g, c, s);
+  float d, mn = 0;
+  if (kWithMin) {
+    const double det = s[0] * s[2] - s[1] * s[1];
+    if (!(det > 1e-12 * s[0] * s[2])) return false;
+    d = float((s[2] * s[3] - s[1] * s[4]) / det);
+    mn = float((s[0] * s[4] - s[1] * s[3]) / det);
+    if (!(d > 0)) return false;
+  } else {
+    if (!(s[0] > 0)) return false;
+    d = float(s[3] / s[0]);
+  }
+  if (!std::isfinite(d) || !std::isfinite(mn) || d == 0) return false;
+  out->dh = FloatToHalf(d);
+  out->mh = kWithMin ? FloatToHalf(mn) : 0;
+  return UsableHalf(out->dh) && UsableHalf(out->mh);
+}
+
+// Searches from `base` (round-to-nearest from the extremes, kept on ties)
+// over the candidates `propose(r, &c)` makes for each ratio, then refines
+// the best by least squares; writes the codes of the winner.
+template <bool kWithMin, typename Propose>
+Candidate Search(const Group& g, Candidate base, Propose propose, uint8_t* u) {
+  Candidate best = base;
+  double best_err = Error<kWithMin>(g, base);
+  auto consider = [&](Candidate c) {
+    if (c.dh == best.dh && c.mh == best.mh) return;
+    const double e = Error<kWithMin>(g, c);
+    if (e < best_err) {
+      best_err = e;
+      best = c;
+    }
+  };
+  for (float r : kRatios) propose(r, consider);
+  for (int i = 0; i < kRefinements; ++i) {
+    Candidate ls;
+    if (!LeastSquares<kWithMin>(g, best, &ls)) break;
+    consider(ls);
+  }
+  const float d = HalfToFloat(best.dh);
+  const float mn = kWithMin ? HalfToFloat(best.mh) : 0.0f;
+  const float inv = d != 0 ? 1.0f / d : 0.0f;
   for (int i = 0; i < g.n; ++i) {
-    const double h = g.h[i], q = u[i];
-    a += h * q * q;
-    b += h * q;
-    c += h;
-    p += h * q * g.w[i];
-    r += h * g.w[i];
+    const float q = Code<kWithMin>(g.w[i], mn, inv);
+    u[i] = uint8_t(kWithMin ? q : q + 8.0f);
   }
-  const double det = a * c - b * b;
-  if (!(det > 1e-12 * a * c)) return;
-  const float ld = float((c * p - b * r) / det);
-  const float lm = float((a * r - b * p) / det);
-  if (!std::isfinite(ld) || !std::isfinite(lm) || ld <= 0) return;
-  const uint16_t ldh = FloatToHalf(ld), lmh = FloatToHalf(lm);
-  if (!UsableHalf(ldh) || !UsableHalf(lmh) || (ldh == dh && lmh == mh)) {
-    return;
-  }
-  const double lerr = Codes(g, ldh, true, lmh, u);
-  if (lerr < best->err) {
-    *best = {lerr, ldh, lmh, {}};
-    std::memcpy(best->u, u, g.n);
-  }
+  return best;
 }
 
 }  // namespace
@@ -148,20 +164,19 @@ void QuantizeW4RowWeighted(const float* w, const float* importance, int k,
     for (int i = 0; i < g.n; ++i) {
       if (std::fabs(g.w[i]) > std::fabs(peak)) peak = g.w[i];
     }
-    // Round-to-nearest from the extreme (QuantizeW4Row) first: ties keep it.
-    Best best;
-    best.dh = FloatToHalf(peak / -8.0f);
-    best.mh = 0;
-    best.err = Codes(g, best.dh, false, 0, best.u);
-    if (peak != 0) {
-      for (float r : kRatios) {
-        TrySymmetric(g, r * peak / -8.0f, &best);
-        // The extreme on the positive side of the codes (one step shorter).
-        TrySymmetric(g, r * peak / 7.0f, &best);
+    // Round-to-nearest from the extreme (QuantizeW4Row) first.
+    Candidate base;
+    base.dh = FloatToHalf(peak / -8.0f);
+    auto propose = [&](float r, auto& consider) {
+      if (peak == 0) return;
+      // The extreme at code -8, or at +7 (one step shorter).
+      for (float d : {r * peak / -8.0f, r * peak / 7.0f}) {
+        Candidate c;
+        c.dh = FloatToHalf(d);
+        if (d != 0 && UsableHalf(c.dh)) consider(c);
       }
-    }
-    scale[gi] = best.dh;
-    std::memcpy(u + g0, best.u, g.n);
+    };
+    scale[gi] = Search<false>(g, base, propose, u + g0).dh;
   }
 }
 
@@ -176,21 +191,22 @@ void QuantizeW4RowMinWeighted(const float* w, const float* importance, int k,
       hi = std::max(hi, g.w[i]);
     }
     // Round-to-nearest from the extremes (QuantizeW4RowMin) first.
-    Best best;
-    best.mh = FloatToHalf(lo);
-    best.dh = FloatToHalf((hi - HalfToFloat(best.mh)) / 15.0f);
-    best.err = Codes(g, best.dh, true, best.mh, best.u);
+    Candidate base;
+    base.mh = FloatToHalf(lo);
+    base.dh = FloatToHalf((hi - HalfToFloat(base.mh)) / 15.0f);
     const float range = hi - lo;
-    if (range > 0) {
-      for (float r : kRatios) {
-        // The 15 steps centred on the range.
-        const float d = r * range / 15.0f;
-        TryWithMin(g, d, lo + 0.5f * (range - 15.0f * d), &best);
-      }
-    }
+    auto propose = [&](float r, auto& consider) {
+      if (!(range > 0)) return;
+      // The 15 steps centred on the range.
+      const float d = r * range / 15.0f;
+      Candidate c;
+      c.dh = FloatToHalf(d);
+      c.mh = FloatToHalf(lo + 0.5f * (range - 15.0f * d));
+      if (UsableHalf(c.dh) && UsableHalf(c.mh)) consider(c);
+    };
+    const Candidate best = Search<true>(g, base, propose, u + g0);
     scale[gi] = best.dh;
     min[gi] = best.mh;
-    std::memcpy(u + g0, best.u, g.n);
   }
 }
 
