@@ -11,11 +11,12 @@
 // rounds the weights of the loud channels coarsely to do so. Here each
 // group tries a grid of clipped and widened scales (down to half the
 // extremes), refines the best by weighted least squares for the codes it
-// gives, and keeps the one with the smallest weighted error. The codes are then round-to-nearest for the
-// chosen half scale (per weight that is optimal for any h ≥ 0), so the
-// result is stored and served exactly as the unweighted one: only the
-// scales (and minimums) differ. Round-to-nearest from the extremes is one
-// of the candidates, so the weighted error is never larger than its.
+// gives, and keeps the one with the smallest weighted error. The codes are
+// then round-to-nearest for the chosen half scale (per weight that is
+// optimal for any h ≥ 0), so the result is stored and served exactly as
+// the unweighted one: only the scales (and minimums) differ.
+// Round-to-nearest from the extremes is one of the candidates, so the
+// weighted error is never larger than its.
 #ifndef SPIKESERVE_RUNTIME_LINEAR_W4_CLIP_SEARCH_H_
 #define SPIKESERVE_RUNTIME_LINEAR_W4_CLIP_SEARCH_H_
 
