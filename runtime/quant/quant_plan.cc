@@ -15,6 +15,13 @@
 namespace spikeserve {
 namespace {
 
+// The input width of a site's matmul: ffn for down, q_dim for o, hidden
+// for the norm outputs qkv and gate_up read.
+int SiteInputWidth(const ModelConfig& c, Site site) {
+  if (site == Site::kDown) return c.ffn;
+  return site == Site::kO ? c.q_dim() : c.hidden;
+}
+
 // FNV-1a, 64 bit: tiny, stable across builds and machines (std::hash and
 // absl::Hash are not), and enough to tell models apart.
 class Fnv1a {
@@ -328,9 +335,7 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
           "; a per-group minimum is for W4A8 (weight_bits 4) only"));
     }
     if (s.weight_importance_size() > 0) {
-      const int width = k->site == Site::kDown ? c.ffn
-                        : k->site == Site::kO  ? c.q_dim()
-                                               : c.hidden;
+      const int width = SiteInputWidth(c, k->site);
       if (s.weight_bits() != 4) {
         return PlanError(absl::StrCat(
             name, " has weight_importance but weight_bits ", s.weight_bits(),
@@ -353,7 +358,7 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
                                  s.weight_importance().end());
     }
     if (plan.smoothing().enabled() && s.smooth_scales_size() > 0) {
-      const int width = k->site == Site::kDown ? c.ffn : c.hidden;
+      const int width = SiteInputWidth(c, k->site);
       if (k->site == Site::kO || s.smooth_scales_size() != width) {
         return PlanError(absl::StrCat("site ", SiteKeyName(*k), " has ",
                                       s.smooth_scales_size(),

@@ -211,19 +211,28 @@ TEST_F(ServerTest, ModelInfoDescribesModelAndPlan) {
 
 // A plan's rotations (down_proj's input, the norm outputs) are served and
 // reported in GetModelInfo, each as the plan says.
-TEST_F(ServerTest, ModelInfoReportsThePlansRotations) {
+// Serves a plan (written to a temporary file) and answers GetModelInfo.
+class PlanServerTest : public ServerTest {
+ protected:
+  v1::ModelInfo ServePlan(const v1::QuantPlan& plan, const std::string& name) {
+    const std::string path = ::testing::TempDir() + "/" + name + ".json";
+    EXPECT_TRUE(WriteQuantPlan(plan, path).ok());
+    ServerOptions o = DefaultOptions();
+    o.plan_path = path;
+    StartServer(o);
+    grpc::ClientContext ctx;
+    v1::ModelInfo info;
+    EXPECT_TRUE(stub_->GetModelInfo(&ctx, {}, &info).ok());
+    return info;
+  }
+};
+
+TEST_F(PlanServerTest, ModelInfoReportsThePlansRotations) {
   absl::StatusOr<v1::QuantPlan> plan = ReadQuantPlan(GetTinyModelFiles().plan);
   ASSERT_TRUE(plan.ok()) << plan.status();
   plan->mutable_rotation()->set_down_hadamard(false);
   plan->mutable_rotation()->set_norm_hadamard(true);
-  const std::string path = ::testing::TempDir() + "/norm-rotation-plan.json";
-  ASSERT_TRUE(WriteQuantPlan(*plan, path).ok());
-  ServerOptions o = DefaultOptions();
-  o.plan_path = path;
-  StartServer(o);
-  grpc::ClientContext ctx;
-  v1::ModelInfo info;
-  ASSERT_TRUE(stub_->GetModelInfo(&ctx, {}, &info).ok());
+  const v1::ModelInfo info = ServePlan(*plan, "norm-rotation-plan");
   EXPECT_FALSE(info.quant().rotation());
   EXPECT_TRUE(info.quant().norm_rotation());
   v1::GenerateRequest req;
@@ -237,7 +246,7 @@ TEST_F(ServerTest, ModelInfoReportsThePlansRotations) {
 
 // A plan's W4A8 sites with and without weight_importance: GetModelInfo
 // says which groups were chosen with it, in the order of w4_modules.
-TEST_F(ServerTest, ModelInfoReportsImportanceWeightedW4Sites) {
+TEST_F(PlanServerTest, ModelInfoReportsImportanceWeightedW4Sites) {
   absl::StatusOr<v1::QuantPlan> plan = ReadQuantPlan(GetTinyModelFiles().plan);
   ASSERT_TRUE(plan.ok()) << plan.status();
   // Every site listed (a plan with W4 sites lists them all); 0.qkv and
@@ -258,14 +267,7 @@ TEST_F(ServerTest, ModelInfoReportsImportanceWeightedW4Sites) {
       }
     }
   }
-  const std::string path = ::testing::TempDir() + "/importance-plan.json";
-  ASSERT_TRUE(WriteQuantPlan(*plan, path).ok());
-  ServerOptions o = DefaultOptions();
-  o.plan_path = path;
-  StartServer(o);
-  grpc::ClientContext ctx;
-  v1::ModelInfo info;
-  ASSERT_TRUE(stub_->GetModelInfo(&ctx, {}, &info).ok());
+  const v1::ModelInfo info = ServePlan(*plan, "importance-plan");
   ASSERT_EQ(info.quant().w4_modules_size(), int(w4.size()));
   ASSERT_EQ(info.quant().w4_importance_weighted_size(), int(w4.size()));
   for (size_t i = 0; i < w4.size(); ++i) {
