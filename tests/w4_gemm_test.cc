@@ -270,6 +270,10 @@ std::vector<Case> Cases() {
     cases.push_back({3, 512, 24, group, true, Case::kAllMin});
   }
   cases.push_back({1, 4096, 17, 128, false, Case::kNone});
+  // Every partial row tile (1..7 rows after full tiles of 8 or 4).
+  for (int m : {10, 12, 14, 15}) {
+    cases.push_back({m, 256, 24, 32, m % 2 == 0, Case::kNone});
+  }
   return cases;
 }
 

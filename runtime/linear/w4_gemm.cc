@@ -15,8 +15,19 @@ namespace {
 // Fork OpenMP threads only above this many weight nibbles times rows
 // (m·N·K), as the INT8 kernel does (int8_gemm_packed.cc).
 constexpr int64_t kParallelMacs = int64_t(1) << 18;
-// Rows of x that share one pass over a block's weights.
-constexpr int kRowTile = 4;
+// Rows of x that share one pass over the weights: each unpacked weight
+// register serves this many rows. AVX2's 16 registers hold 4 (int16 runs,
+// int32 and float accumulators). AVX-512 VNNI reads two blocks per pass
+// from kVnniPairRows rows on (6 rows x 2 blocks: 12 int32 and 12 float
+// accumulators of 16 lanes, 4 unpacked weights, 2 broadcasts), else one
+// block for up to 8 rows. linear_bench --benchmark_filter=W4VnniKernelHot,
+// Xeon (Ice Lake), one thread, 512 rows of 576 x 960: 4 rows x 1 block 137,
+// 8 x 1 155, 6 x 2 183 G multiply-adds/s (64 rows: 138 -> 211); 4, 5 or 6
+// rows x 2 blocks measure alike.
+constexpr int kRowTileAvx2 = 4;
+constexpr int kRowTileVnni = 8;
+constexpr int kRowTileVnniPair = 6;
+constexpr int kVnniPairRows = 4;
 // AVX2: chunks whose int16 products are summed before widening to int32
 // (see BlockAvx2 for the bound).
 constexpr int kInt16Chunks = 4;
@@ -38,10 +49,12 @@ size_t GroupBytes(int columns, int group, bool has_min) {
          size_t(group / 8) * 4 * columns;
 }
 
+// Four activation bytes as one int32, through a may_alias type (a plain
+// load, which lets the compiler fold a broadcast of it into vpdpbusd's
+// embedded-broadcast operand instead of a separate vpbroadcastd).
+typedef int32_t __attribute__((may_alias, aligned(1))) UnalignedInt32;
 inline int32_t Load4(const int8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
+  return *reinterpret_cast<const UnalignedInt32*>(p);
 }
 
 // GCC 12 warns that the undefined pass-through operand of its own
@@ -50,59 +63,93 @@ inline int32_t Load4(const int8_t* p) {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// One block of 16 columns for R rows (R <= kRowTile) of x; y rows of n.
-template <int R>
+// B adjacent blocks of 16 columns (B·16 columns, the blocks block_bytes
+// apart) for R rows of x; y rows of n, the first block's first column j0.
+// Each activation broadcast serves the B blocks, each unpacked weight
+// register the R rows: per chunk, B weight loads and 2·R broadcasts feed
+// 2·R·B vpdpbusd (with B = 1 the broadcasts, which take the load ports,
+// bound the loop below half of vpdpbusd's rate).
+template <int R, int B>
 SPIKESERVE_VNNI void BlockVnni(const int8_t* x, size_t x_stride,
                                const int32_t* sums, int groups,
-                               const uint8_t* wb, int group, bool has_min,
-                               const float* row_scale, float* y, int n,
-                               int j0) {
+                               const uint8_t* wb, size_t block_bytes, int group,
+                               bool has_min, const float* row_scale, float* y,
+                               int n, int j0) {
   const __m512i low4 = _mm512_set1_epi8(0x0F);
-  __m512 yf[R];
-  for (int r = 0; r < R; ++r) yf[r] = _mm512_setzero_ps();
   const int chunks = group / 8;
+  const size_t group_bytes = GroupBytes(16, group, has_min);
+  const size_t head = has_min ? 64 : 32;  // the group's scales (and mins)
+  // One row alone: the low and the high nibbles' products in separate
+  // accumulators, so that a chunk adds one 5-cycle vpdpbusd to each chain,
+  // not two (more rows give the core independent chains already).
+  constexpr bool kSplit = R * B <= 2;
+  __m512 yf[B][R];
+  for (int b = 0; b < B; ++b) {
+    for (int r = 0; r < R; ++r) yf[b][r] = _mm512_setzero_ps();
+  }
   for (int g = 0; g < groups; ++g) {
-    const __m512 d = _mm512_cvtph_ps(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb)));
-    __m512 mn = _mm512_setzero_ps();
-    if (has_min) {
-      mn = _mm512_cvtph_ps(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + 32)));
+    const uint8_t* gb = wb + size_t(g) * group_bytes;
+    __m512i acc[B][R], acc_hi[B][R];
+    for (int b = 0; b < B; ++b) {
+      for (int r = 0; r < R; ++r) {
+        acc[b][r] = _mm512_setzero_si512();
+        if (kSplit) acc_hi[b][r] = _mm512_setzero_si512();
+      }
     }
-    const uint8_t* chunk = wb + (has_min ? 64 : 32);
-    __m512i acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
     const int k0 = g * group;
-    for (int c = 0; c < chunks; ++c, chunk += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(chunk) + kPrefetchBytes,
-                   _MM_HINT_T0);
-      const __m512i wv = _mm512_loadu_si512(chunk);
-      const __m512i lo = _mm512_and_si512(wv, low4);
-      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
+    for (int c = 0; c < chunks; ++c) {
+      const uint8_t* chunk = gb + head + size_t(c) * 64;
+      __m512i lo[B], hi[B];
+      for (int b = 0; b < B; ++b) {
+        const uint8_t* cb = chunk + b * block_bytes;
+        _mm_prefetch(reinterpret_cast<const char*>(cb) + kPrefetchBytes,
+                     _MM_HINT_T0);
+        const __m512i wv = _mm512_loadu_si512(cb);
+        lo[b] = _mm512_and_si512(wv, low4);
+        hi[b] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
+      }
       for (int r = 0; r < R; ++r) {
         const int8_t* xr = x + r * x_stride + k0 + 8 * c;
-        acc[r] = _mm512_dpbusd_epi32(acc[r], lo, _mm512_set1_epi32(Load4(xr)));
-        acc[r] =
-            _mm512_dpbusd_epi32(acc[r], hi, _mm512_set1_epi32(Load4(xr + 4)));
+        const __m512i x0 = _mm512_set1_epi32(Load4(xr));
+        const __m512i x1 = _mm512_set1_epi32(Load4(xr + 4));
+        for (int b = 0; b < B; ++b) {
+          acc[b][r] = _mm512_dpbusd_epi32(acc[b][r], lo[b], x0);
+          __m512i& acc2 = kSplit ? acc_hi[b][r] : acc[b][r];
+          acc2 = _mm512_dpbusd_epi32(acc2, hi[b], x1);
+        }
       }
     }
-    for (int r = 0; r < R; ++r) {
-      const int32_t xs = sums[size_t(r) * groups + g];
+    for (int b = 0; b < B; ++b) {
+      const uint8_t* sb = gb + b * block_bytes;
+      const __m512 d = _mm512_cvtph_ps(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb)));
+      __m512 mn = _mm512_setzero_ps();
       if (has_min) {
-        yf[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(acc[r]), yf[r]);
-        yf[r] = _mm512_fmadd_ps(mn, _mm512_set1_ps(float(xs)), yf[r]);
-      } else {
-        const __m512i s = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(8 * xs));
-        yf[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), yf[r]);
+        mn = _mm512_cvtph_ps(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
+      }
+      for (int r = 0; r < R; ++r) {
+        __m512i s = acc[b][r];
+        if (kSplit) s = _mm512_add_epi32(s, acc_hi[b][r]);
+        const int32_t xs = sums[size_t(r) * groups + g];
+        if (has_min) {
+          yf[b][r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), yf[b][r]);
+          yf[b][r] = _mm512_fmadd_ps(mn, _mm512_set1_ps(float(xs)), yf[b][r]);
+        } else {
+          s = _mm512_sub_epi32(s, _mm512_set1_epi32(8 * xs));
+          yf[b][r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), yf[b][r]);
+        }
       }
     }
-    wb = chunk;
   }
-  const int live = std::min(16, n - j0);
-  const __mmask16 mask = __mmask16((1u << live) - 1);
-  for (int r = 0; r < R; ++r) {
-    const __m512 out = _mm512_mul_ps(yf[r], _mm512_set1_ps(row_scale[r]));
-    _mm512_mask_storeu_ps(y + size_t(r) * n + j0, mask, out);
+  for (int b = 0; b < B; ++b) {
+    const int jb = j0 + 16 * b;
+    const int live = std::min(16, n - jb);
+    const __mmask16 mask = __mmask16((1u << live) - 1);
+    for (int r = 0; r < R; ++r) {
+      const __m512 out = _mm512_mul_ps(yf[b][r], _mm512_set1_ps(row_scale[r]));
+      _mm512_mask_storeu_ps(y + size_t(r) * n + jb, mask, out);
+    }
   }
 }
 
@@ -204,40 +251,57 @@ SPIKESERVE_AVX2 void BlockAvx2(const int8_t* x, size_t x_stride,
   }
 }
 
-// Every row of x against one block, kRowTile rows at a time (the block is
-// read from L1/L2 after the first tile).
-template <bool kVnni>
+// R rows of x against B blocks (AVX2: one), on the kernel of the ISA.
+template <bool kVnni, int R, int B>
+void Tile(const int8_t* x, size_t x_stride, const int32_t* sums, int groups,
+          const W4PackedWeights& w, const uint8_t* wb, size_t block_bytes,
+          const float* row_scale, float* y, int j0) {
+  if constexpr (kVnni) {
+    BlockVnni<R, B>(x, x_stride, sums, groups, wb, block_bytes, w.group,
+                    w.has_min, row_scale, y, w.n, j0);
+  } else {
+    static_assert(B == 1, "the AVX2 kernel reads one block per pass");
+    BlockAvx2<R>(x, x_stride, sums, groups, wb, w.group, w.has_min, row_scale,
+                 y, w.n, j0);
+  }
+}
+
+// The tile for the last `rows` (< R) rows: R - 1, R - 2, ... down to 1.
+template <bool kVnni, int R, int B>
+void TailTile(int rows, const int8_t* x, size_t x_stride, const int32_t* sums,
+              int groups, const W4PackedWeights& w, const uint8_t* wb,
+              size_t block_bytes, const float* row_scale, float* y, int j0) {
+  if constexpr (R > 1) {
+    if (rows == R - 1) {
+      Tile<kVnni, R - 1, B>(x, x_stride, sums, groups, w, wb, block_bytes,
+                            row_scale, y, j0);
+    } else {
+      TailTile<kVnni, R - 1, B>(rows, x, x_stride, sums, groups, w, wb,
+                                block_bytes, row_scale, y, j0);
+    }
+  }
+}
+
+// Every row of x against B blocks from wb, kTile rows at a time (the
+// blocks are read from L1/L2 after the first tile).
+template <bool kVnni, int B, int kTile>
 void Columns(const int8_t* x, const int32_t* sums, int m,
-             const W4PackedWeights& w, const uint8_t* wb,
+             const W4PackedWeights& w, const uint8_t* wb, size_t block_bytes,
              const float* row_scale, float* y, int j0) {
   const int groups = w.k / w.group;
   const size_t xs = size_t(w.k);
-  for (int r = 0; r < m; r += kRowTile) {
-    const int rows = std::min(kRowTile, m - r);
+  for (int r = 0; r < m; r += kTile) {
+    const int rows = std::min(kTile, m - r);
     const int8_t* xr = x + r * xs;
     const int32_t* sr = sums + size_t(r) * groups;
     float* yr = y + size_t(r) * w.n;
     const float* rs = row_scale + r;
-#define SPIKESERVE_W4_CALL(R)                                               \
-  (kVnni ? BlockVnni<R>(xr, xs, sr, groups, wb, w.group, w.has_min, rs, yr, \
-                        w.n, j0)                                            \
-         : BlockAvx2<R>(xr, xs, sr, groups, wb, w.group, w.has_min, rs, yr, \
-                        w.n, j0))
-    switch (rows) {
-      case 4:
-        SPIKESERVE_W4_CALL(4);
-        break;
-      case 3:
-        SPIKESERVE_W4_CALL(3);
-        break;
-      case 2:
-        SPIKESERVE_W4_CALL(2);
-        break;
-      default:
-        SPIKESERVE_W4_CALL(1);
-        break;
+    if (rows == kTile) {
+      Tile<kVnni, kTile, B>(xr, xs, sr, groups, w, wb, block_bytes, rs, yr, j0);
+    } else {
+      TailTile<kVnni, kTile, B>(rows, xr, xs, sr, groups, w, wb, block_bytes,
+                                rs, yr, j0);
     }
-#undef SPIKESERVE_W4_CALL
   }
 }
 
@@ -368,14 +432,24 @@ void W4Gemm(const int8_t* x, const int32_t* sums, int m,
   const int blocks = (w.n + C - 1) / C;
   const size_t block_bytes = size_t(groups) * GroupBytes(C, w.group, w.has_min);
   const bool vnni = w.isa == W4KernelIsa::kAvx512Vnni;
+  // Blocks per unit of work: two adjacent blocks share a pass (VNNI, enough
+  // rows), the last unit of an odd count has one.
+  const int per_unit = vnni && m >= kVnniPairRows ? 2 : 1;
+  const int units = (blocks + per_unit - 1) / per_unit;
   const bool parallel = int64_t(m) * w.n * w.k >= kParallelMacs;
 #pragma omp parallel for schedule(static) if (parallel)
-  for (int b = 0; b < blocks; ++b) {
+  for (int u = 0; u < units; ++u) {
+    const int b = u * per_unit;
     const uint8_t* wb = w.data.data() + size_t(b) * block_bytes;
-    if (vnni) {
-      Columns<true>(x, sums, m, w, wb, row_scale, y, b * C);
+    if (!vnni) {
+      Columns<false, 1, kRowTileAvx2>(x, sums, m, w, wb, block_bytes, row_scale,
+                                      y, b * C);
+    } else if (per_unit == 2 && b + 1 < blocks) {
+      Columns<true, 2, kRowTileVnniPair>(x, sums, m, w, wb, block_bytes,
+                                         row_scale, y, b * C);
     } else {
-      Columns<false>(x, sums, m, w, wb, row_scale, y, b * C);
+      Columns<true, 1, kRowTileVnni>(x, sums, m, w, wb, block_bytes, row_scale,
+                                     y, b * C);
     }
   }
 }
