@@ -574,8 +574,10 @@ TEST(LmHeadPrecision, ParsesNamesAndAuto) {
   } cases[] = {{"fp32", LmHeadPrecision::kFp32},
                {"bf16", LmHeadPrecision::kBf16},
                {"int8", LmHeadPrecision::kInt8},
-               {"auto", Bf16MatmulSupported() ? LmHeadPrecision::kBf16
-                                              : LmHeadPrecision::kInt8}};
+               {"auto", Bf16MatmulNative() ? LmHeadPrecision::kBf16
+                                           : LmHeadPrecision::kInt8}};
+  // BF16 instructions (auto's BF16 head) imply oneDNN's bf16 matmul.
+  EXPECT_TRUE(!Bf16MatmulNative() || Bf16MatmulSupported());
   for (const auto& c : cases) {
     auto p = ParseLmHeadPrecision(c.name);
     ASSERT_TRUE(p.ok()) << c.name;

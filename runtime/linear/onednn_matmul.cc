@@ -151,6 +151,16 @@ bool Bf16MatmulSupported() {
   return ok;
 }
 
+bool Bf16MatmulNative() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::avx512_core_bf16:
+    case dnnl::cpu_isa::avx512_core_amx:
+      return true;
+    default:
+      return false;
+  }
+}
+
 int RowBucket(int m) { return m <= 16 ? m : (m + 15) / 16 * 16; }
 
 absl::StatusOr<std::string> MatmulImpl(MatmulKind kind, int m, int k, int n) {

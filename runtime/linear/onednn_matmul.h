@@ -46,6 +46,10 @@ int Int8WeightQmax();
 // AVX-512 emulation); false on AVX2-only CPUs, where BF16 users fall back
 // to FP32.
 bool Bf16MatmulSupported();
+// True when that bf16 matmul runs on BF16 instructions (oneDNN's effective
+// ISA has AVX-512 BF16 or AMX); false where oneDNN emulates it on
+// AVX-512 (Ice Lake) or has none.
+bool Bf16MatmulNative();
 
 // Rounds a row count up to the bucket whose primitive serves it: exact up
 // to 16 (decode batches), then multiples of 16 (at most 15 padded rows).

@@ -703,8 +703,7 @@ const char* LmHeadPrecisionName(LmHeadPrecision p) {
 }
 
 LmHeadPrecision FastestLmHead() {
-  return Bf16MatmulSupported() ? LmHeadPrecision::kBf16
-                               : LmHeadPrecision::kInt8;
+  return Bf16MatmulNative() ? LmHeadPrecision::kBf16 : LmHeadPrecision::kInt8;
 }
 
 absl::StatusOr<LmHeadPrecision> ParseLmHeadPrecision(absl::string_view name) {

@@ -40,9 +40,11 @@ absl::StatusOr<LmHeadPrecision> ParseLmHeadPrecision(absl::string_view name);
 // site's width), "stored" (kW4AsStored: the file's own 4-bit groups), or
 // "32", "64", "128".
 absl::StatusOr<int> ParseW4Group(absl::string_view name);
-// The fastest lm_head that costs no measurable accuracy: BF16 where oneDNN
-// has a bf16 matmul, else INT8 (AVX2 CPUs; perplexity +0.004% vs FP32 head,
-// decode +14%, docs/performance.md).
+// The fastest lm_head that costs no measurable accuracy: BF16 where the CPU
+// has BF16 instructions (Bf16MatmulNative), else INT8 (perplexity +0.004%
+// vs FP32 head; decode +14% on AVX2, docs/performance.md; on Ice Lake,
+// where oneDNN emulates bf16 on AVX-512, half of BF16's bytes at one
+// row and 135M W4A8 decode +20%, docs/w4a8.md).
 LmHeadPrecision FastestLmHead();
 
 // QuantOptions::w4_sites' group for "as the file stores it".
