@@ -12,7 +12,8 @@ table (--markdown FILE, else stderr).
              own quantizer; 2 threads for pp, the faster of 1 and 2 for tg.
   spikeserve: build/bench/spikeserve-speed, INT8 W8A8: the default model with
              its default plan (plans/), the synthetic model with dynamic
-             per-tensor scales; BF16 lm_head; OMP_NUM_THREADS=2.
+             per-tensor scales; lm_head auto (BF16 on CPUs with BF16
+             instructions, else INT8); OMP_NUM_THREADS=2.
 
 Models: `default` (SmolLM2-135M-Instruct), `tinyllama` (random weights of
 TinyLlama-1.1B's shape, written by build/bench/spikeserve-synthetic-model as
