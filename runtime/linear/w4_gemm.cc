@@ -49,12 +49,10 @@ size_t GroupBytes(int columns, int group, bool has_min) {
          size_t(group / 8) * 4 * columns;
 }
 
-// Four activation bytes as one int32, through a may_alias type (a plain
-// load, which lets the compiler fold a broadcast of it into vpdpbusd's
-// embedded-broadcast operand instead of a separate vpbroadcastd).
-typedef int32_t __attribute__((may_alias, aligned(1))) UnalignedInt32;
 inline int32_t Load4(const int8_t* p) {
-  return *reinterpret_cast<const UnalignedInt32*>(p);
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
 }
 
 // GCC 12 warns that the undefined pass-through operand of its own
@@ -79,9 +77,10 @@ SPIKESERVE_VNNI void BlockVnni(const int8_t* x, size_t x_stride,
   const int chunks = group / 8;
   const size_t group_bytes = GroupBytes(16, group, has_min);
   const size_t head = has_min ? 64 : 32;  // the group's scales (and mins)
-  // One row alone: the low and the high nibbles' products in separate
-  // accumulators, so that a chunk adds one 5-cycle vpdpbusd to each chain,
-  // not two (more rows give the core independent chains already).
+  // At most two accumulators (one row; decode): the low and the high
+  // nibbles' products in separate ones, so that a chunk adds one 5-cycle
+  // vpdpbusd to each chain, not two (more rows and blocks give the core
+  // independent chains already, and no registers are left for a split).
   constexpr bool kSplit = R * B <= 2;
   __m512 yf[B][R];
   for (int b = 0; b < B; ++b) {
