@@ -4,6 +4,7 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -78,7 +79,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{2, 1, 20, 21, 2},  // nor of 8: portable loops
                       Case{4, 2, 72, 6, 1}, Case{2, 2, 128, 33, 3},
                       // decode long enough to split heads over threads
-                      Case{9, 3, 64, 400, 1}, Case{9, 3, 64, 300, 4}));
+                      Case{9, 3, 64, 400, 1}, Case{9, 3, 64, 300, 4},
+                      // decode rows whose KV groups are wider than a tile
+                      // (two tiles of 8 heads; 8 + 4)
+                      Case{16, 1, 32, 70, 1}, Case{24, 2, 64, 40, 1}));
 
 // A decode batch of several sequences (different lengths and row counts)
 // in one Attention pass equals the reference of each sequence alone:
@@ -192,14 +196,20 @@ TEST(AttentionTile, KernelsEqualScalarBitForBit) {
 // Batch invariance: a sequence's attention output is bit-identical whether
 // its rows run in one call of 70 rows, in chunks of 1, 3, 8, 16 or 64 (the
 // KV of earlier chunks then comes from the cache), or beside other
-// sequences' rows in the same call.
+// sequences' rows in the same call. One-row chunks (decode) take a KV
+// group's heads per tile, longer ones one head: 3 heads per group, and 12
+// (a group split over two tiles, 8 + 4).
 TEST(Attention, RowsAreBitIdenticalWhateverTheChunking) {
-  for (bool bf16 : {false, true}) {
-    SCOPED_TRACE(bf16 ? "bf16 pool" : "fp32 pool");
+  for (const auto& [heads, kv_heads, bf16] :
+       {std::tuple{9, 3, false}, std::tuple{9, 3, true},
+        std::tuple{12, 1, false}}) {
+    SCOPED_TRACE(::testing::Message()
+                 << heads << " heads / " << kv_heads
+                 << (bf16 ? ", bf16 pool" : ", fp32 pool"));
     ModelConfig c;
     c.n_layers = 1;
-    c.n_heads = 9;
-    c.n_kv_heads = 3;
+    c.n_heads = heads;
+    c.n_kv_heads = kv_heads;
     c.head_dim = 64;
     auto pool = KvPool::Create({.n_layers = 1,
                                 .kv_dim = c.kv_dim(),

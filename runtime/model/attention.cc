@@ -34,23 +34,30 @@ WideKv& TileWideKv() {
   return w;
 }
 
-// One tile: rows row0 .. row0 + rows - 1 of query `dq`, head h.
+// One tile of query `dq`: rows row0 .. row0 + rows - 1 of head h0, or, for
+// one row (rows == 1), heads h0 .. h0 + heads - 1 of one KV group. The
+// kernels see `rows * heads` rows either way (heads are adjacent in a q
+// row, hd apart); each keeps its own fma chains, so a head's result is the
+// same whichever heads or rows share its tile.
 void AttendTile(const ModelConfig& c, int layer, const AttentionQuery& dq,
                 const SequenceKv::Segment* segs, int n_segs, int row0, int rows,
-                int h, const AttentionTileKernels& k) {
+                int h0, int heads, const AttentionTileKernels& k) {
   const int hd = c.head_dim, q_dim = c.q_dim(), kv_dim = c.kv_dim();
   const KvPool& pool = dq.kv->pool();
   const int bt = pool.block_tokens();
-  const int g = h / c.group_size();
+  const int g = h0 / c.group_size();
   const float scale = 1.0f / std::sqrt(float(hd));
-  // Row r sees first + r positions; the tile's last row sees n_vis.
+  // Kernel row r sees first + r·step positions (step 0: heads of one row);
+  // the tile's last row sees n_vis.
+  const int kr = rows * heads, step = heads > 1 ? 0 : 1;
+  const int stride = heads > 1 ? hd : q_dim;  // between kernel rows
   const int first = dq.start + row0 + 1;
   const int n_vis = first + rows - 1;
   std::vector<float>& sv = TileScores();
-  if (sv.size() < size_t(rows) * n_vis) sv.resize(size_t(rows) * n_vis);
+  if (sv.size() < size_t(kr) * n_vis) sv.resize(size_t(kr) * n_vis);
   float* S = sv.data();
-  const float* q = dq.q + size_t(row0) * q_dim + h * hd;
-  float* o = dq.out + size_t(row0) * q_dim + h * hd;
+  const float* q = dq.q + size_t(row0) * q_dim + h0 * hd;
+  float* o = dq.out + size_t(row0) * q_dim + h0 * hd;
   // Scores of every row over the positions the last row sees (a row's
   // entries past its own position are computed and never read).
   for (int i = 0; i < n_segs && segs[i].pos0 < n_vis; ++i) {
@@ -67,15 +74,15 @@ void AttendTile(const ModelConfig& c, int layer, const AttentionQuery& dq,
           wk[size_t(d) * n + j] = Bf16ToFloat(src[size_t(d) * bt + j]);
         }
       }
-      k.scores(wk.data(), n, n, q, q_dim, rows, hd, scale, S + sg.pos0, n_vis);
+      k.scores(wk.data(), n, n, q, stride, kr, hd, scale, S + sg.pos0, n_vis);
       continue;
     }
     const float* kt = pool.k(sg.block, layer) + size_t(g) * hd * bt + sg.slot0;
-    k.scores(kt, bt, n, q, q_dim, rows, hd, scale, S + sg.pos0, n_vis);
+    k.scores(kt, bt, n, q, stride, kr, hd, scale, S + sg.pos0, n_vis);
   }
-  for (int r = 0; r < rows; ++r) {
-    Softmax(S + size_t(r) * n_vis, first + r);
-    std::fill(o + size_t(r) * q_dim, o + size_t(r) * q_dim + hd, 0.0f);
+  for (int r = 0; r < kr; ++r) {
+    Softmax(S + size_t(r) * n_vis, first + r * step);
+    std::fill(o + size_t(r) * stride, o + size_t(r) * stride + hd, 0.0f);
   }
   // o = Σ_p P[p]·v_p, one fma chain per output in position order: the
   // positions every row sees for all rows together, then each of the
@@ -102,11 +109,13 @@ void AttendTile(const ModelConfig& c, int layer, const AttentionQuery& dq,
     }
     const int all = std::max(0, std::min(sg.n, first - sg.pos0));
     if (all > 0) {
-      k.accumulate(v, v_stride, all, S + sg.pos0, n_vis, rows, hd, o, q_dim);
+      k.accumulate(v, v_stride, all, S + sg.pos0, n_vis, kr, hd, o, stride);
     }
+    // Positions past `first` exist only for a tile of several rows of one
+    // head (step 1), where row r0 is the first to see position p.
     for (int j = all; j < sg.n && sg.pos0 + j < n_vis; ++j) {
       const int p = sg.pos0 + j;
-      const int r0 = p - first + 1;  // first row that sees position p
+      const int r0 = p - first + 1;
       k.accumulate(v + size_t(j) * v_stride, v_stride, 1,
                    S + size_t(r0) * n_vis + p, n_vis, rows - r0, hd,
                    o + size_t(r0) * q_dim, q_dim);
@@ -140,12 +149,25 @@ void Attention(const ModelConfig& c, int layer,
   }
   // Tiles in row order, heads inside: consecutive items cost about the
   // same, so the interleaved split below balances a causal chunk (whose
-  // later rows see more positions).
+  // later rows see more positions). A one-row tile (a decode step) takes
+  // the heads of a KV group together instead: they read the same K and V,
+  // and one head alone would leave the kernels a single fma chain, bound
+  // by its latency.
+  const int gs = c.group_size();
   for (size_t i = 0; i < nq; ++i) {
     for (int r0 = 0; r0 < queries[i].n_new; r0 += kAttentionTileRows) {
       const int rows = std::min(kAttentionTileRows, queries[i].n_new - r0);
-      for (int h = 0; h < c.n_heads; ++h) {
-        items.push_back({int(i), r0, rows, h});
+      if (rows > 1) {
+        for (int h = 0; h < c.n_heads; ++h) {
+          items.push_back({int(i), r0, rows, h, 1});
+        }
+        continue;
+      }
+      for (int h = 0; h < c.n_heads;) {
+        // Heads h .. the end of h's KV group, at most kAttentionTileRows.
+        const int heads = std::min(kAttentionTileRows, (h / gs + 1) * gs - h);
+        items.push_back({int(i), r0, 1, h, heads});
+        h += heads;
       }
     }
   }
@@ -156,7 +178,7 @@ void Attention(const ModelConfig& c, int layer,
     const AttentionScratch::Item& it = items[t];
     AttendTile(c, layer, queries[it.query], segs.data() + seg0[it.query],
                int(seg0[it.query + 1] - seg0[it.query]), it.row0, it.rows,
-               it.head, k);
+               it.head, it.heads, k);
   }
 }
 

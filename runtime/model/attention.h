@@ -18,9 +18,11 @@ struct AttentionScratch {
   std::vector<SequenceKv::Segment> segments;
   std::vector<size_t> seg0;
   std::vector<SequenceKv::Segment> one;  // one query's runs
-  // Work items: (query, first row, head), tiles of kAttentionTileRows rows.
+  // Work items: (query, first row, rows, first head, heads): up to
+  // kAttentionTileRows rows of one head, or the heads of one KV group (up
+  // to kAttentionTileRows) for one row.
   struct Item {
-    int query, row0, rows, head;
+    int query, row0, rows, head, heads;
   };
   std::vector<Item> items;
 };
@@ -38,10 +40,11 @@ struct AttentionQuery {
 
 // Causal grouped-query attention of a whole batch (prefill chunks and
 // decode rows alike) in one pass over the OpenMP team: tiles of up to
-// kAttentionTileRows rows of one head share each K and V load
-// (attention_tile.h). Every output row is bit-identical whatever the other
-// rows of the call: how a prompt is chunked, whether its prefix came from
-// the prefix cache, or which sequences share the step.
+// kAttentionTileRows rows of one head, or of a decode row's heads that
+// share a KV head, share each K and V load (attention_tile.h). Every output row
+// is bit-identical whatever the other rows of the call: how a prompt is
+// chunked, whether its prefix came from the prefix cache, or which sequences
+// share the step.
 void Attention(const ModelConfig& c, int layer,
                absl::Span<const AttentionQuery> queries,
                AttentionScratch* scratch);
