@@ -3,8 +3,10 @@
 // side in one process each, alternating:
 //   pp: prompt processing, `--prompt_tokens` tokens in one forward from an
 //       empty sequence (after the plan's QFeP prefix, if any);
-//   tg: text generation, `--decode_tokens` single-token forwards from an
-//       empty sequence, each with its logits (lm_head) and a greedy pick.
+//   tg: text generation, `--decode_tokens` single-token forwards, each with
+//       its logits (lm_head) and a greedy pick, from an empty sequence or
+//       after `--decode_depth` cached positions (llama-bench's -d; the
+//       depth's prompt is not timed).
 // Token ids are pseudo-random (only speed counts). Prints one JSON object
 // per measurement: {"test":"pp","tokens":512,"seconds":..,"tokens_per_s":..}.
 //
@@ -49,6 +51,9 @@ ABSL_FLAG(
     "bf16 or int8.");
 ABSL_FLAG(int, prompt_tokens, 512, "Tokens of the pp measurement.");
 ABSL_FLAG(int, decode_tokens, 128, "Tokens of the tg measurement.");
+ABSL_FLAG(int, decode_depth, 0,
+          "Positions already in the cache when tg starts (an untimed prompt "
+          "of that many tokens first; llama-bench's -d).");
 ABSL_FLAG(int, repetitions, 3, "Rounds of pp + tg (without --stdin).");
 ABSL_FLAG(bool, stdin, false, "Run the measurements named on stdin.");
 
@@ -88,7 +93,8 @@ class Runner {
          std::unique_ptr<SharedPrefix> prefix)
       : model_(model), pool_(std::move(pool)), prefix_(std::move(prefix)) {
     std::mt19937 rng(1);
-    tokens_.resize(std::max(absl::GetFlag(FLAGS_prompt_tokens), 1));
+    tokens_.resize(std::max({absl::GetFlag(FLAGS_prompt_tokens),
+                             absl::GetFlag(FLAGS_decode_depth), 1}));
     for (auto& t : tokens_) t = int32_t(rng() % model.config().vocab_size);
   }
 
@@ -98,8 +104,10 @@ class Runner {
     if (prefix_) {
       if (absl::Status s = prefix_->AttachTo(&kv); !s.ok()) return s;
     }
+    const absl::Span<const int32_t> prompt(tokens_.data(),
+                                           absl::GetFlag(FLAGS_prompt_tokens));
     const auto t0 = Clock::now();
-    if (absl::Status s = model_.Forward({{&kv, tokens_, false}}, &logits_);
+    if (absl::Status s = model_.Forward({{&kv, prompt, false}}, &logits_);
         !s.ok())
       return s;
     return Seconds(t0);
@@ -109,6 +117,13 @@ class Runner {
     SequenceKv kv(pool_.get());
     if (prefix_) {
       if (absl::Status s = prefix_->AttachTo(&kv); !s.ok()) return s;
+    }
+    const int depth = absl::GetFlag(FLAGS_decode_depth);
+    if (depth > 0) {
+      const absl::Span<const int32_t> prompt(tokens_.data(), depth);
+      if (absl::Status s = model_.Forward({{&kv, prompt, false}}, &logits_);
+          !s.ok())
+        return s;
     }
     int32_t next = tokens_[0];
     const auto t0 = Clock::now();
@@ -210,9 +225,11 @@ int Main() {
   }
   const int pp = absl::GetFlag(FLAGS_prompt_tokens);
   const int tg = absl::GetFlag(FLAGS_decode_tokens);
-  if (pp < 1 || tg < 1) {
+  const int depth = absl::GetFlag(FLAGS_decode_depth);
+  if (pp < 1 || tg < 1 || depth < 0) {
     return Fail(absl::InvalidArgumentError(
-        "--prompt_tokens and --decode_tokens must be >= 1"));
+        "--prompt_tokens and --decode_tokens must be >= 1, --decode_depth "
+        ">= 0"));
   }
   const auto t_load = std::chrono::steady_clock::now();
   absl::StatusOr<ModelBundle> bundle = Load(model_path);
@@ -224,7 +241,9 @@ int Main() {
   const int prefix_len = int(bundle->qfep_prefix.size());
   const int block_tokens = 16;
   const int blocks =
-      (prefix_len + std::max(pp, tg) + block_tokens - 1) / block_tokens + 2;
+      (prefix_len + std::max(pp, depth + tg) + block_tokens - 1) /
+          block_tokens +
+      2;
   absl::StatusOr<std::unique_ptr<KvPool>> pool = model.NewKvPool(blocks);
   if (!pool.ok()) return Fail(pool.status());
   std::unique_ptr<SharedPrefix> prefix;
