@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstring>
 #include <numeric>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -17,7 +18,7 @@ struct Case {
 class HugePagesTest : public ::testing::TestWithParam<Case> {};
 
 // Every byte is ours to write and read back, and large blocks are aligned
-// for huge pages; small ones come from malloc.
+// for huge pages.
 TEST_P(HugePagesTest, BlocksAreUsableAndAlignedWhereLarge) {
   const Case c = GetParam();
   auto* p = static_cast<uint8_t*>(AllocateHugePageBacked(c.bytes));
@@ -39,6 +40,40 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{size_t(2) << 20, true},
                       Case{(size_t(2) << 20) + 1, true},  // a 1-byte tail
                       Case{(size_t(5) << 20) + 12345, true}));
+
+// Small blocks carved from the shared slabs: cache-line aligned, each its
+// own bytes (written with its index, read back after all were written),
+// across more than one slab (40 blocks of 1 MiB; a slab is 32 MiB), and
+// freed in an order that is neither first-in nor last-in first-out; a
+// block freed as its slab's last one gives its room to the next.
+TEST(HugePages, SmallBlocksAreDisjointAlignedAndReused) {
+  if (!SmallBlocksShareHugePages()) {
+    GTEST_SKIP() << "small blocks come from malloc in this build";
+  }
+  constexpr size_t kBytes = (size_t(1) << 20) + 100;
+  std::vector<uint8_t*> blocks;
+  for (int i = 0; i < 40; ++i) {
+    blocks.push_back(static_cast<uint8_t*>(AllocateHugePageBacked(kBytes)));
+    ASSERT_EQ(reinterpret_cast<uintptr_t>(blocks.back()) % 64, 0u);
+    std::memset(blocks.back(), i + 1, kBytes);
+  }
+  for (int i = 0; i < 40; ++i) {
+    size_t wrong = 0;
+    for (size_t j = 0; j < kBytes; ++j) wrong += blocks[i][j] != uint8_t(i + 1);
+    ASSERT_EQ(wrong, 0u) << "block " << i;
+  }
+  for (int i : {3, 0, 39, 20}) {
+    FreeHugePageBacked(blocks[i], kBytes);
+    blocks[i] = nullptr;
+  }
+  uint8_t* last = static_cast<uint8_t*>(AllocateHugePageBacked(100));
+  uint8_t* again = nullptr;
+  FreeHugePageBacked(last, 100);
+  again = static_cast<uint8_t*>(AllocateHugePageBacked(100));
+  EXPECT_EQ(again, last);  // the slab's last block gave its room back
+  FreeHugePageBacked(again, 100);
+  for (uint8_t* b : blocks) FreeHugePageBacked(b, kBytes);
+}
 
 // As a vector's allocator: copies are deep, moves keep the block.
 TEST(HugePageVector, CopiesAndMovesLikeAVector) {

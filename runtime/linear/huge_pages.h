@@ -11,9 +11,19 @@
 // (linear_bench BM_W4Avx2KernelCold), TinyLlama-shape W4A8 decode 34.7 -> 37.3
 // tok/s.
 //
-// Blocks below 2 MiB come from malloc as usual. Where THP is off the
-// memory is ordinary 4 KiB pages (madvise is a hint; its failure is
-// ignored). No memory is added: a block's tail past its last whole 2 MiB
+// Blocks below 2 MiB (every matrix of a small model: SmolLM2-135M's
+// largest packed W4 matrix is 0.9 MiB) are carved one after another,
+// 64-byte aligned, from shared 32 MiB slabs marked the same way, so that
+// they too sit in huge pages, back to back. Measured on the AVX-512 VNNI
+// Xeon (Ice Lake, 2 threads, spikeserve-speed on SmolLM2-135M, alternating
+// rounds), malloc's 4 KiB pages -> slabs: --w4a8 tg 176-194 -> 211-223
+// tok/s, pp 961-1052 -> 1056-1201; the default W8A8 plan tg 130-138 ->
+// 144-148, pp 1183-1274 -> 1341-1409; peak RSS alike (286 MB; 431 -> 433).
+// A slab's address space is returned when its last block is freed; the
+// memory it backs is at most its blocks plus one partly used 2 MiB page.
+//
+// Where THP is off the memory is ordinary 4 KiB pages (madvise is a hint;
+// its failure is ignored). A large block's tail past its last whole 2 MiB
 // stays in 4 KiB pages.
 #ifndef SPIKESERVE_RUNTIME_LINEAR_HUGE_PAGES_H_
 #define SPIKESERVE_RUNTIME_LINEAR_HUGE_PAGES_H_
@@ -27,6 +37,10 @@ namespace spikeserve {
 void* AllocateHugePageBacked(size_t bytes);
 // `bytes` as passed to AllocateHugePageBacked.
 void FreeHugePageBacked(void* p, size_t bytes);
+// Whether blocks below 2 MiB come from the shared slabs (64-byte aligned);
+// false in AddressSanitizer builds, where they come from malloc so that
+// their bounds stay checked.
+bool SmallBlocksShareHugePages();
 
 template <typename T>
 struct HugePageAllocator {
