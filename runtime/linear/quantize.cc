@@ -1,6 +1,9 @@
 #include "runtime/linear/quantize.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "runtime/linear/cpu_dispatch.h"
 
@@ -18,25 +21,24 @@ const char* ActQuantModeName(ActQuantMode m) {
   return "?";
 }
 
-// 16 lanes: a single running max is a dependency chain the compiler keeps
-// scalar (max is exact in any order, so the lanes change no result).
+// |x| as bits: for non-negative floats the integers' order is the floats',
+// and an integer max reduction vectorizes (GCC 12 kept the float form,
+// a > m ? a : m, scalar: 5.6% of a 512-token SmolLM2-135M prefill on an
+// Ice Lake Xeon). NaNs (bits above infinity's) count as 0: the float
+// compare ignored them too.
 SPIKESERVE_CPU_CLONES float AbsMax(const float* x, int n) {
-  constexpr int kLanes = 16;
-  float lane[kLanes] = {};
-  int j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const float a = std::fabs(x[j + l]);
-      lane[l] = a > lane[l] ? a : lane[l];
-    }
+  constexpr uint32_t kInf = 0x7f800000u;
+  uint32_t m = 0;
+  for (int j = 0; j < n; ++j) {
+    uint32_t b;
+    std::memcpy(&b, x + j, sizeof(b));
+    b &= 0x7fffffffu;
+    b &= 0u - uint32_t(b <= kInf);  // a NaN's bits to 0
+    m = std::max(m, b);
   }
-  float m = 0.0f;
-  for (; j < n; ++j) {
-    const float a = std::fabs(x[j]);
-    m = a > m ? a : m;
-  }
-  for (float a : lane) m = a > m ? a : m;
-  return m;
+  float r;
+  std::memcpy(&r, &m, sizeof(r));
+  return r;
 }
 
 SPIKESERVE_CPU_CLONES void QuantizeRow(const float* x, int n, float inv_scale,

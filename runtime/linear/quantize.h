@@ -20,7 +20,7 @@ enum class ActQuantMode {
 
 const char* ActQuantModeName(ActQuantMode m);
 
-// max_j |x[j]| over n entries.
+// max_j |x[j]| over n entries (0 for none); NaNs are skipped.
 float AbsMax(const float* x, int n);
 
 // Scale for an absmax: absmax / 127, or 1 when absmax is 0 (then every q is

@@ -1,0 +1,56 @@
+#include "runtime/linear/quantize.h"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace spikeserve {
+namespace {
+
+float Naive(const std::vector<float>& x) {
+  float m = 0;
+  for (float v : x) {
+    if (std::fabs(v) > m) m = std::fabs(v);  // a NaN compares false
+  }
+  return m;
+}
+
+// AbsMax is the largest |x| exactly, for every length around the vector
+// widths (tails of 1..15 lanes), wherever the largest sits, whatever its
+// sign; -0, subnormals and infinity compare as floats do, and NaNs are
+// skipped (as a float compare skips them).
+TEST(AbsMax, IsTheLargestMagnitude) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> d(0, 3);
+  for (int n : {0, 1, 2, 7, 15, 16, 17, 31, 32, 33, 63, 64, 65, 576, 1537}) {
+    for (int where = 0; where < std::max(n, 1); where += std::max(1, n / 7)) {
+      std::vector<float> x(n);
+      for (float& v : x) v = d(rng);
+      if (n > 0) x[where] = (where % 2 ? -1 : 1) * 1000.0f;
+      EXPECT_EQ(AbsMax(x.data(), n), Naive(x)) << "n " << n << " at " << where;
+    }
+  }
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float sub = std::numeric_limits<float>::denorm_min();
+  struct Case {
+    std::vector<float> x;
+    float want;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{-0.0f, 0.0f}, 0.0f},
+           {{sub, -3 * sub, 2 * sub}, 3 * sub},
+           {{1.0f, -inf, 2.0f}, inf},
+           {{nan, 1.5f, -nan, -2.5f}, 2.5f},
+           {std::vector<float>(40, nan), 0.0f},
+       }) {
+    EXPECT_EQ(AbsMax(c.x.data(), int(c.x.size())), c.want);
+  }
+}
+
+}  // namespace
+}  // namespace spikeserve
