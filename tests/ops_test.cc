@@ -1,6 +1,7 @@
 #include "runtime/model/ops.h"
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -29,20 +30,34 @@ TEST(Ops, SoftmaxSumsToOneAndOrders) {
   EXPECT_NEAR(x[1] / x[2], std::exp(1.0), 1e-5);
 }
 
-// The lane-split max/sum paths (n >= 16) and the tails agree with a
-// double-precision softmax, wherever the maximum sits.
+// The vectorized max and the lane-split sum (n >= 16) and their tails
+// agree with a double-precision softmax, wherever the maximum sits
+// (`second` beside it), whether it is positive, negative or zero among
+// negatives (-0 and +0 both present). In the second case the rest lie
+// ~200 below: shifted by anything but the max, the top two would leave
+// exp's range and lose their ratio.
 TEST(Ops, SoftmaxMatchesDoubleReference) {
-  for (int n : {1, 15, 16, 17, 33, 100, 1000}) {
-    for (int peak : {0, n / 2, n - 1}) {
-      std::vector<float> x(n);
-      for (int i = 0; i < n; ++i) x[i] = float((i * 37) % 11) * 0.7f - 3.0f;
-      x[peak] = 9.0f;
-      std::vector<double> want(x.begin(), x.end());
-      double sum = 0;
-      for (double& v : want) sum += (v = std::exp(v - 9.0));
-      Softmax(x.data(), n);
-      for (int i = 0; i < n; ++i) {
-        EXPECT_NEAR(x[i], want[i] / sum, 1e-6) << "n " << n << " i " << i;
+  struct Case {
+    float top, second, shift;
+  };
+  for (const Case& c : {Case{9.0f, 8.0f, 0.0f}, Case{-100.5f, -101.5f, -300.0f},
+                        Case{0.0f, -0.0f, -5.0f}, Case{-0.0f, 0.0f, -5.0f}}) {
+    for (int n : {1, 15, 16, 17, 33, 100, 1000}) {
+      for (int peak : {0, n / 2, n - 1}) {
+        std::vector<float> x(n);
+        for (int i = 0; i < n; ++i) {
+          x[i] = float((i * 37) % 11) * 0.7f - 3.0f + c.shift;
+        }
+        if (n > 1) x[(peak + 1) % n] = c.second;
+        x[peak] = c.top;
+        std::vector<double> want(x.begin(), x.end());
+        double sum = 0;
+        for (double& v : want) sum += (v = std::exp(v - double(c.top)));
+        Softmax(x.data(), n);
+        for (int i = 0; i < n; ++i) {
+          EXPECT_NEAR(x[i], want[i] / sum, 1e-6)
+              << "max " << c.top << " n " << n << " i " << i;
+        }
       }
     }
   }

@@ -1,7 +1,10 @@
 #include "runtime/model/ops.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "runtime/linear/cpu_dispatch.h"
@@ -133,25 +136,32 @@ SPIKESERVE_CPU_CLONES void SiluMul(const float* gate, const float* up, int n,
   }
 }
 
-// Max, exp and sum in 16 independent lanes: a single running max or sum is
-// a loop-carried dependency the compiler may not vectorize without
-// reassociation flags, and it would keep the exp loop scalar too.
+// A float's bits as an int32 that orders as the float does (negative
+// floats' magnitude bits flipped); its own inverse.
+inline int32_t FloatOrderKey(int32_t bits) {
+  return bits ^ ((bits >> 31) & 0x7fffffff);
+}
+
+// The max as an integer reduction over order keys (GCC 12 keeps a float
+// max, x > m ? x : m, scalar even in lanes), then exp and sum in 16
+// independent lanes: a single running sum is a loop-carried dependency the
+// compiler may not vectorize without reassociation flags.
 SPIKESERVE_CPU_CLONES void Softmax(float* x, int n) {
   constexpr int kLanes = 16;
-  float lane[kLanes];
-  for (float& l : lane) l = x[0];
+  int32_t key = INT32_MIN;
+  for (int i = 0; i < n; ++i) {
+    int32_t bits;
+    std::memcpy(&bits, x + i, sizeof(bits));
+    key = std::max(key, FloatOrderKey(bits));
+  }
+  const int32_t mx_bits = FloatOrderKey(key);
+  float mx;
+  std::memcpy(&mx, &mx_bits, sizeof(mx));
+  for (int i = 0; i < n; ++i) x[i] = FastExp(x[i] - mx);
+  float lane[kLanes] = {};
+  float sum = 0;
   int i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j)
-      lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
-  }
-  float mx = x[0];
-  for (; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
-  for (float l : lane) mx = l > mx ? l : mx;
-  for (i = 0; i < n; ++i) x[i] = FastExp(x[i] - mx);
-  for (float& l : lane) l = 0;
-  float sum = 0;
-  for (i = 0; i + kLanes <= n; i += kLanes) {
     for (int j = 0; j < kLanes; ++j) lane[j] += x[i + j];
   }
   for (; i < n; ++i) sum += x[i];
