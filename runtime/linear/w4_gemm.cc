@@ -31,6 +31,9 @@ constexpr int kVnniPairRows = 4;
 // AVX2: chunks whose int16 products are summed before widening to int32
 // (see BlockAvx2 for the bound).
 constexpr int kInt16Chunks = 4;
+// W4GroupSums forks the team from this many rows (prefill; as the row
+// loops of quantization do).
+constexpr int kParallelSumRows = 32;
 // How far ahead of the current chunk a thread prefetches its stream.
 constexpr int kPrefetchBytes = 2048;
 
@@ -415,6 +418,7 @@ W4PackedWeights PackW4Weights(const W4Plain& p, W4KernelIsa isa) {
 
 void W4GroupSums(const int8_t* x, int m, int k, int group, int32_t* sums) {
   const int groups = k / group;
+#pragma omp parallel for schedule(static) if (m >= kParallelSumRows)
   for (int r = 0; r < m; ++r) {
     for (int g = 0; g < groups; ++g) {
       const int8_t* v = x + size_t(r) * k + size_t(g) * group;

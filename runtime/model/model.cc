@@ -75,6 +75,19 @@ int HiddenRotationBlock(int hidden) {
   return block;
 }
 
+// x += delta over [m][h] (a block's output onto the residual stream), in
+// row ranges over the team for prefill-sized m (with the query copy and
+// W4GroupSums, the serial steps between a prefill's parallel ones: +2% pp,
+// 135M W4A8 on Ice Lake, 20 prefills each way alternating in one process).
+void AddResidual(const float* delta, int m, int h, float* x) {
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
+  for (int r = 0; r < m; ++r) {
+    float* xr = x + size_t(r) * h;
+    const float* dr = delta + size_t(r) * h;
+    for (int i = 0; i < h; ++i) xr[i] += dr[i];
+  }
+}
+
 double Seconds(std::chrono::steady_clock::time_point a,
                std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
@@ -554,7 +567,6 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
   std::vector<float>& tmp = Grow(&ws.tmp, size_t(m) * H);
   AttentionScratch& scratch = ws.attention;
   std::vector<float>& absmax = ws.absmax;
-  const size_t mh = size_t(m) * H;
   using Clock = std::chrono::steady_clock;
 
   // Row r is at position row_pos[r]; entry e owns rows [bounds[e],
@@ -616,6 +628,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     }
     // Queries are strided inside qkv rows; attention wants [n][q_dim].
     std::vector<float>& q = Grow(&ws.q, size_t(m) * c.q_dim());
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
     for (int r = 0; r < m; ++r) {
       std::memcpy(&q[size_t(r) * c.q_dim()], &qkv[size_t(r) * qkv_w],
                   c.q_dim() * sizeof(float));
@@ -632,7 +645,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     }
     Attention(c, l, ws.queries, &scratch);
     RunSite(l, Site::kO, att.data(), m, bounds, opt, &absmax, tmp.data());
-    for (size_t i = 0; i < mh; ++i) x[i] += tmp[i];
+    AddResidual(tmp.data(), m, H, x.data());
 
     // Feed-forward block.
     const Clock::time_point t1 =
@@ -653,7 +666,7 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     }
     if (down_rotation_) down_rotation_->Apply(h.data(), m);
     RunSite(l, Site::kDown, h.data(), m, bounds, opt, &absmax, tmp.data());
-    for (size_t i = 0; i < mh; ++i) x[i] += tmp[i];
+    AddResidual(tmp.data(), m, H, x.data());
     if (opt.observer)
       opt.observer->OnLayerPart(l, LayerPart::kFfn, Seconds(t1, Clock::now()));
   }
