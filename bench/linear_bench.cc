@@ -165,11 +165,13 @@ void BM_W4Avx2KernelHot(benchmark::State& s) {
 void BM_W4VnniKernelHot(benchmark::State& s) {
   W4Kernel(s, W4KernelIsa::kAvx512Vnni, true);
 }
-#define HOT_SHAPES            \
-  Args({1, 576, 960})         \
-      ->Args({1, 1536, 576})  \
-      ->Args({64, 576, 960})  \
-      ->Args({512, 576, 960}) \
+#define HOT_SHAPES             \
+  Args({1, 576, 960})          \
+      ->Args({1, 1536, 576})   \
+      ->Args({64, 576, 960})   \
+      ->Args({512, 576, 960})  \
+      ->Args({512, 576, 3072}) \
+      ->Args({512, 1536, 576}) \
       ->UseRealTime()
 BENCHMARK(BM_W4Avx2KernelHot)->HOT_SHAPES;
 BENCHMARK(BM_W4VnniKernelHot)->HOT_SHAPES;

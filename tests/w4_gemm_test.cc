@@ -270,6 +270,9 @@ std::vector<Case> Cases() {
     cases.push_back({3, 512, 24, group, true, Case::kAllMin});
   }
   cases.push_back({1, 4096, 17, 128, false, Case::kNone});
+  // Many row panels (12 rows each at K = 2048), the last one partial, over
+  // several chunks of units per thread (65 blocks of 16: an odd last one).
+  cases.push_back({100, 2048, 1040, 64, false, Case::kNone});
   // Every partial row tile (1..7 rows after full tiles of 8 or 4).
   for (int m : {10, 12, 14, 15}) {
     cases.push_back({m, 256, 24, 32, m % 2 == 0, Case::kNone});
