@@ -19,8 +19,11 @@
 // rounds), malloc's 4 KiB pages -> slabs: --w4a8 tg 176-194 -> 211-223
 // tok/s, pp 961-1052 -> 1056-1201; the default W8A8 plan tg 130-138 ->
 // 144-148, pp 1183-1274 -> 1341-1409; peak RSS alike (286 MB; 431 -> 433).
-// A slab's address space is returned when its last block is freed; the
-// memory it backs is at most its blocks plus one partly used 2 MiB page.
+// A slab's address space is returned when its last block is freed. Until
+// then it backs its live blocks, one partly used 2 MiB page, and the room
+// of blocks freed before a later neighbour (weights live as long as their
+// model, so this is the room of a load's temporaries at most; a slab's
+// last block gives its room back at once).
 //
 // Where THP is off the memory is ordinary 4 KiB pages (madvise is a hint;
 // its failure is ignored). A large block's tail past its last whole 2 MiB
