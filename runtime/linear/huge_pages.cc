@@ -12,15 +12,21 @@
 // AddressSanitizer checks the bounds of malloc's blocks, not of a slab's:
 // its builds keep small blocks in malloc.
 #if defined(__SANITIZE_ADDRESS__)
-#define SPIKESERVE_SMALL_BLOCKS_FROM_MALLOC 1
+#define SPIKESERVE_ASAN 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#define SPIKESERVE_SMALL_BLOCKS_FROM_MALLOC 1
+#define SPIKESERVE_ASAN 1
 #endif
 #endif
 
 namespace spikeserve {
 namespace {
+
+#ifdef SPIKESERVE_ASAN
+constexpr bool kSmallBlocksFromMalloc = true;
+#else
+constexpr bool kSmallBlocksFromMalloc = false;
+#endif
 
 constexpr size_t kHugePage = size_t(2) << 20;
 constexpr size_t kPage = 4096;
@@ -114,36 +120,23 @@ SlabArena& Arena() {
 }  // namespace
 
 void* AllocateHugePageBacked(size_t bytes) {
-  if (bytes < kHugePage) {
-#ifdef SPIKESERVE_SMALL_BLOCKS_FROM_MALLOC
-    void* p = std::malloc(bytes == 0 ? 1 : bytes);
-    if (p == nullptr) throw std::bad_alloc();
-    return p;
-#else
-    return Arena().Allocate(bytes);
-#endif
-  }
-  return MapAligned(RoundUp(bytes, kPage));
+  if (bytes >= kHugePage) return MapAligned(RoundUp(bytes, kPage));
+  if (!kSmallBlocksFromMalloc) return Arena().Allocate(bytes);
+  void* p = std::malloc(bytes == 0 ? 1 : bytes);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
 }
 
-bool SmallBlocksShareHugePages() {
-#ifdef SPIKESERVE_SMALL_BLOCKS_FROM_MALLOC
-  return false;
-#else
-  return true;
-#endif
-}
+bool SmallBlocksShareHugePages() { return !kSmallBlocksFromMalloc; }
 
 void FreeHugePageBacked(void* p, size_t bytes) {
   if (p == nullptr) return;
-  if (bytes < kHugePage) {
-#ifdef SPIKESERVE_SMALL_BLOCKS_FROM_MALLOC
-    std::free(p);
-#else
-    Arena().Free(p, bytes);
-#endif
-  } else {
+  if (bytes >= kHugePage) {
     ::munmap(p, RoundUp(bytes, kPage));
+  } else if (!kSmallBlocksFromMalloc) {
+    Arena().Free(p, bytes);
+  } else {
+    std::free(p);
   }
 }
 

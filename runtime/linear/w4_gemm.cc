@@ -461,6 +461,25 @@ void W4Gemm(const int8_t* x, const int32_t* sums, int m,
                              kPanelBytes / w.k / kPanelRowStep * kPanelRowStep);
   const int chunk =
       std::max<int>(1, int(kChunkBytes / (size_t(per_unit) * block_bytes)));
+  // Unit u (its blocks' columns) for the panel of pm rows from row p0.
+  auto unit = [&](int u, int p0, int pm) {
+    const int b = u * per_unit;
+    const uint8_t* wb = w.data.data() + size_t(b) * block_bytes;
+    const int8_t* xp = x + size_t(p0) * w.k;
+    const int32_t* sp = sums + size_t(p0) * groups;
+    const float* rp = row_scale + p0;
+    float* yp = y + size_t(p0) * w.n;
+    if (!vnni) {
+      Columns<false, 1, kRowTileAvx2>(xp, sp, pm, w, wb, block_bytes, rp, yp,
+                                      b * C);
+    } else if (per_unit == 2 && b + 1 < blocks) {
+      Columns<true, 2, kRowTileVnniPair>(xp, sp, pm, w, wb, block_bytes, rp, yp,
+                                         b * C);
+    } else {
+      Columns<true, 1, kRowTileVnni>(xp, sp, pm, w, wb, block_bytes, rp, yp,
+                                     b * C);
+    }
+  };
 #pragma omp parallel if (parallel)
   {
     // This thread's units: a contiguous share, as a static schedule gives.
@@ -471,24 +490,7 @@ void W4Gemm(const int8_t* x, const int32_t* sums, int m,
       const int c1 = std::min(u_end, c0 + chunk);
       for (int p0 = 0; p0 < m; p0 += panel) {
         const int pm = std::min(panel, m - p0);
-        const int8_t* xp = x + size_t(p0) * w.k;
-        const int32_t* sp = sums + size_t(p0) * groups;
-        const float* rp = row_scale + p0;
-        float* yp = y + size_t(p0) * w.n;
-        for (int u = c0; u < c1; ++u) {
-          const int b = u * per_unit;
-          const uint8_t* wb = w.data.data() + size_t(b) * block_bytes;
-          if (!vnni) {
-            Columns<false, 1, kRowTileAvx2>(xp, sp, pm, w, wb, block_bytes, rp,
-                                            yp, b * C);
-          } else if (per_unit == 2 && b + 1 < blocks) {
-            Columns<true, 2, kRowTileVnniPair>(xp, sp, pm, w, wb, block_bytes,
-                                               rp, yp, b * C);
-          } else {
-            Columns<true, 1, kRowTileVnni>(xp, sp, pm, w, wb, block_bytes, rp,
-                                           yp, b * C);
-          }
-        }
+        for (int u = c0; u < c1; ++u) unit(u, p0, pm);
       }
     }
   }
