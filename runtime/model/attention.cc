@@ -127,9 +127,9 @@ void AttendTile(const ModelConfig& c, int layer, const AttentionQuery& dq,
 
 const char* AttentionKernelName() { return BestAttentionTileKernels().name; }
 
-void Attention(const ModelConfig& c, int layer,
-               absl::Span<const AttentionQuery> queries,
-               AttentionScratch* scratch) {
+int64_t PlanAttention(const ModelConfig& c,
+                      absl::Span<const AttentionQuery> queries,
+                      AttentionScratch* scratch) {
   const size_t nq = queries.size();
   std::vector<SequenceKv::Segment>& segs = scratch->segments;
   std::vector<size_t>& seg0 = scratch->seg0;
@@ -171,14 +171,32 @@ void Attention(const ModelConfig& c, int layer,
       }
     }
   }
+  return macs;
+}
+
+bool SplitAttention(int64_t macs) { return macs >= kParallelMacs; }
+
+void RunAttentionItems(const ModelConfig& c, int layer,
+                       absl::Span<const AttentionQuery> queries,
+                       const AttentionScratch& scratch, int i0, int i1) {
   const AttentionTileKernels& k = BestAttentionTileKernels();
-  const int n_items = int(items.size());
-#pragma omp parallel for schedule(static, 1) if (macs >= kParallelMacs)
+  for (int t = i0; t < i1; ++t) {
+    const AttentionScratch::Item& it = scratch.items[t];
+    const size_t s0 = scratch.seg0[it.query];
+    AttendTile(c, layer, queries[it.query], scratch.segments.data() + s0,
+               int(scratch.seg0[it.query + 1] - s0), it.row0, it.rows, it.head,
+               it.heads, k);
+  }
+}
+
+void Attention(const ModelConfig& c, int layer,
+               absl::Span<const AttentionQuery> queries,
+               AttentionScratch* scratch) {
+  const int64_t macs = PlanAttention(c, queries, scratch);
+  const int n_items = int(scratch->items.size());
+#pragma omp parallel for schedule(static, 1) if (SplitAttention(macs))
   for (int t = 0; t < n_items; ++t) {
-    const AttentionScratch::Item& it = items[t];
-    AttendTile(c, layer, queries[it.query], segs.data() + seg0[it.query],
-               int(seg0[it.query + 1] - seg0[it.query]), it.row0, it.rows,
-               it.head, it.heads, k);
+    RunAttentionItems(c, layer, queries, *scratch, t, t + 1);
   }
 }
 

@@ -49,6 +49,20 @@ void Attention(const ModelConfig& c, int layer,
                absl::Span<const AttentionQuery> queries,
                AttentionScratch* scratch);
 
+// Attention in pieces, for threads that split the work themselves (a
+// decode step in one parallel region, model_team.cc): one thread plans the
+// work items into `scratch` (returns the multiply-adds of the call); then
+// any threads run disjoint ranges [i0, i1) of scratch.items.
+int64_t PlanAttention(const ModelConfig& c,
+                      absl::Span<const AttentionQuery> queries,
+                      AttentionScratch* scratch);
+// Whether a call of `macs` multiply-adds (PlanAttention's) pays for
+// splitting its items over two or more threads.
+bool SplitAttention(int64_t macs);
+void RunAttentionItems(const ModelConfig& c, int layer,
+                       absl::Span<const AttentionQuery> queries,
+                       const AttentionScratch& scratch, int i0, int i1);
+
 // Attention of one sequence's rows (the same computation).
 void CausalAttention(const ModelConfig& c, const SequenceKv& kv, int layer,
                      const float* q, int n_new, int start, float* out,

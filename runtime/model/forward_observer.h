@@ -3,6 +3,7 @@
 #ifndef SPIKESERVE_RUNTIME_MODEL_FORWARD_OBSERVER_H_
 #define SPIKESERVE_RUNTIME_MODEL_FORWARD_OBSERVER_H_
 
+#include <chrono>
 #include <utility>
 #include <vector>
 
@@ -29,6 +30,12 @@ class ForwardObserver {
   // Wall time of one half of a layer over the whole batch.
   virtual void OnLayerPart(int layer, LayerPart part, double seconds) {}
 };
+
+// OnLayerPart's seconds from a to b.
+inline double SecondsBetween(std::chrono::steady_clock::time_point a,
+                             std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
 
 // Forwards every call to several observers, in order (e.g. metrics plus a
 // test's probe). Does not own them.

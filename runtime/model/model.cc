@@ -75,24 +75,6 @@ int HiddenRotationBlock(int hidden) {
   return block;
 }
 
-// x += delta over [m][h] (a block's output onto the residual stream), in
-// row ranges over the team for prefill-sized m (with the query copy and
-// W4GroupSums, the serial steps between a prefill's parallel ones: +2% pp,
-// 135M W4A8 on Ice Lake, 20 prefills each way alternating in one process).
-void AddResidual(const float* delta, int m, int h, float* x) {
-#pragma omp parallel for schedule(static) if (m >= kParallelRows)
-  for (int r = 0; r < m; ++r) {
-    float* xr = x + size_t(r) * h;
-    const float* dr = delta + size_t(r) * h;
-    for (int i = 0; i < h; ++i) xr[i] += dr[i];
-  }
-}
-
-double Seconds(std::chrono::steady_clock::time_point a,
-               std::chrono::steady_clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(
@@ -481,6 +463,29 @@ void Model::RunSite(int layer, Site site, const float* x, int m,
   }
 }
 
+int Model::HeadInput(absl::Span<const BatchEntry> batch, const float* x,
+                     std::vector<float>* sel) const {
+  const ModelConfig& c = config_;
+  const int H = c.hidden;
+  int n_out = 0, r = 0;
+  for (const BatchEntry& b : batch) {
+    const int n = int(b.tokens.size());
+    for (int i = 0; i < n; ++i, ++r) {
+      if (!b.all_logits && (i != n - 1 || !b.last_logits)) continue;
+      Grow(sel, size_t(n_out + 1) * H);
+      RmsNorm(&x[size_t(r) * H], weights_.output_norm.data(), H, c.rms_eps,
+              &(*sel)[size_t(n_out) * H]);
+      ++n_out;
+    }
+  }
+  if (n_out > 0 && lm_head_rotation_) {
+    // [n_out][hidden] viewed as [n_out * hidden / block][block].
+    lm_head_rotation_->Apply(sel->data(),
+                             n_out * H / lm_head_rotation_->size());
+  }
+  return n_out;
+}
+
 int64_t Model::ReleaseUnquantizedWeights() {
   int64_t freed = 0;
   auto release = [&](Matrix& w) {
@@ -507,6 +512,104 @@ absl::StatusOr<std::unique_ptr<KvPool>> Model::NewKvPool(
   o.num_blocks = num_blocks;
   o.bf16 = quant_.kv_bf16;
   return KvPool::Create(o);
+}
+
+// The layers of a Forward call, each step over the OpenMP team where its
+// rows are many enough.
+void Model::Layers(absl::Span<const BatchEntry> batch,
+                   absl::Span<const int> bounds, const int* row_pos,
+                   const ForwardOptions& opt, const StepBuffers& b) const {
+  const ModelConfig& c = config_;
+  const int m = bounds.back();
+  const int H = c.hidden, qkv_w = c.q_dim() + 2 * c.kv_dim();
+  // [m][hidden] viewed as [m * hidden / nrb][nrb] for the norm rotation.
+  const int nrb = norm_rotation_ ? norm_rotation_->size() : 1;
+  float *x = b.x, *xn = b.xn, *qkv = b.qkv, *att = b.att, *gu = b.gu, *h = b.h,
+        *tmp = b.tmp;
+  const float* rope = b.rope;
+  std::vector<float>& absmax = *b.absmax;
+  AttentionScratch& scratch = *b.attention;
+  std::vector<AttentionQuery>& queries = *b.queries;
+  using Clock = std::chrono::steady_clock;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = weights_.layers[l];
+    // Attention block.
+    const Clock::time_point t0 =
+        opt.observer ? Clock::now() : Clock::time_point();
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
+    for (int r = 0; r < m; ++r) {
+      RmsNorm(&x[size_t(r) * H], L.attn_norm.data(), H, c.rms_eps,
+              &xn[size_t(r) * H]);
+    }
+    if (norm_rotation_) norm_rotation_->Apply(xn, m * H / nrb);
+    RunSite(l, Site::kQkv, xn, m, bounds, opt, &absmax, qkv);
+    int r0 = 0;
+    for (const BatchEntry& e : batch) {
+      const int n = int(e.tokens.size());
+#pragma omp parallel for schedule(static) if (n >= kParallelRows)
+      for (int i = 0; i < n; ++i) {
+        float* row = &qkv[size_t(r0 + i) * qkv_w];
+        float* q = row;
+        float* k = row + c.q_dim();
+        float* v = k + c.kv_dim();
+        const int pos = row_pos[r0 + i];
+        const float* cs = &rope[size_t(r0 + i) * c.rope_dims];
+        if (!L.bqkv.empty()) {
+          for (int j = 0; j < qkv_w; ++j) row[j] += L.bqkv[j];
+        }
+        ApplyRope(q, c.n_heads, c.head_dim, c.rope_dims, cs, c.rope_neox);
+        ApplyRope(k, c.n_kv_heads, c.head_dim, c.rope_dims, cs, c.rope_neox);
+        e.kv->WriteK(l, pos, k);
+        e.kv->WriteV(l, pos, v);
+      }
+      r0 += n;
+    }
+    // Queries are strided inside qkv rows; attention wants [n][q_dim].
+    float* q = b.q;
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
+    for (int r = 0; r < m; ++r) {
+      std::memcpy(&q[size_t(r) * c.q_dim()], &qkv[size_t(r) * qkv_w],
+                  c.q_dim() * sizeof(float));
+    }
+    // Every sequence's rows in one pass (prefill chunks and decode rows
+    // alike, so that a row's result does not depend on its company).
+    queries.clear();
+    r0 = 0;
+    for (const BatchEntry& e : batch) {
+      const int n = int(e.tokens.size());
+      const size_t off = size_t(r0) * c.q_dim();
+      queries.push_back({e.kv, &q[off], n, e.kv->length(), &att[off]});
+      r0 += n;
+    }
+    Attention(c, l, queries, &scratch);
+    RunSite(l, Site::kO, att, m, bounds, opt, &absmax, tmp);
+    AddResidual(tmp, m, H, x);
+
+    // Feed-forward block.
+    const Clock::time_point t1 =
+        opt.observer ? Clock::now() : Clock::time_point();
+    if (opt.observer)
+      opt.observer->OnLayerPart(l, LayerPart::kAttention,
+                                SecondsBetween(t0, t1));
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
+    for (int r = 0; r < m; ++r) {
+      RmsNorm(&x[size_t(r) * H], L.ffn_norm.data(), H, c.rms_eps,
+              &xn[size_t(r) * H]);
+    }
+    if (norm_rotation_) norm_rotation_->Apply(xn, m * H / nrb);
+    RunSite(l, Site::kGateUp, xn, m, bounds, opt, &absmax, gu);
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
+    for (int r = 0; r < m; ++r) {
+      const float* g = &gu[size_t(r) * 2 * c.ffn];
+      SiluMul(g, g + c.ffn, c.ffn, &h[size_t(r) * c.ffn]);
+    }
+    if (down_rotation_) down_rotation_->Apply(h, m);
+    RunSite(l, Site::kDown, h, m, bounds, opt, &absmax, tmp);
+    AddResidual(tmp, m, H, x);
+    if (opt.observer)
+      opt.observer->OnLayerPart(l, LayerPart::kFfn,
+                                SecondsBetween(t1, Clock::now()));
+  }
 }
 
 absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
@@ -565,9 +668,6 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
   std::vector<float>& gu = Grow(&ws.gu, size_t(m) * 2 * c.ffn);
   std::vector<float>& h = Grow(&ws.h, size_t(m) * c.ffn);
   std::vector<float>& tmp = Grow(&ws.tmp, size_t(m) * H);
-  AttentionScratch& scratch = ws.attention;
-  std::vector<float>& absmax = ws.absmax;
-  using Clock = std::chrono::steady_clock;
 
   // Row r is at position row_pos[r]; entry e owns rows [bounds[e],
   // bounds[e+1]).
@@ -591,111 +691,21 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     }
   }
 
-  // [m][hidden] viewed as [m * hidden / nrb][nrb] for the norm rotation.
-  const int nrb = norm_rotation_ ? norm_rotation_->size() : 1;
-  for (int l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& L = weights_.layers[l];
-    // Attention block.
-    const Clock::time_point t0 =
-        opt.observer ? Clock::now() : Clock::time_point();
-#pragma omp parallel for schedule(static) if (m >= kParallelRows)
-    for (int r = 0; r < m; ++r) {
-      RmsNorm(&x[size_t(r) * H], L.attn_norm.data(), H, c.rms_eps,
-              &xn[size_t(r) * H]);
-    }
-    if (norm_rotation_) norm_rotation_->Apply(xn.data(), m * H / nrb);
-    RunSite(l, Site::kQkv, xn.data(), m, bounds, opt, &absmax, qkv.data());
-    int r0 = 0;
-    for (const BatchEntry& b : batch) {
-      const int n = int(b.tokens.size());
-#pragma omp parallel for schedule(static) if (n >= kParallelRows)
-      for (int i = 0; i < n; ++i) {
-        float* row = &qkv[size_t(r0 + i) * qkv_w];
-        float* q = row;
-        float* k = row + c.q_dim();
-        float* v = k + c.kv_dim();
-        const int pos = row_pos[r0 + i];
-        const float* cs = &rope[size_t(r0 + i) * c.rope_dims];
-        if (!L.bqkv.empty()) {
-          for (int j = 0; j < qkv_w; ++j) row[j] += L.bqkv[j];
-        }
-        ApplyRope(q, c.n_heads, c.head_dim, c.rope_dims, cs, c.rope_neox);
-        ApplyRope(k, c.n_kv_heads, c.head_dim, c.rope_dims, cs, c.rope_neox);
-        b.kv->WriteK(l, pos, k);
-        b.kv->WriteV(l, pos, v);
-      }
-      r0 += n;
-    }
-    // Queries are strided inside qkv rows; attention wants [n][q_dim].
-    std::vector<float>& q = Grow(&ws.q, size_t(m) * c.q_dim());
-#pragma omp parallel for schedule(static) if (m >= kParallelRows)
-    for (int r = 0; r < m; ++r) {
-      std::memcpy(&q[size_t(r) * c.q_dim()], &qkv[size_t(r) * qkv_w],
-                  c.q_dim() * sizeof(float));
-    }
-    // Every sequence's rows in one pass (prefill chunks and decode rows
-    // alike, so that a row's result does not depend on its company).
-    ws.queries.clear();
-    r0 = 0;
-    for (const BatchEntry& b : batch) {
-      const int n = int(b.tokens.size());
-      const size_t off = size_t(r0) * c.q_dim();
-      ws.queries.push_back({b.kv, &q[off], n, b.kv->length(), &att[off]});
-      r0 += n;
-    }
-    Attention(c, l, ws.queries, &scratch);
-    RunSite(l, Site::kO, att.data(), m, bounds, opt, &absmax, tmp.data());
-    AddResidual(tmp.data(), m, H, x.data());
-
-    // Feed-forward block.
-    const Clock::time_point t1 =
-        opt.observer ? Clock::now() : Clock::time_point();
-    if (opt.observer)
-      opt.observer->OnLayerPart(l, LayerPart::kAttention, Seconds(t0, t1));
-#pragma omp parallel for schedule(static) if (m >= kParallelRows)
-    for (int r = 0; r < m; ++r) {
-      RmsNorm(&x[size_t(r) * H], L.ffn_norm.data(), H, c.rms_eps,
-              &xn[size_t(r) * H]);
-    }
-    if (norm_rotation_) norm_rotation_->Apply(xn.data(), m * H / nrb);
-    RunSite(l, Site::kGateUp, xn.data(), m, bounds, opt, &absmax, gu.data());
-#pragma omp parallel for schedule(static) if (m >= kParallelRows)
-    for (int r = 0; r < m; ++r) {
-      const float* g = &gu[size_t(r) * 2 * c.ffn];
-      SiluMul(g, g + c.ffn, c.ffn, &h[size_t(r) * c.ffn]);
-    }
-    if (down_rotation_) down_rotation_->Apply(h.data(), m);
-    RunSite(l, Site::kDown, h.data(), m, bounds, opt, &absmax, tmp.data());
-    AddResidual(tmp.data(), m, H, x.data());
-    if (opt.observer)
-      opt.observer->OnLayerPart(l, LayerPart::kFfn, Seconds(t1, Clock::now()));
-  }
+  const StepBuffers sb{x.data(),      xn.data(),
+                       qkv.data(),    Grow(&ws.q, size_t(m) * c.q_dim()).data(),
+                       att.data(),    gu.data(),
+                       h.data(),      tmp.data(),
+                       rope.data(),   &ws.absmax,
+                       &ws.attention, &ws.queries,
+                       &ws.sel};
+  Layers(batch, bounds, row_pos.data(), opt, sb);
 
   // Final norm and lm_head on the rows that want logits.
-  std::vector<float>& sel = ws.sel;
-  int n_out = 0;
-  {
-    int r = 0;
-    for (const BatchEntry& b : batch) {
-      const int n = int(b.tokens.size());
-      for (int i = 0; i < n; ++i, ++r) {
-        if (!b.all_logits && (i != n - 1 || !b.last_logits)) continue;
-        Grow(&sel, size_t(n_out + 1) * H);
-        RmsNorm(&x[size_t(r) * H], weights_.output_norm.data(), H, c.rms_eps,
-                &sel[size_t(n_out) * H]);
-        ++n_out;
-      }
-    }
-  }
+  const int n_out = HeadInput(batch, x.data(), &ws.sel);
   logits->resize(size_t(n_out) * c.vocab_size);
   if (n_out > 0) {
     const int out_bounds[2] = {0, n_out};
-    if (lm_head_rotation_) {
-      // [n_out][hidden] viewed as [n_out * hidden / block][block].
-      lm_head_rotation_->Apply(sel.data(),
-                               n_out * H / lm_head_rotation_->size());
-    }
-    lm_head_->Forward({sel.data(), n_out, out_bounds}, logits->data());
+    lm_head_->Forward({ws.sel.data(), n_out, out_bounds}, logits->data());
   }
   for (const BatchEntry& b : batch) {
     b.kv->set_length(b.kv->length() + int(b.tokens.size()));

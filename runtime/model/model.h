@@ -29,6 +29,9 @@
 
 namespace spikeserve {
 
+struct AttentionScratch;
+struct AttentionQuery;
+
 // How the linear layers of q, k, v, o, gate, up and down run. Embeddings,
 // lm_head, attention and the KV cache always stay FP32 (method.md §3).
 enum class LmHeadPrecision { kFp32, kBf16, kInt8 };
@@ -238,6 +241,24 @@ class Model {
   void RunSite(int layer, Site site, const float* x, int m,
                absl::Span<const int> bounds, const ForwardOptions& opt,
                std::vector<float>* absmax_scratch, float* y) const;
+
+  // The buffers of one Forward call (model.cc's per-thread Workspace).
+  struct StepBuffers {
+    float *x, *xn, *qkv, *q, *att, *gu, *h, *tmp;  // [m][width] each
+    const float* rope;                             // [m][rope_dims] cos|sin
+    std::vector<float>* absmax;                    // [m], site inputs
+    AttentionScratch* attention;
+    std::vector<AttentionQuery>* queries;  // one layer's attention rows
+    std::vector<float>* sel;               // the lm_head's input rows
+  };
+  // The layers, each step over the team where its rows are many enough.
+  void Layers(absl::Span<const BatchEntry> batch, absl::Span<const int> bounds,
+              const int* row_pos, const ForwardOptions& opt,
+              const StepBuffers& b) const;
+  // The lm_head's input: the final norm (and rotation) of the rows that
+  // want logits, into sel [n_out][hidden]; returns n_out.
+  int HeadInput(absl::Span<const BatchEntry> batch, const float* x,
+                std::vector<float>* sel) const;
 
   struct SiteKernels {
     std::unique_ptr<Linear> fp32;

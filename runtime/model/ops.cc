@@ -170,4 +170,14 @@ SPIKESERVE_CPU_CLONES void Softmax(float* x, int n) {
   for (i = 0; i < n; ++i) x[i] *= inv;
 }
 
+void AddResidual(const float* delta, int m, int h, float* x) {
+  // Forks from 32 rows: below, the fork costs more than it saves.
+#pragma omp parallel for schedule(static) if (m >= 32)
+  for (int r = 0; r < m; ++r) {
+    float* xr = x + size_t(r) * h;
+    const float* dr = delta + size_t(r) * h;
+    for (int i = 0; i < h; ++i) xr[i] += dr[i];
+  }
+}
+
 }  // namespace spikeserve

@@ -30,6 +30,12 @@ void ApplyRope(float* x, int n_heads, int head_dim, int rope_dims,
 // h[i] = silu(gate[i]) * up[i] over n entries; silu(g) = g / (1 + e^-g).
 void SiluMul(const float* gate, const float* up, int n, float* h);
 
+// x += delta over [m][h] (a block's output onto the residual stream), in
+// row ranges over the team for prefill-sized m (with the query copy and
+// W4GroupSums, the serial steps between a prefill's parallel ones: +2% pp,
+// 135M W4A8 on Ice Lake, 20 prefills each way alternating in one process).
+void AddResidual(const float* delta, int m, int h, float* x);
+
 // e^x with ~2e-7 relative error (the inline, vectorizable exp the ops use).
 float Exp(float x);
 
