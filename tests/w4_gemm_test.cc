@@ -252,6 +252,22 @@ TEST_P(W4GemmTest, EqualsScalarReference) {
         << "row " << i / c.n << " column " << i % c.n << ": " << got[i]
         << " vs " << want[i];
   }
+  // The pieces a decode team runs (W4GemmUnits): the back half's units
+  // first, then the front's, one at a time.
+  if (c.m > 16) return;
+  std::vector<float> pieces(want.size(), NAN);
+  const int units = W4Units(packed);
+  ASSERT_EQ(W4UnitBytes(packed) * units, packed.bytes());
+  W4GemmUnits(x.data(), sums.data(), c.m, packed, row_scale.data(),
+              pieces.data(), units / 2, units);
+  for (int u = 0; u < units / 2; ++u) {
+    W4GemmUnits(x.data(), sums.data(), c.m, packed, row_scale.data(),
+                pieces.data(), u, u + 1);
+  }
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_EQ(Bits(pieces[i]), Bits(want[i]))
+        << "units: row " << i / c.n << " column " << i % c.n;
+  }
 }
 
 std::vector<Case> Cases() {

@@ -207,18 +207,16 @@ SPIKESERVE_COLUMNS(ColumnsAvx2, SPIKESERVE_AVX2, BlockAvx2, 32)
 SPIKESERVE_COLUMNS(ColumnsVnni, SPIKESERVE_VNNI, BlockVnni, 64)
 #undef SPIKESERVE_COLUMNS
 
-template <typename Out>
-void Gemm(const int8_t* x, int m, const Int8PackedWeights& w, const Out& out) {
-  const int k = w.k, step = StepOf(w.isa), steps = Steps(k, step);
-  const size_t stride = size_t(steps) * step;
-  // The rows as the kernel reads them, padded to whole steps (the padding
-  // meets zero weights, so its value does not matter): x + 128 as u8 for
-  // VNNI, x itself for AVX2 (its sign trick needs no offset).
+// The rows as the kernels read them, padded to whole steps (the padding
+// meets zero weights, so its value does not matter): x + 128 as u8 for
+// VNNI, x itself for AVX2 (its sign trick needs no offset). xu: [m][stride].
+void KernelRows(const int8_t* x, int m, const Int8PackedWeights& w,
+                uint8_t* xu) {
+  const int k = w.k, step = StepOf(w.isa);
+  const size_t stride = size_t(Steps(k, step)) * step;
   const bool vnni = w.isa == Int8KernelIsa::kAvx512Vnni;
-  thread_local std::vector<uint8_t> xu;
-  if (xu.size() < m * stride) xu.resize(m * stride);
   for (int r = 0; r < m; ++r) {
-    uint8_t* row = xu.data() + r * stride;
+    uint8_t* row = xu + r * stride;
     if (vnni) {
       OffsetToU8(x + size_t(r) * k, k, row);
     } else {
@@ -226,19 +224,38 @@ void Gemm(const int8_t* x, int m, const Int8PackedWeights& w, const Out& out) {
     }
     std::fill(row + k, row + stride, 0);
   }
-  const uint8_t* xp = xu.data();
-  const int blocks = (w.n + kBlockRows - 1) / kBlockRows;
+}
+
+// Blocks [b0, b1) of output columns, for every row of xu (KernelRows).
+template <typename Out>
+void Blocks(const uint8_t* xu, int m, const Int8PackedWeights& w,
+            const Out& out, int b0, int b1) {
+  const int step = StepOf(w.isa), steps = Steps(w.k, step);
   const size_t block_bytes = BlockBytes(steps, step);
-  const bool parallel = int64_t(m) * w.n * k >= kParallelMacs;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int b = 0; b < blocks; ++b) {
+  const bool vnni = w.isa == Int8KernelIsa::kAvx512Vnni;
+  for (int b = b0; b < b1; ++b) {
     const BlockRef block{w.data.data() + b * block_bytes, b * kBlockRows};
     if (vnni) {
-      ColumnsVnni(xp, m, steps, w.n, block, out);
+      ColumnsVnni(xu, m, steps, w.n, block, out);
     } else {
-      ColumnsAvx2(xp, m, steps, w.n, block, out);
+      ColumnsAvx2(xu, m, steps, w.n, block, out);
     }
   }
+}
+
+template <typename Out>
+void Gemm(const int8_t* x, int m, const Int8PackedWeights& w, const Out& out) {
+  thread_local std::vector<uint8_t> xu;
+  if (xu.size() < Int8KernelRowBytes(w) * m) {
+    xu.resize(Int8KernelRowBytes(w) * m);
+  }
+  // A pointer: xu itself is this thread's, the team's threads have others.
+  uint8_t* const xp = xu.data();
+  KernelRows(x, m, w, xp);
+  const int blocks = Int8PackedBlocks(w);
+  const bool parallel = int64_t(m) * w.n * w.k >= kParallelMacs;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int b = 0; b < blocks; ++b) Blocks(xp, m, w, out, b, b + 1);
 }
 
 }  // namespace
@@ -302,6 +319,32 @@ Int8PackedWeights PackInt8Weights(const int8_t* w, int n, int k,
     }
   }
   return p;
+}
+
+size_t Int8KernelRowBytes(const Int8PackedWeights& w) {
+  const int step = StepOf(w.isa);
+  return size_t(Steps(w.k, step)) * step;
+}
+
+int Int8PackedBlocks(const Int8PackedWeights& w) {
+  return (w.n + kBlockRows - 1) / kBlockRows;
+}
+
+size_t Int8PackedBlockBytes(const Int8PackedWeights& w) {
+  const int step = StepOf(w.isa);
+  return BlockBytes(Steps(w.k, step), step);
+}
+
+void Int8KernelRows(const int8_t* x, int m, const Int8PackedWeights& w,
+                    uint8_t* xu) {
+  KernelRows(x, m, w, xu);
+}
+
+void Int8GemmPackedDequantBlocks(const uint8_t* xu, int m,
+                                 const Int8PackedWeights& w,
+                                 const float* row_scale, float* y, int b0,
+                                 int b1) {
+  Blocks(xu, m, w, FloatOut{row_scale, y}, b0, b1);
 }
 
 void Int8GemmPacked(const int8_t* x, int m, const Int8PackedWeights& w,

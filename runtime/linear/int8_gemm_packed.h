@@ -84,6 +84,22 @@ void Int8GemmPacked(const int8_t* x, int m, const Int8PackedWeights& w,
 void Int8GemmPackedDequant(const int8_t* x, int m, const Int8PackedWeights& w,
                            const float* row_scale, float* y);
 
+// Int8GemmPackedDequant in pieces, for threads that split the work
+// themselves (linear.h's team form): the rows as the kernels read them,
+// Int8KernelRowBytes(w) each, written once by Int8KernelRows; then any
+// blocks [b0, b1) of 4 output columns, b < Int8PackedBlocks(w), each
+// Int8PackedBlockBytes(w) of weights in order. The same outputs as
+// Int8GemmPackedDequant.
+size_t Int8KernelRowBytes(const Int8PackedWeights& w);
+int Int8PackedBlocks(const Int8PackedWeights& w);
+size_t Int8PackedBlockBytes(const Int8PackedWeights& w);
+void Int8KernelRows(const int8_t* x, int m, const Int8PackedWeights& w,
+                    uint8_t* xu);
+void Int8GemmPackedDequantBlocks(const uint8_t* xu, int m,
+                                 const Int8PackedWeights& w,
+                                 const float* row_scale, float* y, int b0,
+                                 int b1);
+
 }  // namespace spikeserve
 
 #endif  // SPIKESERVE_RUNTIME_LINEAR_INT8_GEMM_PACKED_H_

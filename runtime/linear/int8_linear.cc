@@ -216,4 +216,31 @@ void Int8Linear::Forward(const LinearInput& in, float* y) const {
   }
 }
 
+int Int8Linear::TeamUnits(int m) const {
+  return m <= packed_max_rows_ ? Int8PackedBlocks(w_packed_) : 0;
+}
+
+void Int8Linear::TeamPrepare(const LinearInput& in) const {
+  const int m = in.m;
+  team_.m = m;
+  float* row_scale = Grow(&team_.row_scale, size_t(m));
+  int8_t* xq = Grow(&team_.xq, size_t(m) * k_);
+  QuantizeActivations(in, k_, options_.mode, options_.static_absmax, row_scale,
+                      xq);
+  uint8_t* xu = Grow(&team_.xu, size_t(m) * Int8KernelRowBytes(w_packed_));
+  Int8KernelRows(xq, m, w_packed_, xu);
+}
+
+void Int8Linear::TeamRun(int u0, int u1, float* y) const {
+  Int8GemmPackedDequantBlocks(team_.xu.data(), team_.m, w_packed_,
+                              team_.row_scale.data(), y, u0, u1);
+}
+
+absl::Span<const uint8_t> Int8Linear::TeamUnitWeights(int u0, int u1) const {
+  const size_t b = Int8PackedBlockBytes(w_packed_);
+  return absl::MakeConstSpan(
+      reinterpret_cast<const uint8_t*>(w_packed_.data.data()) + size_t(u0) * b,
+      size_t(u1 - u0) * b);
+}
+
 }  // namespace spikeserve

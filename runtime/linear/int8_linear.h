@@ -66,6 +66,11 @@ class Int8Linear final : public Linear {
   void Forward(const LinearInput& in, float* y) const override;
   int in_features() const override { return k_; }
   int out_features() const override { return n_; }
+  // The packed kernel's batches only (up to packed_max_rows).
+  int TeamUnits(int m) const override;
+  void TeamPrepare(const LinearInput& in) const override;
+  void TeamRun(int u0, int u1, float* y) const override;
+  absl::Span<const uint8_t> TeamUnitWeights(int u0, int u1) const override;
 
   // Per-output-channel weight scales [N] (absmax_row / 127, or / 63 where
   // oneDNN's non-VNNI kernels run some batches: Int8WeightQmax()).
@@ -97,6 +102,14 @@ class Int8Linear final : public Linear {
   int packed_max_rows_ = 0;
   Int8PackedWeights w_packed_;
   std::vector<int32_t> w_sum_;  // [N] row sums (oneDNN's u8 form)
+  // The input TeamPrepare quantized, for TeamRun on any thread.
+  struct Prepared {
+    int m = 0;
+    std::vector<float> row_scale;
+    std::vector<int8_t> xq;
+    std::vector<uint8_t> xu;  // as the packed kernel reads the rows
+  };
+  mutable Prepared team_;
 };
 
 }  // namespace spikeserve

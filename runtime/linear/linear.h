@@ -3,6 +3,7 @@
 #ifndef SPIKESERVE_RUNTIME_LINEAR_LINEAR_H_
 #define SPIKESERVE_RUNTIME_LINEAR_LINEAR_H_
 
+#include <cstdint>
 #include <memory>
 
 #include "absl/types/span.h"
@@ -34,6 +35,22 @@ class Linear {
   virtual int out_features() const = 0;
   // Bytes of weights this kernel holds (0 when it reads them elsewhere).
   virtual size_t weight_bytes() const = 0;
+
+  // The team form of Forward, for threads that already run in one OpenMP
+  // parallel region (a decode step, model_team.cc) and split the work
+  // themselves: one thread calls TeamPrepare (it quantizes x into the
+  // kernel's own buffers); once that is visible to them, any threads call
+  // TeamRun on disjoint ranges of units of output columns until all
+  // TeamUnits(m) are done. The outputs equal Forward's. A kernel without
+  // this form has TeamUnits 0.
+  virtual int TeamUnits(int m) const { return 0; }
+  virtual void TeamPrepare(const LinearInput& in) const {}
+  virtual void TeamRun(int u0, int u1, float* y) const {}
+  // The weight bytes units [u0, u1) read, one contiguous range in order
+  // (to read them ahead while another thread works).
+  virtual absl::Span<const uint8_t> TeamUnitWeights(int u0, int u1) const {
+    return {};
+  }
 };
 
 // FP32 weights, oneDNN's sgemm (JIT AVX-512/AVX2 by CPUID at run time).

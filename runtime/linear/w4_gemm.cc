@@ -496,6 +496,33 @@ void W4Gemm(const int8_t* x, const int32_t* sums, int m,
   }
 }
 
+int W4Units(const W4PackedWeights& w) {
+  const int C = ColumnsOf(w.isa);
+  return (w.n + C - 1) / C;
+}
+
+size_t W4UnitBytes(const W4PackedWeights& w) {
+  return size_t(w.k / w.group) *
+         GroupBytes(ColumnsOf(w.isa), w.group, w.has_min);
+}
+
+void W4GemmUnits(const int8_t* x, const int32_t* sums, int m,
+                 const W4PackedWeights& w, const float* row_scale, float* y,
+                 int u0, int u1) {
+  const int C = ColumnsOf(w.isa);
+  const size_t block_bytes = W4UnitBytes(w);
+  for (int b = u0; b < u1; ++b) {
+    const uint8_t* wb = w.data.data() + size_t(b) * block_bytes;
+    if (w.isa == W4KernelIsa::kAvx512Vnni) {
+      Columns<true, 1, kRowTileVnni>(x, sums, m, w, wb, block_bytes, row_scale,
+                                     y, b * C);
+    } else {
+      Columns<false, 1, kRowTileAvx2>(x, sums, m, w, wb, block_bytes, row_scale,
+                                      y, b * C);
+    }
+  }
+}
+
 void W4GemmReference(const int8_t* x, int m, const W4Plain& w,
                      const float* row_scale, float* y) {
   const int groups = w.groups();

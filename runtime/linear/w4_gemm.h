@@ -99,6 +99,17 @@ void W4GroupSums(const int8_t* x, int m, int k, int group, int32_t* sums);
 void W4Gemm(const int8_t* x, const int32_t* sums, int m,
             const W4PackedWeights& w, const float* row_scale, float* y);
 
+// W4Gemm in pieces, for threads that split the work themselves (a decode
+// step in one parallel region, linear.h's team form): units are the packed
+// blocks of output columns, u in [0, W4Units(w)), each W4UnitBytes(w) of
+// weights in order, over all m rows at once (made for decode's few rows).
+// A unit computes the same outputs as W4Gemm does.
+int W4Units(const W4PackedWeights& w);
+size_t W4UnitBytes(const W4PackedWeights& w);
+void W4GemmUnits(const int8_t* x, const int32_t* sums, int m,
+                 const W4PackedWeights& w, const float* row_scale, float* y,
+                 int u0, int u1);
+
 // The scalar reference of the definition above, on the plain form.
 void W4GemmReference(const int8_t* x, int m, const W4Plain& w,
                      const float* row_scale, float* y);

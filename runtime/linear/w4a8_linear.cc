@@ -184,4 +184,28 @@ void W4A8Linear::Forward(const LinearInput& in, float* y) const {
   W4Gemm(xq, sums, m, packed_, row_scale, y);
 }
 
+int W4A8Linear::TeamUnits(int m) const { return W4Units(packed_); }
+
+void W4A8Linear::TeamPrepare(const LinearInput& in) const {
+  const int m = in.m, K = packed_.k;
+  team_.m = m;
+  float* row_scale = Grow(&team_.row_scale, size_t(m));
+  int8_t* xq = Grow(&team_.xq, size_t(m) * K);
+  int32_t* sums = Grow(&team_.sums, size_t(m) * (K / packed_.group));
+  QuantizeActivations(in, K, options_.mode, options_.static_absmax, row_scale,
+                      xq);
+  W4GroupSums(xq, m, K, packed_.group, sums);
+}
+
+void W4A8Linear::TeamRun(int u0, int u1, float* y) const {
+  W4GemmUnits(team_.xq.data(), team_.sums.data(), team_.m, packed_,
+              team_.row_scale.data(), y, u0, u1);
+}
+
+absl::Span<const uint8_t> W4A8Linear::TeamUnitWeights(int u0, int u1) const {
+  const size_t b = W4UnitBytes(packed_);
+  return absl::MakeConstSpan(packed_.data.data() + size_t(u0) * b,
+                             size_t(u1 - u0) * b);
+}
+
 }  // namespace spikeserve

@@ -60,6 +60,10 @@ class W4A8Linear final : public Linear {
   int in_features() const override { return packed_.k; }
   int out_features() const override { return packed_.n; }
   size_t weight_bytes() const override { return packed_.bytes(); }
+  int TeamUnits(int m) const override;
+  void TeamPrepare(const LinearInput& in) const override;
+  void TeamRun(int u0, int u1, float* y) const override;
+  absl::Span<const uint8_t> TeamUnitWeights(int u0, int u1) const override;
   int group() const { return packed_.group; }
   bool has_min() const { return packed_.has_min; }
   // Whether Create chose the group scales with options.importance.
@@ -71,6 +75,14 @@ class W4A8Linear final : public Linear {
   Options options_;  // importance cleared: the span is the caller's
   bool importance_weighted_ = false;
   W4PackedWeights packed_;
+  // The input TeamPrepare quantized, for TeamRun on any thread.
+  struct Prepared {
+    int m = 0;
+    std::vector<float> row_scale;
+    std::vector<int8_t> xq;
+    std::vector<int32_t> sums;
+  };
+  mutable Prepared team_;
 };
 
 }  // namespace spikeserve
