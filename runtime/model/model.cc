@@ -515,7 +515,7 @@ absl::StatusOr<std::unique_ptr<KvPool>> Model::NewKvPool(
 }
 
 // The layers of a Forward call, each step over the OpenMP team where its
-// rows are many enough.
+// rows are many enough (prefill; and decode where LayersInTeam cannot run).
 void Model::Layers(absl::Span<const BatchEntry> batch,
                    absl::Span<const int> bounds, const int* row_pos,
                    const ForwardOptions& opt, const StepBuffers& b) const {
@@ -691,6 +691,15 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
     }
   }
 
+  // Decode batches run every layer (and the lm_head, when its kernel has
+  // the form) in one parallel region (model_team.cc).
+  const bool team = TeamEligible(m, opt);
+  int logit_rows = 0;
+  for (const BatchEntry& b : batch) {
+    logit_rows += b.all_logits ? int(b.tokens.size()) : b.last_logits ? 1 : 0;
+  }
+  const bool head_in_team =
+      team && logit_rows > 0 && lm_head_->TeamUnits(logit_rows) > 0;
   const StepBuffers sb{x.data(),      xn.data(),
                        qkv.data(),    Grow(&ws.q, size_t(m) * c.q_dim()).data(),
                        att.data(),    gu.data(),
@@ -698,14 +707,21 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
                        rope.data(),   &ws.absmax,
                        &ws.attention, &ws.queries,
                        &ws.sel};
-  Layers(batch, bounds, row_pos.data(), opt, sb);
+  if (team) {
+    LayersInTeam(batch, bounds, row_pos.data(), opt, sb,
+                 head_in_team ? logits : nullptr);
+  } else {
+    Layers(batch, bounds, row_pos.data(), opt, sb);
+  }
 
   // Final norm and lm_head on the rows that want logits.
-  const int n_out = HeadInput(batch, x.data(), &ws.sel);
-  logits->resize(size_t(n_out) * c.vocab_size);
-  if (n_out > 0) {
-    const int out_bounds[2] = {0, n_out};
-    lm_head_->Forward({ws.sel.data(), n_out, out_bounds}, logits->data());
+  if (!head_in_team) {
+    const int n_out = HeadInput(batch, x.data(), &ws.sel);
+    logits->resize(size_t(n_out) * c.vocab_size);
+    if (n_out > 0) {
+      const int out_bounds[2] = {0, n_out};
+      lm_head_->Forward({ws.sel.data(), n_out, out_bounds}, logits->data());
+    }
   }
   for (const BatchEntry& b : batch) {
     b.kv->set_length(b.kv->length() + int(b.tokens.size()));

@@ -122,6 +122,11 @@ struct ForwardOptions {
   bool all_fp32 = false;
   // Extra FP32 sites for this call (QFeM search without rebuilding).
   const std::set<SiteKey>* fp32_sites = nullptr;
+  // Decode batches (up to 4 rows) whose kernels all have a team form
+  // (linear.h) run every layer in one OpenMP parallel region
+  // (model_team.cc); false: one region per parallel step, as prefill
+  // (the outputs are the same; tests compare the two).
+  bool one_region = true;
 };
 
 // One sequence's share of a batch: the new tokens to run, appended after the
@@ -213,6 +218,12 @@ class Model {
   absl::StatusOr<std::unique_ptr<KvPool>> NewKvPool(
       int num_blocks, int block_tokens = 16) const;
 
+  // Whether a Forward of `rows` rows with `opt` runs its layers in one
+  // parallel region (ForwardOptions::one_region).
+  bool RunsInOneRegion(int rows, const ForwardOptions& opt) const {
+    return TeamEligible(rows, opt);
+  }
+
   // Runs every entry's new tokens through the model (all rows of the batch
   // share each linear layer call), writes their K/V into the entries'
   // caches and advances their lengths. `logits` receives, entry after entry,
@@ -242,6 +253,10 @@ class Model {
                absl::Span<const int> bounds, const ForwardOptions& opt,
                std::vector<float>* absmax_scratch, float* y) const;
 
+  // The decode form of Forward's layer loop (m rows, few): every layer in
+  // one OpenMP parallel region (see model.cc). Eligible when every site's
+  // INT8 kernel has a team form for m rows and no site runs in FP32.
+  bool TeamEligible(int m, const ForwardOptions& opt) const;
   // The buffers of one Forward call (model.cc's per-thread Workspace).
   struct StepBuffers {
     float *x, *xn, *qkv, *q, *att, *gu, *h, *tmp;  // [m][width] each
@@ -255,6 +270,11 @@ class Model {
   void Layers(absl::Span<const BatchEntry> batch, absl::Span<const int> bounds,
               const int* row_pos, const ForwardOptions& opt,
               const StepBuffers& b) const;
+  // With logits: the lm_head too (Forward's, for the rows that want them).
+  void LayersInTeam(absl::Span<const BatchEntry> batch,
+                    absl::Span<const int> bounds, const int* row_pos,
+                    const ForwardOptions& opt, const StepBuffers& b,
+                    std::vector<float>* logits) const;
   // The lm_head's input: the final norm (and rotation) of the rows that
   // want logits, into sel [n_out][hidden]; returns n_out.
   int HeadInput(absl::Span<const BatchEntry> batch, const float* x,

@@ -1,0 +1,298 @@
+// Model::LayersInTeam: a decode step's layers in one OpenMP parallel
+// region.
+//
+// Decode is bound by the weights it streams, and between two matmuls one
+// thread does the step's serial work (norms, quantization of the next
+// input, RoPE, the KV write, attention at short context) while the others
+// wait: on Ice Lake, SmolLM2-135M W4A8, the second thread idled ~24% of a
+// step, and a fork and a join per matmul. Here the team forks once per
+// step; during each serial step the other threads read ahead the first
+// weights of their share of the next matmul (streamed from DRAM either
+// way: read now, they come from L2 when it runs), and the matmuls split
+// their units so that no thread idles at the barrier (work_split.h).
+// Measured there (spikeserve-speed, decode runs of 128 tokens switching
+// between the two forms in one process, paired medians of 15): W4A8 +8-9%
+// (+2.6% without the read-ahead; with it, a static split of the matmuls
+// is 6% slower than WorkSplit's); at 1024 cached positions +2-3%; the
+// default W8A8 plan +8%.
+//
+// Every kernel, attention item and elementwise op computes what Layers
+// computes for the same rows, so the outputs are bit-identical.
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+
+#include "runtime/linear/quantize.h"
+#include "runtime/linear/work_split.h"
+#include "runtime/model/attention.h"
+#include "runtime/model/model.h"
+#include "runtime/model/ops.h"
+
+namespace spikeserve {
+namespace {
+
+// Decode batches of up to this many rows run in one region.
+constexpr int kTeamMaxRows = 4;
+// Units per claim: about this many weight bytes (~1 us of streaming).
+constexpr size_t kTeamClaimBytes = size_t(16) << 10;
+// How far a waiting thread reads ahead into its share of the next matmul
+// (L2 holds it): 128 KiB to 1 MiB measured alike on Ice Lake (+8-9%).
+constexpr size_t kReadAheadBytes = size_t(256) << 10;
+constexpr size_t kReadAheadPiece = 4096;
+
+}  // namespace
+
+bool Model::TeamEligible(int m, const ForwardOptions& opt) const {
+  if (m > kTeamMaxRows || omp_in_parallel() || omp_get_max_threads() < 2 ||
+      !opt.one_region || opt.all_fp32 ||
+      (opt.fp32_sites && !opt.fp32_sites->empty())) {
+    return false;
+  }
+  for (const auto& layer : kernels_) {
+    for (const SiteKernels& k : layer) {
+      if (k.int8 == nullptr || k.int8->TeamUnits(m) == 0) return false;
+    }
+  }
+  return true;
+}
+
+namespace {
+
+// Units of a team-form kernel per claim: about kTeamClaimBytes of weights.
+int ClaimUnits(const Linear& k) {
+  const size_t unit = k.TeamUnitWeights(0, 1).size();
+  return std::max<int>(1, int(kTeamClaimBytes / std::max<size_t>(1, unit)));
+}
+
+// Reads `w` ahead (one load per cache line, in pieces of kReadAheadPiece)
+// until done() or kReadAheadBytes, then waits for done().
+template <typename Done>
+void ReadAheadUntil(absl::Span<const uint8_t> w, const Done& done) {
+  const size_t limit = std::min(w.size(), kReadAheadBytes);
+  uint64_t sink = 0;
+  size_t at = 0;
+  while (!done()) {
+    if (at >= limit) {
+      _mm_pause();
+      continue;
+    }
+    const size_t end = std::min(limit, at + kReadAheadPiece);
+    for (; at < end; at += 64) {
+      uint64_t v;
+      std::memcpy(&v, w.data() + at, 8);
+      sink += v;
+    }
+  }
+  asm volatile("" : : "r"(sink));
+}
+
+}  // namespace
+
+void Model::LayersInTeam(absl::Span<const BatchEntry> batch,
+                         absl::Span<const int> bounds, const int* row_pos,
+                         const ForwardOptions& opt, const StepBuffers& b,
+                         std::vector<float>* logits) const {
+  const ModelConfig& c = config_;
+  const int m = bounds.back();
+  const int H = c.hidden, qkv_w = c.q_dim() + 2 * c.kv_dim();
+  const int nt = omp_get_max_threads();
+  const int nrb = norm_rotation_ ? norm_rotation_->size() : 1;
+  using Clock = std::chrono::steady_clock;
+  std::atomic<int> published{0};
+  WorkSplit split(0, nt, 1);
+  bool split_attention = false;  // written by thread 0 in a serial step
+  std::vector<float>& absmax = *b.absmax;
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num();
+    int epoch = 0;
+    // Thread 0 runs `work`; the others read ahead their first units of
+    // `next` meanwhile (they are streamed from DRAM either way; read now,
+    // they come from L2 when the matmul runs).
+    auto serial = [&](const auto& work, const Linear* next) {
+      ++epoch;
+      if (t == 0) {
+        work();
+        published.store(epoch, std::memory_order_release);
+        return;
+      }
+      const int units = next ? next->TeamUnits(m) : 0;
+      const int u0 = int(int64_t(units) * t / nt);
+      const int u1 = int(int64_t(units) * (t + 1) / nt);
+      ReadAheadUntil(
+          next ? next->TeamUnitWeights(u0, u1) : absl::Span<const uint8_t>(),
+          [&] { return published.load(std::memory_order_acquire) >= epoch; });
+    };
+    // Thread 0, in a serial step: the site's input statistics and
+    // quantization, and the split of its units.
+    auto prepare = [&](int l, Site site, const float* x) {
+      const Linear& k = *kernels_[l][int(site)].int8;
+      const int width = k.in_features();
+      absmax.resize(m);
+      for (int r = 0; r < m; ++r) {
+        absmax[r] = AbsMax(x + size_t(r) * width, width);
+      }
+      if (opt.observer != nullptr) {
+        opt.observer->OnSiteInput(l, site, x, m, width, absmax, bounds);
+      }
+      k.TeamPrepare({x, m, bounds, absmax.data()});
+      split.Reset(k.TeamUnits(m), nt, ClaimUnits(k));
+    };
+    // Every thread: the site's matmul, then a barrier (its outputs are
+    // read by thread 0 next).
+    auto run = [&](int l, Site site, float* y) {
+      const Linear& k = *kernels_[l][int(site)].int8;
+      split.Work(t, [&](int u0, int u1) { k.TeamRun(u0, u1, y); });
+#pragma omp barrier
+    };
+    // Thread 0: the spike guard's FP32 rows of a site just run.
+    auto guard = [&](int l, Site site, const float* x, float* y) {
+      const SiteKernels& k = kernels_[l][int(site)];
+      if (k.guard_absmax <= 0) return;
+      int fallback = 0;
+      const int width = k.fp32->in_features(), out = k.fp32->out_features();
+      for (int r = 0; r < m; ++r) {
+        if (absmax[r] <= k.guard_absmax) continue;
+        const int one[2] = {0, 1};
+        k.fp32->Forward({x + size_t(r) * width, 1, one, nullptr},
+                        y + size_t(r) * out);
+        ++fallback;
+      }
+      if (fallback > 0 && opt.observer != nullptr) {
+        opt.observer->OnGuardFallback(l, site, fallback);
+      }
+    };
+    for (int l = 0; l < c.n_layers; ++l) {
+      const LayerWeights& L = weights_.layers[l];
+      const auto& K = kernels_[l];
+      Clock::time_point t0, t1;
+      serial(
+          [&] {
+            if (opt.observer) t0 = Clock::now();
+            for (int r = 0; r < m; ++r) {
+              RmsNorm(&b.x[size_t(r) * H], L.attn_norm.data(), H, c.rms_eps,
+                      &b.xn[size_t(r) * H]);
+            }
+            if (norm_rotation_) norm_rotation_->Apply(b.xn, m * H / nrb);
+            prepare(l, Site::kQkv, b.xn);
+          },
+          K[int(Site::kQkv)].int8.get());
+      run(l, Site::kQkv, b.qkv);
+      serial(
+          [&] {
+            guard(l, Site::kQkv, b.xn, b.qkv);
+            int r0 = 0;
+            for (const BatchEntry& e : batch) {
+              const int n = int(e.tokens.size());
+              for (int i = 0; i < n; ++i) {
+                float* row = &b.qkv[size_t(r0 + i) * qkv_w];
+                float* k = row + c.q_dim();
+                float* v = k + c.kv_dim();
+                const float* cs = &b.rope[size_t(r0 + i) * c.rope_dims];
+                if (!L.bqkv.empty()) {
+                  for (int j = 0; j < qkv_w; ++j) row[j] += L.bqkv[j];
+                }
+                ApplyRope(row, c.n_heads, c.head_dim, c.rope_dims, cs,
+                          c.rope_neox);
+                ApplyRope(k, c.n_kv_heads, c.head_dim, c.rope_dims, cs,
+                          c.rope_neox);
+                e.kv->WriteK(l, row_pos[r0 + i], k);
+                e.kv->WriteV(l, row_pos[r0 + i], v);
+                std::memcpy(&b.q[size_t(r0 + i) * c.q_dim()], row,
+                            c.q_dim() * sizeof(float));
+              }
+              r0 += n;
+            }
+            b.queries->clear();
+            r0 = 0;
+            for (const BatchEntry& e : batch) {
+              const int n = int(e.tokens.size());
+              const size_t off = size_t(r0) * c.q_dim();
+              b.queries->push_back(
+                  {e.kv, &b.q[off], n, e.kv->length(), &b.att[off]});
+              r0 += n;
+            }
+            split_attention =
+                SplitAttention(PlanAttention(c, *b.queries, b.attention));
+            if (split_attention) {
+              split.Reset(int(b.attention->items.size()), nt, 1);
+              return;
+            }
+            RunAttentionItems(c, l, *b.queries, *b.attention, 0,
+                              int(b.attention->items.size()));
+            prepare(l, Site::kO, b.att);
+          },
+          K[int(Site::kO)].int8.get());
+      if (split_attention) {  // as thread 0 published
+        split.Work(t, [&](int i0, int i1) {
+          RunAttentionItems(c, l, *b.queries, *b.attention, i0, i1);
+        });
+#pragma omp barrier
+        serial([&] { prepare(l, Site::kO, b.att); },
+               K[int(Site::kO)].int8.get());
+      }
+      run(l, Site::kO, b.tmp);
+      serial(
+          [&] {
+            guard(l, Site::kO, b.att, b.tmp);
+            AddResidual(b.tmp, m, H, b.x);
+            if (opt.observer) {
+              t1 = Clock::now();
+              opt.observer->OnLayerPart(l, LayerPart::kAttention,
+                                        SecondsBetween(t0, t1));
+            }
+            for (int r = 0; r < m; ++r) {
+              RmsNorm(&b.x[size_t(r) * H], L.ffn_norm.data(), H, c.rms_eps,
+                      &b.xn[size_t(r) * H]);
+            }
+            if (norm_rotation_) norm_rotation_->Apply(b.xn, m * H / nrb);
+            prepare(l, Site::kGateUp, b.xn);
+          },
+          K[int(Site::kGateUp)].int8.get());
+      run(l, Site::kGateUp, b.gu);
+      serial(
+          [&] {
+            guard(l, Site::kGateUp, b.xn, b.gu);
+            for (int r = 0; r < m; ++r) {
+              const float* g = &b.gu[size_t(r) * 2 * c.ffn];
+              SiluMul(g, g + c.ffn, c.ffn, &b.h[size_t(r) * c.ffn]);
+            }
+            if (down_rotation_) down_rotation_->Apply(b.h, m);
+            prepare(l, Site::kDown, b.h);
+          },
+          K[int(Site::kDown)].int8.get());
+      run(l, Site::kDown, b.tmp);
+      serial(
+          [&] {
+            guard(l, Site::kDown, b.h, b.tmp);
+            AddResidual(b.tmp, m, H, b.x);
+            if (opt.observer) {
+              opt.observer->OnLayerPart(l, LayerPart::kFfn,
+                                        SecondsBetween(t1, Clock::now()));
+            }
+            if (l + 1 == c.n_layers && logits != nullptr) {
+              const int n_out = HeadInput(batch, b.x, b.sel);
+              logits->resize(size_t(n_out) * c.vocab_size);
+              const int out_bounds[2] = {0, n_out};
+              lm_head_->TeamPrepare({b.sel->data(), n_out, out_bounds});
+              split.Reset(lm_head_->TeamUnits(n_out), nt,
+                          ClaimUnits(*lm_head_));
+            }
+          },
+          l + 1 < c.n_layers  ? K[int(Site::kQkv)].int8.get()
+          : logits != nullptr ? lm_head_.get()
+                              : nullptr);
+    }
+    if (logits != nullptr) {
+      split.Work(t, [&](int u0, int u1) {
+        lm_head_->TeamRun(u0, u1, logits->data());
+      });
+    }
+  }
+}
+
+}  // namespace spikeserve
