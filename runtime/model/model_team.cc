@@ -14,7 +14,9 @@
 // between the two forms in one process, paired medians of 15): W4A8 +8-9%
 // (+2.6% without the read-ahead; with it, a static split of the matmuls
 // is 6% slower than WorkSplit's); at 1024 cached positions +2-3%; the
-// default W8A8 plan +8%.
+// default W8A8 plan +8%. Reading on into the matmul after next gained
+// +1.3-1.5% more (the longest serial step, RoPE and attention before the
+// small o matmul, outlasted one share); three ahead, nothing more.
 //
 // Every kernel, attention item and elementwise op computes what Layers
 // computes for the same rows, so the outputs are bit-identical.
@@ -68,25 +70,52 @@ int ClaimUnits(const Linear& k) {
   return std::max<int>(1, int(kTeamClaimBytes / std::max<size_t>(1, unit)));
 }
 
-// Reads `w` ahead (one load per cache line, in pieces of kReadAheadPiece)
-// until done() or kReadAheadBytes, then waits for done().
+// The matmuls of a step in the order they run, each with its rows.
+struct Matmul {
+  const Linear* k;
+  int rows;
+};
+
+// What one thread has read ahead: the first `bytes` of its share of
+// matmul `index` (of the step's order).
+struct ReadAhead {
+  int index = -1;
+  size_t bytes = 0;
+};
+
+// Thread t's share of `mm`'s weights as WorkSplit gives it first, up to
+// kReadAheadBytes.
+absl::Span<const uint8_t> FirstShare(const Matmul& mm, int t, int nt) {
+  const int units = mm.k->TeamUnits(mm.rows);
+  if (units == 0) return {};
+  const int u0 = int(int64_t(units) * t / nt);
+  const int u1 = int(int64_t(units) * (t + 1) / nt);
+  const absl::Span<const uint8_t> w = mm.k->TeamUnitWeights(u0, u1);
+  return w.first(std::min(w.size(), kReadAheadBytes));
+}
+
+// Reads ahead (one load per cache line, in pieces of kReadAheadPiece) the
+// first shares of matmuls `next` and `next + 1` until done(), continuing
+// where `ra` stopped; then waits for done().
 template <typename Done>
-void ReadAheadUntil(absl::Span<const uint8_t> w, const Done& done) {
-  const size_t limit = std::min(w.size(), kReadAheadBytes);
+void ReadAheadUntil(absl::Span<const Matmul> order, int next, int t, int nt,
+                    ReadAhead* ra, const Done& done) {
   uint64_t sink = 0;
-  size_t at = 0;
-  while (!done()) {
-    if (at >= limit) {
-      _mm_pause();
-      continue;
+  for (int i = next; i < std::min<int>(next + 2, order.size()); ++i) {
+    const absl::Span<const uint8_t> w = FirstShare(order[i], t, nt);
+    size_t at = ra->index == i ? ra->bytes : 0;
+    while (at < w.size() && !done()) {
+      const size_t end = std::min(w.size(), at + kReadAheadPiece);
+      for (; at < end; at += 64) {
+        uint64_t v;
+        std::memcpy(&v, w.data() + at, 8);
+        sink += v;
+      }
     }
-    const size_t end = std::min(limit, at + kReadAheadPiece);
-    for (; at < end; at += 64) {
-      uint64_t v;
-      std::memcpy(&v, w.data() + at, 8);
-      sink += v;
-    }
+    *ra = {i, at};
+    if (at < w.size()) break;  // done() came first
   }
+  while (!done()) _mm_pause();
   asm volatile("" : : "r"(sink));
 }
 
@@ -102,6 +131,20 @@ void Model::LayersInTeam(absl::Span<const BatchEntry> batch,
   const int nt = omp_get_max_threads();
   const int nrb = norm_rotation_ ? norm_rotation_->size() : 1;
   using Clock = std::chrono::steady_clock;
+  // The step's matmuls in order: the layers' sites, then the lm_head.
+  std::vector<Matmul> order;
+  for (const auto& layer : kernels_) {
+    for (Site s : {Site::kQkv, Site::kO, Site::kGateUp, Site::kDown}) {
+      order.push_back({layer[int(s)].int8.get(), m});
+    }
+  }
+  if (logits != nullptr) {
+    int rows = 0;
+    for (const BatchEntry& e : batch) {
+      rows += e.all_logits ? int(e.tokens.size()) : e.last_logits ? 1 : 0;
+    }
+    order.push_back({lm_head_.get(), rows});
+  }
   std::atomic<int> published{0};
   WorkSplit split(0, nt, 1);
   bool split_attention = false;  // written by thread 0 in a serial step
@@ -110,22 +153,21 @@ void Model::LayersInTeam(absl::Span<const BatchEntry> batch,
   {
     const int t = omp_get_thread_num();
     int epoch = 0;
-    // Thread 0 runs `work`; the others read ahead their first units of
-    // `next` meanwhile (they are streamed from DRAM either way; read now,
-    // they come from L2 when the matmul runs).
-    auto serial = [&](const auto& work, const Linear* next) {
+    int matmuls_run = 0;  // of `order`, by this thread
+    ReadAhead ahead;
+    // Thread 0 runs `work`; the others meanwhile read ahead the weights
+    // they will take first in the next two matmuls (streamed from DRAM
+    // either way: read now, they come from L2 when the matmul runs).
+    auto serial = [&](const auto& work) {
       ++epoch;
       if (t == 0) {
         work();
         published.store(epoch, std::memory_order_release);
         return;
       }
-      const int units = next ? next->TeamUnits(m) : 0;
-      const int u0 = int(int64_t(units) * t / nt);
-      const int u1 = int(int64_t(units) * (t + 1) / nt);
-      ReadAheadUntil(
-          next ? next->TeamUnitWeights(u0, u1) : absl::Span<const uint8_t>(),
-          [&] { return published.load(std::memory_order_acquire) >= epoch; });
+      ReadAheadUntil(order, matmuls_run, t, nt, &ahead, [&] {
+        return published.load(std::memory_order_acquire) >= epoch;
+      });
     };
     // Thread 0, in a serial step: the site's input statistics and
     // quantization, and the split of its units.
@@ -147,6 +189,7 @@ void Model::LayersInTeam(absl::Span<const BatchEntry> batch,
     auto run = [&](int l, Site site, float* y) {
       const Linear& k = *kernels_[l][int(site)].int8;
       split.Work(t, [&](int u0, int u1) { k.TeamRun(u0, u1, y); });
+      ++matmuls_run;
 #pragma omp barrier
     };
     // Thread 0: the spike guard's FP32 rows of a site just run.
@@ -168,124 +211,108 @@ void Model::LayersInTeam(absl::Span<const BatchEntry> batch,
     };
     for (int l = 0; l < c.n_layers; ++l) {
       const LayerWeights& L = weights_.layers[l];
-      const auto& K = kernels_[l];
       Clock::time_point t0, t1;
-      serial(
-          [&] {
-            if (opt.observer) t0 = Clock::now();
-            for (int r = 0; r < m; ++r) {
-              RmsNorm(&b.x[size_t(r) * H], L.attn_norm.data(), H, c.rms_eps,
-                      &b.xn[size_t(r) * H]);
-            }
-            if (norm_rotation_) norm_rotation_->Apply(b.xn, m * H / nrb);
-            prepare(l, Site::kQkv, b.xn);
-          },
-          K[int(Site::kQkv)].int8.get());
+      serial([&] {
+        if (opt.observer) t0 = Clock::now();
+        for (int r = 0; r < m; ++r) {
+          RmsNorm(&b.x[size_t(r) * H], L.attn_norm.data(), H, c.rms_eps,
+                  &b.xn[size_t(r) * H]);
+        }
+        if (norm_rotation_) norm_rotation_->Apply(b.xn, m * H / nrb);
+        prepare(l, Site::kQkv, b.xn);
+      });
       run(l, Site::kQkv, b.qkv);
-      serial(
-          [&] {
-            guard(l, Site::kQkv, b.xn, b.qkv);
-            int r0 = 0;
-            for (const BatchEntry& e : batch) {
-              const int n = int(e.tokens.size());
-              for (int i = 0; i < n; ++i) {
-                float* row = &b.qkv[size_t(r0 + i) * qkv_w];
-                float* k = row + c.q_dim();
-                float* v = k + c.kv_dim();
-                const float* cs = &b.rope[size_t(r0 + i) * c.rope_dims];
-                if (!L.bqkv.empty()) {
-                  for (int j = 0; j < qkv_w; ++j) row[j] += L.bqkv[j];
-                }
-                ApplyRope(row, c.n_heads, c.head_dim, c.rope_dims, cs,
-                          c.rope_neox);
-                ApplyRope(k, c.n_kv_heads, c.head_dim, c.rope_dims, cs,
-                          c.rope_neox);
-                e.kv->WriteK(l, row_pos[r0 + i], k);
-                e.kv->WriteV(l, row_pos[r0 + i], v);
-                std::memcpy(&b.q[size_t(r0 + i) * c.q_dim()], row,
-                            c.q_dim() * sizeof(float));
-              }
-              r0 += n;
+      serial([&] {
+        guard(l, Site::kQkv, b.xn, b.qkv);
+        int r0 = 0;
+        for (const BatchEntry& e : batch) {
+          const int n = int(e.tokens.size());
+          for (int i = 0; i < n; ++i) {
+            float* row = &b.qkv[size_t(r0 + i) * qkv_w];
+            float* k = row + c.q_dim();
+            float* v = k + c.kv_dim();
+            const float* cs = &b.rope[size_t(r0 + i) * c.rope_dims];
+            if (!L.bqkv.empty()) {
+              for (int j = 0; j < qkv_w; ++j) row[j] += L.bqkv[j];
             }
-            b.queries->clear();
-            r0 = 0;
-            for (const BatchEntry& e : batch) {
-              const int n = int(e.tokens.size());
-              const size_t off = size_t(r0) * c.q_dim();
-              b.queries->push_back(
-                  {e.kv, &b.q[off], n, e.kv->length(), &b.att[off]});
-              r0 += n;
-            }
-            split_attention =
-                SplitAttention(PlanAttention(c, *b.queries, b.attention));
-            if (split_attention) {
-              split.Reset(int(b.attention->items.size()), nt, 1);
-              return;
-            }
-            RunAttentionItems(c, l, *b.queries, *b.attention, 0,
-                              int(b.attention->items.size()));
-            prepare(l, Site::kO, b.att);
-          },
-          K[int(Site::kO)].int8.get());
+            ApplyRope(row, c.n_heads, c.head_dim, c.rope_dims, cs, c.rope_neox);
+            ApplyRope(k, c.n_kv_heads, c.head_dim, c.rope_dims, cs,
+                      c.rope_neox);
+            e.kv->WriteK(l, row_pos[r0 + i], k);
+            e.kv->WriteV(l, row_pos[r0 + i], v);
+            std::memcpy(&b.q[size_t(r0 + i) * c.q_dim()], row,
+                        c.q_dim() * sizeof(float));
+          }
+          r0 += n;
+        }
+        b.queries->clear();
+        r0 = 0;
+        for (const BatchEntry& e : batch) {
+          const int n = int(e.tokens.size());
+          const size_t off = size_t(r0) * c.q_dim();
+          b.queries->push_back(
+              {e.kv, &b.q[off], n, e.kv->length(), &b.att[off]});
+          r0 += n;
+        }
+        split_attention =
+            SplitAttention(PlanAttention(c, *b.queries, b.attention));
+        if (split_attention) {
+          split.Reset(int(b.attention->items.size()), nt, 1);
+          return;
+        }
+        RunAttentionItems(c, l, *b.queries, *b.attention, 0,
+                          int(b.attention->items.size()));
+        prepare(l, Site::kO, b.att);
+      });
       if (split_attention) {  // as thread 0 published
         split.Work(t, [&](int i0, int i1) {
           RunAttentionItems(c, l, *b.queries, *b.attention, i0, i1);
         });
 #pragma omp barrier
-        serial([&] { prepare(l, Site::kO, b.att); },
-               K[int(Site::kO)].int8.get());
+        serial([&] { prepare(l, Site::kO, b.att); });
       }
       run(l, Site::kO, b.tmp);
-      serial(
-          [&] {
-            guard(l, Site::kO, b.att, b.tmp);
-            AddResidual(b.tmp, m, H, b.x);
-            if (opt.observer) {
-              t1 = Clock::now();
-              opt.observer->OnLayerPart(l, LayerPart::kAttention,
-                                        SecondsBetween(t0, t1));
-            }
-            for (int r = 0; r < m; ++r) {
-              RmsNorm(&b.x[size_t(r) * H], L.ffn_norm.data(), H, c.rms_eps,
-                      &b.xn[size_t(r) * H]);
-            }
-            if (norm_rotation_) norm_rotation_->Apply(b.xn, m * H / nrb);
-            prepare(l, Site::kGateUp, b.xn);
-          },
-          K[int(Site::kGateUp)].int8.get());
+      serial([&] {
+        guard(l, Site::kO, b.att, b.tmp);
+        AddResidual(b.tmp, m, H, b.x);
+        if (opt.observer) {
+          t1 = Clock::now();
+          opt.observer->OnLayerPart(l, LayerPart::kAttention,
+                                    SecondsBetween(t0, t1));
+        }
+        for (int r = 0; r < m; ++r) {
+          RmsNorm(&b.x[size_t(r) * H], L.ffn_norm.data(), H, c.rms_eps,
+                  &b.xn[size_t(r) * H]);
+        }
+        if (norm_rotation_) norm_rotation_->Apply(b.xn, m * H / nrb);
+        prepare(l, Site::kGateUp, b.xn);
+      });
       run(l, Site::kGateUp, b.gu);
-      serial(
-          [&] {
-            guard(l, Site::kGateUp, b.xn, b.gu);
-            for (int r = 0; r < m; ++r) {
-              const float* g = &b.gu[size_t(r) * 2 * c.ffn];
-              SiluMul(g, g + c.ffn, c.ffn, &b.h[size_t(r) * c.ffn]);
-            }
-            if (down_rotation_) down_rotation_->Apply(b.h, m);
-            prepare(l, Site::kDown, b.h);
-          },
-          K[int(Site::kDown)].int8.get());
+      serial([&] {
+        guard(l, Site::kGateUp, b.xn, b.gu);
+        for (int r = 0; r < m; ++r) {
+          const float* g = &b.gu[size_t(r) * 2 * c.ffn];
+          SiluMul(g, g + c.ffn, c.ffn, &b.h[size_t(r) * c.ffn]);
+        }
+        if (down_rotation_) down_rotation_->Apply(b.h, m);
+        prepare(l, Site::kDown, b.h);
+      });
       run(l, Site::kDown, b.tmp);
-      serial(
-          [&] {
-            guard(l, Site::kDown, b.h, b.tmp);
-            AddResidual(b.tmp, m, H, b.x);
-            if (opt.observer) {
-              opt.observer->OnLayerPart(l, LayerPart::kFfn,
-                                        SecondsBetween(t1, Clock::now()));
-            }
-            if (l + 1 == c.n_layers && logits != nullptr) {
-              const int n_out = HeadInput(batch, b.x, b.sel);
-              logits->resize(size_t(n_out) * c.vocab_size);
-              const int out_bounds[2] = {0, n_out};
-              lm_head_->TeamPrepare({b.sel->data(), n_out, out_bounds});
-              split.Reset(lm_head_->TeamUnits(n_out), nt,
-                          ClaimUnits(*lm_head_));
-            }
-          },
-          l + 1 < c.n_layers  ? K[int(Site::kQkv)].int8.get()
-          : logits != nullptr ? lm_head_.get()
-                              : nullptr);
+      serial([&] {
+        guard(l, Site::kDown, b.h, b.tmp);
+        AddResidual(b.tmp, m, H, b.x);
+        if (opt.observer) {
+          opt.observer->OnLayerPart(l, LayerPart::kFfn,
+                                    SecondsBetween(t1, Clock::now()));
+        }
+        if (l + 1 == c.n_layers && logits != nullptr) {
+          const int n_out = HeadInput(batch, b.x, b.sel);
+          logits->resize(size_t(n_out) * c.vocab_size);
+          const int out_bounds[2] = {0, n_out};
+          lm_head_->TeamPrepare({b.sel->data(), n_out, out_bounds});
+          split.Reset(lm_head_->TeamUnits(n_out), nt, ClaimUnits(*lm_head_));
+        }
+      });
     }
     if (logits != nullptr) {
       split.Work(t, [&](int u0, int u1) {
