@@ -6,17 +6,12 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fixtures/random_matrix.h"
 
 namespace spikeserve {
 namespace {
 
-Matrix RandomMatrix(int rows, int cols, uint32_t seed) {
-  Matrix w{rows, cols, std::vector<float>(size_t(rows) * cols)};
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0, 0.05f);
-  for (float& x : w.data) x = d(rng);
-  return w;
-}
+using ::spikeserve::testing::RandomMatrix;
 
 std::vector<float> RandomInput(int m, int k, uint32_t seed) {
   std::vector<float> x(size_t(m) * k);

@@ -7,17 +7,12 @@
 
 #include "gtest/gtest.h"
 #include "runtime/linear/activation_quant.h"
+#include "tests/fixtures/random_matrix.h"
 
 namespace spikeserve {
 namespace {
 
-Matrix RandomMatrix(int rows, int cols, uint32_t seed) {
-  Matrix w{rows, cols, std::vector<float>(size_t(rows) * cols)};
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0, 0.05f);
-  for (float& v : w.data) v = d(rng);
-  return w;
-}
+using ::spikeserve::testing::RandomMatrix;
 
 struct Case {
   int m, k, n, group;

@@ -38,12 +38,6 @@ absl::Status CheckShape(int k, int group) {
   return absl::OkStatus();
 }
 
-// Scratch shared by every W4A8Linear on a thread (see int8_linear.cc).
-struct Scratch {
-  std::vector<int8_t> xq;        // [m][K]
-  std::vector<int32_t> sums;     // [m][K/G]
-  std::vector<float> row_scale;  // [m]
-};
 template <typename T>
 T* Grow(std::vector<T>* v, size_t n) {
   if (v->size() < n) v->resize(n);
@@ -172,29 +166,27 @@ absl::StatusOr<std::unique_ptr<W4A8Linear>> W4A8Linear::FromStored(
   return FromPlain(plain, options);
 }
 
-void W4A8Linear::Forward(const LinearInput& in, float* y) const {
-  thread_local Scratch sc;
+void W4A8Linear::Quantize(const LinearInput& in, Prepared* p) const {
   const int m = in.m, K = packed_.k;
-  float* row_scale = Grow(&sc.row_scale, size_t(m));
-  int8_t* xq = Grow(&sc.xq, size_t(m) * K);
-  int32_t* sums = Grow(&sc.sums, size_t(m) * (K / packed_.group));
+  p->m = m;
+  float* row_scale = Grow(&p->row_scale, size_t(m));
+  int8_t* xq = Grow(&p->xq, size_t(m) * K);
+  int32_t* sums = Grow(&p->sums, size_t(m) * (K / packed_.group));
   QuantizeActivations(in, K, options_.mode, options_.static_absmax, row_scale,
                       xq);
   W4GroupSums(xq, m, K, packed_.group, sums);
-  W4Gemm(xq, sums, m, packed_, row_scale, y);
+}
+
+void W4A8Linear::Forward(const LinearInput& in, float* y) const {
+  thread_local Prepared p;  // shared by every W4A8Linear on a thread
+  Quantize(in, &p);
+  W4Gemm(p.xq.data(), p.sums.data(), p.m, packed_, p.row_scale.data(), y);
 }
 
 int W4A8Linear::TeamUnits(int m) const { return W4Units(packed_); }
 
 void W4A8Linear::TeamPrepare(const LinearInput& in) const {
-  const int m = in.m, K = packed_.k;
-  team_.m = m;
-  float* row_scale = Grow(&team_.row_scale, size_t(m));
-  int8_t* xq = Grow(&team_.xq, size_t(m) * K);
-  int32_t* sums = Grow(&team_.sums, size_t(m) * (K / packed_.group));
-  QuantizeActivations(in, K, options_.mode, options_.static_absmax, row_scale,
-                      xq);
-  W4GroupSums(xq, m, K, packed_.group, sums);
+  Quantize(in, &team_);
 }
 
 void W4A8Linear::TeamRun(int u0, int u1, float* y) const {

@@ -75,13 +75,16 @@ class W4A8Linear final : public Linear {
   Options options_;  // importance cleared: the span is the caller's
   bool importance_weighted_ = false;
   W4PackedWeights packed_;
-  // The input TeamPrepare quantized, for TeamRun on any thread.
+  // A quantized input: rows, their scales [m], the rows [m][K] and their
+  // group sums [m][K/G].
   struct Prepared {
     int m = 0;
     std::vector<float> row_scale;
     std::vector<int8_t> xq;
     std::vector<int32_t> sums;
   };
+  void Quantize(const LinearInput& in, Prepared* p) const;
+  // TeamPrepare's, for TeamRun on any thread.
   mutable Prepared team_;
 };
 

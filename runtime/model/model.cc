@@ -531,17 +531,20 @@ void Model::Layers(absl::Span<const BatchEntry> batch,
   AttentionScratch& scratch = *b.attention;
   std::vector<AttentionQuery>& queries = *b.queries;
   using Clock = std::chrono::steady_clock;
+  // The residual stream's norm (and rotation) into xn.
+  auto norm = [&](const std::vector<float>& gain) {
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
+    for (int r = 0; r < m; ++r) {
+      RmsNorm(&x[size_t(r) * H], gain.data(), H, c.rms_eps, &xn[size_t(r) * H]);
+    }
+    if (norm_rotation_) norm_rotation_->Apply(xn, m * H / nrb);
+  };
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = weights_.layers[l];
     // Attention block.
     const Clock::time_point t0 =
         opt.observer ? Clock::now() : Clock::time_point();
-#pragma omp parallel for schedule(static) if (m >= kParallelRows)
-    for (int r = 0; r < m; ++r) {
-      RmsNorm(&x[size_t(r) * H], L.attn_norm.data(), H, c.rms_eps,
-              &xn[size_t(r) * H]);
-    }
-    if (norm_rotation_) norm_rotation_->Apply(xn, m * H / nrb);
+    norm(L.attn_norm);
     RunSite(l, Site::kQkv, xn, m, bounds, opt, &absmax, qkv);
     int r0 = 0;
     for (const BatchEntry& e : batch) {
@@ -591,12 +594,7 @@ void Model::Layers(absl::Span<const BatchEntry> batch,
     if (opt.observer)
       opt.observer->OnLayerPart(l, LayerPart::kAttention,
                                 SecondsBetween(t0, t1));
-#pragma omp parallel for schedule(static) if (m >= kParallelRows)
-    for (int r = 0; r < m; ++r) {
-      RmsNorm(&x[size_t(r) * H], L.ffn_norm.data(), H, c.rms_eps,
-              &xn[size_t(r) * H]);
-    }
-    if (norm_rotation_) norm_rotation_->Apply(xn, m * H / nrb);
+    norm(L.ffn_norm);
     RunSite(l, Site::kGateUp, xn, m, bounds, opt, &absmax, gu);
 #pragma omp parallel for schedule(static) if (m >= kParallelRows)
     for (int r = 0; r < m; ++r) {

@@ -192,6 +192,17 @@ void Model::LayersInTeam(absl::Span<const BatchEntry> batch,
       ++matmuls_run;
 #pragma omp barrier
     };
+    // Thread 0: the residual stream's norm (and rotation) into xn, the
+    // input of `site`.
+    auto norm_and_prepare = [&](const std::vector<float>& gain, int l,
+                                Site site) {
+      for (int r = 0; r < m; ++r) {
+        RmsNorm(&b.x[size_t(r) * H], gain.data(), H, c.rms_eps,
+                &b.xn[size_t(r) * H]);
+      }
+      if (norm_rotation_) norm_rotation_->Apply(b.xn, m * H / nrb);
+      prepare(l, site, b.xn);
+    };
     // Thread 0: the spike guard's FP32 rows of a site just run.
     auto guard = [&](int l, Site site, const float* x, float* y) {
       const SiteKernels& k = kernels_[l][int(site)];
@@ -214,12 +225,7 @@ void Model::LayersInTeam(absl::Span<const BatchEntry> batch,
       Clock::time_point t0, t1;
       serial([&] {
         if (opt.observer) t0 = Clock::now();
-        for (int r = 0; r < m; ++r) {
-          RmsNorm(&b.x[size_t(r) * H], L.attn_norm.data(), H, c.rms_eps,
-                  &b.xn[size_t(r) * H]);
-        }
-        if (norm_rotation_) norm_rotation_->Apply(b.xn, m * H / nrb);
-        prepare(l, Site::kQkv, b.xn);
+        norm_and_prepare(L.attn_norm, l, Site::kQkv);
       });
       run(l, Site::kQkv, b.qkv);
       serial([&] {
@@ -280,12 +286,7 @@ void Model::LayersInTeam(absl::Span<const BatchEntry> batch,
           opt.observer->OnLayerPart(l, LayerPart::kAttention,
                                     SecondsBetween(t0, t1));
         }
-        for (int r = 0; r < m; ++r) {
-          RmsNorm(&b.x[size_t(r) * H], L.ffn_norm.data(), H, c.rms_eps,
-                  &b.xn[size_t(r) * H]);
-        }
-        if (norm_rotation_) norm_rotation_->Apply(b.xn, m * H / nrb);
-        prepare(l, Site::kGateUp, b.xn);
+        norm_and_prepare(L.ffn_norm, l, Site::kGateUp);
       });
       run(l, Site::kGateUp, b.gu);
       serial([&] {
