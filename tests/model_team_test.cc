@@ -56,8 +56,9 @@ std::vector<int32_t> Tokens(int n, int vocab, uint32_t seed) {
 
 class ModelTeamTest : public ::testing::TestWithParam<Case> {};
 
-// Two sequences prefilled, then decode steps of one (1 row) and of both (2
-// rows), run twice from the same start: in one region and per step.
+// Five sequences prefilled, then decode steps of one (1 row) and of all (5
+// rows: W4 units pair blocks), run twice from the same start: in one
+// region and per step.
 TEST_P(ModelTeamTest, OneRegionDecodeEqualsPerStepDecode) {
   if (omp_get_max_threads() < 2) GTEST_SKIP() << "one OpenMP thread";
   const Case& c = GetParam();
@@ -72,36 +73,47 @@ TEST_P(ModelTeamTest, OneRegionDecodeEqualsPerStepDecode) {
 
   ForwardOptions team, per_step;
   per_step.one_region = false;
-  // One row always (the INT8 packed kernel may take only one).
+  // One row always (the INT8 packed kernel may take only one); W4A8 five.
   ASSERT_TRUE(m.RunsInOneRegion(1, team));
+  if (c.quant.w4_everywhere) ASSERT_TRUE(m.RunsInOneRegion(5, team));
   ASSERT_FALSE(m.RunsInOneRegion(1, per_step));
   ASSERT_FALSE(m.RunsInOneRegion(64, team));  // prefill
 
+  constexpr int kSeqs = 5;
   struct Run {
     std::unique_ptr<KvPool> pool;
-    std::unique_ptr<SequenceKv> a, b;
+    std::vector<std::unique_ptr<SequenceKv>> kv;
     Log log;
     std::vector<float> logits;  // every step's, concatenated
   };
   auto run = [&](const ForwardOptions& decode_opt, Run* r) {
-    r->pool = *m.NewKvPool(256, 16);
-    r->a = std::make_unique<SequenceKv>(r->pool.get());
-    r->b = std::make_unique<SequenceKv>(r->pool.get());
-    const auto pa = Tokens(c.prompt, c.spec.vocab, 1);
-    const auto pb = Tokens(c.prompt / 2 + 3, c.spec.vocab, 2);
+    r->pool = *m.NewKvPool(512, 16);
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<BatchEntry> prefill;
+    for (int s = 0; s < kSeqs; ++s) {
+      r->kv.push_back(std::make_unique<SequenceKv>(r->pool.get()));
+      prompts.push_back(Tokens(s == 0 ? c.prompt : c.prompt / 2 + 3 * s,
+                               c.spec.vocab, s + 1));
+    }
+    for (int s = 0; s < kSeqs; ++s) {
+      prefill.push_back({r->kv[s].get(), prompts[s]});
+    }
     std::vector<float> out;
-    ASSERT_TRUE(m.Forward({{r->a.get(), pa}, {r->b.get(), pb}}, &out).ok());
+    ASSERT_TRUE(m.Forward(prefill, &out).ok());
     ForwardOptions o = decode_opt;
     o.observer = &r->log;
-    const auto next = Tokens(24, c.spec.vocab, 3);
+    const auto next = Tokens(12 * kSeqs, c.spec.vocab, 99);
     for (int step = 0; step < 12; ++step) {
-      const int32_t ta[1] = {next[2 * step]}, tb[1] = {next[2 * step + 1]};
-      const absl::Status s =
-          step % 3 == 0 ? m.Forward({{r->a.get(), ta}}, &out, o)
-          : step % 3 == 1
-              ? m.Forward({{r->b.get(), tb}}, &out, o)
-              : m.Forward({{r->a.get(), ta}, {r->b.get(), tb}}, &out, o);
-      ASSERT_TRUE(s.ok()) << s;
+      std::vector<BatchEntry> batch;
+      for (int s = 0; s < kSeqs; ++s) {
+        // Steps of sequence 0 alone, of 1 alone, then of all five.
+        if (step % 3 == 2 || s == step % 3) {
+          batch.push_back({r->kv[s].get(),
+                           absl::MakeConstSpan(&next[step * kSeqs + s], 1)});
+        }
+      }
+      const absl::Status st = m.Forward(batch, &out, o);
+      ASSERT_TRUE(st.ok()) << st;
       r->logits.insert(r->logits.end(), out.begin(), out.end());
     }
   };
@@ -122,8 +134,8 @@ TEST_P(ModelTeamTest, OneRegionDecodeEqualsPerStepDecode) {
   // The caches too: one more (per-step) forward reads them.
   const int32_t t[1] = {7};
   std::vector<float> la, lb;
-  ASSERT_TRUE(m.Forward({{one.a.get(), t}}, &la, per_step).ok());
-  ASSERT_TRUE(m.Forward({{many.a.get(), t}}, &lb, per_step).ok());
+  ASSERT_TRUE(m.Forward({{one.kv[0].get(), t}}, &la, per_step).ok());
+  ASSERT_TRUE(m.Forward({{many.kv[0].get(), t}}, &lb, per_step).ok());
   EXPECT_EQ(la, lb);
 }
 

@@ -77,13 +77,13 @@ TEST_P(TeamLinearTest, RangesInAnyOrderEqualForward) {
   EXPECT_EQ(differ, 0) << "of " << want.size();
 
   // The units' weights: consecutive, in order, within what the kernel holds.
-  const auto all = lin->TeamUnitWeights(0, units);
+  const auto all = lin->TeamUnitWeights(c.m, 0, units);
   EXPECT_LE(all.size(), lin->weight_bytes());
-  EXPECT_EQ(lin->TeamUnitWeights(0, units / 2).data() +
-                lin->TeamUnitWeights(0, units / 2).size(),
-            lin->TeamUnitWeights(units / 2, units).data());
-  EXPECT_EQ(lin->TeamUnitWeights(units / 2, units).data() +
-                lin->TeamUnitWeights(units / 2, units).size(),
+  EXPECT_EQ(lin->TeamUnitWeights(c.m, 0, units / 2).data() +
+                lin->TeamUnitWeights(c.m, 0, units / 2).size(),
+            lin->TeamUnitWeights(c.m, units / 2, units).data());
+  EXPECT_EQ(lin->TeamUnitWeights(c.m, units / 2, units).data() +
+                lin->TeamUnitWeights(c.m, units / 2, units).size(),
             all.data() + all.size());
 }
 
@@ -95,6 +95,12 @@ INSTANTIATE_TEST_SUITE_P(
                            ActQuantMode::kPerTensorDynamic, 3, 128, 72},
                       Case{"w4_min_static", Kernel::kW4Min,
                            ActQuantMode::kPerTensorStatic, 2, 64, 40},
+                      // From 4 rows VNNI units pair blocks: 5 blocks of 16
+                      // columns, the last alone.
+                      Case{"w4_four_rows", Kernel::kW4,
+                           ActQuantMode::kPerTokenDynamic, 4, 96, 72},
+                      Case{"w4_min_seven_rows", Kernel::kW4Min,
+                           ActQuantMode::kPerTokenDynamic, 7, 64, 100},
                       Case{"int8_one_row", Kernel::kInt8,
                            ActQuantMode::kPerTokenDynamic, 1, 96, 102},
                       Case{"int8_four_rows", Kernel::kInt8,

@@ -256,8 +256,8 @@ TEST_P(W4GemmTest, EqualsScalarReference) {
   // first, then the front's, one at a time.
   if (c.m > 16) return;
   std::vector<float> pieces(want.size(), NAN);
-  const int units = W4Units(packed);
-  ASSERT_EQ(W4UnitBytes(packed) * units, packed.bytes());
+  const int units = W4Units(packed, c.m);
+  ASSERT_EQ(W4UnitWeights(packed, c.m, 0, units).size(), packed.bytes());
   W4GemmUnits(x.data(), sums.data(), c.m, packed, row_scale.data(),
               pieces.data(), units / 2, units);
   for (int u = 0; u < units / 2; ++u) {

@@ -236,7 +236,8 @@ void Int8Linear::TeamRun(int u0, int u1, float* y) const {
                               team_.row_scale.data(), y, u0, u1);
 }
 
-absl::Span<const uint8_t> Int8Linear::TeamUnitWeights(int u0, int u1) const {
+absl::Span<const uint8_t> Int8Linear::TeamUnitWeights(int m, int u0,
+                                                      int u1) const {
   const size_t b = Int8PackedBlockBytes(w_packed_);
   return absl::MakeConstSpan(
       reinterpret_cast<const uint8_t*>(w_packed_.data.data()) + size_t(u0) * b,

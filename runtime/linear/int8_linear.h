@@ -70,7 +70,8 @@ class Int8Linear final : public Linear {
   int TeamUnits(int m) const override;
   void TeamPrepare(const LinearInput& in) const override;
   void TeamRun(int u0, int u1, float* y) const override;
-  absl::Span<const uint8_t> TeamUnitWeights(int u0, int u1) const override;
+  absl::Span<const uint8_t> TeamUnitWeights(int m, int u0,
+                                            int u1) const override;
 
   // Per-output-channel weight scales [N] (absmax_row / 127, or / 63 where
   // oneDNN's non-VNNI kernels run some batches: Int8WeightQmax()).

@@ -46,9 +46,10 @@ class Linear {
   virtual int TeamUnits(int m) const { return 0; }
   virtual void TeamPrepare(const LinearInput& in) const {}
   virtual void TeamRun(int u0, int u1, float* y) const {}
-  // The weight bytes units [u0, u1) read, one contiguous range in order
-  // (to read them ahead while another thread works).
-  virtual absl::Span<const uint8_t> TeamUnitWeights(int u0, int u1) const {
+  // The weight bytes units [u0, u1) of m rows read, one contiguous range
+  // in order (to read them ahead while another thread works).
+  virtual absl::Span<const uint8_t> TeamUnitWeights(int m, int u0,
+                                                    int u1) const {
     return {};
   }
 };

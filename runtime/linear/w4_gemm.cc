@@ -444,41 +444,66 @@ void W4GroupSums(const int8_t* x, int m, int k, int group, int32_t* sums) {
   }
 }
 
+namespace {
+
+int BlockCount(const W4PackedWeights& w) {
+  const int C = ColumnsOf(w.isa);
+  return (w.n + C - 1) / C;
+}
+
+size_t BlockBytes(const W4PackedWeights& w) {
+  return size_t(w.k / w.group) *
+         GroupBytes(ColumnsOf(w.isa), w.group, w.has_min);
+}
+
+// Blocks per unit of work: two adjacent blocks share a pass (VNNI, enough
+// rows), the last unit of an odd count has one.
+int BlocksPerUnit(const W4PackedWeights& w, int m) {
+  return w.isa == W4KernelIsa::kAvx512Vnni && m >= kVnniPairRows ? 2 : 1;
+}
+
+// Unit u's columns (BlocksPerUnit(w, m) blocks from block u * that) for
+// the pm rows from row p0 of the m. Each output is computed alike whatever
+// its tile.
+void RunUnit(const int8_t* x, const int32_t* sums, int m,
+             const W4PackedWeights& w, const float* row_scale, float* y, int u,
+             int p0, int pm) {
+  const int C = ColumnsOf(w.isa), groups = w.k / w.group;
+  const size_t block_bytes = BlockBytes(w);
+  const int per_unit = BlocksPerUnit(w, m);
+  const int b = u * per_unit;
+  const uint8_t* wb = w.data.data() + size_t(b) * block_bytes;
+  const int8_t* xp = x + size_t(p0) * w.k;
+  const int32_t* sp = sums + size_t(p0) * groups;
+  const float* rp = row_scale + p0;
+  float* yp = y + size_t(p0) * w.n;
+  if (w.isa != W4KernelIsa::kAvx512Vnni) {
+    Columns<false, 1, kRowTileAvx2>(xp, sp, pm, w, wb, block_bytes, rp, yp,
+                                    b * C);
+  } else if (per_unit == 2 && b + 1 < BlockCount(w)) {
+    Columns<true, 2, kRowTileVnniPair>(xp, sp, pm, w, wb, block_bytes, rp, yp,
+                                       b * C);
+  } else {
+    Columns<true, 1, kRowTileVnni>(xp, sp, pm, w, wb, block_bytes, rp, yp,
+                                   b * C);
+  }
+}
+
+}  // namespace
+
 void W4Gemm(const int8_t* x, const int32_t* sums, int m,
             const W4PackedWeights& w, const float* row_scale, float* y) {
-  const int C = ColumnsOf(w.isa), groups = w.k / w.group;
-  const int blocks = (w.n + C - 1) / C;
-  const size_t block_bytes = size_t(groups) * GroupBytes(C, w.group, w.has_min);
-  const bool vnni = w.isa == W4KernelIsa::kAvx512Vnni;
-  // Blocks per unit of work: two adjacent blocks share a pass (VNNI, enough
-  // rows), the last unit of an odd count has one.
-  const int per_unit = vnni && m >= kVnniPairRows ? 2 : 1;
-  const int units = (blocks + per_unit - 1) / per_unit;
+  const int per_unit = BlocksPerUnit(w, m);
+  const int units = W4Units(w, m);
   const bool parallel = int64_t(m) * w.n * w.k >= kParallelMacs;
   // Panels of x rows over chunks of units (see kPanelBytes); decode is one
-  // panel of one row. Each output is computed alike whatever its tile.
+  // panel of one row.
   const int panel = std::max(kPanelRowStep,
                              kPanelBytes / w.k / kPanelRowStep * kPanelRowStep);
   const int chunk =
-      std::max<int>(1, int(kChunkBytes / (size_t(per_unit) * block_bytes)));
-  // Unit u (its blocks' columns) for the panel of pm rows from row p0.
+      std::max<int>(1, int(kChunkBytes / (size_t(per_unit) * BlockBytes(w))));
   auto unit = [&](int u, int p0, int pm) {
-    const int b = u * per_unit;
-    const uint8_t* wb = w.data.data() + size_t(b) * block_bytes;
-    const int8_t* xp = x + size_t(p0) * w.k;
-    const int32_t* sp = sums + size_t(p0) * groups;
-    const float* rp = row_scale + p0;
-    float* yp = y + size_t(p0) * w.n;
-    if (!vnni) {
-      Columns<false, 1, kRowTileAvx2>(xp, sp, pm, w, wb, block_bytes, rp, yp,
-                                      b * C);
-    } else if (per_unit == 2 && b + 1 < blocks) {
-      Columns<true, 2, kRowTileVnniPair>(xp, sp, pm, w, wb, block_bytes, rp, yp,
-                                         b * C);
-    } else {
-      Columns<true, 1, kRowTileVnni>(xp, sp, pm, w, wb, block_bytes, rp, yp,
-                                     b * C);
-    }
+    RunUnit(x, sums, m, w, row_scale, y, u, p0, pm);
   };
 #pragma omp parallel if (parallel)
   {
@@ -496,31 +521,24 @@ void W4Gemm(const int8_t* x, const int32_t* sums, int m,
   }
 }
 
-int W4Units(const W4PackedWeights& w) {
-  const int C = ColumnsOf(w.isa);
-  return (w.n + C - 1) / C;
+int W4Units(const W4PackedWeights& w, int m) {
+  const int per_unit = BlocksPerUnit(w, m);
+  return (BlockCount(w) + per_unit - 1) / per_unit;
 }
 
-size_t W4UnitBytes(const W4PackedWeights& w) {
-  return size_t(w.k / w.group) *
-         GroupBytes(ColumnsOf(w.isa), w.group, w.has_min);
+absl::Span<const uint8_t> W4UnitWeights(const W4PackedWeights& w, int m, int u0,
+                                        int u1) {
+  const int per_unit = BlocksPerUnit(w, m);
+  const int b0 = u0 * per_unit, b1 = std::min(u1 * per_unit, BlockCount(w));
+  const size_t bb = BlockBytes(w);
+  return absl::MakeConstSpan(w.data.data() + size_t(b0) * bb,
+                             size_t(b1 - b0) * bb);
 }
 
 void W4GemmUnits(const int8_t* x, const int32_t* sums, int m,
                  const W4PackedWeights& w, const float* row_scale, float* y,
                  int u0, int u1) {
-  const int C = ColumnsOf(w.isa);
-  const size_t block_bytes = W4UnitBytes(w);
-  for (int b = u0; b < u1; ++b) {
-    const uint8_t* wb = w.data.data() + size_t(b) * block_bytes;
-    if (w.isa == W4KernelIsa::kAvx512Vnni) {
-      Columns<true, 1, kRowTileVnni>(x, sums, m, w, wb, block_bytes, row_scale,
-                                     y, b * C);
-    } else {
-      Columns<false, 1, kRowTileAvx2>(x, sums, m, w, wb, block_bytes, row_scale,
-                                      y, b * C);
-    }
-  }
+  for (int u = u0; u < u1; ++u) RunUnit(x, sums, m, w, row_scale, y, u, 0, m);
 }
 
 void W4GemmReference(const int8_t* x, int m, const W4Plain& w,

@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/types/span.h"
 #include "runtime/linear/huge_pages.h"
 
 namespace spikeserve {
@@ -100,12 +101,14 @@ void W4Gemm(const int8_t* x, const int32_t* sums, int m,
             const W4PackedWeights& w, const float* row_scale, float* y);
 
 // W4Gemm in pieces, for threads that split the work themselves (a decode
-// step in one parallel region, linear.h's team form): units are the packed
-// blocks of output columns, u in [0, W4Units(w)), each W4UnitBytes(w) of
-// weights in order, over all m rows at once (made for decode's few rows).
-// A unit computes the same outputs as W4Gemm does.
-int W4Units(const W4PackedWeights& w);
-size_t W4UnitBytes(const W4PackedWeights& w);
+// step in one parallel region, linear.h's team form): the units W4Gemm
+// takes for m rows (a packed block of output columns, or from 4 rows on
+// VNNI two adjacent ones: the last of an odd count has one), u in [0,
+// W4Units(w, m)); W4UnitWeights the weight bytes of units [u0, u1), one
+// range in order. A unit computes the same outputs as in W4Gemm.
+int W4Units(const W4PackedWeights& w, int m);
+absl::Span<const uint8_t> W4UnitWeights(const W4PackedWeights& w, int m, int u0,
+                                        int u1);
 void W4GemmUnits(const int8_t* x, const int32_t* sums, int m,
                  const W4PackedWeights& w, const float* row_scale, float* y,
                  int u0, int u1);

@@ -183,7 +183,7 @@ void W4A8Linear::Forward(const LinearInput& in, float* y) const {
   W4Gemm(p.xq.data(), p.sums.data(), p.m, packed_, p.row_scale.data(), y);
 }
 
-int W4A8Linear::TeamUnits(int m) const { return W4Units(packed_); }
+int W4A8Linear::TeamUnits(int m) const { return W4Units(packed_, m); }
 
 void W4A8Linear::TeamPrepare(const LinearInput& in) const {
   Quantize(in, &team_);
@@ -194,10 +194,9 @@ void W4A8Linear::TeamRun(int u0, int u1, float* y) const {
               team_.row_scale.data(), y, u0, u1);
 }
 
-absl::Span<const uint8_t> W4A8Linear::TeamUnitWeights(int u0, int u1) const {
-  const size_t b = W4UnitBytes(packed_);
-  return absl::MakeConstSpan(packed_.data.data() + size_t(u0) * b,
-                             size_t(u1 - u0) * b);
+absl::Span<const uint8_t> W4A8Linear::TeamUnitWeights(int m, int u0,
+                                                      int u1) const {
+  return W4UnitWeights(packed_, m, u0, u1);
 }
 
 }  // namespace spikeserve

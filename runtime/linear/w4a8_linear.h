@@ -63,7 +63,8 @@ class W4A8Linear final : public Linear {
   int TeamUnits(int m) const override;
   void TeamPrepare(const LinearInput& in) const override;
   void TeamRun(int u0, int u1, float* y) const override;
-  absl::Span<const uint8_t> TeamUnitWeights(int u0, int u1) const override;
+  absl::Span<const uint8_t> TeamUnitWeights(int m, int u0,
+                                            int u1) const override;
   int group() const { return packed_.group; }
   bool has_min() const { return packed_.has_min; }
   // Whether Create chose the group scales with options.importance.

@@ -122,7 +122,7 @@ struct ForwardOptions {
   bool all_fp32 = false;
   // Extra FP32 sites for this call (QFeM search without rebuilding).
   const std::set<SiteKey>* fp32_sites = nullptr;
-  // Decode batches (up to 4 rows) whose kernels all have a team form
+  // Decode batches (up to 16 rows) whose kernels all have a team form
   // (linear.h) run every layer in one OpenMP parallel region
   // (model_team.cc); false: one region per parallel step, as prefill
   // (the outputs are the same; tests compare the two).
