@@ -27,6 +27,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "runtime/linear/quantize.h"
 #include "runtime/linear/work_split.h"
@@ -48,6 +49,9 @@ constexpr size_t kTeamClaimBytes = size_t(16) << 10;
 // (L2 holds it): 128 KiB to 1 MiB measured alike on Ice Lake (+8-9%).
 constexpr size_t kReadAheadBytes = size_t(256) << 10;
 constexpr size_t kReadAheadPiece = 4096;
+// Pauses (~40 ns each on Ice Lake) a waiting thread spins before yielding:
+// a serial step is 25-400 of them.
+constexpr int kSpinsBeforeYield = 1 << 10;
 
 }  // namespace
 
@@ -119,7 +123,15 @@ void ReadAheadUntil(absl::Span<const Matmul> order, int next, int t, int nt,
     *ra = {i, at};
     if (at < w.size()) break;  // done() came first
   }
-  while (!done()) _mm_pause();
+  // A serial step lasts microseconds; if it lasts far longer (thread 0
+  // descheduled: more threads than cores, a CPU quota), give the core up.
+  for (int spins = 0; !done(); ++spins) {
+    if (spins < kSpinsBeforeYield) {
+      _mm_pause();
+    } else {
+      std::this_thread::yield();
+    }
+  }
   asm volatile("" : : "r"(sink));
 }
 
