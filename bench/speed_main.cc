@@ -55,6 +55,10 @@ ABSL_FLAG(int, decode_depth, 0,
           "Positions already in the cache when tg starts (an untimed prompt "
           "of that many tokens first; llama-bench's -d).");
 ABSL_FLAG(int, repetitions, 3, "Rounds of pp + tg (without --stdin).");
+ABSL_FLAG(bool, one_region, true,
+          "Decode steps in one parallel region where the kernels allow "
+          "(ForwardOptions::one_region); false: one region per parallel "
+          "step, to measure the difference.");
 ABSL_FLAG(bool, stdin, false, "Run the measurements named on stdin.");
 
 namespace spikeserve {
@@ -126,10 +130,12 @@ class Runner {
         return s;
     }
     int32_t next = tokens_[0];
+    ForwardOptions opt;
+    opt.one_region = absl::GetFlag(FLAGS_one_region);
     const auto t0 = Clock::now();
     for (int i = 0; i < n; ++i) {
       const int32_t one[1] = {next};
-      if (absl::Status s = model_.Forward({{&kv, one, false}}, &logits_);
+      if (absl::Status s = model_.Forward({{&kv, one, false}}, &logits_, opt);
           !s.ok())
         return s;
       next = int32_t(std::max_element(logits_.begin(), logits_.end()) -
