@@ -75,7 +75,9 @@ TEST_P(ModelTeamTest, OneRegionDecodeEqualsPerStepDecode) {
   per_step.one_region = false;
   // One row always (the INT8 packed kernel may take only one); W4A8 five.
   ASSERT_TRUE(m.RunsInOneRegion(1, team));
-  if (c.quant.w4_everywhere) ASSERT_TRUE(m.RunsInOneRegion(5, team));
+  if (c.quant.w4_everywhere) {
+    ASSERT_TRUE(m.RunsInOneRegion(5, team));
+  }
   ASSERT_FALSE(m.RunsInOneRegion(1, per_step));
   ASSERT_FALSE(m.RunsInOneRegion(64, team));  // prefill
 

@@ -246,9 +246,8 @@ void Blocks(const uint8_t* xu, int m, const Int8PackedWeights& w,
 template <typename Out>
 void Gemm(const int8_t* x, int m, const Int8PackedWeights& w, const Out& out) {
   thread_local std::vector<uint8_t> xu;
-  if (xu.size() < Int8KernelRowBytes(w) * m) {
-    xu.resize(Int8KernelRowBytes(w) * m);
-  }
+  const size_t bytes = Int8KernelRowBytes(w) * m;
+  if (xu.size() < bytes) xu.resize(bytes);
   // A pointer: xu itself is this thread's, the team's threads have others.
   uint8_t* const xp = xu.data();
   KernelRows(x, m, w, xp);

@@ -59,8 +59,8 @@ class WorkSplit {
       uint32_t most = 0;
       for (int v = 0; v < threads_; ++v) {
         const uint64_t r = shares_[v].range.load(std::memory_order_relaxed);
-        const uint32_t left = End(r) - Begin(r);
-        if (End(r) > Begin(r) && left > most) most = left, victim = v;
+        const uint32_t left = End(r) - Begin(r);  // begin <= end always
+        if (left > most) most = left, victim = v;
       }
       if (victim < 0) return;
       uint32_t b, e;

@@ -514,6 +514,35 @@ absl::StatusOr<std::unique_ptr<KvPool>> Model::NewKvPool(
   return KvPool::Create(o);
 }
 
+void Model::PositionRow(const LayerWeights& L, int l, SequenceKv* kv, int pos,
+                        const float* cos_sin, float* row, float* q) const {
+  const ModelConfig& c = config_;
+  float* k = row + c.q_dim();
+  float* v = k + c.kv_dim();
+  if (!L.bqkv.empty()) {
+    for (size_t j = 0; j < L.bqkv.size(); ++j) row[j] += L.bqkv[j];
+  }
+  ApplyRope(row, c.n_heads, c.head_dim, c.rope_dims, cos_sin, c.rope_neox);
+  ApplyRope(k, c.n_kv_heads, c.head_dim, c.rope_dims, cos_sin, c.rope_neox);
+  kv->WriteK(l, pos, k);
+  kv->WriteV(l, pos, v);
+  std::memcpy(q, row, c.q_dim() * sizeof(float));
+}
+
+void Model::AttentionQueries(absl::Span<const BatchEntry> batch,
+                             const StepBuffers& b,
+                             std::vector<AttentionQuery>* queries) const {
+  const int q_dim = config_.q_dim();
+  queries->clear();
+  int r0 = 0;
+  for (const BatchEntry& e : batch) {
+    const int n = int(e.tokens.size());
+    const size_t off = size_t(r0) * q_dim;
+    queries->push_back({e.kv, &b.q[off], n, e.kv->length(), &b.att[off]});
+    r0 += n;
+  }
+}
+
 // The layers of a Forward call, each step over the OpenMP team where its
 // rows are many enough (prefill; and decode where LayersInTeam cannot run).
 void Model::Layers(absl::Span<const BatchEntry> batch,
@@ -551,39 +580,13 @@ void Model::Layers(absl::Span<const BatchEntry> batch,
       const int n = int(e.tokens.size());
 #pragma omp parallel for schedule(static) if (n >= kParallelRows)
       for (int i = 0; i < n; ++i) {
-        float* row = &qkv[size_t(r0 + i) * qkv_w];
-        float* q = row;
-        float* k = row + c.q_dim();
-        float* v = k + c.kv_dim();
-        const int pos = row_pos[r0 + i];
-        const float* cs = &rope[size_t(r0 + i) * c.rope_dims];
-        if (!L.bqkv.empty()) {
-          for (int j = 0; j < qkv_w; ++j) row[j] += L.bqkv[j];
-        }
-        ApplyRope(q, c.n_heads, c.head_dim, c.rope_dims, cs, c.rope_neox);
-        ApplyRope(k, c.n_kv_heads, c.head_dim, c.rope_dims, cs, c.rope_neox);
-        e.kv->WriteK(l, pos, k);
-        e.kv->WriteV(l, pos, v);
+        const int r = r0 + i;
+        PositionRow(L, l, e.kv, row_pos[r], &rope[size_t(r) * c.rope_dims],
+                    &qkv[size_t(r) * qkv_w], &b.q[size_t(r) * c.q_dim()]);
       }
       r0 += n;
     }
-    // Queries are strided inside qkv rows; attention wants [n][q_dim].
-    float* q = b.q;
-#pragma omp parallel for schedule(static) if (m >= kParallelRows)
-    for (int r = 0; r < m; ++r) {
-      std::memcpy(&q[size_t(r) * c.q_dim()], &qkv[size_t(r) * qkv_w],
-                  c.q_dim() * sizeof(float));
-    }
-    // Every sequence's rows in one pass (prefill chunks and decode rows
-    // alike, so that a row's result does not depend on its company).
-    queries.clear();
-    r0 = 0;
-    for (const BatchEntry& e : batch) {
-      const int n = int(e.tokens.size());
-      const size_t off = size_t(r0) * c.q_dim();
-      queries.push_back({e.kv, &q[off], n, e.kv->length(), &att[off]});
-      r0 += n;
-    }
+    AttentionQueries(batch, b, &queries);
     Attention(c, l, queries, &scratch);
     RunSite(l, Site::kO, att, m, bounds, opt, &absmax, tmp);
     AddResidual(tmp, m, H, x);

@@ -266,6 +266,18 @@ class Model {
     std::vector<AttentionQuery>* queries;  // one layer's attention rows
     std::vector<float>* sel;               // the lm_head's input rows
   };
+  // Row `row` ([qkv width]) of layer l's qkv output, at position pos of
+  // kv: the bias, RoPE on its query and key, the key and value into the
+  // cache, and the query into q [q_dim] (attention wants queries
+  // contiguous; in the row they are strided).
+  void PositionRow(const LayerWeights& L, int l, SequenceKv* kv, int pos,
+                   const float* cos_sin, float* row, float* q) const;
+  // Every entry's rows of b.q in one attention pass (prefill chunks and
+  // decode rows alike, so that a row's result does not depend on its
+  // company), their outputs into b.att.
+  void AttentionQueries(absl::Span<const BatchEntry> batch,
+                        const StepBuffers& b,
+                        std::vector<AttentionQuery>* queries) const;
   // The layers, each step over the team where its rows are many enough.
   void Layers(absl::Span<const BatchEntry> batch, absl::Span<const int> bounds,
               const int* row_pos, const ForwardOptions& opt,

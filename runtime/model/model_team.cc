@@ -246,36 +246,15 @@ void Model::LayersInTeam(absl::Span<const BatchEntry> batch,
       run(l, Site::kQkv, b.qkv);
       serial([&] {
         guard(l, Site::kQkv, b.xn, b.qkv);
-        int r0 = 0;
+        int r = 0;
         for (const BatchEntry& e : batch) {
-          const int n = int(e.tokens.size());
-          for (int i = 0; i < n; ++i) {
-            float* row = &b.qkv[size_t(r0 + i) * qkv_w];
-            float* k = row + c.q_dim();
-            float* v = k + c.kv_dim();
-            const float* cs = &b.rope[size_t(r0 + i) * c.rope_dims];
-            if (!L.bqkv.empty()) {
-              for (int j = 0; j < qkv_w; ++j) row[j] += L.bqkv[j];
-            }
-            ApplyRope(row, c.n_heads, c.head_dim, c.rope_dims, cs, c.rope_neox);
-            ApplyRope(k, c.n_kv_heads, c.head_dim, c.rope_dims, cs,
-                      c.rope_neox);
-            e.kv->WriteK(l, row_pos[r0 + i], k);
-            e.kv->WriteV(l, row_pos[r0 + i], v);
-            std::memcpy(&b.q[size_t(r0 + i) * c.q_dim()], row,
-                        c.q_dim() * sizeof(float));
+          for (size_t i = 0; i < e.tokens.size(); ++i, ++r) {
+            PositionRow(L, l, e.kv, row_pos[r],
+                        &b.rope[size_t(r) * c.rope_dims],
+                        &b.qkv[size_t(r) * qkv_w], &b.q[size_t(r) * c.q_dim()]);
           }
-          r0 += n;
         }
-        b.queries->clear();
-        r0 = 0;
-        for (const BatchEntry& e : batch) {
-          const int n = int(e.tokens.size());
-          const size_t off = size_t(r0) * c.q_dim();
-          b.queries->push_back(
-              {e.kv, &b.q[off], n, e.kv->length(), &b.att[off]});
-          r0 += n;
-        }
+        AttentionQueries(batch, b, b.queries);
         split_attention =
             SplitAttention(PlanAttention(c, *b.queries, b.attention));
         if (split_attention) {
