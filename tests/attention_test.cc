@@ -150,43 +150,86 @@ TEST(Attention, BatchEqualsEachSequenceAlone) {
 }
 
 // Every tile kernel this CPU runs (AVX-512, AVX2) equals the scalar fma
-// chains bit for bit, for every row count of a tile, position counts past
-// and short of a vector, and head sizes with and without vector tails.
+// chains bit for bit: row counts below, at and past a register tile (6 on
+// AVX-512, 8 on AVX2) up to a whole tile, K runs short of a vector and
+// more runs than one pass takes (4 on AVX-512), V runs across the 64-
+// position chunks, head sizes with and without vector tails, and rows that
+// see every position, a causal diagonal (rows past others' last position)
+// or nothing at all.
 TEST(AttentionTile, KernelsEqualScalarBitForBit) {
   const AttentionTileKernels* variants[4];
   const int nv = AttentionTileVariants(variants);
   ASSERT_STREQ(variants[0]->name, "scalar");
   std::mt19937 rng(11);
   std::normal_distribution<float> d(0, 2);
+  const std::vector<std::vector<int>> run_sets = {
+      {1},
+      {5},
+      {16},
+      {16, 16, 16, 16, 16},
+      {3, 16, 13, 16, 8, 16, 16, 16, 16, 2}};
   for (int hd : {20, 24, 64, 72, 128}) {
-    for (int rows = 1; rows <= kAttentionTileRows; ++rows) {
-      for (int n : {1, 5, 8, 13, 16, 33}) {
-        const int kt_stride = 40, q_stride = hd + 3, s_stride = n + 2;
-        std::vector<float> kt(size_t(hd) * kt_stride), q(rows * q_stride);
-        std::vector<float> v(size_t(n) * (hd + 5)), p(rows * s_stride);
-        for (float& x : kt) x = d(rng);
+    for (int rows : {1, 2, 5, 6, 7, 8, 9, 13, kAttentionTileRows}) {
+      for (const std::vector<int>& ns : run_sets) {
+        int total = 0;
+        for (int n : ns) total += n;
+        const int q_stride = hd + 3, s_stride = total + 2;
+        // Each run in its own buffer (strides past its width).
+        std::vector<std::vector<float>> kb, vb;
+        std::vector<KvRun> k_runs, v_runs;
+        for (int n : ns) {
+          kb.emplace_back(size_t(hd) * (n + 7));
+          vb.emplace_back(size_t(n) * (hd + 5));
+          for (float& x : kb.back()) x = d(rng);
+          for (float& x : vb.back()) x = d(rng);
+          k_runs.push_back({kb.back().data(), n + 7, n});
+          v_runs.push_back({vb.back().data(), hd + 5, n});
+        }
+        std::vector<float> q(rows * q_stride), p(rows * s_stride);
         for (float& x : q) x = d(rng);
-        for (float& x : v) x = d(rng);
         for (float& x : p) x = d(rng);
         std::vector<float> o0(rows * q_stride);
         for (float& x : o0) x = d(rng);  // chains continue from o
-        std::vector<float> s_ref(rows * s_stride, 0), o_ref = o0;
-        variants[0]->scores(kt.data(), kt_stride, n, q.data(), q_stride, rows,
-                            hd, 0.125f, s_ref.data(), s_stride);
-        variants[0]->accumulate(v.data(), hd + 5, n, p.data(), s_stride, rows,
-                                hd, o_ref.data(), q_stride);
+        std::vector<std::vector<int>> vis_sets(4, std::vector<int>(rows));
+        for (int r = 0; r < rows; ++r) {
+          vis_sets[0][r] = total;                               // all
+          vis_sets[1][r] = std::max(0, total - rows + 1 + r);   // causal
+          vis_sets[2][r] = std::min(total, r);                  // from 0
+          vis_sets[3][r] = std::min(total, total / 2 + 3 * r);  // steps
+        }
+        std::vector<float> s_ref(rows * s_stride, 0);
+        variants[0]->scores(k_runs.data(), int(ns.size()), q.data(), q_stride,
+                            rows, hd, 0.125f, s_ref.data(), s_stride);
         for (int k = 1; k < nv; ++k) {
-          std::vector<float> s(rows * s_stride, 0), o = o0;
-          variants[k]->scores(kt.data(), kt_stride, n, q.data(), q_stride, rows,
-                              hd, 0.125f, s.data(), s_stride);
-          variants[k]->accumulate(v.data(), hd + 5, n, p.data(), s_stride, rows,
-                                  hd, o.data(), q_stride);
+          std::vector<float> s(rows * s_stride, 0);
+          variants[k]->scores(k_runs.data(), int(ns.size()), q.data(), q_stride,
+                              rows, hd, 0.125f, s.data(), s_stride);
           ASSERT_EQ(0, std::memcmp(s.data(), s_ref.data(), s.size() * 4))
               << variants[k]->name << " scores, hd " << hd << " rows " << rows
-              << " n " << n;
-          ASSERT_EQ(0, std::memcmp(o.data(), o_ref.data(), o.size() * 4))
-              << variants[k]->name << " sums, hd " << hd << " rows " << rows
-              << " n " << n;
+              << " runs " << ns.size();
+        }
+        for (size_t vi = 0; vi < vis_sets.size(); ++vi) {
+          const int* vis = vis_sets[vi].data();
+          std::vector<float> o_ref = o0;
+          variants[0]->accumulate(v_runs.data(), int(ns.size()), p.data(),
+                                  s_stride, vis, rows, hd, o_ref.data(),
+                                  q_stride);
+          // A row that sees nothing keeps its chain's start.
+          for (int r = 0; r < rows; ++r) {
+            if (vis[r] == 0) {
+              ASSERT_EQ(0, std::memcmp(o_ref.data() + r * q_stride,
+                                       o0.data() + r * q_stride, hd * 4));
+            }
+          }
+          for (int k = 1; k < nv; ++k) {
+            std::vector<float> o = o0;
+            variants[k]->accumulate(v_runs.data(), int(ns.size()), p.data(),
+                                    s_stride, vis, rows, hd, o.data(),
+                                    q_stride);
+            ASSERT_EQ(0, std::memcmp(o.data(), o_ref.data(), o.size() * 4))
+                << variants[k]->name << " sums, hd " << hd << " rows " << rows
+                << " runs " << ns.size() << " visibility " << vi;
+          }
         }
       }
     }

@@ -23,15 +23,70 @@ std::vector<float>& TileScores() {
   return s;
 }
 
-// A BF16 pool's K and V of one segment and KV head, widened to FP32 (exact)
-// into per-thread buffers: the kernels then run the very same arithmetic as
-// on an FP32 pool, so results stay independent of how rows are grouped.
-struct WideKv {
+// A BF16 pool's K and V of the positions a tile sees, widened to FP32
+// (exact) into per-thread buffers: the kernels then run the very same
+// arithmetic as on an FP32 pool, so results stay independent of how rows
+// are grouped. The tile's K and V runs (views into the pool or these).
+struct TileKv {
   std::vector<float> k, v;
+  std::vector<KvRun> k_runs, v_runs;
 };
-WideKv& TileWideKv() {
-  thread_local WideKv w;
-  return w;
+TileKv& ThreadTileKv() {
+  thread_local TileKv t;
+  return t;
+}
+
+// The K runs (pieces of at most kKvRunPositions) and V runs of head g over
+// positions 0 .. n_vis - 1, from the segments.
+void GatherRuns(const KvPool& pool, int layer, int g, int hd,
+                const SequenceKv::Segment* segs, int n_segs, int n_vis,
+                TileKv* t) {
+  const int bt = pool.block_tokens(), kv_dim = pool.kv_dim();
+  t->k_runs.clear();
+  t->v_runs.clear();
+  if (pool.bf16()) {
+    t->k.resize(size_t(hd) * n_vis);
+    t->v.resize(size_t(n_vis) * hd);
+  }
+  for (int i = 0; i < n_segs && segs[i].pos0 < n_vis; ++i) {
+    const SequenceKv::Segment& sg = segs[i];
+    const int n = std::min(sg.n, n_vis - sg.pos0);
+    if (n <= 0) continue;
+    const float* k = nullptr;
+    const float* v = nullptr;
+    int k_stride = bt, v_stride = kv_dim;
+    if (pool.bf16()) {
+      // K: [hd][n] at the segment's first position's slot of the buffer;
+      // V: [n][hd] rows.
+      float* wk = t->k.data() + size_t(hd) * sg.pos0;
+      float* wv = t->v.data() + size_t(sg.pos0) * hd;
+      const uint16_t* ks =
+          pool.k16(sg.block, layer) + size_t(g) * hd * bt + sg.slot0;
+      const uint16_t* vs = pool.v16(sg.block, layer) +
+                           size_t(sg.slot0) * kv_dim + size_t(g) * hd;
+      for (int d = 0; d < hd; ++d) {
+        for (int j = 0; j < n; ++j) {
+          wk[size_t(d) * n + j] = Bf16ToFloat(ks[size_t(d) * bt + j]);
+        }
+      }
+      for (int j = 0; j < n; ++j) {
+        for (int d = 0; d < hd; ++d) {
+          wv[size_t(j) * hd + d] = Bf16ToFloat(vs[size_t(j) * kv_dim + d]);
+        }
+      }
+      k = wk;
+      v = wv;
+      k_stride = n;
+      v_stride = hd;
+    } else {
+      k = pool.k(sg.block, layer) + size_t(g) * hd * bt + sg.slot0;
+      v = pool.v(sg.block, layer) + size_t(sg.slot0) * kv_dim + size_t(g) * hd;
+    }
+    for (int j = 0; j < n; j += kKvRunPositions) {
+      t->k_runs.push_back({k + j, k_stride, std::min(kKvRunPositions, n - j)});
+    }
+    t->v_runs.push_back({v, v_stride, n});
+  }
 }
 
 // One tile of query `dq`: rows row0 .. row0 + rows - 1 of head h0, or, for
@@ -42,9 +97,7 @@ WideKv& TileWideKv() {
 void AttendTile(const ModelConfig& c, int layer, const AttentionQuery& dq,
                 const SequenceKv::Segment* segs, int n_segs, int row0, int rows,
                 int h0, int heads, const AttentionTileKernels& k) {
-  const int hd = c.head_dim, q_dim = c.q_dim(), kv_dim = c.kv_dim();
-  const KvPool& pool = dq.kv->pool();
-  const int bt = pool.block_tokens();
+  const int hd = c.head_dim, q_dim = c.q_dim();
   const int g = h0 / c.group_size();
   const float scale = 1.0f / std::sqrt(float(hd));
   // Kernel row r sees first + r·step positions (step 0: heads of one row);
@@ -53,6 +106,10 @@ void AttendTile(const ModelConfig& c, int layer, const AttentionQuery& dq,
   const int stride = heads > 1 ? hd : q_dim;  // between kernel rows
   const int first = dq.start + row0 + 1;
   const int n_vis = first + rows - 1;
+  int vis[kAttentionTileRows];
+  for (int r = 0; r < kr; ++r) vis[r] = first + r * step;
+  TileKv& t = ThreadTileKv();
+  GatherRuns(dq.kv->pool(), layer, g, hd, segs, n_segs, n_vis, &t);
   std::vector<float>& sv = TileScores();
   if (sv.size() < size_t(kr) * n_vis) sv.resize(size_t(kr) * n_vis);
   float* S = sv.data();
@@ -60,67 +117,15 @@ void AttendTile(const ModelConfig& c, int layer, const AttentionQuery& dq,
   float* o = dq.out + size_t(row0) * q_dim + h0 * hd;
   // Scores of every row over the positions the last row sees (a row's
   // entries past its own position are computed and never read).
-  for (int i = 0; i < n_segs && segs[i].pos0 < n_vis; ++i) {
-    const SequenceKv::Segment& sg = segs[i];
-    const int n = std::min(sg.n, n_vis - sg.pos0);
-    if (pool.bf16()) {
-      // K of head g, positions slot0 .. slot0 + n: [hd][n].
-      std::vector<float>& wk = TileWideKv().k;
-      if (wk.size() < size_t(hd) * n) wk.resize(size_t(hd) * n);
-      const uint16_t* src =
-          pool.k16(sg.block, layer) + size_t(g) * hd * bt + sg.slot0;
-      for (int d = 0; d < hd; ++d) {
-        for (int j = 0; j < n; ++j) {
-          wk[size_t(d) * n + j] = Bf16ToFloat(src[size_t(d) * bt + j]);
-        }
-      }
-      k.scores(wk.data(), n, n, q, stride, kr, hd, scale, S + sg.pos0, n_vis);
-      continue;
-    }
-    const float* kt = pool.k(sg.block, layer) + size_t(g) * hd * bt + sg.slot0;
-    k.scores(kt, bt, n, q, stride, kr, hd, scale, S + sg.pos0, n_vis);
-  }
+  k.scores(t.k_runs.data(), int(t.k_runs.size()), q, stride, kr, hd, scale, S,
+           n_vis);
   for (int r = 0; r < kr; ++r) {
-    Softmax(S + size_t(r) * n_vis, first + r * step);
+    Softmax(S + size_t(r) * n_vis, vis[r]);
     std::fill(o + size_t(r) * stride, o + size_t(r) * stride + hd, 0.0f);
   }
-  // o = Σ_p P[p]·v_p, one fma chain per output in position order: the
-  // positions every row sees for all rows together, then each of the
-  // tile's last positions for the rows that see it.
-  for (int i = 0; i < n_segs && segs[i].pos0 < n_vis; ++i) {
-    const SequenceKv::Segment& sg = segs[i];
-    const float* v = nullptr;
-    int v_stride = kv_dim;
-    if (pool.bf16()) {
-      // V of head g, the segment's positions: [n][hd].
-      std::vector<float>& wv = TileWideKv().v;
-      if (wv.size() < size_t(sg.n) * hd) wv.resize(size_t(sg.n) * hd);
-      const uint16_t* src = pool.v16(sg.block, layer) +
-                            size_t(sg.slot0) * kv_dim + size_t(g) * hd;
-      for (int j = 0; j < sg.n; ++j) {
-        for (int d = 0; d < hd; ++d) {
-          wv[size_t(j) * hd + d] = Bf16ToFloat(src[size_t(j) * kv_dim + d]);
-        }
-      }
-      v = wv.data();
-      v_stride = hd;
-    } else {
-      v = pool.v(sg.block, layer) + size_t(sg.slot0) * kv_dim + size_t(g) * hd;
-    }
-    const int all = std::max(0, std::min(sg.n, first - sg.pos0));
-    if (all > 0) {
-      k.accumulate(v, v_stride, all, S + sg.pos0, n_vis, kr, hd, o, stride);
-    }
-    // Positions past `first` exist only for a tile of several rows of one
-    // head (step 1), where row r0 is the first to see position p.
-    for (int j = all; j < sg.n && sg.pos0 + j < n_vis; ++j) {
-      const int p = sg.pos0 + j;
-      const int r0 = p - first + 1;
-      k.accumulate(v + size_t(j) * v_stride, v_stride, 1,
-                   S + size_t(r0) * n_vis + p, n_vis, rows - r0, hd,
-                   o + size_t(r0) * q_dim, q_dim);
-    }
-  }
+  // o = Σ_p P[p]·v_p, one fma chain per output in position order.
+  k.accumulate(t.v_runs.data(), int(t.v_runs.size()), S, n_vis, vis, kr, hd, o,
+               stride);
 }
 
 }  // namespace

@@ -17,20 +17,36 @@
 
 namespace spikeserve {
 
-// Rows of one tile at most (register blocking of the kernels).
-inline constexpr int kAttentionTileRows = 8;
+// Rows of one tile at most: query rows of one head, or the heads of one
+// KV group for a decode row. The kernels keep up to 6 rows x 64 positions
+// (or dimensions) in registers and pass the tile's rows over each piece of
+// K and V while it is in L1, so a larger tile reads the cache less often
+// from L2 (prefill); see attention_bench.
+inline constexpr int kAttentionTileRows = 24;
+// Positions of one K run at most (one AVX-512 vector).
+inline constexpr int kKvRunPositions = 16;
 
-// s[r * s_stride + j] = scale · Σ_d q[r * q_stride + d] · kt[d * kt_stride
-// + j] (as an fma chain over d) for r < rows, j < n. kt is K transposed:
-// [head_dim] runs of positions, kt_stride apart (the KV block layout).
-using ScoresFn = void (*)(const float* kt, int kt_stride, int n, const float* q,
+// Consecutive positions of one KV head. K: `data` is K transposed from the
+// run's first position, [head_dim] runs of n positions, `stride` floats
+// apart (the KV block layout); at most kKvRunPositions positions. V: `data`
+// holds n rows of head_dim, `stride` floats apart; any length.
+struct KvRun {
+  const float* data;
+  int stride;
+  int n;
+};
+
+// Scores of the runs' positions, in order (j counts across the runs):
+// s[r * s_stride + j] = scale · Σ_d q[r * q_stride + d] · k_j[d] (an fma
+// chain over d), for r < rows.
+using ScoresFn = void (*)(const KvRun* runs, int n_runs, const float* q,
                           int q_stride, int rows, int head_dim, float scale,
                           float* s, int s_stride);
-// o[r * o_stride + d] = fma(p[r * p_stride + i], v[i * v_stride + d], o[..])
-// for i = 0..n-1 in order, r < rows, d < head_dim: continues the chains
-// held in o.
-using AccumulateFn = void (*)(const float* v, int v_stride, int n,
-                              const float* p, int p_stride, int rows,
+// o[r * o_stride + d] = fma(p[r * p_stride + j], v_j[d], o[..]) for the
+// runs' positions j in order, j < vis[r] (the positions row r sees; vis is
+// non-decreasing in r), d < head_dim: continues the chains held in o.
+using AccumulateFn = void (*)(const KvRun* runs, int n_runs, const float* p,
+                              int p_stride, const int* vis, int rows,
                               int head_dim, float* o, int o_stride);
 
 struct AttentionTileKernels {
