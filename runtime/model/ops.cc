@@ -157,14 +157,19 @@ SPIKESERVE_CPU_CLONES void Softmax(float* x, int n) {
   const int32_t mx_bits = FloatOrderKey(key);
   float mx;
   std::memcpy(&mx, &mx_bits, sizeof(mx));
-  for (int i = 0; i < n; ++i) x[i] = FastExp(x[i] - mx);
+  // exp and its sum in one pass, 16 lanes at a time (the same sums, in
+  // the same order, as a separate pass).
   float lane[kLanes] = {};
-  float sum = 0;
   int i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) lane[j] += x[i + j];
+    for (int j = 0; j < kLanes; ++j) {
+      const float e = FastExp(x[i + j] - mx);
+      x[i + j] = e;
+      lane[j] += e;
+    }
   }
-  for (; i < n; ++i) sum += x[i];
+  float sum = 0;
+  for (; i < n; ++i) sum += (x[i] = FastExp(x[i] - mx));
   for (float l : lane) sum += l;
   const float inv = 1.0f / sum;
   for (i = 0; i < n; ++i) x[i] *= inv;
