@@ -65,6 +65,7 @@ run: build model
 bench: build model
 	$(BUILD)/bench/model_bench
 	$(BUILD)/bench/linear_bench
+	$(BUILD)/bench/attention_bench
 
 # Calibrates plans, evaluates every quantization scheme against FP32 and
 # writes docs/accuracy.md (about an hour on 2 cores; EVAL_WINDOWS=4 for a

@@ -36,6 +36,7 @@ struct KvRun {
   int n;
 };
 
+// Both kernels take at most kAttentionTileRows rows.
 // Scores of the runs' positions, in order (j counts across the runs):
 // s[r * s_stride + j] = scale · Σ_d q[r * q_stride + d] · k_j[d] (an fma
 // chain over d), for r < rows.
