@@ -502,9 +502,6 @@ void W4Gemm(const int8_t* x, const int32_t* sums, int m,
                              kPanelBytes / w.k / kPanelRowStep * kPanelRowStep);
   const int chunk =
       std::max<int>(1, int(kChunkBytes / (size_t(per_unit) * BlockBytes(w))));
-  auto unit = [&](int u, int p0, int pm) {
-    RunUnit(x, sums, m, w, row_scale, y, u, p0, pm);
-  };
 #pragma omp parallel if (parallel)
   {
     // This thread's units: a contiguous share, as a static schedule gives.
@@ -515,7 +512,9 @@ void W4Gemm(const int8_t* x, const int32_t* sums, int m,
       const int c1 = std::min(u_end, c0 + chunk);
       for (int p0 = 0; p0 < m; p0 += panel) {
         const int pm = std::min(panel, m - p0);
-        for (int u = c0; u < c1; ++u) unit(u, p0, pm);
+        for (int u = c0; u < c1; ++u) {
+          RunUnit(x, sums, m, w, row_scale, y, u, p0, pm);
+        }
       }
     }
   }

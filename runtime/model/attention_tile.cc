@@ -3,7 +3,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <utility>
 
 namespace spikeserve {
 namespace {
@@ -163,82 +165,26 @@ SPIKESERVE_AVX512 void AccumulateTile(const float* const* rowp, int n,
   }
 }
 
-// Row counts 1..kRowsAvx512 and vector counts 1..4 to the templates.
-#define SPIKESERVE_TILE_SWITCH(FN, R, V, ...) \
-  switch ((R)*8 + (V)) {                      \
-    case 1 * 8 + 1:                           \
-      FN<1, 1>(__VA_ARGS__);                  \
-      break;                                  \
-    case 1 * 8 + 2:                           \
-      FN<1, 2>(__VA_ARGS__);                  \
-      break;                                  \
-    case 1 * 8 + 3:                           \
-      FN<1, 3>(__VA_ARGS__);                  \
-      break;                                  \
-    case 1 * 8 + 4:                           \
-      FN<1, 4>(__VA_ARGS__);                  \
-      break;                                  \
-    case 2 * 8 + 1:                           \
-      FN<2, 1>(__VA_ARGS__);                  \
-      break;                                  \
-    case 2 * 8 + 2:                           \
-      FN<2, 2>(__VA_ARGS__);                  \
-      break;                                  \
-    case 2 * 8 + 3:                           \
-      FN<2, 3>(__VA_ARGS__);                  \
-      break;                                  \
-    case 2 * 8 + 4:                           \
-      FN<2, 4>(__VA_ARGS__);                  \
-      break;                                  \
-    case 3 * 8 + 1:                           \
-      FN<3, 1>(__VA_ARGS__);                  \
-      break;                                  \
-    case 3 * 8 + 2:                           \
-      FN<3, 2>(__VA_ARGS__);                  \
-      break;                                  \
-    case 3 * 8 + 3:                           \
-      FN<3, 3>(__VA_ARGS__);                  \
-      break;                                  \
-    case 3 * 8 + 4:                           \
-      FN<3, 4>(__VA_ARGS__);                  \
-      break;                                  \
-    case 4 * 8 + 1:                           \
-      FN<4, 1>(__VA_ARGS__);                  \
-      break;                                  \
-    case 4 * 8 + 2:                           \
-      FN<4, 2>(__VA_ARGS__);                  \
-      break;                                  \
-    case 4 * 8 + 3:                           \
-      FN<4, 3>(__VA_ARGS__);                  \
-      break;                                  \
-    case 4 * 8 + 4:                           \
-      FN<4, 4>(__VA_ARGS__);                  \
-      break;                                  \
-    case 5 * 8 + 1:                           \
-      FN<5, 1>(__VA_ARGS__);                  \
-      break;                                  \
-    case 5 * 8 + 2:                           \
-      FN<5, 2>(__VA_ARGS__);                  \
-      break;                                  \
-    case 5 * 8 + 3:                           \
-      FN<5, 3>(__VA_ARGS__);                  \
-      break;                                  \
-    case 5 * 8 + 4:                           \
-      FN<5, 4>(__VA_ARGS__);                  \
-      break;                                  \
-    case 6 * 8 + 1:                           \
-      FN<6, 1>(__VA_ARGS__);                  \
-      break;                                  \
-    case 6 * 8 + 2:                           \
-      FN<6, 2>(__VA_ARGS__);                  \
-      break;                                  \
-    case 6 * 8 + 3:                           \
-      FN<6, 3>(__VA_ARGS__);                  \
-      break;                                  \
-    case 6 * 8 + 4:                           \
-      FN<6, 4>(__VA_ARGS__);                  \
-      break;                                  \
-  }
+// Every tile shape, [(R - 1) * kVecsAvx512 + V - 1] for R rows and V
+// vectors.
+using ScoresTileFn = void (*)(const KvRun*, const __mmask16*, const int*,
+                              const float*, int, int, float, float*, int);
+using AccumulateTileFn = void (*)(const float* const*, int, const float*, int,
+                                  const int*, const __mmask16*, float*, int);
+template <int... I>
+constexpr std::array<ScoresTileFn, sizeof...(I)> ScoresTiles(
+    std::integer_sequence<int, I...>) {
+  return {&ScoresTile<I / kVecsAvx512 + 1, I % kVecsAvx512 + 1>...};
+}
+template <int... I>
+constexpr std::array<AccumulateTileFn, sizeof...(I)> AccumulateTiles(
+    std::integer_sequence<int, I...>) {
+  return {&AccumulateTile<I / kVecsAvx512 + 1, I % kVecsAvx512 + 1>...};
+}
+constexpr auto kTileShapes =
+    std::make_integer_sequence<int, kRowsAvx512 * kVecsAvx512>();
+constexpr auto kScoresTiles = ScoresTiles(kTileShapes);
+constexpr auto kAccumulateTiles = AccumulateTiles(kTileShapes);
 
 SPIKESERVE_AVX512 void ScoresAvx512(const KvRun* runs, int n_runs,
                                     const float* q, int q_stride, int rows,
@@ -255,9 +201,9 @@ SPIKESERVE_AVX512 void ScoresAvx512(const KvRun* runs, int n_runs,
     }
     for (int r = 0; r < rows; r += kRowsAvx512) {
       const int nr = std::min(kRowsAvx512, rows - r);
-      SPIKESERVE_TILE_SWITCH(ScoresTile, nr, nv, runs + i, m, off,
-                             q + r * q_stride, q_stride, hd, scale,
-                             s + r * s_stride, s_stride);
+      kScoresTiles[(nr - 1) * kVecsAvx512 + nv - 1](
+          runs + i, m, off, q + r * q_stride, q_stride, hd, scale,
+          s + r * s_stride, s_stride);
     }
   }
 }
@@ -287,15 +233,14 @@ SPIKESERVE_AVX512 void AccumulateAvx512(const KvRun* runs, int n_runs,
       for (int r = 0; r < rows; r += kRowsAvx512) {
         const int nr = std::min(kRowsAvx512, rows - r);
         if (cvis[r + nr - 1] <= 0) continue;  // none of these rows sees it
-        SPIKESERVE_TILE_SWITCH(AccumulateTile, nr, nv, rowp, n,
-                               p + r * p_stride + j0, p_stride, cvis + r, m,
-                               o + r * o_stride + d0, o_stride);
+        kAccumulateTiles[(nr - 1) * kVecsAvx512 + nv - 1](
+            rowp, n, p + r * p_stride + j0, p_stride, cvis + r, m,
+            o + r * o_stride + d0, o_stride);
       }
       j0 += n;
     }
   }
 }
-#undef SPIKESERVE_TILE_SWITCH
 
 // ---- AVX2 + FMA: up to 8 rows, 8 positions or 8 dimensions per pass,
 // scalar FMA tails (the same single rounding as a vector lane). ----

@@ -543,6 +543,23 @@ void Model::AttentionQueries(absl::Span<const BatchEntry> batch,
   }
 }
 
+void Model::NormRows(const std::vector<float>& gain, int m, const float* x,
+                     float* xn) const {
+  const ModelConfig& c = config_;
+  const int H = c.hidden;
+  auto row = [&](int r) {
+    RmsNorm(&x[size_t(r) * H], gain.data(), H, c.rms_eps, &xn[size_t(r) * H]);
+  };
+  if (m >= kParallelRows) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < m; ++r) row(r);
+  } else {
+    for (int r = 0; r < m; ++r) row(r);
+  }
+  // [m][hidden] viewed as [m * hidden / size][size] for the rotation.
+  if (norm_rotation_) norm_rotation_->Apply(xn, m * H / norm_rotation_->size());
+}
+
 // The layers of a Forward call, each step over the OpenMP team where its
 // rows are many enough (prefill; and decode where LayersInTeam cannot run).
 void Model::Layers(absl::Span<const BatchEntry> batch,
@@ -551,8 +568,6 @@ void Model::Layers(absl::Span<const BatchEntry> batch,
   const ModelConfig& c = config_;
   const int m = bounds.back();
   const int H = c.hidden, qkv_w = c.q_dim() + 2 * c.kv_dim();
-  // [m][hidden] viewed as [m * hidden / nrb][nrb] for the norm rotation.
-  const int nrb = norm_rotation_ ? norm_rotation_->size() : 1;
   float *x = b.x, *xn = b.xn, *qkv = b.qkv, *att = b.att, *gu = b.gu, *h = b.h,
         *tmp = b.tmp;
   const float* rope = b.rope;
@@ -560,20 +575,12 @@ void Model::Layers(absl::Span<const BatchEntry> batch,
   AttentionScratch& scratch = *b.attention;
   std::vector<AttentionQuery>& queries = *b.queries;
   using Clock = std::chrono::steady_clock;
-  // The residual stream's norm (and rotation) into xn.
-  auto norm = [&](const std::vector<float>& gain) {
-#pragma omp parallel for schedule(static) if (m >= kParallelRows)
-    for (int r = 0; r < m; ++r) {
-      RmsNorm(&x[size_t(r) * H], gain.data(), H, c.rms_eps, &xn[size_t(r) * H]);
-    }
-    if (norm_rotation_) norm_rotation_->Apply(xn, m * H / nrb);
-  };
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = weights_.layers[l];
     // Attention block.
     const Clock::time_point t0 =
         opt.observer ? Clock::now() : Clock::time_point();
-    norm(L.attn_norm);
+    NormRows(L.attn_norm, m, x, xn);
     RunSite(l, Site::kQkv, xn, m, bounds, opt, &absmax, qkv);
     int r0 = 0;
     for (const BatchEntry& e : batch) {
@@ -597,7 +604,7 @@ void Model::Layers(absl::Span<const BatchEntry> batch,
     if (opt.observer)
       opt.observer->OnLayerPart(l, LayerPart::kAttention,
                                 SecondsBetween(t0, t1));
-    norm(L.ffn_norm);
+    NormRows(L.ffn_norm, m, x, xn);
     RunSite(l, Site::kGateUp, xn, m, bounds, opt, &absmax, gu);
 #pragma omp parallel for schedule(static) if (m >= kParallelRows)
     for (int r = 0; r < m; ++r) {

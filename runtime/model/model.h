@@ -272,6 +272,11 @@ class Model {
   // contiguous; in the row they are strided).
   void PositionRow(const LayerWeights& L, int l, SequenceKv* kv, int pos,
                    const float* cos_sin, float* row, float* q) const;
+  // The residual stream's norm (and the norm-output rotation) of m rows of
+  // x into xn; over the OpenMP team from kParallelRows (32) rows, more than
+  // a one-region decode batch (model_team.cc), whose thread 0 calls it.
+  void NormRows(const std::vector<float>& gain, int m, const float* x,
+                float* xn) const;
   // Every entry's rows of b.q in one attention pass (prefill chunks and
   // decode rows alike, so that a row's result does not depend on its
   // company), their outputs into b.att.

@@ -145,7 +145,6 @@ void Model::LayersInTeam(absl::Span<const BatchEntry> batch,
   const int m = bounds.back();
   const int H = c.hidden, qkv_w = c.q_dim() + 2 * c.kv_dim();
   const int nt = omp_get_max_threads();
-  const int nrb = norm_rotation_ ? norm_rotation_->size() : 1;
   using Clock = std::chrono::steady_clock;
   // The step's matmuls in order: the layers' sites, then the lm_head.
   std::vector<Matmul> order;
@@ -212,11 +211,7 @@ void Model::LayersInTeam(absl::Span<const BatchEntry> batch,
     // input of `site`.
     auto norm_and_prepare = [&](const std::vector<float>& gain, int l,
                                 Site site) {
-      for (int r = 0; r < m; ++r) {
-        RmsNorm(&b.x[size_t(r) * H], gain.data(), H, c.rms_eps,
-                &b.xn[size_t(r) * H]);
-      }
-      if (norm_rotation_) norm_rotation_->Apply(b.xn, m * H / nrb);
+      NormRows(gain, m, b.x, b.xn);
       prepare(l, site, b.xn);
     };
     // Thread 0: the spike guard's FP32 rows of a site just run.
