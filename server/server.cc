@@ -86,6 +86,7 @@ v1::ModelInfo DescribeModel(const Model& model, const QuantOptions& quant,
         q->add_w4_groups(group);
         q->add_w4_with_min(model.W4HasMin({l, site}));
         q->add_w4_importance_weighted(model.W4ImportanceWeighted({l, site}));
+        q->add_w4_from_file(model.W4Given({l, site}));
       }
     }
   }

@@ -155,6 +155,32 @@ TEST_F(PlantedSpike, CalibrationMeasuresChannelMeanSquares) {
   }
 }
 
+// GPTQ's Σ x·xᵀ per site (CollectSiteGrams): symmetric, its diagonal the
+// channel mean squares times the rows counted, only the sites asked for.
+TEST_F(PlantedSpike, GramsHoldTheMeanSquaresOnTheirDiagonal) {
+  auto stats = CollectSiteStats(*fp32_, windows_, {}, kBos);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  const std::set<SiteKey> sites = {{1, Site::kDown}, {0, Site::kQkv}};
+  auto grams = CollectSiteGrams(*fp32_, windows_, {}, kBos, sites);
+  ASSERT_TRUE(grams.ok()) << grams.status();
+  ASSERT_EQ(grams->size(), sites.size());
+  for (const SiteKey& key : sites) {
+    const std::vector<float>& ms = stats->sites.at(key).channel_mean_square;
+    const std::vector<float>& g = grams->at(key);
+    const size_t k = ms.size();
+    ASSERT_EQ(g.size(), k * k) << SiteKeyName(key);
+    for (size_t i = 0; i < k; ++i) {
+      const double want = double(ms[i]) * double(stats->tokens);
+      EXPECT_NEAR(g[i * k + i], want, 1e-4 * want + 1e-6)
+          << SiteKeyName(key) << " channel " << i;
+      for (size_t j = 0; j < i; ++j) {
+        EXPECT_NEAR(g[i * k + j], g[j * k + i],
+                    1e-5 * (std::abs(g[i * k + j]) + 1e-3));
+      }
+    }
+  }
+}
+
 TEST_F(PlantedSpike, QfemAndQfepRemoveTheDamage) {
   auto w8a8 = Quantized({});
   const double base = LogitError(*w8a8, *fp32_, prompt_, {});

@@ -384,6 +384,60 @@ TEST(ModelW4, ImportanceReachesItsSiteAndNamesAWrongWidth) {
                                    "values for 64 input channels"));
 }
 
+// Given 4-bit weights (QuantOptions::w4_given, a plan's GPTQ file) are what
+// the site serves: the site's own round-to-nearest, given, gives the same
+// logits as re-quantizing; other codes change them; a wrong shape fails
+// the load naming the site.
+class FixedW4 final : public GivenW4Weights {
+ public:
+  std::map<SiteKey, W4Plain> sites;
+  bool Has(const SiteKey& k) const override { return sites.count(k) > 0; }
+  absl::StatusOr<W4Plain> Get(const SiteKey& k) const override {
+    return sites.at(k);
+  }
+};
+
+TEST(ModelW4, GivenWeightsAreServedAsGiven) {
+  Int8Fixture f;
+  const auto tokens = RandomTokens(24, 300, 8);
+  QuantOptions q{
+      .w8a8 = true, .mode = ActQuantMode::kPerTokenDynamic, .warmup_rows = 32};
+  q.w4_sites = {{{0, Site::kO}, 32}, {{1, Site::kGateUp}, 32}};
+  auto requantized = f.Quantized(q);
+  ASSERT_NE(requantized, nullptr);
+  // gate_up of layer 1 as Create rounds it: QuantizeW4Row per row.
+  const WeightRows& rows = f.fp32->site_rows(1, Site::kGateUp);
+  W4Plain p{rows.rows(), rows.cols(), 32, false};
+  p.u.resize(size_t(p.n) * p.k);
+  p.scale.resize(size_t(p.n) * p.groups());
+  std::vector<float> row(p.k);
+  for (int r = 0; r < p.n; ++r) {
+    rows.Row(r, row.data());
+    QuantizeW4Row(row.data(), p.k, 32, &p.u[size_t(r) * p.k],
+                  &p.scale[size_t(r) * p.groups()]);
+  }
+  auto given = std::make_shared<FixedW4>();
+  given->sites[{1, Site::kGateUp}] = p;
+  q.w4_given = given;
+  auto same = f.Quantized(q);
+  ASSERT_NE(same, nullptr);
+  EXPECT_TRUE(same->W4Given({1, Site::kGateUp}));
+  EXPECT_FALSE(same->W4Given({0, Site::kO}));
+  EXPECT_EQ(Logits(*same, tokens), Logits(*requantized, tokens));
+
+  for (int i = 0; i < p.k; ++i) given->sites[{1, Site::kGateUp}].u[i] = 8;
+  auto other = f.Quantized(q);
+  ASSERT_NE(other, nullptr);
+  EXPECT_NE(Logits(*other, tokens), Logits(*requantized, tokens));
+
+  given->sites[{1, Site::kGateUp}].n -= 1;
+  auto m = Model::Load(f.file, q);
+  ASSERT_FALSE(m.ok());
+  EXPECT_THAT(m.status().message(),
+              ::testing::HasSubstr("W4 site 1.gate_up: the given weights are "
+                                   "191x64, the site's 192x64"));
+}
+
 // Issue 24 acceptance 6: a 4-bit site whose width the group does not
 // divide fails the load naming the module and both numbers.
 TEST(ModelW4, GroupThatDoesNotDivideTheWidthFailsNamingTheSite) {

@@ -7,7 +7,7 @@
 //       [--rotate] [--guard FACTOR] [--window 512] [--windows 8]
 //       [--weight_bits 8|4|auto|LIST] [--w4_group 32|64|128|auto]
 //       [--w4_tolerance NATS] [--w4_fraction F] [--w4_min]
-//       [--w4_importance=false]
+//       [--w4_importance=false] [--w4_gptq]
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -20,9 +20,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/flag_util.h"
+#include "runtime/linear/w4a8_linear.h"
 #include "runtime/model/smoothing.h"
 #include "runtime/quant/calibration.h"
+#include "runtime/quant/gptq.h"
 #include "runtime/quant/quant_plan.h"
+#include "runtime/quant/w4_weights_file.h"
 #include "runtime/serving/model_bundle.h"
 #include "tools/spike_report.h"
 #include "tools/text_input.h"
@@ -92,6 +95,17 @@ ABSL_FLAG(bool, w4_importance, true,
           "the clipping that minimises the weight error weighted by it, in "
           "the auto search too; false = round to nearest from each group's "
           "extremes.");
+ABSL_FLAG(bool, w4_gptq, false,
+          "Quantize the W4A8 sites by GPTQ (errors compensated across each "
+          "row with the calibration windows' E[xxT]) and write their weights "
+          "beside the plan (OUT without .json, + .w4.gguf; the plan's "
+          "w4_weights); the server reads them instead of re-quantizing.");
+ABSL_FLAG(bool, gptq_act_order, false,
+          "--w4_gptq: quantize each row's columns loudest input channel "
+          "first, the group scales chosen up front (false: in order, each "
+          "group's scale from the row as updated).");
+ABSL_FLAG(double, gptq_damp, 0.3,
+          "--w4_gptq: added to E[xxT]'s diagonal, as a fraction of its mean.");
 ABSL_FLAG(std::string, report, "",
           "Report path prefix (writes PREFIX.md and PREFIX.svg); default: "
           "--out without .json plus .report");
@@ -358,6 +372,48 @@ int Main() {
     }
   }
 
+  // 4c. GPTQ for the W4A8 sites, on the transformed weights with the
+  // transformed model's inputs (the prefix in place).
+  std::map<SiteKey, W4Plain> gptq;
+  if (absl::GetFlag(FLAGS_w4_gptq) && !w4_sites.empty()) {
+    const Model& tm = transformed ? *transformed : fp32;
+    std::set<SiteKey> keys;
+    for (const auto& [key, group] : w4_sites) keys.insert(key);
+    auto grams = CollectSiteGrams(tm, *windows, prefix, bos, keys);
+    if (!grams.ok()) return Fail(grams.status());
+    for (const auto& [key, group] : w4_sites) {
+      const WeightRows& rows = tm.site_rows(key.layer, key.site);
+      GptqOptions o;
+      o.group = group > 0 ? group : W4A8Linear::GroupFor(rows.cols());
+      o.with_min = w4_min;
+      o.act_order = absl::GetFlag(FLAGS_gptq_act_order);
+      o.damp = absl::GetFlag(FLAGS_gptq_damp);
+      if (group == kW4AsStored) {
+        return Fail(absl::InvalidArgumentError(
+            "--w4_gptq re-quantizes the weights; --w4_group stored serves "
+            "the file's own"));
+      }
+      auto q = GptqQuantize(rows, (*grams)[key], o);
+      if (!q.ok()) {
+        return Fail(absl::Status(
+            q.status().code(),
+            absl::StrCat(SiteKeyName(key), ": ", q.status().message())));
+      }
+      gptq[key] = *std::move(q);
+      (*grams)[key] = {};
+    }
+    std::string weights =
+        absl::EndsWith(out, ".json") ? out.substr(0, out.size() - 5) : out;
+    weights += ".w4.gguf";
+    if (absl::Status s = WriteW4WeightsFile(weights, plan.model().hash(), gptq);
+        !s.ok()) {
+      return Fail(s);
+    }
+    plan.set_w4_weights(weights.substr(weights.find_last_of('/') + 1));
+    std::fprintf(stderr, "calibrate: GPTQ: %zu W4A8 sites -> %s\n", gptq.size(),
+                 weights.c_str());
+  }
+
   // 5. Per-site records.
   for (const auto& [key, s] : stats->sites) {
     v1::SiteStats* out_site = plan.add_sites();
@@ -371,7 +427,9 @@ int Main() {
       out_site->set_weight_bits(4);
       out_site->set_weight_group(w4->second);
       out_site->set_weight_min(w4_min);
-      if (w4_importance) {
+      if (gptq.count(key)) {
+        out_site->set_weight_from_file(true);
+      } else if (w4_importance) {
         for (float v : final_stats->sites.at(key).channel_mean_square) {
           out_site->add_weight_importance(v);
         }

@@ -264,9 +264,21 @@ absl::Status Model::BuildKernels() {
         }
         // SiteRowsOf is the file's tensor only when no transform applies.
         const bool stored = group == kW4AsStored && rows.four_bit();
-        absl::StatusOr<std::unique_ptr<W4A8Linear>> lin =
-            stored ? W4A8Linear::FromStored(rows, o)
-                   : W4A8Linear::Create(rows, o);
+        absl::StatusOr<std::unique_ptr<W4A8Linear>> lin;
+        if (q.w4_given && q.w4_given->Has(key)) {
+          absl::StatusOr<W4Plain> given = q.w4_given->Get(key);
+          if (!given.ok()) return given.status();
+          if (given->n != rows.rows() || given->k != rows.cols()) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "quant: W4 site ", SiteKeyName(key), ": the given weights are ",
+                given->n, "x", given->k, ", the site's ", rows.rows(), "x",
+                rows.cols()));
+          }
+          lin = W4A8Linear::FromPlain(*given, o);
+        } else {
+          lin = stored ? W4A8Linear::FromStored(rows, o)
+                       : W4A8Linear::Create(rows, o);
+        }
         if (!lin.ok()) {
           return absl::Status(lin.status().code(),
                               absl::StrCat("quant: W4 site ", SiteKeyName(key),
@@ -407,6 +419,11 @@ bool Model::W4HasMin(const SiteKey& k) const {
 bool Model::W4ImportanceWeighted(const SiteKey& k) const {
   const W4A8Linear* w4 = W4Kernel(k);
   return w4 != nullptr && w4->importance_weighted();
+}
+
+bool Model::W4Given(const SiteKey& k) const {
+  return W4Kernel(k) != nullptr && quant_.w4_given != nullptr &&
+         quant_.w4_given->Has(k);
 }
 
 int Model::w4_site_count() const {

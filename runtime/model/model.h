@@ -21,6 +21,7 @@
 #include "runtime/linear/hadamard.h"
 #include "runtime/linear/linear.h"
 #include "runtime/linear/quantize.h"
+#include "runtime/linear/w4_gemm.h"
 #include "runtime/model/forward_observer.h"
 #include "runtime/model/kv_cache.h"
 #include "runtime/model/model_config.h"
@@ -54,6 +55,17 @@ LmHeadPrecision FastestLmHead();
 inline constexpr int kW4AsStored = -1;
 
 class W4A8Linear;
+
+// 4-bit weights quantized before the load (spikeserve-calibrate's GPTQ,
+// carried in a plan's weights file: runtime/quant/w4_weights_file.h), for
+// a site's rows as the plan transforms them (smoothing, rotations).
+class GivenW4Weights {
+ public:
+  virtual ~GivenW4Weights() = default;
+  virtual bool Has(const SiteKey& k) const = 0;
+  // The site's codes and group scales; errors name the site and the problem.
+  virtual absl::StatusOr<W4Plain> Get(const SiteKey& k) const = 0;
+};
 
 struct QuantOptions {
   bool w8a8 = false;  // false: everything FP32
@@ -89,6 +101,9 @@ struct QuantOptions {
   // minimise the importance-weighted weight error (w4_clip_search.h).
   // Sites without an entry round to nearest from each group's extremes.
   std::map<SiteKey, std::vector<float>> w4_importance;
+  // W4A8 sites whose weights it Has are served as given (their group and
+  // minimums are the given ones) instead of being re-quantized.
+  std::shared_ptr<const GivenW4Weights> w4_given;
   // Row buckets to create and warm up at load (largest prefill chunk).
   int warmup_rows = 512;
   // Exact weight transforms applied at load, before quantization:
@@ -167,6 +182,11 @@ class Model {
   const WeightRows& site_source(int layer, Site site) const {
     return *sources_.sites[layer][int(site)];
   }
+  // The same with this model's transforms applied (smoothing, rotations):
+  // the rows its kernels quantize.
+  const WeightRows& site_rows(int layer, Site site) const {
+    return SiteRowsOf(layer, site);
+  }
   // The norm gains (as served: smoothing folded in) and the FP32 matrices
   // that FP32 kernels read: every matrix of an FP32 model (and its
   // embedding), the QFeM sites computed in FP32, spike-guarded sites, an
@@ -213,6 +233,8 @@ class Model {
   // Whether `k`'s 4-bit groups were chosen with the plan's importance
   // (QuantOptions::w4_importance) rather than from their extremes.
   bool W4ImportanceWeighted(const SiteKey& k) const;
+  // Whether `k`'s 4-bit weights were given (QuantOptions::w4_given).
+  bool W4Given(const SiteKey& k) const;
 
   // A KV pool shaped for this model (BF16 when quant().kv_bf16).
   absl::StatusOr<std::unique_ptr<KvPool>> NewKvPool(

@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "dnnl.hpp"
 #include "runtime/model/shared_prefix.h"
 #include "runtime/quant/evaluation.h"
 
@@ -126,11 +127,16 @@ double KlDivergence(const float* p_logits, const float* q_logits, int n) {
   return std::max(0.0, kl);
 }
 
-namespace {}  // namespace
+namespace {
 
-absl::StatusOr<CalibrationStats> CollectSiteStats(
+// Runs the windows through `model` in FP32, kBatch at a time, each after
+// `prefix` (shared, its positions not rerun) or after BOS, with `obs`
+// watching; `row_tokens` (when not null) gets each batch's token ids in
+// row order before its forward. Returns the tokens run.
+absl::StatusOr<int64_t> ForwardWindowsFp32(
     const Model& model, const std::vector<std::vector<int32_t>>& windows,
-    const std::vector<int32_t>& prefix, int32_t bos) {
+    const std::vector<int32_t>& prefix, int32_t bos, ForwardObserver* obs,
+    std::vector<int32_t>* row_tokens) {
   auto pool =
       PoolFor(model, kBatch, int(MaxLen(windows)) + 1, int(prefix.size()));
   if (!pool.ok()) return pool.status();
@@ -140,9 +146,8 @@ absl::StatusOr<CalibrationStats> CollectSiteStats(
     if (!p.ok()) return p.status();
     shared = *std::move(p);
   }
-  StatsObserver obs;
   ForwardOptions opt;
-  opt.observer = &obs;
+  opt.observer = obs;
   opt.all_fp32 = true;
   int64_t tokens = 0;
   std::vector<float> logits;
@@ -150,7 +155,7 @@ absl::StatusOr<CalibrationStats> CollectSiteStats(
     std::vector<std::unique_ptr<SequenceKv>> seqs;
     std::vector<std::vector<int32_t>> inputs;
     std::vector<BatchEntry> batch;
-    obs.row_tokens.clear();
+    if (row_tokens) row_tokens->clear();
     const size_t end = std::min(windows.size(), i + kBatch);
     inputs.reserve(end - i);
     for (size_t j = i; j < end; ++j) {
@@ -165,16 +170,71 @@ absl::StatusOr<CalibrationStats> CollectSiteStats(
       inputs.back().insert(inputs.back().end(), windows[j].begin(),
                            windows[j].end());
       batch.push_back({seqs.back().get(), inputs.back(), false});
-      obs.row_tokens.insert(obs.row_tokens.end(), inputs.back().begin(),
-                            inputs.back().end());
+      if (row_tokens) {
+        row_tokens->insert(row_tokens->end(), inputs.back().begin(),
+                           inputs.back().end());
+      }
       tokens += int64_t(inputs.back().size());
     }
     if (absl::Status s = model.Forward(batch, &logits, opt); !s.ok()) return s;
   }
+  return tokens;
+}
+
+// Σ_t x_t·x_tᵀ of the inputs of the chosen sites, [width][width] each.
+class GramObserver : public ForwardObserver {
+ public:
+  explicit GramObserver(const std::set<SiteKey>& sites) {
+    for (const SiteKey& k : sites) grams_[k];
+  }
+  void OnSiteInput(int layer, Site site, const float* x, int m, int width,
+                   absl::Span<const float> /*row_absmax*/,
+                   absl::Span<const int> /*bounds*/) override {
+    auto it = grams_.find({layer, site});
+    if (it == grams_.end()) return;
+    std::vector<float>& g = it->second;
+    if (g.empty()) g.assign(size_t(width) * width, 0.0f);
+    // G += Xᵀ·X (X = x [m][width] row-major), oneDNN's sgemm.
+    dnnl::sgemm('T', 'N', width, width, m, 1.0f, x, width, x, width, 1.0f,
+                g.data(), width);
+  }
+  std::map<SiteKey, std::vector<float>> Finish() { return std::move(grams_); }
+
+ private:
+  std::map<SiteKey, std::vector<float>> grams_;
+};
+
+}  // namespace
+
+absl::StatusOr<CalibrationStats> CollectSiteStats(
+    const Model& model, const std::vector<std::vector<int32_t>>& windows,
+    const std::vector<int32_t>& prefix, int32_t bos) {
+  StatsObserver obs;
+  absl::StatusOr<int64_t> tokens =
+      ForwardWindowsFp32(model, windows, prefix, bos, &obs, &obs.row_tokens);
+  if (!tokens.ok()) return tokens.status();
   CalibrationStats stats = obs.Finish();
   stats.windows = int(windows.size());
-  stats.tokens = tokens;
+  stats.tokens = *tokens;
   return stats;
+}
+
+absl::StatusOr<std::map<SiteKey, std::vector<float>>> CollectSiteGrams(
+    const Model& model, const std::vector<std::vector<int32_t>>& windows,
+    const std::vector<int32_t>& prefix, int32_t bos,
+    const std::set<SiteKey>& sites) {
+  GramObserver obs(sites);
+  absl::StatusOr<int64_t> tokens =
+      ForwardWindowsFp32(model, windows, prefix, bos, &obs, nullptr);
+  if (!tokens.ok()) return tokens.status();
+  std::map<SiteKey, std::vector<float>> grams = obs.Finish();
+  for (const SiteKey& k : sites) {
+    if (grams[k].empty()) {
+      return absl::InternalError(
+          absl::StrCat("calibration: site ", SiteKeyName(k), " saw no input"));
+    }
+  }
+  return grams;
 }
 
 std::vector<SiteKey> SitesBySpikeRatio(const CalibrationStats& stats) {

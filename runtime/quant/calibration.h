@@ -44,6 +44,14 @@ absl::StatusOr<CalibrationStats> CollectSiteStats(
     const Model& model, const std::vector<std::vector<int32_t>>& windows,
     const std::vector<int32_t>& prefix, int32_t bos);
 
+// Σ_t x_t·x_tᵀ ([width][width], row-major) of the input of each site in
+// `sites` over the same rows as CollectSiteStats (FP32, after `prefix`, its
+// positions not counted): GPTQ's H (gptq.h). 4·width² bytes per site.
+absl::StatusOr<std::map<SiteKey, std::vector<float>>> CollectSiteGrams(
+    const Model& model, const std::vector<std::vector<int32_t>>& windows,
+    const std::vector<int32_t>& prefix, int32_t bos,
+    const std::set<SiteKey>& sites);
+
 // KL(softmax(p) || softmax(q)) over n logits, in nats.
 double KlDivergence(const float* p_logits, const float* q_logits, int n);
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "google/protobuf/util/json_util.h"
+#include "runtime/quant/w4_weights_file.h"
 
 namespace spikeserve {
 namespace {
@@ -187,7 +188,16 @@ absl::StatusOr<v1::QuantPlan> ReadQuantPlan(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("quant plan: '", path, "' is empty"));
   }
-  return ParseQuantPlan(ss.str(), absl::StrCat("'", path, "'"));
+  absl::StatusOr<v1::QuantPlan> plan =
+      ParseQuantPlan(ss.str(), absl::StrCat("'", path, "'"));
+  if (plan.ok() && !plan->w4_weights().empty()) {
+    const std::filesystem::path weights(plan->w4_weights());
+    if (weights.is_relative()) {
+      plan->set_w4_weights(
+          (std::filesystem::path(path).parent_path() / weights).string());
+    }
+  }
+  return plan;
 }
 
 absl::StatusOr<v1::QuantPlan> ParseQuantPlan(absl::string_view json,
@@ -283,7 +293,8 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
   // Sites: each (layer, site) at most once, and every one of them unless
   // the plan carries no per-site data at all (a dynamic plan without
   // smoothing needs none).
-  std::map<SiteKey, int> seen;  // -> index in sites
+  std::map<SiteKey, int> seen;     // -> index in sites
+  std::vector<SiteKey> from_file;  // weight_from_file sites
   for (int i = 0; i < plan.sites_size(); ++i) {
     const v1::SiteStats& s = plan.sites(i);
     absl::StatusOr<SiteKey> k =
@@ -329,10 +340,15 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
       }
       q.w4_sites[*k] = s.weight_group();
       if (s.weight_min()) q.w4_min_sites.insert(*k);
+      if (s.weight_from_file()) from_file.push_back(*k);
     } else if (s.weight_min()) {
       return PlanError(absl::StrCat(
           name, " has weight_min but weight_bits ", s.weight_bits(),
           "; a per-group minimum is for W4A8 (weight_bits 4) only"));
+    } else if (s.weight_from_file()) {
+      return PlanError(absl::StrCat(
+          name, " has weight_from_file but weight_bits ", s.weight_bits(),
+          "; the plan's weights file holds W4A8 (weight_bits 4) weights"));
     }
     if (s.weight_importance_size() > 0) {
       const int width = SiteInputWidth(c, k->site);
@@ -430,6 +446,24 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
   }
   q.down_hadamard = plan.rotation().down_hadamard();
   q.norm_hadamard = plan.rotation().norm_hadamard();
+  if (!from_file.empty()) {
+    if (plan.w4_weights().empty()) {
+      return PlanError(absl::StrCat(
+          "site ", SiteKeyName(from_file[0]),
+          " has weight_from_file but the plan names no w4_weights file"));
+    }
+    absl::StatusOr<std::shared_ptr<const W4WeightsFile>> f =
+        W4WeightsFile::Open(plan.w4_weights(), model.hash());
+    if (!f.ok()) return f.status();
+    for (const SiteKey& k : from_file) {
+      if (!(*f)->Has(k)) {
+        return PlanError(
+            absl::StrCat("site ", SiteKeyName(k), " has weight_from_file but ",
+                         plan.w4_weights(), " has no weights for it"));
+      }
+    }
+    q.w4_given = *std::move(f);
+  }
   return out;
 }
 

@@ -12,7 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/model/model_config.h"
 #include "runtime/quant/quant_plan.h"
+#include "runtime/quant/w4_weights_file.h"
 #include "tests/fixtures/gguf_builder.h"
 #include "tests/server/server_fixture.h"
 
@@ -274,6 +276,47 @@ TEST_F(PlanServerTest, ModelInfoReportsImportanceWeightedW4Sites) {
     EXPECT_EQ(info.quant().w4_modules(i), w4[i]);
     EXPECT_EQ(info.quant().w4_importance_weighted(i), i == 0) << w4[i];
   }
+}
+
+// A plan whose W4A8 site reads its weights from the plan's w4_weights file
+// (GPTQ) serves them, and GetModelInfo says which modules did.
+TEST_F(PlanServerTest, ModelInfoReportsW4SitesFromTheWeightsFile) {
+  absl::StatusOr<v1::QuantPlan> plan = ReadQuantPlan(GetTinyModelFiles().plan);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  absl::StatusOr<std::unique_ptr<GgufFile>> file =
+      GgufFile::Open(GetTinyModelFiles().model);
+  ASSERT_TRUE(file.ok()) << file.status();
+  absl::StatusOr<ModelConfig> c = ReadModelConfig(**file);
+  ASSERT_TRUE(c.ok()) << c.status();
+  // 0.gate_up from the file (any codes serve), 1.o re-quantized.
+  W4Plain given{2 * c->ffn, c->hidden, 32, false};
+  given.u.assign(size_t(given.n) * given.k, 9);
+  given.scale.assign(size_t(given.n) * given.groups(), 0x2000);  // 2^-7
+  const std::string weights = ::testing::TempDir() + "/from-file.w4.gguf";
+  ASSERT_TRUE(WriteW4WeightsFile(weights, plan->model().hash(),
+                                 {{{0, Site::kGateUp}, given}})
+                  .ok());
+  plan->set_w4_weights(weights);
+  for (int l = 0; l < c->n_layers; ++l) {
+    for (const char* name : {"qkv", "o", "gate_up", "down"}) {
+      v1::SiteStats* s = plan->add_sites();
+      s->set_layer(l);
+      s->set_site(name);
+      s->set_static_absmax(3.0);
+      const std::string key = absl::StrCat(l, ".", name);
+      if (key != "0.gate_up" && key != "1.o") continue;
+      s->set_weight_bits(4);
+      s->set_weight_group(32);
+      s->set_weight_from_file(key == "0.gate_up");
+    }
+  }
+  const v1::ModelInfo info = ServePlan(*plan, "from-file-plan");
+  ASSERT_EQ(info.quant().w4_modules_size(), 2);
+  ASSERT_EQ(info.quant().w4_from_file_size(), 2);
+  EXPECT_EQ(info.quant().w4_modules(0), "0.gate_up");
+  EXPECT_TRUE(info.quant().w4_from_file(0));
+  EXPECT_EQ(info.quant().w4_modules(1), "1.o");
+  EXPECT_FALSE(info.quant().w4_from_file(1));
 }
 
 // Acceptance 2: invalid requests get INVALID_ARGUMENT naming the field,
