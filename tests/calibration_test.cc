@@ -8,6 +8,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/linear/w4a8_linear.h"
 #include "runtime/model/shared_prefix.h"
 #include "runtime/quant/evaluation.h"
 #include "tests/fixtures/planted_spike.h"
@@ -178,6 +179,33 @@ TEST_F(PlantedSpike, GramsHoldTheMeanSquaresOnTheirDiagonal) {
                     1e-5 * (std::abs(g[i * k + j]) + 1e-3));
       }
     }
+  }
+}
+
+// GptqSites: each site's GPTQ on its rows with its own E[xxT], at the group
+// asked for (0 = the largest dividing its width).
+TEST_F(PlantedSpike, GptqSitesQuantizeEachSiteWithItsOwnGram) {
+  const std::map<SiteKey, int> groups = {{{0, Site::kO}, 32},
+                                         {{1, Site::kDown}, 0}};
+  GptqOptions o;
+  o.with_min = true;
+  auto sites = GptqSites(*fp32_, groups, o, windows_, {}, kBos);
+  ASSERT_TRUE(sites.ok()) << sites.status();
+  ASSERT_EQ(sites->size(), 2u);
+  auto grams = CollectSiteGrams(*fp32_, windows_, {}, kBos,
+                                {{0, Site::kO}, {1, Site::kDown}});
+  ASSERT_TRUE(grams.ok()) << grams.status();
+  for (const auto& [key, group] : groups) {
+    const WeightRows& rows = fp32_->site_rows(key.layer, key.site);
+    o.group = group > 0 ? group : W4A8Linear::GroupFor(rows.cols());
+    auto want = GptqQuantize(rows, grams->at(key), o);
+    ASSERT_TRUE(want.ok()) << want.status();
+    const W4Plain& got = sites->at(key);
+    EXPECT_EQ(got.group, o.group) << SiteKeyName(key);
+    EXPECT_TRUE(got.has_min);
+    EXPECT_EQ(got.u, want->u) << SiteKeyName(key);
+    EXPECT_EQ(got.scale, want->scale);
+    EXPECT_EQ(got.min, want->min);
   }
 }
 

@@ -9,6 +9,7 @@
 #include "runtime/linear/onednn_matmul.h"
 #include "runtime/model/shared_prefix.h"
 #include "runtime/model/smoothing.h"
+#include "runtime/quant/w4_weights_file.h"
 #include "tests/fixtures/gguf_builder.h"
 #include "tests/reference_forward.h"
 
@@ -388,15 +389,6 @@ TEST(ModelW4, ImportanceReachesItsSiteAndNamesAWrongWidth) {
 // the site serves: the site's own round-to-nearest, given, gives the same
 // logits as re-quantizing; other codes change them; a wrong shape fails
 // the load naming the site.
-class FixedW4 final : public GivenW4Weights {
- public:
-  std::map<SiteKey, W4Plain> sites;
-  bool Has(const SiteKey& k) const override { return sites.count(k) > 0; }
-  absl::StatusOr<W4Plain> Get(const SiteKey& k) const override {
-    return sites.at(k);
-  }
-};
-
 TEST(ModelW4, GivenWeightsAreServedAsGiven) {
   Int8Fixture f;
   const auto tokens = RandomTokens(24, 300, 8);
@@ -416,7 +408,7 @@ TEST(ModelW4, GivenWeightsAreServedAsGiven) {
     QuantizeW4Row(row.data(), p.k, 32, &p.u[size_t(r) * p.k],
                   &p.scale[size_t(r) * p.groups()]);
   }
-  auto given = std::make_shared<FixedW4>();
+  auto given = std::make_shared<W4WeightsMap>();
   given->sites[{1, Site::kGateUp}] = p;
   q.w4_given = given;
   auto same = f.Quantized(q);

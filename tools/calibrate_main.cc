@@ -330,11 +330,39 @@ int Main() {
   // 4b. Weight precision per quantized site.
   const bool w4_min = absl::GetFlag(FLAGS_w4_min);
   const bool w4_importance = absl::GetFlag(FLAGS_w4_importance);
+  const bool w4_gptq = absl::GetFlag(FLAGS_w4_gptq);
+  if (w4_gptq && *w4_group == kW4AsStored) {
+    return Fail(absl::InvalidArgumentError(
+        "--w4_gptq re-quantizes the weights; --w4_group stored serves the "
+        "file's own"));
+  }
+  // GPTQ on the transformed weights with the transformed model's inputs
+  // (the prefix in place): `sites` -> group.
+  const Model& tm = transformed ? *transformed : fp32;
+  GptqOptions gptq_options;
+  gptq_options.with_min = w4_min;
+  gptq_options.act_order = absl::GetFlag(FLAGS_gptq_act_order);
+  gptq_options.damp = absl::GetFlag(FLAGS_gptq_damp);
+  auto run_gptq = [&](const std::map<SiteKey, int>& sites) {
+    return GptqSites(tm, sites, gptq_options, *windows, prefix, bos);
+  };
+  auto gptq = std::make_shared<W4WeightsMap>();
   std::map<SiteKey, int> w4_sites;
   if (weight_bits == "auto") {
     QuantOptions q = w8a8_options;
     q.fp32_sites = qfem_sites;
     q.w4_with_min = w4_min;
+    if (w4_gptq) {
+      // Every candidate quantized once; the search scores each as served.
+      std::map<SiteKey, int> all;
+      for (const auto& [key, s] : stats->sites) {
+        if (!qfem_sites.count(key)) all[key] = *w4_group;
+      }
+      auto g = run_gptq(all);
+      if (!g.ok()) return Fail(g.status());
+      gptq->sites = *std::move(g);
+      q.w4_given = gptq;
+    }
     if (w4_importance) {
       for (const auto& [key, s] : final_stats->sites) {
         if (!qfem_sites.count(key)) {
@@ -372,46 +400,29 @@ int Main() {
     }
   }
 
-  // 4c. GPTQ for the W4A8 sites, on the transformed weights with the
-  // transformed model's inputs (the prefix in place).
-  std::map<SiteKey, W4Plain> gptq;
-  if (absl::GetFlag(FLAGS_w4_gptq) && !w4_sites.empty()) {
-    const Model& tm = transformed ? *transformed : fp32;
-    std::set<SiteKey> keys;
-    for (const auto& [key, group] : w4_sites) keys.insert(key);
-    auto grams = CollectSiteGrams(tm, *windows, prefix, bos, keys);
-    if (!grams.ok()) return Fail(grams.status());
-    for (const auto& [key, group] : w4_sites) {
-      const WeightRows& rows = tm.site_rows(key.layer, key.site);
-      GptqOptions o;
-      o.group = group > 0 ? group : W4A8Linear::GroupFor(rows.cols());
-      o.with_min = w4_min;
-      o.act_order = absl::GetFlag(FLAGS_gptq_act_order);
-      o.damp = absl::GetFlag(FLAGS_gptq_damp);
-      if (group == kW4AsStored) {
-        return Fail(absl::InvalidArgumentError(
-            "--w4_gptq re-quantizes the weights; --w4_group stored serves "
-            "the file's own"));
-      }
-      auto q = GptqQuantize(rows, (*grams)[key], o);
-      if (!q.ok()) {
-        return Fail(absl::Status(
-            q.status().code(),
-            absl::StrCat(SiteKeyName(key), ": ", q.status().message())));
-      }
-      gptq[key] = *std::move(q);
-      (*grams)[key] = {};
+  // 4c. The W4A8 sites' GPTQ weights, written beside the plan.
+  if (w4_gptq && !w4_sites.empty()) {
+    if (gptq->sites.empty()) {
+      auto g = run_gptq(w4_sites);
+      if (!g.ok()) return Fail(g.status());
+      gptq->sites = *std::move(g);
     }
+    std::map<SiteKey, W4Plain> chosen;
+    for (const auto& [key, group] : w4_sites) {
+      chosen[key] = std::move(gptq->sites.at(key));
+    }
+    gptq->sites.clear();
     std::string weights =
         absl::EndsWith(out, ".json") ? out.substr(0, out.size() - 5) : out;
     weights += ".w4.gguf";
-    if (absl::Status s = WriteW4WeightsFile(weights, plan.model().hash(), gptq);
+    if (absl::Status s =
+            WriteW4WeightsFile(weights, plan.model().hash(), chosen);
         !s.ok()) {
       return Fail(s);
     }
     plan.set_w4_weights(weights.substr(weights.find_last_of('/') + 1));
-    std::fprintf(stderr, "calibrate: GPTQ: %zu W4A8 sites -> %s\n", gptq.size(),
-                 weights.c_str());
+    std::fprintf(stderr, "calibrate: GPTQ: %zu W4A8 sites -> %s\n",
+                 chosen.size(), weights.c_str());
   }
 
   // 5. Per-site records.
@@ -427,7 +438,7 @@ int Main() {
       out_site->set_weight_bits(4);
       out_site->set_weight_group(w4->second);
       out_site->set_weight_min(w4_min);
-      if (gptq.count(key)) {
+      if (w4_gptq) {
         out_site->set_weight_from_file(true);
       } else if (w4_importance) {
         for (float v : final_stats->sites.at(key).channel_mean_square) {

@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "dnnl.hpp"
+#include "runtime/linear/w4a8_linear.h"
 #include "runtime/model/shared_prefix.h"
 #include "runtime/quant/evaluation.h"
 
@@ -235,6 +236,32 @@ absl::StatusOr<std::map<SiteKey, std::vector<float>>> CollectSiteGrams(
     }
   }
   return grams;
+}
+
+absl::StatusOr<std::map<SiteKey, W4Plain>> GptqSites(
+    const Model& model, const std::map<SiteKey, int>& groups,
+    const GptqOptions& options,
+    const std::vector<std::vector<int32_t>>& windows,
+    const std::vector<int32_t>& prefix, int32_t bos) {
+  std::set<SiteKey> keys;
+  for (const auto& [key, group] : groups) keys.insert(key);
+  auto grams = CollectSiteGrams(model, windows, prefix, bos, keys);
+  if (!grams.ok()) return grams.status();
+  std::map<SiteKey, W4Plain> out;
+  for (const auto& [key, group] : groups) {
+    const WeightRows& rows = model.site_rows(key.layer, key.site);
+    GptqOptions o = options;
+    o.group = group > 0 ? group : W4A8Linear::GroupFor(rows.cols());
+    absl::StatusOr<W4Plain> q = GptqQuantize(rows, (*grams)[key], o);
+    if (!q.ok()) {
+      return absl::Status(
+          q.status().code(),
+          absl::StrCat("site ", SiteKeyName(key), ": ", q.status().message()));
+    }
+    out[key] = *std::move(q);
+    (*grams)[key] = {};  // freed as we go
+  }
+  return out;
 }
 
 std::vector<SiteKey> SitesBySpikeRatio(const CalibrationStats& stats) {

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "runtime/model/model.h"
 #include "runtime/model/site.h"
+#include "runtime/quant/gptq.h"
 
 namespace spikeserve {
 
@@ -51,6 +52,17 @@ absl::StatusOr<std::map<SiteKey, std::vector<float>>> CollectSiteGrams(
     const Model& model, const std::vector<std::vector<int32_t>>& windows,
     const std::vector<int32_t>& prefix, int32_t bos,
     const std::set<SiteKey>& sites);
+
+// GPTQ (gptq.h) of each site of `groups` (-> group size, 0 = the largest
+// of 128/64/32 dividing its width) of `model`, on the rows its kernels
+// quantize (its transforms applied) with its inputs over the windows as
+// CollectSiteGrams gathers them (every site's E[xxT] held at once).
+// `options.group` is ignored. Errors name the site.
+absl::StatusOr<std::map<SiteKey, W4Plain>> GptqSites(
+    const Model& model, const std::map<SiteKey, int>& groups,
+    const GptqOptions& options,
+    const std::vector<std::vector<int32_t>>& windows,
+    const std::vector<int32_t>& prefix, int32_t bos);
 
 // KL(softmax(p) || softmax(q)) over n logits, in nats.
 double KlDivergence(const float* p_logits, const float* q_logits, int n);

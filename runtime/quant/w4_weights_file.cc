@@ -55,6 +55,15 @@ absl::Status WriteW4WeightsFile(const std::string& path,
   return w.Write(path);
 }
 
+absl::StatusOr<W4Plain> W4WeightsMap::Get(const SiteKey& k) const {
+  auto it = sites.find(k);
+  if (it == sites.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("no given W4 weights for site ", SiteKeyName(k)));
+  }
+  return it->second;
+}
+
 absl::StatusOr<std::shared_ptr<const W4WeightsFile>> W4WeightsFile::Open(
     const std::string& path, const std::string& model_hash) {
   absl::StatusOr<std::unique_ptr<GgufFile>> f = GgufFile::Open(path);

@@ -29,6 +29,14 @@ absl::Status WriteW4WeightsFile(const std::string& path,
                                 const std::string& model_hash,
                                 const std::map<SiteKey, W4Plain>& sites);
 
+// Given weights held in memory (the calibration's, before it writes them).
+class W4WeightsMap final : public GivenW4Weights {
+ public:
+  std::map<SiteKey, W4Plain> sites;
+  bool Has(const SiteKey& k) const override { return sites.count(k) > 0; }
+  absl::StatusOr<W4Plain> Get(const SiteKey& k) const override;
+};
+
 class W4WeightsFile final : public GivenW4Weights {
  public:
   // Opens `path` and checks that it was made for the model `model_hash`
