@@ -45,6 +45,10 @@ cal --out "$out/plan-static-smoothrot.json" --mode per-tensor-static "${rot[@]}"
 cal --out "$out/plan-w4a8-mixed.json" --mode per-token-dynamic "${rot[@]}" \
   --weight_bits auto --w4_group 32 --w4_min --w4_fraction "${W4_FRACTION:-0.2}" \
   --w4_tolerance "${W4_TOLERANCE:-1}"
+# W4A8 everywhere (group 32, minimums) quantized by GPTQ at calibration,
+# its weights written beside the plan (plan-w4a8-gptq.w4.gguf).
+cal --out "$out/plan-w4a8-gptq.json" --mode per-token-dynamic "${rot[@]}" \
+  --weight_bits 4 --w4_group 32 --w4_min --w4_gptq
 
 declare -a rows=(
   "fp32|"
@@ -73,6 +77,7 @@ declare -a rows=(
   "w4a8+qfep|plan-token-smoothrot"
   "w4a8+smoothrot+qfep|plan-token-smoothrot"
   "plan:w4a8-mixed|plan-w4a8-mixed"
+  "plan:w4a8-gptq|plan-w4a8-gptq"
 )
 : > "$out/results.jsonl"
 for row in "${rows[@]}"; do
@@ -102,6 +107,7 @@ declare -a genre_rows=(
   "plan:static+smooth+rotate+qfep|plan-static-smoothrot"
   "plan:token+smooth+rotate+qfep|plan-token-smoothrot"
   "plan:w4a8-mixed|plan-w4a8-mixed"
+  "plan:w4a8-gptq|plan-w4a8-gptq"
 )
 : > "$out/genres.jsonl"
 for genre in changelog docs legal code; do
