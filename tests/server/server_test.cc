@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
@@ -227,6 +228,23 @@ class PlanServerTest : public ServerTest {
     EXPECT_TRUE(stub_->GetModelInfo(&ctx, {}, &info).ok());
     return info;
   }
+  // Lists every site of the first `layers` layers in `plan` (a plan with
+  // W4 sites lists them all), static absmax 3; returns them by
+  // "LAYER.SITE".
+  static std::map<std::string, v1::SiteStats*> ListSites(v1::QuantPlan* plan,
+                                                         int layers) {
+    std::map<std::string, v1::SiteStats*> sites;
+    for (int l = 0; l < layers; ++l) {
+      for (const char* name : {"qkv", "o", "gate_up", "down"}) {
+        v1::SiteStats* s = plan->add_sites();
+        s->set_layer(l);
+        s->set_site(name);
+        s->set_static_absmax(3.0);
+        sites[absl::StrCat(l, ".", name)] = s;
+      }
+    }
+    return sites;
+  }
 };
 
 TEST_F(PlanServerTest, ModelInfoReportsThePlansRotations) {
@@ -254,20 +272,13 @@ TEST_F(PlanServerTest, ModelInfoReportsImportanceWeightedW4Sites) {
   // Every site listed (a plan with W4 sites lists them all); 0.qkv and
   // 0.gate_up in W4A8, the first with an importance per input channel.
   const std::vector<std::string> w4 = {"0.qkv", "0.gate_up"};
-  for (int l = 0; l < 2; ++l) {
-    for (const char* name : {"qkv", "o", "gate_up", "down"}) {
-      v1::SiteStats* s = plan->add_sites();
-      s->set_layer(l);
-      s->set_site(name);
-      s->set_static_absmax(3.0);
-      const std::string key = absl::StrCat(l, ".", name);
-      if (key != w4[0] && key != w4[1]) continue;
-      s->set_weight_bits(4);
-      s->set_weight_group(32);
-      if (key == w4[0]) {
-        for (int j = 0; j < 128; ++j) s->add_weight_importance(1.0f + j % 5);
-      }
-    }
+  std::map<std::string, v1::SiteStats*> sites = ListSites(&*plan, 2);
+  for (const std::string& key : w4) {
+    sites[key]->set_weight_bits(4);
+    sites[key]->set_weight_group(32);
+  }
+  for (int j = 0; j < 128; ++j) {
+    sites[w4[0]]->add_weight_importance(1.0f + j % 5);
   }
   const v1::ModelInfo info = ServePlan(*plan, "importance-plan");
   ASSERT_EQ(info.quant().w4_modules_size(), int(w4.size()));
@@ -297,19 +308,12 @@ TEST_F(PlanServerTest, ModelInfoReportsW4SitesFromTheWeightsFile) {
                                  {{{0, Site::kGateUp}, given}})
                   .ok());
   plan->set_w4_weights(weights);
-  for (int l = 0; l < c->n_layers; ++l) {
-    for (const char* name : {"qkv", "o", "gate_up", "down"}) {
-      v1::SiteStats* s = plan->add_sites();
-      s->set_layer(l);
-      s->set_site(name);
-      s->set_static_absmax(3.0);
-      const std::string key = absl::StrCat(l, ".", name);
-      if (key != "0.gate_up" && key != "1.o") continue;
-      s->set_weight_bits(4);
-      s->set_weight_group(32);
-      s->set_weight_from_file(key == "0.gate_up");
-    }
+  std::map<std::string, v1::SiteStats*> sites = ListSites(&*plan, c->n_layers);
+  for (const char* key : {"0.gate_up", "1.o"}) {
+    sites[key]->set_weight_bits(4);
+    sites[key]->set_weight_group(32);
   }
+  sites["0.gate_up"]->set_weight_from_file(true);
   const v1::ModelInfo info = ServePlan(*plan, "from-file-plan");
   ASSERT_EQ(info.quant().w4_modules_size(), 2);
   ASSERT_EQ(info.quant().w4_from_file_size(), 2);
