@@ -1,5 +1,6 @@
 #include "runtime/linear/quantize.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -49,6 +50,43 @@ TEST(AbsMax, IsTheLargestMagnitude) {
            {std::vector<float>(40, nan), 0.0f},
        }) {
     EXPECT_EQ(AbsMax(c.x.data(), int(c.x.size())), c.want);
+  }
+}
+
+// QuantizeRow is round-half-to-even of x·inv_scale clamped to [-127, 127],
+// for every length around the vector width (tails of 0..15), with exact
+// halves (ties go to the even code), values past the clamp and infinities.
+TEST(QuantizeRow, RoundsHalfToEvenAndClamps) {
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-160.0f, 160.0f);
+  for (int n : {1, 15, 16, 17, 31, 576, 1536 + 7}) {
+    std::vector<float> x(n);
+    for (int j = 0; j < n; ++j) {
+      switch (j % 5) {
+        case 0:
+          x[j] = float(int(u(rng))) + 0.5f;  // an exact half
+          break;
+        case 1:
+          x[j] = j % 2 ? std::numeric_limits<float>::infinity() : -1e9f;
+          break;
+        default:
+          x[j] = u(rng);
+      }
+    }
+    std::vector<int8_t> q(n);
+    QuantizeRow(x.data(), n, 1.0f, q.data());
+    for (int j = 0; j < n; ++j) {
+      // Round half to even by hand: floor, then up when above the half or
+      // at it with an odd floor.
+      const double f = std::floor(double(x[j]));
+      const double frac = double(x[j]) - f;
+      double r =
+          f +
+          ((frac > 0.5 || (frac == 0.5 && std::fmod(f, 2.0) != 0)) ? 1.0 : 0.0);
+      if (std::isinf(x[j])) r = x[j];
+      const double want = std::min(127.0, std::max(-127.0, r));
+      ASSERT_EQ(q[j], int8_t(want)) << "n " << n << " j " << j << " x " << x[j];
+    }
   }
 }
 

@@ -1,5 +1,7 @@
 #include "runtime/linear/quantize.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -41,12 +43,53 @@ SPIKESERVE_CPU_CLONES float AbsMax(const float* x, int n) {
   return r;
 }
 
-SPIKESERVE_CPU_CLONES void QuantizeRow(const float* x, int n, float inv_scale,
-                                       int8_t* q) {
+namespace {
+
+SPIKESERVE_CPU_CLONES void QuantizeRowPortable(const float* x, int n,
+                                               float inv_scale, int8_t* q) {
   for (int j = 0; j < n; ++j) {
     float v = std::nearbyint(x[j] * inv_scale);
     v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
     q[j] = static_cast<int8_t>(v);
+  }
+}
+
+// The same on AVX-512, 16 at a time: round to nearest even (nearbyint in
+// the default mode), clamp, then one saturating pack to bytes. GCC's
+// clone of the loop above packs through three widths with permutes and a
+// blend (QuantizeRow was 3% of a 512-token 135M prefill with the GPTQ
+// plan on Ice Lake). Equal for every finite input. GCC 12 warns that the
+// undefined pass-through operands of its own intrinsics are uninitialized:
+// a false positive of its headers (no mask), silenced here only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("avx512f"))) void QuantizeRowAvx512(const float* x, int n,
+                                                          float inv_scale,
+                                                          int8_t* q) {
+  const __m512 s = _mm512_set1_ps(inv_scale);
+  const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+  int j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m512 v =
+        _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(x + j), s),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + j),
+                     _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v)));
+  }
+  QuantizeRowPortable(x + j, n - j, inv_scale, q + j);
+}
+#pragma GCC diagnostic pop
+
+}  // namespace
+
+void QuantizeRow(const float* x, int n, float inv_scale, int8_t* q) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (avx512) {
+    QuantizeRowAvx512(x, n, inv_scale, q);
+  } else {
+    QuantizeRowPortable(x, n, inv_scale, q);
   }
 }
 
