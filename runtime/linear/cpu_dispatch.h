@@ -15,4 +15,15 @@
   __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 
+namespace spikeserve {
+
+// Whether the CPU has AVX-512F, for the hand-written AVX-512 loops that
+// stand beside the clones (checked once).
+inline bool CpuHasAvx512F() {
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  return avx512;
+}
+
+}  // namespace spikeserve
+
 #endif  // SPIKESERVE_RUNTIME_LINEAR_CPU_DISPATCH_H_

@@ -67,16 +67,11 @@ __attribute__((target("avx512f"))) void FwhtAvx512(float* x, int n) {
 }
 #pragma GCC diagnostic pop
 
-bool HasAvx512() {
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  return avx512;
-}
-
 // The stages commute (each acts on one bit of the index), so the in-register
 // ones go first and the loop takes the rest.
 SPIKESERVE_CPU_CLONES void Fwht(float* x, int n) {
   static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (HasAvx512() && n % 16 == 0) {
+  if (CpuHasAvx512F() && n % 16 == 0) {
     FwhtAvx512(x, n);
     return;
   }
@@ -197,14 +192,15 @@ void HadamardTransform::Run(float* x, int rows, bool transpose) const {
     float* v = x + size_t(r) * n_;
     // Viewed as X [m][p2]: y[i][j] = Σ_i' Σ_j' X[i'][j'] A[i'][i] B[j'][j].
     for (int i = 0; i < m_; ++i) Fwht(v + i * p2_, p2_);  // B symmetric
-    if (m_ > 1 && HasAvx512() && p2_ % 128 == 0) {
+    if (m_ > 1) {
       tmp.resize(n_);
-      MixAvx512(v, small_.data(), m_, p2_, transpose, norm, tmp.data());
-      std::copy(tmp.begin(), tmp.end(), v);
-    } else if (m_ > 1) {
-      tmp.resize(n_);
-      Mix(v, small_.data(), m_, p2_, transpose, tmp.data());
-      for (int j = 0; j < n_; ++j) v[j] = tmp[j] * norm;
+      if (CpuHasAvx512F() && p2_ % 128 == 0) {
+        MixAvx512(v, small_.data(), m_, p2_, transpose, norm, tmp.data());
+        std::copy(tmp.begin(), tmp.end(), v);
+      } else {
+        Mix(v, small_.data(), m_, p2_, transpose, tmp.data());
+        for (int j = 0; j < n_; ++j) v[j] = tmp[j] * norm;
+      }
     } else {
       for (int j = 0; j < n_; ++j) v[j] *= norm;
     }

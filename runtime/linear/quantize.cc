@@ -85,8 +85,7 @@ __attribute__((target("avx512f"))) void QuantizeRowAvx512(const float* x, int n,
 }  // namespace
 
 void QuantizeRow(const float* x, int n, float inv_scale, int8_t* q) {
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  if (avx512) {
+  if (CpuHasAvx512F()) {
     QuantizeRowAvx512(x, n, inv_scale, q);
   } else {
     QuantizeRowPortable(x, n, inv_scale, q);

@@ -137,13 +137,11 @@ absl::StatusOr<W4Plain> GptqQuantize(const WeightRows& w,
   for (int i = 0; i < k; ++i) {
     diag[i] = std::max(0.0f, gram[size_t(i) * k + i]);
   }
-  if (options.act_order) {
-    std::stable_sort(perm.begin(), perm.end(),
-                     [&](int a, int b) { return diag[a] > diag[b]; });
-  }
   std::vector<float> permuted;
   absl::Span<const float> h = gram;
   if (options.act_order) {
+    std::stable_sort(perm.begin(), perm.end(),
+                     [&](int a, int b) { return diag[a] > diag[b]; });
     permuted.resize(size_t(k) * k);
     for (int a = 0; a < k; ++a) {
       for (int b = 0; b < k; ++b) {
