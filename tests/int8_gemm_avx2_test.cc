@@ -24,9 +24,11 @@ class Int8GemmPackedTest
 
 // Bit-exact against a scalar int32 reference (and its scalar float
 // epilogue), for each kernel the CPU runs: row counts around the 2-row
-// tiles, K with and without a tail past the 32- or 64-byte steps, N with
-// and without a tail past the 4-row blocks, and the saturation corner
-// (|x| = 127, |w| = the kernel's maximum everywhere, same signs).
+// (AVX2) and 6-row (VNNI) tiles and past the point where VNNI splits rows
+// over the threads, K with and without a tail past the steps, N with and
+// without a tail past the blocks (4 columns for AVX2, 16 for VNNI), and the
+// saturation corner (|x| = 127, |w| = the kernel's maximum everywhere, same
+// signs).
 TEST_P(Int8GemmPackedTest, EqualsScalarReference) {
   const auto [isa, c] = GetParam();
   if (!Int8KernelSupported(isa)) {
@@ -81,7 +83,12 @@ INSTANTIATE_TEST_SUITE_P(
                           Case{64, 576, 960, false}, Case{5, 40, 7, false},
                           Case{1, 31, 3, false}, Case{7, 100, 13, false},
                           Case{4, 2048, 256, false}, Case{1, 576, 64, true},
-                          Case{3, 5632, 9, true}, Case{2, 96, 5, false})),
+                          Case{3, 5632, 9, true}, Case{2, 96, 5, false},
+                          // VNNI's prefill paths: units of 4 blocks with 3,
+                          // 2 or 1 left, tails of the 6-row tiles, rows split
+                          // over threads in panels and weight chunks.
+                          Case{9, 576, 40, false}, Case{100, 200, 100, false},
+                          Case{130, 1536, 260, false}, Case{97, 33, 50, true})),
     [](const auto& i) {
       const Case& c = std::get<1>(i.param);
       return std::string(Int8KernelIsaName(std::get<0>(i.param))) + "_" +

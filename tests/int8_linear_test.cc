@@ -123,21 +123,21 @@ TEST(Int8Linear, ChoosesVnniKernel) {
 }
 
 // Weights use the full 8-bit range wherever every kernel that serves the
-// linear is exact with it (VNNI, or our AVX2 kernel for every batch), and
+// linear is exact with it (VNNI, or our kernel for every batch), and
 // 7 bits where oneDNN's non-VNNI u8 x s8 kernel serves some batches (its
 // int16 pair sums would saturate).
 TEST(Int8Linear, WeightRangeFollowsTheKernels) {
   const Matrix w = RandomMatrix(8, 576, 5);
-  const bool avx2_everywhere =
+  const bool own_everywhere =
       Int8Linear::DefaultPackedMaxRows() == Int8Linear::kEveryBatch;
   struct Row {
     int packed_max_rows;
     int qmax;
   };
   std::vector<Row> rows = {
-      {-1, Int8MatmulHasVnni() || avx2_everywhere ? 127 : 63},
+      {-1, Int8MatmulHasVnni() || own_everywhere ? 127 : 63},
       {0, Int8MatmulHasVnni() ? 127 : 63}};
-  if (avx2_everywhere) rows.push_back({Int8Linear::kEveryBatch, 127});
+  if (own_everywhere) rows.push_back({Int8Linear::kEveryBatch, 127});
   for (const Row& r : rows) {
     Int8Linear::Options o;
     o.packed_max_rows = r.packed_max_rows;

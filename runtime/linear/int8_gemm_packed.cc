@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "runtime/linear/cpu_dispatch.h"
+#include "runtime/linear/int8_gemm_vnni.h"
 
 namespace spikeserve {
 namespace {
@@ -26,7 +27,6 @@ constexpr int kHeaderBytes = 32;  // int32 offset[4], float scale[4]
 constexpr int kPrefetchBytes = PREFETCH_BYTES;
 
 #define SPIKESERVE_AVX2 __attribute__((target("avx2")))
-#define SPIKESERVE_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
 // K bytes per step: one register of the kernel's ISA.
 int StepOf(Int8KernelIsa isa) {
@@ -93,47 +93,6 @@ SPIKESERVE_AVX2 void BlockAvx2(const uint8_t* xs, int steps, const int8_t* wb,
     out[r] = HSum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
   }
 }
-
-// The same with 64-byte steps and vpdpbusd (4 exact u8 x s8 products per
-// int32 lane). GCC 12 warns that the undefined pass-through operand of its
-// own 256-bit extract intrinsic is uninitialized: a false positive of its
-// headers (the mask is all ones), silenced here only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-template <int ROWS>
-SPIKESERVE_VNNI void BlockVnni(const uint8_t* xu, int steps, const int8_t* wb,
-                               __m128i* out) {
-  constexpr int kStep = 64;
-  const size_t stride = size_t(steps) * kStep;
-  __m512i acc[ROWS][kBlockRows];
-  for (int r = 0; r < ROWS; ++r) {
-    for (int c = 0; c < kBlockRows; ++c) acc[r][c] = _mm512_setzero_si512();
-  }
-  for (int s = 0; s < steps; ++s) {
-    const int8_t* ws = wb + size_t(s) * kBlockRows * kStep;
-    PrefetchAhead(ws, 4);
-    __m512i wv[kBlockRows];
-    for (int c = 0; c < kBlockRows; ++c)
-      wv[c] = _mm512_loadu_si512(ws + c * kStep);
-    for (int r = 0; r < ROWS; ++r) {
-      const __m512i xv = _mm512_loadu_si512(xu + r * stride + s * kStep);
-      for (int c = 0; c < kBlockRows; ++c) {
-        acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], xv, wv[c]);
-      }
-    }
-  }
-  for (int r = 0; r < ROWS; ++r) {
-    __m256i h[kBlockRows];  // 16 lanes folded to 8
-    for (int c = 0; c < kBlockRows; ++c) {
-      h[c] = _mm256_add_epi32(_mm512_castsi512_si256(acc[r][c]),
-                              _mm512_extracti64x4_epi64(acc[r][c], 1));
-    }
-    out[r] = HSum4(h[0], h[1], h[2], h[3]);
-  }
-}
-
-#pragma GCC diagnostic pop
 
 // Where a block's sums go: int32 accumulators, or dequantized floats
 // (SSE2 only, so that every kernel inlines them).
@@ -204,7 +163,6 @@ struct BlockRef {
     }                                                                      \
   }
 SPIKESERVE_COLUMNS(ColumnsAvx2, SPIKESERVE_AVX2, BlockAvx2, 32)
-SPIKESERVE_COLUMNS(ColumnsVnni, SPIKESERVE_VNNI, BlockVnni, 64)
 #undef SPIKESERVE_COLUMNS
 
 // The rows as the kernels read them, padded to whole steps (the padding
@@ -226,35 +184,42 @@ void KernelRows(const int8_t* x, int m, const Int8PackedWeights& w,
   }
 }
 
-// Blocks [b0, b1) of output columns, for every row of xu (KernelRows).
+// Blocks [b0, b1) of output columns (AVX2's blocks of 4), for every row of
+// xu (KernelRows).
 template <typename Out>
-void Blocks(const uint8_t* xu, int m, const Int8PackedWeights& w,
-            const Out& out, int b0, int b1) {
+void BlocksAvx2(const uint8_t* xu, int m, const Int8PackedWeights& w,
+                const Out& out, int b0, int b1) {
   const int step = StepOf(w.isa), steps = Steps(w.k, step);
   const size_t block_bytes = BlockBytes(steps, step);
-  const bool vnni = w.isa == Int8KernelIsa::kAvx512Vnni;
   for (int b = b0; b < b1; ++b) {
     const BlockRef block{w.data.data() + b * block_bytes, b * kBlockRows};
-    if (vnni) {
-      ColumnsVnni(xu, m, steps, w.n, block, out);
-    } else {
-      ColumnsAvx2(xu, m, steps, w.n, block, out);
-    }
+    ColumnsAvx2(xu, m, steps, w.n, block, out);
   }
 }
 
-template <typename Out>
-void Gemm(const int8_t* x, int m, const Int8PackedWeights& w, const Out& out) {
+// acc (int32) or, with y, the dequantized products, on the kernel of w.
+void Gemm(const int8_t* x, int m, const Int8PackedWeights& w, int32_t* acc,
+          const float* row_scale, float* y) {
   thread_local std::vector<uint8_t> xu;
-  const size_t bytes = Int8KernelRowBytes(w) * m;
-  if (xu.size() < bytes) xu.resize(bytes);
+  const size_t stride = Int8KernelRowBytes(w);
+  if (xu.size() < stride * m) xu.resize(stride * m);
   // A pointer: xu itself is this thread's, the team's threads have others.
   uint8_t* const xp = xu.data();
   KernelRows(x, m, w, xp);
-  const int blocks = Int8PackedBlocks(w);
   const bool parallel = int64_t(m) * w.n * w.k >= kParallelMacs;
+  if (w.isa == Int8KernelIsa::kAvx512Vnni) {
+    VnniGemm(xp, stride, m, w, VnniOut{acc, y, row_scale}, parallel);
+    return;
+  }
+  const int blocks = Int8PackedBlocks(w);
 #pragma omp parallel for schedule(static) if (parallel)
-  for (int b = 0; b < blocks; ++b) Blocks(xp, m, w, out, b, b + 1);
+  for (int b = 0; b < blocks; ++b) {
+    if (y != nullptr) {
+      BlocksAvx2(xp, m, w, FloatOut{row_scale, y}, b, b + 1);
+    } else {
+      BlocksAvx2(xp, m, w, Int32Out{acc}, b, b + 1);
+    }
+  }
 }
 
 }  // namespace
@@ -297,17 +262,19 @@ Int8PackedWeights PackInt8Weights(const int8_t* w, int n, int k,
   p.isa = isa;
   p.n = n;
   p.k = k;
-  const int step = StepOf(isa), steps = Steps(k, step);
-  const size_t block_bytes = BlockBytes(steps, step);
-  const int blocks = (n + kBlockRows - 1) / kBlockRows;
-  p.data.assign(size_t(blocks) * block_bytes, 0);
   const std::vector<int32_t> sums = Int8RowSums(w, n, k);
+  p.data.assign(size_t(Int8PackedBlocks(p)) * Int8PackedBlockBytes(p), 0);
+  if (isa == Int8KernelIsa::kAvx512Vnni) {
+    VnniPack(w, n, k, sums.data(), col_scale, p.data.data());
+    return p;
+  }
+  const int step = StepOf(isa);
+  const size_t block_bytes = Int8PackedBlockBytes(p);
   for (int j = 0; j < n; ++j) {
     const int b = j / kBlockRows, c = j % kBlockRows;
     int8_t* block = p.data.data() + size_t(b) * block_bytes;
-    // VNNI reads x + 128 and takes 128·Σw back; AVX2 reads x itself.
-    const int32_t offset =
-        isa == Int8KernelIsa::kAvx512Vnni ? 128 * sums[j] : 0;
+    // AVX2 reads x itself: no offset to take back.
+    const int32_t offset = 0;
     const float scale = col_scale ? col_scale[j] : 1.0f;
     std::memcpy(block + 4 * c, &offset, 4);
     std::memcpy(block + 16 + 4 * c, &scale, 4);
@@ -326,10 +293,13 @@ size_t Int8KernelRowBytes(const Int8PackedWeights& w) {
 }
 
 int Int8PackedBlocks(const Int8PackedWeights& w) {
-  return (w.n + kBlockRows - 1) / kBlockRows;
+  const int cols =
+      w.isa == Int8KernelIsa::kAvx512Vnni ? kVnniBlockCols : kBlockRows;
+  return (w.n + cols - 1) / cols;
 }
 
 size_t Int8PackedBlockBytes(const Int8PackedWeights& w) {
+  if (w.isa == Int8KernelIsa::kAvx512Vnni) return VnniBlockBytes(w.k);
   const int step = StepOf(w.isa);
   return BlockBytes(Steps(w.k, step), step);
 }
@@ -343,17 +313,22 @@ void Int8GemmPackedDequantBlocks(const uint8_t* xu, int m,
                                  const Int8PackedWeights& w,
                                  const float* row_scale, float* y, int b0,
                                  int b1) {
-  Blocks(xu, m, w, FloatOut{row_scale, y}, b0, b1);
+  if (w.isa == Int8KernelIsa::kAvx512Vnni) {
+    VnniBlocks(xu, Int8KernelRowBytes(w), m, w, VnniOut{nullptr, y, row_scale},
+               b0, b1);
+    return;
+  }
+  BlocksAvx2(xu, m, w, FloatOut{row_scale, y}, b0, b1);
 }
 
 void Int8GemmPacked(const int8_t* x, int m, const Int8PackedWeights& w,
                     int32_t* acc) {
-  Gemm(x, m, w, Int32Out{acc});
+  Gemm(x, m, w, acc, nullptr, nullptr);
 }
 
 void Int8GemmPackedDequant(const int8_t* x, int m, const Int8PackedWeights& w,
                            const float* row_scale, float* y) {
-  Gemm(x, m, w, FloatOut{row_scale, y});
+  Gemm(x, m, w, nullptr, row_scale, y);
 }
 
 }  // namespace spikeserve

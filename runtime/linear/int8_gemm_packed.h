@@ -1,6 +1,6 @@
-// Our own INT8 matmul on weights packed once for streaming: decode batches
-// on VNNI CPUs, every batch on AVX2-only ones. Two kernels share the layout
-// and the driver:
+// Our own INT8 matmul on weights packed once for streaming: every batch on
+// AVX2-only and AVX-512 VNNI CPUs (single rows beside oneDNN where oneDNN
+// has AMX). Two kernels, each with its layout, behind one driver:
 //
 // - AVX2 (CPUs without VNNI, e.g. AMD Zen 2/3), where oneDNN 2.6 only has
 //   its generic gemm: it packs the weights and computes their compensation
@@ -11,21 +11,21 @@
 //   weights: vpmaddubsw multiplies u8 by s8 into int16 pair sums, so it is
 //   fed |x| and sign(x)·w (vpabsb, vpsignb), and each pair sum is at most
 //   2 · 127 · 127 = 32258: exact for x and w in [-127, 127].
-// - AVX-512 VNNI (e.g. Zen 4/5): vpdpbusd sums 4 u8 x s8 products straight
-//   into int32, exact for any s8 W. oneDNN's brgemm is faster from 2 rows
-//   on; at 1 row this kernel is (int8_linear.cc has the figures). x is
-//   offset to u8 (x + 128), and the offset is taken back with precomputed
-//   row sums: acc = Σ (x+128)·w - 128·Σ w.
+// - AVX-512 VNNI (e.g. Ice Lake, Zen 4/5): vpdpbusd sums 4 u8 x s8
+//   products straight into int32, exact for any s8 W. x is offset to u8
+//   (x + 128), and the offset is taken back with precomputed row sums:
+//   acc = Σ (x+128)·w - 128·Σ w. Its layout keeps sums in columns
+//   (int8_gemm_vnni.h), which serves decode and prefill alike.
 //
 // acc[m][N] = x[m][K] · Wᵀ exactly in int32, for x and w in [-127, 127].
 //
-// Decode streams every weight from DRAM once per token, so the layout is
-// made for the hardware prefetcher: W is packed once into blocks of 4
-// output rows, and inside a block each step of K (32 bytes for AVX2, 64
-// for AVX-512: one register) holds the 4 rows' bytes side by side
-// ([N/4][K/step][4][step], zero-padded): a thread reads one sequential
-// stream instead of 4 short ones (576 bytes each at the default model's
-// width), and prefetches it ahead.
+// Decode streams every weight from DRAM once per token, so the layouts are
+// made for the hardware prefetcher: a block of output columns is one
+// sequential stream. AVX2 packs blocks of 4 output rows, and inside a block
+// each step of 32 bytes of K holds the 4 rows' bytes side by side
+// ([N/4][K/32][4][32], zero-padded): a thread reads one stream instead of 4
+// short ones (576 bytes each at the default model's width), and prefetches
+// it ahead.
 #ifndef SPIKESERVE_RUNTIME_LINEAR_INT8_GEMM_PACKED_H_
 #define SPIKESERVE_RUNTIME_LINEAR_INT8_GEMM_PACKED_H_
 
@@ -55,16 +55,16 @@ std::vector<int32_t> Int8RowSums(const int8_t* w, int n, int k);
 void OffsetToU8(const int8_t* x, size_t n, uint8_t* xu);
 void SubtractOffset(const int32_t* w_sum, int m, int n, int32_t* acc);
 
-// W [N][K] in one kernel's packed layout. Each block of 4 rows starts with
-// a 32-byte header, the rows' offset corrections (int32 x 4: 128·Σ_k
-// w[n][k] for VNNI, 0 for AVX2) and their dequantization scales (float x 4,
-// `col_scale`, or 1 if null), so that a thread reads nothing but this one
-// stream.
+// W [N][K] in one kernel's packed layout. Each block starts with a header,
+// its columns' offset corrections (int32: 128·Σ_k w[n][k] for VNNI, 0 for
+// AVX2) and dequantization scales (float, `col_scale`, or 1 if null), so
+// that a thread reads nothing but this one stream: 4 columns and 32 bytes
+// for AVX2, 16 columns and 128 bytes for VNNI.
 struct Int8PackedWeights {
   Int8KernelIsa isa = Int8KernelIsa::kAvx2;
   int n = 0, k = 0;
-  // [ceil(N/4)][32 + ceil(K/step) * 4 * step], 2 MiB pages where large
-  // (huge_pages.h).
+  // AVX2: [ceil(N/4)][32 + ceil(K/32) * 4 * 32]; VNNI: [ceil(N/16)][128 +
+  // ceil(K/4) * 64]; 2 MiB pages where large (huge_pages.h).
   HugePageVector<int8_t> data;
   size_t bytes() const { return data.size(); }
 };
@@ -87,7 +87,7 @@ void Int8GemmPackedDequant(const int8_t* x, int m, const Int8PackedWeights& w,
 // Int8GemmPackedDequant in pieces, for threads that split the work
 // themselves (linear.h's team form): the rows as the kernels read them,
 // Int8KernelRowBytes(w) each, written once by Int8KernelRows; then any
-// blocks [b0, b1) of 4 output columns, b < Int8PackedBlocks(w), each
+// blocks [b0, b1) of output columns, b < Int8PackedBlocks(w), each
 // Int8PackedBlockBytes(w) of weights in order. The same outputs as
 // Int8GemmPackedDequant.
 size_t Int8KernelRowBytes(const Int8PackedWeights& w);

@@ -82,16 +82,22 @@ std::optional<Int8KernelIsa> PackedIsa() {
 //   the KL from FP32 on the default plan, docs/accuracy.md). So on AVX2 it
 //   runs every batch and oneDNN holds no copy of the weights. (On Zen 3,
 //   before the sign trick, oneDNN led from 16 rows: 576x960 142 vs 93 us.)
-// - AVX-512 VNNI against oneDNN's brg:avx512_core_vnni (Zen 5): the kernel
-//   wins at 1 row (576x960 3.8 vs 6.9 us, 1536x576 6.9 vs 7.8 us, 576x3072
-//   14.4 vs 14.0 us with the weights in cache; from DRAM it streams them at
-//   the read bandwidth, BM_VnniKernelCold) and loses from 2 rows on
-//   (576x960 8.0 vs 6.6 us, 576x3072 23 vs 15 us), where brgemm's register
-//   tiles reuse each weight load across rows.
+// - AVX-512 VNNI against oneDNN's brg:avx512_core_vnni (Ice Lake Xeon,
+//   2026-12-06, GOPS as above): since the kernel keeps its sums in columns
+//   (int8_gemm_vnni.h) it is faster at every batch size: 576x960 at 1 row
+//   5.7 vs 8.7 us, 4 rows 666 vs 324 GOPS, 16 rows 848 vs 565, 64 rows 761
+//   vs 722, 512 rows 1014 vs 750; 576x3072 at 512 rows 1017 vs 668;
+//   1536x576 at 512 rows 853 vs 756. So it runs every batch there too, and
+//   oneDNN holds no copy. (Its earlier row layout won at 1 row only, and
+//   oneDNN kept a second copy of every INT8 weight for the larger batches.)
+// - AMX: oneDNN's int8 brgemm on AMX tiles multiplies 16 times as many
+//   bytes per instruction; prefill-sized batches stay on it there, and our
+//   kernel serves single rows (not measured here: no AMX machine).
 int Int8Linear::DefaultPackedMaxRows() {
   const std::optional<Int8KernelIsa> isa = PackedIsa();
   if (!isa) return 0;
-  return *isa == Int8KernelIsa::kAvx2 ? kEveryBatch : 1;
+  if (*isa == Int8KernelIsa::kAvx512Vnni && Int8MatmulHasAmx()) return 1;
+  return kEveryBatch;
 }
 
 std::string Int8Linear::PackedKernelName() {

@@ -1,9 +1,10 @@
-// W8A8 linear layer on oneDNN: s8 activations x s8 weights -> s32, then our
-// own epilogue y = acc · s_x[row] · s_w[n] in FP32.
+// W8A8 linear layer: s8 activations x s8 weights -> s32, then the epilogue
+// y = acc · s_x[row] · s_w[n] in FP32, on our packed-weight kernels
+// (int8_gemm_packed.h; every batch on AVX2 and AVX-512 VNNI) or oneDNN.
 //
-// Weights are quantized per output channel and reordered once (see
-// onednn_matmul.h for the primitive rules). Per-row activation scales are
-// applied in the epilogue: a {M,1} scale post-op would fall back to a
+// Weights are quantized per output channel and packed or reordered once
+// (see onednn_matmul.h for oneDNN's primitive rules). Per-row activation scales
+// are applied in the epilogue: a {M,1} scale post-op would fall back to a
 // reference kernel (toolchain.md).
 #ifndef SPIKESERVE_RUNTIME_LINEAR_INT8_LINEAR_H_
 #define SPIKESERVE_RUNTIME_LINEAR_INT8_LINEAR_H_
@@ -44,9 +45,10 @@ class Int8Linear final : public Linear {
   };
   static constexpr int kEveryBatch = std::numeric_limits<int>::max();
   // The default of packed_max_rows for the kernel this CPU runs, measured
-  // with bench/linear_bench (see int8_linear.cc): 1 with VNNI, kEveryBatch
-  // on AVX2 (exact with 8-bit weights, where oneDNN's form is not); 0
-  // where neither kernel runs.
+  // with bench/linear_bench (see int8_linear.cc): kEveryBatch with AVX2 or
+  // AVX-512 VNNI (our kernels are faster at every batch size, and exact
+  // with 8-bit weights), 1 where oneDNN's int8 matmuls run on AMX tiles;
+  // 0 where neither kernel runs.
   static int DefaultPackedMaxRows();
   // For logs: the packed kernel this CPU runs and up to how many rows,
   // e.g. "avx512_vnni up to 1 row", "avx2 for every batch", or "none".

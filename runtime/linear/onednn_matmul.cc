@@ -134,6 +134,12 @@ bool Int8MatmulHasVnni() {
   return vnni;
 }
 
+bool Int8MatmulHasAmx() {
+  static const bool amx =
+      dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx512_core_amx;
+  return amx;
+}
+
 bool IsInt8(MatmulKind k) { return k != MatmulKind::kBf16Bf16F32; }
 
 MatmulKind Int8Kind() {

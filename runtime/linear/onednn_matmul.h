@@ -38,6 +38,9 @@ std::string OneDnnCpuIsa();
 // Without it oneDNN's int8 kernels use vpmaddubsw, whose int16 pair sums
 // saturate for full-range s8 x s8 products.
 bool Int8MatmulHasVnni();
+// True when oneDNN's int8 matmuls run on AMX tiles (its effective ISA is
+// avx512_core_amx: Sapphire Rapids and later, unless capped).
+bool Int8MatmulHasAmx();
 // Largest |q| of a quantized weight that every int8 kernel on this CPU
 // accumulates exactly: 127 with VNNI; 63 without, so that a pair of
 // u8 (s8 + 128 <= 255) x s7 products, 2 * 255 * 63 = 32130, fits int16.

@@ -56,11 +56,12 @@ TinyModelFiles WriteModelAndPlan(const std::string& gguf,
                                  const std::string& name,
                                  std::vector<int32_t> prefix);
 
-// The INT8 kernel the server must report on this CPU: oneDNN's VNNI brgemm
-// where oneDNN has VNNI, else our AVX2 kernel for every batch (never a
-// reference kernel).
+// The INT8 kernel the server must report on this CPU: oneDNN's AMX brgemm
+// where oneDNN has AMX, else our kernel for every batch, VNNI or AVX2
+// (never a reference kernel).
 inline const char* ExpectedInt8Kernel() {
-  return Int8MatmulHasVnni() ? "brg:avx512_core_vnni" : "own:avx2";
+  if (Int8MatmulHasAmx()) return "brg:avx512_core_amx";
+  return Int8MatmulHasVnni() ? "own:avx512_vnni" : "own:avx2";
 }
 
 // A TCP connection to 127.0.0.1:<port> (a blocking socket), or -1.
