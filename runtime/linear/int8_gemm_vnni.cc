@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "runtime/linear/vnni_dpbusd.h"
+
 namespace spikeserve {
 namespace {
 
@@ -50,15 +52,6 @@ VnniOut RowsFrom(const VnniOut& o, int r0, int n) {
     s.row_scale += r0;
   }
   return s;
-}
-
-// acc += the 4-byte dot products of u8 x and s8 w per int32 lane, in
-// place. GCC 12 compiles _mm512_dpbusd_epi32 in a loop of many accumulators
-// with a register copy before and after most of them (and spills): the
-// instruction overwrites its accumulator, the builtin is modelled as
-// returning a new value. The asm ties the accumulator to one register.
-SPIKESERVE_VNNI inline void Dpbusd(__m512i& acc, __m512i x, __m512i w) {
-  asm("vpdpbusd %[w], %[x], %[acc]" : [acc] "+v"(acc) : [x] "v"(x), [w] "v"(w));
 }
 
 #pragma GCC diagnostic push

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "runtime/gguf/dequantize.h"
+#include "runtime/linear/vnni_dpbusd.h"
 
 namespace spikeserve {
 namespace {
@@ -101,13 +102,17 @@ SPIKESERVE_VNNI void BlockVnni(const int8_t* x, size_t x_stride,
   // independent chains already, and no registers are left for a split).
   constexpr bool kSplit = R * B <= 2;
   __m512 yf[B][R];
+#pragma GCC unroll 8
   for (int b = 0; b < B; ++b) {
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) yf[b][r] = _mm512_setzero_ps();
   }
   for (int g = 0; g < groups; ++g) {
     const uint8_t* gb = wb + size_t(g) * group_bytes;
     __m512i acc[B][R], acc_hi[B][R];
+#pragma GCC unroll 8
     for (int b = 0; b < B; ++b) {
+#pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         acc[b][r] = _mm512_setzero_si512();
         if (kSplit) acc_hi[b][r] = _mm512_setzero_si512();
@@ -117,6 +122,7 @@ SPIKESERVE_VNNI void BlockVnni(const int8_t* x, size_t x_stride,
     for (int c = 0; c < chunks; ++c) {
       const uint8_t* chunk = gb + head + size_t(c) * 64;
       __m512i lo[B], hi[B];
+#pragma GCC unroll 8
       for (int b = 0; b < B; ++b) {
         const uint8_t* cb = chunk + b * block_bytes;
         _mm_prefetch(reinterpret_cast<const char*>(cb) + kPrefetchBytes,
@@ -125,17 +131,19 @@ SPIKESERVE_VNNI void BlockVnni(const int8_t* x, size_t x_stride,
         lo[b] = _mm512_and_si512(wv, low4);
         hi[b] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
       }
+#pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const int8_t* xr = x + r * x_stride + k0 + 8 * c;
         const __m512i x0 = _mm512_set1_epi32(Load4(xr));
         const __m512i x1 = _mm512_set1_epi32(Load4(xr + 4));
+#pragma GCC unroll 8
         for (int b = 0; b < B; ++b) {
-          acc[b][r] = _mm512_dpbusd_epi32(acc[b][r], lo[b], x0);
-          __m512i& acc2 = kSplit ? acc_hi[b][r] : acc[b][r];
-          acc2 = _mm512_dpbusd_epi32(acc2, hi[b], x1);
+          Dpbusd(acc[b][r], lo[b], x0);
+          Dpbusd(kSplit ? acc_hi[b][r] : acc[b][r], hi[b], x1);
         }
       }
     }
+#pragma GCC unroll 8
     for (int b = 0; b < B; ++b) {
       const uint8_t* sb = gb + b * block_bytes;
       const __m512 d = _mm512_cvtph_ps(
@@ -145,6 +153,7 @@ SPIKESERVE_VNNI void BlockVnni(const int8_t* x, size_t x_stride,
         mn = _mm512_cvtph_ps(
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
       }
+#pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         __m512i s = acc[b][r];
         if (kSplit) s = _mm512_add_epi32(s, acc_hi[b][r]);
@@ -159,10 +168,12 @@ SPIKESERVE_VNNI void BlockVnni(const int8_t* x, size_t x_stride,
       }
     }
   }
+#pragma GCC unroll 8
   for (int b = 0; b < B; ++b) {
     const int jb = j0 + 16 * b;
     const int live = std::min(16, n - jb);
     const __mmask16 mask = __mmask16((1u << live) - 1);
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m512 out = _mm512_mul_ps(yf[b][r], _mm512_set1_ps(row_scale[r]));
       _mm512_mask_storeu_ps(y + size_t(r) * n + jb, mask, out);
