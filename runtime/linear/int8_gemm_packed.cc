@@ -16,6 +16,9 @@ namespace {
 // every matmul of SmolLM2-135M is split (decode 57-74 -> 73-91 tok/s over
 // 2^20, 4 runs each, spikeserve-speed, Zen 3).
 constexpr int64_t kParallelMacs = int64_t(1) << 18;
+// KernelRows forks from this many rows (prefill), as the row loops of
+// quantization do.
+constexpr int kParallelRows = 32;
 
 constexpr int kBlockRows = 4;     // output rows per packed block
 constexpr int kHeaderBytes = 32;  // int32 offset[4], float scale[4]
@@ -173,6 +176,7 @@ void KernelRows(const int8_t* x, int m, const Int8PackedWeights& w,
   const int k = w.k, step = StepOf(w.isa);
   const size_t stride = size_t(Steps(k, step)) * step;
   const bool vnni = w.isa == Int8KernelIsa::kAvx512Vnni;
+#pragma omp parallel for schedule(static) if (m >= kParallelRows)
   for (int r = 0; r < m; ++r) {
     uint8_t* row = xu + r * stride;
     if (vnni) {

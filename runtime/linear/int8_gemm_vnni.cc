@@ -130,24 +130,38 @@ SPIKESERVE_VNNI void RowBlock(const uint8_t* xu, int chunks, const int8_t* blk,
     _mm_prefetch(p + kPrefetchBytes + 128, _MM_HINT_T0);
     _mm_prefetch(p + kPrefetchBytes + 192, _MM_HINT_T0);
     const uint8_t* x = xu + 4 * c;
-    a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(Load4(x)),
-                             _mm512_loadu_si512(p));
-    a1 = _mm512_dpbusd_epi32(a1, _mm512_set1_epi32(Load4(x + 4)),
-                             _mm512_loadu_si512(p + 64));
-    a2 = _mm512_dpbusd_epi32(a2, _mm512_set1_epi32(Load4(x + 8)),
-                             _mm512_loadu_si512(p + 128));
-    a3 = _mm512_dpbusd_epi32(a3, _mm512_set1_epi32(Load4(x + 12)),
-                             _mm512_loadu_si512(p + 192));
+    Dpbusd(a0, _mm512_set1_epi32(Load4(x)), _mm512_loadu_si512(p));
+    Dpbusd(a1, _mm512_set1_epi32(Load4(x + 4)), _mm512_loadu_si512(p + 64));
+    Dpbusd(a2, _mm512_set1_epi32(Load4(x + 8)), _mm512_loadu_si512(p + 128));
+    Dpbusd(a3, _mm512_set1_epi32(Load4(x + 12)), _mm512_loadu_si512(p + 192));
   }
   for (; c < chunks; ++c) {
-    a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(Load4(xu + 4 * c)),
-                             _mm512_loadu_si512(wp + 64 * size_t(c)));
+    Dpbusd(a0, _mm512_set1_epi32(Load4(xu + 4 * c)),
+           _mm512_loadu_si512(wp + 64 * size_t(c)));
   }
   const __m512i s =
       _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
   Store(out, 0, j, n, blk, s);
 }
 #pragma GCC diagnostic pop
+
+// The tile for the last `rows` (<= R) rows: R, R - 1, ... down to 1 (one
+// row of one block: RowBlock).
+template <int R, int B>
+void TailTile(int rows, const uint8_t* xu, size_t stride, int chunks,
+              const int8_t* blk, size_t bb, const VnniOut& out, int j, int n) {
+  if constexpr (R == 1 && B == 1) {
+    RowBlock(xu, chunks, blk, out, j, n);
+  } else if constexpr (R == 1) {
+    Tile<1, B>(xu, stride, chunks, blk, bb, out, j, n);
+  } else {
+    if (rows == R) {
+      Tile<R, B>(xu, stride, chunks, blk, bb, out, j, n);
+    } else {
+      TailTile<R - 1, B>(rows, xu, stride, chunks, blk, bb, out, j, n);
+    }
+  }
+}
 
 // Every one of m rows against B blocks from block b, kRowTile rows at a
 // time, then the tail tile.
@@ -163,30 +177,9 @@ void Rows(const uint8_t* xu, size_t stride, int m, const Int8PackedWeights& w,
     Tile<kRowTile, B>(xu + r * stride, stride, chunks, blk, bb,
                       RowsFrom(out, r, w.n), j, w.n);
   }
-  const VnniOut o = RowsFrom(out, r, w.n);
-  const uint8_t* x = xu + r * stride;
-  switch (m - r) {
-    case 5:
-      Tile<5, B>(x, stride, chunks, blk, bb, o, j, w.n);
-      break;
-    case 4:
-      Tile<4, B>(x, stride, chunks, blk, bb, o, j, w.n);
-      break;
-    case 3:
-      Tile<3, B>(x, stride, chunks, blk, bb, o, j, w.n);
-      break;
-    case 2:
-      Tile<2, B>(x, stride, chunks, blk, bb, o, j, w.n);
-      break;
-    case 1:
-      if (B == 1) {
-        RowBlock(x, chunks, blk, o, j, w.n);
-      } else {
-        Tile<1, B>(x, stride, chunks, blk, bb, o, j, w.n);
-      }
-      break;
-    default:
-      break;
+  if (r < m) {
+    TailTile<kRowTile - 1, B>(m - r, xu + r * stride, stride, chunks, blk, bb,
+                              RowsFrom(out, r, w.n), j, w.n);
   }
 }
 

@@ -43,8 +43,9 @@ struct VnniOut {
 void VnniBlocks(const uint8_t* xu, size_t stride, int m,
                 const Int8PackedWeights& w, const VnniOut& out, int b0, int b1);
 // Every block, split over the calling thread's OpenMP team if `parallel`:
-// each thread a contiguous share of the columns, in chunks that stay in L2,
-// passed over panels of rows that stay in L1.
+// from 48 rows per thread each thread takes an equal share of the rows and
+// passes them in panels that stay in L1 over chunks of the weights that
+// stay in L2; fewer rows (decode), each a contiguous share of the blocks.
 void VnniGemm(const uint8_t* xu, size_t stride, int m,
               const Int8PackedWeights& w, const VnniOut& out, bool parallel);
 

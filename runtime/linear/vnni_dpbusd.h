@@ -18,7 +18,9 @@ namespace spikeserve {
 // in each int32 lane (operands in _mm512_dpbusd_epi32's order).
 __attribute__((target("avx512f,avx512vnni"), always_inline)) inline void Dpbusd(
     __m512i& acc, __m512i u, __m512i s) {
-  asm("vpdpbusd %[s], %[u], %[acc]" : [acc] "+v"(acc) : [u] "v"(u), [s] "v"(s));
+  asm("vpdpbusd %[s], %[u], %[acc]"
+      : [acc] "+v"(acc)
+      : [u] "v"(u), [s] "vm"(s));
 }
 
 }  // namespace spikeserve
