@@ -40,7 +40,9 @@ __attribute__((target("avx2"))) void FirstStagesAvx2(float* x, int n) {
 // false positive of its headers (no mask), silenced here only.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__  // GCC only; clang has no such group
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 __attribute__((target("avx512f"))) void FwhtAvx512(float* x, int n) {
   for (int i = 0; i < n; i += 16) {
     __m512 v = _mm512_loadu_ps(x + i);

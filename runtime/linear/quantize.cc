@@ -63,7 +63,9 @@ SPIKESERVE_CPU_CLONES void QuantizeRowPortable(const float* x, int n,
 // a false positive of its headers (no mask), silenced here only.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__  // GCC only; clang has no such group
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 __attribute__((target("avx512f"))) void QuantizeRowAvx512(const float* x, int n,
                                                           float inv_scale,
                                                           int8_t* q) {

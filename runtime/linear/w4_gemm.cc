@@ -79,7 +79,9 @@ inline int32_t Load4(const int8_t* p) {
 // (int8_gemm_packed.cc has the same), silenced here only.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__  // GCC only; clang has no such group
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 // B adjacent blocks of 16 columns (B·16 columns, the blocks block_bytes
 // apart) for R rows of x; y rows of n, the first block's first column j0.
 // Each activation broadcast serves the B blocks, each unpacked weight
