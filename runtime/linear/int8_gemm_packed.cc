@@ -266,10 +266,9 @@ Int8PackedWeights PackInt8Weights(const int8_t* w, int n, int k,
   p.isa = isa;
   p.n = n;
   p.k = k;
-  const std::vector<int32_t> sums = Int8RowSums(w, n, k);
   p.data.assign(size_t(Int8PackedBlocks(p)) * Int8PackedBlockBytes(p), 0);
   if (isa == Int8KernelIsa::kAvx512Vnni) {
-    VnniPack(w, n, k, sums.data(), col_scale, p.data.data());
+    VnniPack(w, n, k, Int8RowSums(w, n, k).data(), col_scale, p.data.data());
     return p;
   }
   const int step = StepOf(isa);

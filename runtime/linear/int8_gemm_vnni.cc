@@ -35,7 +35,6 @@ constexpr int kPrefetchBytes = 4096;
 #define SPIKESERVE_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
 int Chunks(int k) { return (k + kChunkK - 1) / kChunkK; }
-int Blocks(int n) { return (n + kVnniBlockCols - 1) / kVnniBlockCols; }
 
 inline int32_t Load4(const uint8_t* p) {
   int32_t v;
@@ -234,7 +233,7 @@ void VnniBlocks(const uint8_t* xu, size_t stride, int m,
 
 void VnniGemm(const uint8_t* xu, size_t stride, int m,
               const Int8PackedWeights& w, const VnniOut& out, bool parallel) {
-  const int blocks = Blocks(w.n);
+  const int blocks = Int8PackedBlocks(w);
   const int panel =
       std::max(kRowTile, int(kPanelBytes / stride) / kRowTile * kRowTile);
   const int chunk =

@@ -50,16 +50,16 @@ std::vector<float>& Grow(std::vector<float>* v, size_t n) {
 }
 
 // Where oneDNN serves the larger batches (AMX), the packed 1-row kernel
-// needs a second INT8 copy of every weight beside oneDNN's blocked one. It pays
-// for small models, where oneDNN's per-call cost dominates a decode step, not
-// for large ones, whose decode streams weights at the memory bandwidth either
-// way. Measured on a Zen 4 (2 threads, spikeserve-speed tg, medians of 3
-// alternating runs): SmolLM2-135M (106 MB of INT8) 136.6 vs 119.3 tok/s with /
-// without it
-// (+15%, for +106 MB); Llama-3.2-1B shape (0.97 GB) 19.6 vs 18.7 tok/s
-// (+5%, within the noise, for +0.97 GB). Above this many INT8 bytes the
-// model keeps one copy. AVX2 and AVX-512 VNNI CPUs hold one copy anyway:
-// our kernel serves every batch there (int8_linear.cc).
+// needs a second INT8 copy of every weight beside oneDNN's blocked one. It
+// pays for small models, where oneDNN's per-call cost dominates a decode
+// step, not for large ones, whose decode streams weights at the memory
+// bandwidth either way. Measured on a Zen 4 (2 threads, spikeserve-speed
+// tg, medians of 3 alternating runs): SmolLM2-135M (106 MB of INT8) 136.6
+// vs 119.3 tok/s with / without it (+15%, for +106 MB); Llama-3.2-1B shape
+// (0.97 GB) 19.6 vs 18.7 tok/s (+5%, within the noise, for +0.97 GB). Above
+// this many INT8 bytes the model keeps one copy. AVX2 and AVX-512 VNNI
+// CPUs hold one copy anyway: our kernel serves every batch there
+// (int8_linear.cc).
 constexpr int64_t kPackedCopyMaxBytes = int64_t(256) << 20;
 
 // Row loops of elementwise ops fork OpenMP threads only for batches this
