@@ -57,6 +57,9 @@ BENCHMARK(BM_CausalPrefill)
     ->Args({9, 3, 64, 512, 64})
     ->Args({32, 4, 64, 512, 512})   // TinyLlama-1.1B
     ->Args({32, 8, 128, 512, 512})  // Llama-3.1-8B
+    // Decode: one row at a time over 1 .. 512 cached positions.
+    ->Args({9, 3, 64, 512, 1})
+    ->Args({32, 8, 128, 512, 1})
     ->UseRealTime();
 
 }  // namespace

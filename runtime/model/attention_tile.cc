@@ -242,116 +242,197 @@ SPIKESERVE_AVX512 void AccumulateAvx512(const KvRun* runs, int n_runs,
   }
 }
 
-// ---- AVX2 + FMA: up to 8 rows, 8 positions or 8 dimensions per pass,
-// scalar FMA tails (the same single rounding as a vector lane). ----
+// ---- AVX2 + FMA: register tiles of up to kRowsAvx2 rows x kVecsAvx2
+// vectors of 8 lanes (positions of up to two K runs, or 32 dimensions of
+// V), lanes past a run's end or past head_dim masked. A decode step's tile
+// is one KV group's heads (3 rows on SmolLM2): with one vector per row
+// each FMA waited on the previous one of its chain (3 chains for two
+// 4-cycle FMA pipes), and a run's last positions took scalar chains. ----
 
-constexpr int kRowsAvx2 = 8;
+constexpr int kRowsAvx2 = 3;  // 12 accumulators, 4 loads and 1 broadcast
+constexpr int kVecsAvx2 = 4;
 
-SPIKESERVE_AVX2_FMA inline float Fma(float a, float b, float c) {
-  return _mm_cvtss_f32(
-      _mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
+// 8 lanes of K (positions j .. j + 7 of a run: lane i of dimension d at
+// p + d·stride + i; scores go to column off + i) with n of them live.
+struct KLanes {
+  const float* p;
+  size_t stride;
+  int off;
+  int n;
+};
+
+SPIKESERVE_AVX2_FMA inline __m256i Mask8(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
-
-template <int R>
-SPIKESERVE_AVX2_FMA void ScoresAvx2R(const float* kt, int kt_stride, int n,
-                                     const float* q, int q_stride, int hd,
-                                     float scale, float* s, int s_stride) {
-  const __m256 vscale = _mm256_set1_ps(scale);
-  int j = 0;
-  for (; j + 8 <= n; j += 8) {
-    __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-    for (int d = 0; d < hd; ++d) {
-      const __m256 k = _mm256_loadu_ps(kt + d * kt_stride + j);
-      for (int r = 0; r < R; ++r) {
-        acc[r] =
-            _mm256_fmadd_ps(_mm256_set1_ps(q[r * q_stride + d]), k, acc[r]);
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      _mm256_storeu_ps(s + r * s_stride + j, _mm256_mul_ps(acc[r], vscale));
-    }
-  }
-  for (; j < n; ++j) {
-    for (int r = 0; r < R; ++r) {
-      float acc = 0.0f;
-      for (int d = 0; d < hd; ++d) {
-        acc = Fma(q[r * q_stride + d], kt[d * kt_stride + j], acc);
-      }
-      s[r * s_stride + j] = acc * scale;
-    }
+template <bool kMasked>
+SPIKESERVE_AVX2_FMA inline __m256 Load8(const float* p, __m256i m) {
+  return kMasked ? _mm256_maskload_ps(p, m) : _mm256_loadu_ps(p);
+}
+template <bool kMasked>
+SPIKESERVE_AVX2_FMA inline void Store8(float* p, __m256i m, __m256 v) {
+  if (kMasked) {
+    _mm256_maskstore_ps(p, m, v);
+  } else {
+    _mm256_storeu_ps(p, v);
   }
 }
 
-template <int R>
-SPIKESERVE_AVX2_FMA void AccumulateAvx2R(const float* v, int v_stride, int n,
-                                         const float* p, int p_stride, int hd,
-                                         float* o, int o_stride) {
+// Scores of R rows for the V lane sets l (hd >= 1).
+template <int R, int V, bool kMasked>
+SPIKESERVE_AVX2_FMA void ScoresTileAvx2(const KLanes* l, const float* q,
+                                        int q_stride, int hd, float scale,
+                                        float* s, int s_stride) {
+  __m256 acc[R * V];  // [r * V + v]
+#pragma GCC unroll 16
+  for (int i = 0; i < R * V; ++i) acc[i] = _mm256_setzero_ps();
+  const float* kp[V];
+  size_t ks[V];
+  __m256i mk[V];
+#pragma GCC unroll 16
+  for (int v = 0; v < V; ++v) {
+    kp[v] = l[v].p;
+    ks[v] = l[v].stride;
+    mk[v] = kMasked ? Mask8(l[v].n) : _mm256_setzero_si256();
+  }
   int d = 0;
-  for (; d + 8 <= hd; d += 8) {
-    __m256 a[R];
-    for (int r = 0; r < R; ++r) a[r] = _mm256_loadu_ps(o + r * o_stride + d);
-    for (int i = 0; i < n; ++i) {
-      const __m256 vi = _mm256_loadu_ps(v + i * v_stride + d);
-      for (int r = 0; r < R; ++r) {
-        a[r] = _mm256_fmadd_ps(_mm256_set1_ps(p[r * p_stride + i]), vi, a[r]);
-      }
+  do {
+    __m256 x[V];
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) {
+      x[v] = Load8<kMasked>(kp[v], mk[v]);
+      kp[v] += ks[v];
     }
-    for (int r = 0; r < R; ++r) _mm256_storeu_ps(o + r * o_stride + d, a[r]);
-  }
-  for (; d < hd; ++d) {
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      float acc = o[r * o_stride + d];
-      for (int i = 0; i < n; ++i) {
-        acc = Fma(p[r * p_stride + i], v[i * v_stride + d], acc);
+      const __m256 w = _mm256_broadcast_ss(q + r * q_stride + d);
+#pragma GCC unroll 16
+      for (int v = 0; v < V; ++v) {
+        acc[r * V + v] = _mm256_fmadd_ps(w, x[v], acc[r * V + v]);
       }
-      o[r * o_stride + d] = acc;
+    }
+  } while (++d < hd);
+  const __m256 vscale = _mm256_set1_ps(scale);
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) {
+      Store8<kMasked>(s + r * s_stride + l[v].off, mk[v],
+                      _mm256_mul_ps(acc[r * V + v], vscale));
     }
   }
 }
 
-// Row counts 1..kRowsAvx2 to the templates.
-#define SPIKESERVE_ROWS_SWITCH(FN, ...) \
-  switch (rows) {                       \
-    case 1:                             \
-      return FN<1>(__VA_ARGS__);        \
-    case 2:                             \
-      return FN<2>(__VA_ARGS__);        \
-    case 3:                             \
-      return FN<3>(__VA_ARGS__);        \
-    case 4:                             \
-      return FN<4>(__VA_ARGS__);        \
-    case 5:                             \
-      return FN<5>(__VA_ARGS__);        \
-    case 6:                             \
-      return FN<6>(__VA_ARGS__);        \
-    case 7:                             \
-      return FN<7>(__VA_ARGS__);        \
-    default:                            \
-      return FN<8>(__VA_ARGS__);        \
+// o (R rows, V vectors of the `dims` dimensions from o's column 0)
+// continued over positions 0 .. n - 1 (n >= 1; position t's V row at
+// v + t·v_stride, its weights p[r * p_stride + t]).
+template <int R, int V, bool kMasked>
+SPIKESERVE_AVX2_FMA void AccumulateTileAvx2(const float* v, int v_stride, int n,
+                                            const float* p, int p_stride,
+                                            int dims, float* o, int o_stride) {
+  __m256i mk[V];
+  __m256 acc[R * V];  // [r * V + u]
+#pragma GCC unroll 16
+  for (int u = 0; u < V; ++u) {
+    mk[u] = kMasked ? Mask8(dims - 8 * u) : _mm256_setzero_si256();
   }
-
-void ScoresAvx2Rows(const float* kt, int kt_stride, int n, const float* q,
-                    int q_stride, int rows, int hd, float scale, float* s,
-                    int s_stride) {
-  SPIKESERVE_ROWS_SWITCH(ScoresAvx2R, kt, kt_stride, n, q, q_stride, hd, scale,
-                         s, s_stride)
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+    for (int u = 0; u < V; ++u) {
+      acc[r * V + u] = Load8<kMasked>(o + r * o_stride + 8 * u, mk[u]);
+    }
+  }
+  int t = 0;
+  do {
+    const float* vt = v + size_t(t) * v_stride;
+    __m256 x[V];
+#pragma GCC unroll 16
+    for (int u = 0; u < V; ++u) x[u] = Load8<kMasked>(vt + 8 * u, mk[u]);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const __m256 w = _mm256_broadcast_ss(p + r * p_stride + t);
+#pragma GCC unroll 16
+      for (int u = 0; u < V; ++u) {
+        acc[r * V + u] = _mm256_fmadd_ps(w, x[u], acc[r * V + u]);
+      }
+    }
+  } while (++t < n);
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+    for (int u = 0; u < V; ++u) {
+      Store8<kMasked>(o + r * o_stride + 8 * u, mk[u], acc[r * V + u]);
+    }
+  }
 }
+
+// Every tile shape, [(R - 1) * kVecsAvx2 + V - 1], unmasked and masked.
+using ScoresAvx2Fn = void (*)(const KLanes*, const float*, int, int, float,
+                              float*, int);
+using AccumulateAvx2Fn = void (*)(const float*, int, int, const float*, int,
+                                  int, float*, int);
+template <bool kMasked, int... I>
+constexpr std::array<ScoresAvx2Fn, sizeof...(I)> ScoresAvx2Tiles(
+    std::integer_sequence<int, I...>) {
+  return {&ScoresTileAvx2<I / kVecsAvx2 + 1, I % kVecsAvx2 + 1, kMasked>...};
+}
+template <bool kMasked, int... I>
+constexpr std::array<AccumulateAvx2Fn, sizeof...(I)> AccumulateAvx2Tiles(
+    std::integer_sequence<int, I...>) {
+  return {
+      &AccumulateTileAvx2<I / kVecsAvx2 + 1, I % kVecsAvx2 + 1, kMasked>...};
+}
+constexpr auto kAvx2Shapes =
+    std::make_integer_sequence<int, kRowsAvx2 * kVecsAvx2>();
+constexpr int kAvx2TileShapes = kRowsAvx2 * kVecsAvx2;
+constexpr std::array<ScoresAvx2Fn, kAvx2TileShapes> kScoresAvx2[2] = {
+    ScoresAvx2Tiles<false>(kAvx2Shapes), ScoresAvx2Tiles<true>(kAvx2Shapes)};
+constexpr std::array<AccumulateAvx2Fn, kAvx2TileShapes> kAccumulateAvx2[2] = {
+    AccumulateAvx2Tiles<false>(kAvx2Shapes),
+    AccumulateAvx2Tiles<true>(kAvx2Shapes)};
+
+// The runs' positions in sets of up to kVecsAvx2 vectors of 8 (a run of 16
+// is two), every row over each set in tiles of kRowsAvx2.
+void ScoresAvx2(const KvRun* runs, int n_runs, const float* q, int q_stride,
+                int rows, int hd, float scale, float* s, int s_stride) {
+  KLanes l[kVecsAvx2];
+  int nl = 0;
+  bool masked = false;
+  auto flush = [&] {
+    for (int r = 0; r < rows; r += kRowsAvx2) {
+      const int nr = std::min(kRowsAvx2, rows - r);
+      kScoresAvx2[masked][(nr - 1) * kVecsAvx2 + nl - 1](
+          l, q + r * q_stride, q_stride, hd, scale, s + r * s_stride, s_stride);
+    }
+    nl = 0;
+    masked = false;
+  };
+  for (int i = 0, j0 = 0; i < n_runs; j0 += runs[i++].n) {
+    const KvRun& k = runs[i];
+    for (int j = 0; j < k.n; j += 8) {
+      l[nl++] = {k.data + j, size_t(k.stride), j0 + j, std::min(8, k.n - j)};
+      masked |= k.n - j < 8;
+      if (nl == kVecsAvx2) flush();
+    }
+  }
+  if (nl > 0) flush();
+}
+
+// n >= 1 positions of V (rows v_stride apart) into `rows` rows of o, in
+// slices of kVecsAvx2 vectors of dimensions and tiles of kRowsAvx2 rows.
 void AccumulateAvx2Rows(const float* v, int v_stride, int n, const float* p,
                         int p_stride, int rows, int hd, float* o,
                         int o_stride) {
-  SPIKESERVE_ROWS_SWITCH(AccumulateAvx2R, v, v_stride, n, p, p_stride, hd, o,
-                         o_stride)
-}
-#undef SPIKESERVE_ROWS_SWITCH
-
-void ScoresAvx2(const KvRun* runs, int n_runs, const float* q, int q_stride,
-                int rows, int hd, float scale, float* s, int s_stride) {
-  for (int i = 0, j0 = 0; i < n_runs; j0 += runs[i++].n) {
+  for (int d0 = 0; d0 < hd; d0 += 8 * kVecsAvx2) {
+    const int dims = hd - d0;
+    const int nv = std::min(kVecsAvx2, (dims + 7) / 8);
+    const bool masked = dims < 8 * nv;
     for (int r = 0; r < rows; r += kRowsAvx2) {
-      ScoresAvx2Rows(runs[i].data, runs[i].stride, runs[i].n, q + r * q_stride,
-                     q_stride, std::min(kRowsAvx2, rows - r), hd, scale,
-                     s + r * s_stride + j0, s_stride);
+      const int nr = std::min(kRowsAvx2, rows - r);
+      kAccumulateAvx2[masked][(nr - 1) * kVecsAvx2 + nv - 1](
+          v + d0, v_stride, n, p + r * p_stride, p_stride, dims,
+          o + r * o_stride + d0, o_stride);
     }
   }
 }
@@ -361,21 +442,19 @@ void ScoresAvx2(const KvRun* runs, int n_runs, const float* q, int q_stride,
 // non-decreasing).
 void AccumulateAvx2(const KvRun* runs, int n_runs, const float* p, int p_stride,
                     const int* vis, int rows, int hd, float* o, int o_stride) {
-  auto rows_from = [&](int r0, const float* v, int v_stride, int n, int j) {
-    for (int r = r0; r < rows; r += kRowsAvx2) {
-      AccumulateAvx2Rows(v, v_stride, n, p + r * p_stride + j, p_stride,
-                         std::min(kRowsAvx2, rows - r), hd, o + r * o_stride,
-                         o_stride);
-    }
-  };
   for (int i = 0, j0 = 0; i < n_runs && j0 < vis[rows - 1]; j0 += runs[i++].n) {
     const KvRun& v = runs[i];
     const int all = std::max(0, std::min(v.n, vis[0] - j0));
-    if (all > 0) rows_from(0, v.data, v.stride, all, j0);
+    if (all > 0) {
+      AccumulateAvx2Rows(v.data, v.stride, all, p + j0, p_stride, rows, hd, o,
+                         o_stride);
+    }
     for (int t = all, r0 = 0; t < v.n; ++t) {
       while (r0 < rows && vis[r0] <= j0 + t) ++r0;
       if (r0 == rows) break;
-      rows_from(r0, v.data + t * v.stride, v.stride, 1, j0 + t);
+      AccumulateAvx2Rows(v.data + t * v.stride, v.stride, 1,
+                         p + r0 * p_stride + j0 + t, p_stride, rows - r0, hd,
+                         o + r0 * o_stride, o_stride);
     }
   }
 }
