@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "runtime/linear/parallel_rows.h"
+
 namespace spikeserve {
 namespace {
 // Row loops fork OpenMP threads only for batches this large (prefill);
@@ -34,11 +36,10 @@ void QuantizeActivations(const LinearInput& in, int k, ActQuantMode mode,
       for (int r = 0; r < m; ++r) row_scale[r] = ScaleFor(static_absmax);
       break;
   }
-#pragma omp parallel for schedule(static) if (m >= kParallelRows)
-  for (int r = 0; r < m; ++r) {
+  ParallelRows(m, m >= kParallelRows, [&](int r) {
     QuantizeRow(in.x + size_t(r) * k, k, 1.0f / row_scale[r],
                 &xq[size_t(r) * k]);
-  }
+  });
 }
 
 }  // namespace spikeserve

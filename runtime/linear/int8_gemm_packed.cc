@@ -7,6 +7,7 @@
 
 #include "runtime/linear/cpu_dispatch.h"
 #include "runtime/linear/int8_gemm_vnni.h"
+#include "runtime/linear/parallel_rows.h"
 
 namespace spikeserve {
 namespace {
@@ -176,8 +177,7 @@ void KernelRows(const int8_t* x, int m, const Int8PackedWeights& w,
   const int k = w.k, step = StepOf(w.isa);
   const size_t stride = size_t(Steps(k, step)) * step;
   const bool vnni = w.isa == Int8KernelIsa::kAvx512Vnni;
-#pragma omp parallel for schedule(static) if (m >= kParallelRows)
-  for (int r = 0; r < m; ++r) {
+  ParallelRows(m, m >= kParallelRows, [&](int r) {
     uint8_t* row = xu + r * stride;
     if (vnni) {
       OffsetToU8(x + size_t(r) * k, k, row);
@@ -185,7 +185,7 @@ void KernelRows(const int8_t* x, int m, const Int8PackedWeights& w,
       std::memcpy(row, x + size_t(r) * k, k);
     }
     std::fill(row + k, row + stride, 0);
-  }
+  });
 }
 
 // Blocks [b0, b1) of output columns (AVX2's blocks of 4), for every row of
@@ -216,14 +216,13 @@ void Gemm(const int8_t* x, int m, const Int8PackedWeights& w, int32_t* acc,
     return;
   }
   const int blocks = Int8PackedBlocks(w);
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int b = 0; b < blocks; ++b) {
+  ParallelRows(blocks, parallel, [&](int b) {
     if (y != nullptr) {
       BlocksAvx2(xp, m, w, FloatOut{row_scale, y}, b, b + 1);
     } else {
       BlocksAvx2(xp, m, w, Int32Out{acc}, b, b + 1);
     }
-  }
+  });
 }
 
 }  // namespace
@@ -234,11 +233,10 @@ SPIKESERVE_CPU_CLONES void OffsetToU8(const int8_t* x, size_t n, uint8_t* xu) {
 }
 
 void SubtractOffset(const int32_t* w_sum, int m, int n, int32_t* acc) {
-#pragma omp parallel for schedule(static) if (int64_t(m) * n >= (1 << 16))
-  for (int r = 0; r < m; ++r) {
+  ParallelRows(m, int64_t(m) * n >= (1 << 16), [&](int r) {
     int32_t* a = acc + size_t(r) * n;
     for (int j = 0; j < n; ++j) a[j] -= 128 * w_sum[j];
-  }
+  });
 }
 
 const char* Int8KernelIsaName(Int8KernelIsa isa) {

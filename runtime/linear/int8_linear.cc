@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/linear/activation_quant.h"
+#include "runtime/linear/parallel_rows.h"
 
 namespace spikeserve {
 namespace {
@@ -213,13 +214,12 @@ void Int8Linear::Forward(const LinearInput& in, float* y) const {
   int32_t* acc_ = Grow(&sc.acc, size_t(mb) * N);
   RunOneDnn(mb, xq_, acc_);
   // 4. Epilogue: dequantize with the row and channel scales.
-#pragma omp parallel for schedule(static) if (m >= kParallelRows)
-  for (int r = 0; r < m; ++r) {
+  ParallelRows(m, m >= kParallelRows, [&](int r) {
     const float sx = row_scale_[r];
     const int32_t* a = acc_ + size_t(r) * N;
     float* yr = y + size_t(r) * N;
     for (int n = 0; n < N; ++n) yr[n] = float(a[n]) * (sx * w_scale_[n]);
-  }
+  });
 }
 
 int Int8Linear::TeamUnits(int m) const {

@@ -84,11 +84,47 @@ __attribute__((target("avx512f"))) void QuantizeRowAvx512(const float* x, int n,
 }
 #pragma GCC diagnostic pop
 
+// 8 values of QuantizeRow as int32.
+__attribute__((target("avx2"))) inline __m256i RoundClamp8(const float* p,
+                                                           __m256 s, __m256 lo,
+                                                           __m256 hi) {
+  __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(p), s),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+  return _mm256_cvtps_epi32(v);
+}
+
+// The same on AVX2, 32 at a time: two saturating packs work within 128-bit
+// halves, and one permute puts the four vectors' bytes back in order. The
+// clone of the portable loop took 0.64 us for 1536 values on Zen 3 (four
+// rows per layer on a decode step's serial path).
+__attribute__((target("avx2"))) void QuantizeRowAvx2(const float* x, int n,
+                                                     float inv_scale,
+                                                     int8_t* q) {
+  const __m256 s = _mm256_set1_ps(inv_scale);
+  const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  int j = 0;
+  for (; j + 32 <= n; j += 32) {
+    const __m256i ab = _mm256_packs_epi32(RoundClamp8(x + j, s, lo, hi),
+                                          RoundClamp8(x + j + 8, s, lo, hi));
+    const __m256i cd = _mm256_packs_epi32(RoundClamp8(x + j + 16, s, lo, hi),
+                                          RoundClamp8(x + j + 24, s, lo, hi));
+    const __m256i bytes =
+        _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + j), bytes);
+  }
+  QuantizeRowPortable(x + j, n - j, inv_scale, q + j);
+}
+
 }  // namespace
 
 void QuantizeRow(const float* x, int n, float inv_scale, int8_t* q) {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
   if (CpuHasAvx512F()) {
     QuantizeRowAvx512(x, n, inv_scale, q);
+  } else if (avx2) {
+    QuantizeRowAvx2(x, n, inv_scale, q);
   } else {
     QuantizeRowPortable(x, n, inv_scale, q);
   }

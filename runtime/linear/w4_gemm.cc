@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "runtime/gguf/dequantize.h"
+#include "runtime/linear/parallel_rows.h"
 #include "runtime/linear/vnni_dpbusd.h"
 
 namespace spikeserve {
@@ -444,17 +445,48 @@ W4PackedWeights PackW4Weights(const W4Plain& p, W4KernelIsa isa) {
   return out;
 }
 
+namespace {
+
+// One row's group sums, 32 bytes at a time: vpsadbw sums x + 128 (as u8)
+// in 8-byte pieces, exactly; 128 per byte comes off at the end. The scalar
+// loop took 1.35 us for 1536 values on Zen 3 (a decode step's serial path).
+SPIKESERVE_AVX2 void GroupSumsAvx2(const int8_t* v, int groups, int group,
+                                   int32_t* sums) {
+  const __m256i flip = _mm256_set1_epi8(char(0x80));
+  const __m256i zero = _mm256_setzero_si256();
+  for (int g = 0; g < groups; ++g, v += group) {
+    __m256i acc = zero;
+    for (int i = 0; i < group; i += 32) {
+      const __m256i b =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + i));
+      acc = _mm256_add_epi64(acc,
+                             _mm256_sad_epu8(_mm256_xor_si256(b, flip), zero));
+    }
+    __m128i s = _mm_add_epi64(_mm256_castsi256_si128(acc),
+                              _mm256_extracti128_si256(acc, 1));
+    s = _mm_add_epi64(s, _mm_unpackhi_epi64(s, s));
+    sums[g] = int32_t(_mm_cvtsi128_si64(s)) - 128 * group;
+  }
+}
+
+}  // namespace
+
 void W4GroupSums(const int8_t* x, int m, int k, int group, int32_t* sums) {
   const int groups = k / group;
-#pragma omp parallel for schedule(static) if (m >= kParallelSumRows)
-  for (int r = 0; r < m; ++r) {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  ParallelRows(m, m >= kParallelSumRows, [&](int r) {
+    if (avx2 && group % 32 == 0) {
+      GroupSumsAvx2(x + size_t(r) * k, groups, group,
+                    sums + size_t(r) * groups);
+      return;
+    }
     for (int g = 0; g < groups; ++g) {
       const int8_t* v = x + size_t(r) * k + size_t(g) * group;
       int32_t s = 0;
       for (int i = 0; i < group; ++i) s += v[i];
       sums[size_t(r) * groups + g] = s;
     }
-  }
+  });
 }
 
 namespace {

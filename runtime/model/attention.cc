@@ -199,7 +199,11 @@ void Attention(const ModelConfig& c, int layer,
                AttentionScratch* scratch) {
   const int64_t macs = PlanAttention(c, queries, scratch);
   const int n_items = int(scratch->items.size());
-#pragma omp parallel for schedule(static, 1) if (SplitAttention(macs))
+  if (!SplitAttention(macs)) {  // without entering OpenMP (parallel_rows.h)
+    RunAttentionItems(c, layer, queries, *scratch, 0, n_items);
+    return;
+  }
+#pragma omp parallel for schedule(static, 1)
   for (int t = 0; t < n_items; ++t) {
     RunAttentionItems(c, layer, queries, *scratch, t, t + 1);
   }

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/linear/bf16_linear.h"
 #include "runtime/linear/int8_linear.h"
+#include "runtime/linear/parallel_rows.h"
 #include "runtime/linear/w4a8_linear.h"
 #include "runtime/model/attention.h"
 #include "runtime/model/ops.h"
@@ -452,10 +453,9 @@ void Model::RunSite(int layer, Site site, const float* x, int m,
   const float* row_absmax = nullptr;
   if (opt.observer != nullptr || int8) {
     absmax->resize(m);
-#pragma omp parallel for schedule(static) if (m >= kParallelRows)
-    for (int r = 0; r < m; ++r) {
+    ParallelRows(m, m >= kParallelRows, [&](int r) {
       (*absmax)[r] = AbsMax(x + size_t(r) * width, width);
-    }
+    });
     row_absmax = absmax->data();
     if (opt.observer != nullptr) {
       opt.observer->OnSiteInput(layer, site, x, m, width, *absmax, bounds);
@@ -604,12 +604,11 @@ void Model::Layers(absl::Span<const BatchEntry> batch,
     int r0 = 0;
     for (const BatchEntry& e : batch) {
       const int n = int(e.tokens.size());
-#pragma omp parallel for schedule(static) if (n >= kParallelRows)
-      for (int i = 0; i < n; ++i) {
+      ParallelRows(n, n >= kParallelRows, [&](int i) {
         const int r = r0 + i;
         PositionRow(L, l, e.kv, row_pos[r], &rope[size_t(r) * c.rope_dims],
                     &qkv[size_t(r) * qkv_w], &b.q[size_t(r) * c.q_dim()]);
-      }
+      });
       r0 += n;
     }
     AttentionQueries(batch, b, &queries);
@@ -625,11 +624,10 @@ void Model::Layers(absl::Span<const BatchEntry> batch,
                                 SecondsBetween(t0, t1));
     NormRows(L.ffn_norm, m, x, xn);
     RunSite(l, Site::kGateUp, xn, m, bounds, opt, &absmax, gu);
-#pragma omp parallel for schedule(static) if (m >= kParallelRows)
-    for (int r = 0; r < m; ++r) {
+    ParallelRows(m, m >= kParallelRows, [&](int r) {
       const float* g = &gu[size_t(r) * 2 * c.ffn];
       SiluMul(g, g + c.ffn, c.ffn, &h[size_t(r) * c.ffn]);
-    }
+    });
     if (down_rotation_) down_rotation_->Apply(h, m);
     RunSite(l, Site::kDown, h, m, bounds, opt, &absmax, tmp);
     AddResidual(tmp, m, H, x);

@@ -1,5 +1,7 @@
 #include "runtime/model/ops.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -8,6 +10,7 @@
 #include <vector>
 
 #include "runtime/linear/cpu_dispatch.h"
+#include "runtime/linear/parallel_rows.h"
 
 namespace spikeserve {
 namespace {
@@ -128,11 +131,61 @@ SPIKESERVE_CPU_CLONES double SumExpShifted(const float* x, int n, float shift) {
   return total;
 }
 
-SPIKESERVE_CPU_CLONES void SiluMul(const float* gate, const float* up, int n,
-                                   float* h) {
+SPIKESERVE_CPU_CLONES void SiluMulPortable(const float* gate, const float* up,
+                                           int n, float* h) {
   for (int i = 0; i < n; ++i) {
     const float g = gate[i];
     h[i] = g / (1.0f + FastExp(-g)) * up[i];
+  }
+}
+
+// FastExp on 8 lanes with FMA: the same steps (clamp, 2^n split, degree-6
+// polynomial), each multiply-add fused.
+__attribute__((target("avx2,fma"))) inline __m256 FastExp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)),
+                    _mm256_set1_ps(88.0f));
+  const __m256 round = _mm256_set1_ps(12582912.0f);
+  const __m256 n = _mm256_sub_ps(
+      _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504f), round), round);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 720);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i two_n = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
+}
+
+// SiluMul 8 at a time: GCC's clones of the loop above computed the
+// clamped cases' quotients beside the main one and blended (two divisions
+// per vector), 4.9 us for 1536 values on Zen 3, where a decode step runs
+// it serially once per layer; this takes ~0.5 us.
+__attribute__((target("avx2,fma"))) void SiluMulAvx2(const float* gate,
+                                                     const float* up, int n,
+                                                     float* h) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i);
+    const __m256 e = FastExp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+    const __m256 s = _mm256_div_ps(g, _mm256_add_ps(one, e));
+    _mm256_storeu_ps(h + i, _mm256_mul_ps(s, _mm256_loadu_ps(up + i)));
+  }
+  SiluMulPortable(gate + i, up + i, n - i, h + i);
+}
+
+void SiluMul(const float* gate, const float* up, int n, float* h) {
+  static const bool avx2 =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2) {
+    SiluMulAvx2(gate, up, n, h);
+  } else {
+    SiluMulPortable(gate, up, n, h);
   }
 }
 
@@ -177,12 +230,11 @@ SPIKESERVE_CPU_CLONES void Softmax(float* x, int n) {
 
 void AddResidual(const float* delta, int m, int h, float* x) {
   // Forks from 32 rows: below, the fork costs more than it saves.
-#pragma omp parallel for schedule(static) if (m >= 32)
-  for (int r = 0; r < m; ++r) {
+  ParallelRows(m, m >= 32, [&](int r) {
     float* xr = x + size_t(r) * h;
     const float* dr = delta + size_t(r) * h;
     for (int i = 0; i < h; ++i) xr[i] += dr[i];
-  }
+  });
 }
 
 }  // namespace spikeserve
