@@ -19,9 +19,9 @@ namespace spikeserve {
 
 // Rows of one tile at most: query rows of one head, or the heads of one
 // KV group for a decode row. The kernels keep up to 6 rows x 64 positions
-// (or dimensions) in registers and pass the tile's rows over each piece of
-// K and V while it is in L1, so a larger tile reads the cache less often
-// from L2 (prefill); see attention_bench.
+// (or dimensions) in registers on AVX-512, 3 x 32 on AVX2, and pass the tile's
+// rows over each piece of K and V while it is in L1, so a larger tile reads the
+// cache less often from L2 (prefill); see attention_bench.
 inline constexpr int kAttentionTileRows = 24;
 // Positions of one K run at most (one AVX-512 vector).
 inline constexpr int kKvRunPositions = 16;
