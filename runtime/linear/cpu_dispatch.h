@@ -24,6 +24,17 @@ inline bool CpuHasAvx512F() {
   return avx512;
 }
 
+// Whether the CPU has AVX2 (and FMA), for the hand-written AVX2 loops of
+// the decode step's serial work beside the clones (checked once).
+inline bool CpuHasAvx2() {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  return avx2;
+}
+inline bool CpuHasAvx2Fma() {
+  static const bool fma = CpuHasAvx2() && __builtin_cpu_supports("fma");
+  return fma;
+}
+
 }  // namespace spikeserve
 
 #endif  // SPIKESERVE_RUNTIME_LINEAR_CPU_DISPATCH_H_

@@ -90,12 +90,11 @@ __attribute__((target("avx2"))) void LaterStagesAvx2(float* x, int n) {
 // The stages commute (each acts on one bit of the index), so the in-register
 // ones go first and the loop takes the rest.
 SPIKESERVE_CPU_CLONES void Fwht(float* x, int n) {
-  static const bool avx2 = __builtin_cpu_supports("avx2");
   if (CpuHasAvx512F() && n % 16 == 0) {
     FwhtAvx512(x, n);
     return;
   }
-  if (avx2 && n % 8 == 0) {
+  if (CpuHasAvx2() && n % 8 == 0) {
     FirstStagesAvx2(x, n);
     LaterStagesAvx2(x, n);
     return;
@@ -229,12 +228,6 @@ __attribute__((target("avx2,fma"))) void MixAvx2(const float* v,
       }
     }
   }
-}
-
-bool CpuHasAvx2Fma() {
-  static const bool yes =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
 }
 
 }  // namespace

@@ -120,10 +120,9 @@ __attribute__((target("avx2"))) void QuantizeRowAvx2(const float* x, int n,
 }  // namespace
 
 void QuantizeRow(const float* x, int n, float inv_scale, int8_t* q) {
-  static const bool avx2 = __builtin_cpu_supports("avx2");
   if (CpuHasAvx512F()) {
     QuantizeRowAvx512(x, n, inv_scale, q);
-  } else if (avx2) {
+  } else if (CpuHasAvx2()) {
     QuantizeRowAvx2(x, n, inv_scale, q);
   } else {
     QuantizeRowPortable(x, n, inv_scale, q);

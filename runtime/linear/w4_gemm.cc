@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "runtime/gguf/dequantize.h"
+#include "runtime/linear/cpu_dispatch.h"
 #include "runtime/linear/parallel_rows.h"
 #include "runtime/linear/vnni_dpbusd.h"
 
@@ -473,9 +474,8 @@ SPIKESERVE_AVX2 void GroupSumsAvx2(const int8_t* v, int groups, int group,
 
 void W4GroupSums(const int8_t* x, int m, int k, int group, int32_t* sums) {
   const int groups = k / group;
-  static const bool avx2 = __builtin_cpu_supports("avx2");
   ParallelRows(m, m >= kParallelSumRows, [&](int r) {
-    if (avx2 && group % 32 == 0) {
+    if (CpuHasAvx2() && group % 32 == 0) {
       GroupSumsAvx2(x + size_t(r) * k, groups, group,
                     sums + size_t(r) * groups);
       return;

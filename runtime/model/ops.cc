@@ -180,9 +180,7 @@ __attribute__((target("avx2,fma"))) void SiluMulAvx2(const float* gate,
 }
 
 void SiluMul(const float* gate, const float* up, int n, float* h) {
-  static const bool avx2 =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2) {
+  if (CpuHasAvx2Fma()) {
     SiluMulAvx2(gate, up, n, h);
   } else {
     SiluMulPortable(gate, up, n, h);
