@@ -15,20 +15,20 @@ struct Case {
 };
 
 // Both kernels are exact for the full 8-bit range the quantizer writes
-// (int8_gemm_packed.h): with |x| = |w| = 127 an AVX2 int16 pair sum is
-// 32258, 510 below saturation.
+// (int8_gemm_packed.h): with |x| = |w| = 127 an int16 pair sum of AVX2's
+// sign-trick form is 32258, 510 below saturation.
 constexpr int kWeightMax = 127;
 
 class Int8GemmPackedTest
     : public ::testing::TestWithParam<std::tuple<Int8KernelIsa, Case>> {};
 
 // Bit-exact against a scalar int32 reference (and its scalar float
-// epilogue), for each kernel the CPU runs: row counts around the 2-row
-// (AVX2) and 6-row (VNNI) tiles and past the point where VNNI splits rows
-// over the threads, K with and without a tail past the steps, N with and
-// without a tail past the blocks (4 columns for AVX2, 16 for VNNI), and the
-// saturation corner (|x| = 127, |w| = the kernel's maximum everywhere, same
-// signs).
+// epilogue), for each kernel the CPU runs: row counts in AVX2's sign-trick
+// form (1-2 rows) and int16 form (tiles of 6 rows and their tails), around
+// VNNI's 6-row tiles and past the point where VNNI splits rows over the
+// threads, K with and without a tail past the chunks (4 k for both), N with
+// and without a tail past the blocks of 16 columns, and the saturation
+// corner (|x| = 127, |w| = the kernel's maximum everywhere, same signs).
 TEST_P(Int8GemmPackedTest, EqualsScalarReference) {
   const auto [isa, c] = GetParam();
   if (!Int8KernelSupported(isa)) {

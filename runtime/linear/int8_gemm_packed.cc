@@ -21,9 +21,32 @@ constexpr int64_t kParallelMacs = int64_t(1) << 18;
 // quantization do.
 constexpr int kParallelRows = 32;
 
-constexpr int kBlockRows = 4;     // output rows per packed block
-constexpr int kHeaderBytes = 32;  // int32 offset[4], float scale[4]
-// How far ahead of the current step a thread prefetches its weight
+// VNNI rows of x are padded to whole zmm registers of bytes.
+constexpr int kVnniRowAlign = 64;
+
+// AVX2 blocks: 16 output columns, a header of their 16 float scales, then
+// ceil(K/4) chunks of 64 bytes: columns 0-7 and then 8-15, each column's 4
+// weights at k = 4c .. 4c + 3 side by side ([2][8][4] s8), so that a
+// column's sums stay in one int32 lane (no horizontal reduction).
+constexpr int kAvx2Cols = 16;
+constexpr int kAvx2HeaderBytes = kAvx2Cols * 4;  // float scale[16]
+constexpr int kAvx2ChunkBytes = kAvx2Cols * 4;
+// Up to this many rows the sign-trick form runs, from the next the int16
+// form (TileSignAvx2, TileInt16Avx2). linear_bench
+// --benchmark_filter='Int8Packed/(1|2|4)/576/960', Zen 3, one thread, best
+// of 7 alternating rounds (G ops/s = 2 x multiply-adds): 2 rows 113 (sign)
+// vs 83 (int16); 4 rows 133 (int16) vs 124 (sign up to 3 rows); 1 row 92-95
+// against 74-77 for int16 forms on 2-k steps.
+constexpr int kAvx2SignMaxRows = 2;
+// Rows per pass over a block in the int16 form: 6 rows x 2 registers of
+// columns are 12 int32 accumulators, with 2 weight registers and a
+// broadcast the 16 ymm registers without spills. Same bench, 2 threads,
+// best of 7 rounds at 64 / 512 rows: 6 rows 251 / 252, 4 rows 241 / 234.
+constexpr int kAvx2RowTile = 6;
+static_assert(kAvx2RowTile <= 6 && kAvx2SignMaxRows < kAvx2RowTile,
+              "BlocksAvx2 runs the sign form's rows and the int16 form's last "
+              "rows as one tile of up to 5");
+// How far ahead of the current chunk a thread prefetches its weight
 // stream, in bytes (see bench/linear_bench BM_{Avx2,Vnni}KernelCold).
 #ifndef PREFETCH_BYTES
 #define PREFETCH_BYTES 4096
@@ -32,172 +55,272 @@ constexpr int kPrefetchBytes = PREFETCH_BYTES;
 
 #define SPIKESERVE_AVX2 __attribute__((target("avx2")))
 
-// K bytes per step: one register of the kernel's ISA.
-int StepOf(Int8KernelIsa isa) {
-  return isa == Int8KernelIsa::kAvx512Vnni ? 64 : 32;
-}
-int Steps(int k, int step) { return (k + step - 1) / step; }
-size_t BlockBytes(int steps, int step) {
-  return kHeaderBytes + size_t(steps) * kBlockRows * step;
+int Avx2Chunks(int k) { return (k + 3) / 4; }
+size_t Avx2BlockBytes(int k) {
+  return kAvx2HeaderBytes + size_t(Avx2Chunks(k)) * kAvx2ChunkBytes;
 }
 
-// The 4 horizontal sums of a0..a3 as one int32x4 [Σa0, Σa1, Σa2, Σa3].
-SPIKESERVE_AVX2 inline __m128i HSum4(__m256i a0, __m256i a1, __m256i a2,
-                                     __m256i a3) {
-  const __m256i h =
-      _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
-  return _mm_add_epi32(_mm256_castsi256_si128(h),
-                       _mm256_extracti128_si256(h, 1));
-}
-
-// Past the end of the weights these only hint at unmapped or unrelated
-// memory: prefetches never fault.
-inline void PrefetchAhead(const int8_t* p, int lines) {
-  for (int i = 0; i < lines; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes + 64 * i,
-                 _MM_HINT_T0);
-  }
-}
-
-// ROWS rows of x ([ROWS][steps * 32] s8, zero-padded) times one packed
-// block of 4 weight rows: out[r] = the 4 sums of row r. vpmaddubsw needs one
-// unsigned operand, so the sign of x moves onto w: x·w = |x| · (sign(x)·w).
-// With |x|, |w| <= 127 each int16 pair sum is at most 2·127·127 = 32258
-// (no saturation), so the full 8-bit weights are exact.
-template <int ROWS>
-SPIKESERVE_AVX2 void BlockAvx2(const uint8_t* xs, int steps, const int8_t* wb,
-                               __m128i* out) {
-  constexpr int kStep = 32;
-  const __m256i ones = _mm256_set1_epi16(1);
-  const size_t stride = size_t(steps) * kStep;
-  __m256i acc[ROWS][kBlockRows];
-  for (int r = 0; r < ROWS; ++r) {
-    for (int c = 0; c < kBlockRows; ++c) acc[r][c] = _mm256_setzero_si256();
-  }
-  for (int s = 0; s < steps; ++s) {
-    const int8_t* ws = wb + size_t(s) * kBlockRows * kStep;
-    PrefetchAhead(ws, 2);
-    __m256i wv[kBlockRows];
-    for (int c = 0; c < kBlockRows; ++c) {
-      wv[c] =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ws + c * kStep));
-    }
-    for (int r = 0; r < ROWS; ++r) {
-      const __m256i xv = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(xs + r * stride + s * kStep));
-      const __m256i ax = _mm256_abs_epi8(xv);
-      for (int c = 0; c < kBlockRows; ++c) {
-        // |x| x sign(x)·w -> int16 pair sums (exact, see above), -> int32.
-        const __m256i p = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv[c], xv));
-        acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(p, ones));
-      }
-    }
-  }
-  for (int r = 0; r < ROWS; ++r) {
-    out[r] = HSum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
-  }
-}
-
-// Where a block's sums go: int32 accumulators, or dequantized floats
-// (SSE2 only, so that every kernel inlines them).
+// Where a block's sums go: int32 accumulators, or dequantized floats with
+// the block's 16 column scales `scale`. `live`: columns left of n (16 for
+// every block but a tail).
 struct Int32Out {
   int32_t* acc;
-  void Store(int r, int j, int n, const float* /*scale*/, __m128i s) const {
+  SPIKESERVE_AVX2 void Store(int r, int j, int n, int live,
+                             const float* /*scale*/, __m256i s0,
+                             __m256i s1) const {
     int32_t* dst = acc + size_t(r) * n + j;
-    if (j + kBlockRows <= n) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), s);
+    if (live == kAvx2Cols) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), s0);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 8), s1);
       return;
     }
-    alignas(16) int32_t v[kBlockRows];
-    _mm_store_si128(reinterpret_cast<__m128i*>(v), s);
-    for (int c = 0; j + c < n; ++c) dst[c] = v[c];
+    alignas(32) int32_t v[kAvx2Cols];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(v), s0);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(v + 8), s1);
+    std::copy(v, v + live, dst);
   }
 };
-// `scale`: the block's 4 column scales (from its header).
+// float(acc) * (row_scale * col_scale): the scalar epilogue's operations.
 struct FloatOut {
   const float* row_scale;
   float* y;
-  void Store(int r, int j, int n, const float* scale, __m128i s) const {
+  SPIKESERVE_AVX2 void Store(int r, int j, int n, int live, const float* scale,
+                             __m256i s0, __m256i s1) const {
     float* dst = y + size_t(r) * n + j;
-    const __m128 sx = _mm_set1_ps(row_scale[r]);
-    if (j + kBlockRows <= n) {
-      const __m128 rs = _mm_mul_ps(sx, _mm_loadu_ps(scale));
-      _mm_storeu_ps(dst, _mm_mul_ps(_mm_cvtepi32_ps(s), rs));
+    const __m256 sx = _mm256_set1_ps(row_scale[r]);
+    const __m256 y0 = _mm256_mul_ps(_mm256_cvtepi32_ps(s0),
+                                    _mm256_mul_ps(sx, _mm256_loadu_ps(scale)));
+    const __m256 y1 = _mm256_mul_ps(
+        _mm256_cvtepi32_ps(s1), _mm256_mul_ps(sx, _mm256_loadu_ps(scale + 8)));
+    if (live == kAvx2Cols) {
+      _mm256_storeu_ps(dst, y0);
+      _mm256_storeu_ps(dst + 8, y1);
       return;
     }
-    alignas(16) int32_t v[kBlockRows];
-    _mm_store_si128(reinterpret_cast<__m128i*>(v), s);
-    for (int c = 0; j + c < n; ++c) {
-      dst[c] = float(v[c]) * (row_scale[r] * scale[c]);
+    alignas(32) float v[kAvx2Cols];
+    _mm256_store_ps(v, y0);
+    _mm256_store_ps(v + 8, y1);
+    std::copy(v, v + live, dst);
+  }
+};
+
+// Few rows (decode): R rows of x (s8, [R][x_stride] bytes, zero-padded to
+// whole chunks) times one block. vpmaddubsw needs one unsigned operand, so
+// the sign of x moves onto w: x·w = |x| · (sign(x)·w), 4 bytes of x
+// broadcast against 8 columns' 4 weights; each int16 pair sum is at most
+// 2·127·127 = 32258 for x, w in [-127, 127] (exact), and vpmaddwd adds the
+// two pairs of a lane into int32. 3 operations of the two multiply pipes
+// per 32 multiply-adds, but a register of 32 weights per multiply: at one
+// row the memory streams, not the pipes, set the pace.
+template <int R>
+SPIKESERVE_AVX2 inline __attribute__((always_inline)) void TileSignAvx2(
+    const int8_t* x, size_t x_stride, int chunks, const int8_t* block,
+    __m256i (*sums)[2]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[R][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    acc[r][0] = _mm256_setzero_si256();
+    acc[r][1] = _mm256_setzero_si256();
+  }
+  const int8_t* wc = block + kAvx2HeaderBytes;
+  for (int c = 0; c < chunks; ++c, wc += kAvx2ChunkBytes) {
+    // Past the end of the weights this only hints at unmapped or unrelated
+    // memory: prefetches never fault. (Called here: from a helper
+    // function, inlined, GCC 12 dropped the prefetch.)
+    _mm_prefetch(reinterpret_cast<const char*>(wc) + kPrefetchBytes,
+                 _MM_HINT_T0);
+    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc));
+    const __m256i w1 =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc + 32));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      int32_t quad;  // x[r][4c .. 4c + 3]
+      std::memcpy(&quad, x + r * x_stride + 4 * c, sizeof(quad));
+      const __m256i xb = _mm256_set1_epi32(quad);
+      const __m256i ax = _mm256_abs_epi8(xb);
+      const __m256i p0 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w0, xb));
+      const __m256i p1 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w1, xb));
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(p0, ones));
+      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(p1, ones));
     }
   }
-};
-
-// One packed block (header + weights) and where its sums go.
-struct BlockRef {
-  const int8_t* header;
-  int j;  // first output column
-  const int8_t* weights() const { return header + kHeaderBytes; }
-  const float* scale() const {
-    return reinterpret_cast<const float*>(header + 16);
+  // Written out once per tile and stored by the caller: with the float
+  // epilogue inlined here GCC kept acc on the stack through the loop.
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    sums[r][0] = acc[r][0];
+    sums[r][1] = acc[r][1];
   }
-  __m128i offset() const {
-    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(header));
-  }
-};
+}
 
-// Output columns [j, j + 4) for every row of xu (as Gemm prepares it), 2 rows
-// at a time (each block is read from L1 after the first pair).
-#define SPIKESERVE_COLUMNS(NAME, TARGET, BLOCK, STEP)                      \
-  template <typename Out>                                                  \
-  TARGET void NAME(const uint8_t* xu, int m, int steps, int n,             \
-                   const BlockRef& b, const Out& out) {                    \
-    const size_t stride = size_t(steps) * STEP;                            \
-    const __m128i offset = b.offset();                                     \
-    __m128i sums[2];                                                       \
-    int r = 0;                                                             \
-    for (; r + 2 <= m; r += 2) {                                           \
-      BLOCK<2>(xu + r * stride, steps, b.weights(), sums);                 \
-      out.Store(r, b.j, n, b.scale(), _mm_sub_epi32(sums[0], offset));     \
-      out.Store(r + 1, b.j, n, b.scale(), _mm_sub_epi32(sums[1], offset)); \
-    }                                                                      \
-    if (r < m) {                                                           \
-      BLOCK<1>(xu + r * stride, steps, b.weights(), sums);                 \
-      out.Store(r, b.j, n, b.scale(), _mm_sub_epi32(sums[0], offset));     \
-    }                                                                      \
+// Many rows (prefill): R rows of x as int16, each chunk's 4 values in the
+// order x[4c], x[4c+2], x[4c+1], x[4c+3] ([R][x_stride] int16), times one
+// block. The weights' even bytes (k = 4c, 4c + 2 of each column) and odd
+// bytes (4c + 1, 4c + 3) are widened to int16 by arithmetic shifts, and
+// vpmaddwd multiplies each by the matching pair of x, broadcast, summing
+// two products into int32: exact for any s8 x and w. One multiply per 16
+// multiply-adds, half the sign trick's 3 per 32, so it takes the many
+// rows, where the multiply pipes are what bounds.
+template <int R>
+SPIKESERVE_AVX2 inline __attribute__((always_inline)) void TileInt16Avx2(
+    const int16_t* x, size_t x_stride, int chunks, const int8_t* block,
+    __m256i (*sums)[2]) {
+  __m256i acc[R][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    acc[r][0] = _mm256_setzero_si256();
+    acc[r][1] = _mm256_setzero_si256();
   }
-SPIKESERVE_COLUMNS(ColumnsAvx2, SPIKESERVE_AVX2, BlockAvx2, 32)
-#undef SPIKESERVE_COLUMNS
+  const int8_t* wc = block + kAvx2HeaderBytes;
+  for (int c = 0; c < chunks; ++c, wc += kAvx2ChunkBytes) {
+    // Past the end of the weights this only hints at unmapped or unrelated
+    // memory: prefetches never fault. (Called here: from a helper
+    // function, inlined, GCC 12 dropped the prefetch.)
+    _mm_prefetch(reinterpret_cast<const char*>(wc) + kPrefetchBytes,
+                 _MM_HINT_T0);
+    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc));
+    const __m256i w1 =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc + 32));
+    // Even bytes: k = 4c and 4c + 2 of columns 0-7 (e0) and 8-15 (e1).
+    const __m256i e0 = _mm256_srai_epi16(_mm256_slli_epi16(w0, 8), 8);
+    const __m256i e1 = _mm256_srai_epi16(_mm256_slli_epi16(w1, 8), 8);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      int32_t pair;  // x[r][4c], x[r][4c + 2]
+      std::memcpy(&pair, x + r * x_stride + 4 * c, sizeof(pair));
+      const __m256i xb = _mm256_set1_epi32(pair);
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(xb, e0));
+      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(xb, e1));
+    }
+    // The even products are summed into acc before the odd ones start: GCC
+    // otherwise reassociates the two sums and holds every even product in
+    // a register at once, which spills (an empty asm that "changes" acc).
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      asm("" : "+x"(acc[r][0]), "+x"(acc[r][1]));
+    }
+    // Odd bytes: k = 4c + 1 and 4c + 3.
+    const __m256i o0 = _mm256_srai_epi16(w0, 8);
+    const __m256i o1 = _mm256_srai_epi16(w1, 8);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      int32_t pair;  // x[r][4c + 1], x[r][4c + 3]
+      std::memcpy(&pair, x + r * x_stride + 4 * c + 2, sizeof(pair));
+      const __m256i xb = _mm256_set1_epi32(pair);
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(xb, o0));
+      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(xb, o1));
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    sums[r][0] = acc[r][0];
+    sums[r][1] = acc[r][1];
+  }
+}
 
-// The rows as the kernels read them, padded to whole steps (the padding
+// R rows from row r0 against one block in the form for m rows, the sums
+// stored by `out`. x: the rows as KernelRows wrote them, row_bytes apart.
+template <int R, typename Out>
+SPIKESERVE_AVX2 void TileAvx2(const uint8_t* x, size_t row_bytes, bool int16,
+                              int chunks, const int8_t* block, int n, int j,
+                              int r0, const Out& out) {
+  __m256i sums[R][2];
+  if (int16) {
+    TileInt16Avx2<R>(reinterpret_cast<const int16_t*>(x),
+                     row_bytes / sizeof(int16_t), chunks, block, sums);
+  } else {
+    TileSignAvx2<R>(reinterpret_cast<const int8_t*>(x), row_bytes, chunks,
+                    block, sums);
+  }
+  const float* scale = reinterpret_cast<const float*>(block);
+  const int live = std::min(kAvx2Cols, n - j);
+  for (int r = 0; r < R; ++r) {
+    out.Store(r0 + r, j, n, live, scale, sums[r][0], sums[r][1]);
+  }
+}
+
+// One row of x for TileInt16Avx2: widened to int16, each chunk of 4 in the
+// order 0, 2, 1, 3, zero-padded to whole chunks.
+SPIKESERVE_AVX2 void Int16RowAvx2(const int8_t* x, int k, int16_t* row) {
+  const __m128i order =
+      _mm_setr_epi8(0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15);
+  int i = 0;
+  for (; i + 16 <= k; i += 16) {
+    const __m128i v = _mm_shuffle_epi8(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i)), order);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(row + i),
+                        _mm256_cvtepi8_epi16(v));
+  }
+  std::fill(row + i, row + size_t(Avx2Chunks(k)) * 4, 0);
+  for (; i < k; ++i) row[(i & ~3) + (i & 1) * 2 + (i & 2) / 2] = x[i];
+}
+
+// The rows as the kernels read them, padded to whole chunks (the padding
 // meets zero weights, so its value does not matter): x + 128 as u8 for
-// VNNI, x itself for AVX2 (its sign trick needs no offset). xu: [m][stride].
+// VNNI; for AVX2 x itself (up to kAvx2SignMaxRows rows) or widened to
+// int16 with each chunk's values in the order 0, 2, 1, 3.
+// xu: [m][Int8KernelRowBytes(w)].
 void KernelRows(const int8_t* x, int m, const Int8PackedWeights& w,
                 uint8_t* xu) {
-  const int k = w.k, step = StepOf(w.isa);
-  const size_t stride = size_t(Steps(k, step)) * step;
+  const int k = w.k;
+  const size_t stride = Int8KernelRowBytes(w);
   const bool vnni = w.isa == Int8KernelIsa::kAvx512Vnni;
+  const bool int16 = m > kAvx2SignMaxRows;
   ParallelRows(m, m >= kParallelRows, [&](int r) {
     uint8_t* row = xu + r * stride;
+    const int8_t* xr = x + size_t(r) * k;
     if (vnni) {
-      OffsetToU8(x + size_t(r) * k, k, row);
+      OffsetToU8(xr, k, row);
+      std::fill(row + k, row + stride, 0);
+    } else if (!int16) {
+      std::copy(xr, xr + k, reinterpret_cast<int8_t*>(row));
+      std::fill(row + k, row + size_t(Avx2Chunks(k)) * 4, 0);
     } else {
-      std::memcpy(row, x + size_t(r) * k, k);
+      Int16RowAvx2(xr, k, reinterpret_cast<int16_t*>(row));
     }
-    std::fill(row + k, row + stride, 0);
   });
 }
 
-// Blocks [b0, b1) of output columns (AVX2's blocks of 4), for every row of
-// xu (KernelRows).
+// Blocks [b0, b1) of output columns (AVX2's blocks of 16), for every row
+// of xu (KernelRows): kAvx2RowTile rows at a time in the int16 form (a block
+// is read from L1/L2 after the first tile), all rows at once in the sign
+// form.
 template <typename Out>
 void BlocksAvx2(const uint8_t* xu, int m, const Int8PackedWeights& w,
                 const Out& out, int b0, int b1) {
-  const int step = StepOf(w.isa), steps = Steps(w.k, step);
-  const size_t block_bytes = BlockBytes(steps, step);
+  const int chunks = Avx2Chunks(w.k);
+  const size_t block_bytes = Avx2BlockBytes(w.k);
+  const size_t stride = Int8KernelRowBytes(w);
+  const bool int16 = m > kAvx2SignMaxRows;
   for (int b = b0; b < b1; ++b) {
-    const BlockRef block{w.data.data() + b * block_bytes, b * kBlockRows};
-    ColumnsAvx2(xu, m, steps, w.n, block, out);
+    const int8_t* block = w.data.data() + b * block_bytes;
+    const int j = b * kAvx2Cols;
+    int r = 0;
+    for (; int16 && r + kAvx2RowTile <= m; r += kAvx2RowTile) {
+      TileAvx2<kAvx2RowTile>(xu + r * stride, stride, true, chunks, block, w.n,
+                             j, r, out);
+    }
+    const uint8_t* xr = xu + r * stride;
+    switch (m - r) {
+      case 5:
+        TileAvx2<5>(xr, stride, int16, chunks, block, w.n, j, r, out);
+        break;
+      case 4:
+        TileAvx2<4>(xr, stride, int16, chunks, block, w.n, j, r, out);
+        break;
+      case 3:
+        TileAvx2<3>(xr, stride, int16, chunks, block, w.n, j, r, out);
+        break;
+      case 2:
+        TileAvx2<2>(xr, stride, int16, chunks, block, w.n, j, r, out);
+        break;
+      case 1:
+        TileAvx2<1>(xr, stride, int16, chunks, block, w.n, j, r, out);
+        break;
+      default:
+        break;
+    }
   }
 }
 
@@ -269,19 +392,16 @@ Int8PackedWeights PackInt8Weights(const int8_t* w, int n, int k,
     VnniPack(w, n, k, Int8RowSums(w, n, k).data(), col_scale, p.data.data());
     return p;
   }
-  const int step = StepOf(isa);
   const size_t block_bytes = Int8PackedBlockBytes(p);
   for (int j = 0; j < n; ++j) {
-    const int b = j / kBlockRows, c = j % kBlockRows;
+    const int b = j / kAvx2Cols, c = j % kAvx2Cols;
     int8_t* block = p.data.data() + size_t(b) * block_bytes;
-    // AVX2 reads x itself: no offset to take back.
-    const int32_t offset = 0;
+    // AVX2 reads x itself: no offset to take back, only the scales.
     const float scale = col_scale ? col_scale[j] : 1.0f;
-    std::memcpy(block + 4 * c, &offset, 4);
-    std::memcpy(block + 16 + 4 * c, &scale, 4);
+    std::memcpy(block + 4 * c, &scale, 4);
+    int8_t* chunks = block + kAvx2HeaderBytes;
     for (int kk = 0; kk < k; ++kk) {
-      const int s = kk / step, i = kk % step;
-      block[kHeaderBytes + (size_t(s) * kBlockRows + c) * step + i] =
+      chunks[size_t(kk / 4) * kAvx2ChunkBytes + 4 * c + kk % 4] =
           w[size_t(j) * k + kk];
     }
   }
@@ -289,20 +409,22 @@ Int8PackedWeights PackInt8Weights(const int8_t* w, int n, int k,
 }
 
 size_t Int8KernelRowBytes(const Int8PackedWeights& w) {
-  const int step = StepOf(w.isa);
-  return size_t(Steps(w.k, step)) * step;
+  if (w.isa == Int8KernelIsa::kAvx512Vnni) {
+    return size_t(w.k + kVnniRowAlign - 1) / kVnniRowAlign * kVnniRowAlign;
+  }
+  // The int16 form's rows, the larger.
+  return size_t(Avx2Chunks(w.k)) * 4 * sizeof(int16_t);
 }
 
 int Int8PackedBlocks(const Int8PackedWeights& w) {
   const int cols =
-      w.isa == Int8KernelIsa::kAvx512Vnni ? kVnniBlockCols : kBlockRows;
+      w.isa == Int8KernelIsa::kAvx512Vnni ? kVnniBlockCols : kAvx2Cols;
   return (w.n + cols - 1) / cols;
 }
 
 size_t Int8PackedBlockBytes(const Int8PackedWeights& w) {
   if (w.isa == Int8KernelIsa::kAvx512Vnni) return VnniBlockBytes(w.k);
-  const int step = StepOf(w.isa);
-  return BlockBytes(Steps(w.k, step), step);
+  return Avx2BlockBytes(w.k);
 }
 
 void Int8KernelRows(const int8_t* x, int m, const Int8PackedWeights& w,

@@ -8,9 +8,15 @@
 //   576x3072 matmul in 1.5 ms), 3x slower than FP32, and its u8 x s8 form
 //   saturates int16 pair sums unless |w| <= 63. This kernel runs every
 //   batch size there (int8_linear.cc has the figures) with the full 8-bit
-//   weights: vpmaddubsw multiplies u8 by s8 into int16 pair sums, so it is
-//   fed |x| and sign(x)·w (vpabsb, vpsignb), and each pair sum is at most
-//   2 · 127 · 127 = 32258: exact for x and w in [-127, 127].
+//   weights, in two forms over one layout. Up to 2 rows (decode), the sign
+//   trick: vpmaddubsw multiplies u8 by s8 into int16 pair sums, so it is
+//   fed |x| and sign(x)·w (vpabsb, vpsignb), each pair sum at most
+//   2 · 127 · 127 = 32258: exact for x and w in [-127, 127]; a register of
+//   32 weights per multiply, so the weight stream sets the pace. From 3
+//   rows (prefill), the weights' bytes widened to int16 by shifts in
+//   registers and x to int16 once per call, multiplied by vpmaddwd (exact):
+//   one multiply per 16 multiply-adds where the sign trick takes three
+//   operations of the same two pipes per 32, and those pipes bound there.
 // - AVX-512 VNNI (e.g. Ice Lake, Zen 4/5): vpdpbusd sums 4 u8 x s8
 //   products straight into int32, exact for any s8 W. x is offset to u8
 //   (x + 128), and the offset is taken back with precomputed row sums:
@@ -20,12 +26,11 @@
 // acc[m][N] = x[m][K] · Wᵀ exactly in int32, for x and w in [-127, 127].
 //
 // Decode streams every weight from DRAM once per token, so the layouts are
-// made for the hardware prefetcher: a block of output columns is one
-// sequential stream. AVX2 packs blocks of 4 output rows, and inside a block
-// each step of 32 bytes of K holds the 4 rows' bytes side by side
-// ([N/4][K/32][4][32], zero-padded): a thread reads one stream instead of 4
-// short ones (576 bytes each at the default model's width), and prefetches
-// it ahead.
+// made for the hardware prefetcher: a block of 16 output columns is one
+// sequential stream, its sums kept in columns (no horizontal reduction),
+// and a thread prefetches it ahead. AVX2's block is a header of 16 float
+// scales and then, for each 4 k, the 4 bytes of columns 0-7 and then of
+// 8-15 ([N/16][64 + ceil(K/4) * 64] bytes, zero-padded).
 #ifndef SPIKESERVE_RUNTIME_LINEAR_INT8_GEMM_PACKED_H_
 #define SPIKESERVE_RUNTIME_LINEAR_INT8_GEMM_PACKED_H_
 
@@ -38,7 +43,7 @@
 namespace spikeserve {
 
 enum class Int8KernelIsa {
-  kAvx2,        // AVX2, sign trick: x, w in [-127, 127]
+  kAvx2,        // AVX2, sign trick / int16 pairs: x, w in [-127, 127]
   kAvx512Vnni,  // AVX-512 F/BW + VNNI, any s8 w
 };
 // "avx2" or "avx512_vnni" (logs and benchmark labels).
@@ -55,15 +60,15 @@ std::vector<int32_t> Int8RowSums(const int8_t* w, int n, int k);
 void OffsetToU8(const int8_t* x, size_t n, uint8_t* xu);
 void SubtractOffset(const int32_t* w_sum, int m, int n, int32_t* acc);
 
-// W [N][K] in one kernel's packed layout. Each block starts with a header,
-// its columns' offset corrections (int32: 128·Σ_k w[n][k] for VNNI, 0 for
-// AVX2) and dequantization scales (float, `col_scale`, or 1 if null), so
-// that a thread reads nothing but this one stream: 4 columns and 32 bytes
-// for AVX2, 16 columns and 128 bytes for VNNI.
+// W [N][K] in one kernel's packed layout. Each block of 16 columns starts
+// with a header: for VNNI its columns' offset corrections (int32:
+// 128·Σ_k w[n][k]), for both their dequantization scales (float,
+// `col_scale`, or 1 if null), so that a thread reads nothing but this one
+// stream: 64 bytes for AVX2, 128 for VNNI.
 struct Int8PackedWeights {
   Int8KernelIsa isa = Int8KernelIsa::kAvx2;
   int n = 0, k = 0;
-  // AVX2: [ceil(N/4)][32 + ceil(K/32) * 4 * 32]; VNNI: [ceil(N/16)][128 +
+  // AVX2: [ceil(N/16)][64 + ceil(K/4) * 64]; VNNI: [ceil(N/16)][128 +
   // ceil(K/4) * 64]; 2 MiB pages where large (huge_pages.h).
   HugePageVector<int8_t> data;
   size_t bytes() const { return data.size(); }

@@ -9,7 +9,7 @@
 // one copy of the weights serve decode (a block at a time, one sequential
 // stream per thread near the read bandwidth) and prefill (6 rows x 4
 // blocks per pass, each weight load feeding 6 rows, each broadcast 4
-// blocks), where the row layout of the AVX2 kernel lost to oneDNN's
+// blocks), where the AVX2 kernel's earlier row layout lost to oneDNN's
 // brgemm from 2 rows on and oneDNN had to keep a second copy.
 #ifndef SPIKESERVE_RUNTIME_LINEAR_INT8_GEMM_VNNI_H_
 #define SPIKESERVE_RUNTIME_LINEAR_INT8_GEMM_VNNI_H_

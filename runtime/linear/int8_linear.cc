@@ -83,6 +83,12 @@ std::optional<Int8KernelIsa> PackedIsa() {
 //   the KL from FP32 on the default plan, docs/accuracy.md). So on AVX2 it
 //   runs every batch and oneDNN holds no copy of the weights. (On Zen 3,
 //   before the sign trick, oneDNN led from 16 rows: 576x960 142 vs 93 us.)
+//   Since 2026-12-07 the AVX2 kernel keeps its sums in columns and takes 3
+//   rows and more in its int16 form (int8_gemm_packed.h); against the
+//   sign-trick kernel with row blocks of 4, Zen 3, 2 threads, best of 7
+//   alternating rounds: 576x960 at 1 row 180 vs 159 GOPS, 4 rows 236 vs
+//   199, 16 rows 271 vs 208, 512 rows 273 vs 209; 576x3072 at 512 rows 270
+//   vs 212; 1536x576 at 512 rows 267 vs 225.
 // - AVX-512 VNNI against oneDNN's brg:avx512_core_vnni (Ice Lake Xeon,
 //   2026-12-06, GOPS as above): since the kernel keeps its sums in columns
 //   (int8_gemm_vnni.h) it is faster at every batch size: 576x960 at 1 row
