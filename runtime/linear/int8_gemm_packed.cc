@@ -1,6 +1,7 @@
 #include "runtime/linear/int8_gemm_packed.h"
 
 #include <immintrin.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
@@ -46,6 +47,15 @@ constexpr int kAvx2RowTile = 6;
 static_assert(kAvx2RowTile <= 6 && kAvx2SignMaxRows < kAvx2RowTile,
               "BlocksAvx2 runs the sign form's rows and the int16 form's last "
               "rows as one tile of up to 5");
+// Prefill: panels of x rows and chunks of blocks (GemmAvx2), as the VNNI
+// kernel has them (int8_gemm_vnni.cc): the int16 rows of a 512-token
+// prompt (590 KB at K = 576) no longer fit L2 and were read from L3 for
+// every block. 135M GPTQ 37% plan, spikeserve-speed pp of 512 tokens, Zen
+// 3, 6 alternating rounds, medians: 716 tok/s with panels, 665 without,
+// 583 with the sign-trick kernel before.
+constexpr int kAvx2PanelBytes = 24 << 10;
+constexpr size_t kAvx2BlockChunkBytes = size_t(384) << 10;
+constexpr int kAvx2SplitRowsPerThread = 48;
 // How far ahead of the current chunk a thread prefetches its weight
 // stream, in bytes (see bench/linear_bench BM_{Avx2,Vnni}KernelCold).
 #ifndef PREFETCH_BYTES
@@ -282,27 +292,26 @@ void KernelRows(const int8_t* x, int m, const Int8PackedWeights& w,
   });
 }
 
-// Blocks [b0, b1) of output columns (AVX2's blocks of 16), for every row
-// of xu (KernelRows): kAvx2RowTile rows at a time in the int16 form (a block
-// is read from L1/L2 after the first tile), all rows at once in the sign
-// form.
+// Blocks [b0, b1) of output columns (AVX2's blocks of 16) for rows
+// [r0, r1) of xu (KernelRows, in the int16 form if `int16`):
+// kAvx2RowTile rows at a time in the int16 form (a block is read from
+// L1/L2 after the first tile), all rows at once in the sign form.
 template <typename Out>
-void BlocksAvx2(const uint8_t* xu, int m, const Int8PackedWeights& w,
-                const Out& out, int b0, int b1) {
+void BlocksAvx2(const uint8_t* xu, bool int16, int r0, int r1,
+                const Int8PackedWeights& w, const Out& out, int b0, int b1) {
   const int chunks = Avx2Chunks(w.k);
   const size_t block_bytes = Avx2BlockBytes(w.k);
   const size_t stride = Int8KernelRowBytes(w);
-  const bool int16 = m > kAvx2SignMaxRows;
   for (int b = b0; b < b1; ++b) {
     const int8_t* block = w.data.data() + b * block_bytes;
     const int j = b * kAvx2Cols;
-    int r = 0;
-    for (; int16 && r + kAvx2RowTile <= m; r += kAvx2RowTile) {
+    int r = r0;
+    for (; int16 && r + kAvx2RowTile <= r1; r += kAvx2RowTile) {
       TileAvx2<kAvx2RowTile>(xu + r * stride, stride, true, chunks, block, w.n,
                              j, r, out);
     }
     const uint8_t* xr = xu + r * stride;
-    switch (m - r) {
+    switch (r1 - r) {
       case 5:
         TileAvx2<5>(xr, stride, int16, chunks, block, w.n, j, r, out);
         break;
@@ -324,6 +333,42 @@ void BlocksAvx2(const uint8_t* xu, int m, const Int8PackedWeights& w,
   }
 }
 
+// Every block for m rows, split over the calling thread's team if
+// `parallel`: from kAvx2SplitRowsPerThread rows per thread each thread
+// takes an equal share of the rows and passes them in panels of about
+// kAvx2PanelBytes (L1) over chunks of about kAvx2BlockChunkBytes of blocks
+// (L2), as the VNNI kernel does; fewer rows, each thread a contiguous
+// share of the blocks for every row.
+template <typename Out>
+void GemmAvx2(const uint8_t* xu, int m, const Int8PackedWeights& w,
+              const Out& out, bool parallel) {
+  const bool int16 = m > kAvx2SignMaxRows;
+  const int blocks = Int8PackedBlocks(w);
+  const size_t stride = Int8KernelRowBytes(w);
+  const int panel = std::max(kAvx2RowTile, int(kAvx2PanelBytes / stride) /
+                                               kAvx2RowTile * kAvx2RowTile);
+  const int chunk =
+      std::max(1, int(kAvx2BlockChunkBytes / Avx2BlockBytes(w.k)));
+#pragma omp parallel if (parallel)
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    if (int16 && m >= kAvx2SplitRowsPerThread * nt) {
+      const int r_begin = int(int64_t(m) * t / nt);
+      const int r_end = int(int64_t(m) * (t + 1) / nt);
+      for (int c0 = 0; c0 < blocks; c0 += chunk) {
+        const int c1 = std::min(blocks, c0 + chunk);
+        for (int p0 = r_begin; p0 < r_end; p0 += panel) {
+          BlocksAvx2(xu, true, p0, std::min(r_end, p0 + panel), w, out, c0, c1);
+        }
+      }
+    } else {
+      const int b_begin = int(int64_t(blocks) * t / nt);
+      const int b_end = int(int64_t(blocks) * (t + 1) / nt);
+      BlocksAvx2(xu, int16, 0, m, w, out, b_begin, b_end);
+    }
+  }
+}
+
 // acc (int32) or, with y, the dequantized products, on the kernel of w.
 void Gemm(const int8_t* x, int m, const Int8PackedWeights& w, int32_t* acc,
           const float* row_scale, float* y) {
@@ -338,14 +383,11 @@ void Gemm(const int8_t* x, int m, const Int8PackedWeights& w, int32_t* acc,
     VnniGemm(xp, stride, m, w, VnniOut{acc, y, row_scale}, parallel);
     return;
   }
-  const int blocks = Int8PackedBlocks(w);
-  ParallelRows(blocks, parallel, [&](int b) {
-    if (y != nullptr) {
-      BlocksAvx2(xp, m, w, FloatOut{row_scale, y}, b, b + 1);
-    } else {
-      BlocksAvx2(xp, m, w, Int32Out{acc}, b, b + 1);
-    }
-  });
+  if (y != nullptr) {
+    GemmAvx2(xp, m, w, FloatOut{row_scale, y}, parallel);
+  } else {
+    GemmAvx2(xp, m, w, Int32Out{acc}, parallel);
+  }
 }
 
 }  // namespace
@@ -441,7 +483,7 @@ void Int8GemmPackedDequantBlocks(const uint8_t* xu, int m,
                b0, b1);
     return;
   }
-  BlocksAvx2(xu, m, w, FloatOut{row_scale, y}, b0, b1);
+  BlocksAvx2(xu, m > kAvx2SignMaxRows, 0, m, w, FloatOut{row_scale, y}, b0, b1);
 }
 
 void Int8GemmPacked(const int8_t* x, int m, const Int8PackedWeights& w,
