@@ -33,7 +33,7 @@ constexpr int kAvx2Cols = 16;
 constexpr int kAvx2HeaderBytes = kAvx2Cols * 4;  // float scale[16]
 constexpr int kAvx2ChunkBytes = kAvx2Cols * 4;
 // Up to this many rows the sign-trick form runs, from the next the int16
-// form (TileSignAvx2, TileInt16Avx2). linear_bench
+// form (SignForm, Int16Form). linear_bench
 // --benchmark_filter='Int8Packed/(1|2|4)/576/960', Zen 3, one thread, best
 // of 7 alternating rounds (G ops/s = 2 x multiply-adds): 2 rows 113 (sign)
 // vs 83 (int16); 4 rows 133 (int16) vs 124 (sign up to 3 rows); 1 row 92-95
@@ -114,35 +114,21 @@ struct FloatOut {
   }
 };
 
-// Few rows (decode): R rows of x (s8, [R][x_stride] bytes, zero-padded to
-// whole chunks) times one block. vpmaddubsw needs one unsigned operand, so
-// the sign of x moves onto w: x·w = |x| · (sign(x)·w), 4 bytes of x
-// broadcast against 8 columns' 4 weights; each int16 pair sum is at most
-// 2·127·127 = 32258 for x, w in [-127, 127] (exact), and vpmaddwd adds the
-// two pairs of a lane into int32. 3 operations of the two multiply pipes
-// per 32 multiply-adds, but a register of 32 weights per multiply: at one
-// row the memory streams, not the pipes, set the pace.
-template <int R>
-SPIKESERVE_AVX2 inline __attribute__((always_inline)) void TileSignAvx2(
-    const int8_t* x, size_t x_stride, int chunks, const int8_t* block,
-    __m256i (*sums)[2]) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256i acc[R][2];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    acc[r][0] = _mm256_setzero_si256();
-    acc[r][1] = _mm256_setzero_si256();
-  }
-  const int8_t* wc = block + kAvx2HeaderBytes;
-  for (int c = 0; c < chunks; ++c, wc += kAvx2ChunkBytes) {
-    // Past the end of the weights this only hints at unmapped or unrelated
-    // memory: prefetches never fault. (Called here: from a helper
-    // function, inlined, GCC 12 dropped the prefetch.)
-    _mm_prefetch(reinterpret_cast<const char*>(wc) + kPrefetchBytes,
-                 _MM_HINT_T0);
-    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc));
-    const __m256i w1 =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc + 32));
+// Few rows (decode): x as s8 ([R][x_stride] bytes, zero-padded to whole
+// chunks). vpmaddubsw needs one unsigned operand, so the sign of x moves
+// onto w: x·w = |x| · (sign(x)·w), 4 bytes of x broadcast against 8
+// columns' 4 weights; each int16 pair sum is at most 2·127·127 = 32258 for
+// x, w in [-127, 127] (exact), and vpmaddwd adds the two pairs of a lane
+// into int32. 3 operations of the two multiply pipes per 32 multiply-adds,
+// but a register of 32 weights per multiply: at one row the memory
+// streams, not the pipes, set the pace.
+struct SignForm {
+  using X = int8_t;
+  template <int R>
+  SPIKESERVE_AVX2 static inline __attribute__((always_inline)) void Chunk(
+      const int8_t* x, size_t x_stride, int c, __m256i w0, __m256i w1,
+      __m256i (*acc)[2]) {
+    const __m256i ones = _mm256_set1_epi16(1);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       int32_t quad;  // x[r][4c .. 4c + 3]
@@ -155,43 +141,22 @@ SPIKESERVE_AVX2 inline __attribute__((always_inline)) void TileSignAvx2(
       acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(p1, ones));
     }
   }
-  // Written out once per tile and stored by the caller: with the float
-  // epilogue inlined here GCC kept acc on the stack through the loop.
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    sums[r][0] = acc[r][0];
-    sums[r][1] = acc[r][1];
-  }
-}
+};
 
-// Many rows (prefill): R rows of x as int16, each chunk's 4 values in the
-// order x[4c], x[4c+2], x[4c+1], x[4c+3] ([R][x_stride] int16), times one
-// block. The weights' even bytes (k = 4c, 4c + 2 of each column) and odd
-// bytes (4c + 1, 4c + 3) are widened to int16 by arithmetic shifts, and
-// vpmaddwd multiplies each by the matching pair of x, broadcast, summing
-// two products into int32: exact for any s8 x and w. One multiply per 16
-// multiply-adds, half the sign trick's 3 per 32, so it takes the many
-// rows, where the multiply pipes are what bounds.
-template <int R>
-SPIKESERVE_AVX2 inline __attribute__((always_inline)) void TileInt16Avx2(
-    const int16_t* x, size_t x_stride, int chunks, const int8_t* block,
-    __m256i (*sums)[2]) {
-  __m256i acc[R][2];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    acc[r][0] = _mm256_setzero_si256();
-    acc[r][1] = _mm256_setzero_si256();
-  }
-  const int8_t* wc = block + kAvx2HeaderBytes;
-  for (int c = 0; c < chunks; ++c, wc += kAvx2ChunkBytes) {
-    // Past the end of the weights this only hints at unmapped or unrelated
-    // memory: prefetches never fault. (Called here: from a helper
-    // function, inlined, GCC 12 dropped the prefetch.)
-    _mm_prefetch(reinterpret_cast<const char*>(wc) + kPrefetchBytes,
-                 _MM_HINT_T0);
-    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc));
-    const __m256i w1 =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc + 32));
+// Many rows (prefill): x as int16, each chunk's 4 values in the order
+// x[4c], x[4c+2], x[4c+1], x[4c+3] ([R][x_stride] int16). The weights' even
+// bytes (k = 4c, 4c + 2 of each column) and odd bytes (4c + 1, 4c + 3) are
+// widened to int16 by arithmetic shifts, and vpmaddwd multiplies each by
+// the matching pair of x, broadcast, summing two products into int32:
+// exact for any s8 x and w. One multiply per 16 multiply-adds, half the
+// sign trick's 3 per 32, so it takes the many rows, where the multiply
+// pipes are what bounds.
+struct Int16Form {
+  using X = int16_t;
+  template <int R>
+  SPIKESERVE_AVX2 static inline __attribute__((always_inline)) void Chunk(
+      const int16_t* x, size_t x_stride, int c, __m256i w0, __m256i w1,
+      __m256i (*acc)[2]) {
     // Even bytes: k = 4c and 4c + 2 of columns 0-7 (e0) and 8-15 (e1).
     const __m256i e0 = _mm256_srai_epi16(_mm256_slli_epi16(w0, 8), 8);
     const __m256i e1 = _mm256_srai_epi16(_mm256_slli_epi16(w1, 8), 8);
@@ -222,6 +187,34 @@ SPIKESERVE_AVX2 inline __attribute__((always_inline)) void TileInt16Avx2(
       acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(xb, o1));
     }
   }
+};
+
+// R rows of x (in Form's layout, x_stride elements apart) times one block:
+// the 16 columns' int32 sums of each row into sums[r][0..1].
+template <typename Form, int R>
+SPIKESERVE_AVX2 inline __attribute__((always_inline)) void TileSums(
+    const typename Form::X* x, size_t x_stride, int chunks, const int8_t* block,
+    __m256i (*sums)[2]) {
+  __m256i acc[R][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    acc[r][0] = _mm256_setzero_si256();
+    acc[r][1] = _mm256_setzero_si256();
+  }
+  const int8_t* wc = block + kAvx2HeaderBytes;
+  for (int c = 0; c < chunks; ++c, wc += kAvx2ChunkBytes) {
+    // Past the end of the weights this only hints at unmapped or unrelated
+    // memory: prefetches never fault. (Written here: from a helper
+    // function, inlined, GCC 12 dropped the prefetch.)
+    _mm_prefetch(reinterpret_cast<const char*>(wc) + kPrefetchBytes,
+                 _MM_HINT_T0);
+    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc));
+    const __m256i w1 =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc + 32));
+    Form::template Chunk<R>(x, x_stride, c, w0, w1, acc);
+  }
+  // Written out once per tile and stored by the caller: with the float
+  // epilogue inlined here GCC kept acc on the stack through the loop.
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     sums[r][0] = acc[r][0];
@@ -237,11 +230,11 @@ SPIKESERVE_AVX2 void TileAvx2(const uint8_t* x, size_t row_bytes, bool int16,
                               int r0, const Out& out) {
   __m256i sums[R][2];
   if (int16) {
-    TileInt16Avx2<R>(reinterpret_cast<const int16_t*>(x),
-                     row_bytes / sizeof(int16_t), chunks, block, sums);
+    TileSums<Int16Form, R>(reinterpret_cast<const int16_t*>(x),
+                           row_bytes / sizeof(int16_t), chunks, block, sums);
   } else {
-    TileSignAvx2<R>(reinterpret_cast<const int8_t*>(x), row_bytes, chunks,
-                    block, sums);
+    TileSums<SignForm, R>(reinterpret_cast<const int8_t*>(x), row_bytes, chunks,
+                          block, sums);
   }
   const float* scale = reinterpret_cast<const float*>(block);
   const int live = std::min(kAvx2Cols, n - j);
@@ -250,7 +243,7 @@ SPIKESERVE_AVX2 void TileAvx2(const uint8_t* x, size_t row_bytes, bool int16,
   }
 }
 
-// One row of x for TileInt16Avx2: widened to int16, each chunk of 4 in the
+// One row of x for Int16Form: widened to int16, each chunk of 4 in the
 // order 0, 2, 1, 3, zero-padded to whole chunks.
 SPIKESERVE_AVX2 void Int16RowAvx2(const int8_t* x, int k, int16_t* row) {
   const __m128i order =
@@ -292,6 +285,21 @@ void KernelRows(const int8_t* x, int m, const Int8PackedWeights& w,
   });
 }
 
+// TileAvx2 for the last `rows` (< R + 1) rows: R, R - 1, ... down to 1
+// (none for 0).
+template <int R, typename Out>
+void TailAvx2(int rows, const uint8_t* x, size_t row_bytes, bool int16,
+              int chunks, const int8_t* block, int n, int j, int r0,
+              const Out& out) {
+  if constexpr (R > 0) {
+    if (rows == R) {
+      TileAvx2<R>(x, row_bytes, int16, chunks, block, n, j, r0, out);
+    } else {
+      TailAvx2<R - 1>(rows, x, row_bytes, int16, chunks, block, n, j, r0, out);
+    }
+  }
+}
+
 // Blocks [b0, b1) of output columns (AVX2's blocks of 16) for rows
 // [r0, r1) of xu (KernelRows, in the int16 form if `int16`):
 // kAvx2RowTile rows at a time in the int16 form (a block is read from
@@ -310,26 +318,8 @@ void BlocksAvx2(const uint8_t* xu, bool int16, int r0, int r1,
       TileAvx2<kAvx2RowTile>(xu + r * stride, stride, true, chunks, block, w.n,
                              j, r, out);
     }
-    const uint8_t* xr = xu + r * stride;
-    switch (r1 - r) {
-      case 5:
-        TileAvx2<5>(xr, stride, int16, chunks, block, w.n, j, r, out);
-        break;
-      case 4:
-        TileAvx2<4>(xr, stride, int16, chunks, block, w.n, j, r, out);
-        break;
-      case 3:
-        TileAvx2<3>(xr, stride, int16, chunks, block, w.n, j, r, out);
-        break;
-      case 2:
-        TileAvx2<2>(xr, stride, int16, chunks, block, w.n, j, r, out);
-        break;
-      case 1:
-        TileAvx2<1>(xr, stride, int16, chunks, block, w.n, j, r, out);
-        break;
-      default:
-        break;
-    }
+    TailAvx2<kAvx2RowTile - 1>(r1 - r, xu + r * stride, stride, int16, chunks,
+                               block, w.n, j, r, out);
   }
 }
 
