@@ -324,11 +324,11 @@ void BlocksAvx2(const uint8_t* xu, bool int16, int r0, int r1,
 }
 
 // Every block for m rows, split over the calling thread's team if
-// `parallel`: from kAvx2SplitRowsPerThread rows per thread each thread
-// takes an equal share of the rows and passes them in panels of about
-// kAvx2PanelBytes (L1) over chunks of about kAvx2BlockChunkBytes of blocks
-// (L2), as the VNNI kernel does; fewer rows, each thread a contiguous
-// share of the blocks for every row.
+// `parallel` (else on the calling thread): from kAvx2SplitRowsPerThread rows
+// per thread each thread takes an equal share of the rows and passes them in
+// panels of about kAvx2PanelBytes (L1) over chunks of about
+// kAvx2BlockChunkBytes of blocks (L2), as the VNNI kernel does; fewer rows,
+// each thread a contiguous share of the blocks for every row.
 template <typename Out>
 void GemmAvx2(const uint8_t* xu, int m, const Int8PackedWeights& w,
               const Out& out, bool parallel) {
@@ -339,7 +339,11 @@ void GemmAvx2(const uint8_t* xu, int m, const Int8PackedWeights& w,
                                                kAvx2RowTile * kAvx2RowTile);
   const int chunk =
       std::max(1, int(kAvx2BlockChunkBytes / Avx2BlockBytes(w.k)));
-#pragma omp parallel if (parallel)
+  if (!parallel) {  // no team of one (parallel_rows.h has the cost)
+    BlocksAvx2(xu, int16, 0, m, w, out, 0, blocks);
+    return;
+  }
+#pragma omp parallel
   {
     const int nt = omp_get_num_threads(), t = omp_get_thread_num();
     if (int16 && m >= kAvx2SplitRowsPerThread * nt) {
