@@ -42,7 +42,9 @@ constexpr int kAvx2SignMaxRows = 2;
 // Rows per pass over a block in the int16 form: 6 rows x 2 registers of
 // columns are 12 int32 accumulators, with 2 weight registers and a
 // broadcast the 16 ymm registers without spills. Same bench, 2 threads,
-// best of 7 rounds at 64 / 512 rows: 6 rows 251 / 252, 4 rows 241 / 234.
+// best of 7 rounds, two runs, 64 rows: 6 rows 247-251, 4 rows 234-241;
+// 512 rows: 201-252 against 233-234, alike within this VM's drift. Six
+// read each weight register for more rows.
 constexpr int kAvx2RowTile = 6;
 static_assert(kAvx2RowTile <= 6 && kAvx2SignMaxRows < kAvx2RowTile,
               "BlocksAvx2 runs the sign form's rows and the int16 form's last "
