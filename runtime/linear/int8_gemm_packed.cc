@@ -68,6 +68,11 @@ constexpr int kPrefetchBytes = PREFETCH_BYTES;
 #define SPIKESERVE_AVX2 __attribute__((target("avx2")))
 
 int Avx2Chunks(int k) { return (k + 3) / 4; }
+// K padded to whole chunks: the values in a row as the AVX2 forms read it.
+size_t Avx2PaddedK(int k) { return size_t(Avx2Chunks(k)) * 4; }
+// Whether m rows take the int16 form (else the sign trick): KernelRows
+// writes the rows for it and the tiles read them so.
+bool Avx2Int16(int m) { return m > kAvx2SignMaxRows; }
 size_t Avx2BlockBytes(int k) {
   return kAvx2HeaderBytes + size_t(Avx2Chunks(k)) * kAvx2ChunkBytes;
 }
@@ -257,7 +262,7 @@ SPIKESERVE_AVX2 void Int16RowAvx2(const int8_t* x, int k, int16_t* row) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(row + i),
                         _mm256_cvtepi8_epi16(v));
   }
-  std::fill(row + i, row + size_t(Avx2Chunks(k)) * 4, 0);
+  std::fill(row + i, row + Avx2PaddedK(k), 0);
   for (; i < k; ++i) row[(i & ~3) + (i & 1) * 2 + (i & 2) / 2] = x[i];
 }
 
@@ -271,7 +276,7 @@ void KernelRows(const int8_t* x, int m, const Int8PackedWeights& w,
   const int k = w.k;
   const size_t stride = Int8KernelRowBytes(w);
   const bool vnni = w.isa == Int8KernelIsa::kAvx512Vnni;
-  const bool int16 = m > kAvx2SignMaxRows;
+  const bool int16 = Avx2Int16(m);
   ParallelRows(m, m >= kParallelRows, [&](int r) {
     uint8_t* row = xu + r * stride;
     const int8_t* xr = x + size_t(r) * k;
@@ -280,7 +285,7 @@ void KernelRows(const int8_t* x, int m, const Int8PackedWeights& w,
       std::fill(row + k, row + stride, 0);
     } else if (!int16) {
       std::copy(xr, xr + k, reinterpret_cast<int8_t*>(row));
-      std::fill(row + k, row + size_t(Avx2Chunks(k)) * 4, 0);
+      std::fill(row + k, row + Avx2PaddedK(k), 0);
     } else {
       Int16RowAvx2(xr, k, reinterpret_cast<int16_t*>(row));
     }
@@ -334,7 +339,7 @@ void BlocksAvx2(const uint8_t* xu, bool int16, int r0, int r1,
 template <typename Out>
 void GemmAvx2(const uint8_t* xu, int m, const Int8PackedWeights& w,
               const Out& out, bool parallel) {
-  const bool int16 = m > kAvx2SignMaxRows;
+  const bool int16 = Avx2Int16(m);
   const int blocks = Int8PackedBlocks(w);
   const size_t stride = Int8KernelRowBytes(w);
   const int panel = std::max(kAvx2RowTile, int(kAvx2PanelBytes / stride) /
@@ -451,7 +456,7 @@ size_t Int8KernelRowBytes(const Int8PackedWeights& w) {
     return size_t(w.k + kVnniRowAlign - 1) / kVnniRowAlign * kVnniRowAlign;
   }
   // The int16 form's rows, the larger.
-  return size_t(Avx2Chunks(w.k)) * 4 * sizeof(int16_t);
+  return Avx2PaddedK(w.k) * sizeof(int16_t);
 }
 
 int Int8PackedBlocks(const Int8PackedWeights& w) {
@@ -479,7 +484,7 @@ void Int8GemmPackedDequantBlocks(const uint8_t* xu, int m,
                b0, b1);
     return;
   }
-  BlocksAvx2(xu, m > kAvx2SignMaxRows, 0, m, w, FloatOut{row_scale, y}, b0, b1);
+  BlocksAvx2(xu, Avx2Int16(m), 0, m, w, FloatOut{row_scale, y}, b0, b1);
 }
 
 void Int8GemmPacked(const int8_t* x, int m, const Int8PackedWeights& w,
