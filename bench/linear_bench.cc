@@ -116,19 +116,24 @@ BENCHMARK(BM_VnniKernelCold)->COLD_SHAPES;
 // weights_per_second compares with the INT8 kernels above at equal shapes.
 // hot: one matrix, read again every iteration (from L2 at these shapes):
 // the kernel's arithmetic rate without DRAM, its ceiling per core.
-void W4Kernel(benchmark::State& state, W4KernelIsa isa, bool hot) {
+// group 32 with minimums is the GPTQ plans' form (scripts/make_gptq_plans.sh):
+// 5 bits per weight, and the kernel's per-group epilogue every 32 k.
+void W4Kernel(benchmark::State& state, W4KernelIsa isa, bool hot,
+              int group = 128, bool has_min = false) {
   if (!W4KernelSupported(isa)) {
     state.SkipWithError("kernel not supported on this CPU");
     return;
   }
   const int m = int(state.range(0)), k = int(state.range(1)),
-            n = int(state.range(2)), group = 128;
+            n = int(state.range(2));
   W4Plain plain;
   plain.n = n;
   plain.k = k;
   plain.group = group;
+  plain.has_min = has_min;
   plain.u.resize(size_t(n) * k);
   plain.scale.resize(size_t(n) * (k / group));
+  if (has_min) plain.min.assign(plain.scale.size(), 0xA000);  // -2^-7
   std::mt19937 rng(1);
   std::uniform_int_distribution<int> du(0, 15);
   for (uint8_t& v : plain.u) v = uint8_t(du(rng));
@@ -174,6 +179,10 @@ void BM_W4VnniKernelHot(benchmark::State& s) {
       ->Args({512, 1536, 576}) \
       ->UseRealTime()
 BENCHMARK(BM_W4Avx2KernelHot)->HOT_SHAPES;
+void BM_W4Avx2KernelHotG32Min(benchmark::State& s) {
+  W4Kernel(s, W4KernelIsa::kAvx2, true, 32, true);
+}
+BENCHMARK(BM_W4Avx2KernelHotG32Min)->HOT_SHAPES;
 BENCHMARK(BM_W4VnniKernelHot)->HOT_SHAPES;
 
 // Load-time cost of W4 quantization of one 576-wide row block (group 32):

@@ -212,13 +212,19 @@ SPIKESERVE_AVX2 inline __attribute__((always_inline)) void ChunkAvx2(
 // pair sums (each at most 2·15·128 = 3840 in magnitude, the low and high
 // nibbles' together 7680), summed in int16 over runs of kInt16Chunks chunks
 // (at most 30720 < 32767: exact, no wrap), then vpmaddwd folds each run to
-// the 4-k int32 lanes.
-template <int R>
-SPIKESERVE_AVX2 void BlockAvx2(const int8_t* x, size_t x_stride,
-                               const int32_t* sums, int groups,
-                               const uint8_t* wb, int group, bool has_min,
-                               const float* row_scale, float* y, int n,
-                               int j0) {
+// the 4-k int32 lanes. kOneRun: the group is one run (group 32), whose
+// int32 sums go straight to the float epilogue with no accumulator of
+// their own; kMin: the group has a minimum (w = d·u + min). Both are
+// template arguments so that a tile of 4 rows keeps its int16 sums, float
+// sums and constants in the 16 registers: with a runtime `has_min` and an
+// accumulator per row GCC spilled in the group loop, and group 32 with
+// minimums (the GPTQ plans) ran at 0.64x group 128's multiply-adds.
+template <int R, bool kOneRun, bool kMin>
+SPIKESERVE_AVX2 void BlockAvx2Form(const int8_t* x, size_t x_stride,
+                                   const int32_t* sums, int groups,
+                                   const uint8_t* wb, int group,
+                                   const float* row_scale, float* y, int n,
+                                   int j0) {
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 yf[R];
@@ -227,15 +233,10 @@ SPIKESERVE_AVX2 void BlockAvx2(const int8_t* x, size_t x_stride,
   for (int g = 0; g < groups; ++g) {
     const __m256 d =
         _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb)));
-    __m256 mn = _mm256_setzero_ps();
-    if (has_min) {
-      mn = _mm256_cvtph_ps(
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + 16)));
-    }
-    const uint8_t* chunk = wb + (has_min ? 32 : 16);
+    const uint8_t* chunk = wb + (kMin ? 32 : 16);
+    const int k0 = g * group;
     __m256i acc[R];
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
-    const int k0 = g * group;
     // chunks is 4, 8 or 16 (group 32, 64, 128): whole runs of kInt16Chunks.
     for (int c0 = 0; c0 < chunks; c0 += kInt16Chunks) {
       __m256i p[R];
@@ -255,16 +256,23 @@ SPIKESERVE_AVX2 void BlockAvx2(const int8_t* x, size_t x_stride,
         }
       }
       for (int r = 0; r < R; ++r) {
-        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(p[r], ones));
+        const __m256i run = _mm256_madd_epi16(p[r], ones);
+        acc[r] = kOneRun ? run : _mm256_add_epi32(acc[r], run);
       }
+      if constexpr (kOneRun) break;
     }
+    // The group sums X[r][g] as vectors: vpbroadcastd from memory, then
+    // vcvtdq2ps / vpslld. float(xs) in a scalar register compiled to
+    // vcvtsi2ss, which merges into (and waits for) an unrelated register.
     for (int r = 0; r < R; ++r) {
-      const int32_t xs = sums[size_t(r) * groups + g];
-      if (has_min) {
+      const __m256i xs = _mm256_set1_epi32(sums[size_t(r) * groups + g]);
+      if constexpr (kMin) {
+        const __m256 mn = _mm256_cvtph_ps(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + 16)));
         yf[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(acc[r]), yf[r]);
-        yf[r] = _mm256_fmadd_ps(mn, _mm256_set1_ps(float(xs)), yf[r]);
+        yf[r] = _mm256_fmadd_ps(mn, _mm256_cvtepi32_ps(xs), yf[r]);
       } else {
-        const __m256i s = _mm256_sub_epi32(acc[r], _mm256_set1_epi32(8 * xs));
+        const __m256i s = _mm256_sub_epi32(acc[r], _mm256_slli_epi32(xs, 3));
         yf[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), yf[r]);
       }
     }
@@ -280,6 +288,26 @@ SPIKESERVE_AVX2 void BlockAvx2(const int8_t* x, size_t x_stride,
       _mm256_store_ps(v, out);
       std::copy(v, v + live, y + size_t(r) * n + j0);
     }
+  }
+}
+
+template <int R>
+void BlockAvx2(const int8_t* x, size_t x_stride, const int32_t* sums,
+               int groups, const uint8_t* wb, int group, bool has_min,
+               const float* row_scale, float* y, int n, int j0) {
+  const bool one_run = group == 8 * kInt16Chunks;
+  if (one_run && has_min) {
+    BlockAvx2Form<R, true, true>(x, x_stride, sums, groups, wb, group,
+                                 row_scale, y, n, j0);
+  } else if (one_run) {
+    BlockAvx2Form<R, true, false>(x, x_stride, sums, groups, wb, group,
+                                  row_scale, y, n, j0);
+  } else if (has_min) {
+    BlockAvx2Form<R, false, true>(x, x_stride, sums, groups, wb, group,
+                                  row_scale, y, n, j0);
+  } else {
+    BlockAvx2Form<R, false, false>(x, x_stride, sums, groups, wb, group,
+                                   row_scale, y, n, j0);
   }
 }
 
