@@ -164,17 +164,11 @@ struct Int16Form {
   SPIKESERVE_AVX2 static inline __attribute__((always_inline)) void Chunk(
       const int16_t* x, size_t x_stride, int c, __m256i w0, __m256i w1,
       __m256i (*acc)[2]) {
-    // Even bytes: k = 4c and 4c + 2 of columns 0-7 (e0) and 8-15 (e1).
-    const __m256i e0 = _mm256_srai_epi16(_mm256_slli_epi16(w0, 8), 8);
-    const __m256i e1 = _mm256_srai_epi16(_mm256_slli_epi16(w1, 8), 8);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      int32_t pair;  // x[r][4c], x[r][4c + 2]
-      std::memcpy(&pair, x + r * x_stride + 4 * c, sizeof(pair));
-      const __m256i xb = _mm256_set1_epi32(pair);
-      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(xb, e0));
-      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(xb, e1));
-    }
+    // Even bytes: k = 4c and 4c + 2 of columns 0-7 and 8-15, against x's
+    // first pair of the chunk.
+    AddPairProducts<R>(x, x_stride, 4 * c,
+                       _mm256_srai_epi16(_mm256_slli_epi16(w0, 8), 8),
+                       _mm256_srai_epi16(_mm256_slli_epi16(w1, 8), 8), acc);
     // The even products are summed into acc before the odd ones start: GCC
     // otherwise reassociates the two sums and holds every even product in
     // a register at once, which spills (an empty asm that "changes" acc).
@@ -182,16 +176,24 @@ struct Int16Form {
     for (int r = 0; r < R; ++r) {
       asm("" : "+x"(acc[r][0]), "+x"(acc[r][1]));
     }
-    // Odd bytes: k = 4c + 1 and 4c + 3.
-    const __m256i o0 = _mm256_srai_epi16(w0, 8);
-    const __m256i o1 = _mm256_srai_epi16(w1, 8);
+    // Odd bytes: k = 4c + 1 and 4c + 3, against the second pair.
+    AddPairProducts<R>(x, x_stride, 4 * c + 2, _mm256_srai_epi16(w0, 8),
+                       _mm256_srai_epi16(w1, 8), acc);
+  }
+
+  // acc[r] += the products of x[r][at], x[r][at + 1] (broadcast) with the
+  // int16 weight pairs of columns 0-7 (v0) and 8-15 (v1), by vpmaddwd.
+  template <int R>
+  SPIKESERVE_AVX2 static inline __attribute__((always_inline)) void
+  AddPairProducts(const int16_t* x, size_t x_stride, int at, __m256i v0,
+                  __m256i v1, __m256i (*acc)[2]) {
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      int32_t pair;  // x[r][4c + 1], x[r][4c + 3]
-      std::memcpy(&pair, x + r * x_stride + 4 * c + 2, sizeof(pair));
+      int32_t pair;
+      std::memcpy(&pair, x + r * x_stride + at, sizeof(pair));
       const __m256i xb = _mm256_set1_epi32(pair);
-      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(xb, o0));
-      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(xb, o1));
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(xb, v0));
+      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(xb, v1));
     }
   }
 };
