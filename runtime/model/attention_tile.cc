@@ -7,6 +7,8 @@
 #include <cmath>
 #include <utility>
 
+#include "runtime/linear/cpu_dispatch.h"
+
 namespace spikeserve {
 namespace {
 
@@ -465,23 +467,20 @@ constexpr AttentionTileKernels kAvx2 = {"avx2", ScoresAvx2, AccumulateAvx2};
 constexpr AttentionTileKernels kAvx512 = {"avx512", ScoresAvx512,
                                           AccumulateAvx512};
 
-bool HasAvx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-bool HasAvx512() { return HasAvx2() && __builtin_cpu_supports("avx512f"); }
+bool HasAvx512() { return CpuHasAvx2Fma() && CpuHasAvx512F(); }
 
 }  // namespace
 
 const AttentionTileKernels& BestAttentionTileKernels() {
   static const AttentionTileKernels& best =
-      HasAvx512() ? kAvx512 : (HasAvx2() ? kAvx2 : kScalar);
+      HasAvx512() ? kAvx512 : (CpuHasAvx2Fma() ? kAvx2 : kScalar);
   return best;
 }
 
 int AttentionTileVariants(const AttentionTileKernels** out) {
   int n = 0;
   out[n++] = &kScalar;
-  if (HasAvx2()) out[n++] = &kAvx2;
+  if (CpuHasAvx2Fma()) out[n++] = &kAvx2;
   if (HasAvx512()) out[n++] = &kAvx512;
   return n;
 }
