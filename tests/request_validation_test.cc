@@ -223,6 +223,11 @@ TEST_F(RequestValidation, RejectsInvalidRequestsNamingTheField) {
 
 // input.chat: rendered by the server's chat template; each message field
 // is checked and named.
+// n arrays, each inside the last: "[[...]]".
+std::string Nested(int n) {
+  return std::string(size_t(n), '[') + std::string(size_t(n), ']');
+}
+
 TEST_F(RequestValidation, ChatInputThroughTheTemplate) {
   auto chat = ChatPrompt::Create(
       "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"
@@ -264,7 +269,20 @@ TEST_F(RequestValidation, ChatInputThroughTheTemplate) {
        [](v1::ChatInput& c) { c.mutable_messages(0)->set_name("\xc3"); },
        "input.chat.messages[0].name is not valid UTF-8"},
       {"tools not JSON", [](v1::ChatInput& c) { c.set_tools_json("[{"); },
-       "input.chat.tools_json is not a JSON array"},
+       "input.chat.tools_json is not valid JSON"},
+      // Read recursively after parsing (JsonToJinja, tojson): deep nesting
+      // would overflow the serving thread's stack.
+      {"tools nested 65 deep",
+       [](v1::ChatInput& c) { c.set_tools_json(Nested(65)); },
+       "input.chat.tools_json nests arrays and objects deeper than 64"},
+      {"tools nested a million deep",
+       [](v1::ChatInput& c) { c.set_tools_json(Nested(1000000)); },
+       "input.chat.tools_json nests arrays and objects deeper than 64"},
+      {"tool calls nested 65 deep",
+       [](v1::ChatInput& c) {
+         c.mutable_messages(0)->set_tool_calls_json(Nested(65));
+       },
+       "tool_calls_json nests arrays and objects deeper than 64"},
       {"tools an object", [](v1::ChatInput& c) { c.set_tools_json("{}"); },
        "input.chat.tools_json is not a JSON array"},
       {"tool calls not a list",
@@ -273,6 +291,11 @@ TEST_F(RequestValidation, ChatInputThroughTheTemplate) {
        },
        "input.chat.messages[0].tool_calls_json is not a JSON array"},
   };
+  // 64 levels are accepted.
+  v1::GenerateRequest deep = r;
+  deep.mutable_chat()->set_tools_json(Nested(64));
+  EXPECT_TRUE(
+      ToGenerationRequest(deep, *tok_, config_, limits_, chat->get()).ok());
   for (const Bad& c : cases) {
     v1::GenerateRequest bad = r;
     c.mutate(*bad.mutable_chat());

@@ -31,7 +31,7 @@ absl::StatusOr<std::unique_ptr<ChatPrompt>> ChatPrompt::Create(
   }
   return std::unique_ptr<ChatPrompt>(new ChatPrompt(
       *std::move(t), tokenizer, TokenText(*tokenizer, tokenizer->bos_id()),
-      TokenText(*tokenizer, tokenizer->eos_id())));
+      TokenText(*tokenizer, tokenizer->eos_id()), ToolCallSyntaxOf(source)));
 }
 
 absl::StatusOr<std::string> ChatPrompt::Render(

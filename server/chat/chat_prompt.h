@@ -26,6 +26,7 @@
 #include "absl/types/span.h"
 #include "runtime/text/jinja.h"
 #include "runtime/text/tokenizer.h"
+#include "server/chat/tool_calls.h"
 
 namespace spikeserve {
 
@@ -71,6 +72,9 @@ class ChatPrompt {
   absl::StatusOr<std::string> Render(absl::Span<const ChatMessage> messages,
                                      ChatEnding ending,
                                      const JinjaValue* tools = nullptr) const;
+  // The syntax the template teaches for tool calls (kNone: it shows none).
+  ToolCallSyntax tool_call_syntax() const { return tool_call_syntax_; }
+
   // Render, then the prompt tokens (see the file comment for BOS).
   absl::StatusOr<std::vector<int32_t>> Encode(
       absl::Span<const ChatMessage> messages, ChatEnding ending,
@@ -78,15 +82,17 @@ class ChatPrompt {
 
  private:
   ChatPrompt(ChatTemplate tmpl, const Tokenizer* tokenizer, std::string bos,
-             std::string eos)
+             std::string eos, ToolCallSyntax tool_call_syntax)
       : template_(std::move(tmpl)),
         tokenizer_(tokenizer),
         bos_(std::move(bos)),
-        eos_(std::move(eos)) {}
+        eos_(std::move(eos)),
+        tool_call_syntax_(tool_call_syntax) {}
 
   ChatTemplate template_;
   const Tokenizer* tokenizer_;
   std::string bos_, eos_;  // the special tokens' text ("" without one)
+  ToolCallSyntax tool_call_syntax_;
 };
 
 }  // namespace spikeserve

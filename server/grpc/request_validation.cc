@@ -15,6 +15,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/text/utf8.h"
 #include "server/chat/json_to_jinja.h"
+#include "server/client_json.h"
 
 namespace spikeserve {
 namespace {
@@ -31,11 +32,10 @@ bool ValidUtf8(absl::string_view s) {
 // A JSON array (tools, tool calls) for the chat template, or why not.
 absl::StatusOr<JinjaValue> JsonArray(absl::string_view field,
                                      const std::string& text) {
-  const nlohmann::ordered_json j =
-      nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_array()) {
-    return Invalid(field, "is not a JSON array");
-  }
+  std::string why;
+  const nlohmann::ordered_json j = ParseClientJson(text, &why);
+  if (j.is_discarded()) return Invalid(field, why);
+  if (!j.is_array()) return Invalid(field, "is not a JSON array");
   return JsonToJinja(j);
 }
 

@@ -23,12 +23,20 @@ constexpr char kJson[] = "application/json";
 // Headers and the read buffer of one connection (bodies are kept apart).
 constexpr size_t kConnectionMemory = 64 << 10;
 
-enum class Route { kChat, kCompletions, kModels, kHealth, kUnknown };
+enum class Route { kChat, kCompletions, kModels, kModel, kHealth, kUnknown };
+
+constexpr char kModelPrefix[] = "/v1/models/";
 
 Route RouteOf(const char* url) {
   if (std::strcmp(url, "/v1/chat/completions") == 0) return Route::kChat;
   if (std::strcmp(url, "/v1/completions") == 0) return Route::kCompletions;
   if (std::strcmp(url, "/v1/models") == 0) return Route::kModels;
+  // GET /v1/models/{id} (openai-python's models.retrieve): the id is the
+  // rest of the path, decoded by libmicrohttpd (it may hold '/').
+  if (absl::StartsWith(url, kModelPrefix) &&
+      url[sizeof(kModelPrefix) - 1] != '\0') {
+    return Route::kModel;
+  }
   if (std::strcmp(url, "/health") == 0) return Route::kHealth;
   return Route::kUnknown;
 }
@@ -42,6 +50,8 @@ const char* RouteName(Route r) {
       return "/v1/completions";
     case Route::kModels:
       return "/v1/models";
+    case Route::kModel:
+      return "/v1/models/{id}";
     case Route::kHealth:
       return "/health";
     default:
@@ -109,6 +119,7 @@ struct OpenAiHttpServer::Call {
 
   Route route = Route::kUnknown;
   std::string method;
+  std::string model;  // Route::kModel: the id asked for
   MHD_Connection* conn = nullptr;
   int fd = -1;
   // Reading the body.
@@ -131,6 +142,7 @@ struct OpenAiHttpServer::Call {
   bool first = true;             // no stream event sent yet
   std::string pending;           // stream bytes not yet handed over
   size_t pending_off = 0;
+  ToolCallStream held;                 // stream with tools: held text
   std::string text;                    // unary: the whole text
   std::vector<GeneratedToken> tokens;  // unary: every token
   int answer_status = 200;             // unary: the answer, once finished
@@ -166,6 +178,7 @@ struct OpenAiHttpServer::Callbacks {
       auto* holder = new CallPtr(std::make_shared<Call>(self->metrics_));
       Call& c = **holder;
       c.route = RouteOf(url);
+      if (c.route == Route::kModel) c.model = url + sizeof(kModelPrefix) - 1;
       c.method = method;
       c.conn = conn;
       if (const MHD_ConnectionInfo* info = MHD_get_connection_info(
@@ -221,7 +234,7 @@ struct OpenAiHttpServer::Callbacks {
       e.type = "not_found_error";
       e.message =
           "no such route; the API serves /v1/chat/completions, "
-          "/v1/completions, /v1/models and /health";
+          "/v1/completions, /v1/models, /v1/models/{id} and /health";
       return Error(self, conn, c.route, e);
     }
     const bool wants_post =
@@ -248,13 +261,35 @@ struct OpenAiHttpServer::Callbacks {
           conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
       if (!s.ok()) return Error(self, conn, c.route, ErrorFromStatus(s));
     }
-    if (b == nullptr || (draining && c.route != Route::kModels)) {
+    const bool listing = c.route == Route::kModels || c.route == Route::kModel;
+    if (b == nullptr || (draining && !listing)) {
       return Error(self, conn, c.route, Unavailable(b == nullptr));
     }
     if (c.route == Route::kModels) {
       return Ok(self, conn, c.route, ModelsJson(b->model_id, StartTime()));
     }
+    if (c.route == Route::kModel) {
+      if (c.model != b->model_id) {
+        return Error(self, conn, c.route, NoSuchModel(c.model, *b, ""));
+      }
+      return Ok(self, conn, c.route, ModelJson(b->model_id, StartTime()));
+    }
     return Generate(self, conn, holder, *b);
+  }
+
+  // 404 for a model id this server does not serve (param: the request's
+  // field that named it, if any).
+  static OpenAiError NoSuchModel(const std::string& model,
+                                 const ServingBackend& b, const char* param) {
+    OpenAiError e;
+    e.http_status = 404;
+    e.type = "not_found_error";
+    e.param = param;
+    e.code = "model_not_found";
+    e.message = absl::StrCat("the model '", model,
+                             "' does not exist; this server serves '",
+                             b.model_id, "' (GET /v1/models)");
+    return e;
   }
 
   static OpenAiError Unavailable(bool loading) {
@@ -282,15 +317,7 @@ struct OpenAiHttpServer::Callbacks {
     std::string().swap(c.body);
     if (!req.ok()) return Error(self, conn, c.route, err);
     if (!req->model.empty() && req->model != b.model_id) {
-      OpenAiError e;
-      e.http_status = 404;
-      e.type = "not_found_error";
-      e.param = "model";
-      e.code = "model_not_found";
-      e.message = absl::StrCat("the model '", req->model,
-                               "' does not exist; this server serves '",
-                               b.model_id, "' (GET /v1/models)");
-      return Error(self, conn, c.route, e);
+      return Error(self, conn, c.route, NoSuchModel(req->model, b, "model"));
     }
     absl::StatusOr<GenerationRequest> g = ToGenerationRequest(
         req->request, *b.tokenizer, *b.config, b.limits, b.chat);
@@ -311,6 +338,9 @@ struct OpenAiHttpServer::Callbacks {
     c.ctx.created = int64_t(std::time(nullptr));
     c.ctx.logprobs = req->logprobs;
     c.ctx.tokenizer = b.tokenizer;
+    if (req->tools && b.chat != nullptr) {
+      c.ctx.tool_calls = b.chat->tool_call_syntax();
+    }
     {
       std::lock_guard<std::mutex> lock(c.mu);
       c.submitted = true;
@@ -380,7 +410,8 @@ struct OpenAiHttpServer::Callbacks {
       std::lock_guard<std::mutex> lock(c->mu);
       if (c->stream) {
         absl::StrAppend(&c->pending,
-                        StreamEvents(c->ctx, u, c->first, c->include_usage));
+                        StreamEvents(c->ctx, u, c->first, c->include_usage,
+                                     &c->held));
         c->first = false;
       } else {
         c->text += u.text;

@@ -3,6 +3,7 @@
 //   POST /v1/chat/completions   messages through the model's chat template
 //   POST /v1/completions        a text (or token-id) prompt
 //   GET  /v1/models             the served model
+//   GET  /v1/models/{id}        that model (404 if it is not the served one)
 //   GET  /health                200 serving; 503 loading or draining
 // `stream: true` answers with server-sent events ("data: {chunk}" ...
 // "data: [DONE]"). Errors are OpenAI's JSON error shape with the matching

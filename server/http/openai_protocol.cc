@@ -5,6 +5,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "server/chat/tool_calls.h"
+#include "server/client_json.h"
 
 namespace spikeserve {
 namespace {
@@ -132,7 +134,27 @@ bool ContentText(const Json& content, std::string* out, std::string* why) {
   return true;
 }
 
-void ParseMessages(const Json& body, v1::ChatInput* chat, Fields* f) {
+// OpenAI sends a tool call's function.arguments as a JSON string; chat
+// templates (Qwen2.5's, Llama 3.1's, Hermes') render it with tojson or
+// iterate it as a dict, so an object in a string is given as the object
+// (as vLLM does). Anything else is left as sent.
+Json ArgumentsAsObjects(const Json& calls) {
+  Json out = calls;
+  for (Json& call : out) {
+    if (!call.is_object()) continue;
+    auto fn = call.find("function");
+    if (fn == call.end() || !fn->is_object()) continue;
+    auto args = fn->find("arguments");
+    if (args == fn->end() || !args->is_string()) continue;
+    std::string why;
+    Json parsed = ParseClientJson(args->get<std::string>(), &why);
+    if (parsed.is_object()) *args = std::move(parsed);
+  }
+  return out;
+}
+
+void ParseMessages(const Json& body, v1::ChatInput* chat, Fields* f,
+                   bool* tools_on) {
   const Json* messages = f->Find("messages");
   if (messages == nullptr) {
     f->Fail("messages", "'messages' is required");
@@ -155,7 +177,11 @@ void ParseMessages(const Json& body, v1::ChatInput* chat, Fields* f) {
       f->Fail("messages", absl::StrCat("'", at, ".role' must be a string"));
       return;
     }
-    out->set_role(role->get<std::string>());
+    // OpenAI's "developer" messages are the system prompt of its newer
+    // models (its own examples and LangChain send them); chat templates
+    // know only "system".
+    const std::string r = role->get<std::string>();
+    out->set_role(r == "developer" ? "system" : r);
     std::string why;
     auto content = m.find("content");
     if (content != m.end() &&
@@ -170,7 +196,7 @@ void ParseMessages(const Json& body, v1::ChatInput* chat, Fields* f) {
                 absl::StrCat("'", at, ".tool_calls' must be an array"));
         return;
       }
-      out->set_tool_calls_json(calls->dump());
+      out->set_tool_calls_json(Dump(ArgumentsAsObjects(*calls)));
     }
     for (const char* key : {"name", "tool_call_id"}) {
       auto v = m.find(key);
@@ -192,7 +218,7 @@ void ParseMessages(const Json& body, v1::ChatInput* chat, Fields* f) {
       f->Fail("tools", "'tools' must be an array");
       return;
     }
-    if (!tools->empty()) chat->set_tools_json(tools->dump());
+    if (!tools->empty()) chat->set_tools_json(Dump(*tools));
   }
   // Constraints the server cannot enforce are refused rather than ignored:
   // a client relying on them would get unconstrained text.
@@ -205,7 +231,8 @@ void ParseMessages(const Json& body, v1::ChatInput* chat, Fields* f) {
       return;
     }
   }
-  if (const Json* tc = f->Find("tool_choice"); tc != nullptr) {
+  const Json* tc = f->Find("tool_choice");
+  if (tc != nullptr) {
     if (!tc->is_string() || (*tc != "auto" && *tc != "none")) {
       f->Fail("tool_choice",
               "'tool_choice' must be \"auto\" or \"none\": forcing a tool "
@@ -213,6 +240,7 @@ void ParseMessages(const Json& body, v1::ChatInput* chat, Fields* f) {
       return;
     }
   }
+  *tools_on = !chat->tools_json().empty() && (tc == nullptr || *tc == "auto");
   bool cont = false;
   if (f->Bool("continue_final_message", &cont)) {
     chat->set_continue_final_message(cont);
@@ -372,10 +400,10 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint,
                                                  absl::string_view body,
                                                  OpenAiError* error) {
   *error = OpenAiError{};
-  const Json j = Json::parse(body.begin(), body.end(), nullptr,
-                             /*allow_exceptions=*/false);
+  std::string why;
+  const Json j = ParseClientJson(body, &why);
   if (j.is_discarded()) {
-    error->message = "the request body is not valid JSON";
+    error->message = absl::StrCat("the request body ", why);
     return absl::InvalidArgumentError(error->message);
   }
   if (!j.is_object()) {
@@ -389,7 +417,7 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint,
   v1::GenerateRequest& r = out.request;
   const bool chat = endpoint == OpenAiEndpoint::kChat;
   if (chat) {
-    ParseMessages(j, r.mutable_chat(), &f);
+    ParseMessages(j, r.mutable_chat(), &f, &out.tools);
   } else {
     ParsePrompt(j, &r, &f);
   }
@@ -467,10 +495,48 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint,
       f.Fail("best_of", "'best_of' must be 1");
     }
   }
-  // vLLM's extension: keep generating past end-of-generation tokens.
+  // OpenAI's logit_bias changes which tokens come out; the sampler has no
+  // per-token bias, so a non-empty one is refused rather than ignored.
+  if (const Json* lb = f.Find("logit_bias"); lb != nullptr && f.ok()) {
+    if (!lb->is_object()) {
+      f.Fail("logit_bias", "'logit_bias' must be an object");
+    } else if (!lb->empty()) {
+      f.Fail("logit_bias", "'logit_bias' is not supported");
+    }
+  }
+  // vLLM's extensions, which the engine has: keep generating past
+  // end-of-generation tokens, top-k (-1 or 0: off), min-p, the
+  // repetition penalty and stop token ids.
   bool ignore_eos = false;
   if (f.Bool("ignore_eos", &ignore_eos)) {
     r.mutable_stopping()->set_ignore_eos(ignore_eos);
+  }
+  if (f.Integer("top_k", -1, INT32_MAX, &i)) {
+    r.mutable_sampling()->set_top_k(i < 0 ? 0 : int32_t(i));
+  }
+  if (f.Number("min_p", 0, 1, &d)) {
+    if (d == 1) {
+      f.Fail("min_p", "'min_p' must be below 1");
+    } else {
+      r.mutable_sampling()->set_min_p(float(d));
+    }
+  }
+  if (f.Number("repetition_penalty", 0.01, 10, &d)) {
+    r.mutable_sampling()->set_repetition_penalty(float(d));
+  }
+  if (const Json* ids = f.Find("stop_token_ids"); ids != nullptr && f.ok()) {
+    if (!ids->is_array()) {
+      f.Fail("stop_token_ids", "'stop_token_ids' must be an array of ints");
+    }
+    for (const Json& id : ids->is_array() ? *ids : Json::array()) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+          id.get<int64_t>() > INT32_MAX) {
+        f.Fail("stop_token_ids",
+               "'stop_token_ids' must be an array of token ids (ints >= 0)");
+        break;
+      }
+      r.mutable_stopping()->add_stop_token_ids(int32_t(id.get<int64_t>()));
+    }
   }
   f.Bool("stream", &out.stream);
   if (const Json* so = f.Find("stream_options"); so != nullptr && f.ok()) {
@@ -498,16 +564,55 @@ const char* OpenAiFinishReason(FinishReason r) {
   }
 }
 
+namespace {
+
+// OpenAI's tool_calls: [{id, type, function: {name, arguments}}], with
+// each call's index in stream deltas.
+Json ToolCallsJson(const OpenAiAnswerContext& ctx,
+                   const std::vector<ToolCall>& calls, bool indexed) {
+  Json out = Json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    Json call;
+    if (indexed) call["index"] = i;
+    call["id"] = ToolCallId(ctx.tool_calls, ctx.id, int(i));
+    call["type"] = "function";
+    call["function"] = {{"name", calls[i].name},
+                        {"arguments", calls[i].arguments}};
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+
+// "tool_calls" when the answer made calls (it stopped by itself).
+const char* FinishReasonOf(const GenerationUpdate& u, bool no_calls) {
+  if (!no_calls && (u.finish_reason == FinishReason::kEosToken ||
+                    u.finish_reason == FinishReason::kStopSequence)) {
+    return "tool_calls";
+  }
+  return OpenAiFinishReason(u.finish_reason);
+}
+
+}  // namespace
+
 std::string CompletionJson(const OpenAiAnswerContext& ctx,
                            const std::string& text,
                            const std::vector<GeneratedToken>& tokens,
                            const GenerationUpdate& final_update) {
   const bool chat = ctx.endpoint == OpenAiEndpoint::kChat;
+  ToolCallAnswer answer;
+  if (chat) answer = ParseToolCalls(ctx.tool_calls, text);
   Json choice{{"index", 0},
-              {"finish_reason", OpenAiFinishReason(final_update.finish_reason)},
+              {"finish_reason",
+               FinishReasonOf(final_update, answer.calls.empty())},
               {"logprobs", nullptr}};
   if (chat) {
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
+    choice["message"] = {{"role", "assistant"}, {"content", answer.content}};
+    if (!answer.calls.empty()) {
+      // OpenAI's content is null beside calls unless the model wrote text.
+      if (answer.content.empty()) choice["message"]["content"] = nullptr;
+      choice["message"]["tool_calls"] =
+          ToolCallsJson(ctx, answer.calls, /*indexed=*/false);
+    }
     if (ctx.logprobs) choice["logprobs"] = ChatLogprobs(ctx, tokens);
   } else {
     choice["text"] = text;
@@ -521,7 +626,7 @@ std::string CompletionJson(const OpenAiAnswerContext& ctx,
 
 std::string StreamEvents(const OpenAiAnswerContext& ctx,
                          const GenerationUpdate& u, bool first,
-                         bool include_usage) {
+                         bool include_usage, ToolCallStream* held) {
   const bool chat = ctx.endpoint == OpenAiEndpoint::kChat;
   const char* object = chat ? "chat.completion.chunk" : "text_completion";
   std::string out;
@@ -543,14 +648,36 @@ std::string StreamEvents(const OpenAiAnswerContext& ctx,
           {"logprobs", nullptr},
           {"finish_reason", nullptr}});
   }
-  if (!u.text.empty() || (ctx.logprobs && !u.tokens.empty())) {
+  // With tools, content is sent as far as it cannot be a call's start; the
+  // rest is held to the end, then sent as calls or as content.
+  std::string text = u.text;
+  Json calls;
+  bool calls_made = false;
+  if (chat && ctx.tool_calls != ToolCallSyntax::kNone) {
+    absl::StrAppend(&held->answer, u.text);
+    const absl::string_view answer = held->answer;
+    if (!u.finished) {
+      const size_t sure = SureContent(ctx.tool_calls, answer);
+      text = std::string(answer.substr(held->sent, sure - held->sent));
+      held->sent = sure;
+    } else {
+      ToolCallAnswer a =
+          ParseToolCalls(ctx.tool_calls, answer.substr(held->sent));
+      text = std::move(a.content);
+      calls_made = !a.calls.empty();
+      if (calls_made) calls = ToolCallsJson(ctx, a.calls, /*indexed=*/true);
+    }
+  }
+  if (!text.empty() || (ctx.logprobs && !u.tokens.empty()) ||
+      !calls.is_null()) {
     Json choice{
         {"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
     if (chat) {
-      choice["delta"] = {{"content", u.text}};
+      choice["delta"] = {{"content", text}};
+      if (!calls.is_null()) choice["delta"]["tool_calls"] = std::move(calls);
       if (ctx.logprobs) choice["logprobs"] = ChatLogprobs(ctx, u.tokens);
     } else {
-      choice["text"] = u.text;
+      choice["text"] = text;
       // text_offset restarts per chunk: clients that need offsets read them
       // from unary answers.
       if (ctx.logprobs)
@@ -561,7 +688,7 @@ std::string StreamEvents(const OpenAiAnswerContext& ctx,
   if (!u.finished) return out;
   Json last{{"index", 0},
             {"logprobs", nullptr},
-            {"finish_reason", OpenAiFinishReason(u.finish_reason)}};
+            {"finish_reason", FinishReasonOf(u, !calls_made)}};
   if (chat) {
     last["delta"] = Json::object();
   } else {
@@ -578,12 +705,24 @@ std::string StreamEvents(const OpenAiAnswerContext& ctx,
   return out;
 }
 
+namespace {
+
+Json ModelObject(const std::string& model, int64_t created) {
+  return Json{{"id", model},
+              {"object", "model"},
+              {"created", created},
+              {"owned_by", "spikeserve"}};
+}
+
+}  // namespace
+
 std::string ModelsJson(const std::string& model, int64_t created) {
   return Dump(Json{{"object", "list"},
-                   {"data", Json::array({{{"id", model},
-                                          {"object", "model"},
-                                          {"created", created},
-                                          {"owned_by", "spikeserve"}}})}});
+                   {"data", Json::array({ModelObject(model, created)})}});
+}
+
+std::string ModelJson(const std::string& model, int64_t created) {
+  return Dump(ModelObject(model, created));
 }
 
 }  // namespace spikeserve

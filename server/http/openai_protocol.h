@@ -17,6 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "runtime/serving/engine.h"
 #include "runtime/text/tokenizer.h"
+#include "server/chat/tool_calls.h"
 #include "spikeserve/v1/generation.pb.h"
 
 namespace spikeserve {
@@ -45,6 +46,9 @@ struct OpenAiRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool logprobs = false;       // per-token logprobs in the answer
+  // The request has tools (and tool_choice is not "none"): the answer is
+  // parsed for calls in the chat template's syntax.
+  bool tools = false;
 };
 
 // Parses a request body. Errors are 400s naming the field.
@@ -61,9 +65,20 @@ struct OpenAiAnswerContext {
   int64_t created = 0;
   bool logprobs = false;
   const Tokenizer* tokenizer = nullptr;  // token text for logprobs
+  // Chat with tools: the syntax the answer's calls are parsed in (kNone:
+  // the answer is content).
+  ToolCallSyntax tool_calls = ToolCallSyntax::kNone;
 };
 
-// "stop", "length", or "abort" (aborted by the server: draining).
+// A chat stream with tools between its updates: the answer so far and how
+// much of it went out as content.
+struct ToolCallStream {
+  std::string answer;
+  size_t sent = 0;
+};
+
+// "stop", "length", or "abort" (aborted by the server: draining); an
+// answer whose tool calls parsed ends with "tool_calls" instead of "stop".
 const char* OpenAiFinishReason(FinishReason r);
 
 // The whole (unary) answer from the concatenated text and tokens.
@@ -76,12 +91,17 @@ std::string CompletionJson(const OpenAiAnswerContext& ctx,
 // the first call (`first`) opens with the assistant role (chat); text and
 // logprobs follow; the final update adds the finish_reason chunk, the usage
 // chunk when `include_usage`, and "data: [DONE]".
+// With ctx.tool_calls, content that may begin a call is held in `held`
+// (one per stream) until the end, then sent as a tool_calls delta or as
+// content.
 std::string StreamEvents(const OpenAiAnswerContext& ctx,
                          const GenerationUpdate& u, bool first,
-                         bool include_usage);
+                         bool include_usage, ToolCallStream* held);
 
 // GET /v1/models.
 std::string ModelsJson(const std::string& model, int64_t created);
+// GET /v1/models/{id} of the served model.
+std::string ModelJson(const std::string& model, int64_t created);
 
 }  // namespace spikeserve
 

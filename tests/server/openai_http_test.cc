@@ -135,6 +135,45 @@ TEST_F(OpenAiHttpTest, StreamedEqualsUnaryAndTheGrpcChat) {
                         "\"grpc\",rpc=\"Generate\"} 1"));
 }
 
+// What common clients send beyond the basics: models.retrieve, the
+// "developer" role (the system prompt of OpenAI's newer models) and vLLM's
+// sampling fields.
+TEST_F(OpenAiHttpTest, RetrievalDeveloperRoleAndVllmSampling) {
+  StartServer(HttpOptions());
+  const HttpReply model =
+      HttpRequest(server_->http_port(), "GET", "/v1/models/tiny");
+  ASSERT_EQ(model.status, 200) << model.body;
+  const Json mj = Json::parse(model.body);
+  EXPECT_EQ(mj["id"], "tiny");
+  EXPECT_EQ(mj["object"], "model");
+
+  auto answer = [&](const Json& body) {
+    const HttpReply r = Post(kChat, body);
+    EXPECT_EQ(r.status, 200) << r.body;
+    return Json::parse(r.body, nullptr, false);
+  };
+  auto with_first = [](const char* role) {
+    Json b = ChatBody(12);
+    b["messages"] = Json::array({{{"role", role}, {"content", "be brief"}},
+                                 {{"role", "user"}, {"content", "hello"}}});
+    return b;
+  };
+  const Json system = answer(with_first("system"));
+  const Json developer = answer(with_first("developer"));
+  EXPECT_EQ(developer["choices"][0]["message"]["content"],
+            system["choices"][0]["message"]["content"]);
+  EXPECT_EQ(developer["usage"]["prompt_tokens"],
+            system["usage"]["prompt_tokens"]);
+
+  // vLLM's top_k reaches the shared validation, which knows the vocabulary
+  // (the mapping of each field: openai_protocol_test).
+  Json big_k = ChatBody(2);
+  big_k["top_k"] = 1000000;
+  const HttpReply r = Post(kChat, big_k);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("exceeds the vocabulary"));
+}
+
 struct BadCase {
   const char* name;
   std::string method, path, body, headers;
@@ -195,6 +234,25 @@ TEST_F(OpenAiHttpTest, BadRequestsGetTheirStatusAndTheServerKeepsServing) {
        400, "invalid_request_error", "forcing a tool call"},
       {"unknown model", "POST", kChat, with("model", "gpt-4"), auth, 404,
        "not_found_error", "the model 'gpt-4' does not exist"},
+      {"unknown model retrieved", "GET", "/v1/models/gpt-4", "", auth, 404,
+       "not_found_error", "the model 'gpt-4' does not exist"},
+      // A million nested arrays in 2 MB: read back recursively, they would
+      // overflow the HTTP thread's stack and end the server.
+      {"tools nested a million deep", "POST", kChat,
+       absl::StrCat(R"({"messages": [{"role": "user", "content": "x"}], )",
+                    R"("tools": )", std::string(1000000, '['),
+                    std::string(1000000, ']'), "}"),
+       auth, 400, "invalid_request_error",
+       "nests arrays and objects deeper than 64 levels"},
+      {"logit_bias", "POST", kChat, with("logit_bias", {{"42", 10}}), auth, 400,
+       "invalid_request_error", "'logit_bias' is not supported"},
+      {"top_k a string", "POST", kChat, with("top_k", "5"), auth, 400,
+       "invalid_request_error", "'top_k' must be an integer"},
+      {"min_p of 1", "POST", kChat, with("min_p", 1), auth, 400,
+       "invalid_request_error", "'min_p' must be below 1"},
+      {"stop_token_ids of text", "POST", kChat,
+       with("stop_token_ids", {"eos"}), auth, 400, "invalid_request_error",
+       "'stop_token_ids' must be an array of token ids"},
       {"10 MB body", "POST", kChat, std::string(10 << 20, ' '), auth, 413,
        "invalid_request_error", "larger than"},
       {"unknown path", "GET", "/v1/embeddings", "", auth, 404,
