@@ -1,5 +1,6 @@
 #include "server/http/openai_http.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cstring>
@@ -101,12 +102,16 @@ MHD_Result QueueText(MHD_Connection* conn, unsigned status, std::string body,
   return ok;
 }
 
-// True when the peer has closed its end: a read would return end-of-file.
-// Only peeks, so bytes of a pipelined next request stay for the server.
+// True when the peer has closed (or reset) its end. POLLRDHUP reports the
+// FIN even behind bytes the server has not read: with TLS a client's close
+// sends close_notify first, and a suspended connection is not read, so a
+// peek at the next byte (the way before) never saw the end and the request
+// ran to max_tokens holding its KV blocks. Reads nothing.
 bool PeerClosed(int fd) {
   if (fd < 0) return false;
-  char b;
-  return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+  pollfd p{fd, POLLRDHUP, 0};
+  return poll(&p, 1, 0) == 1 &&
+         (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 }  // namespace
@@ -409,9 +414,8 @@ struct OpenAiHttpServer::Callbacks {
     {
       std::lock_guard<std::mutex> lock(c->mu);
       if (c->stream) {
-        absl::StrAppend(&c->pending,
-                        StreamEvents(c->ctx, u, c->first, c->include_usage,
-                                     &c->held));
+        absl::StrAppend(&c->pending, StreamEvents(c->ctx, u, c->first,
+                                                  c->include_usage, &c->held));
         c->first = false;
       } else {
         c->text += u.text;
@@ -432,8 +436,7 @@ struct OpenAiHttpServer::Callbacks {
         }
         c->answer_status = status == 499 ? 200 : status;
         c->metrics.OnFinish(RouteName(c->route), CodeOfHttp(status), "http");
-      } else if (!c->client_gone && !c->connection_done &&
-                 PeerClosed(c->fd)) {
+      } else if (!c->client_gone && !c->connection_done && PeerClosed(c->fd)) {
         c->client_gone = true;
         abort = true;
       }

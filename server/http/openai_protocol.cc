@@ -601,10 +601,10 @@ std::string CompletionJson(const OpenAiAnswerContext& ctx,
   const bool chat = ctx.endpoint == OpenAiEndpoint::kChat;
   ToolCallAnswer answer;
   if (chat) answer = ParseToolCalls(ctx.tool_calls, text);
-  Json choice{{"index", 0},
-              {"finish_reason",
-               FinishReasonOf(final_update, answer.calls.empty())},
-              {"logprobs", nullptr}};
+  Json choice{
+      {"index", 0},
+      {"finish_reason", FinishReasonOf(final_update, answer.calls.empty())},
+      {"logprobs", nullptr}};
   if (chat) {
     choice["message"] = {{"role", "assistant"}, {"content", answer.content}};
     if (!answer.calls.empty()) {

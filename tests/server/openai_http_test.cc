@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
@@ -250,8 +251,8 @@ TEST_F(OpenAiHttpTest, BadRequestsGetTheirStatusAndTheServerKeepsServing) {
        "invalid_request_error", "'top_k' must be an integer"},
       {"min_p of 1", "POST", kChat, with("min_p", 1), auth, 400,
        "invalid_request_error", "'min_p' must be below 1"},
-      {"stop_token_ids of text", "POST", kChat,
-       with("stop_token_ids", {"eos"}), auth, 400, "invalid_request_error",
+      {"stop_token_ids of text", "POST", kChat, with("stop_token_ids", {"eos"}),
+       auth, 400, "invalid_request_error",
        "'stop_token_ids' must be an array of token ids"},
       {"10 MB body", "POST", kChat, std::string(10 << 20, ' '), auth, 413,
        "invalid_request_error", "larger than"},
@@ -343,6 +344,42 @@ int OpenStream(int port, const std::string& body) {
       "\r\n\r\n", body);
   send(fd, req.data(), req.size(), MSG_NOSIGNAL);
   return fd;
+}
+
+// A client that closes behind bytes the server has not read (with TLS its
+// close_notify; here a TLS alert's bytes in plain text, sent while the
+// connection waits for its answer) has its request aborted, not run to
+// max_tokens.
+TEST_F(OpenAiHttpTest, ClosingBehindUnreadBytesAbortsUnaryRequests) {
+  StartServer(HttpOptions());
+  const int idle = IdleStats().kv_blocks_used;
+  std::vector<int> fds;
+  gate_.Hold();
+  for (int i = 0; i < 4; ++i) {
+    Json body = ChatBody(60);
+    body["messages"][0]["content"] = absl::StrCat("unary ", i);
+    fds.push_back(OpenStream(server_->http_port(), body.dump()));
+    ASSERT_GE(fds.back(), 0);
+  }
+  gate_.WaitPauses(1);
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < until) {
+    const EngineStats st = server_->engine()->Stats();
+    if (st.running + st.waiting == 4) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // poll
+  }
+  const char alert[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00};
+  for (int fd : fds) {
+    send(fd, alert, sizeof(alert), MSG_NOSIGNAL);
+    close(fd);
+  }
+  gate_.Open();
+  const EngineStats after = IdleStats();
+  EXPECT_EQ(after.kv_blocks_used - after.kv_blocks_cached, idle);
+  EXPECT_THAT(server_->metrics()->Serialize(),
+              HasSubstr("spikeserve_requests_total{code=\"CANCELLED\","
+                        "protocol=\"http\",rpc=\"/v1/chat/completions\"} 4"));
 }
 
 // Acceptance 4 (second half): 16 streams; half of the clients go away
