@@ -40,8 +40,10 @@ absl::Status TokenAuth::CheckHeader(const char* authorization) const {
         "missing bearer token (\"authorization: Bearer <token>\")");
   }
   const absl::string_view value(authorization);
+  // The scheme is case-insensitive (RFC 9110 11.1): "bearer" from some
+  // clients and proxies is the same scheme.
   constexpr absl::string_view kBearer = "Bearer ";
-  if (!absl::StartsWith(value, kBearer) ||
+  if (!absl::StartsWithIgnoreCase(value, kBearer) ||
       !ConstantTimeEquals(value.substr(kBearer.size()), token_)) {
     return absl::UnauthenticatedError("invalid token");
   }

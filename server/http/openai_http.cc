@@ -97,6 +97,11 @@ MHD_Result QueueText(MHD_Connection* conn, unsigned status, std::string body,
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
   if (allow != nullptr)
     MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+  // Queue full, loading or draining: clients (openai-python among them)
+  // wait this many seconds before they retry.
+  if (status == 429 || status == 503) {
+    MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+  }
   const MHD_Result ok = MHD_queue_response(conn, status, r);
   MHD_destroy_response(r);
   return ok;

@@ -542,6 +542,10 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint,
   if (const Json* so = f.Find("stream_options"); so != nullptr && f.ok()) {
     if (!so->is_object()) {
       f.Fail("stream_options", "'stream_options' must be an object");
+    } else if (!out.stream) {
+      // As OpenAI and vLLM: the options of a stream without one.
+      f.Fail("stream_options",
+             "'stream_options' is only allowed with 'stream': true");
     } else {
       Fields sf(*so, error);
       sf.Bool("include_usage", &out.include_usage);

@@ -245,6 +245,9 @@ TEST_F(OpenAiHttpTest, BadRequestsGetTheirStatusAndTheServerKeepsServing) {
                     std::string(1000000, ']'), "}"),
        auth, 400, "invalid_request_error",
        "nests arrays and objects deeper than 64 levels"},
+      {"stream_options without a stream", "POST", kChat,
+       with("stream_options", {{"include_usage", true}}), auth, 400,
+       "invalid_request_error", "only allowed with 'stream': true"},
       {"logit_bias", "POST", kChat, with("logit_bias", {{"42", 10}}), auth, 400,
        "invalid_request_error", "'logit_bias' is not supported"},
       {"top_k a string", "POST", kChat, with("top_k", "5"), auth, 400,
@@ -305,6 +308,8 @@ TEST_F(OpenAiHttpTest, QueueFullLoadingAndDraining) {
   WaitForWaiting(1);
   const HttpReply full = Post(kChat, ChatBody(2));
   EXPECT_EQ(full.status, 429) << full.body;
+  // openai-python and other clients wait this long before retrying.
+  EXPECT_THAT(full.headers, HasSubstr("Retry-After: 1\r\n"));
   EXPECT_THAT(full.body, HasSubstr("rate_limit_error"));
 
   std::atomic<int> aborted{-1};
@@ -319,6 +324,7 @@ TEST_F(OpenAiHttpTest, QueueFullLoadingAndDraining) {
   EXPECT_EQ(HttpRequest(server_->http_port(), "GET", "/health").status, 503);
   const HttpReply refused = Post(kChat, ChatBody(2));
   EXPECT_EQ(refused.status, 503);
+  EXPECT_THAT(refused.headers, HasSubstr("Retry-After: 1\r\n"));
   EXPECT_THAT(refused.body, HasSubstr("draining"));
   gate_.Open();
   a.join();

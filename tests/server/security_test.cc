@@ -105,9 +105,17 @@ TEST_F(SecurityTest, EveryRpcButHealthNeedsTheToken) {
           << name << " with '" << header << "'";
       EXPECT_THAT(s.error_message(), ::testing::Not(HasSubstr("s3cret")));
     }
-    grpc::ClientContext ok;
-    ok.AddMetadata("authorization", "Bearer s3cret-token");
-    EXPECT_TRUE(call(&ok).ok()) << name;
+    // The scheme's case does not matter (RFC 9110); the token's does.
+    for (const std::string header :
+         {"Bearer s3cret-token", "bearer s3cret-token",
+          "BEARER s3cret-token"}) {
+      grpc::ClientContext ok;
+      ok.AddMetadata("authorization", header);
+      EXPECT_TRUE(call(&ok).ok()) << name << " with '" << header << "'";
+    }
+    grpc::ClientContext upper;
+    upper.AddMetadata("authorization", "Bearer S3CRET-TOKEN");
+    EXPECT_EQ(call(&upper).error_code(), StatusCode::UNAUTHENTICATED) << name;
   }
   // Health needs no token.
   EXPECT_EQ(Health("spikeserve.v1.Generation"),
