@@ -93,6 +93,28 @@ TEST(Sampler, PenaltiesAsDefined) {
   EXPECT_NEAR(top[4].logprob, -2.0 - std::log(z), 1e-5);
 }
 
+// OpenAI's logit_bias, added after the penalties: +2 lifts token 2 (2 -> 4)
+// over token 1 (3); -100 on token 1 leaves token 4 (2.5) on top, and the
+// logprobs are of the biased logits.
+TEST(Sampler, LogitBiasAddsToTheLogits) {
+  Sampler up({.logit_bias = {{2, 2.0f}}}, {});
+  EXPECT_EQ(up.Sample(kLogits).id, 2);
+  Sampler ban({.logit_bias = {{1, -100.0f}}}, {});
+  const SampledToken t = ban.Sample(kLogits);
+  EXPECT_EQ(t.id, 4);
+  double z = 0;
+  for (float l : {1.0f, -97.0f, 2.0f, -1.0f, 2.5f}) z += std::exp(l);
+  EXPECT_NEAR(t.logprob, 2.5 - std::log(z), 1e-5);
+  // After a repetition penalty of 2 on token 1 (3 -> 1.5), +0.75 gives
+  // 2.25 < 2.5: the penalty came first.
+  Sampler both({.repetition_penalty = 2.0f, .logit_bias = {{1, 0.75f}}}, {1});
+  EXPECT_EQ(both.Sample(kLogits).id, 4);
+  // At a temperature, -100 makes a token all but impossible.
+  Sampler hot({.temperature = 1.0f, .seed = 3, .logit_bias = {{1, -100.0f}}},
+              {});
+  for (int i = 0; i < 200; ++i) EXPECT_NE(hot.Sample(kLogits).id, 1);
+}
+
 // Issue 23 D8: whatever penalty reaches the sampler, logprobs stay finite
 // (a penalized logit is kept within float range, never infinite).
 TEST(Sampler, ExtremePenaltiesKeepLogprobsFinite) {
@@ -143,6 +165,11 @@ TEST(Sampler, ValidationNamesTheField) {
       {{.repetition_penalty = NAN}, "repetition_penalty"},
       {{.presence_penalty = 3}, "presence_penalty"},
       {{.frequency_penalty = -2.5}, "frequency_penalty"},
+      {{.logit_bias = {{7, 101.0f}}},
+       "logit_bias[7] = 101 is outside the allowed range [-100, 100]"},
+      {{.logit_bias = {{7, NAN}}}, "logit_bias[7]"},
+      {{.logit_bias = std::vector<std::pair<int32_t, float>>(1025, {0, 1.0f})},
+       "logit_bias has 1025 tokens; at most 1024"},
   };
   for (const BadParams& c : cases) {
     absl::Status s = ValidateSamplingParams(c.p);

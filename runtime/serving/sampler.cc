@@ -46,6 +46,17 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
   if (!(p.frequency_penalty >= -2 && p.frequency_penalty <= 2)) {
     return OutOfRange("frequency_penalty", p.frequency_penalty, "[-2, 2]");
   }
+  if (p.logit_bias.size() > size_t(kMaxLogitBiasTokens)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.logit_bias has ", p.logit_bias.size(),
+                     " tokens; at most ", kMaxLogitBiasTokens));
+  }
+  for (const auto& [id, bias] : p.logit_bias) {
+    if (!(bias >= -100 && bias <= 100)) {
+      return OutOfRange(absl::StrCat("logit_bias[", id, "]"), bias,
+                        "[-100, 100]");
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -61,8 +72,9 @@ double Sampler::Uniform() { return double(rng_() >> 11) * 0x1.0p-53; }
 absl::Span<const float> Sampler::Penalize(absl::Span<const float> logits) {
   const bool rep = p_.repetition_penalty != 1.0f;
   const bool additive = p_.presence_penalty != 0 || p_.frequency_penalty != 0;
+  const bool bias = !p_.logit_bias.empty();
   // Without penalties the logits are used in place (no vocab-sized copy).
-  if (!rep && !additive) return logits;
+  if (!rep && !additive && !bias) return logits;
   work_.assign(logits.begin(), logits.end());
   auto& v = work_;
   const int vocab = int(v.size());
@@ -87,6 +99,10 @@ absl::Span<const float> Sampler::Penalize(absl::Span<const float> logits) {
       if (t < 0 || t >= vocab) continue;
       v[t] -= p_.presence_penalty + p_.frequency_penalty * float(n);
     }
+  }
+  for (const auto& [t, b] : p_.logit_bias) {
+    if (t < 0 || t >= vocab) continue;
+    v[t] = std::clamp(v[t] + b, -kMaxLogit, kMaxLogit);
   }
   return v;
 }

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -27,7 +28,13 @@ struct SamplingParams {
   float presence_penalty = 0.0f;    // [-2, 2]; on tokens of the output
   float frequency_penalty = 0.0f;   // [-2, 2]; times their output count
   uint64_t seed = 0;
+  // Added to these tokens' logits (id, bias in [-100, 100]), after the
+  // penalties; ids are checked against the vocabulary by the caller.
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
+
+// Most tokens a request may bias (OpenAI's logit_bias).
+constexpr int kMaxLogitBiasTokens = 1024;
 
 // InvalidArgument naming the field and its allowed range.
 absl::Status ValidateSamplingParams(const SamplingParams& p);

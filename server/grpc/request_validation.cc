@@ -2,6 +2,7 @@
 
 #include <sys/random.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -244,6 +245,16 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(
   out.sampling.presence_penalty = sp.presence_penalty();
   out.sampling.frequency_penalty = sp.frequency_penalty();
   out.sampling.seed = sp.seed();
+  for (const auto& [id, bias] : sp.logit_bias()) {
+    if (id < 0 || id >= vocab) {
+      return Invalid(
+          absl::StrCat("sampling.logit_bias[", id, "]"),
+          absl::StrCat("is outside the vocabulary [0, ", vocab, ")"));
+    }
+    out.sampling.logit_bias.emplace_back(id, bias);
+  }
+  // The map's order is unspecified; sorted, equal requests are equal.
+  std::sort(out.sampling.logit_bias.begin(), out.sampling.logit_bias.end());
   if (absl::Status s = ValidateSamplingParams(out.sampling); !s.ok()) return s;
   if (sp.top_k() > vocab) {
     return Invalid(

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
@@ -495,13 +496,26 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint,
       f.Fail("best_of", "'best_of' must be 1");
     }
   }
-  // OpenAI's logit_bias changes which tokens come out; the sampler has no
-  // per-token bias, so a non-empty one is refused rather than ignored.
+  // {"token id": bias}: ids and range are checked with the vocabulary
+  // (ToGenerationRequest, ValidateSamplingParams).
   if (const Json* lb = f.Find("logit_bias"); lb != nullptr && f.ok()) {
     if (!lb->is_object()) {
       f.Fail("logit_bias", "'logit_bias' must be an object");
-    } else if (!lb->empty()) {
-      f.Fail("logit_bias", "'logit_bias' is not supported");
+    }
+    for (auto it = lb->begin(); lb->is_object() && it != lb->end(); ++it) {
+      int32_t id = 0;
+      if (!absl::SimpleAtoi(it.key(), &id)) {
+        f.Fail("logit_bias",
+               absl::StrCat("'logit_bias' keys must be token ids, not '",
+                            it.key(), "'"));
+        break;
+      }
+      if (!it->is_number()) {
+        f.Fail("logit_bias", "'logit_bias' values must be numbers");
+        break;
+      }
+      (*r.mutable_sampling()->mutable_logit_bias())[id] =
+          float(it->get<double>());
     }
   }
   // vLLM's extensions, which the engine has: keep generating past

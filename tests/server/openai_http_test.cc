@@ -166,6 +166,25 @@ TEST_F(OpenAiHttpTest, RetrievalDeveloperRoleAndVllmSampling) {
   EXPECT_EQ(developer["usage"]["prompt_tokens"],
             system["usage"]["prompt_tokens"]);
 
+  // logit_bias reaches the sampler: +100 on token 66 makes every greedy
+  // token 66, which the unbiased answer is not.
+  Json plain = {{"prompt", {65, 66, 67}},
+                {"max_tokens", 4},
+                {"temperature", 0},
+                {"ignore_eos", true},
+                {"logprobs", 0}};
+  Json biased = plain;
+  biased["logit_bias"] = {{"66", 100}};
+  const HttpReply pr = Post("/v1/completions", plain);
+  const HttpReply br = Post("/v1/completions", biased);
+  ASSERT_EQ(pr.status, 200) << pr.body;
+  ASSERT_EQ(br.status, 200) << br.body;
+  const Json bt = Json::parse(br.body)["choices"][0]["logprobs"]["tokens"];
+  const Json pt = Json::parse(pr.body)["choices"][0]["logprobs"]["tokens"];
+  ASSERT_EQ(bt.size(), 4u);
+  for (const Json& t : bt) EXPECT_EQ(t, bt[0]);
+  EXPECT_NE(pt, bt);
+
   // vLLM's top_k reaches the shared validation, which knows the vocabulary
   // (the mapping of each field: openai_protocol_test).
   Json big_k = ChatBody(2);
@@ -248,8 +267,14 @@ TEST_F(OpenAiHttpTest, BadRequestsGetTheirStatusAndTheServerKeepsServing) {
       {"stream_options without a stream", "POST", kChat,
        with("stream_options", {{"include_usage", true}}), auth, 400,
        "invalid_request_error", "only allowed with 'stream': true"},
-      {"logit_bias", "POST", kChat, with("logit_bias", {{"42", 10}}), auth, 400,
-       "invalid_request_error", "'logit_bias' is not supported"},
+      {"logit_bias keyed by text", "POST", kChat,
+       with("logit_bias", {{"yes", 10}}), auth, 400, "invalid_request_error",
+       "'logit_bias' keys must be token ids, not 'yes'"},
+      {"logit_bias beyond the vocabulary", "POST", kChat,
+       with("logit_bias", {{"99999999", 10}}), auth, 400,
+       "invalid_request_error", "is outside the vocabulary"},
+      {"logit_bias of 150", "POST", kChat, with("logit_bias", {{"66", 150}}),
+       auth, 400, "invalid_request_error", "[-100, 100]"},
       {"top_k a string", "POST", kChat, with("top_k", "5"), auth, 400,
        "invalid_request_error", "'top_k' must be an integer"},
       {"min_p of 1", "POST", kChat, with("min_p", 1), auth, 400,

@@ -69,7 +69,7 @@ TEST(OpenAiProtocol, VllmSamplingFieldsReachTheRequest) {
   b["min_p"] = 0.05;
   b["repetition_penalty"] = 1.1;
   b["stop_token_ids"] = {7, 9};
-  b["logit_bias"] = Json::object();  // empty: accepted
+  b["logit_bias"] = {{"5", -100}, {"12", 2.5}};
   OpenAiError e;
   absl::StatusOr<OpenAiRequest> r = Parse(b, &e);
   ASSERT_TRUE(r.ok()) << e.message;
@@ -78,6 +78,10 @@ TEST(OpenAiProtocol, VllmSamplingFieldsReachTheRequest) {
   EXPECT_FLOAT_EQ(r->request.sampling().repetition_penalty(), 1.1f);
   EXPECT_THAT(r->request.stopping().stop_token_ids(),
               ::testing::ElementsAre(7, 9));
+  const auto& bias = r->request.sampling().logit_bias();
+  ASSERT_EQ(bias.size(), 2u);
+  EXPECT_FLOAT_EQ(bias.at(5), -100.0f);
+  EXPECT_FLOAT_EQ(bias.at(12), 2.5f);
   b["top_k"] = -1;  // vLLM's "off"
   r = Parse(b, &e);
   ASSERT_TRUE(r.ok()) << e.message;
