@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """The official `openai` Python client (from PyPI, in its own virtual
 environment: scripts/openai_venv.sh) against the spikeserve binary on the
-default model: chat, streamed chat with usage, completions, the models list,
-errors, the same answer as the gRPC chat, and a SIGTERM drain of HTTP
-streams.
+default model: chat, streamed chat with usage, completions, the models list
+and models.retrieve, the developer role, logit_bias, errors, the same answer
+as the gRPC chat, and a SIGTERM drain of HTTP streams.
 
   scripts/openai_venv.sh tests/python/openai_test.py \
       --server build/server/spikeserve \
@@ -78,6 +78,33 @@ class OpenAiClientTest(unittest.TestCase):
     def test_models_list(self):
         models = self.server.client.models.list()
         self.assertEqual([m.id for m in models.data], ["smollm2"])
+
+    def test_models_retrieve(self):
+        self.assertEqual(self.server.client.models.retrieve("smollm2").id,
+                         "smollm2")
+        with self.assertRaises(openai.NotFoundError):
+            self.server.client.models.retrieve("gpt-4o")
+
+    def test_developer_role_is_the_system_role(self):
+        developer = [dict(MESSAGES[0], role="developer")] + MESSAGES[1:]
+        self.assertEqual(
+            self.chat(messages=developer).choices[0].message.content,
+            self.chat().choices[0].message.content)
+
+    def test_logit_bias(self):
+        # The client sends the ids as strings; +100 makes every greedy
+        # token " London", which re-tokenizes to that id three times.
+        ids = self.server.stub.Tokenize(
+            pb.TokenizeRequest(text=" London"),
+            metadata=[("authorization", "Bearer " + TOKEN)]).ids
+        r = self.chat(max_tokens=3, logit_bias={str(ids[0]): 100})
+        text = r.choices[0].message.content
+        again = self.server.stub.Tokenize(
+            pb.TokenizeRequest(text=text),
+            metadata=[("authorization", "Bearer " + TOKEN)]).ids
+        self.assertEqual(list(again), [ids[0]] * 3, text)
+        self.assertNotIn("London", self.chat(max_tokens=3).choices[0]
+                         .message.content)
 
     def test_chat_answers_and_streams_the_same(self):
         unary = self.chat()
