@@ -87,6 +87,10 @@ ABSL_FLAG(absl::Duration, http_idle_timeout, absl::Seconds(10),
           "nothing for this "
           "long is closed, also in the middle of its request headers (whole "
           "seconds, at least 1s).");
+ABSL_FLAG(absl::Duration, http_stream_keepalive, absl::Seconds(15),
+          "OpenAI API streams that have sent nothing for this long (a long "
+          "prompt's prefill) get an SSE comment line, which clients skip, "
+          "so that proxies' read timeouts do not cut them; 0 = never.");
 ABSL_FLAG(int, http_max_connections, 1024,
           "HTTP ports (each): connections served at once; further ones "
           "wait in the kernel's accept queue until one closes.");
@@ -208,6 +212,11 @@ int Main() {
   o.served_model_name = absl::GetFlag(FLAGS_served_model_name);
   o.http_limits.idle_timeout = absl::GetFlag(FLAGS_http_idle_timeout);
   o.http_limits.max_connections = absl::GetFlag(FLAGS_http_max_connections);
+  o.http_stream_keepalive = absl::GetFlag(FLAGS_http_stream_keepalive);
+  if (o.http_stream_keepalive < absl::ZeroDuration()) {
+    LogError("--http_stream_keepalive must be 0 (off) or positive");
+    return 2;
+  }
   if (o.http_limits.idle_timeout < absl::Seconds(1) ||
       o.http_limits.max_connections < 1) {
     LogError(

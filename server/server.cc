@@ -157,6 +157,7 @@ absl::StatusOr<std::unique_ptr<SpikeServer>> SpikeServer::Start(
     OpenAiHttpOptions ho;
     ho.bind = options.http_bind;
     ho.limits = options.http_limits;
+    ho.stream_keepalive = options.http_stream_keepalive;
     ho.max_body_bytes = size_t(options.max_request_bytes);
     if (!options.tls.cert_file.empty()) {
       if (!options.tls.client_ca_file.empty()) {

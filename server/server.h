@@ -58,7 +58,10 @@ struct ServerOptions {
   // The model's name in the OpenAI API ("" = the file's name without
   // .gguf).
   std::string served_model_name;
-  HttpLimits http_limits;       // timeouts and connection limit of HTTP ports
+  HttpLimits http_limits;  // timeouts and connection limit of HTTP ports
+  // OpenAI API streams silent this long get an SSE keep-alive comment
+  // (0 = never; see OpenAiHttpOptions::stream_keepalive).
+  absl::Duration http_stream_keepalive = absl::Seconds(15);
   int layer_metrics_every = 1;  // per-layer series every Nth step, 0 = off
   float spike_factor = 50.f;    // spike token: absmax > factor x median
   EngineOptions engine;         // its `prefix` comes from the plan

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 #include <mutex>
@@ -151,6 +152,7 @@ struct OpenAiHttpServer::Call {
   bool client_gone = false;      // closed before the end: aborted
   bool first = true;             // no stream event sent yet
   std::string pending;           // stream bytes not yet handed over
+  absl::Time last_sent;          // stream: when bytes were last queued
   size_t pending_off = 0;
   ToolCallStream held;                 // stream with tools: held text
   std::string text;                    // unary: the whole text
@@ -371,6 +373,11 @@ struct OpenAiHttpServer::Callbacks {
       self->calls_->Done();
       return Error(self, conn, c.route, ErrorFromStatus(s));
     }
+    {
+      std::lock_guard<std::mutex> lock(c.mu);
+      c.last_sent = absl::Now();
+    }
+    self->Track(shared);
     if (c.stream) {
       MHD_Response* r = MHD_create_response_from_callback(
           MHD_SIZE_UNKNOWN, 16 << 10, &Read, new CallPtr(shared),
@@ -419,6 +426,7 @@ struct OpenAiHttpServer::Callbacks {
     {
       std::lock_guard<std::mutex> lock(c->mu);
       if (c->stream) {
+        c->last_sent = absl::Now();
         absl::StrAppend(&c->pending, StreamEvents(c->ctx, u, c->first,
                                                   c->include_usage, &c->held));
         c->first = false;
@@ -455,6 +463,37 @@ struct OpenAiHttpServer::Callbacks {
     // Outside the lock: libmicrohttpd's own lock is never taken inside ours
     // here, while its threads take ours inside theirs. A suspended
     // connection cannot complete, so `conn` is alive until this resumes it.
+    if (resume) MHD_resume_connection(c->conn);
+  }
+
+  // The watcher thread, for one request in flight: a closed connection
+  // aborts it (during a prefill no update comes to notice it), an idle
+  // stream gets a keep-alive comment.
+  static void Watch(OpenAiHttpServer* self, const CallPtr& c) {
+    bool abort = false, resume = false;
+    {
+      std::lock_guard<std::mutex> lock(c->mu);
+      if (c->finished || c->connection_done || c->client_gone) return;
+      // Under the lock: libmicrohttpd closes the fd only after Completed,
+      // which takes it.
+      if (PeerClosed(c->fd)) {
+        c->client_gone = true;
+        abort = true;
+      } else if (c->stream &&
+                 self->options_.stream_keepalive > absl::ZeroDuration() &&
+                 c->pending_off == c->pending.size() &&
+                 absl::Now() - c->last_sent >=
+                     self->options_.stream_keepalive) {
+        c->last_sent = absl::Now();
+        c->pending.append(": keep-alive\n\n");
+        if (c->suspended) {
+          c->suspended = false;
+          resume = true;
+        }
+      }
+    }
+    if (abort) c->engine->Abort(c->id);
+    // A suspended connection cannot complete: `conn` is alive.
     if (resume) MHD_resume_connection(c->conn);
   }
 
@@ -559,10 +598,47 @@ absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> OpenAiHttpServer::Start(
                      ": the HTTP server did not start",
                      tls ? " (check the TLS files)" : ""));
   }
+  s->watcher_ = std::thread([p = s.get()] { p->Watch(); });
   return s;
 }
 
+void OpenAiHttpServer::Track(const std::shared_ptr<Call>& call) {
+  std::lock_guard<std::mutex> lock(watch_mu_);
+  watched_.push_back(call);
+}
+
+void OpenAiHttpServer::Watch() {
+  std::unique_lock<std::mutex> lock(watch_mu_);
+  std::vector<std::shared_ptr<Call>> calls;
+  while (!watch_stop_) {
+    watch_cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.watch_period),
+                       [&] { return watch_stop_; });
+    if (watch_stop_) break;
+    // Requests that are over (their Call freed) drop out; a finished one
+    // not yet freed is checked once more, cheaply.
+    watched_.erase(std::remove_if(watched_.begin(), watched_.end(),
+                                  [&](const std::weak_ptr<Call>& w) {
+                                    std::shared_ptr<Call> c = w.lock();
+                                    if (c == nullptr) return true;
+                                    calls.push_back(std::move(c));
+                                    return false;
+                                  }),
+                   watched_.end());
+    lock.unlock();
+    for (const std::shared_ptr<Call>& c : calls) Callbacks::Watch(this, c);
+    calls.clear();
+    lock.lock();
+  }
+}
+
 OpenAiHttpServer::~OpenAiHttpServer() {
+  // The watcher resumes connections: it stops before the daemon does.
+  {
+    std::lock_guard<std::mutex> lock(watch_mu_);
+    watch_stop_ = true;
+  }
+  watch_cv_.notify_all();
+  if (watcher_.joinable()) watcher_.join();
   if (daemon_ != nullptr) MHD_stop_daemon(daemon_);
 }
 

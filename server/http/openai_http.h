@@ -14,7 +14,9 @@
 // libmicrohttpd, event-driven (a pool of two epoll threads): a streaming
 // connection waiting for tokens is suspended and costs no thread; the
 // engine thread resumes it when tokens arrive. A client that disconnects
-// (its socket closes) has its request aborted at the next token.
+// (its socket closes) has its request aborted at the next token, or by the
+// watcher thread (every watch_period) while its prompt is prefilled; the
+// watcher also sends idle streams their keep-alive comments.
 //
 // Thread-safety: SetBackend and StartDraining may be called from any
 // thread. Destroy only after the engine has stopped calling back (its
@@ -23,10 +25,15 @@
 #define SPIKESERVE_SERVER_HTTP_OPENAI_HTTP_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "server/auth.h"
 #include "server/http/metrics_http.h"
 #include "server/serving_backend.h"
@@ -42,6 +49,14 @@ struct OpenAiHttpOptions {
   size_t max_body_bytes = 4 << 20;  // larger bodies: 413
   // PEM text of the server certificate chain and key: HTTPS; empty: HTTP.
   std::string tls_cert_pem, tls_key_pem;
+  // A stream that has sent nothing for this long (a long prefill on a big
+  // model) gets an SSE comment (": keep-alive"), which clients skip, so
+  // that proxies' read timeouts (nginx: 60 s) do not cut it; 0 = never.
+  absl::Duration stream_keepalive = absl::Seconds(15);
+  // How often requests in flight are checked for closed connections and
+  // streams due a keep-alive: a client gone during its prompt's prefill is
+  // aborted within this, not at its first token.
+  absl::Duration watch_period = absl::Milliseconds(250);
 };
 
 class OpenAiHttpServer {
@@ -67,6 +82,10 @@ class OpenAiHttpServer {
   struct Callbacks;
   friend struct Callbacks;
 
+  // The watcher thread: requests in flight (weak: a finished one drops).
+  void Watch();
+  void Track(const std::shared_ptr<Call>& call);
+
   OpenAiHttpOptions options_;
   const TokenAuth* auth_ = nullptr;
   ServingMetrics* metrics_ = nullptr;
@@ -75,6 +94,12 @@ class OpenAiHttpServer {
   std::atomic<bool> draining_{false};
   MHD_Daemon* daemon_ = nullptr;
   int port_ = 0;
+
+  std::mutex watch_mu_;
+  std::condition_variable watch_cv_;
+  bool watch_stop_ = false;                   // under watch_mu_
+  std::vector<std::weak_ptr<Call>> watched_;  // under watch_mu_
+  std::thread watcher_;
 };
 
 }  // namespace spikeserve

@@ -413,6 +413,78 @@ TEST_F(OpenAiHttpTest, ClosingBehindUnreadBytesAbortsUnaryRequests) {
                         "protocol=\"http\",rpc=\"/v1/chat/completions\"} 4"));
 }
 
+// While a prompt is prefilled (held here) no token comes: a stream gets
+// SSE comments so that proxies do not time it out, and its answer is
+// whole after them.
+TEST_F(OpenAiHttpTest, StreamsGetKeepAlivesWhileThePromptIsPrefilled) {
+  ServerOptions o = HttpOptions();
+  o.http_stream_keepalive = absl::Milliseconds(50);
+  StartServer(o);
+  gate_.Hold();
+  const int fd = OpenStream(server_->http_port(), ChatBody(6, true).dump());
+  ASSERT_GE(fd, 0);
+  gate_.WaitPauses(1);
+  timeval tv{30, 0};  // a bound, not a wait: the comment comes in ~0.3 s
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  std::string got;
+  char buf[4096];
+  while (got.find(": keep-alive\n\n") == std::string::npos) {
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    ASSERT_GT(n, 0) << got;
+    got.append(buf, size_t(n));
+  }
+  EXPECT_EQ(got.find("data: "), std::string::npos);  // no token yet
+  gate_.Open();
+  for (ssize_t n; (n = recv(fd, buf, sizeof(buf), 0)) > 0;) {
+    got.append(buf, size_t(n));
+  }
+  close(fd);
+  const size_t body = got.find("\r\n\r\n");
+  ASSERT_NE(body, std::string::npos);
+  HttpReply r;
+  r.body = got.substr(body + 4);
+  Json usage;
+  EXPECT_FALSE(StreamText(r, &usage).empty());
+  EXPECT_THAT(r.body, HasSubstr("\"finish_reason\":\"length\""));
+}
+
+// A client gone while its prompt is prefilled is aborted then (the
+// watcher sees the closed socket), not at its first token.
+TEST_F(OpenAiHttpTest, ClientsGoneDuringThePrefillAreAbortedThen) {
+  StartServer(HttpOptions());
+  const int idle = IdleStats().kv_blocks_used;
+  gate_.Hold();
+  const int unary = OpenStream(server_->http_port(), ChatBody(60).dump());
+  const int stream =
+      OpenStream(server_->http_port(), ChatBody(60, true).dump());
+  ASSERT_GE(unary, 0);
+  ASSERT_GE(stream, 0);
+  gate_.WaitPauses(1);  // the engine is inside its first step
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < until) {
+    const EngineStats st = server_->engine()->Stats();
+    if (st.running + st.waiting == 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // poll
+  }
+  close(unary);
+  close(stream);
+  // Both aborts reach the engine while it is still held in that step.
+  int pending = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    pending = server_->engine()->Stats().aborts_pending;
+    if (pending == 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // poll
+  }
+  EXPECT_EQ(pending, 2);
+  gate_.Open();
+  const EngineStats after = IdleStats();
+  EXPECT_EQ(after.kv_blocks_used - after.kv_blocks_cached, idle);
+  EXPECT_THAT(server_->metrics()->Serialize(),
+              HasSubstr("spikeserve_requests_total{code=\"CANCELLED\","
+                        "protocol=\"http\",rpc=\"/v1/chat/completions\"} 2"));
+}
+
 // Acceptance 4 (second half): 16 streams; half of the clients go away
 // mid-stream; the rest finish and the KV cache returns to idle.
 TEST_F(OpenAiHttpTest, ClosingHalfOfSixteenStreamsFreesTheirKv) {
