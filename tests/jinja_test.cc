@@ -436,6 +436,30 @@ TEST(JinjaLimits, OutputAndValuesAreBounded) {
   }
 }
 
+// tojson with indentation writes depth x indent spaces per item: a request's
+// tools nested 60 deep around 20000 numbers (120 kB) would be 5 MB of
+// spaces, built whole before the output limit was checked (2M numbers took
+// ~0.5 GB). The limit now stops it while it is written.
+TEST(JinjaLimits, IndentedJsonStopsAtTheOutputLimit) {
+  nlohmann::ordered_json leaves = nlohmann::ordered_json::array();
+  for (int i = 0; i < 20000; ++i) leaves.push_back(0);
+  nlohmann::ordered_json deep = leaves;
+  for (int d = 0; d < 60; ++d) deep = nlohmann::ordered_json::array({deep});
+  JinjaDict ctx;
+  ctx.Set("tools", JsonToJinja(deep));
+  absl::StatusOr<ChatTemplate> t =
+      ChatTemplate::Parse("{{ tools | tojson(indent=4) }}");
+  ASSERT_TRUE(t.ok()) << t.status();
+  ChatTemplate::RenderOptions options;
+  options.limits.max_bytes = 1 << 20;
+  absl::StatusOr<std::string> out =
+      t->Render(JinjaValue::Dict(std::move(ctx)), options);
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(absl::StrContains(out.status().message(),
+                                "tojson output exceeds 1048576 bytes"))
+      << out.status();
+}
+
 TEST(JinjaLimits, DeepNestingFailsCleanly) {
   // Deep brackets in the template: a parse error, not a stack overflow.
   std::string deep =

@@ -185,6 +185,14 @@ TEST_F(RequestValidation, RejectsInvalidRequestsNamingTheField) {
          r.mutable_stopping()->add_stop_token_ids(999);
        },
        "stopping.stop_token_ids[0] = 999"},
+      // Each is compared with every generated token.
+      {"1025 stop token ids",
+       [](v1::GenerateRequest& r) {
+         for (int i = 0; i < 1025; ++i) {
+           r.mutable_stopping()->add_stop_token_ids(1);
+         }
+       },
+       "stopping.stop_token_ids has 1025 ids; at most 1024"},
       {"too many logprobs",
        [](v1::GenerateRequest& r) { r.set_top_n_tokens(21); },
        "top_n_tokens = 21 is outside the allowed range [0, 20]"},
@@ -226,6 +234,39 @@ TEST_F(RequestValidation, RejectsInvalidRequestsNamingTheField) {
 // n arrays, each inside the last: "[[...]]".
 std::string Nested(int n) {
   return std::string(size_t(n), '[') + std::string(size_t(n), ']');
+}
+
+// A text that cannot fit (more bytes than the context's 125 tokens of the
+// longest token) is refused before it is tokenized; one that may fit is
+// tokenized and judged by its tokens.
+TEST_F(RequestValidation, TextsLongerThanTheContextCanHoldAreRefusedFirst) {
+  const size_t bound = size_t(125) * tok_->max_token_bytes();
+  v1::GenerateRequest r = Valid();
+  r.set_text(std::string(bound + 1, 'a'));
+  absl::StatusOr<GenerationRequest> g = Convert(r);
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(g.status().message(),
+              HasSubstr(absl::StrCat("input.text has ", bound + 1,
+                                     " bytes: more than the context of 125 "
+                                     "tokens can hold")));
+  r.set_text(std::string(bound, 'a'));
+  g = Convert(r);
+  EXPECT_THAT(g.status().message(), ::testing::Not(HasSubstr("bytes:")));
+
+  auto chat = ChatPrompt::Create(
+      "{% for m in messages %}{{ m.content }}"
+      "{% endfor %}",
+      "test", tok_.get());
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  v1::GenerateRequest c = Valid();
+  v1::ChatMessage* m = c.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->set_content(std::string(bound + 1, 'a'));
+  g = ToGenerationRequest(c, *tok_, config_, limits_, chat->get());
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(
+      g.status().message(),
+      HasSubstr(absl::StrCat("the rendered chat has ", bound + 1, " bytes")));
 }
 
 TEST_F(RequestValidation, ChatInputThroughTheTemplate) {

@@ -52,6 +52,7 @@ class Interpreter {
   // Fails when a computed value exceeds the size limit.
   absl::Status CheckSize(const JinjaValue& value) const;
   absl::Status CheckSize(size_t bytes) const;
+  int64_t max_bytes() const { return limits_.max_bytes; }
   // Counts one unit of work against the step budget.
   absl::Status Step();
 

@@ -704,11 +704,12 @@ Result Round(Interpreter&, const JinjaValue& v, Args& args) {
 
 // ---- JSON ----
 
-Result ToJson(Interpreter&, const JinjaValue& v, Args& args) {
+Result ToJson(Interpreter& in, const JinjaValue& v, Args& args) {
   absl::StatusOr<ArgBinder> b =
       Params("tojson", args, {"indent", "separators", "sort_keys"});
   if (!b.ok()) return b.status();
   JinjaValue::JsonOptions options;
+  options.max_bytes = in.max_bytes();
   if (const JinjaValue* indent = b->Get(0);
       indent != nullptr && !indent->IsNone()) {
     if (!indent->IsIntegral()) return TypeError("tojson indent must be an int");

@@ -467,6 +467,15 @@ absl::Status AppendJson(const JinjaValue& v,
     out->push_back('\n');
     out->append(size_t(options.indent) * size_t(level), ' ');
   };
+  // Checked before each item of a list or dict: every item adds a bounded
+  // amount (its separator, indentation, key) beside what its own items add.
+  auto too_big = [&]() -> absl::Status {
+    if (options.max_bytes >= 0 && int64_t(out->size()) > options.max_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("tojson output exceeds ", options.max_bytes, " bytes"));
+    }
+    return absl::OkStatus();
+  };
   switch (v.kind()) {
     case Kind::kNone:
       out->append("null");
@@ -492,6 +501,7 @@ absl::Status AppendJson(const JinjaValue& v,
       }
       out->push_back('[');
       for (size_t i = 0; i < items.size(); ++i) {
+        if (absl::Status s = too_big(); !s.ok()) return s;
         if (i > 0) out->append(item_sep);
         newline(depth + 1);
         absl::Status s = AppendJson(items[i], options, depth + 1, out);
@@ -520,6 +530,7 @@ absl::Status AppendJson(const JinjaValue& v,
       }
       out->push_back('{');
       for (size_t i = 0; i < entries.size(); ++i) {
+        if (absl::Status s = too_big(); !s.ok()) return s;
         if (i > 0) out->append(item_sep);
         newline(depth + 1);
         AppendJsonString(entries[i].first, out);
@@ -544,6 +555,10 @@ absl::StatusOr<std::string> JinjaValue::ToJson(
   std::string out;
   absl::Status s = AppendJson(*this, options, 0, &out);
   if (!s.ok()) return s;
+  if (options.max_bytes >= 0 && int64_t(out.size()) > options.max_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("tojson output exceeds ", options.max_bytes, " bytes"));
+  }
   return out;
 }
 

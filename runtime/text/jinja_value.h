@@ -164,6 +164,10 @@ class JinjaValue {
     std::string item_separator;
     std::string key_separator;
     bool sort_keys = false;
+    // ResourceExhausted as soon as the text passes this many bytes (-1: no
+    // bound): indentation grows a deep value many times over, so the
+    // render's size limit is checked while it is written, not after.
+    int64_t max_bytes = -1;
   };
   absl::StatusOr<std::string> ToJson(const JsonOptions& options) const;
 

@@ -140,6 +140,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(
         "tokenizer: model '", s.model, "' is not supported (gpt2, llama)"));
   }
 
+  for (const std::string& token : s.tokens) {
+    t->max_token_bytes_ = std::max(t->max_token_bytes_, token.size());
+  }
   // Special tokens, longest text first (llama.cpp's partition order).
   for (int32_t i = 0; i < n; ++i) {
     const int32_t type = t->TypeOf(i);

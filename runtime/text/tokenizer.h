@@ -62,6 +62,10 @@ class Tokenizer {
   absl::StatusOr<std::string> TokenBytes(int32_t id) const;
 
   int32_t vocab_size() const { return int32_t(spec_.tokens.size()); }
+  // Bytes of the longest token's text as stored (at least the raw bytes it
+  // stands for): a text longer than n times this has more than n tokens,
+  // which callers check before tokenizing it.
+  size_t max_token_bytes() const { return max_token_bytes_; }
   int32_t bos_id() const { return spec_.bos_id; }
   int32_t eos_id() const { return spec_.eos_id; }
   bool add_space_prefix() const { return spec_.add_space_prefix; }
@@ -85,6 +89,7 @@ class Tokenizer {
   TokenizerSpec spec_;
   absl::flat_hash_map<std::string, int32_t> token_to_id_;
   absl::flat_hash_map<std::string, int32_t> merge_rank_;  // "left right"
+  size_t max_token_bytes_ = 1;
   std::vector<int32_t> special_;         // control/user-defined, longest first
   absl::flat_hash_set<int32_t> rstrip_;  // specials that eat the whitespace
                                          // after them (Phi-3)

@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "base/last_occurrence.h"
 
 namespace spikeserve {
 namespace {
@@ -78,8 +79,8 @@ absl::StatusOr<std::string> ChatPrompt::Render(
     // message's content (whitespace-trimmed, as templates often trim it).
     const absl::string_view content =
         absl::StripAsciiWhitespace(messages.back().content);
-    const size_t at = content.empty() ? std::string::npos
-                                      : absl::string_view(*text).rfind(content);
+    const size_t at =
+        content.empty() ? std::string::npos : LastOccurrence(*text, content);
     if (at == std::string::npos) {
       return absl::InvalidArgumentError(
           "continue_final_message: the chat template does not write the "
@@ -92,9 +93,15 @@ absl::StatusOr<std::string> ChatPrompt::Render(
 
 absl::StatusOr<std::vector<int32_t>> ChatPrompt::Encode(
     absl::Span<const ChatMessage> messages, ChatEnding ending,
-    const JinjaValue* tools) const {
+    const JinjaValue* tools, size_t max_text_bytes) const {
   absl::StatusOr<std::string> text = Render(messages, ending, tools);
   if (!text.ok()) return text.status();
+  if (text->size() > max_text_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the rendered chat has ", text->size(),
+                     " bytes: more than the context can hold (at most ",
+                     max_text_bytes, " bytes)"));
+  }
   absl::StatusOr<std::vector<int32_t>> ids =
       tokenizer_->Encode(*text, /*add_special=*/false, /*parse_special=*/true);
   if (!ids.ok()) return ids.status();

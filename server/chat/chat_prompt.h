@@ -75,10 +75,13 @@ class ChatPrompt {
   // The syntax the template teaches for tool calls (kNone: it shows none).
   ToolCallSyntax tool_call_syntax() const { return tool_call_syntax_; }
 
-  // Render, then the prompt tokens (see the file comment for BOS).
+  // Render, then the prompt tokens (see the file comment for BOS). A
+  // rendered text over `max_text_bytes` is InvalidArgument before it is
+  // tokenized (the caller's bound: it cannot fit the context).
   absl::StatusOr<std::vector<int32_t>> Encode(
       absl::Span<const ChatMessage> messages, ChatEnding ending,
-      const JinjaValue* tools = nullptr) const;
+      const JinjaValue* tools = nullptr,
+      size_t max_text_bytes = std::string::npos) const;
 
  private:
   ChatPrompt(ChatTemplate tmpl, const Tokenizer* tokenizer, std::string bos,

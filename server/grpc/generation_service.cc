@@ -15,6 +15,10 @@
 namespace spikeserve {
 namespace {
 
+// Most ids one Detokenize call takes (its text is at most this times the
+// longest token).
+constexpr int kMaxDetokenizeIds = 1 << 18;
+
 // The status a finished request ends its call with.
 grpc::Status FinalStatus(const GenerationUpdate& u) {
   if (!u.status.ok()) return ToGrpcStatus(u.status);
@@ -279,8 +283,12 @@ grpc::Status GenerationService::Prepare(const ServingBackend& backend,
   const gpr_timespec deadline =
       gpr_convert_clock_type(context->raw_deadline(), GPR_CLOCK_REALTIME);
   if (gpr_time_cmp(deadline, gpr_inf_future(GPR_CLOCK_REALTIME)) != 0) {
-    r->deadline = absl::FromUnixNanos(int64_t(deadline.tv_sec) * 1000000000 +
-                                      deadline.tv_nsec);
+    // In absl::Duration arithmetic, which saturates: seconds times 1e9 in
+    // int64 wrapped negative past the year 2262 (grpc-go's "no timeout",
+    // WithTimeout(MaxInt64)), and such requests ended at once with
+    // DEADLINE_EXCEEDED.
+    r->deadline = absl::UnixEpoch() + absl::Seconds(deadline.tv_sec) +
+                  absl::Nanoseconds(deadline.tv_nsec);
   }
   *out = *std::move(r);
   return grpc::Status::OK;
@@ -340,6 +348,15 @@ grpc::ServerUnaryReactor* GenerationService::Detokenize(
   const ServingBackend* b = Backend(context, &why);
   if (b == nullptr) return FinishNow(context, "Detokenize", why);
   const int32_t vocab = b->tokenizer->vocab_size();
+  // Bounded: 4 MiB of ids could otherwise become hundreds of MB of text.
+  if (request->ids_size() > kMaxDetokenizeIds) {
+    return FinishNow(
+        context, "Detokenize",
+        grpc::Status(
+            grpc::StatusCode::INVALID_ARGUMENT,
+            absl::StrCat("ids: ", request->ids_size(), " ids; at most ",
+                         kMaxDetokenizeIds, " per call")));
+  }
   StreamingDetokenizer detok(
       b->tokenizer,
       /*render_special=*/!request->skip_special_tokens());

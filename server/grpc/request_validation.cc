@@ -21,6 +21,8 @@
 namespace spikeserve {
 namespace {
 
+constexpr int kMaxStopTokenIds = 1024;
+
 absl::Status Invalid(absl::string_view field, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(field, " ", problem));
 }
@@ -40,9 +42,19 @@ absl::StatusOr<JinjaValue> JsonArray(absl::string_view field,
   return JsonToJinja(j);
 }
 
-// input.chat as prompt tokens through the model's chat template.
+// Why a prompt text of `bytes` cannot fit the context.
+std::string TooLong(size_t bytes, const RequestLimits& limits,
+                    const Tokenizer& tok) {
+  return absl::StrCat("has ", bytes, " bytes: more than the context of ",
+                      limits.context.MaxTokens(), " tokens can hold (at most ",
+                      tok.max_token_bytes(), " bytes per token)");
+}
+
+// input.chat as prompt tokens through the model's chat template; a
+// rendered text over max_text_bytes is refused before it is tokenized.
 absl::StatusOr<std::vector<int32_t>> ChatPromptTokens(const v1::ChatInput& in,
-                                                      const ChatPrompt* chat) {
+                                                      const ChatPrompt* chat,
+                                                      size_t max_text_bytes) {
   if (chat == nullptr) {
     return absl::FailedPreconditionError(
         "input.chat: this model has no chat template (its GGUF has no "
@@ -91,7 +103,7 @@ absl::StatusOr<std::vector<int32_t>> ChatPromptTokens(const v1::ChatInput& in,
       messages,
       in.continue_final_message() ? ChatEnding::kContinueFinalMessage
                                   : ChatEnding::kGenerationPrompt,
-      tools ? &*tools : nullptr);
+      tools ? &*tools : nullptr, max_text_bytes);
   if (!ids.ok()) {
     return absl::Status(ids.status().code(),
                         absl::StrCat("input.chat: ", ids.status().message()));
@@ -143,11 +155,18 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(
   }
   out.id = r.request_id();
 
-  // Prompt.
+  // Prompt. A text longer than the context times the longest token cannot
+  // fit: refused before tokenizing it (megabytes of text took seconds of
+  // a serving thread and hundreds of MB for one BPE word).
   const int vocab = tok.vocab_size();
+  const size_t max_text_bytes =
+      size_t(std::max(0, limits.context.MaxTokens())) * tok.max_token_bytes();
   switch (r.input_case()) {
     case v1::GenerateRequest::kText: {
       if (r.text().empty()) return Invalid("input.text", "is empty");
+      if (r.text().size() > max_text_bytes) {
+        return Invalid("input.text", TooLong(r.text().size(), limits, tok));
+      }
       if (!ValidUtf8(r.text()))
         return Invalid("input.text", "is not valid UTF-8");
       absl::StatusOr<std::vector<int32_t>> ids =
@@ -174,7 +193,7 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(
     }
     case v1::GenerateRequest::kChat: {
       absl::StatusOr<std::vector<int32_t>> ids =
-          ChatPromptTokens(r.chat(), chat);
+          ChatPromptTokens(r.chat(), chat, max_text_bytes);
       if (!ids.ok()) return ids.status();
       out.prompt = *std::move(ids);
       break;
@@ -222,6 +241,12 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(
     }
     if (!ValidUtf8(s)) return Invalid(field, "is not valid UTF-8");
     out.stopping.stop_sequences.push_back(s);
+  }
+  // Each is compared with every generated token.
+  if (st.stop_token_ids_size() > kMaxStopTokenIds) {
+    return Invalid("stopping.stop_token_ids",
+                   absl::StrCat("has ", st.stop_token_ids_size(),
+                                " ids; at most ", kMaxStopTokenIds));
   }
   for (int i = 0; i < st.stop_token_ids_size(); ++i) {
     const int32_t id = st.stop_token_ids(i);

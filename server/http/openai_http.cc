@@ -207,6 +207,14 @@ struct OpenAiHttpServer::Callbacks {
           declared > self->options_.max_body_bytes) {
         return Error(self, conn, c.route, TooLarge(self));
       }
+      // The token too, before any body is buffered: a client without it
+      // could otherwise hold --max_request_bytes per connection.
+      if (self->auth_ != nullptr && c.route != Route::kUnknown &&
+          c.route != Route::kHealth) {
+        absl::Status s = self->auth_->CheckHeader(MHD_lookup_connection_value(
+            conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+        if (!s.ok()) return Error(self, conn, c.route, ErrorFromStatus(s));
+      }
       return MHD_YES;
     }
     Call& c = **static_cast<CallPtr*>(*req_cls);

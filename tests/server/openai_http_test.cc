@@ -30,6 +30,28 @@ constexpr char kTemplate[] =
 
 class OpenAiHttpTest : public ServerTest {
  protected:
+  // Polls (bounded) until n requests are running or waiting in the engine.
+  void WaitInEngine(int n) {
+    const auto until =
+        std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < until) {
+      const EngineStats st = server_->engine()->Stats();
+      if (st.running + st.waiting == n) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // poll
+    }
+    ADD_FAILURE() << "never " << n << " requests in the engine";
+  }
+  // Once idle: the KV blocks back to `idle` (full prompt blocks stay in
+  // the prefix cache) and n chat calls counted as cancelled.
+  void ExpectCancelledAndIdle(int n, int idle) {
+    const EngineStats after = IdleStats();
+    EXPECT_EQ(after.kv_blocks_used - after.kv_blocks_cached, idle);
+    EXPECT_THAT(server_->metrics()->Serialize(),
+                HasSubstr(absl::StrCat(
+                    "spikeserve_requests_total{code=\"CANCELLED\",protocol="
+                    "\"http\",rpc=\"/v1/chat/completions\"} ",
+                    n, "\n")));
+  }
   ServerOptions HttpOptions() const {
     static const TinyModelFiles files =
         WriteModelAndPlan(TinyLlama({.chat_template = kTemplate}).Build(),
@@ -308,6 +330,22 @@ TEST_F(OpenAiHttpTest, BadRequestsGetTheirStatusAndTheServerKeepsServing) {
   }
   // /health needs no token (probes carry none).
   EXPECT_EQ(HttpRequest(server_->http_port(), "GET", "/health").status, 200);
+
+  // Without the token a body is not waited for (nor buffered): the 401
+  // comes as soon as the headers are in.
+  const int fd = ConnectLocal(server_->http_port());
+  ASSERT_GE(fd, 0);
+  const std::string head =
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+      "Content-Length: 3000000\r\n\r\n";
+  send(fd, head.data(), head.size(), MSG_NOSIGNAL);
+  timeval tv{30, 0};  // a bound, not a wait
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char buf[512];
+  const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+  close(fd);
+  ASSERT_GT(n, 0);
+  EXPECT_THAT(std::string(buf, size_t(n)), HasSubstr(" 401 "));
 }
 
 // A full queue is 429 at once; loading and draining are 503 (health too),
@@ -393,24 +431,14 @@ TEST_F(OpenAiHttpTest, ClosingBehindUnreadBytesAbortsUnaryRequests) {
     ASSERT_GE(fds.back(), 0);
   }
   gate_.WaitPauses(1);
-  const auto until =
-      std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (std::chrono::steady_clock::now() < until) {
-    const EngineStats st = server_->engine()->Stats();
-    if (st.running + st.waiting == 4) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // poll
-  }
+  WaitInEngine(4);
   const char alert[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00};
   for (int fd : fds) {
     send(fd, alert, sizeof(alert), MSG_NOSIGNAL);
     close(fd);
   }
   gate_.Open();
-  const EngineStats after = IdleStats();
-  EXPECT_EQ(after.kv_blocks_used - after.kv_blocks_cached, idle);
-  EXPECT_THAT(server_->metrics()->Serialize(),
-              HasSubstr("spikeserve_requests_total{code=\"CANCELLED\","
-                        "protocol=\"http\",rpc=\"/v1/chat/completions\"} 4"));
+  ExpectCancelledAndIdle(4, idle);
 }
 
 // While a prompt is prefilled (held here) no token comes: a stream gets
@@ -460,17 +488,13 @@ TEST_F(OpenAiHttpTest, ClientsGoneDuringThePrefillAreAbortedThen) {
   ASSERT_GE(unary, 0);
   ASSERT_GE(stream, 0);
   gate_.WaitPauses(1);  // the engine is inside its first step
-  const auto until =
-      std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (std::chrono::steady_clock::now() < until) {
-    const EngineStats st = server_->engine()->Stats();
-    if (st.running + st.waiting == 2) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // poll
-  }
+  WaitInEngine(2);
   close(unary);
   close(stream);
   // Both aborts reach the engine while it is still held in that step.
   int pending = 0;
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < until) {
     pending = server_->engine()->Stats().aborts_pending;
     if (pending == 2) break;
@@ -478,11 +502,7 @@ TEST_F(OpenAiHttpTest, ClientsGoneDuringThePrefillAreAbortedThen) {
   }
   EXPECT_EQ(pending, 2);
   gate_.Open();
-  const EngineStats after = IdleStats();
-  EXPECT_EQ(after.kv_blocks_used - after.kv_blocks_cached, idle);
-  EXPECT_THAT(server_->metrics()->Serialize(),
-              HasSubstr("spikeserve_requests_total{code=\"CANCELLED\","
-                        "protocol=\"http\",rpc=\"/v1/chat/completions\"} 2"));
+  ExpectCancelledAndIdle(2, idle);
 }
 
 // Acceptance 4 (second half): 16 streams; half of the clients go away
@@ -500,13 +520,7 @@ TEST_F(OpenAiHttpTest, ClosingHalfOfSixteenStreamsFreesTheirKv) {
   }
   gate_.WaitPauses(1);  // the first step, holding some of them
   // The rest arrive in the queue (or were already in the first batch).
-  const auto until =
-      std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (std::chrono::steady_clock::now() < until) {
-    const EngineStats st = server_->engine()->Stats();
-    if (st.running + st.waiting == 16) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // poll
-  }
+  WaitInEngine(16);
   ASSERT_EQ(
       server_->engine()->Stats().running + server_->engine()->Stats().waiting,
       16);
@@ -523,13 +537,7 @@ TEST_F(OpenAiHttpTest, ClosingHalfOfSixteenStreamsFreesTheirKv) {
     EXPECT_THAT(rest, HasSubstr("data: [DONE]"));
     EXPECT_THAT(rest, HasSubstr("\"finish_reason\":\"length\""));
   }
-  // Full prompt blocks stay in the prefix cache; nothing else is held.
-  const EngineStats after = IdleStats();
-  EXPECT_EQ(after.kv_blocks_used - after.kv_blocks_cached, idle);
-  const std::string metrics = server_->metrics()->Serialize();
-  EXPECT_THAT(metrics,
-              HasSubstr("spikeserve_requests_total{code=\"CANCELLED\","
-                        "protocol=\"http\",rpc=\"/v1/chat/completions\"} 8"));
+  ExpectCancelledAndIdle(8, idle);
 }
 
 }  // namespace

@@ -64,6 +64,13 @@ TEST_F(ServerTest, UnaryGenerateMatchesTokenizerAndReportsUsage) {
   v1::DetokenizeResponse dresp;
   ASSERT_TRUE(stub_->Detokenize(&ctx, dreq, &dresp).ok());
   EXPECT_EQ(r.text(), dresp.text());
+  // Bounded: 2^18 ids per call.
+  grpc::ClientContext big_ctx;
+  v1::DetokenizeRequest big;
+  for (int i = 0; i < (1 << 18) + 1; ++i) big.add_ids(0);
+  const grpc::Status s = stub_->Detokenize(&big_ctx, big, &dresp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("at most 262144"));
 }
 
 TEST_F(ServerTest, StreamDeliversTheSameTokensAsUnary) {
@@ -540,6 +547,22 @@ TEST_F(ServerTest, CancelAndDeadlineFreeTheSequenceBlocks) {
     gate_.Open();
   }
   EXPECT_EQ(IdleStats().kv_blocks_used, idle);
+}
+
+// A deadline beyond the year 2262 (grpc-go's WithTimeout(MaxInt64), a
+// common "no timeout") is as good as none: its nanoseconds since 1970
+// overflowed int64, and the request ended at once with DEADLINE_EXCEEDED.
+TEST_F(ServerTest, DeadlinesFarInTheFutureDoNotExpire) {
+  StartServer(DefaultOptions());
+  for (int64_t seconds : {int64_t(10000000000), int64_t(1) << 62}) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(gpr_timespec{seconds, 0, GPR_CLOCK_REALTIME});
+    v1::GenerateResponse r;
+    const grpc::Status s =
+        stub_->Generate(&ctx, TokenRequest({65, 66, 67}, 4), &r);
+    EXPECT_TRUE(s.ok()) << seconds << ": " << s.error_message();
+    EXPECT_EQ(r.usage().completion_tokens(), 4u) << seconds;
+  }
 }
 
 // Acceptance 4: a full queue answers RESOURCE_EXHAUSTED at once while the
