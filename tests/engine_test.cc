@@ -154,6 +154,46 @@ TEST_F(EngineTest, PrefixCacheReusesPromptBlocks) {
   EXPECT_EQ(e->Stats().prefix_cache_hit_tokens, 64);
 }
 
+// Every block at the same depth has the same hash here: the worst case of
+// a hash a client could collide on purpose (as in vLLM's CVE-2025-25183).
+// A block cached after another client's different first block must not be
+// reused after ours: the parent block must be the one we matched.
+uint64_t DepthHash(uint64_t parent, const int32_t*, int) { return parent + 1; }
+
+TEST_F(EngineTest, PrefixCacheCollisionsNeverShareAnotherPrefixsKv) {
+  auto e = Start({.kv_blocks = 128, .block_hash = &DepthHash});
+  Collector c;
+  const std::vector<int32_t> v0 = Prompt(16, 1), other = Prompt(16, 2),
+                             b1 = Prompt(16, 3);
+  auto cat = [](std::vector<int32_t> a, const std::vector<int32_t>& b,
+                int32_t last) {
+    a.insert(a.end(), b.begin(), b.end());
+    a.push_back(last);
+    return a;
+  };
+  std::vector<int32_t> system = v0;
+  system.push_back(40);
+  ASSERT_TRUE(e->Submit(Request("system", system, 2), c.For("system")).ok());
+  c.Wait("system");  // caches v0
+  // Another client: a different first block under v0's hash, then b1.
+  const std::vector<int32_t> attack = cat(other, b1, 41);
+  ASSERT_TRUE(e->Submit(Request("attack", attack, 2), c.For("attack")).ok());
+  EXPECT_EQ(c.Wait("attack").final.cached_tokens, 0);
+  // v0 + b1: v0 is reused, b1 (computed after `other`) is not.
+  const std::vector<int32_t> victim = cat(v0, b1, 42);
+  ASSERT_TRUE(e->Submit(Request("victim", victim, 4), c.For("victim")).ok());
+  const auto r = c.Wait("victim");
+  EXPECT_EQ(r.final.cached_tokens, 16);
+  EXPECT_EQ(r.tokens, DirectGreedy({}, victim, 4));
+  // The same prefix again reuses both of its own blocks.
+  std::vector<int32_t> again = victim;
+  again.back() = 43;
+  ASSERT_TRUE(e->Submit(Request("again", again, 4), c.For("again")).ok());
+  const auto r2 = c.Wait("again");
+  EXPECT_EQ(r2.final.cached_tokens, 32);
+  EXPECT_EQ(r2.tokens, DirectGreedy({}, again, 4));
+}
+
 TEST_F(EngineTest, AbortDeadlineQueueAndDuplicates) {
   auto e = Start({.kv_blocks = 64, .max_waiting = 2});
   Collector c;

@@ -361,6 +361,11 @@ void Engine::Preempt(Sequence& s) {
   ++preemptions_;
 }
 
+uint64_t Engine::Hash(uint64_t parent, const int32_t* tokens, int n) const {
+  return options_.block_hash != nullptr ? options_.block_hash(parent, tokens, n)
+                                        : BlockHash(parent, tokens, n);
+}
+
 int Engine::CacheLookup(Sequence& s) {
   if (!options_.prefix_caching) return 0;
   const int bt = options_.block_tokens;
@@ -371,9 +376,12 @@ int Engine::CacheLookup(Sequence& s) {
   std::vector<int> blocks;
   for (int i = 0; i < usable; ++i) {
     const int32_t* t = &s.tokens[size_t(i) * bt];
-    const uint64_t h = BlockHash(parent, t, bt);
+    const uint64_t h = Hash(parent, t, bt);
     auto it = cache_.find(h);
+    // The block's KV holds its whole prefix: its tokens and the very block
+    // matched before it must be ours (a parent hash alone can collide).
     if (it == cache_.end() || it->second.parent != parent ||
+        it->second.parent_block != (blocks.empty() ? -1 : blocks.back()) ||
         !std::equal(t, t + bt, it->second.tokens.begin())) {
       break;
     }
@@ -394,15 +402,26 @@ void Engine::CacheInsert(Sequence& s) {
   const int bt = options_.block_tokens;
   const int full = s.prompt_len / bt;
   uint64_t parent = 0;
+  int parent_block = -1;
   for (int i = 0; i < full && i < int(s.kv->own_blocks().size()); ++i) {
     const int32_t* t = &s.tokens[size_t(i) * bt];
-    const uint64_t h = BlockHash(parent, t, bt);
-    if (!cache_.contains(h)) {
+    const uint64_t h = Hash(parent, t, bt);
+    auto it = cache_.find(h);
+    if (it == cache_.end()) {
       const int block = s.kv->own_blocks()[i];
       pool_->Ref(block);
       lru_.push_front(h);
-      cache_[h] = CacheEntry{block, parent, std::vector<int32_t>(t, t + bt),
-                             lru_.begin()};
+      cache_[h] = CacheEntry{block, parent, parent_block,
+                             std::vector<int32_t>(t, t + bt), lru_.begin()};
+      parent_block = block;
+    } else if (it->second.parent == parent &&
+               it->second.parent_block == parent_block &&
+               std::equal(t, t + bt, it->second.tokens.begin())) {
+      parent_block = it->second.block;  // the same prefix, already cached
+    } else {
+      // Another prefix under this hash: what follows could never be found
+      // through it, and must not be found through the other one.
+      break;
     }
     parent = h;
   }

@@ -93,6 +93,13 @@ struct EngineOptions {
   int max_waiting = 64;         // queue bound; beyond it Submit refuses
   std::vector<int32_t> prefix;  // QFeP prefix (empty: none)
   bool prefix_caching = true;
+  // The prefix cache's block hash (parent hash, the block's tokens); null
+  // = FNV-1a. Tests give one that collides on purpose: a cached block is
+  // reused only when its tokens and its parent block (the one matched
+  // before it, not just the parent's hash) are the request's, so a
+  // collision costs a miss, never another client's KV.
+  uint64_t (*block_hash)(uint64_t parent, const int32_t* tokens,
+                         int n) = nullptr;
   int threads = 0;  // OpenMP threads of the model (0 = OpenMP's default)
   ForwardObserver* observer = nullptr;  // per-layer statistics
 };
@@ -149,6 +156,7 @@ class Engine {
   void OnToken(Sequence& s, const float* logits);
   bool ReserveOrEvict(Sequence& s, int total_tokens);
   void Preempt(Sequence& s);
+  uint64_t Hash(uint64_t parent, const int32_t* tokens, int n) const;
   int CacheLookup(Sequence& s);
   void CacheInsert(Sequence& s);
   bool EvictOneCachedBlock();
@@ -176,6 +184,7 @@ class Engine {
   struct CacheEntry {
     int block;
     uint64_t parent;
+    int parent_block;  // the cached block before it (-1: the first)
     std::vector<int32_t> tokens;
     std::list<uint64_t>::iterator lru;
   };
