@@ -440,6 +440,18 @@ TEST(JinjaLimits, OutputAndValuesAreBounded) {
 // tools nested 60 deep around 20000 numbers (120 kB) would be 5 MB of
 // spaces, built whole before the output limit was checked (2M numbers took
 // ~0.5 GB). The limit now stops it while it is written.
+// An empty string or list repeated is empty, at once: the size check
+// skipped them and the loop ran 10**18 times.
+TEST(JinjaLimits, RepeatingNothingEndsAtOnce) {
+  absl::StatusOr<ChatTemplate> t = ChatTemplate::Parse(
+      "[{{ '' * 10 ** 18 }}|{{ ([] * 10 ** 18) | length }}|"
+      "{{ (() * 10 ** 18) | length }}]");
+  ASSERT_TRUE(t.ok()) << t.status();
+  absl::StatusOr<std::string> out = t->Render(TableContext());
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, "[|0|0]");
+}
+
 TEST(JinjaLimits, IndentedJsonStopsAtTheOutputLimit) {
   nlohmann::ordered_json leaves = nlohmann::ordered_json::array();
   for (int i = 0; i < 20000; ++i) leaves.push_back(0);

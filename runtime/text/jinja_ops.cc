@@ -221,6 +221,13 @@ absl::StatusOr<JinjaValue> Interpreter::BinaryOp(const std::string& op,
       if (unit > 0 && times > limits_.max_bytes / int64_t(unit)) {
         return CheckSize(size_t(limits_.max_bytes) + 1);
       }
+      // An empty one repeated any number of times is empty (without the
+      // loop: '' * 10**18 from a model file's template never ended).
+      if (unit == 0) {
+        return seq->IsString()  ? JinjaValue::String("")
+               : seq->IsTuple() ? JinjaValue::Tuple({})
+                                : JinjaValue::List({});
+      }
       if (seq->IsString()) {
         std::string s;
         for (int64_t i = 0; i < times; ++i) s += seq->AsString();
