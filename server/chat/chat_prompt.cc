@@ -1,10 +1,11 @@
 #include "server/chat/chat_prompt.h"
 
+#include <optional>
 #include <utility>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/last_occurrence.h"
+#include "runtime/text/jinja_strings.h"
 
 namespace spikeserve {
 namespace {
@@ -76,9 +77,10 @@ absl::StatusOr<std::string> ChatPrompt::Render(
   }
   if (ending == ChatEnding::kContinueFinalMessage) {
     // As transformers does: cut after the last occurrence of the final
-    // message's content (whitespace-trimmed, as templates often trim it).
-    const absl::string_view content =
-        absl::StripAsciiWhitespace(messages.back().content);
+    // message's content, stripped as Python's str.strip (Unicode spaces
+    // too), as templates often |trim it.
+    const std::string content =
+        jinja::PyStrip(messages.back().content, std::nullopt, true, true);
     const size_t at =
         content.empty() ? std::string::npos : LastOccurrence(*text, content);
     if (at == std::string::npos) {

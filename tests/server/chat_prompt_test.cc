@@ -83,6 +83,21 @@ TEST(ChatPrompt, GenerationPromptAndContinuation) {
             "<user>hi<|eos|><assistant>  Hello,");
 }
 
+// The final content is stripped as Python's str.strip (transformers), so
+// a template that writes it through |trim (Llama 3's) can be continued
+// when it ends in a non-ASCII space (U+00A0 here).
+TEST(ChatPrompt, ContinuationStripsAsPython) {
+  auto tok = TinyTokenizer(false);
+  auto chat = *ChatPrompt::Create(
+      "{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}<|eos|>"
+      "{% endfor %}",
+      "test", tok.get());
+  const std::vector<ChatMessage> messages = {{"user", "hi"},
+                                             {"assistant", "Hello,\xC2\xA0"}};
+  EXPECT_EQ(*chat->Render(messages, ChatEnding::kContinueFinalMessage),
+            "<user>hi<|eos|><assistant>Hello,");
+}
+
 TEST(ChatPrompt, PassesNameAndToolCallId) {
   auto tok = TinyTokenizer(false);
   auto chat = *ChatPrompt::Create(
