@@ -449,6 +449,16 @@ absl::StatusOr<std::string> JsonKey(const JinjaValue& key) {
   }
 }
 
+// ResourceExhausted once `bytes` of JSON pass options.max_bytes.
+absl::Status JsonSizeCheck(const JinjaValue::JsonOptions& options,
+                           size_t bytes) {
+  if (options.max_bytes >= 0 && int64_t(bytes) > options.max_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("tojson output exceeds ", options.max_bytes, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status AppendJson(const JinjaValue& v,
                         const JinjaValue::JsonOptions& options, int depth,
                         std::string* out) {
@@ -469,13 +479,7 @@ absl::Status AppendJson(const JinjaValue& v,
   };
   // Checked before each item of a list or dict: every item adds a bounded
   // amount (its separator, indentation, key) beside what its own items add.
-  auto too_big = [&]() -> absl::Status {
-    if (options.max_bytes >= 0 && int64_t(out->size()) > options.max_bytes) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("tojson output exceeds ", options.max_bytes, " bytes"));
-    }
-    return absl::OkStatus();
-  };
+  auto too_big = [&] { return JsonSizeCheck(options, out->size()); };
   switch (v.kind()) {
     case Kind::kNone:
       out->append("null");
@@ -555,9 +559,8 @@ absl::StatusOr<std::string> JinjaValue::ToJson(
   std::string out;
   absl::Status s = AppendJson(*this, options, 0, &out);
   if (!s.ok()) return s;
-  if (options.max_bytes >= 0 && int64_t(out.size()) > options.max_bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("tojson output exceeds ", options.max_bytes, " bytes"));
+  if (absl::Status big = JsonSizeCheck(options, out.size()); !big.ok()) {
+    return big;
   }
   return out;
 }

@@ -181,10 +181,11 @@ ToolCallAnswer ParseToolCalls(ToolCallSyntax s, absl::string_view text) {
   return out;
 }
 
-size_t SureContent(ToolCallSyntax s, absl::string_view text) {
+size_t SureContent(ToolCallSyntax s, absl::string_view text, size_t sure) {
   if (s == ToolCallSyntax::kNone) return text.size();
   if (s == ToolCallSyntax::kHermes) {
-    const size_t open = text.find(kHermesOpen);
+    // A tag cannot begin before `sure` (the earlier call held its start).
+    const size_t open = text.find(kHermesOpen, sure);
     if (open != absl::string_view::npos) return open;
     // Hold a tail that may be the tag's beginning.
     for (size_t k = std::min(text.size(), kHermesOpen.size() - 1); k > 0; --k) {
@@ -194,7 +195,9 @@ size_t SureContent(ToolCallSyntax s, absl::string_view text) {
     }
     return text.size();
   }
-  // JSON answers: held whole from their first character on.
+  // JSON answers: held whole from their first character on; once some
+  // content went out, the answer is not one.
+  if (sure > 0) return text.size();
   const absl::string_view t = absl::StripLeadingAsciiWhitespace(text);
   if (t.empty()) return 0;
   const absl::string_view marker =

@@ -50,8 +50,10 @@ ToolCallAnswer ParseToolCalls(ToolCallSyntax s, absl::string_view text);
 
 // Streaming: the length of the prefix of `text` (the answer so far) that is
 // content whatever comes next. The rest may be (the start of) a call and is
-// held until the answer ends.
-size_t SureContent(ToolCallSyntax s, absl::string_view text);
+// held until the answer ends. `sure` is what an earlier call returned for
+// a prefix of `text`: the search starts there, so a stream's updates do
+// not rescan its whole answer each token.
+size_t SureContent(ToolCallSyntax s, absl::string_view text, size_t sure = 0);
 
 // An id for call `index` of the answer `answer_id` ("chatcmpl-..."):
 // "call_" and 24 hex digits, or 9 alphanumerics for Mistral, whose

@@ -606,7 +606,7 @@ absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> OpenAiHttpServer::Start(
                      ": the HTTP server did not start",
                      tls ? " (check the TLS files)" : ""));
   }
-  s->watcher_ = std::thread([p = s.get()] { p->Watch(); });
+  s->watcher_ = std::thread([p = s.get()] { p->RunWatcher(); });
   return s;
 }
 
@@ -615,7 +615,7 @@ void OpenAiHttpServer::Track(const std::shared_ptr<Call>& call) {
   watched_.push_back(call);
 }
 
-void OpenAiHttpServer::Watch() {
+void OpenAiHttpServer::RunWatcher() {
   std::unique_lock<std::mutex> lock(watch_mu_);
   std::vector<std::shared_ptr<Call>> calls;
   while (!watch_stop_) {

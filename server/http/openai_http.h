@@ -82,8 +82,9 @@ class OpenAiHttpServer {
   struct Callbacks;
   friend struct Callbacks;
 
-  // The watcher thread: requests in flight (weak: a finished one drops).
-  void Watch();
+  // The watcher thread's loop over the requests in flight (weak: a
+  // finished one drops out).
+  void RunWatcher();
   void Track(const std::shared_ptr<Call>& call);
 
   OpenAiHttpOptions options_;

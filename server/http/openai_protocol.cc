@@ -248,6 +248,26 @@ void ParseMessages(const Json& body, v1::ChatInput* chat, Fields* f,
   }
 }
 
+// OpenAI's logit_bias, {"token id": bias}, into `sampling`; ids and range
+// are checked with the vocabulary (ToGenerationRequest,
+// ValidateSamplingParams).
+void ParseLogitBias(const Json& bias, v1::SamplingParams* sampling, Fields* f) {
+  for (auto it = bias.begin(); it != bias.end(); ++it) {
+    int32_t id = 0;
+    if (!absl::SimpleAtoi(it.key(), &id)) {
+      f->Fail("logit_bias",
+              absl::StrCat("'logit_bias' keys must be token ids, not '",
+                           it.key(), "'"));
+      return;
+    }
+    if (!it->is_number()) {
+      f->Fail("logit_bias", "'logit_bias' values must be numbers");
+      return;
+    }
+    (*sampling->mutable_logit_bias())[id] = float(it->get<double>());
+  }
+}
+
 void ParsePrompt(const Json& body, v1::GenerateRequest* r, Fields* f) {
   const Json* prompt = f->Find("prompt");
   if (prompt == nullptr) {
@@ -496,26 +516,11 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint,
       f.Fail("best_of", "'best_of' must be 1");
     }
   }
-  // {"token id": bias}: ids and range are checked with the vocabulary
-  // (ToGenerationRequest, ValidateSamplingParams).
   if (const Json* lb = f.Find("logit_bias"); lb != nullptr && f.ok()) {
     if (!lb->is_object()) {
       f.Fail("logit_bias", "'logit_bias' must be an object");
-    }
-    for (auto it = lb->begin(); lb->is_object() && it != lb->end(); ++it) {
-      int32_t id = 0;
-      if (!absl::SimpleAtoi(it.key(), &id)) {
-        f.Fail("logit_bias",
-               absl::StrCat("'logit_bias' keys must be token ids, not '",
-                            it.key(), "'"));
-        break;
-      }
-      if (!it->is_number()) {
-        f.Fail("logit_bias", "'logit_bias' values must be numbers");
-        break;
-      }
-      (*r.mutable_sampling()->mutable_logit_bias())[id] =
-          float(it->get<double>());
+    } else {
+      ParseLogitBias(*lb, r.mutable_sampling(), &f);
     }
   }
   // vLLM's extensions, which the engine has: keep generating past
@@ -541,15 +546,16 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint,
   if (const Json* ids = f.Find("stop_token_ids"); ids != nullptr && f.ok()) {
     if (!ids->is_array()) {
       f.Fail("stop_token_ids", "'stop_token_ids' must be an array of ints");
-    }
-    for (const Json& id : ids->is_array() ? *ids : Json::array()) {
-      if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
-          id.get<int64_t>() > INT32_MAX) {
-        f.Fail("stop_token_ids",
-               "'stop_token_ids' must be an array of token ids (ints >= 0)");
-        break;
+    } else {
+      for (const Json& id : *ids) {
+        if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+            id.get<int64_t>() > INT32_MAX) {
+          f.Fail("stop_token_ids",
+                 "'stop_token_ids' must be an array of token ids (ints >= 0)");
+          break;
+        }
+        r.mutable_stopping()->add_stop_token_ids(int32_t(id.get<int64_t>()));
       }
-      r.mutable_stopping()->add_stop_token_ids(int32_t(id.get<int64_t>()));
     }
   }
   f.Bool("stream", &out.stream);
@@ -669,30 +675,30 @@ std::string StreamEvents(const OpenAiAnswerContext& ctx,
   // With tools, content is sent as far as it cannot be a call's start; the
   // rest is held to the end, then sent as calls or as content.
   std::string text = u.text;
-  Json calls;
-  bool calls_made = false;
+  Json calls;  // set when the answer's calls parsed
   if (chat && ctx.tool_calls != ToolCallSyntax::kNone) {
     absl::StrAppend(&held->answer, u.text);
     const absl::string_view answer = held->answer;
     if (!u.finished) {
-      const size_t sure = SureContent(ctx.tool_calls, answer);
+      const size_t sure = SureContent(ctx.tool_calls, answer, held->sent);
       text = std::string(answer.substr(held->sent, sure - held->sent));
       held->sent = sure;
     } else {
       ToolCallAnswer a =
           ParseToolCalls(ctx.tool_calls, answer.substr(held->sent));
       text = std::move(a.content);
-      calls_made = !a.calls.empty();
-      if (calls_made) calls = ToolCallsJson(ctx, a.calls, /*indexed=*/true);
+      if (!a.calls.empty()) {
+        calls = ToolCallsJson(ctx, a.calls, /*indexed=*/true);
+      }
     }
   }
-  if (!text.empty() || (ctx.logprobs && !u.tokens.empty()) ||
-      !calls.is_null()) {
+  const bool calls_made = !calls.is_null();
+  if (!text.empty() || (ctx.logprobs && !u.tokens.empty()) || calls_made) {
     Json choice{
         {"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
     if (chat) {
       choice["delta"] = {{"content", text}};
-      if (!calls.is_null()) choice["delta"]["tool_calls"] = std::move(calls);
+      if (calls_made) choice["delta"]["tool_calls"] = std::move(calls);
       if (ctx.logprobs) choice["logprobs"] = ChatLogprobs(ctx, u.tokens);
     } else {
       choice["text"] = text;

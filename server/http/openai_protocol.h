@@ -77,11 +77,12 @@ struct ToolCallStream {
   size_t sent = 0;
 };
 
-// "stop", "length", or "abort" (aborted by the server: draining); an
-// answer whose tool calls parsed ends with "tool_calls" instead of "stop".
+// "stop", "length", or "abort" (aborted by the server: draining).
 const char* OpenAiFinishReason(FinishReason r);
 
-// The whole (unary) answer from the concatenated text and tokens.
+// The whole (unary) answer from the concatenated text and tokens. With
+// ctx.tool_calls, calls parsed from the text are message.tool_calls and
+// the answer ends with "tool_calls" instead of "stop".
 std::string CompletionJson(const OpenAiAnswerContext& ctx,
                            const std::string& text,
                            const std::vector<GeneratedToken>& tokens,
