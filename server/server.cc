@@ -426,6 +426,8 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
     backend->model_id = std::string(base);
   }
   backend->info.set_has_chat_template(chat_ != nullptr);
+  backend->info.set_tool_call_syntax(ToolCallSyntaxName(
+      chat_ != nullptr ? chat_->tool_call_syntax() : ToolCallSyntax::kNone));
   metrics_->SetInfo(
       {{"version", SPIKESERVE_VERSION},
        {"onednn", OneDnnVersion()},

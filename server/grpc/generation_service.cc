@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "grpc/support/time.h"
+#include "server/chat/chat_prompt.h"
 #include "server/grpc/grpc_status.h"
 #include "server/grpc/response_conversion.h"
 
@@ -20,6 +21,14 @@ namespace {
 constexpr int kMaxDetokenizeIds = 1 << 18;
 
 // The status a finished request ends its call with.
+// The syntax a request's answer is parsed for calls in: a chat with tools.
+ToolCallSyntax ToolsOf(const ServingBackend& b, const v1::GenerateRequest& r) {
+  if (b.chat == nullptr || !r.has_chat() || r.chat().tools_json().empty()) {
+    return ToolCallSyntax::kNone;
+  }
+  return b.chat->tool_call_syntax();
+}
+
 grpc::Status FinalStatus(const GenerationUpdate& u) {
   if (!u.status.ok()) return ToGrpcStatus(u.status);
   if (u.finish_reason == FinishReason::kDeadline) {
@@ -65,8 +74,12 @@ grpc::Status FinalStatus(const GenerationUpdate& u, bool client_gone,
 class GenerateReactor final : public grpc::ServerUnaryReactor {
  public:
   GenerateReactor(Engine* engine, CallCounter* calls, ServingMetrics* metrics,
-                  v1::GenerateResponse* response)
-      : engine_(engine), calls_(calls), metrics_(metrics), response_(response) {
+                  ToolCallSyntax tools, v1::GenerateResponse* response)
+      : engine_(engine),
+        calls_(calls),
+        metrics_(metrics),
+        tools_(tools),
+        response_(response) {
     calls_->Add();
   }
 
@@ -102,6 +115,7 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
     AppendUpdate(u, response_);
     metrics_.OnUpdate(u);
     if (!u.finished) return;
+    SetToolCalls(tools_, id_, response_->text(), response_);
     finished_.store(true);
     End(FinalStatus(u, cancelled_.load(), start_, deadline_));
   }
@@ -113,6 +127,7 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
   Engine* const engine_;
   CallCounter* const calls_;
   RequestMetrics metrics_;
+  const ToolCallSyntax tools_;  // kNone: no tools in the request
   v1::GenerateResponse* const response_;
   std::string id_;
   absl::Time start_;  // when the call was submitted
@@ -129,8 +144,8 @@ class GenerateStreamReactor final
     : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
   GenerateStreamReactor(Engine* engine, CallCounter* calls,
-                        ServingMetrics* metrics)
-      : engine_(engine), calls_(calls), metrics_(metrics) {
+                        ServingMetrics* metrics, ToolCallSyntax tools)
+      : engine_(engine), calls_(calls), metrics_(metrics), tools_(tools) {
     calls_->Add();
   }
   // Ends the call before any generation (validation or submission failed).
@@ -181,7 +196,9 @@ class GenerateStreamReactor final
     std::unique_lock<std::mutex> lock(mu_);
     AppendUpdate(u, &pending_);
     has_pending_ |= !u.text.empty() || !u.tokens.empty() || u.finished;
+    if (tools_ != ToolCallSyntax::kNone) answer_ += u.text;
     if (u.finished) {
+      SetToolCalls(tools_, id_, answer_, &pending_);
       finished_ = true;
       final_status_ =
           FinalStatus(u, cancelled_ || write_failed_, start_, deadline_);
@@ -222,7 +239,9 @@ class GenerateStreamReactor final
 
   Engine* const engine_;
   CallCounter* const calls_;
-  RequestMetrics metrics_;  // engine thread only
+  RequestMetrics metrics_;      // engine thread only
+  const ToolCallSyntax tools_;  // kNone: no tools in the request
+  std::string answer_;          // with tools: the whole text so far
   std::string id_;
   absl::Time start_;  // when the call was submitted
   absl::Time deadline_ = absl::InfiniteFuture();
@@ -304,7 +323,8 @@ grpc::ServerUnaryReactor* GenerationService::Generate(
   if (grpc::Status s = Prepare(*b, context, *request, &native); !s.ok()) {
     return FinishNow(context, "Generate", s);
   }
-  auto* reactor = new GenerateReactor(b->engine, &calls_, metrics_, response);
+  auto* reactor = new GenerateReactor(b->engine, &calls_, metrics_,
+                                      ToolsOf(*b, *request), response);
   reactor->Start(std::move(native));
   return reactor;
 }
@@ -316,8 +336,9 @@ GenerationService::GenerateStream(grpc::CallbackServerContext* context,
   const ServingBackend* b = Backend(context, &why);
   GenerationRequest native;
   if (b != nullptr) why = Prepare(*b, context, *request, &native);
-  auto* reactor =
-      new GenerateStreamReactor(b ? b->engine : nullptr, &calls_, metrics_);
+  auto* reactor = new GenerateStreamReactor(
+      b ? b->engine : nullptr, &calls_, metrics_,
+      b ? ToolsOf(*b, *request) : ToolCallSyntax::kNone);
   if (!why.ok()) {
     reactor->Reject(why);
     return reactor;

@@ -44,4 +44,18 @@ void AppendUpdate(const GenerationUpdate& u, v1::GenerateResponse* r) {
   timings->set_total_seconds(u.total_seconds);
 }
 
+void SetToolCalls(ToolCallSyntax syntax, absl::string_view request_id,
+                  absl::string_view answer, v1::GenerateResponse* response) {
+  if (syntax == ToolCallSyntax::kNone) return;
+  ToolCallAnswer parsed = ParseToolCalls(syntax, answer);
+  if (parsed.calls.empty()) return;
+  for (size_t i = 0; i < parsed.calls.size(); ++i) {
+    v1::ToolCall* call = response->add_tool_calls();
+    call->set_id(ToolCallId(syntax, request_id, int(i)));
+    call->set_name(std::move(parsed.calls[i].name));
+    call->set_arguments_json(std::move(parsed.calls[i].arguments));
+  }
+  response->set_content(std::move(parsed.content));
+}
+
 }  // namespace spikeserve

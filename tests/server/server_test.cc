@@ -1031,6 +1031,71 @@ TEST_F(ServerTest, ChatRendersTheModelsTemplate) {
   EXPECT_EQ(text, a.text());
 }
 
+// A chat with tools: the answer's calls come back parsed in the syntax the
+// template teaches (hermes here), unary and on a stream's last message,
+// while `text` stays the model's output. The model is made to write one
+// call per token: a user-defined token holding a whole call, biased +100.
+TEST_F(ServerTest, ChatWithToolsReturnsTheAnswersCalls) {
+  const std::string call =
+      "<tool_call>{\"name\": \"f\", \"arguments\": {\"n\": 1}}</tool_call>";
+  TinyLlamaSpec spec{
+      .chat_template =
+          "{% for m in messages %}{{ m.content }}{% endfor %}"
+          "{% if tools %}(answer in <tool_call> tags){% endif %}",
+      .user_tokens = {call}};
+  const int call_id = spec.vocab - 3;  // before <|bos|> and <|eos|>
+  static const TinyModelFiles files = WriteModelAndPlan(
+      TinyLlama(spec).Build(), "tools-model", GetTinyModelFiles().prefix);
+  ServerOptions o = DefaultOptions();
+  o.model_path = files.model;
+  o.plan_path = files.plan;
+  StartServer(o);
+  v1::ModelInfo info;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->GetModelInfo(&ctx, {}, &info).ok());
+  }
+  EXPECT_EQ(info.tool_call_syntax(), "hermes");
+
+  v1::GenerateRequest chat = TokenRequest({}, 2);
+  v1::ChatMessage* m = chat.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->set_content("hi");
+  (*chat.mutable_sampling()->mutable_logit_bias())[call_id] = 100;
+  chat.mutable_chat()->set_tools_json(
+      R"([{"type": "function", "function": {"name": "f"}}])");
+  v1::GenerateResponse unary;
+  ASSERT_TRUE(Generate(chat, &unary).ok());
+  EXPECT_EQ(unary.text(), call + call);
+  ASSERT_EQ(unary.tool_calls_size(), 2);
+  EXPECT_EQ(unary.content(), "");
+  for (const v1::ToolCall& c : unary.tool_calls()) {
+    EXPECT_EQ(c.name(), "f");
+    EXPECT_EQ(c.arguments_json(), R"({"n":1})");
+    EXPECT_THAT(c.id(), ::testing::StartsWith("call_"));
+  }
+  EXPECT_NE(unary.tool_calls(0).id(), unary.tool_calls(1).id());
+
+  std::vector<v1::GenerateResponse> streamed;
+  ASSERT_TRUE(Stream(chat, &streamed).ok());
+  ASSERT_FALSE(streamed.empty());
+  std::string text;
+  for (size_t i = 0; i + 1 < streamed.size(); ++i) {
+    EXPECT_EQ(streamed[i].tool_calls_size(), 0);
+    text += streamed[i].text();
+  }
+  text += streamed.back().text();
+  EXPECT_EQ(text, call + call);
+  EXPECT_EQ(streamed.back().tool_calls_size(), 2);
+
+  // Without tools the same answer is text only.
+  chat.mutable_chat()->clear_tools_json();
+  v1::GenerateResponse plain;
+  ASSERT_TRUE(Generate(chat, &plain).ok());
+  EXPECT_EQ(plain.text(), call + call);
+  EXPECT_EQ(plain.tool_calls_size(), 0);
+}
+
 TEST_F(ServerTest, ChatWithoutATemplateIsAFailedPrecondition) {
   StartServer(DefaultOptions());
   v1::ModelInfo info;
