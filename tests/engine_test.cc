@@ -194,6 +194,79 @@ TEST_F(EngineTest, PrefixCacheCollisionsNeverShareAnotherPrefixsKv) {
   EXPECT_EQ(r2.tokens, DirectGreedy({}, again, 4));
 }
 
+// The same attack after an eviction: block numbers are reused (the freed
+// block is the next one handed out), so a cached block's parent must be
+// identified by something never reused. X caches A (block a) and B after
+// it; the attacker's C collides with A, and its admission evicts A and gets
+// block a for C. B was computed after A and must not be found after C.
+TEST_F(EngineTest, PrefixCacheCollisionsAfterAnEvictionNeverShareKv) {
+  auto e = Start({.kv_blocks = 4, .block_hash = &DepthHash});
+  Collector c;
+  const std::vector<int32_t> a = Prompt(16, 1), b = Prompt(16, 3),
+                             other = Prompt(16, 2);
+  auto cat = [](std::vector<int32_t> x, const std::vector<int32_t>& y,
+                int32_t last) {
+    x.insert(x.end(), y.begin(), y.end());
+    x.push_back(last);
+    return x;
+  };
+  const std::vector<int32_t> first = cat(a, b, 40);
+  ASSERT_TRUE(e->Submit(Request("first", first, 2), c.For("first")).ok());
+  c.Wait("first");  // caches A and B: 2 of the 4 blocks
+  ASSERT_EQ(e->Stats().kv_blocks_cached, 2);
+  const std::vector<int32_t> attack = cat(other, b, 41);
+  ASSERT_TRUE(e->Submit(Request("attack", attack, 2), c.For("attack")).ok());
+  EXPECT_EQ(c.Wait("attack").final.cached_tokens, 0);
+  const std::vector<int32_t> victim = cat(other, b, 42);
+  ASSERT_TRUE(e->Submit(Request("victim", victim, 4), c.For("victim")).ok());
+  const auto r = c.Wait("victim");
+  EXPECT_EQ(r.final.cached_tokens, 16);  // its own first block only
+  EXPECT_EQ(r.tokens, DirectGreedy({}, victim, 4));
+}
+
+// A queue head that cannot fit yet waits without emptying the prefix
+// cache (evicting could not have made room), and its lookups count once,
+// when it is admitted, not at every step it waits.
+TEST_F(EngineTest, AWaitingHeadKeepsThePrefixCacheAndItsCounts) {
+  auto e = Start({.kv_blocks = 8});
+  Collector c;
+  std::vector<int32_t> cached = Prompt(32, 1);
+  cached.push_back(40);
+  ASSERT_TRUE(e->Submit(Request("cached", cached, 2), c.For("cached")).ok());
+  c.Wait("cached");
+  ASSERT_EQ(e->Stats().kv_blocks_cached, 2);
+  // `long` takes the other 6 blocks (60 + 30 tokens); `head`, submitted at
+  // its 5th token, needs 4 (50 + 8 tokens) where at most 3 could be freed.
+  Engine* raw = e.get();
+  auto long_cb = c.For("long");
+  auto head_cb = c.For("head");
+  int seen = 0;
+  EngineStats at_submit, later;
+  ASSERT_TRUE(
+      e->Submit(Request("long", Prompt(60, 2), 30), [&, long_cb, head_cb](
+                                                        const GenerationUpdate&
+                                                            u) {
+         long_cb(u);
+         seen += int(u.tokens.size());
+         if (seen == 5 && !u.tokens.empty()) {
+           ASSERT_TRUE(
+               raw->Submit(Request("head", Prompt(50, 3), 8), head_cb).ok());
+           at_submit = raw->Stats();
+         } else if (seen == 25 && !u.tokens.empty()) {
+           later = raw->Stats();
+         }
+       }).ok());
+  EXPECT_EQ(c.Wait("long").final.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(later.waiting, 1);  // the head waited all along
+  EXPECT_EQ(later.kv_blocks_cached, 2);
+  EXPECT_EQ(later.prefix_cache_query_tokens,
+            at_submit.prefix_cache_query_tokens);
+  const auto h = c.Wait("head");
+  EXPECT_EQ(h.final.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(e->Stats().prefix_cache_query_tokens,
+            at_submit.prefix_cache_query_tokens + 48);  // 3 blocks, once
+}
+
 TEST_F(EngineTest, AbortDeadlineQueueAndDuplicates) {
   auto e = Start({.kv_blocks = 64, .max_waiting = 2});
   Collector c;
@@ -220,6 +293,54 @@ TEST_F(EngineTest, AbortDeadlineQueueAndDuplicates) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(e->Submit(Request("x", Prompt(250, 3), 50), nullptr).message(),
               HasSubstr("exceeds the context"));
+}
+
+// A model that computes a NaN logit (here: a NaN embedding row, reached only
+// through its token) ends that request with an error that says so, while
+// the request beside it in the batch decodes on. Sampling at a temperature
+// read outside its candidate list on NaN logits.
+TEST(EngineNonFinite, OnlyTheRequestWithNonFiniteLogitsFails) {
+  constexpr int kHidden = 64, kVocab = 300, kBadToken = 77;
+  testing::GgufBuilder b = TinyLlama({.layers = 2,
+                                      .hidden = kHidden,
+                                      .vocab = kVocab,
+                                      .context = 256,
+                                      .tied = false});
+  std::vector<float> embd(size_t(kHidden) * kVocab);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> d(0.f, 1.f);
+  for (float& x : embd) x = d(rng);
+  std::fill_n(embd.begin() + size_t(kBadToken) * kHidden, kHidden, NAN);
+  b.RemoveTensor("token_embd.weight");
+  b.AddF32Tensor("token_embd.weight", {kHidden, kVocab}, embd);
+  const std::string bytes = b.Build();
+  std::shared_ptr<GgufFile> file = *GgufFile::FromBuffer(
+      reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  auto model = *Model::Load(file);
+  auto tok = *Tokenizer::Create(*LoadTokenizerSpec(*file));
+  auto e = *Engine::Create(model.get(), tok.get(), {.kv_blocks = 64});
+  Collector c;
+  GenerationRequest bad, good;
+  bad.id = "bad";
+  bad.prompt = {40, 41, kBadToken, 42};
+  good.id = "good";
+  good.prompt = {40, 41, 43, 42};
+  for (GenerationRequest* r : {&bad, &good}) {
+    r->stopping.max_new_tokens = 4;
+    r->stopping.ignore_eos = true;
+    r->sampling.temperature = 0.8f;
+    r->sampling.seed = 3;
+    ASSERT_TRUE(e->Submit(*r, c.For(r->id)).ok());
+  }
+  const auto rb = c.Wait("bad");
+  EXPECT_EQ(rb.final.status.code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(std::string(rb.final.status.message()),
+              HasSubstr("non-finite logit"));
+  EXPECT_TRUE(rb.tokens.empty());
+  const auto rg = c.Wait("good");
+  EXPECT_TRUE(rg.final.status.ok()) << rg.final.status;
+  EXPECT_EQ(rg.final.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(rg.tokens.size(), 4u);
 }
 
 TEST_F(EngineTest, FullQueueAndDuplicateIdsAreRefused) {

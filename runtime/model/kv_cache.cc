@@ -106,12 +106,16 @@ int SequenceKv::capacity() const {
   return prefix_len_ + int(blocks_.size()) * pool_->block_tokens();
 }
 
-absl::Status SequenceKv::Reserve(int total_tokens) {
+int SequenceKv::MissingBlocks(int total_tokens) const {
   const int bt = pool_->block_tokens();
   const int need_own = total_tokens - prefix_len_;
   const int need_blocks = need_own <= 0 ? 0 : (need_own + bt - 1) / bt;
-  const int missing = need_blocks - int(blocks_.size());
-  if (missing <= 0) return absl::OkStatus();
+  return std::max(0, need_blocks - int(blocks_.size()));
+}
+
+absl::Status SequenceKv::Reserve(int total_tokens) {
+  const int missing = MissingBlocks(total_tokens);
+  if (missing == 0) return absl::OkStatus();
   if (missing > pool_->free_blocks()) {
     return absl::ResourceExhaustedError(
         absl::StrCat("kv: sequence needs ", missing, " more blocks, ",

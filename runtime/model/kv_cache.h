@@ -130,6 +130,8 @@ class SequenceKv {
   // Makes room for `total_tokens` positions, allocating own blocks. On
   // ResourceExhausted nothing is allocated.
   absl::Status Reserve(int total_tokens);
+  // The own blocks Reserve(total_tokens) would allocate.
+  int MissingBlocks(int total_tokens) const;
   // Capacity in positions with the blocks held now.
   int capacity() const;
 

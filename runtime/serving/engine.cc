@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 
@@ -205,10 +206,6 @@ void Engine::Loop() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       if (stop_) break;
-      while (!incoming_.empty()) {
-        waiting_.push_back(std::move(incoming_.front()));
-        incoming_.pop_front();
-      }
     }
     if (!Step()) {
       PublishStats();
@@ -293,10 +290,25 @@ void Engine::Finish(Sequence& s, FinishReason reason, absl::Status status) {
 }
 
 void Engine::OnToken(Sequence& s, const float* logits) {
+  const int vocab = model_->config().vocab_size;
+  // A NaN or infinite logit (weights or a kernel gone wrong) has no
+  // meaningful sample: NaN maxima left the sampler no candidate, and it
+  // read outside its list. This request ends with an error naming it; the
+  // others in the batch go on.
+  if (const float* bad = std::find_if_not(
+          logits, logits + vocab, [](float x) { return std::isfinite(x); });
+      bad != logits + vocab) {
+    Finish(s, FinishReason::kAborted,
+           absl::InternalError(absl::StrCat(
+               "the model computed a non-finite logit (", *bad, " for token ",
+               bad - logits, ") after ", s.generated,
+               " generated tokens: its weights or a kernel are broken")));
+    return;
+  }
   GeneratedToken t;
-  const SampledToken st = s.sampler->Sample(
-      absl::MakeConstSpan(logits, model_->config().vocab_size), s.req.top_n,
-      s.req.top_n > 0 ? &t.top : nullptr);
+  const SampledToken st =
+      s.sampler->Sample(absl::MakeConstSpan(logits, vocab), s.req.top_n,
+                        s.req.top_n > 0 ? &t.top : nullptr);
   t.id = st.id;
   t.logprob = st.logprob;
   if (s.first_token == absl::InfinitePast()) s.first_token = absl::Now();
@@ -344,8 +356,22 @@ bool Engine::EvictOneCachedBlock() {
   return false;
 }
 
+int Engine::EvictableBlocks() const {
+  int n = 0;
+  for (const auto& [h, e] : cache_) n += pool_->refcount(e.block) == 1;
+  return n;
+}
+
 bool Engine::ReserveOrEvict(Sequence& s, int total_tokens) {
   const int prefix = prefix_ ? prefix_->length() : 0;
+  const int missing = s.kv->MissingBlocks(prefix + total_tokens);
+  if (missing == 0) return true;
+  // Evict only when that makes room: a queue head that cannot fit yet
+  // would otherwise empty the prefix cache at every step it waits.
+  if (missing > pool_->free_blocks() &&
+      missing > pool_->free_blocks() + EvictableBlocks()) {
+    return false;
+  }
   while (!s.kv->Reserve(prefix + total_tokens).ok()) {
     if (!EvictOneCachedBlock()) return false;
   }
@@ -366,34 +392,34 @@ uint64_t Engine::Hash(uint64_t parent, const int32_t* tokens, int n) const {
                                         : BlockHash(parent, tokens, n);
 }
 
-int Engine::CacheLookup(Sequence& s) {
+int Engine::CacheLookup(Sequence& s, int* queried) {
+  *queried = 0;
   if (!options_.prefix_caching) return 0;
   const int bt = options_.block_tokens;
   // Leave at least one token to compute: its logits start the decode.
   const int usable = (int(s.tokens.size()) - 1) / bt;
-  cache_queries_ += int64_t(usable) * bt;
-  uint64_t parent = 0;
+  *queried = usable * bt;
+  uint64_t parent = 0, parent_serial = 0;
   std::vector<int> blocks;
   for (int i = 0; i < usable; ++i) {
     const int32_t* t = &s.tokens[size_t(i) * bt];
     const uint64_t h = Hash(parent, t, bt);
     auto it = cache_.find(h);
-    // The block's KV holds its whole prefix: its tokens and the very block
+    // The block's KV holds its whole prefix: its tokens and the very entry
     // matched before it must be ours (a parent hash alone can collide).
     if (it == cache_.end() || it->second.parent != parent ||
-        it->second.parent_block != (blocks.empty() ? -1 : blocks.back()) ||
+        it->second.parent_serial != parent_serial ||
         !std::equal(t, t + bt, it->second.tokens.begin())) {
       break;
     }
     blocks.push_back(it->second.block);
     lru_.splice(lru_.begin(), lru_, it->second.lru);
     parent = h;
+    parent_serial = it->second.serial;
   }
   if (blocks.empty()) return 0;
   if (!s.kv->AppendSharedBlocks(blocks).ok()) return 0;
-  const int n = int(blocks.size()) * bt;
-  cache_hits_ += n;
-  return n;
+  return int(blocks.size()) * bt;
 }
 
 void Engine::CacheInsert(Sequence& s) {
@@ -401,8 +427,7 @@ void Engine::CacheInsert(Sequence& s) {
   s.cache_inserted = true;
   const int bt = options_.block_tokens;
   const int full = s.prompt_len / bt;
-  uint64_t parent = 0;
-  int parent_block = -1;
+  uint64_t parent = 0, parent_serial = 0;
   for (int i = 0; i < full && i < int(s.kv->own_blocks().size()); ++i) {
     const int32_t* t = &s.tokens[size_t(i) * bt];
     const uint64_t h = Hash(parent, t, bt);
@@ -411,13 +436,19 @@ void Engine::CacheInsert(Sequence& s) {
       const int block = s.kv->own_blocks()[i];
       pool_->Ref(block);
       lru_.push_front(h);
-      cache_[h] = CacheEntry{block, parent, parent_block,
-                             std::vector<int32_t>(t, t + bt), lru_.begin()};
-      parent_block = block;
+      const uint64_t serial = next_serial_++;
+      cache_[h] = CacheEntry{block,
+                             parent,
+                             serial,
+                             parent_serial,
+                             std::vector<int32_t>(t, t + bt),
+                             lru_.begin()};
+      parent_serial = serial;
     } else if (it->second.parent == parent &&
-               it->second.parent_block == parent_block &&
+               it->second.parent_serial == parent_serial &&
                std::equal(t, t + bt, it->second.tokens.begin())) {
-      parent_block = it->second.block;  // the same prefix, already cached
+      // The same prefix, already cached.
+      parent_serial = it->second.serial;
     } else {
       // Another prefix under this hash: what follows could never be found
       // through it, and must not be found through the other one.
@@ -433,7 +464,8 @@ void Engine::Admit() {
     Sequence& s = *waiting_.front();
     s.kv = std::make_unique<SequenceKv>(pool_.get());
     if (prefix_) (void)prefix_->AttachTo(s.kv.get());
-    s.cached = CacheLookup(s);
+    int queried;
+    s.cached = CacheLookup(s, &queried);
     s.computed = s.cached;
     // Admit only when the whole remaining prompt plus one block fits, or
     // everything the request can ever hold (context_budget.h), if less.
@@ -445,6 +477,9 @@ void Engine::Admit() {
       s.computed = s.cached = 0;
       break;  // FIFO: wait for blocks to free up
     }
+    // Counted once admitted: a head that waits looks up again every step.
+    cache_queries_ += queried;
+    cache_hits_ += s.cached;
     // Queue time ends at the first admission (a preempted sequence that
     // comes back keeps it).
     if (s.admitted == absl::InfinitePast()) s.admitted = absl::Now();
@@ -457,8 +492,15 @@ bool Engine::Step() {
   // Aborts and deadlines.
   absl::flat_hash_set<std::string> aborts;
   {
+    // New requests and aborts under one lock: an Abort that lands before a
+    // request it names is taken over would otherwise be dropped with this
+    // step's aborts while the request ran on.
     std::lock_guard<std::mutex> lock(mu_);
     aborts.swap(aborts_);
+    while (!incoming_.empty()) {
+      waiting_.push_back(std::move(incoming_.front()));
+      incoming_.pop_front();
+    }
   }
   const absl::Time now = absl::Now();
   auto check = [&](std::unique_ptr<Sequence>& s) {

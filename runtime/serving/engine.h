@@ -95,7 +95,7 @@ struct EngineOptions {
   bool prefix_caching = true;
   // The prefix cache's block hash (parent hash, the block's tokens); null
   // = FNV-1a. Tests give one that collides on purpose: a cached block is
-  // reused only when its tokens and its parent block (the one matched
+  // reused only when its tokens and its parent entry (the one matched
   // before it, not just the parent's hash) are the request's, so a
   // collision costs a miss, never another client's KV.
   uint64_t (*block_hash)(uint64_t parent, const int32_t* tokens,
@@ -157,9 +157,12 @@ class Engine {
   bool ReserveOrEvict(Sequence& s, int total_tokens);
   void Preempt(Sequence& s);
   uint64_t Hash(uint64_t parent, const int32_t* tokens, int n) const;
-  int CacheLookup(Sequence& s);
+  // The prefix-cache blocks that start `s`'s tokens, attached to its KV;
+  // returns their tokens, and the tokens looked up in `queried`.
+  int CacheLookup(Sequence& s, int* queried);
   void CacheInsert(Sequence& s);
   bool EvictOneCachedBlock();
+  int EvictableBlocks() const;  // cached blocks no sequence holds
   void PublishStats();
 
   const Model* model_;
@@ -184,11 +187,16 @@ class Engine {
   struct CacheEntry {
     int block;
     uint64_t parent;
-    int parent_block;  // the cached block before it (-1: the first)
+    // This entry, and the cached entry before it (0: the first), by serial
+    // numbers never reused: block numbers are (a freed block is the next
+    // one handed out), so a parent evicted and its block refilled with
+    // another prefix must not pass for the one this block followed.
+    uint64_t serial, parent_serial;
     std::vector<int32_t> tokens;
     std::list<uint64_t>::iterator lru;
   };
   absl::flat_hash_map<uint64_t, CacheEntry> cache_;
+  uint64_t next_serial_ = 1;
   std::list<uint64_t> lru_;  // most recent first
   int64_t steps_ = 0, preemptions_ = 0, cache_queries_ = 0, cache_hits_ = 0;
   std::vector<float> logits_;

@@ -127,6 +127,9 @@ SampledToken Sampler::Sample(absl::Span<const float> logits, int top_n,
     for (int32_t i = 0; i < vocab; ++i) {
       if (v[i] >= floor) order_.push_back(i);
     }
+    // A NaN maximum passes no token (the engine refuses such logits before
+    // sampling): never an empty list to read from.
+    if (order_.empty()) order_.push_back(0);
     int keep = int(order_.size());
     if (p_.top_k > 0 && p_.top_k < keep) keep = p_.top_k;
     auto by_logit = [&](int32_t a, int32_t b) {
