@@ -186,6 +186,11 @@ void PutU32(std::string& s, size_t at, uint32_t v) {
 void PutU64(std::string& s, size_t at, uint64_t v) {
   std::memcpy(&s[at], &v, 8);
 }
+std::string F64(double v) {
+  std::string s(8, '\0');
+  std::memcpy(s.data(), &v, 8);
+  return s;
+}
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, GgufMalformedTest,
@@ -228,6 +233,13 @@ INSTANTIATE_TEST_SUITE_P(
                                         {1u << 30, 1u << 30, 1u << 30});
                       },
                       nullptr, "overflow the element count"},
+        // 2^62 F32 elements: 2^64 bytes, which wrapped to 0.
+        MalformedCase{
+            "byte_count_overflow",
+            [](GgufBuilder& b) {
+              b.SetTensorDims("output_norm.weight", {1u << 31, 1u << 31});
+            },
+            nullptr, "overflow the byte count"},
         MalformedCase{
             "zero_dimension",
             [](GgufBuilder& b) { b.SetTensorDims("output_norm.weight", {0}); },
@@ -335,7 +347,21 @@ INSTANTIATE_TEST_SUITE_P(
                         b.SetTensorType("output_norm.weight", 26);
                       },
                       nullptr, "'output_norm.weight' has unsupported type I32",
-                      false}),
+                      false},
+        // Checked in float, as used: a FLOAT64 beyond float's range
+        // became inf (0 for the epsilon).
+        MalformedCase{"rope_base_beyond_float",
+                      [](GgufBuilder& b) {
+                        b.SetRaw("llama.rope.freq_base", GgufBuilder::kF64,
+                                 F64(1e39));
+                      },
+                      nullptr, "rope.freq_base is 1e+39", false},
+        MalformedCase{"rms_eps_below_float",
+                      [](GgufBuilder& b) {
+                        b.SetRaw("llama.attention.layer_norm_rms_epsilon",
+                                 GgufBuilder::kF64, F64(1e-50));
+                      },
+                      nullptr, "layer_norm_rms_epsilon is 1e-50", false}),
     [](const ::testing::TestParamInfo<MalformedCase>& i) {
       return std::string(i.param.name);
     });

@@ -345,6 +345,21 @@ TEST(QuantPlan, DirectoryOrEmptyFileIsNamed) {
   EXPECT_THAT(p.status().message(), HasSubstr("is empty"));
 }
 
+// A model file given as the plan (--model and --plan swapped) is named as
+// such at its first bytes (a multi-GB model was read whole, several times
+// over), and a file that never ends stops at the bound.
+TEST(QuantPlan, AModelFileOrEndlessFileIsRefusedAtOnce) {
+  const std::string model = ::testing::TempDir() + "/model-as-plan.gguf";
+  ASSERT_TRUE(TinyLlama({}).WriteFile(model));
+  absl::StatusOr<v1::QuantPlan> p = ReadQuantPlan(model);
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(p.status().message(), HasSubstr("is a GGUF model file"));
+  p = ReadQuantPlan("/dev/zero");
+  ASSERT_FALSE(p.ok());
+  EXPECT_THAT(p.status().message(), HasSubstr("is larger than"));
+}
+
 TEST(QuantPlan, ParseSiteKey) {
   EXPECT_EQ(*ParseSiteKey("0.gate_up", 2), (SiteKey{0, Site::kGateUp}));
   EXPECT_FALSE(ParseSiteKey("x.down", 2).ok());

@@ -10,6 +10,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/gguf/ggml_type.h"
 #include "runtime/quant/quant_plan.h"
 #include "tests/fixtures/gguf_builder.h"
 
@@ -89,6 +90,28 @@ TEST(W4WeightsFile, RefusesOtherModelsAndOtherFilesNamingThem) {
   ASSERT_TRUE(odd.ok()) << odd.status();
   EXPECT_THAT((*odd)->Get({0, Site::kO}).status().message(),
               HasSubstr("site 0.o: group 48"));
+}
+
+// A codes tensor whose K (two codes per byte) does not fit an int is
+// refused before anything is unpacked: K wrapped to 128, a valid group, and
+// the unpacking wrote gigabytes past its buffer. The file is sparse.
+TEST(W4WeightsFile, ShapesBeyondIntAreRefusedBeforeUnpacking) {
+  testing::GgufBuilder b;
+  b.SetString("spikeserve.w4_weights.model_hash", "abc123");
+  b.AddTensor("blk.0.o.w4_scales", {1, 1}, uint32_t(GgmlType::kF16),
+              std::string(2, '\0'));
+  b.AddTensor("blk.0.o.w4_codes", {64, 1}, uint32_t(GgmlType::kI8),
+              std::string(64, '\0'));
+  b.SetTensorDims("blk.0.o.w4_codes", {(uint64_t(1) << 31) + 64, 1});
+  const std::string path = Dir("w4-huge") + "/huge.gguf";
+  ASSERT_TRUE(b.WriteFile(path));
+  std::filesystem::resize_file(
+      path, std::filesystem::file_size(path) + (uint64_t(1) << 31));
+  auto f = W4WeightsFile::Open(path, "abc123");
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_THAT((*f)->Get({0, Site::kO}).status().message(),
+              HasSubstr("blk.0.o.w4_codes"));
+  std::filesystem::remove(path);
 }
 
 struct PlanFixture {

@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/linear/activation_quant.h"
 #include "tests/fixtures/random_matrix.h"
@@ -106,6 +107,33 @@ TEST(W4A8Linear, RefusesGroupsThatDoNotDivideK) {
   EXPECT_NE(lin.status().message().find("48"), std::string::npos);
   o.group = 64;
   EXPECT_TRUE(W4A8Linear::Create(MatrixRows(w), o).ok());
+}
+
+// A group scale or minimum that is not finite (a file's half beyond its
+// range) is refused: every output of the module would be NaN.
+TEST(W4A8Linear, RefusesNonFiniteScalesAndMinimums) {
+  W4Plain w;
+  w.n = 2;
+  w.k = 64;
+  w.group = 32;
+  w.has_min = true;
+  w.u.assign(size_t(w.n) * w.k, 3);
+  w.scale.assign(size_t(w.n) * w.groups(), 0x3C00);  // 1.0
+  w.min.assign(w.scale.size(), 0xBC00);              // -1.0
+  W4A8Linear::Options o;
+  ASSERT_TRUE(W4A8Linear::FromPlain(w, o).ok());
+  for (uint16_t bad : {uint16_t(0x7C00), uint16_t(0xFC00), uint16_t(0x7E00)}) {
+    W4Plain m = w;
+    m.min[3] = bad;
+    auto lin = W4A8Linear::FromPlain(m, o);
+    ASSERT_FALSE(lin.ok()) << bad;
+    EXPECT_THAT(std::string(lin.status().message()),
+                ::testing::HasSubstr("minimum is infinite or NaN"));
+    m = w;
+    m.scale[1] = bad;
+    EXPECT_THAT(std::string(W4A8Linear::FromPlain(m, o).status().message()),
+                ::testing::HasSubstr("scale is infinite or NaN"));
+  }
 }
 
 TEST(W4A8Linear, StaticModeNeedsACalibratedAbsmax) {

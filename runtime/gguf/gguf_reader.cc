@@ -203,9 +203,10 @@ absl::Status ReadValue(Cursor& c, GgufValueType type, GgufValue* v,
           return Corrupt(absl::StrCat("metadata key '", key, "': array of ",
                                       v->count, " strings exceeds the file"));
         }
-        v->strings.resize(v->count);
+        // Grown as strings parse: a resize to the bound (which counts the
+        // rest of the file) zero-filled ~2x the file first.
         for (uint64_t i = 0; i < v->count; ++i) {
-          if (auto s = c.ReadString(&v->strings[i],
+          if (auto s = c.ReadString(&v->strings.emplace_back(),
                                     absl::StrCat(what, " element ", i));
               !s.ok()) {
             return s;
@@ -415,9 +416,11 @@ absl::Status GgufFile::Parse() {
     return Corrupt(
         absl::StrCat("tensor count ", tensor_count, " cannot fit in the file"));
   }
-  tensors_.resize(tensor_count);
+  // Grown as entries parse: the bound above counts the tensor data too, so
+  // a count near it made a resize build ~4x the file in empty entries
+  // before the first one was read.
   for (uint64_t i = 0; i < tensor_count; ++i) {
-    GgufTensor& t = tensors_[i];
+    GgufTensor& t = tensors_.emplace_back();
     absl::string_view name;
     if (auto s = c.ReadString(&name, absl::StrCat("name of tensor ", i));
         !s.ok()) {
@@ -460,7 +463,14 @@ absl::Status GgufFile::Parse() {
           where, " of type ", traits->name, ": innermost dimension ", t.dims[0],
           " is not a multiple of the block size ", traits->block_elems));
     }
-    t.num_bytes = t.num_elements / traits->block_elems * traits->block_bytes;
+    // 2^62 elements of 8 bytes wrapped to 0 bytes, which fit any file.
+    const uint64_t blocks = t.num_elements / traits->block_elems;
+    if (blocks > (uint64_t{1} << 62) / traits->block_bytes) {
+      return Corrupt(absl::StrCat(where, " of type ", traits->name, ": ",
+                                  t.num_elements,
+                                  " elements overflow the byte count"));
+    }
+    t.num_bytes = blocks * traits->block_bytes;
     if (auto s = c.Read(&t.offset, where + " data offset"); !s.ok()) return s;
     if (t.offset % alignment_ != 0) {
       return Corrupt(absl::StrCat(where, " data offset ", t.offset,

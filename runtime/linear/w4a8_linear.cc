@@ -71,11 +71,16 @@ absl::StatusOr<std::unique_ptr<W4A8Linear>> W4A8Linear::FromPlain(
     return absl::InvalidArgumentError(
         "W4A8: static mode needs a positive calibrated absmax");
   }
-  for (uint16_t h : w.scale) {
-    if ((h & 0x7C00) == 0x7C00) {
-      return absl::InvalidArgumentError(
-          "W4A8: a group scale is infinite or NaN (weights beyond half's "
-          "range, |w| > 8 x 65504)");
+  // Minimums too: a Q4_K block's dmin x m past half's range, or a W4
+  // weights file's, made every output of the module NaN.
+  for (const std::vector<uint16_t>* halves : {&w.scale, &w.min}) {
+    for (uint16_t h : *halves) {
+      if ((h & 0x7C00) == 0x7C00) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "W4A8: a group ", halves == &w.scale ? "scale" : "minimum",
+            " is infinite or NaN (weights beyond half's range, |w| > 8 x "
+            "65504)"));
+      }
     }
   }
   auto lin = std::unique_ptr<W4A8Linear>(new W4A8Linear());

@@ -102,7 +102,12 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f) {
   if (f.Has(p + "rope.freq_base")) {
     absl::StatusOr<double> v = f.GetFloat(p + "rope.freq_base");
     if (!v.ok()) return v.status();
-    if (*v <= 1.0) return Invalid("rope.freq_base must be > 1");
+    // In float, as RoPE uses it: NaN, or a FLOAT64 beyond float (inf),
+    // would leave only the first frequency.
+    if (!(*v > 1.0 && *v <= 1e12)) {
+      return Invalid(
+          absl::StrCat("rope.freq_base is ", *v, "; allowed (1, 1e12]"));
+    }
     c.rope_base = static_cast<float>(*v);
   }
   if (f.Has(p + "expert_count")) {
@@ -147,8 +152,10 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f) {
   absl::StatusOr<double> eps =
       f.GetFloat(p + "attention.layer_norm_rms_epsilon");
   if (!eps.ok()) return eps.status();
-  if (!(*eps > 0 && *eps < 1)) {
-    return Invalid("attention.layer_norm_rms_epsilon must be in (0, 1)");
+  // A FLOAT64 below float's range became 0: an all-zero row gave NaN.
+  if (!(*eps >= 1e-30 && *eps < 1)) {
+    return Invalid(absl::StrCat("attention.layer_norm_rms_epsilon is ", *eps,
+                                "; allowed [1e-30, 1)"));
   }
   c.rms_eps = static_cast<float>(*eps);
 

@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/text_file.h"
 #include "google/protobuf/util/json_util.h"
 #include "runtime/quant/w4_weights_file.h"
 
@@ -54,6 +55,9 @@ absl::Status PlanError(absl::string_view msg) {
 
 // The range SmoothScales (smoothing.cc) clamps to: what calibration writes.
 constexpr double kMinSmoothScale = 1e-5, kMaxSmoothScale = 1e5;
+// Largest plan file read: an 8B model's plan (smoothing scales and
+// activation importance per channel) is tens of MB.
+constexpr size_t kMaxPlanBytes = size_t{256} << 20;
 
 // `field` = `v` must be finite and in [lo, hi].
 absl::Status CheckRange(absl::string_view field, double v, double lo,
@@ -167,29 +171,15 @@ absl::StatusOr<SiteKey> ParseSiteKey(absl::string_view text, int n_layers) {
 }
 
 absl::StatusOr<v1::QuantPlan> ReadQuantPlan(const std::string& path) {
-  // std::ifstream opens a directory and reads nothing: say what it is.
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "quant plan: '", path, "' is a directory, not a plan file"));
-  }
-  std::ifstream f(path);
-  if (!f) {
-    return absl::NotFoundError(
-        absl::StrCat("quant plan: cannot read '", path, "'"));
-  }
-  std::stringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) {
-    return absl::DataLossError(
-        absl::StrCat("quant plan: error reading '", path, "'"));
-  }
-  if (ss.str().empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("quant plan: '", path, "' is empty"));
+  // Bounded: plans of 8B models are tens of MB; a model file given as the
+  // plan (the paths swapped) was read whole, several times over.
+  absl::StatusOr<std::string> text = ReadTextFile(path, kMaxPlanBytes);
+  if (!text.ok()) {
+    return absl::Status(text.status().code(),
+                        absl::StrCat("quant plan: ", text.status().message()));
   }
   absl::StatusOr<v1::QuantPlan> plan =
-      ParseQuantPlan(ss.str(), absl::StrCat("'", path, "'"));
+      ParseQuantPlan(*text, absl::StrCat("'", path, "'"));
   if (plan.ok() && !plan->w4_weights().empty()) {
     const std::filesystem::path weights(plan->w4_weights());
     if (weights.is_relative()) {

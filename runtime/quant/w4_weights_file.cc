@@ -1,5 +1,6 @@
 #include "runtime/quant/w4_weights_file.h"
 
+#include <climits>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -106,7 +107,11 @@ absl::StatusOr<W4Plain> W4WeightsFile::Get(const SiteKey& k) const {
         absl::StrCat(where, ": tensor ", t->name, " has type ",
                      GgmlTypeName(t->type), " or a shape that does not match"));
   };
-  if (codes->type != uint32_t(GgmlType::kI8) || codes->dims.size() != 2) {
+  // K = 2 x dims[0] and N must be ints: a K that wrapped passed the group
+  // check and the unpacking below wrote past its buffer.
+  if (codes->type != uint32_t(GgmlType::kI8) || codes->dims.size() != 2 ||
+      codes->dims[0] > uint64_t(INT_MAX / 2) ||
+      codes->dims[1] > uint64_t(INT_MAX)) {
     return shape_error(codes);
   }
   W4Plain p;
@@ -128,7 +133,7 @@ absl::StatusOr<W4Plain> W4WeightsFile::Get(const SiteKey& k) const {
     return shape_error(mins);
   }
   p.u.resize(size_t(p.n) * p.k);
-  for (size_t i = 0; i < codes->num_bytes; ++i) {
+  for (size_t i = 0; i < p.u.size() / 2; ++i) {
     p.u[2 * i] = codes->data[i] & 15;
     p.u[2 * i + 1] = codes->data[i] >> 4;
   }

@@ -31,6 +31,12 @@ absl::StatusOr<ModelBundle> Load(const std::string& path,
   }
   absl::StatusOr<ModelConfig> config = ReadModelConfig(**file);
   if (!config.ok()) return annotate(config.status());
+  // Before the weights load (minutes on a large model), not after.
+  if (b.tokenizer->vocab_size() != config->vocab_size) {
+    return annotate(absl::InvalidArgumentError(absl::StrCat(
+        "tokenizer has ", b.tokenizer->vocab_size(),
+        " tokens but the model's vocabulary is ", config->vocab_size)));
+  }
   b.fingerprint = FingerprintModel(**file, *config);
   QuantOptions options = quant;
   if (plan != nullptr) {
@@ -47,13 +53,6 @@ absl::StatusOr<ModelBundle> Load(const std::string& path,
       Model::Load(std::shared_ptr<const GgufFile>(*std::move(file)), options);
   if (!model.ok()) return annotate(model.status());
   b.model = *std::move(model);
-  if (b.tokenizer->vocab_size() != b.model->config().vocab_size) {
-    return annotate(absl::InvalidArgumentError(
-        absl::StrCat("tokenizer has ", b.tokenizer->vocab_size(),
-                     " tokens but the model's "
-                     "vocabulary is ",
-                     b.model->config().vocab_size)));
-  }
   return b;
 }
 

@@ -984,6 +984,25 @@ TEST_F(ServerTest, MalformedModelFailsLoadWithAMessage) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("/nonexistent/model.gguf"));
 }
 
+// A vocabulary that disagrees with the tokenizer's is named before the
+// weights load (it was checked after, minutes into a large model's load,
+// and only when the weights agreed with the wrong size).
+TEST_F(ServerTest, AVocabularyTheTokenizerDisagreesWithFailsFirst) {
+  GgufBuilder b = TinyLlama({});
+  b.SetU32("llama.vocab_size", 299);  // the tokenizer has 300
+  const std::string path = ::testing::TempDir() + "/vocab-299.gguf";
+  ASSERT_TRUE(b.WriteFile(path));
+  ServerOptions o = DefaultOptions();
+  o.model_path = path;
+  o.plan_path.clear();
+  StartServer(o, /*load=*/false);
+  const absl::Status s = server_->Load();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("tokenizer has 300 tokens but the model's vocabulary "
+                        "is 299"));
+}
+
 // Chat: the model's template (or --chat_template) renders input.chat; the
 // answer is the one for the rendered prompt's tokens.
 TEST_F(ServerTest, ChatRendersTheModelsTemplate) {
