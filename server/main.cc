@@ -25,6 +25,7 @@
 #include "base/env_flags.h"
 #include "base/flag_util.h"
 #include "base/log.h"
+#include "runtime/serving/kv_sizing.h"
 #include "server/auth.h"
 #include "server/server.h"
 
@@ -73,7 +74,8 @@ ABSL_FLAG(std::string, metrics_host, "",
           "Address of the /metrics endpoint (default: --host), e.g. a "
           "private interface while gRPC is public.");
 ABSL_FLAG(int, metrics_port, 9464,
-          "Prometheus /metrics port on --host (-1 = no metrics endpoint).");
+          "Prometheus /metrics port on --metrics_host (default --host; -1 "
+          "= no metrics endpoint).");
 ABSL_FLAG(int, http_port, 8080,
           "Port of the OpenAI-compatible HTTP API on --host (/v1/chat/"
           "completions, /v1/completions, /v1/models, /health; -1 = off). "
@@ -144,12 +146,10 @@ const char* SignalName(int sig) {
   return sig == SIGTERM ? "SIGTERM" : "SIGINT";
 }
 
-// Ends the process without running destructors, once the server is
-// drained (or never served): clients have their answers, the engine and
-// gRPC are stopped. What destructors would add is only a wait.
 // Every HTTP connection is a file descriptor: raises the soft limit of
 // open files (often 1024) towards the hard one, so that
-// --http_max_connections plus gRPC's and the model's files fit.
+// --http_max_connections on each HTTP port plus gRPC's and the model's
+// files fit.
 void RaiseOpenFileLimit(int http_connections) {
   rlimit lim{};
   if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
@@ -159,14 +159,18 @@ void RaiseOpenFileLimit(int http_connections) {
   lim.rlim_cur = std::min(want, lim.rlim_max);
   if (setrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur < want) {
     LogWarning(absl::StrCat("open files limited to ", lim.rlim_cur,
-                            " (hard limit): fewer than --http_max_connections ",
-                            http_connections, " + 1024 for the rest"));
+                            " (hard limit): fewer than ", http_connections,
+                            " HTTP connections (--http_max_connections on "
+                            "each HTTP port) + 1024 for the rest"));
   } else if (before != lim.rlim_cur) {
     LogInfo(absl::StrCat("open files limit raised from ", before, " to ",
                          lim.rlim_cur));
   }
 }
 
+// Ends the process without running destructors, once the server is
+// drained (or never served): clients have their answers, the engine and
+// gRPC are stopped. What destructors would add is only a wait.
 [[noreturn]] void ExitNow(int code) {
   std::fflush(nullptr);
   std::_Exit(code);
@@ -224,7 +228,9 @@ int Main() {
         "--http_max_connections at least 1");
     return 2;
   }
-  RaiseOpenFileLimit(o.http_limits.max_connections);
+  RaiseOpenFileLimit(
+      o.http_limits.max_connections *
+      (int(!o.metrics_bind.empty()) + int(!o.http_bind.empty())));
   o.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
   o.tls.key_file = absl::GetFlag(FLAGS_tls_key);
   o.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
@@ -257,6 +263,30 @@ int Main() {
   o.engine.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   o.engine.max_running = absl::GetFlag(FLAGS_max_running);
   o.engine.max_waiting = absl::GetFlag(FLAGS_max_waiting);
+  // Checked here, not after the weights load (a minute on an 8B model):
+  // with --max_waiting 0 not even the warm-up request was taken.
+  if (o.engine.kv_blocks < 1 || o.engine.block_tokens < 1 ||
+      o.engine.max_batch_tokens < 1 || o.engine.max_running < 1 ||
+      o.engine.max_waiting < 1) {
+    LogError(
+        "--kv_blocks, --block_tokens, --max_batch_tokens, --max_running and "
+        "--max_waiting must each be >= 1");
+    return 2;
+  }
+  if (!o.kv_cache_bytes.empty()) {
+    if (absl::StatusOr<int64_t> b =
+            ParseKvCacheBytes(o.kv_cache_bytes, AvailableMemoryBytes());
+        !b.ok()) {
+      LogError(absl::StrCat("--kv_cache_bytes: ", b.status().message()));
+      return 2;
+    }
+  }
+  const absl::Duration drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  if (drain_timeout < absl::ZeroDuration() ||
+      drain_timeout == absl::InfiniteDuration()) {
+    LogError("--drain_timeout must be a finite duration >= 0, e.g. 30s");
+    return 2;
+  }
   o.engine.prefix_caching = absl::GetFlag(FLAGS_prefix_caching);
   o.limits.default_max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   o.limits.max_stop_sequences = absl::GetFlag(FLAGS_max_stop_sequences);
@@ -305,15 +335,24 @@ int Main() {
   std::thread([&] {
     int sig = 0;
     sigwait(&signals, &sig);
-    std::lock_guard<std::mutex> lock(mu);
-    if (!serving) {
-      LogInfo(absl::StrCat("received ", SignalName(sig),
-                           " during start-up (loading the model): stopped "
-                           "before serving"));
-      ExitNow(0);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!serving) {
+        LogInfo(absl::StrCat("received ", SignalName(sig),
+                             " during start-up (loading the model): stopped "
+                             "before serving"));
+        ExitNow(0);
+      }
+      received = sig;
     }
-    received = sig;
     cv.notify_all();
+    // A second signal while draining (an operator's second Ctrl-C) stops
+    // at once: the requests still in flight end without their answers.
+    sigwait(&signals, &sig);
+    LogWarning(absl::StrCat("received ", SignalName(sig),
+                            " again while draining: exiting without waiting "
+                            "for the requests in flight"));
+    ExitNow(1);
   }).detach();
   // Called by Load just before health turns SERVING: from here on a signal
   // drains.
@@ -331,7 +370,7 @@ int Main() {
     cv.wait(lock, [&] { return received != 0; });
   }
   LogInfo(absl::StrCat("received ", SignalName(received)));
-  (*server)->Drain(absl::GetFlag(FLAGS_drain_timeout));
+  (*server)->Drain(drain_timeout);
   ExitNow(0);
 }
 

@@ -1,9 +1,11 @@
 // spikeserve-health-probe: exits 0 when a gRPC server's health service says
 // SERVING, 1 otherwise (NOT_SERVING, unreachable, timeout). For container
-// HEALTHCHECKs; Kubernetes uses its native gRPC probes instead.
+// HEALTHCHECKs, and for Kubernetes exec probes when the server runs TLS
+// (the kubelet's native gRPC probes speak plaintext only).
 //
 //   spikeserve-health-probe [--addr 127.0.0.1:50051]
 //       [--service spikeserve.v1.Generation] [--timeout 2s]
+//       [--tls_ca ca.pem [--tls_server_name name]]
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -13,6 +15,7 @@
 #include "absl/flags/usage.h"
 #include "absl/time/time.h"
 #include "base/flag_util.h"
+#include "base/text_file.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 
@@ -20,14 +23,38 @@ ABSL_FLAG(std::string, addr, "127.0.0.1:50051", "Server address.");
 ABSL_FLAG(std::string, service, "spikeserve.v1.Generation",
           "Service to check (\"\" = the server as a whole).");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(2), "Deadline of the check.");
+ABSL_FLAG(std::string, tls_ca, "",
+          "Connect over TLS, trusting the certificates in this PEM file (the "
+          "server's own, or its CA); empty = plaintext.");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "With --tls_ca: the name the server's certificate must carry, when "
+          "--addr's host is not among them (e.g. 127.0.0.1 in a pod).");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Exits 0 when --addr's grpc.health.v1 says --service is SERVING.");
   spikeserve::AcceptDashedFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
-  auto stub = grpc::health::v1::Health::NewStub(grpc::CreateChannel(
-      absl::GetFlag(FLAGS_addr), grpc::InsecureChannelCredentials()));
+  std::shared_ptr<grpc::ChannelCredentials> creds =
+      grpc::InsecureChannelCredentials();
+  grpc::ChannelArguments args;
+  if (const std::string ca = absl::GetFlag(FLAGS_tls_ca); !ca.empty()) {
+    absl::StatusOr<std::string> pem = spikeserve::ReadTextFile(ca);
+    if (!pem.ok()) {
+      std::fprintf(stderr, "--tls_ca: %s\n",
+                   std::string(pem.status().message()).c_str());
+      return 1;
+    }
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = *std::move(pem);
+    creds = grpc::SslCredentials(ssl);
+    if (const std::string name = absl::GetFlag(FLAGS_tls_server_name);
+        !name.empty()) {
+      args.SetSslTargetNameOverride(name);
+    }
+  }
+  auto stub = grpc::health::v1::Health::NewStub(
+      grpc::CreateCustomChannel(absl::GetFlag(FLAGS_addr), creds, args));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() +
                    absl::ToChronoNanoseconds(absl::GetFlag(FLAGS_timeout)));

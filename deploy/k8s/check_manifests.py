@@ -279,6 +279,11 @@ def project_rules(objs, errors, adapter_rules=ADAPTER_RULES):
         ref = h["spec"]["scaleTargetRef"]
         if ref.get("kind") != "Deployment" or ref.get("name") != name:
             errors.append("HPA does not target Deployment %s" % name)
+        elif "replicas" in d["spec"]:
+            # Re-applying the manifests would reset what the HPA scaled to
+            # (or conflict with it under server-side apply).
+            errors.append("Deployment %s sets spec.replicas, which its HPA "
+                          "owns (set the HPA's minReplicas instead)" % name)
     gauges = {n for n, k in exported_metrics().items() if k == "gauge"}
     hpa_rules(by_kind.get("HorizontalPodAutoscaler", []), adapter_rules,
               gauges, errors)

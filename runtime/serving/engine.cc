@@ -24,8 +24,11 @@ uint64_t BlockHash(uint64_t parent, const int32_t* tokens, int n) {
   return h;
 }
 
+// Wall-clock intervals (the deadline is wall time too), never negative: a
+// clock stepped back (NTP) made the latency histograms' sums go down,
+// which rate() reads as a counter reset.
 double Seconds(absl::Time a, absl::Time b) {
-  return absl::ToDoubleSeconds(b - a);
+  return std::max(0.0, absl::ToDoubleSeconds(b - a));
 }
 
 }  // namespace

@@ -34,9 +34,8 @@ int64_t KvBytesPerToken(int n_layers, int kv_dim, bool bf16) {
   return int64_t(n_layers) * 2 * kv_dim * (bf16 ? 2 : 4);
 }
 
-absl::StatusOr<int> KvBlocksForBytes(absl::string_view spec,
-                                     int64_t per_token_bytes, int block_tokens,
-                                     int64_t available_bytes) {
+absl::StatusOr<int64_t> ParseKvCacheBytes(absl::string_view spec,
+                                          int64_t available_bytes) {
   std::string s(absl::StripAsciiWhitespace(spec));
   if (s.empty()) return Bad(spec, "empty");
   long double bytes = 0;
@@ -75,8 +74,17 @@ absl::StatusOr<int> KvBlocksForBytes(absl::string_view spec,
     }
     bytes = (long double)v * (long double)(int64_t(1) << shift);
   }
+  return int64_t(std::min<long double>(
+      bytes, (long double)std::numeric_limits<int64_t>::max()));
+}
+
+absl::StatusOr<int> KvBlocksForBytes(absl::string_view spec,
+                                     int64_t per_token_bytes, int block_tokens,
+                                     int64_t available_bytes) {
+  absl::StatusOr<int64_t> bytes = ParseKvCacheBytes(spec, available_bytes);
+  if (!bytes.ok()) return bytes.status();
   const long double per_block = (long double)per_token_bytes * block_tokens;
-  const long double blocks = bytes / per_block;
+  const long double blocks = (long double)*bytes / per_block;
   if (blocks < 1) {
     return Bad(spec, absl::StrCat("smaller than one KV block (",
                                   int64_t(per_block), " bytes)"));

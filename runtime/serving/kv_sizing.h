@@ -13,6 +13,11 @@ namespace spikeserve {
 // Bytes of K and V one token takes in every layer (FP32, or BF16 cache).
 int64_t KvBytesPerToken(int n_layers, int kv_dim, bool bf16 = false);
 
+// The bytes `spec` names (the forms below); InvalidArgument naming it.
+// Checkable before the model loads.
+absl::StatusOr<int64_t> ParseKvCacheBytes(absl::string_view spec,
+                                          int64_t available_bytes);
+
 // Blocks of `block_tokens` tokens that fit in `spec`: a byte count with an
 // optional K, M, G or T suffix (powers of 1024: "2G", "512M", "1073741824")
 // or a percentage of `available_bytes` ("30%": of the memory available

@@ -72,7 +72,9 @@ grpc::StatusCode CodeOfHttp(int status) {
       return grpc::StatusCode::NOT_FOUND;
     case 405:
       return grpc::StatusCode::UNIMPLEMENTED;
-    case 413:
+    // 429 is the full queue; a body over the limit (413) is the client's
+    // error, as gRPC's oversized messages never reach the count: the
+    // "requests refused" alert means capacity.
     case 429:
       return grpc::StatusCode::RESOURCE_EXHAUSTED;
     case 499:

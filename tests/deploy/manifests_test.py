@@ -158,6 +158,9 @@ class ManifestsTest(unittest.TestCase):
              "app.kubernetes.io/component: db", "PodDisruptionBudget selects"),
             ("base/hpa.yaml", "    name: spikeserve\n  minReplicas",
              "    name: other\n  minReplicas", "HPA does not target"),
+            ("base/deployment.yaml", "spec:\n  # No replicas",
+             "spec:\n  replicas: 2\n  # No replicas",
+             "sets spec.replicas, which its HPA owns"),
             # Queue depth, not CPU; a gauge the server exports and the
             # adapter serves.
             ("base/hpa.yaml", "name: spikeserve_requests_waiting",

@@ -22,6 +22,7 @@ namespace {
 
 using Json = nlohmann::json;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kChat[] = "/v1/chat/completions";
 constexpr char kTemplate[] =
@@ -330,6 +331,10 @@ TEST_F(OpenAiHttpTest, BadRequestsGetTheirStatusAndTheServerKeepsServing) {
   }
   // /health needs no token (probes carry none).
   EXPECT_EQ(HttpRequest(server_->http_port(), "GET", "/health").status, 200);
+  // None of these is a full queue: the "requests refused" alert counts
+  // RESOURCE_EXHAUSTED (a 413 counted as one).
+  EXPECT_THAT(server_->metrics()->Serialize(),
+              Not(HasSubstr("code=\"RESOURCE_EXHAUSTED\"")));
 
   // Without the token a body is not waited for (nor buffered): the 401
   // comes as soon as the headers are in.

@@ -194,6 +194,35 @@ TEST(ProcessTest, EmptyOrBlankAuthTokenIsRefusedAtStartUp) {
   }
 }
 
+// Engine and drain flags that could never work are refused before the
+// model loads (--max_waiting 0 failed the warm-up request after the whole
+// load; --drain_timeout=inf overflowed to a deadline in the past).
+TEST(ProcessTest, UnworkableEngineAndDrainFlagsAreRefusedAtStartUp) {
+  struct Case {
+    std::string flag;
+    std::string expected;
+  };
+  const Case cases[] = {
+      {"--max_waiting=0", "--max_waiting must each be >= 1"},
+      {"--kv_blocks=0", "--max_waiting must each be >= 1"},
+      {"--max_running=-1", "--max_waiting must each be >= 1"},
+      {"--kv_cache_bytes=2Q", "--kv_cache_bytes: KV cache size \"2Q\""},
+      {"--drain_timeout=-1s", "--drain_timeout must be a finite duration"},
+      {"--drain_timeout=inf", "--drain_timeout must be a finite duration"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.flag);
+    std::vector<std::string> args = TinyServerArgs();
+    args.push_back(c.flag);
+    ServerProcess p(args, {});
+    const std::optional<int> code = p.WaitExit(std::chrono::seconds(20));
+    ASSERT_TRUE(code.has_value()) << "still running:\n" << p.log();
+    EXPECT_EQ(*code, 2) << p.log();
+    EXPECT_THAT(p.log(), HasSubstr(c.expected));
+    EXPECT_THAT(p.log(), Not(HasSubstr("listening on")));
+  }
+}
+
 // Issue 23 D2: surrounding whitespace (a trailing newline from `echo` or a
 // secret file) is trimmed from the environment's token as from the file's.
 TEST(ProcessTest, AuthTokenFromTheEnvironmentIsTrimmed) {
@@ -241,6 +270,42 @@ TEST(ProcessTest, SigtermDuringLoadStopsTheStartAtOnce) {
 // process exits at once (it used to take 3.5-3.9 s more: a 2 s gRPC
 // shutdown deadline that idle client connections always used up, and the
 // /metrics server's 2 s poll).
+// A second signal while a drain waits for requests (an operator's second
+// Ctrl-C) ends the process at once, exit code 1; it used to be ignored for
+// the whole drain timeout.
+TEST(ProcessTest, ASecondSignalWhileDrainingExitsAtOnce) {
+  std::vector<std::string> args = TinyServerArgs();
+  args.push_back("--drain_timeout=600s");
+  ServerProcess p(args, {});
+  ASSERT_TRUE(p.WaitForLog("health SERVING", std::chrono::seconds(60)))
+      << p.log();
+  auto stub = v1::Generation::NewStub(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", p.GrpcPort()),
+                          grpc::InsecureChannelCredentials()));
+  // Eight long streams keep the drain waiting (as in the test below).
+  constexpr int kStreams = 8;
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctx;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>>
+      readers;
+  v1::GenerateRequest req;
+  req.mutable_tokens()->add_ids(65);
+  req.mutable_stopping()->set_max_new_tokens(2000);
+  req.mutable_stopping()->set_ignore_eos(true);
+  v1::GenerateResponse m;
+  for (int i = 0; i < kStreams; ++i) {
+    ctx.push_back(std::make_unique<grpc::ClientContext>());
+    readers.push_back(stub->GenerateStream(ctx.back().get(), req));
+  }
+  for (auto& r : readers) ASSERT_TRUE(r->Read(&m));  // all generating
+  p.Signal(SIGTERM);
+  ASSERT_TRUE(p.WaitForLog("draining:", std::chrono::seconds(30))) << p.log();
+  p.Signal(SIGINT);
+  const std::optional<int> code = p.WaitExit(std::chrono::seconds(30));
+  ASSERT_TRUE(code.has_value()) << p.log();
+  EXPECT_EQ(*code, 1) << p.log();
+  EXPECT_THAT(p.log(), HasSubstr("received SIGINT again while draining"));
+}
+
 TEST(ProcessTest, ExitFollowsTheDrainTimeoutPromptly) {
   std::vector<std::string> args = TinyServerArgs();
   args.back() = "--metrics_port=0";

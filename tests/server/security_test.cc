@@ -2,6 +2,8 @@
 // UNAUTHENTICATED while health stays open; a TLS server refuses plaintext
 // clients; mutual TLS refuses clients without a certificate. Certificates
 // are self-signed, made by the test with openssl.
+#include <sys/wait.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -139,6 +141,22 @@ TEST_F(SecurityTest, TlsServerRefusesPlaintextClients) {
   c2.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   EXPECT_EQ(stub_->Generate(&c2, TokenRequest({65, 66}, 3), &r).error_code(),
             StatusCode::UNAVAILABLE);
+  // The health probe (Kubernetes exec probes under TLS: the kubelet's gRPC
+  // probes are plaintext) passes over TLS with the certificate, under a
+  // name the certificate carries, and fails in plaintext.
+  auto probe = [&](const std::string& flags) {
+    const int rc =
+        std::system(absl::StrCat(SPIKESERVE_PROBE_BINARY,
+                                 " --addr 127.0.0.1:", server_->port(),
+                                 " --timeout 10s ", flags, " > /dev/null 2>&1")
+                        .c_str());
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  };
+  EXPECT_EQ(probe("--tls_ca " + cert + ".crt"), 0);
+  EXPECT_EQ(probe("--tls_ca " + cert + ".crt --tls_server_name localhost"), 0);
+  EXPECT_EQ(probe("--tls_ca " + cert + ".crt --tls_server_name other.example"),
+            1);
+  EXPECT_EQ(probe(""), 1);
 }
 
 // The OpenAI API serves the same certificate and token as gRPC (curl is
