@@ -220,6 +220,10 @@ line2)j",
      R"j(it's say "hi" éA\d)j", nullptr},
     {R"j({{ range(3)|list }} {{ range(1, 6, 2)|list }} {{ range(3, 0, -1)|list }})j",
      R"j([0, 1, 2] [1, 3, 5] [3, 2, 1])j", nullptr},
+    // Steps that pass int64's range end the slice or range (they wrapped and
+    // aborted the process).
+    {R"j({{ 'abc'[1::9223372036854775807] }} {{ [1, 2, 3][1::9223372036854775807] }} {{ [1, 2, 3][::-9223372036854775807] }} {{ range(9223372036854775800, 9223372036854775807, 5)|list }})j",
+     R"j(b [2] [3] [9223372036854775800, 9223372036854775805])j", nullptr},
     {R"j({{ dict(a=1, b=2) }} {{ namespace(a=1).a }} {{ {'k': 'v'}['k'] }} {{ {1: 'one'}[1] }})j",
      R"j({'a': 1, 'b': 2} 1 v one)j", nullptr},
     {R"j({{ msgs[0]['role'] }} {{ msgs[0].content }} {{ msgs[-1].role }} {{ msgs|length }})j",

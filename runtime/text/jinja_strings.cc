@@ -304,10 +304,11 @@ std::vector<int64_t> SliceIndices(int64_t length, std::optional<int64_t> start,
   const int64_t from = clamp(start, step > 0 ? lower : upper);
   const int64_t to = clamp(stop, step > 0 ? upper : lower);
   std::vector<int64_t> indices;
-  if (step > 0) {
-    for (int64_t i = from; i < to; i += step) indices.push_back(i);
-  } else {
-    for (int64_t i = from; i > to; i += step) indices.push_back(i);
+  // i + step may pass int64's range (a step of 2^63 - 1): that ends the
+  // slice, as it does in Python; wrapped, it aborted the process.
+  for (int64_t i = from; step > 0 ? i < to : i > to;) {
+    indices.push_back(i);
+    if (__builtin_add_overflow(i, step, &i)) break;
   }
   return indices;
 }

@@ -259,12 +259,13 @@ JinjaDict BuiltinGlobals() {
             // The sandbox caps ranges (MAX_RANGE = 100000).
             constexpr int64_t kMaxRange = 100000;
             JinjaValue::ListData items;
-            for (int64_t i = a[0]; a[2] > 0 ? i < a[1] : i > a[1]; i += a[2]) {
+            for (int64_t i = a[0]; a[2] > 0 ? i < a[1] : i > a[1];) {
               if (int64_t(items.size()) >= kMaxRange) {
                 return absl::ResourceExhaustedError(
                     "range too big (at most 100000 items)");
               }
               items.push_back(JinjaValue::Int(i));
+              if (__builtin_add_overflow(i, a[2], &i)) break;  // past int64
             }
             return JinjaValue::List(std::move(items));
           }));
