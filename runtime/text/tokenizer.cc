@@ -175,6 +175,14 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(
       set(text, false);
     }
   }
+  std::vector<SpecialToken> specials;
+  specials.reserve(t->special_.size());
+  for (int32_t id : t->special_) {
+    const int32_t type = t->TypeOf(id);
+    specials.push_back({s.tokens[id], id, t->rstrip_.contains(id),
+                        type == kControl || type == kUnknown});
+  }
+  t->splitter_ = std::make_unique<SpecialSplitter>(std::move(specials));
   static const char* const kEogTexts[] = {
       "<|eot_id|>",    "<|im_end|>", "<|end|>",   "<end_of_turn>",
       "<|endoftext|>", "<EOT>",      "<|eom_id|>"};
@@ -309,50 +317,16 @@ void Tokenizer::EncodeSpm(absl::string_view text,
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(
     absl::string_view text, bool add_special, bool parse_special) const {
-  // Fragments: raw text spans and already-resolved special tokens.
-  struct Fragment {
-    int32_t token;  // -1 for raw text
-    absl::string_view text;
-  };
-  // An empty text has no fragment at all, so it gives no tokens (llama.cpp;
-  // SentencePiece would otherwise tokenize the space prefix alone).
-  std::vector<Fragment> frags;
-  if (!text.empty()) frags.push_back({-1, text});
-  for (int32_t id : special_) {
-    const int32_t type = TypeOf(id);
-    if (!parse_special && (type == kControl || type == kUnknown)) continue;
-    const std::string& needle = spec_.tokens[id];
-    std::vector<Fragment> next;
-    for (const Fragment& f : frags) {
-      if (f.token >= 0) {
-        next.push_back(f);
-        continue;
-      }
-      size_t at = 0;
-      while (at < f.text.size()) {
-        const size_t hit = f.text.find(needle, at);
-        if (hit == absl::string_view::npos) break;
-        if (hit > at) next.push_back({-1, f.text.substr(at, hit - at)});
-        next.push_back({id, {}});
-        at = hit + needle.size();
-        if (rstrip_.contains(id)) {
-          // ASCII whitespace only, as llama.cpp's isspace().
-          while (at < f.text.size() &&
-                 absl::ascii_isspace(static_cast<unsigned char>(f.text[at]))) {
-            ++at;
-          }
-        }
-      }
-      if (at < f.text.size()) next.push_back({-1, f.text.substr(at)});
-    }
-    frags = std::move(next);
-  }
+  // Raw text spans and special tokens (special_split.h). An empty text
+  // has no piece at all, so it gives no tokens (llama.cpp; SentencePiece
+  // would otherwise tokenize the space prefix alone).
+  const std::vector<SpecialPiece> frags = splitter_->Split(text, parse_special);
   std::vector<int32_t> out;
   if (add_special && spec_.add_bos && spec_.bos_id >= 0) {
     out.push_back(spec_.bos_id);
   }
   bool prev_special = true;  // SentencePiece: space prefix at the start
-  for (const Fragment& f : frags) {
+  for (const SpecialPiece& f : frags) {
     if (f.token >= 0) {
       out.push_back(f.token);
       prev_special = true;

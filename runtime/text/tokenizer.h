@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "runtime/text/special_split.h"
 
 namespace spikeserve {
 
@@ -93,6 +94,7 @@ class Tokenizer {
   std::vector<int32_t> special_;         // control/user-defined, longest first
   absl::flat_hash_set<int32_t> rstrip_;  // specials that eat the whitespace
                                          // after them (Phi-3)
+  std::unique_ptr<SpecialSplitter> splitter_;  // over special_, in order
   std::vector<int32_t> eog_;
   std::unique_ptr<PreTokenizer> pre_;         // gpt2 only
   std::vector<std::string> byte_to_unicode_;  // gpt2 byte -> UTF-8 char
