@@ -48,8 +48,8 @@ class ChatTemplate {
   //    IsRaisedByTemplate); other runtime errors (an undefined value used
   //    as a value, a Python TypeError) name the line and column;
   //  - ResourceExhausted: output or a value beyond limits.max_bytes, more
-  //    than limits.max_steps loop iterations and macro calls, or macro
-  //    recursion deeper than limits.max_call_depth;
+  //    than limits.max_steps loop iterations, macro calls and KiB copied by
+  //    concatenation, or macro recursion deeper than limits.max_call_depth;
   //  - Unimplemented: a Python feature this interpreter does not have
   //    (printf-style "%" on strings, str.format and a few rare str methods).
   absl::StatusOr<std::string> Render(const JinjaValue& context) const;

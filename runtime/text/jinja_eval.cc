@@ -89,9 +89,15 @@ absl::Status Interpreter::Step() {
   if (++steps_ > limits_.max_steps) {
     return absl::ResourceExhaustedError(
         absl::StrCat("template exceeded ", limits_.max_steps,
-                     " steps (loop iterations and macro calls)"));
+                     " steps (loop iterations, macro calls and KiB "
+                     "copied by concatenation)"));
   }
   return absl::OkStatus();
+}
+
+absl::Status Interpreter::Copied(size_t bytes) {
+  steps_ += int64_t(bytes / kBytesPerStep);
+  return Step();
 }
 
 absl::Status Interpreter::Append(std::string* out,

@@ -161,6 +161,7 @@ absl::StatusOr<JinjaValue> Interpreter::BinaryOp(const std::string& op,
     std::string s = a.Str();
     const std::string t = b.Str();
     absl::Status st = CheckSize(s.size() + t.size());
+    if (st.ok()) st = Copied(s.size() + t.size());
     if (!st.ok()) return st;
     return JinjaValue::String(s + t);
   }
@@ -170,7 +171,9 @@ absl::StatusOr<JinjaValue> Interpreter::BinaryOp(const std::string& op,
   const bool floats = numbers && (a.IsFloat() || b.IsFloat());
   if (op == "+") {
     if (a.IsString() && b.IsString()) {
-      absl::Status st = CheckSize(a.AsString().size() + b.AsString().size());
+      const size_t bytes = a.AsString().size() + b.AsString().size();
+      absl::Status st = CheckSize(bytes);
+      if (st.ok()) st = Copied(bytes);
       if (!st.ok()) return st;
       // markupsafe: adding to a Markup escapes the plain operand.
       if (a.IsMarkup() || b.IsMarkup()) {
@@ -181,7 +184,9 @@ absl::StatusOr<JinjaValue> Interpreter::BinaryOp(const std::string& op,
       return JinjaValue::String(a.AsString() + b.AsString());
     }
     if (a.IsSequence() && b.IsSequence() && a.IsTuple() == b.IsTuple()) {
-      absl::Status st = CheckSize((a.AsList().size() + b.AsList().size()) * 16);
+      const size_t bytes = (a.AsList().size() + b.AsList().size()) * 16;
+      absl::Status st = CheckSize(bytes);
+      if (st.ok()) st = Copied(bytes);
       if (!st.ok()) return st;
       JinjaValue::ListData items = a.AsList();
       items.insert(items.end(), b.AsList().begin(), b.AsList().end());
@@ -221,6 +226,7 @@ absl::StatusOr<JinjaValue> Interpreter::BinaryOp(const std::string& op,
       if (unit > 0 && times > limits_.max_bytes / int64_t(unit)) {
         return CheckSize(size_t(limits_.max_bytes) + 1);
       }
+      if (absl::Status st = Copied(unit * size_t(times)); !st.ok()) return st;
       // An empty one repeated any number of times is empty (without the
       // loop: '' * 10**18 from a model file's template never ended).
       if (unit == 0) {
