@@ -439,10 +439,12 @@ TEST(JinjaLimits, HugeLoopsStopAtTheStepBudget) {
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
 }
 
-// Growing a value by concatenation copies it whole each time: the bytes
-// count against the step budget (4000 appends of 1000 bytes copy 8 GB in
-// 4000 steps; a template accumulating messages took seconds).
-TEST(JinjaLimits, CopiesCountAgainstTheStepBudget) {
+// Bulk work counts against the step budget: growing a value by
+// concatenation copies it whole each time (4000 appends of 1000 bytes copy
+// 8 GB in 4000 steps; a template accumulating messages took seconds), and
+// tojson of large tools costs ~0.4 us a byte (Mistral's template writes
+// the tools once per matching user turn).
+TEST(JinjaLimits, BulkWorkCountsAgainstTheStepBudget) {
   ChatTemplate::RenderOptions options;
   options.limits.max_steps = 100000;
   for (const char* source : {
@@ -452,6 +454,8 @@ TEST(JinjaLimits, CopiesCountAgainstTheStepBudget) {
            "{% set ns.s = ns.s ~ 'x' * 1000 %}{% endfor %}{{ ns.s|length }}",
            "{% set ns = namespace(l=[]) %}{% for i in range(20000) %}"
            "{% set ns.l = ns.l + [i] %}{% endfor %}{{ ns.l|length }}",
+           "{% set d = range(20000)|list %}{% for i in range(10) %}"
+           "{{ d|tojson|length }}{% endfor %}",
        }) {
     SCOPED_TRACE(source);
     absl::Status s = RenderStatus(source, options);

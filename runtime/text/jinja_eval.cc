@@ -96,7 +96,11 @@ absl::Status Interpreter::Step() {
 }
 
 absl::Status Interpreter::Copied(size_t bytes) {
-  steps_ += int64_t(bytes / kBytesPerStep);
+  return Charge(1 + int64_t(bytes / kBytesPerStep));
+}
+
+absl::Status Interpreter::Charge(int64_t steps) {
+  steps_ += steps - 1;
   return Step();
 }
 

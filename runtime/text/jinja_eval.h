@@ -25,8 +25,12 @@ namespace spikeserve::jinja {
 struct RenderLimits {
   // Largest output, and largest string or list computed on the way.
   int64_t max_bytes = 16 << 20;
-  // Loop iterations plus macro calls.
-  int64_t max_steps = 5'000'000;
+  // Loop iterations plus macro calls, plus the work of bulk operations in
+  // steps of about a loop iteration's time (Copied, tojson): ~1-2 s of a
+  // request thread at most (Zen 3; a loop iteration is ~1.6 us). Chat
+  // templates take thousands (a 4 MB conversation of 10,000 messages about
+  // 50,000).
+  int64_t max_steps = 1'000'000;
   // Nested macro calls (recursive macros).
   int max_call_depth = 100;
 };
@@ -61,6 +65,9 @@ class Interpreter {
   // per iteration did not count (20,000 appends of a message took 5 s).
   absl::Status Copied(size_t bytes);
   static constexpr size_t kBytesPerStep = 1024;
+  // Counts `steps` units of work at once (tojson: a step per 4 bytes
+  // written, ~0.4 us a byte for large tools).
+  absl::Status Charge(int64_t steps);
 
   // Python-semantics helpers shared with the built-in filters.
   // obj.name (attribute first, then item), as jinja2's getattr.

@@ -726,6 +726,9 @@ Result ToJson(Interpreter& in, const JinjaValue& v, Args& args) {
   options.sort_keys = b->GetOr(2, JinjaValue::Bool(false)).Truthy();
   absl::StatusOr<std::string> json = v.ToJson(options);
   if (!json.ok()) return json.status();
+  if (absl::Status s = in.Charge(1 + int64_t(json->size() / 4)); !s.ok()) {
+    return s;
+  }
   return JinjaValue::String(*std::move(json));
 }
 
