@@ -346,13 +346,19 @@ int Main() {
       received = sig;
     }
     cv.notify_all();
-    // A second signal while draining (an operator's second Ctrl-C) stops
-    // at once: the requests still in flight end without their answers.
-    sigwait(&signals, &sig);
-    LogWarning(absl::StrCat("received ", SignalName(sig),
-                            " again while draining: exiting without waiting "
-                            "for the requests in flight"));
-    ExitNow(1);
+    // A Ctrl-C while draining (an operator's second one) stops at once:
+    // the requests still in flight end without their answers. A repeated
+    // SIGTERM (process managers may resend it) leaves the drain going.
+    while (true) {
+      sigwait(&signals, &sig);
+      if (sig == SIGINT) {
+        LogWarning(
+            "received SIGINT while draining: exiting without waiting for "
+            "the requests in flight");
+        ExitNow(1);
+      }
+      LogInfo("received SIGTERM while draining: the drain goes on");
+    }
   }).detach();
   // Called by Load just before health turns SERVING: from here on a signal
   // drains.
