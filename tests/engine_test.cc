@@ -160,27 +160,29 @@ TEST_F(EngineTest, PrefixCacheReusesPromptBlocks) {
 // reused after ours: the parent block must be the one we matched.
 uint64_t DepthHash(uint64_t parent, const int32_t*, int) { return parent + 1; }
 
+// a + b + {last}.
+std::vector<int32_t> Cat(std::vector<int32_t> a, const std::vector<int32_t>& b,
+                         int32_t last) {
+  a.insert(a.end(), b.begin(), b.end());
+  a.push_back(last);
+  return a;
+}
+
 TEST_F(EngineTest, PrefixCacheCollisionsNeverShareAnotherPrefixsKv) {
   auto e = Start({.kv_blocks = 128, .block_hash = &DepthHash});
   Collector c;
   const std::vector<int32_t> v0 = Prompt(16, 1), other = Prompt(16, 2),
                              b1 = Prompt(16, 3);
-  auto cat = [](std::vector<int32_t> a, const std::vector<int32_t>& b,
-                int32_t last) {
-    a.insert(a.end(), b.begin(), b.end());
-    a.push_back(last);
-    return a;
-  };
   std::vector<int32_t> system = v0;
   system.push_back(40);
   ASSERT_TRUE(e->Submit(Request("system", system, 2), c.For("system")).ok());
   c.Wait("system");  // caches v0
   // Another client: a different first block under v0's hash, then b1.
-  const std::vector<int32_t> attack = cat(other, b1, 41);
+  const std::vector<int32_t> attack = Cat(other, b1, 41);
   ASSERT_TRUE(e->Submit(Request("attack", attack, 2), c.For("attack")).ok());
   EXPECT_EQ(c.Wait("attack").final.cached_tokens, 0);
   // v0 + b1: v0 is reused, b1 (computed after `other`) is not.
-  const std::vector<int32_t> victim = cat(v0, b1, 42);
+  const std::vector<int32_t> victim = Cat(v0, b1, 42);
   ASSERT_TRUE(e->Submit(Request("victim", victim, 4), c.For("victim")).ok());
   const auto r = c.Wait("victim");
   EXPECT_EQ(r.final.cached_tokens, 16);
@@ -204,20 +206,14 @@ TEST_F(EngineTest, PrefixCacheCollisionsAfterAnEvictionNeverShareKv) {
   Collector c;
   const std::vector<int32_t> a = Prompt(16, 1), b = Prompt(16, 3),
                              other = Prompt(16, 2);
-  auto cat = [](std::vector<int32_t> x, const std::vector<int32_t>& y,
-                int32_t last) {
-    x.insert(x.end(), y.begin(), y.end());
-    x.push_back(last);
-    return x;
-  };
-  const std::vector<int32_t> first = cat(a, b, 40);
+  const std::vector<int32_t> first = Cat(a, b, 40);
   ASSERT_TRUE(e->Submit(Request("first", first, 2), c.For("first")).ok());
   c.Wait("first");  // caches A and B: 2 of the 4 blocks
   ASSERT_EQ(e->Stats().kv_blocks_cached, 2);
-  const std::vector<int32_t> attack = cat(other, b, 41);
+  const std::vector<int32_t> attack = Cat(other, b, 41);
   ASSERT_TRUE(e->Submit(Request("attack", attack, 2), c.For("attack")).ok());
   EXPECT_EQ(c.Wait("attack").final.cached_tokens, 0);
-  const std::vector<int32_t> victim = cat(other, b, 42);
+  const std::vector<int32_t> victim = Cat(other, b, 42);
   ASSERT_TRUE(e->Submit(Request("victim", victim, 4), c.For("victim")).ok());
   const auto r = c.Wait("victim");
   EXPECT_EQ(r.final.cached_tokens, 16);  // its own first block only

@@ -266,37 +266,43 @@ TEST(ProcessTest, SigtermDuringLoadStopsTheStartAtOnce) {
   EXPECT_THAT(p.log(), Not(HasSubstr("health SERVING")));
 }
 
-// Issue 23 D10: once the drain timeout has aborted what was left, the
-// process exits at once (it used to take 3.5-3.9 s more: a 2 s gRPC
-// shutdown deadline that idle client connections always used up, and the
-// /metrics server's 2 s poll).
+// Eight long streams, so that the engine is still busy when a signal lands
+// (one stream of the tiny model could finish its 2000 tokens first on a
+// loaded machine); each has had its first message once `started`.
+struct LongStreams {
+  explicit LongStreams(int port)
+      : stub(v1::Generation::NewStub(
+            grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
+                                grpc::InsecureChannelCredentials()))) {
+    v1::GenerateRequest req;
+    req.mutable_tokens()->add_ids(65);
+    req.mutable_stopping()->set_max_new_tokens(2000);
+    req.mutable_stopping()->set_ignore_eos(true);
+    for (int i = 0; i < 8; ++i) {
+      ctx.push_back(std::make_unique<grpc::ClientContext>());
+      readers.push_back(stub->GenerateStream(ctx.back().get(), req));
+    }
+    v1::GenerateResponse m;
+    for (auto& r : readers) started = r->Read(&m) && started;
+  }
+  std::unique_ptr<v1::Generation::Stub> stub;
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctx;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>>
+      readers;
+  bool started = true;
+};
+
 // A Ctrl-C while a drain waits for requests (an operator's second one) ends
 // the process at once, exit code 1; it used to be ignored for the whole
 // drain timeout. A repeated SIGTERM (process managers resend it) does not.
-TEST(ProcessTest, ASecondSignalWhileDrainingExitsAtOnce) {
+TEST(ProcessTest, CtrlCWhileDrainingExitsAtOnceRepeatedSigtermDoesNot) {
   std::vector<std::string> args = TinyServerArgs();
   args.push_back("--drain_timeout=600s");
   ServerProcess p(args, {});
   ASSERT_TRUE(p.WaitForLog("health SERVING", std::chrono::seconds(60)))
       << p.log();
-  auto stub = v1::Generation::NewStub(
-      grpc::CreateChannel(absl::StrCat("127.0.0.1:", p.GrpcPort()),
-                          grpc::InsecureChannelCredentials()));
-  // Eight long streams keep the drain waiting (as in the test below).
-  constexpr int kStreams = 8;
-  std::vector<std::unique_ptr<grpc::ClientContext>> ctx;
-  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>>
-      readers;
-  v1::GenerateRequest req;
-  req.mutable_tokens()->add_ids(65);
-  req.mutable_stopping()->set_max_new_tokens(2000);
-  req.mutable_stopping()->set_ignore_eos(true);
-  v1::GenerateResponse m;
-  for (int i = 0; i < kStreams; ++i) {
-    ctx.push_back(std::make_unique<grpc::ClientContext>());
-    readers.push_back(stub->GenerateStream(ctx.back().get(), req));
-  }
-  for (auto& r : readers) ASSERT_TRUE(r->Read(&m));  // all generating
+  LongStreams streams(p.GrpcPort());  // keep the drain waiting
+  ASSERT_TRUE(streams.started);
   p.Signal(SIGTERM);
   ASSERT_TRUE(p.WaitForLog("draining:", std::chrono::seconds(30))) << p.log();
   p.Signal(SIGTERM);
@@ -309,6 +315,10 @@ TEST(ProcessTest, ASecondSignalWhileDrainingExitsAtOnce) {
   EXPECT_THAT(p.log(), HasSubstr("received SIGINT while draining"));
 }
 
+// Issue 23 D10: once the drain timeout has aborted what was left, the
+// process exits at once (it used to take 3.5-3.9 s more: a 2 s gRPC
+// shutdown deadline that idle client connections always used up, and the
+// /metrics server's 2 s poll).
 TEST(ProcessTest, ExitFollowsTheDrainTimeoutPromptly) {
   std::vector<std::string> args = TinyServerArgs();
   args.back() = "--metrics_port=0";
@@ -316,30 +326,13 @@ TEST(ProcessTest, ExitFollowsTheDrainTimeoutPromptly) {
   ServerProcess p(args, {});
   ASSERT_TRUE(p.WaitForLog("health SERVING", std::chrono::seconds(60)))
       << p.log();
-  auto stub = v1::Generation::NewStub(
-      grpc::CreateChannel(absl::StrCat("127.0.0.1:", p.GrpcPort()),
-                          grpc::InsecureChannelCredentials()));
-  // Eight long streams, so that the engine is still busy when the signal
-  // lands (one stream of the tiny model could finish its 2000 tokens first
-  // on a loaded machine).
-  constexpr int kStreams = 8;
-  std::vector<std::unique_ptr<grpc::ClientContext>> ctx;
-  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>>>
-      readers;
-  v1::GenerateRequest req;
-  req.mutable_tokens()->add_ids(65);
-  req.mutable_stopping()->set_max_new_tokens(2000);
-  req.mutable_stopping()->set_ignore_eos(true);
-  v1::GenerateResponse m;
-  for (int i = 0; i < kStreams; ++i) {
-    ctx.push_back(std::make_unique<grpc::ClientContext>());
-    readers.push_back(stub->GenerateStream(ctx.back().get(), req));
-  }
-  for (auto& r : readers) ASSERT_TRUE(r->Read(&m));  // all generating
+  LongStreams streams(p.GrpcPort());
+  ASSERT_TRUE(streams.started);
   p.Signal(SIGTERM);
   const auto t0 = Clock::now();
   int aborted = 0;
-  for (auto& r : readers) {
+  v1::GenerateResponse m;
+  for (auto& r : streams.readers) {
     v1::GenerateResponse last;
     while (r->Read(&m)) last = m;
     EXPECT_TRUE(r->Finish().ok());
