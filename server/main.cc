@@ -150,7 +150,7 @@ const char* SignalName(int sig) {
 // open files (often 1024) towards the hard one, so that
 // --http_max_connections on each HTTP port plus gRPC's and the model's
 // files fit.
-void RaiseOpenFileLimit(int http_connections) {
+void RaiseOpenFileLimit(int64_t http_connections) {
   rlimit lim{};
   if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
   const rlim_t want = rlim_t(http_connections) + 1024;
@@ -229,7 +229,7 @@ int Main() {
     return 2;
   }
   RaiseOpenFileLimit(
-      o.http_limits.max_connections *
+      int64_t(o.http_limits.max_connections) *
       (int(!o.metrics_bind.empty()) + int(!o.http_bind.empty())));
   o.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
   o.tls.key_file = absl::GetFlag(FLAGS_tls_key);

@@ -30,6 +30,10 @@
 namespace spikeserve {
 namespace {
 
+// Largest chat template or TLS file read: a path given by mistake (a model,
+// /dev/zero) fails there instead of filling the pod's memory.
+constexpr size_t kMaxSmallFileBytes = size_t{16} << 20;
+
 constexpr char kServiceName[] = "spikeserve.v1.Generation";
 
 std::string OneDnnVersion() {
@@ -165,9 +169,11 @@ absl::StatusOr<std::unique_ptr<SpikeServer>> SpikeServer::Start(
             "--tls_client_ca: the HTTP API does not verify client "
             "certificates; turn it off (--http_port -1) for mutual TLS");
       }
-      absl::StatusOr<std::string> cert = ReadTextFile(options.tls.cert_file);
+      absl::StatusOr<std::string> cert =
+          ReadTextFile(options.tls.cert_file, kMaxSmallFileBytes);
       if (!cert.ok()) return cert.status();
-      absl::StatusOr<std::string> key = ReadTextFile(options.tls.key_file);
+      absl::StatusOr<std::string> key =
+          ReadTextFile(options.tls.key_file, kMaxSmallFileBytes);
       if (!key.ok()) return key.status();
       ho.tls_cert_pem = *std::move(cert);
       ho.tls_key_pem = *std::move(key);
@@ -238,7 +244,8 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
   // typo fails in milliseconds, not after the model's conversion.
   std::string template_source, template_origin;
   if (!options_.chat_template_path.empty()) {
-    absl::StatusOr<std::string> t = ReadTextFile(options_.chat_template_path);
+    absl::StatusOr<std::string> t =
+        ReadTextFile(options_.chat_template_path, kMaxSmallFileBytes);
     if (!t.ok()) {
       return absl::Status(
           t.status().code(),

@@ -157,7 +157,7 @@ TEST_F(EngineTest, PrefixCacheReusesPromptBlocks) {
 // Every block at the same depth has the same hash here: the worst case of
 // a hash a client could collide on purpose (as in vLLM's CVE-2025-25183).
 // A block cached after another client's different first block must not be
-// reused after ours: the parent block must be the one we matched.
+// reused after ours: the parent entry must be the one we matched.
 uint64_t DepthHash(uint64_t parent, const int32_t*, int) { return parent + 1; }
 
 // a + b + {last}.

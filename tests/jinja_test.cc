@@ -37,133 +37,129 @@ struct Row {
 };
 
 // Expected values are jinja2 3.1's renders of the same sources.
-const Row
-    kRows
-        [] =
-            {
-                {R"j(a
+const Row kRows[] = {
+    {R"j(a
   {% if true %}
   b
   {% endif %}
 c)j",
-                 R"j(a
+     R"j(a
   b
 c)j",
-                 nullptr},
-                {R"j({% if true %}  x  {% endif %})j", R"j(  x  )j", nullptr},
-                {R"j(a  {%- if true -%}  b  {%- endif -%}  c)j", R"j(abc)j",
-                 nullptr},
-                {R"j(a {{- ' b ' -}} c)j", R"j(a b c)j", nullptr},
-                {R"j(  {{ 'x' }}
+     nullptr},
+    {R"j({% if true %}  x  {% endif %})j", R"j(  x  )j", nullptr},
+    {R"j(a  {%- if true -%}  b  {%- endif -%}  c)j", R"j(abc)j", nullptr},
+    {R"j(a {{- ' b ' -}} c)j", R"j(a b c)j", nullptr},
+    {R"j(  {{ 'x' }}
 )j",
-                 R"j(  x)j", nullptr},
-                {R"j({# comment #}
+     R"j(  x)j", nullptr},
+    {R"j({# comment #}
 x)j",
-                 R"j(x)j", nullptr},
-                {R"j(a
+     R"j(x)j", nullptr},
+    {R"j(a
     {# c #}
 b)j",
-                 R"j(a
+     R"j(a
 b)j",
-                 nullptr},
-                {R"j(  {%+ if true %}x{% endif %})j", R"j(  x)j", nullptr},
-                {R"j({% if true +%}
+     nullptr},
+    {R"j(  {%+ if true %}x{% endif %})j", R"j(  x)j", nullptr},
+    {R"j({% if true +%}
 x{% endif %})j",
-                 R"j(
+     R"j(
 x)j",
-                 nullptr},
-                {"line1\r\nline2\r\n",
-                 R"j(line1
+     nullptr},
+    {"line1\r\nline2\r\n",
+     R"j(line1
 line2)j",
-                 nullptr},
-                {R"j(x
+     nullptr},
+    {R"j(x
 
 )j",
-                 R"j(x
+     R"j(x
 )j",
-                 nullptr},
-                {R"j({% raw %}{{ x }}{% endraw %})j", R"j({{ x }})j", nullptr},
-                {R"j({% for i in l %}
+     nullptr},
+    {R"j({% raw %}{{ x }}{% endraw %})j", R"j({{ x }})j", nullptr},
+    {R"j({% for i in l %}
   {{ i }}
 {% endfor %}
 )j",
-                 R"j(  1
+     R"j(  1
   2
   3
 )j",
-                 nullptr},
-                {R"j(  {% set x = 1 %}  {{ x }})j", R"j(  1)j", nullptr},
-                {R"j({{ n }} {{ f }} {{ 1.0 }} {{ 1e20 }} {{ 0.1 + 0.2 }} {{ 7 / 2 }} {{ 7 // 2 }} {{ -7 % 3 }} {{ 2 ** 10 }} {{ 1e-5 }} {{ 3 * 1.5 }})j",
-                 R"j(3 2.5 1.0 1e+20 0.30000000000000004 3.5 3 2 1024 1e-05 4.5)j",
-                 nullptr},
-                {R"j({{ l }} {{ d }} {{ nv }} {{ t }} {{ (1,) }} {{ ('a', "b'") }})j",
-                 R"j([1, 2, 3] {'b': 1, 'a': [1, 2], 'items': 'x'} None True (1,) ('a', "b'"))j",
-                 nullptr},
-                {R"j({{ [s, u, 'it\'s', '\n'] }})j",
-                 R"j(['Hello World', 'Grüße 世界', "it's", '\n'])j", nullptr},
-                {R"j([{{ undefined_var }}]{{ undefined_var is defined }})j",
-                 R"j([]False)j", nullptr},
-                {R"j({{ d['items'] }} {{ d.b }} {{ d.missing is defined }} {{ d.a[1] }})j",
-                 R"j(x 1 False 2)j", nullptr},
-                {R"j({{ l[1:] }} {{ l[::-1] }} {{ s[:5] }} {{ u[1:4] }} {{ l[-1] }} {{ l[10] is defined }} {{ s[-1] }})j",
-                 R"j([2, 3] [3, 2, 1] Hello rüß 3 False d)j", nullptr},
-                {R"j({{ s.split() }} {{ s.lower() }} {{ s.upper() }} {{ s.startswith('He') }} {{ s.replace('l', 'L') }} [{{ '  x '.strip() }}] {{ 'a,b'.split(',') }} {{ s.endswith(('x', 'ld')) }})j",
-                 R"j(['Hello', 'World'] hello world HELLO WORLD True HeLLo WorLd [x] ['a', 'b'] True)j",
-                 nullptr},
-                {R"j({{ 'a</think>b</think>c'.split('</think>')[-1] }} {{ s.title() }} {{ 'they\'re'.title() }} {{ s.find('o') }} {{ s.count('l') }})j",
-                 R"j(c Hello World They'Re 4 3)j", nullptr},
-                {R"j({{ d.get('b') }} {{ d.get('zz', 'dflt') }} {{ d.get('zz') }})j",
-                 R"j(1 dflt None)j", nullptr},
-                {R"j({% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %})j",
-                 R"j(b=1;a=[1, 2];items=x;)j", nullptr},
-                {R"j({% for k in d %}{{ k }}{% endfor %} {% for c in u %}{{ c }}.{% endfor %})j",
-                 R"j(baitems G.r.ü.ß.e. .世.界.)j", nullptr},
-                {R"j({% for x in l %}{{ loop.index }}{{ loop.index0 }}{{ loop.first }}{{ loop.last }}{{ loop.length }}{{ loop.revindex }}|{% endfor %})j",
-                 R"j(10TrueFalse33|21FalseFalse32|32FalseTrue31|)j", nullptr},
-                {R"j({% for x in l %}{{ loop.previtem }}-{{ loop.nextitem }},{% endfor %})j",
-                 R"j(-2,1-3,2-,)j", nullptr},
-                {R"j({% for x in l %}{{ loop.cycle('a', 'b') }}{% endfor %})j",
-                 R"j(aba)j", nullptr},
-                {R"j({% for x in l %}{% if x == 2 %}{% continue %}{% endif %}{{ x }}{% if x == 3 %}{% break %}{% endif %}{% endfor %})j",
-                 R"j(13)j", nullptr},
-                {R"j({% for x in l if x > 1 %}{{ x }}{{ loop.length }}{% else %}none{% endfor %})j",
-                 R"j(2232)j", nullptr},
-                {R"j({% for x in [] %}{{ x }}{% else %}empty{% endfor %})j",
-                 R"j(empty)j", nullptr},
-                {R"j({% for a in l %}{% for b in l %}{{ loop.index }}{% endfor %}{{ loop.index }} {% endfor %})j",
-                 R"j(1231 1232 1233 )j", nullptr},
-                {R"j({% set x = 1 %}{% for i in l %}{% set x = i %}{% endfor %}{{ x }})j",
-                 R"j(1)j", nullptr},
-                {R"j({% for i in l %}{% if i == 1 %}{% set y = 'a' %}{% endif %}[{{ y }}]{% endfor %})j",
-                 R"j([a][][])j", nullptr},
-                {R"j({% set ns = namespace(c=0) %}{% for i in l %}{% set ns.c = ns.c + i %}{% endfor %}{{ ns.c }})j",
-                 R"j(6)j", nullptr},
-                {R"j({% macro m(a, b='B') %}[{{ a }}{{ b }}]{% endmacro %}{{ m(1) }}{{ m(1, 2) }}{{ m(b=3, a=4) }}[{{ m() }}])j",
-                 R"j([1B][12][43][[B]])j", nullptr},
-                {R"j({% macro fact(k) %}{% if k <= 1 %}1{% else %}{{ k * fact(k - 1)|int }}{% endif %}{% endmacro %}{{ fact(5) }})j",
-                 R"j(120)j", nullptr},
-                {R"j({% macro g() %}{{ s }}{% endmacro %}{% set s = 'top' %}{% for i in [1] %}{% set s = 'loop' %}{{ g() }}{% endfor %})j",
-                 R"j(top)j", nullptr},
-                {R"j({{ l|join(', ') }} {{ l|length }} {{ l|first }} {{ l|last }} {{ s|lower }} {{ s|upper }} {{ 'hello wORLD-x'|title }} [{{ '  t \n'|trim }}] {{ 'ab'|capitalize }})j",
-                 R"j(1, 2, 3 3 1 3 hello world HELLO WORLD Hello World-X [t] Ab)j",
-                 nullptr},
-                {R"j({{ nv|default('dflt') }} {{ ''|default('e', true) }} {{ undefined_var|default('u') }} {{ undefined_var|d }}|)j",
-                 R"j(None e u |)j", nullptr},
-                {R"j({{ msgs|selectattr('role', 'equalto', 'user')|list }})j",
-                 R"j([{'role': 'user', 'content': 'hi'}])j", nullptr},
-                {R"j({{ msgs|map(attribute='role')|join(',') }} {{ msgs|rejectattr('role', 'equalto', 'user')|list|length }} {{ l|select('odd')|list }} {{ l|reject('odd')|list }})j",
-                 R"j(user,assistant 1 [1, 3] [2])j", nullptr},
-                {R"j({{ msgs|map(attribute='nope', default='z')|list }} {{ ['a', 'B']|map('upper')|list }} {{ msgs|selectattr('content')|list|length }})j",
-                 R"j(['z', 'z'] ['A', 'B'] 2)j", nullptr},
-                {R"j({{ d|tojson }} {{ l|tojson(indent=2) }} {{ u|tojson }} {{ {'a': none, 'b': true, 'c': 1.5, 'd': 1e20}|tojson }} {{ 'q"\\\n\t'|tojson }})j",
-                 R"j({"b": 1, "a": [1, 2], "items": "x"} [
+     nullptr},
+    {R"j(  {% set x = 1 %}  {{ x }})j", R"j(  1)j", nullptr},
+    {R"j({{ n }} {{ f }} {{ 1.0 }} {{ 1e20 }} {{ 0.1 + 0.2 }} {{ 7 / 2 }} {{ 7 // 2 }} {{ -7 % 3 }} {{ 2 ** 10 }} {{ 1e-5 }} {{ 3 * 1.5 }})j",
+     R"j(3 2.5 1.0 1e+20 0.30000000000000004 3.5 3 2 1024 1e-05 4.5)j",
+     nullptr},
+    {R"j({{ l }} {{ d }} {{ nv }} {{ t }} {{ (1,) }} {{ ('a', "b'") }})j",
+     R"j([1, 2, 3] {'b': 1, 'a': [1, 2], 'items': 'x'} None True (1,) ('a', "b'"))j",
+     nullptr},
+    {R"j({{ [s, u, 'it\'s', '\n'] }})j",
+     R"j(['Hello World', 'Grüße 世界', "it's", '\n'])j", nullptr},
+    {R"j([{{ undefined_var }}]{{ undefined_var is defined }})j", R"j([]False)j",
+     nullptr},
+    {R"j({{ d['items'] }} {{ d.b }} {{ d.missing is defined }} {{ d.a[1] }})j",
+     R"j(x 1 False 2)j", nullptr},
+    {R"j({{ l[1:] }} {{ l[::-1] }} {{ s[:5] }} {{ u[1:4] }} {{ l[-1] }} {{ l[10] is defined }} {{ s[-1] }})j",
+     R"j([2, 3] [3, 2, 1] Hello rüß 3 False d)j", nullptr},
+    {R"j({{ s.split() }} {{ s.lower() }} {{ s.upper() }} {{ s.startswith('He') }} {{ s.replace('l', 'L') }} [{{ '  x '.strip() }}] {{ 'a,b'.split(',') }} {{ s.endswith(('x', 'ld')) }})j",
+     R"j(['Hello', 'World'] hello world HELLO WORLD True HeLLo WorLd [x] ['a', 'b'] True)j",
+     nullptr},
+    {R"j({{ 'a</think>b</think>c'.split('</think>')[-1] }} {{ s.title() }} {{ 'they\'re'.title() }} {{ s.find('o') }} {{ s.count('l') }})j",
+     R"j(c Hello World They'Re 4 3)j", nullptr},
+    {R"j({{ d.get('b') }} {{ d.get('zz', 'dflt') }} {{ d.get('zz') }})j",
+     R"j(1 dflt None)j", nullptr},
+    {R"j({% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %})j",
+     R"j(b=1;a=[1, 2];items=x;)j", nullptr},
+    {R"j({% for k in d %}{{ k }}{% endfor %} {% for c in u %}{{ c }}.{% endfor %})j",
+     R"j(baitems G.r.ü.ß.e. .世.界.)j", nullptr},
+    {R"j({% for x in l %}{{ loop.index }}{{ loop.index0 }}{{ loop.first }}{{ loop.last }}{{ loop.length }}{{ loop.revindex }}|{% endfor %})j",
+     R"j(10TrueFalse33|21FalseFalse32|32FalseTrue31|)j", nullptr},
+    {R"j({% for x in l %}{{ loop.previtem }}-{{ loop.nextitem }},{% endfor %})j",
+     R"j(-2,1-3,2-,)j", nullptr},
+    {R"j({% for x in l %}{{ loop.cycle('a', 'b') }}{% endfor %})j", R"j(aba)j",
+     nullptr},
+    {R"j({% for x in l %}{% if x == 2 %}{% continue %}{% endif %}{{ x }}{% if x == 3 %}{% break %}{% endif %}{% endfor %})j",
+     R"j(13)j", nullptr},
+    {R"j({% for x in l if x > 1 %}{{ x }}{{ loop.length }}{% else %}none{% endfor %})j",
+     R"j(2232)j", nullptr},
+    {R"j({% for x in [] %}{{ x }}{% else %}empty{% endfor %})j", R"j(empty)j",
+     nullptr},
+    {R"j({% for a in l %}{% for b in l %}{{ loop.index }}{% endfor %}{{ loop.index }} {% endfor %})j",
+     R"j(1231 1232 1233 )j", nullptr},
+    {R"j({% set x = 1 %}{% for i in l %}{% set x = i %}{% endfor %}{{ x }})j",
+     R"j(1)j", nullptr},
+    {R"j({% for i in l %}{% if i == 1 %}{% set y = 'a' %}{% endif %}[{{ y }}]{% endfor %})j",
+     R"j([a][][])j", nullptr},
+    {R"j({% set ns = namespace(c=0) %}{% for i in l %}{% set ns.c = ns.c + i %}{% endfor %}{{ ns.c }})j",
+     R"j(6)j", nullptr},
+    {R"j({% macro m(a, b='B') %}[{{ a }}{{ b }}]{% endmacro %}{{ m(1) }}{{ m(1, 2) }}{{ m(b=3, a=4) }}[{{ m() }}])j",
+     R"j([1B][12][43][[B]])j", nullptr},
+    {R"j({% macro fact(k) %}{% if k <= 1 %}1{% else %}{{ k * fact(k - 1)|int }}{% endif %}{% endmacro %}{{ fact(5) }})j",
+     R"j(120)j", nullptr},
+    {R"j({% macro g() %}{{ s }}{% endmacro %}{% set s = 'top' %}{% for i in [1] %}{% set s = 'loop' %}{{ g() }}{% endfor %})j",
+     R"j(top)j", nullptr},
+    {R"j({{ l|join(', ') }} {{ l|length }} {{ l|first }} {{ l|last }} {{ s|lower }} {{ s|upper }} {{ 'hello wORLD-x'|title }} [{{ '  t \n'|trim }}] {{ 'ab'|capitalize }})j",
+     R"j(1, 2, 3 3 1 3 hello world HELLO WORLD Hello World-X [t] Ab)j",
+     nullptr},
+    {R"j({{ nv|default('dflt') }} {{ ''|default('e', true) }} {{ undefined_var|default('u') }} {{ undefined_var|d }}|)j",
+     R"j(None e u |)j", nullptr},
+    {R"j({{ msgs|selectattr('role', 'equalto', 'user')|list }})j",
+     R"j([{'role': 'user', 'content': 'hi'}])j", nullptr},
+    {R"j({{ msgs|map(attribute='role')|join(',') }} {{ msgs|rejectattr('role', 'equalto', 'user')|list|length }} {{ l|select('odd')|list }} {{ l|reject('odd')|list }})j",
+     R"j(user,assistant 1 [1, 3] [2])j", nullptr},
+    {R"j({{ msgs|map(attribute='nope', default='z')|list }} {{ ['a', 'B']|map('upper')|list }} {{ msgs|selectattr('content')|list|length }})j",
+     R"j(['z', 'z'] ['A', 'B'] 2)j", nullptr},
+    {R"j({{ d|tojson }} {{ l|tojson(indent=2) }} {{ u|tojson }} {{ {'a': none, 'b': true, 'c': 1.5, 'd': 1e20}|tojson }} {{ 'q"\\\n\t'|tojson }})j",
+     R"j({"b": 1, "a": [1, 2], "items": "x"} [
   1,
   2,
   3
 ] "Grüße 世界" {"a": null, "b": true, "c": 1.5, "d": 1e+20} "q\"\\\n\t")j",
-                 nullptr},
-                {R"j({{ msgs|tojson(indent=1) }} {{ {}|tojson(indent=2) }} {{ []|tojson }} {{ {'z': 1, 'a': 2}|tojson(sort_keys=true) }} {{ l|tojson(separators=(',', ':')) }})j",
-                 R"j([
+     nullptr},
+    {R"j({{ msgs|tojson(indent=1) }} {{ {}|tojson(indent=2) }} {{ []|tojson }} {{ {'z': 1, 'a': 2}|tojson(sort_keys=true) }} {{ l|tojson(separators=(',', ':')) }})j",
+     R"j([
  {
   "role": "user",
   "content": "hi"
@@ -173,125 +169,115 @@ line2)j",
   "content": "yo"
  }
 ] {} [] {"a": 2, "z": 1} [1,2,3])j",
-                 nullptr},
-                {R"j({{ d|items|list }} {{ d|dictsort }} {{ d|list }} {{ 'ab'|list }})j",
-                 R"j([('b', 1), ('a', [1, 2]), ('items', 'x')] [('a', [1, 2]), ('b', 1), ('items', 'x')] ['b', 'a', 'items'] ['a', 'b'])j",
-                 nullptr},
-                {R"j({{ ['b', 'A', 'a']|unique|list }} {{ [3, 1, 2]|sort }} {{ [3, 1, 2]|sort(reverse=true) }} {{ 'abc'|reverse }} {{ l|reverse|list }} {{ ['b', 'A']|sort }})j",
-                 R"j(['b', 'A'] [1, 2, 3] [3, 2, 1] cba [3, 2, 1] ['A', 'b'])j",
-                 nullptr},
-                {R"j({{ 'x'|safe + '<y>' }} {{ '<a>'|e }} {{ ('a' ~ '<')|safe }})j",
-                 R"j(x&lt;y&gt; &lt;a&gt; a<)j", nullptr},
-                {R"j({{ 'a' ~ 1 ~ none ~ undefined_var ~ 2.0 }})j",
-                 R"j(a1None2.0)j", nullptr},
-                {R"j({{ 'a\nb\n\nc'|indent(2) }}|{{ 'a\nb'|indent(2, true) }}|{{ 'a\n\nb'|indent(width='> ', blank=true) }})j",
-                 R"j(a
+     nullptr},
+    {R"j({{ d|items|list }} {{ d|dictsort }} {{ d|list }} {{ 'ab'|list }})j",
+     R"j([('b', 1), ('a', [1, 2]), ('items', 'x')] [('a', [1, 2]), ('b', 1), ('items', 'x')] ['b', 'a', 'items'] ['a', 'b'])j",
+     nullptr},
+    {R"j({{ ['b', 'A', 'a']|unique|list }} {{ [3, 1, 2]|sort }} {{ [3, 1, 2]|sort(reverse=true) }} {{ 'abc'|reverse }} {{ l|reverse|list }} {{ ['b', 'A']|sort }})j",
+     R"j(['b', 'A'] [1, 2, 3] [3, 2, 1] cba [3, 2, 1] ['A', 'b'])j", nullptr},
+    {R"j({{ 'x'|safe + '<y>' }} {{ '<a>'|e }} {{ ('a' ~ '<')|safe }})j",
+     R"j(x&lt;y&gt; &lt;a&gt; a<)j", nullptr},
+    {R"j({{ 'a' ~ 1 ~ none ~ undefined_var ~ 2.0 }})j", R"j(a1None2.0)j",
+     nullptr},
+    {R"j({{ 'a\nb\n\nc'|indent(2) }}|{{ 'a\nb'|indent(2, true) }}|{{ 'a\n\nb'|indent(width='> ', blank=true) }})j",
+     R"j(a
   b
 
   c|  a
   b|a
 > 
 > b)j",
-                 nullptr},
-                {R"j({{ '3'|int + 1 }} {{ 'x'|int }} {{ 2.7|int }} {{ '2.5'|float }} {{ -3|abs }} {{ 2.5|round }} {{ 3.14159|round(2) }} {{ 2.1|round(method='ceil') }} {{ l|sum }} {{ l|max }} {{ l|min }})j",
-                 R"j(4 0 2 2.5 3 2.0 3.14 3.0 6 3 1)j", nullptr},
-                {R"j({{ 'a b  c'|wordcount }} {{ 'x'|center(5) }}| {{ l|batch(2)|list }} {{ 'Hello'|replace('l', 'L', 1) }})j",
-                 R"j(3   x  | [[1, 2], [3]] HeLlo)j", nullptr},
-                {R"j({{ s is string }} {{ n is number }} {{ t is number }} {{ t is integer }} {{ f is float }} {{ d is mapping }} {{ l is iterable }} {{ nv is none }} {{ undefined_var is iterable }} {{ 3 is odd }} {{ l is sequence }} {{ 4 is divisibleby 2 }} {{ n is even }})j",
-                 R"j(True True True False True True True True True True True True False)j",
-                 nullptr},
-                {R"j({{ t is true }} {{ t is boolean }} {{ 1 is sameas 1 }} {{ 'A' is upper }} {{ 2 is in l }} {{ n is gt 2 }} {{ n is eq 3 }} {{ l|map(attribute='x') is iterable }} {{ s is not none }})j",
-                 R"j(True True True True True True True True True)j", nullptr},
-                {R"j({{ 'ell' in s }} {{ 2 in l }} {{ 'b' in d }} {{ 'zz' not in d }} {{ 'a' in undefined_var }} {{ {'a': 1} in [{'a': 1}] }})j", R"j(True True True True False True)j",
-                 nullptr},
-                {R"j([{{ 1 if false }}]{{ 1 if true else 2 }} {{ 'x' if nv else 'y' if n else 'z' }})j",
-                 R"j([]1 y)j", nullptr},
-                {R"j({{ not nv and (n > 2 or false) }} {{ nv or 'fallback' }} {{ n and 'yes' }} {{ 0 or '' }}|)j",
-                 R"j(True fallback yes |)j", nullptr},
-                {R"j({{ 1 < 2 < 3 }} {{ 3 > 2 > 2 }} {{ 1 == 1.0 }} {{ [1] == [1] }} {{ (1,) == [1] }} {{ 'a' < 'b' }} {{ [1, 2] < [1, 3] }} {{ true == 1 }})j",
-                 R"j(True False True True False True True True)j", nullptr},
-                // jinja2: TypeError: bad operand type for unary -: 'list'
-                {R"j({{ -n }} {{ - f }} {{ +n }} {{ -l|length }} {{ 10 - 2 - 3 }} {{ 2 ** 3 ** 2 }} {{ 5 % 3 }} {{ -5 // 2 }} {{ 5.5 // 2 }} {{ 5.5 % 2 }})j",
-                 nullptr, R"j()j"},
-                {R"j({{ l + [4] }} {{ 'ab' * 3 }} {{ [0] * 2 }} {{ 'a' 'b' }} {{ (1, 2) + (3,) }})j",
-                 R"j([1, 2, 3, 4] ababab [0, 0] ab (1, 2, 3))j", nullptr},
-                {R"j({% set a, b = [1, 2] %}{{ b }}{{ a }}{% set c = 1, 2 %}{{ c }})j",
-                 R"j(21(1, 2))j", nullptr},
-                {R"j({% set blk %}inner {{ n }}{% endset %}[{{ blk }}]{% set blk2 | upper %}x{% endset %}{{ blk2 }})j",
-                 R"j([inner 3]X)j", nullptr},
-                {R"j({% filter upper %}abc {{ s }}{% endfilter %}{% filter trim|upper %}  y  {% endfilter %})j",
-                 R"j(ABC HELLO WORLDY)j", nullptr},
-                {R"j({{ "it's" }} {{ 'say "hi"' }} {{ '\u00e9\x41\\d' }})j",
-                 R"j(it's say "hi" éA\d)j", nullptr},
-                {R"j({{ range(3)|list }} {{ range(1, 6, 2)|list }} {{ range(3, 0, -1)|list }})j",
-                 R"j([0, 1, 2] [1, 3, 5] [3, 2, 1])j", nullptr},
-                // Steps that pass int64's range end the slice or range (they
-                // wrapped and aborted the process).
-                {R"j({{ 'abc'[1::9223372036854775807] }} {{ [1, 2, 3][1::9223372036854775807] }} {{ [1, 2, 3][::-9223372036854775807] }} {{ range(9223372036854775800, 9223372036854775807, 5)|list }})j",
-                 R"j(b [2] [3] [9223372036854775800, 9223372036854775805])j",
-                 nullptr},
-                {R"j({{ dict(a=1, b=2) }} {{ namespace(a=1).a }} {{ {'k': 'v'}['k'] }} {{ {1: 'one'}[1] }})j",
-                 R"j({'a': 1, 'b': 2} 1 v one)j", nullptr},
-                {R"j({{ msgs[0]['role'] }} {{ msgs[0].content }} {{ msgs[-1].role }} {{ msgs|length }})j",
-                 R"j(user hi assistant 2)j", nullptr},
-                {R"j({% if l %}T{% endif %}{% if [] %}F{% elif {} %}F2{% else %}E{% endif %}{% if '' or 0 or none %}x{% endif %})j",
-                 R"j(TE)j", nullptr},
-                {R"j({{ u|length }} {{ u|upper }} {{ u[0] }} {{ u|tojson }} {{ u.split(' ') }})j",
-                 R"j(8 GRÜSSE 世界 G "Grüße 世界" ['Grüße', '世界'])j",
-                 nullptr},
-                {R"j({% for x in l %}{{ x }}{% if x == 1 %}{% break %}{% endif %}{% else %}[else after break]{% endfor %})j",
-                 R"j(1[else after break])j", nullptr},
-                {R"j({% for x in l %}{% set y %}{{ x }}{% break %}{% endset %}never{% endfor %}[{{ y }}])j",
-                 R"j([])j", nullptr},
-                {R"j({% for x in l %}{% for z in [] %}{% else %}{% continue %}{% endfor %}{{ x }}{% endfor %})j",
-                 R"j()j", nullptr},
-                {R"j(a{#)j", R"j(a)j", nullptr},
-                {R"j({{ 0 % -0.1 }} {{ 3.5 is odd }} {{ 4.0 is divisibleby 2 }} {{ l is lower }} {{ '2.5 x_y'|wordcount }})j",
-                 R"j(-0.0 False True False 3)j", nullptr},
-                // jinja2: TypeError: Object of type generator is not JSON
-                // serializable
-                {R"j({{ (l|select)|tojson }})j", nullptr, R"j()j"},
-                {R"j({{ 'x'|indent }})j", R"j(x)j", nullptr},
-                // jinja2: UndefinedError: 'undefined_var' is undefined
-                {R"j({{ undefined_var.attr }})j", nullptr, R"j()j"},
-                // jinja2: UndefinedError: 'undefined_var' is undefined
-                {R"j({{ undefined_var['k'] }})j", nullptr, R"j()j"},
-                // jinja2: UndefinedError: 'undefined_var' is undefined
-                {R"j({{ undefined_var + 1 }})j", nullptr, R"j()j"},
-                // jinja2: TypeError: can only concatenate str (not "int") to
-                // str
-                {R"j({{ 'a' + 1 }})j", nullptr, R"j()j"},
-                // jinja2: TypeError: can only concatenate list (not "str") to
-                // list
-                {R"j({{ l + 'x' }})j", nullptr, R"j()j"},
-                // jinja2: TemplateError: nope: 3
-                {R"j({{ raise_exception('nope: ' ~ n) }})j", nullptr,
-                 R"j(nope: 3)j"},
-                // jinja2: TypeError: Object of type Undefined is not JSON
-                // serializable
-                {R"j({{ nv|tojson }}{{ undefined_var|tojson }})j", nullptr,
-                 R"j()j"},
-                // jinja2: TypeError: Object of type generator is not JSON
-                // serializable
-                {R"j({{ (l|map(attribute='x'))|tojson }})j", nullptr, R"j()j"},
-                // jinja2: ZeroDivisionError: division by zero
-                {R"j({{ 1 / 0 }})j", nullptr, R"j()j"},
-                // jinja2: TypeError: 'NoneType' object is not iterable
-                {R"j({% for x in nv %}{% endfor %})j", nullptr, R"j()j"},
-                // jinja2: TypeError: 'int' object is not callable
-                {R"j({{ n() }})j", nullptr, R"j()j"},
-                // jinja2: TypeError: object of type 'generator' has no len()
-                {R"j({{ d|items|length }})j", nullptr, R"j()j"},
-                {R"j({{ 'ab'.zfill(5) }})j", R"j(000ab)j", nullptr},
-                // jinja2: TypeError: '<' not supported between instances of
-                // 'int' and 'str'
-                {R"j({{ 1 < 'a' }})j", nullptr, R"j()j"},
-                // jinja2: AttributeError: 'list' object has no attribute
-                // 'splitlines'
-                {R"j({{ l|indent }})j", nullptr, R"j()j"},
-                // jinja2: ZeroDivisionError: 0.0 cannot be raised to a negative
-                // power
-                {R"j({{ 0 ** -1 }})j", nullptr, R"j()j"},
+     nullptr},
+    {R"j({{ '3'|int + 1 }} {{ 'x'|int }} {{ 2.7|int }} {{ '2.5'|float }} {{ -3|abs }} {{ 2.5|round }} {{ 3.14159|round(2) }} {{ 2.1|round(method='ceil') }} {{ l|sum }} {{ l|max }} {{ l|min }})j",
+     R"j(4 0 2 2.5 3 2.0 3.14 3.0 6 3 1)j", nullptr},
+    {R"j({{ 'a b  c'|wordcount }} {{ 'x'|center(5) }}| {{ l|batch(2)|list }} {{ 'Hello'|replace('l', 'L', 1) }})j",
+     R"j(3   x  | [[1, 2], [3]] HeLlo)j", nullptr},
+    {R"j({{ s is string }} {{ n is number }} {{ t is number }} {{ t is integer }} {{ f is float }} {{ d is mapping }} {{ l is iterable }} {{ nv is none }} {{ undefined_var is iterable }} {{ 3 is odd }} {{ l is sequence }} {{ 4 is divisibleby 2 }} {{ n is even }})j",
+     R"j(True True True False True True True True True True True True False)j",
+     nullptr},
+    {R"j({{ t is true }} {{ t is boolean }} {{ 1 is sameas 1 }} {{ 'A' is upper }} {{ 2 is in l }} {{ n is gt 2 }} {{ n is eq 3 }} {{ l|map(attribute='x') is iterable }} {{ s is not none }})j",
+     R"j(True True True True True True True True True)j", nullptr},
+    {R"j({{ 'ell' in s }} {{ 2 in l }} {{ 'b' in d }} {{ 'zz' not in d }} {{ 'a' in undefined_var }} {{ {'a': 1} in [{'a': 1}] }})j",
+     R"j(True True True True False True)j", nullptr},
+    {R"j([{{ 1 if false }}]{{ 1 if true else 2 }} {{ 'x' if nv else 'y' if n else 'z' }})j",
+     R"j([]1 y)j", nullptr},
+    {R"j({{ not nv and (n > 2 or false) }} {{ nv or 'fallback' }} {{ n and 'yes' }} {{ 0 or '' }}|)j",
+     R"j(True fallback yes |)j", nullptr},
+    {R"j({{ 1 < 2 < 3 }} {{ 3 > 2 > 2 }} {{ 1 == 1.0 }} {{ [1] == [1] }} {{ (1,) == [1] }} {{ 'a' < 'b' }} {{ [1, 2] < [1, 3] }} {{ true == 1 }})j",
+     R"j(True False True True False True True True)j", nullptr},
+    // jinja2: TypeError: bad operand type for unary -: 'list'
+    {R"j({{ -n }} {{ - f }} {{ +n }} {{ -l|length }} {{ 10 - 2 - 3 }} {{ 2 ** 3 ** 2 }} {{ 5 % 3 }} {{ -5 // 2 }} {{ 5.5 // 2 }} {{ 5.5 % 2 }})j",
+     nullptr, R"j()j"},
+    {R"j({{ l + [4] }} {{ 'ab' * 3 }} {{ [0] * 2 }} {{ 'a' 'b' }} {{ (1, 2) + (3,) }})j",
+     R"j([1, 2, 3, 4] ababab [0, 0] ab (1, 2, 3))j", nullptr},
+    {R"j({% set a, b = [1, 2] %}{{ b }}{{ a }}{% set c = 1, 2 %}{{ c }})j",
+     R"j(21(1, 2))j", nullptr},
+    {R"j({% set blk %}inner {{ n }}{% endset %}[{{ blk }}]{% set blk2 | upper %}x{% endset %}{{ blk2 }})j",
+     R"j([inner 3]X)j", nullptr},
+    {R"j({% filter upper %}abc {{ s }}{% endfilter %}{% filter trim|upper %}  y  {% endfilter %})j",
+     R"j(ABC HELLO WORLDY)j", nullptr},
+    {R"j({{ "it's" }} {{ 'say "hi"' }} {{ '\u00e9\x41\\d' }})j",
+     R"j(it's say "hi" éA\d)j", nullptr},
+    {R"j({{ range(3)|list }} {{ range(1, 6, 2)|list }} {{ range(3, 0, -1)|list }})j",
+     R"j([0, 1, 2] [1, 3, 5] [3, 2, 1])j", nullptr},
+    // Steps that pass int64's range end the slice or range (they wrapped and
+    // aborted the process).
+    {"{{ 'abc'[1::9223372036854775807] }} "
+     "{{ [1, 2, 3][1::9223372036854775807] }} "
+     "{{ [1, 2, 3][::-9223372036854775807] }} "
+     "{{ range(9223372036854775800, 9223372036854775807, 5)|list }}",
+     "b [2] [3] [9223372036854775800, 9223372036854775805]", nullptr},
+    {R"j({{ dict(a=1, b=2) }} {{ namespace(a=1).a }} {{ {'k': 'v'}['k'] }} {{ {1: 'one'}[1] }})j",
+     R"j({'a': 1, 'b': 2} 1 v one)j", nullptr},
+    {R"j({{ msgs[0]['role'] }} {{ msgs[0].content }} {{ msgs[-1].role }} {{ msgs|length }})j",
+     R"j(user hi assistant 2)j", nullptr},
+    {R"j({% if l %}T{% endif %}{% if [] %}F{% elif {} %}F2{% else %}E{% endif %}{% if '' or 0 or none %}x{% endif %})j",
+     R"j(TE)j", nullptr},
+    {R"j({{ u|length }} {{ u|upper }} {{ u[0] }} {{ u|tojson }} {{ u.split(' ') }})j",
+     R"j(8 GRÜSSE 世界 G "Grüße 世界" ['Grüße', '世界'])j", nullptr},
+    {R"j({% for x in l %}{{ x }}{% if x == 1 %}{% break %}{% endif %}{% else %}[else after break]{% endfor %})j",
+     R"j(1[else after break])j", nullptr},
+    {R"j({% for x in l %}{% set y %}{{ x }}{% break %}{% endset %}never{% endfor %}[{{ y }}])j",
+     R"j([])j", nullptr},
+    {R"j({% for x in l %}{% for z in [] %}{% else %}{% continue %}{% endfor %}{{ x }}{% endfor %})j",
+     R"j()j", nullptr},
+    {R"j(a{#)j", R"j(a)j", nullptr},
+    {R"j({{ 0 % -0.1 }} {{ 3.5 is odd }} {{ 4.0 is divisibleby 2 }} {{ l is lower }} {{ '2.5 x_y'|wordcount }})j",
+     R"j(-0.0 False True False 3)j", nullptr},
+    // jinja2: TypeError: Object of type generator is not JSON serializable
+    {R"j({{ (l|select)|tojson }})j", nullptr, R"j()j"},
+    {R"j({{ 'x'|indent }})j", R"j(x)j", nullptr},
+    // jinja2: UndefinedError: 'undefined_var' is undefined
+    {R"j({{ undefined_var.attr }})j", nullptr, R"j()j"},
+    // jinja2: UndefinedError: 'undefined_var' is undefined
+    {R"j({{ undefined_var['k'] }})j", nullptr, R"j()j"},
+    // jinja2: UndefinedError: 'undefined_var' is undefined
+    {R"j({{ undefined_var + 1 }})j", nullptr, R"j()j"},
+    // jinja2: TypeError: can only concatenate str (not "int") to str
+    {R"j({{ 'a' + 1 }})j", nullptr, R"j()j"},
+    // jinja2: TypeError: can only concatenate list (not "str") to list
+    {R"j({{ l + 'x' }})j", nullptr, R"j()j"},
+    // jinja2: TemplateError: nope: 3
+    {R"j({{ raise_exception('nope: ' ~ n) }})j", nullptr, R"j(nope: 3)j"},
+    // jinja2: TypeError: Object of type Undefined is not JSON serializable
+    {R"j({{ nv|tojson }}{{ undefined_var|tojson }})j", nullptr, R"j()j"},
+    // jinja2: TypeError: Object of type generator is not JSON serializable
+    {R"j({{ (l|map(attribute='x'))|tojson }})j", nullptr, R"j()j"},
+    // jinja2: ZeroDivisionError: division by zero
+    {R"j({{ 1 / 0 }})j", nullptr, R"j()j"},
+    // jinja2: TypeError: 'NoneType' object is not iterable
+    {R"j({% for x in nv %}{% endfor %})j", nullptr, R"j()j"},
+    // jinja2: TypeError: 'int' object is not callable
+    {R"j({{ n() }})j", nullptr, R"j()j"},
+    // jinja2: TypeError: object of type 'generator' has no len()
+    {R"j({{ d|items|length }})j", nullptr, R"j()j"},
+    {R"j({{ 'ab'.zfill(5) }})j", R"j(000ab)j", nullptr},
+    // jinja2: TypeError: '<' not supported between instances of 'int' and 'str'
+    {R"j({{ 1 < 'a' }})j", nullptr, R"j()j"},
+    // jinja2: AttributeError: 'list' object has no attribute 'splitlines'
+    {R"j({{ l|indent }})j", nullptr, R"j()j"},
+    // jinja2: ZeroDivisionError: 0.0 cannot be raised to a negative power
+    {R"j({{ 0 ** -1 }})j", nullptr, R"j()j"},
 };
 
 TEST(JinjaTable, RendersLikeJinja2) {

@@ -5,10 +5,12 @@
 //
 //   spikeserve-health-probe [--addr 127.0.0.1:50051]
 //       [--service spikeserve.v1.Generation] [--timeout 2s]
-//       [--tls_ca ca.pem [--tls_server_name name]]
+//       [--tls_ca ca.pem [--tls_server_name name]
+//        [--tls_cert client.pem --tls_key client.key]]
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <tuple>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -29,6 +31,10 @@ ABSL_FLAG(std::string, tls_ca, "",
 ABSL_FLAG(std::string, tls_server_name, "",
           "With --tls_ca: the name the server's certificate must carry, when "
           "--addr's host is not among them (e.g. 127.0.0.1 in a pod).");
+ABSL_FLAG(std::string, tls_cert, "",
+          "With --tls_ca: a client certificate (PEM) to present, for a server "
+          "that requires one (--tls_client_ca).");
+ABSL_FLAG(std::string, tls_key, "", "The --tls_cert's private key (PEM).");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -38,15 +44,35 @@ int main(int argc, char** argv) {
   std::shared_ptr<grpc::ChannelCredentials> creds =
       grpc::InsecureChannelCredentials();
   grpc::ChannelArguments args;
-  if (const std::string ca = absl::GetFlag(FLAGS_tls_ca); !ca.empty()) {
-    absl::StatusOr<std::string> pem = spikeserve::ReadTextFile(ca);
-    if (!pem.ok()) {
-      std::fprintf(stderr, "--tls_ca: %s\n",
-                   std::string(pem.status().message()).c_str());
-      return 1;
-    }
+  const std::string ca = absl::GetFlag(FLAGS_tls_ca);
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key = absl::GetFlag(FLAGS_tls_key);
+  if (ca.empty() && (!absl::GetFlag(FLAGS_tls_server_name).empty() ||
+                     !cert.empty() || !key.empty())) {
+    std::fprintf(stderr,
+                 "--tls_server_name, --tls_cert and --tls_key need --tls_ca\n");
+    return 2;
+  }
+  if (cert.empty() != key.empty()) {
+    std::fprintf(stderr, "--tls_cert and --tls_key go together\n");
+    return 2;
+  }
+  if (!ca.empty()) {
     grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = *std::move(pem);
+    for (auto [flag, path, out] :
+         {std::tuple<const char*, const std::string*, std::string*>{
+              "--tls_ca", &ca, &ssl.pem_root_certs},
+          {"--tls_cert", &cert, &ssl.pem_cert_chain},
+          {"--tls_key", &key, &ssl.pem_private_key}}) {
+      if (path->empty()) continue;
+      absl::StatusOr<std::string> pem = spikeserve::ReadTextFile(*path);
+      if (!pem.ok()) {
+        std::fprintf(stderr, "%s: %s\n", flag,
+                     std::string(pem.status().message()).c_str());
+        return 1;
+      }
+      *out = *std::move(pem);
+    }
     creds = grpc::SslCredentials(ssl);
     if (const std::string name = absl::GetFlag(FLAGS_tls_server_name);
         !name.empty()) {

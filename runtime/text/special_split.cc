@@ -1,7 +1,6 @@
 #include "runtime/text/special_split.h"
 
 #include <algorithm>
-#include <iterator>
 #include <map>
 #include <utility>
 

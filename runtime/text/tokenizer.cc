@@ -144,30 +144,31 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(
     t->max_token_bytes_ = std::max(t->max_token_bytes_, token.size());
   }
   // Special tokens, longest text first (llama.cpp's partition order).
+  std::vector<int32_t> special;
+  absl::flat_hash_set<int32_t> rstrip;  // eat the whitespace after them
   for (int32_t i = 0; i < n; ++i) {
     const int32_t type = t->TypeOf(i);
     if ((type == kControl || type == kUserDefined || type == kUnknown) &&
         !s.tokens[i].empty()) {
-      t->special_.push_back(i);
+      special.push_back(i);
     }
   }
-  std::stable_sort(t->special_.begin(), t->special_.end(),
-                   [&](int32_t a, int32_t b) {
-                     return s.tokens[a].size() > s.tokens[b].size();
-                   });
+  std::stable_sort(special.begin(), special.end(), [&](int32_t a, int32_t b) {
+    return s.tokens[a].size() > s.tokens[b].size();
+  });
   // llama.cpp sets token attributes by model name that the file does not
   // carry: a Phi-3 model drops the whitespace after its special tokens
   // (RSTRIP), except after <unk>, <s> and <|endoftext|>.
   const std::string name = absl::AsciiStrToLower(s.name);
   if (absl::StrContains(name, "phi-3") || absl::StrContains(name, "phi3")) {
-    t->rstrip_.insert(t->special_.begin(), t->special_.end());
+    rstrip.insert(special.begin(), special.end());
     auto set = [&](const char* text, bool on) {
       auto it = t->token_to_id_.find(text);
       if (it == t->token_to_id_.end()) return;
       if (on) {
-        t->rstrip_.insert(it->second);
+        rstrip.insert(it->second);
       } else {
-        t->rstrip_.erase(it->second);
+        rstrip.erase(it->second);
       }
     };
     set("</s>", true);
@@ -176,10 +177,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(
     }
   }
   std::vector<SpecialToken> specials;
-  specials.reserve(t->special_.size());
-  for (int32_t id : t->special_) {
+  specials.reserve(special.size());
+  for (int32_t id : special) {
     const int32_t type = t->TypeOf(id);
-    specials.push_back({s.tokens[id], id, t->rstrip_.contains(id),
+    specials.push_back({s.tokens[id], id, rstrip.contains(id),
                         type == kControl || type == kUnknown});
   }
   t->splitter_ = std::make_unique<SpecialSplitter>(std::move(specials));

@@ -91,10 +91,9 @@ class Tokenizer {
   absl::flat_hash_map<std::string, int32_t> token_to_id_;
   absl::flat_hash_map<std::string, int32_t> merge_rank_;  // "left right"
   size_t max_token_bytes_ = 1;
-  std::vector<int32_t> special_;         // control/user-defined, longest first
-  absl::flat_hash_set<int32_t> rstrip_;  // specials that eat the whitespace
-                                         // after them (Phi-3)
-  std::unique_ptr<SpecialSplitter> splitter_;  // over special_, in order
+  // Control and user-defined tokens, longest first (llama.cpp's partition
+  // order); Phi-3's eat the whitespace after them.
+  std::unique_ptr<SpecialSplitter> splitter_;
   std::vector<int32_t> eog_;
   std::unique_ptr<PreTokenizer> pre_;         // gpt2 only
   std::vector<std::string> byte_to_unicode_;  // gpt2 byte -> UTF-8 char

@@ -20,7 +20,6 @@ namespace {
 // longest token).
 constexpr int kMaxDetokenizeIds = 1 << 18;
 
-// The status a finished request ends its call with.
 // The syntax a request's answer is parsed for calls in: a chat with tools.
 ToolCallSyntax ToolsOf(const ServingBackend& b, const v1::GenerateRequest& r) {
   if (b.chat == nullptr || !r.has_chat() || r.chat().tools_json().empty()) {
@@ -29,6 +28,7 @@ ToolCallSyntax ToolsOf(const ServingBackend& b, const v1::GenerateRequest& r) {
   return b.chat->tool_call_syntax();
 }
 
+// The status a finished request ends its call with.
 grpc::Status FinalStatus(const GenerationUpdate& u) {
   if (!u.status.ok()) return ToGrpcStatus(u.status);
   if (u.finish_reason == FinishReason::kDeadline) {

@@ -41,6 +41,15 @@ std::string MakeCert(const std::string& name) {
 
 class SecurityTest : public ServerTest {
  protected:
+  // spikeserve-health-probe's exit code against this server with `flags`.
+  int Probe(const std::string& flags) {
+    const int rc =
+        std::system(absl::StrCat(SPIKESERVE_PROBE_BINARY,
+                                 " --addr 127.0.0.1:", server_->port(),
+                                 " --timeout 10s ", flags, " > /dev/null 2>&1")
+                        .c_str());
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  }
   std::unique_ptr<v1::Generation::Stub> StubWith(
       std::shared_ptr<grpc::ChannelCredentials> creds) {
     grpc::ChannelArguments args;
@@ -144,19 +153,12 @@ TEST_F(SecurityTest, TlsServerRefusesPlaintextClients) {
   // The health probe (Kubernetes exec probes under TLS: the kubelet's gRPC
   // probes are plaintext) passes over TLS with the certificate, under a
   // name the certificate carries, and fails in plaintext.
-  auto probe = [&](const std::string& flags) {
-    const int rc =
-        std::system(absl::StrCat(SPIKESERVE_PROBE_BINARY,
-                                 " --addr 127.0.0.1:", server_->port(),
-                                 " --timeout 10s ", flags, " > /dev/null 2>&1")
-                        .c_str());
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  };
-  EXPECT_EQ(probe("--tls_ca " + cert + ".crt"), 0);
-  EXPECT_EQ(probe("--tls_ca " + cert + ".crt --tls_server_name localhost"), 0);
-  EXPECT_EQ(probe("--tls_ca " + cert + ".crt --tls_server_name other.example"),
+
+  EXPECT_EQ(Probe("--tls_ca " + cert + ".crt"), 0);
+  EXPECT_EQ(Probe("--tls_ca " + cert + ".crt --tls_server_name localhost"), 0);
+  EXPECT_EQ(Probe("--tls_ca " + cert + ".crt --tls_server_name other.example"),
             1);
-  EXPECT_EQ(probe(""), 1);
+  EXPECT_EQ(Probe(""), 1);
 }
 
 // The OpenAI API serves the same certificate and token as gRPC (curl is
@@ -217,6 +219,15 @@ TEST_F(SecurityTest, MutualTlsRequiresAClientCertificate) {
   EXPECT_TRUE(StubWith(grpc::SslCredentials(with))
                   ->Generate(&c2, TokenRequest({65}, 2), &r)
                   .ok());
+  // The health probe presents a client certificate when given one.
+  const std::string trust =
+      "--tls_ca " + server + ".crt --tls_server_name localhost";
+  EXPECT_EQ(Probe(trust), 1);
+  EXPECT_EQ(Probe(trust + " --tls_cert " + client + ".crt --tls_key " + client +
+                  ".key"),
+            0);
+  EXPECT_EQ(Probe("--tls_cert " + client + ".crt --tls_key " + client + ".key"),
+            2);  // needs --tls_ca
 }
 
 TEST_F(SecurityTest, BadTlsFilesFailTheStartWithTheirName) {
