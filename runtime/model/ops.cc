@@ -26,7 +26,8 @@ inline float FastExp(float x) {
   // for the clamp, every loop over FastExp vectorizes (SiluMul and Softmax
   // were 18% of a 512-token prefill).
   constexpr float kRound = 12582912.0f;
-  const float n = (x * 1.44269504f + kRound) - kRound;
+  const float t = x * 1.44269504f + kRound;
+  const float n = t - kRound;
   const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;
   float p = 1.0f / 720;
   p = p * r + 1.0f / 120;
@@ -35,12 +36,17 @@ inline float FastExp(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  union {
-    int32_t i;
-    float f;
-  } two_n;
-  two_n.i = (static_cast<int32_t>(n) + 127) << 23;
-  return p * two_n.f;
+  // 2^n from t's bits: t = 1.5·2^23 + n holds n in its low mantissa bits,
+  // so n needs no float-to-int conversion, and all of it is unsigned: a
+  // NaN input passes the clamp, and converting it (INT_MIN) then shifting
+  // that left was undefined behaviour (UBSan, on a model computing NaN).
+  // A NaN stays NaN through p.
+  uint32_t bits;
+  std::memcpy(&bits, &t, sizeof(bits));
+  const uint32_t exponent = (bits - 0x4B400000u + 127u) << 23;
+  float two_n;
+  std::memcpy(&two_n, &exponent, sizeof(two_n));
+  return p * two_n;
 }
 
 }  // namespace
