@@ -410,8 +410,7 @@ int Engine::CacheLookup(Sequence& s, int* queried) {
     auto it = cache_.find(h);
     // The block's KV holds its whole prefix: its tokens and the very entry
     // matched before it must be ours (a parent hash alone can collide).
-    if (it == cache_.end() || it->second.parent != parent ||
-        it->second.parent_serial != parent_serial ||
+    if (it == cache_.end() || it->second.parent_serial != parent_serial ||
         !std::equal(t, t + bt, it->second.tokens.begin())) {
       break;
     }
@@ -440,15 +439,10 @@ void Engine::CacheInsert(Sequence& s) {
       pool_->Ref(block);
       lru_.push_front(h);
       const uint64_t serial = next_serial_++;
-      cache_[h] = CacheEntry{block,
-                             parent,
-                             serial,
-                             parent_serial,
-                             std::vector<int32_t>(t, t + bt),
-                             lru_.begin()};
+      cache_[h] = CacheEntry{block, serial, parent_serial,
+                             std::vector<int32_t>(t, t + bt), lru_.begin()};
       parent_serial = serial;
-    } else if (it->second.parent == parent &&
-               it->second.parent_serial == parent_serial &&
+    } else if (it->second.parent_serial == parent_serial &&
                std::equal(t, t + bt, it->second.tokens.begin())) {
       // The same prefix, already cached.
       parent_serial = it->second.serial;

@@ -186,11 +186,11 @@ class Engine {
   std::vector<std::unique_ptr<Sequence>> running_;
   struct CacheEntry {
     int block;
-    uint64_t parent;
     // This entry, and the cached entry before it (0: the first), by serial
     // numbers never reused: block numbers are (a freed block is the next
     // one handed out), so a parent evicted and its block refilled with
-    // another prefix must not pass for the one this block followed.
+    // another prefix must not pass for the one this block followed. The
+    // parent's serial also fixes its hash (one entry per serial).
     uint64_t serial, parent_serial;
     std::vector<int32_t> tokens;
     std::list<uint64_t>::iterator lru;

@@ -85,23 +85,21 @@ absl::Status Interpreter::CheckSize(const JinjaValue& value) const {
   return absl::OkStatus();
 }
 
-absl::Status Interpreter::Step() {
-  if (++steps_ > limits_.max_steps) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("template exceeded ", limits_.max_steps,
-                     " steps (loop iterations, macro calls and KiB "
-                     "copied by concatenation)"));
-  }
-  return absl::OkStatus();
-}
+absl::Status Interpreter::Step() { return Charge(1); }
 
 absl::Status Interpreter::Copied(size_t bytes) {
   return Charge(1 + int64_t(bytes / kBytesPerStep));
 }
 
 absl::Status Interpreter::Charge(int64_t steps) {
-  steps_ += steps - 1;
-  return Step();
+  steps_ += steps;
+  if (steps_ > limits_.max_steps) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("template exceeded ", limits_.max_steps,
+                     " steps (loop iterations, macro calls, and bulk work: "
+                     "KiB copied by concatenation, tojson output)"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Interpreter::Append(std::string* out,
