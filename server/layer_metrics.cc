@@ -1,6 +1,7 @@
 #include "server/layer_metrics.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 
 namespace spikeserve {
@@ -103,22 +104,53 @@ void LayerMetrics::OnSiteInput(int layer, Site site, const float*, int m, int,
     sampled_ = every_ > 0 && step_ % every_ == 0;
     ++step_;
   }
-  if (!sampled_) return;
+  if (every_ <= 0) return;
   SiteSeries& ss = sites_[layer][int(site)];
-  scratch_.assign(row_absmax.begin(), row_absmax.begin() + m);
-  float max = 0;
-  for (float a : scratch_) {
-    ss.absmax->Observe(a);
-    max = std::max(max, a);
+  float threshold = spike_factor_ * ss.reference;
+  if (sampled_ || ss.reference <= 0) {
+    scratch_.assign(row_absmax.begin(), row_absmax.begin() + m);
+    std::nth_element(scratch_.begin(), scratch_.begin() + m / 2,
+                     scratch_.end());
+    const float median = scratch_[m / 2];
+    if (ss.reference <= 0) threshold = spike_factor_ * median;
+    if (sampled_) {
+      float max = 0;
+      for (int r = 0; r < m; ++r) {
+        ss.absmax->Observe(row_absmax[r]);
+        max = std::max(max, row_absmax[r]);
+      }
+      if (median > 0) ss.spike_ratio->Set(max / median);
+    }
   }
-  std::nth_element(scratch_.begin(), scratch_.begin() + m / 2, scratch_.end());
-  const float median = scratch_[m / 2];
-  if (median > 0) ss.spike_ratio->Set(max / median);
-  const float reference = ss.reference > 0 ? ss.reference : median;
-  const float threshold = spike_factor_ * reference;
+  // Spikes are counted on every step, sampled or not: they are rare and
+  // come in prefill steps, which sampling would mostly skip.
   int spikes = 0;
   for (int r = 0; r < m; ++r) spikes += row_absmax[r] > threshold;
   if (spikes > 0) ss.spike_tokens->Increment(spikes);
+}
+
+void SetSpikeReferences(const v1::QuantPlan& plan, LayerMetricsOptions* o) {
+  bool transformed =
+      plan.qfep().token_ids_size() > 0 || plan.smoothing().enabled() ||
+      plan.rotation().down_hadamard() || plan.rotation().norm_hadamard();
+  for (const v1::SiteStats& st : plan.sites()) {
+    transformed = transformed || st.smooth_scales_size() > 0;
+  }
+  for (const v1::SiteStats& st : plan.sites()) {
+    if (st.layer() < 0 || st.layer() >= o->n_layers) continue;
+    const std::optional<Site> site = ParseSite(st.site());
+    if (!site.has_value()) continue;
+    const SiteKey key{st.layer(), *site};
+    const double median = st.served_median_absmax() > 0
+                              ? st.served_median_absmax()
+                          : transformed ? 0
+                                        : st.median_absmax();
+    const double ratio = st.served_spike_ratio() > 0 ? st.served_spike_ratio()
+                         : transformed               ? 0
+                                                     : st.spike_ratio();
+    if (median > 0) o->calibrated_median[key] = float(median);
+    if (ratio > 0) o->calibrated_ratio[key] = float(ratio);
+  }
 }
 
 void LayerMetrics::OnGuardFallback(int layer, Site site, int rows) {

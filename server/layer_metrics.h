@@ -9,8 +9,10 @@
 // Labels come from bounded sets only (layer 0..L-1, the four sites, the two
 // parts). Series are created once here; the hot path only updates handles.
 //
-// Sampling: per-layer series are recorded every `every`-th step (0 = never);
-// batch_tokens and fallbacks are counted on every step. The QFeP prefix is
+// Sampling: the histograms and the spike-ratio gauge are recorded every
+// `every`-th step; spike tokens, batch_tokens and fallbacks are counted on
+// every step (`every` = 0 switches the per-layer series off, fallbacks and
+// batch_tokens excepted). The QFeP prefix is
 // computed once before the engine starts and never reaches this observer.
 //
 // Thread-safety: the On* methods are called by the engine thread only;
@@ -28,6 +30,7 @@
 #include "prometheus/registry.h"
 #include "runtime/model/forward_observer.h"
 #include "runtime/model/site.h"
+#include "spikeserve/v1/quant_plan.pb.h"
 
 namespace spikeserve {
 
@@ -44,6 +47,15 @@ struct LayerMetricsOptions {
   // can compare the live ratio with it.
   std::map<SiteKey, float> calibrated_ratio;
 };
+
+// Fills o->calibrated_median and o->calibrated_ratio (o->n_layers set) from
+// the plan's statistics of the served inputs (served_median_absmax,
+// served_spike_ratio). A plan written before those fields has only the
+// plain FP32 model's, which describe the served inputs only when the plan
+// has no QFeP prefix, smoothing or rotation: with any of them (the
+// smoothed, rotated inputs after the prefix are orders of magnitude
+// smaller) its sites get no reference and are judged per call.
+void SetSpikeReferences(const v1::QuantPlan& plan, LayerMetricsOptions* o);
 
 class LayerMetrics final : public ForwardObserver {
  public:

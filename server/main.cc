@@ -101,8 +101,8 @@ ABSL_FLAG(int, layer_metrics_every, 1,
           "(1 = every step, 0 = off).");
 ABSL_FLAG(float, spike_factor, 50.0f,
           "A token spikes at a site when its absmax exceeds this factor x "
-          "the calibrated median absmax of the site (plan), or x the "
-          "median of the step without a plan.");
+          "the calibrated median absmax of the site's served input (plan: "
+          "served_median_absmax), or x the median of the step without one.");
 ABSL_FLAG(int, threads, 0,
           "Threads of the model's matmuls (0 = OpenMP default: all cores, "
           "or OMP_NUM_THREADS).");

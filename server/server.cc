@@ -332,24 +332,12 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
   }
 
   // Per-layer metrics; spike tokens are judged against the calibrated median
-  // token absmax of each site when the plan has one.
+  // token absmax of each site's served input when the plan has one.
   LayerMetricsOptions lmo;
   lmo.n_layers = c.n_layers;
   lmo.every = options_.layer_metrics_every;
   lmo.spike_factor = options_.spike_factor;
-  if (plan) {
-    for (const v1::SiteStats& st : plan->sites()) {
-      absl::StatusOr<SiteKey> k =
-          ParseSiteKey(absl::StrCat(st.layer(), ".", st.site()), c.n_layers);
-      if (!k.ok()) continue;
-      if (st.median_absmax() > 0) {
-        lmo.calibrated_median[*k] = float(st.median_absmax());
-      }
-      if (st.spike_ratio() > 0) {
-        lmo.calibrated_ratio[*k] = float(st.spike_ratio());
-      }
-    }
-  }
+  if (plan) SetSpikeReferences(*plan, &lmo);
   layer_metrics_ =
       std::make_unique<LayerMetrics>(metrics_->registry(), std::move(lmo));
   std::vector<ForwardObserver*> observers = {layer_metrics_.get()};

@@ -12,16 +12,20 @@ namespace spikeserve {
 namespace {
 
 // Request-level latencies on a CPU server: 5 ms (a cached short prompt) to
-// 2 minutes (long generations).
+// 10 minutes (long generations of an 8B model at a few tokens a second).
 const prometheus::Histogram::BucketBoundaries kRequestBuckets = {
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
-// Time to first token: prefill of up to a few thousand tokens.
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+    2.5,   5,    10,    30,   60,  120,  300, 600};
+// Time to first token: prefill of up to a few thousand tokens, on models up
+// to 8B (about 50 prompt tokens a second on 2 cores: 2048 tokens ~ 40 s).
 const prometheus::Histogram::BucketBoundaries kTtftBuckets = {
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.5, 3, 6, 12, 30};
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8,
+    1.5,   3,    6,     12,   30,  60,  120, 300};
 // Inter-token latency: one decode step, 5 ms (small model, one stream) to
-// 1 s (a step shared with a big prefill chunk).
+// 30 s (an 8B model's step shared with a 512-token prefill chunk takes ~10).
 const prometheus::Histogram::BucketBoundaries kItlBuckets = {
-    0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1};
+    0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+    0.2,   0.5,  1,     2,    5,    10,   30};
 
 prometheus::ClientMetric Value(double v) {
   prometheus::ClientMetric m;

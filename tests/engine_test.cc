@@ -418,6 +418,15 @@ TEST_F(EngineTest, PreemptionByRecomputeKeepsOutputs) {
   }
   EXPECT_GT(e->Stats().preemptions, 0);
   EXPECT_EQ(e->Stats().kv_blocks_used, e->Stats().kv_blocks_cached);
+  // The cache counters count each prompt once, at its first admission:
+  // (6 - 1) / 4 = 1 full block of 4 tokens looked up per request, however
+  // often a preempted one comes back (with its generated tokens, and its
+  // own prompt block cached by then).
+  EXPECT_EQ(e->Stats().prefix_cache_query_tokens, 4 * 4);
+  EXPECT_LE(e->Stats().prefix_cache_hit_tokens, 4 * 4);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_LE(c.Wait("p" + std::to_string(i)).final.cached_tokens, 4) << i;
+  }
 }
 
 }  // namespace

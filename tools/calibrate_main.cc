@@ -433,6 +433,9 @@ int Main() {
     out_site->set_spike_ratio(s.spike_ratio);
     out_site->set_max_absmax(s.max_absmax);
     out_site->set_median_absmax(s.median_absmax);
+    const SiteCalibration& served = final_stats->sites.at(key);
+    out_site->set_served_spike_ratio(served.spike_ratio);
+    out_site->set_served_median_absmax(served.median_absmax);
     out_site->set_fp32(qfem_sites.count(key) > 0);
     if (auto w4 = w4_sites.find(key); w4 != w4_sites.end()) {
       out_site->set_weight_bits(4);

@@ -59,7 +59,11 @@ struct Engine::Sequence {
   int prompt_len = 0;
   int computed = 0;  // real tokens whose K/V are in `kv`
   int generated = 0;
-  int cached = 0;  // prompt tokens reused from the prefix cache
+  int cached = 0;  // tokens reused from the prefix cache at this admission
+  // Prompt tokens reused at the first admission: what usage and the cache
+  // counters report (a preempted sequence looks up again when it returns,
+  // its generated tokens included, and finds its own prompt blocks).
+  int prompt_cached = 0;
   bool cache_inserted = false;
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<StreamingDetokenizer> detok;
@@ -264,7 +268,7 @@ void Engine::Emit(Sequence& s, std::vector<GeneratedToken> tokens,
   const absl::Time now = absl::Now();
   u.prompt_tokens = s.prompt_len;
   u.completion_tokens = s.generated;
-  u.cached_tokens = s.cached;
+  u.cached_tokens = s.prompt_cached;
   if (s.first_token != absl::InfinitePast()) {
     u.ttft_seconds = Seconds(s.arrival, s.first_token);
   }
@@ -474,12 +478,15 @@ void Engine::Admit() {
       s.computed = s.cached = 0;
       break;  // FIFO: wait for blocks to free up
     }
-    // Counted once admitted: a head that waits looks up again every step.
-    cache_queries_ += queried;
-    cache_hits_ += s.cached;
-    // Queue time ends at the first admission (a preempted sequence that
-    // comes back keeps it).
-    if (s.admitted == absl::InfinitePast()) s.admitted = absl::Now();
+    // Counted at the first admission only: a head that waits looks up
+    // again every step, and a preempted sequence again when it returns.
+    // Queue time ends there too (a preempted sequence keeps it).
+    if (s.admitted == absl::InfinitePast()) {
+      cache_queries_ += queried;
+      cache_hits_ += s.cached;
+      s.prompt_cached = s.cached;
+      s.admitted = absl::Now();
+    }
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
