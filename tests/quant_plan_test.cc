@@ -3,6 +3,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "base/text_file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -366,6 +367,39 @@ TEST(QuantPlan, ParseSiteKey) {
   EXPECT_EQ(*ParseSiteKey("0.gate_up", 2), (SiteKey{0, Site::kGateUp}));
   EXPECT_FALSE(ParseSiteKey("x.down", 2).ok());
   EXPECT_FALSE(ParseSiteKey("1.down.2", 2).ok());
+}
+
+// Every committed plan records, for each site, the statistics of the input
+// the server sees (after the prefix, smoothing and rotation) that the spike
+// metrics judge tokens against: present, and a median no larger than the
+// largest token absmax calibrated on the same served input (static_absmax).
+// The plain model's median (median_absmax) is not bounded so: on the
+// default plan layer 29's down has 42.1 there against a served maximum of
+// 4.08. A plan re-calibrated, or refreshed with `spikeserve-calibrate
+// --restat`, passes.
+TEST(QuantPlan, CommittedPlansRecordTheServedInputs) {
+  const std::vector<std::string> plans = {
+      "smollm2-135m-instruct.json",
+      "smollm2-135m-instruct-mixed.json",
+      "smollm2-135m-instruct-w4a8.json",
+      "smollm2-135m-instruct-w4a8-min20.json",
+      "smollm2-135m-instruct-w4a8-mixed10.json",
+      "smollm2-135m-instruct-w4a8-ranked.json",
+      "smollm2-135m-instruct-w4a8-ranked-min.json",
+  };
+  for (const std::string& name : plans) {
+    absl::StatusOr<v1::QuantPlan> plan =
+        ReadQuantPlan(std::string(SPIKESERVE_SOURCE_DIR) + "/plans/" + name);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    ASSERT_EQ(plan->sites_size(), 120) << name;
+    for (const v1::SiteStats& s : plan->sites()) {
+      const std::string site =
+          absl::StrCat(name, " ", s.layer(), ".", s.site());
+      EXPECT_GT(s.served_median_absmax(), 0) << site;
+      EXPECT_GE(s.served_spike_ratio(), 1) << site;
+      EXPECT_LE(s.served_median_absmax(), s.static_absmax()) << site;
+    }
+  }
 }
 
 }  // namespace

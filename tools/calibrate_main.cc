@@ -8,6 +8,8 @@
 //       [--weight_bits 8|4|auto|LIST] [--w4_group 32|64|128|auto]
 //       [--w4_tolerance NATS] [--w4_fraction F] [--w4_min]
 //       [--w4_importance=false] [--w4_gptq]
+//   spikeserve-calibrate --model PATH --text FILE --restat PLAN.json
+//       --out PLAN.json   (recompute the served-input statistics only)
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -106,6 +108,12 @@ ABSL_FLAG(bool, gptq_act_order, false,
           "group's scale from the row as updated).");
 ABSL_FLAG(double, gptq_damp, 0.3,
           "--w4_gptq: added to E[xxT]'s diagonal, as a fraction of its mean.");
+ABSL_FLAG(std::string, restat, "",
+          "An existing plan for --model: recompute only its served-input "
+          "statistics (served_median_absmax, served_spike_ratio: after its "
+          "QFeP prefix, smoothing and rotation, what the server's spike "
+          "metrics judge tokens against) on --text, keep every decision, and "
+          "write it to --out (no report).");
 ABSL_FLAG(std::string, report, "",
           "Report path prefix (writes PREFIX.md and PREFIX.svg); default: "
           "--out without .json plus .report");
@@ -134,6 +142,48 @@ absl::StatusOr<v1::ActivationMode> ParseMode(const std::string& m) {
       absl::StrCat("--mode '", m,
                    "': use per-tensor-dynamic, per-token-dynamic or "
                    "per-tensor-static"));
+}
+
+// Writes `plan_path`'s plan to `out` with the served-input statistics of
+// every site recomputed: the model as the plan serves it (smoothing and
+// rotations, FP32 activations) after its QFeP prefix, on `windows`.
+int Restat(const std::string& plan_path, const ModelBundle& bundle,
+           const std::vector<std::vector<int32_t>>& windows, int32_t bos,
+           const std::string& out) {
+  absl::StatusOr<v1::QuantPlan> plan = ReadQuantPlan(plan_path);
+  if (!plan.ok()) return Fail(plan.status());
+  const Model& fp32 = *bundle.model;
+  absl::StatusOr<AppliedPlan> applied =
+      ApplyQuantPlan(*plan, bundle.fingerprint, fp32.config());
+  if (!applied.ok()) return Fail(applied.status());
+  QuantOptions transforms;
+  transforms.smooth_scales = applied->quant.smooth_scales;
+  transforms.down_hadamard = applied->quant.down_hadamard;
+  transforms.norm_hadamard = applied->quant.norm_hadamard;
+  const Model* served = &fp32;
+  std::unique_ptr<Model> transformed;
+  if (!transforms.smooth_scales.empty() || transforms.down_hadamard ||
+      transforms.norm_hadamard) {
+    auto t = fp32.WithQuant(transforms);
+    if (!t.ok()) return Fail(t.status());
+    transformed = *std::move(t);
+    served = transformed.get();
+  }
+  absl::StatusOr<CalibrationStats> stats =
+      CollectSiteStats(*served, windows, applied->prefix, bos);
+  if (!stats.ok()) return Fail(stats.status());
+  for (v1::SiteStats& site : *plan->mutable_sites()) {
+    absl::StatusOr<SiteKey> key = ParseSiteKey(
+        absl::StrCat(site.layer(), ".", site.site()), fp32.config().n_layers);
+    if (!key.ok()) return Fail(key.status());
+    auto it = stats->sites.find(*key);
+    if (it == stats->sites.end()) continue;
+    site.set_served_spike_ratio(it->second.spike_ratio);
+    site.set_served_median_absmax(it->second.median_absmax);
+  }
+  if (absl::Status s = WriteQuantPlan(*plan, out); !s.ok()) return Fail(s);
+  std::printf("wrote %s\n", out.c_str());
+  return 0;
 }
 
 int Main() {
@@ -190,6 +240,10 @@ int Main() {
   if (!windows.ok()) return Fail(windows.status());
   std::fprintf(stderr, "calibrate: %zu windows of %d tokens from %s\n",
                windows->size(), absl::GetFlag(FLAGS_window), text_path.c_str());
+
+  if (const std::string restat = absl::GetFlag(FLAGS_restat); !restat.empty()) {
+    return Restat(restat, *bundle, *windows, bos, out);
+  }
 
   // 1. Site statistics of the FP32 model.
   absl::StatusOr<CalibrationStats> stats =
