@@ -5,6 +5,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/string_view.h"
+
 namespace spikeserve {
 
 // Abseil flags are spelled with underscores (--max_new_tokens); accept the
@@ -19,6 +23,19 @@ inline void AcceptDashedFlags(int argc, char** argv) {
       if (*p == '-') *p = '_';
     }
   }
+}
+
+// --help lists the flags of the program's own main file. Abseil's default
+// looks for a file named after the binary (spikeserve-eval -> eval.cc?),
+// which ours (tools/eval_main.cc, server/main.cc) never match, so --help
+// printed "No flags matched". Call before ParseCommandLine.
+inline void ShowOwnFlagsInHelp() {
+  absl::FlagsUsageConfig config;
+  config.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "_main.cc") ||
+           absl::EndsWith(file, "server/main.cc");
+  };
+  absl::SetFlagsUsageConfig(config);
 }
 
 }  // namespace spikeserve

@@ -1,5 +1,9 @@
 #include "base/text_file.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -41,6 +45,29 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path,
     return absl::InvalidArgumentError(absl::StrCat("'", path, "' is empty"));
   }
   return out;
+}
+
+absl::Status WriteTextFileAtomically(const std::string& path,
+                                     absl::string_view data) {
+  struct stat st;
+  const bool in_place = stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode);
+  const std::string target =
+      in_place ? path : absl::StrCat(path, ".tmp.", getpid());
+  std::FILE* f = std::fopen(target.c_str(), "wb");
+  if (f == nullptr) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create '", target, "'"));
+  }
+  bool ok = std::fwrite(data.data(), 1, data.size(), f) == data.size();
+  ok = std::fflush(f) == 0 && ok;
+  if (!in_place) ok = fsync(fileno(f)) == 0 && ok;
+  ok = std::fclose(f) == 0 && ok;
+  if (ok && !in_place) ok = std::rename(target.c_str(), path.c_str()) == 0;
+  if (!ok) {
+    if (!in_place) std::remove(target.c_str());
+    return absl::DataLossError(absl::StrCat("cannot write '", path, "'"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace spikeserve

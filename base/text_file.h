@@ -6,7 +6,9 @@
 #include <cstddef>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace spikeserve {
 
@@ -17,6 +19,14 @@ namespace spikeserve {
 // than the bound), DataLoss (a read error).
 absl::StatusOr<std::string> ReadTextFile(const std::string& path,
                                          size_t max_bytes = size_t{1} << 30);
+
+// Writes `data` to `path` so that a reader sees the old file or the new one,
+// never a part: to a temporary file beside it, flushed and synced, then
+// renamed over it (an interrupted run or a full disk leaves the old plan in
+// place). A path that exists and is not a regular file (/dev/stdout, a
+// pipe) is written in place, flush errors checked. Errors name the path.
+absl::Status WriteTextFileAtomically(const std::string& path,
+                                     absl::string_view data);
 
 }  // namespace spikeserve
 

@@ -29,6 +29,7 @@
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
+#include "base/flag_util.h"
 #include "runtime/model/shared_prefix.h"
 #include "runtime/quant/quant_plan.h"
 #include "runtime/serving/model_bundle.h"
@@ -181,9 +182,11 @@ double DecodeWeightBytes(const Model& m) {
           params = f * h;
           break;
       }
-      // W4A8: half a byte per weight and a half scale per group.
+      // W4A8: half a byte per weight, a half scale per group and, with
+      // minimums, a half minimum per group too.
       const int group = m.W4Group({l, site});
-      const double per = group > 0             ? 0.5 + 2.0 / group
+      const double group_bytes = m.W4HasMin({l, site}) ? 4.0 : 2.0;
+      const double per = group > 0             ? 0.5 + group_bytes / group
                          : m.IsInt8({l, site}) ? 1
                          : m.quant().qfem_bf16 ? 2
                                                : 4;
@@ -267,9 +270,8 @@ int Main() {
       DecodeWeightBytes(model), load_s);
   Runner runner(model, *std::move(pool), std::move(prefix));
   // One untimed round: first-touch of the KV pool and of oneDNN's scratch.
-  if (!runner.Prompt().ok() || !runner.Decode(4).ok()) {
-    return Fail(absl::InternalError("warm-up forward failed"));
-  }
+  if (auto s = runner.Prompt(); !s.ok()) return Fail(s.status());
+  if (auto s = runner.Decode(4); !s.ok()) return Fail(s.status());
   if (absl::GetFlag(FLAGS_stdin)) {
     std::string line;
     while (std::getline(std::cin, line)) {
@@ -291,6 +293,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Prompt-processing and decode speed of the runtime (llama-bench's pp "
       "and tg). See bench/compare_llamacpp.py.");
+  spikeserve::ShowOwnFlagsInHelp();
+  spikeserve::AcceptDashedFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
   return spikeserve::Main();
 }

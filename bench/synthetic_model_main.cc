@@ -15,6 +15,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "base/flag_util.h"
 #include "tests/fixtures/gguf_builder.h"
 
 ABSL_FLAG(std::string, shape, "tinyllama-1.1b",
@@ -142,6 +143,8 @@ int Main() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Writes a random-weight LLaMA GGUF of a named model's shape.");
+  spikeserve::ShowOwnFlagsInHelp();
+  spikeserve::AcceptDashedFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
   return spikeserve::Main();
 }

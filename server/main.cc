@@ -387,6 +387,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Serves a LLaMA-family GGUF model over gRPC (spikeserve.v1.Generation). "
       "Every flag may also be set as SPIKESERVE_<FLAG>.");
+  spikeserve::ShowOwnFlagsInHelp();
   spikeserve::AcceptDashedFlags(argc, argv);
   if (absl::Status s = spikeserve::ApplyEnvironmentFlags("SPIKESERVE_");
       !s.ok()) {

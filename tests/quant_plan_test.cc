@@ -1,6 +1,7 @@
 #include "runtime/quant/quant_plan.h"
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -316,6 +317,35 @@ TEST(QuantPlan, JsonRoundTripAndFileErrors) {
               HasSubstr("not a valid plan"));
   { std::ofstream(bad) << "{\"version\": 2}"; }
   EXPECT_THAT(ReadQuantPlan(bad).status().message(), HasSubstr("version 2"));
+}
+
+// A plan is written whole or not at all: a full disk is an error (the
+// stream used to buffer the JSON and report success on /dev/full), a
+// failed write leaves the old plan as it was, and no temporary file stays.
+TEST(QuantPlan, WriteIsWholeOrAnError) {
+  Fixture f;
+  EXPECT_FALSE(WriteQuantPlan(f.ValidPlan(), "/dev/full").ok());
+  const std::string dir = ::testing::TempDir() + "/plan-write";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/plan.json";
+  ASSERT_TRUE(WriteQuantPlan(f.ValidPlan(), path).ok());
+  v1::QuantPlan second = f.ValidPlan();
+  second.mutable_qfem()->clear_modules();
+  ASSERT_TRUE(WriteQuantPlan(second, path).ok());
+  auto back = ReadQuantPlan(path);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->qfem().modules_size(), 0);
+  // A directory in the way: refused, and the directory left as it was.
+  const std::string blocked = dir + "/blocked.json";
+  std::filesystem::create_directories(blocked + "/inside");
+  EXPECT_FALSE(WriteQuantPlan(f.ValidPlan(), blocked).ok());
+  EXPECT_TRUE(std::filesystem::is_directory(blocked + "/inside"));
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    files += e.is_regular_file();
+  }
+  EXPECT_EQ(files, 1);  // plan.json alone: no temporary file left
 }
 
 // Issue 23 D4/D12: a complete, calibrated plan with smoothing applies.

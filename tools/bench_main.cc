@@ -46,6 +46,9 @@ ABSL_FLAG(bool, json, false, "Print one JSON object (else a summary).");
 ABSL_FLAG(int, server_pid, 0,
           "Local server's pid: report its RSS at idle and at peak load.");
 ABSL_FLAG(uint64_t, seed, 1, "Prompt randomness.");
+ABSL_FLAG(double, timeout, 600,
+          "Seconds a request may take before it counts as a "
+          "DEADLINE_EXCEEDED error (the call's gRPC deadline).");
 
 namespace spikeserve {
 namespace {
@@ -107,14 +110,21 @@ v1::GenerateRequest MakeRequest(int index, int vocab) {
 void RunOne(v1::Generation::Stub* stub, const v1::GenerateRequest& req,
             Results* out) {
   grpc::ClientContext ctx;
+  ctx.set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::microseconds(int64_t(absl::GetFlag(FLAGS_timeout) * 1e6)));
   const Clock::time_point t0 = Clock::now();
   auto reader = stub->GenerateStream(&ctx, req);
+  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
   v1::GenerateResponse m;
   Clock::time_point last = t0;
   double ttft = -1;
   std::vector<double> itl;
   int64_t tokens = 0;
   while (reader->Read(&m)) {
+    if (m.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+      finish = m.finish_reason();
+    }
     if (m.tokens_size() == 0) continue;
     const Clock::time_point now = Clock::now();
     if (ttft < 0) {
@@ -135,6 +145,15 @@ void RunOne(v1::Generation::Stub* stub, const v1::GenerateRequest& req,
     out->errors[StatusCodeName(s.error_code())]++;
     return;
   }
+  // An OK stream that ended early (EOS is ignored, so only an Abort, the
+  // server's drain or the call's deadline end it before max_new_tokens)
+  // is no success: counted under its finish reason.
+  if (finish != v1::FINISH_REASON_LENGTH) {
+    out->errors[finish == v1::FINISH_REASON_UNSPECIFIED
+                    ? std::string("NO_FINISH_REASON")
+                    : v1::FinishReason_Name(finish)]++;
+    return;
+  }
   out->ok++;
   out->output_tokens += tokens;
   if (ttft >= 0) out->ttft.push_back(ttft);
@@ -152,6 +171,10 @@ std::string Dist(const std::vector<double>& v) {
 int Main() {
   const int concurrency = absl::GetFlag(FLAGS_concurrency);
   const int requests = absl::GetFlag(FLAGS_requests);
+  if (!(absl::GetFlag(FLAGS_timeout) > 0)) {
+    std::fprintf(stderr, "spikeserve-bench: --timeout must be > 0 seconds\n");
+    return 2;
+  }
   if (concurrency < 1 || requests < 1 ||
       absl::GetFlag(FLAGS_prompt_tokens) < 1 ||
       absl::GetFlag(FLAGS_max_new_tokens) < 1) {
@@ -169,6 +192,8 @@ int Main() {
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::seconds(30));
     ctx.set_wait_for_ready(true);
+    std::fprintf(stderr, "spikeserve-bench: waiting up to 30 s for %s\n",
+                 absl::GetFlag(FLAGS_target).c_str());
     const grpc::Status s = stub->GetModelInfo(&ctx, {}, &info);
     if (!s.ok()) {
       std::fprintf(stderr, "spikeserve-bench: GetModelInfo on %s: %s\n",
@@ -254,6 +279,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Load generator for spikeserve: streams --requests requests from "
       "--concurrency clients and prints latency and throughput.");
+  spikeserve::ShowOwnFlagsInHelp();
   spikeserve::AcceptDashedFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
   return spikeserve::Main();

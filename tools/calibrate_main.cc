@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/flag_util.h"
+#include "base/text_file.h"
 #include "runtime/linear/w4a8_linear.h"
 #include "runtime/model/smoothing.h"
 #include "runtime/quant/calibration.h"
@@ -126,14 +127,6 @@ int Fail(const absl::Status& s) {
   return 1;
 }
 
-absl::Status WriteFile(const std::string& path, const std::string& data) {
-  std::ofstream f(path, std::ios::trunc);
-  f << data;
-  return f ? absl::OkStatus()
-           : absl::PermissionDeniedError(
-                 absl::StrCat("cannot write '", path, "'"));
-}
-
 absl::StatusOr<v1::ActivationMode> ParseMode(const std::string& m) {
   if (m == "per-tensor-dynamic") return v1::PER_TENSOR_DYNAMIC;
   if (m == "per-token-dynamic") return v1::PER_TOKEN_DYNAMIC;
@@ -227,6 +220,71 @@ int Main() {
       w4_list.insert(*k);
     }
   }
+  // --qfem and --qfep, parsed before the minutes of statistics they follow.
+  const std::string qfem = absl::GetFlag(FLAGS_qfem);
+  double qfem_alpha = 0;
+  std::set<SiteKey> qfem_list;
+  if (absl::StartsWith(qfem, "alpha=")) {
+    if (!absl::SimpleAtod(qfem.substr(6), &qfem_alpha) ||
+        !(qfem_alpha > 1 && qfem_alpha < 1e30)) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--qfem '", qfem, "': alpha=R needs a finite R > 1")));
+    }
+  } else if (qfem != "auto" && qfem != "off") {
+    for (absl::string_view part : absl::StrSplit(qfem, ',')) {
+      absl::StatusOr<SiteKey> k = ParseSiteKey(part, c.n_layers);
+      if (!k.ok()) {
+        return Fail(absl::InvalidArgumentError(
+            absl::StrCat("--qfem: use auto, off, alpha=R or a list of sites: ",
+                         k.status().message())));
+      }
+      qfem_list.insert(*k);
+    }
+  }
+  const std::string qfep = absl::GetFlag(FLAGS_qfep);
+  std::vector<int32_t> qfep_ids;
+  if (qfep != "auto" && qfep != "off") {
+    for (absl::string_view part : absl::StrSplit(qfep, ',')) {
+      int32_t id;
+      if (!absl::SimpleAtoi(part, &id) || id < 0 || id >= c.vocab_size) {
+        return Fail(absl::InvalidArgumentError(
+            absl::StrCat("--qfep: '", part, "' is not a token id in [0, ",
+                         c.vocab_size, ")")));
+      }
+      qfep_ids.push_back(id);
+    }
+  }
+  // The ranges the server's plan check allows (quant_plan.cc), so that a
+  // calibration never ends in a plan the server refuses.
+  if (const double g = absl::GetFlag(FLAGS_guard); !(g >= 0 && g <= 1e6)) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--guard is ", g, "; use 0 (off) up to 1e6")));
+  }
+  for (const auto& [name, v] :
+       {std::pair<const char*, double>{"--qfem_tolerance",
+                                       absl::GetFlag(FLAGS_qfem_tolerance)},
+        {"--w4_tolerance", absl::GetFlag(FLAGS_w4_tolerance)}}) {
+    if (!(v >= 0 && v < 1e30)) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat(name, " is ", v, "; use a finite value >= 0 (nats)")));
+    }
+  }
+  // A fixed W4A8 group must divide the input width of every site that may
+  // take it (qkv, gate_up: hidden; o: the query width; down: ffn).
+  if (weight_bits != "8" && *w4_group > 0) {
+    for (const auto& [site, width] :
+         {std::pair<const char*, int>{"qkv and gate_up", c.hidden},
+          {"o", c.q_dim()},
+          {"down", c.ffn}}) {
+      if (width % *w4_group != 0) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat(
+            "--w4_group ", *w4_group, " does not divide the input width ",
+            width, " of the ", site,
+            " sites; use auto (the largest of "
+            "128, 64, 32 dividing each site's width) or a smaller group")));
+      }
+    }
+  }
   if (const double f = absl::GetFlag(FLAGS_w4_fraction); !(f >= 0 && f <= 1)) {
     return Fail(absl::InvalidArgumentError(absl::StrCat(
         "--w4_fraction is ", f, "; a share of the weights in [0, 1]")));
@@ -262,8 +320,7 @@ int Main() {
   cal->set_tool_version(SPIKESERVE_VERSION);
 
   // 2. QFeP prefix.
-  std::vector<int32_t> prefix;
-  const std::string qfep = absl::GetFlag(FLAGS_qfep);
+  std::vector<int32_t> prefix = qfep_ids;
   if (qfep == "auto") {
     auto choice = SearchQfepPrefix(fp32, *stats, *windows, bos,
                                    absl::GetFlag(FLAGS_qfep_context));
@@ -271,16 +328,6 @@ int Main() {
     prefix = choice->prefix;
     plan.mutable_qfep()->set_spike_site(SiteKeyName(choice->spike_site));
     plan.mutable_qfep()->set_score(choice->score);
-  } else if (qfep != "off") {
-    for (absl::string_view part : absl::StrSplit(qfep, ',')) {
-      int32_t id;
-      if (!absl::SimpleAtoi(part, &id) || id < 0 || id >= c.vocab_size) {
-        return Fail(absl::InvalidArgumentError(
-            absl::StrCat("--qfep: '", part, "' is not a token id in [0, ",
-                         c.vocab_size, ")")));
-      }
-      prefix.push_back(id);
-    }
   }
   for (int32_t id : prefix) plan.mutable_qfep()->add_token_ids(id);
   if (!prefix.empty()) {
@@ -341,7 +388,6 @@ int Main() {
 
   // 4. QFeM on the W8A8 version of the (transformed) model.
   std::set<SiteKey> qfem_sites;
-  const std::string qfem = absl::GetFlag(FLAGS_qfem);
   v1::QfemSettings* qs = plan.mutable_qfem();
   if (qfem == "auto") {
     auto w8a8 = fp32.WithQuant(w8a8_options);
@@ -359,21 +405,13 @@ int Main() {
                  "%zu sites\n",
                  choice->w8a8_kl, choice->chosen_kl, qfem_sites.size());
   } else if (absl::StartsWith(qfem, "alpha=")) {
-    double alpha;
-    if (!absl::SimpleAtod(qfem.substr(6), &alpha) || alpha <= 1) {
-      return Fail(absl::InvalidArgumentError("--qfem alpha=R needs R > 1"));
-    }
     for (const auto& [key, s] : stats->sites) {
-      if (s.spike_ratio > alpha) qfem_sites.insert(key);
+      if (s.spike_ratio > qfem_alpha) qfem_sites.insert(key);
     }
     qs->set_selection("alpha");
-    qs->set_alpha(alpha);
+    qs->set_alpha(qfem_alpha);
   } else if (qfem != "off") {
-    for (absl::string_view part : absl::StrSplit(qfem, ',')) {
-      absl::StatusOr<SiteKey> k = ParseSiteKey(part, c.n_layers);
-      if (!k.ok()) return Fail(k.status());
-      qfem_sites.insert(*k);
-    }
+    qfem_sites = qfem_list;
     qs->set_selection("list");
   } else {
     qs->set_selection("off");
@@ -514,6 +552,14 @@ int Main() {
     plan.mutable_spike_guard()->set_factor(absl::GetFlag(FLAGS_guard));
   }
 
+  // The server's own plan check, before anything is written.
+  if (absl::StatusOr<AppliedPlan> applied =
+          ApplyQuantPlan(plan, bundle->fingerprint, c);
+      !applied.ok()) {
+    return Fail(absl::InternalError(
+        absl::StrCat("the plan would be refused by the server, not written: ",
+                     applied.status().message())));
+  }
   if (absl::Status s = WriteQuantPlan(plan, out); !s.ok()) return Fail(s);
   std::string report = absl::GetFlag(FLAGS_report);
   if (report.empty()) {
@@ -522,12 +568,13 @@ int Main() {
   }
   const std::string svg_path = report + ".svg";
   const std::string svg_name = svg_path.substr(svg_path.find_last_of('/') + 1);
-  if (absl::Status s =
-          WriteFile(report + ".md", SpikeReportMarkdown(plan, svg_name));
+  if (absl::Status s = WriteTextFileAtomically(
+          report + ".md", SpikeReportMarkdown(plan, svg_name));
       !s.ok()) {
     return Fail(s);
   }
-  if (absl::Status s = WriteFile(svg_path, SpikeHeatmapSvg(plan)); !s.ok()) {
+  if (absl::Status s = WriteTextFileAtomically(svg_path, SpikeHeatmapSvg(plan));
+      !s.ok()) {
     return Fail(s);
   }
   std::printf("wrote %s, %s.md, %s\n", out.c_str(), report.c_str(),
@@ -541,6 +588,7 @@ int Main() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Calibrates a quant plan for --model on --text; writes --out.");
+  spikeserve::ShowOwnFlagsInHelp();
   spikeserve::AcceptDashedFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
   return spikeserve::Main();

@@ -22,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "base/flag_util.h"
 #include "runtime/quant/evaluation.h"
 #include "runtime/quant/quant_plan.h"
@@ -165,6 +166,37 @@ int Main() {
         return Fail(absl::FailedPreconditionError(absl::StrCat(
             "scheme ", scheme_name, " needs a plan with a QFeP prefix")));
       }
+      // What the plan calibrated on its transformed inputs (after its
+      // prefix, smoothing and rotations) does not fit a scheme that drops
+      // one of them: static ranges are refused (the plain inputs' spikes
+      // overflow them: perplexity 36,927 against 7.58 for a plan calibrated
+      // without), the 4-bit weights' GPTQ codes and importance are dropped
+      // (those sites are then re-quantized from the file's weights).
+      std::vector<std::string> dropped;
+      if (!s->smooth && !q.smooth_scales.empty())
+        dropped.push_back("smoothing");
+      if (!s->rotate && (q.down_hadamard || q.norm_hadamard)) {
+        dropped.push_back("rotation");
+      }
+      if (!s->qfep && !prefix.empty()) dropped.push_back("the QFeP prefix");
+      if (!dropped.empty()) {
+        const std::string what = absl::StrJoin(dropped, ", ");
+        if (s->mode == ActQuantMode::kPerTensorStatic) {
+          return Fail(absl::FailedPreconditionError(absl::StrCat(
+              "scheme ", scheme_name, " drops the plan's ", what,
+              ", on which its static ranges were calibrated; use a plan "
+              "calibrated without them, or a scheme that keeps them")));
+        }
+        if (s->w4 && (q.w4_given != nullptr || !q.w4_importance.empty())) {
+          std::fprintf(stderr,
+                       "spikeserve-eval: scheme %s drops the plan's %s: its "
+                       "4-bit sites are re-quantized to nearest, without "
+                       "the plan's GPTQ weights or channel importance\n",
+                       scheme_name.c_str(), what.c_str());
+          q.w4_given = nullptr;
+          q.w4_importance.clear();
+        }
+      }
       q.w8a8 = s->w8a8;
       q.mode = s->mode;
       if (!s->qfem) q.fp32_sites.clear();
@@ -246,6 +278,7 @@ int Main() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Evaluates a quantization scheme of --model on --text against FP32.");
+  spikeserve::ShowOwnFlagsInHelp();
   spikeserve::AcceptDashedFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
   return spikeserve::Main();

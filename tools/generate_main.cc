@@ -126,6 +126,7 @@ int Main() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Prints a continuation of --prompt using the model at --model.");
+  spikeserve::ShowOwnFlagsInHelp();
   spikeserve::AcceptDashedFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
   return spikeserve::Main();

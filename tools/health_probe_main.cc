@@ -39,6 +39,7 @@ ABSL_FLAG(std::string, tls_key, "", "The --tls_cert's private key (PEM).");
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Exits 0 when --addr's grpc.health.v1 says --service is SERVING.");
+  spikeserve::ShowOwnFlagsInHelp();
   spikeserve::AcceptDashedFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
   std::shared_ptr<grpc::ChannelCredentials> creds =

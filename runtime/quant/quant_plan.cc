@@ -215,11 +215,8 @@ absl::Status WriteQuantPlan(const v1::QuantPlan& plan,
   opts.preserve_proto_field_names = true;
   auto st = google::protobuf::util::MessageToJsonString(plan, &json, opts);
   if (!st.ok()) return absl::InternalError(std::string(st.message()));
-  std::ofstream f(path, std::ios::trunc);
-  f << json;
-  if (!f) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("quant plan: cannot write '", path, "'"));
+  if (absl::Status s = WriteTextFileAtomically(path, json); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("quant plan: ", s.message()));
   }
   return absl::OkStatus();
 }
