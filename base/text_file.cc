@@ -1,12 +1,15 @@
 #include "base/text_file.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
+#include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
@@ -49,23 +52,39 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path,
 
 absl::Status WriteTextFileAtomically(const std::string& path,
                                      absl::string_view data) {
+  // Through a symlink, the file it names is replaced, not the link.
+  std::error_code ec;
+  std::filesystem::path resolved = std::filesystem::weakly_canonical(path, ec);
+  const std::string target_path = ec ? path : resolved.string();
   struct stat st;
-  const bool in_place = stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode);
+  const bool exists = stat(target_path.c_str(), &st) == 0;
+  const bool in_place = exists && !S_ISREG(st.st_mode);
+  const mode_t mode = exists && !in_place ? (st.st_mode & 07777) : 0644;
   const std::string target =
-      in_place ? path : absl::StrCat(path, ".tmp.", getpid());
-  std::FILE* f = std::fopen(target.c_str(), "wb");
-  if (f == nullptr) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create '", target, "'"));
+      in_place ? target_path : absl::StrCat(target_path, ".tmp.", getpid());
+  const int fd = in_place ? open(target.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC)
+                          : open(target.c_str(),
+                                 O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) {
+    return absl::ErrnoToStatus(errno,
+                               absl::StrCat("cannot create '", target, "'"));
   }
-  bool ok = std::fwrite(data.data(), 1, data.size(), f) == data.size();
-  ok = std::fflush(f) == 0 && ok;
-  if (!in_place) ok = fsync(fileno(f)) == 0 && ok;
-  ok = std::fclose(f) == 0 && ok;
-  if (ok && !in_place) ok = std::rename(target.c_str(), path.c_str()) == 0;
-  if (!ok) {
+  int error = 0;
+  for (size_t done = 0; done < data.size() && error == 0;) {
+    const ssize_t n = write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno != EINTR) error = errno;
+    if (n > 0) done += size_t(n);
+  }
+  if (error == 0 && !in_place && fsync(fd) != 0) error = errno;
+  if (close(fd) != 0 && error == 0) error = errno;
+  if (error == 0 && !in_place &&
+      std::rename(target.c_str(), target_path.c_str()) != 0) {
+    error = errno;
+  }
+  if (error != 0) {
     if (!in_place) std::remove(target.c_str());
-    return absl::DataLossError(absl::StrCat("cannot write '", path, "'"));
+    return absl::ErrnoToStatus(error,
+                               absl::StrCat("cannot write '", path, "'"));
   }
   return absl::OkStatus();
 }

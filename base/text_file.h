@@ -23,8 +23,10 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path,
 // Writes `data` to `path` so that a reader sees the old file or the new one,
 // never a part: to a temporary file beside it, flushed and synced, then
 // renamed over it (an interrupted run or a full disk leaves the old plan in
-// place). A path that exists and is not a regular file (/dev/stdout, a
-// pipe) is written in place, flush errors checked. Errors name the path.
+// place), keeping the old file's mode; through a symlink, the file it names.
+// A path that exists and is not a regular file (/dev/stdout, a pipe) is
+// written in place, write errors checked. Errors name the path and carry
+// errno's code (the folder must be writable for the temporary file).
 absl::Status WriteTextFileAtomically(const std::string& path,
                                      absl::string_view data);
 

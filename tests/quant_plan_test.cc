@@ -1,5 +1,7 @@
 #include "runtime/quant/quant_plan.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -336,6 +338,24 @@ TEST(QuantPlan, WriteIsWholeOrAnError) {
   auto back = ReadQuantPlan(path);
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->qfem().modules_size(), 0);
+  // A failed write leaves the old plan whole: here its temporary file's
+  // name is taken by a folder.
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  std::filesystem::create_directories(tmp);
+  EXPECT_FALSE(WriteQuantPlan(f.ValidPlan(), path).ok());
+  back = ReadQuantPlan(path);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->qfem().modules_size(), 0);
+  std::filesystem::remove(tmp);
+  // Through a symlink, the file it names is replaced and the link stays.
+  const std::string link = dir + "/current.json";
+  std::filesystem::create_symlink(path, link);
+  ASSERT_TRUE(WriteQuantPlan(f.ValidPlan(), link).ok());
+  EXPECT_TRUE(std::filesystem::is_symlink(link));
+  back = ReadQuantPlan(path);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->qfem().modules_size(), 1);
+  std::filesystem::remove(link);
   // A directory in the way: refused, and the directory left as it was.
   const std::string blocked = dir + "/blocked.json";
   std::filesystem::create_directories(blocked + "/inside");

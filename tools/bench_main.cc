@@ -171,8 +171,9 @@ std::string Dist(const std::vector<double>& v) {
 int Main() {
   const int concurrency = absl::GetFlag(FLAGS_concurrency);
   const int requests = absl::GetFlag(FLAGS_requests);
-  if (!(absl::GetFlag(FLAGS_timeout) > 0)) {
-    std::fprintf(stderr, "spikeserve-bench: --timeout must be > 0 seconds\n");
+  if (const double t = absl::GetFlag(FLAGS_timeout); !(t > 0 && t <= 1e6)) {
+    std::fprintf(stderr,
+                 "spikeserve-bench: --timeout must be in (0, 1e6] seconds\n");
     return 2;
   }
   if (concurrency < 1 || requests < 1 ||

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <tuple>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -145,6 +146,12 @@ int Restat(const std::string& plan_path, const ModelBundle& bundle,
            const std::string& out) {
   absl::StatusOr<v1::QuantPlan> plan = ReadQuantPlan(plan_path);
   if (!plan.ok()) return Fail(plan.status());
+  // ReadQuantPlan makes a relative w4_weights relative to the working
+  // folder; the plan written keeps it as the file has it.
+  absl::StatusOr<std::string> text = ReadTextFile(plan_path, 256 << 20);
+  if (!text.ok()) return Fail(text.status());
+  absl::StatusOr<v1::QuantPlan> as_written = ParseQuantPlan(*text, plan_path);
+  if (!as_written.ok()) return Fail(as_written.status());
   const Model& fp32 = *bundle.model;
   absl::StatusOr<AppliedPlan> applied =
       ApplyQuantPlan(*plan, bundle.fingerprint, fp32.config());
@@ -174,6 +181,7 @@ int Restat(const std::string& plan_path, const ModelBundle& bundle,
     site.set_served_spike_ratio(it->second.spike_ratio);
     site.set_served_median_absmax(it->second.median_absmax);
   }
+  plan->set_w4_weights(as_written->w4_weights());
   if (absl::Status s = WriteQuantPlan(*plan, out); !s.ok()) return Fail(s);
   std::printf("wrote %s\n", out.c_str());
   return 0;
@@ -272,11 +280,19 @@ int Main() {
   // A fixed W4A8 group must divide the input width of every site that may
   // take it (qkv, gate_up: hidden; o: the query width; down: ffn).
   if (weight_bits != "8" && *w4_group > 0) {
-    for (const auto& [site, width] :
-         {std::pair<const char*, int>{"qkv and gate_up", c.hidden},
-          {"o", c.q_dim()},
-          {"down", c.ffn}}) {
-      if (width % *w4_group != 0) {
+    const auto listed = [&](Site a, Site b) {
+      if (w4_list.empty()) return true;  // 4 or auto: every site may take it
+      for (const SiteKey& k : w4_list) {
+        if (k.site == a || k.site == b) return true;
+      }
+      return false;
+    };
+    for (const auto& [site, width, on] :
+         {std::tuple<const char*, int, bool>{"qkv and gate_up", c.hidden,
+                                             listed(Site::kQkv, Site::kGateUp)},
+          {"o", c.q_dim(), listed(Site::kO, Site::kO)},
+          {"down", c.ffn, listed(Site::kDown, Site::kDown)}}) {
+      if (on && width % *w4_group != 0) {
         return Fail(absl::InvalidArgumentError(absl::StrCat(
             "--w4_group ", *w4_group, " does not divide the input width ",
             width, " of the ", site,
@@ -493,6 +509,7 @@ int Main() {
   }
 
   // 4c. The W4A8 sites' GPTQ weights, written beside the plan.
+  std::string w4_weights_path;
   if (w4_gptq && !w4_sites.empty()) {
     if (gptq->sites.empty()) {
       auto g = run_gptq(w4_sites);
@@ -513,6 +530,7 @@ int Main() {
       return Fail(s);
     }
     plan.set_w4_weights(weights.substr(weights.find_last_of('/') + 1));
+    w4_weights_path = weights;
     std::fprintf(stderr, "calibrate: GPTQ: %zu W4A8 sites -> %s\n",
                  chosen.size(), weights.c_str());
   }
@@ -552,10 +570,16 @@ int Main() {
     plan.mutable_spike_guard()->set_factor(absl::GetFlag(FLAGS_guard));
   }
 
-  // The server's own plan check, before anything is written.
+  // The server's own plan check, before the plan is written (the GPTQ
+  // weights file, which it reads, by the path it was written to; a plan
+  // refused takes its new weights file with it, so that an older plan of
+  // the same name never loads codes made for another).
+  v1::QuantPlan check = plan;
+  if (!w4_weights_path.empty()) check.set_w4_weights(w4_weights_path);
   if (absl::StatusOr<AppliedPlan> applied =
-          ApplyQuantPlan(plan, bundle->fingerprint, c);
+          ApplyQuantPlan(check, bundle->fingerprint, c);
       !applied.ok()) {
+    if (!w4_weights_path.empty()) std::remove(w4_weights_path.c_str());
     return Fail(absl::InternalError(
         absl::StrCat("the plan would be refused by the server, not written: ",
                      applied.status().message())));

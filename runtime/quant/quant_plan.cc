@@ -120,6 +120,23 @@ absl::Status CheckSiteStats(absl::string_view name, const v1::SiteStats& s) {
   return absl::OkStatus();
 }
 
+// The served-input statistics (metrics only): absent (0) or finite, the
+// ratio at least 1.
+absl::Status CheckServedStats(absl::string_view name, const v1::SiteStats& s) {
+  if (s.served_spike_ratio() != 0) {
+    if (absl::Status st = CheckRange(absl::StrCat(name, ".served_spike_ratio"),
+                                     s.served_spike_ratio(), 1, FLT_MAX);
+        !st.ok()) {
+      return st;
+    }
+  }
+  if (s.served_median_absmax() != 0) {
+    return CheckRange(absl::StrCat(name, ".served_median_absmax"),
+                      s.served_median_absmax(), FLT_MIN, FLT_MAX);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 v1::ModelFingerprint FingerprintModel(const GgufFile& file,
@@ -294,6 +311,7 @@ absl::StatusOr<AppliedPlan> ApplyQuantPlan(const v1::QuantPlan& plan,
       return PlanError(absl::StrCat(name, " repeats sites[", it->second, "]"));
     }
     if (absl::Status st = CheckSiteStats(name, s); !st.ok()) return st;
+    if (absl::Status st = CheckServedStats(name, s); !st.ok()) return st;
     if (absl::Status st = CheckRange(absl::StrCat(name, ".static_absmax"),
                                      s.static_absmax(), 0, FLT_MAX);
         !st.ok()) {
