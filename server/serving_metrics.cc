@@ -138,6 +138,21 @@ ServingMetrics::ServingMetrics()
                            .Help("Tokens generated for finished requests")
                            .Register(r)
                            .Add({});
+  // Why generations end: a drain's or Abort's cut (aborted) and deadlines
+  // are OK calls to the client, with the partial output, so
+  // requests_total's codes do not show them.
+  auto& generations =
+      prometheus::BuildCounter()
+          .Name("spikeserve_generations_total")
+          .Help(
+              "Finished generation requests by finish reason (error: the "
+              "request failed)")
+          .Register(r);
+  for (int i = 0; i < 6; ++i) {
+    generations_[i] = &generations.Add(
+        {{"finish_reason", FinishReasonName(FinishReason(i))}});
+  }
+  generations_[6] = &generations.Add({{"finish_reason", "error"}});
   build_info_ = &prometheus::BuildGauge()
                      .Name("spikeserve_build_info")
                      .Help("Versions of the server and its kernels (value 1)")
@@ -206,6 +221,9 @@ void ServingMetrics::OnGenerationDone(const GenerationUpdate& u) {
   if (u.completion_tokens > 0) ttft_->Observe(u.ttft_seconds);
   prompt_tokens_->Increment(u.prompt_tokens);
   generated_tokens_->Increment(u.completion_tokens);
+  const int reason = int(u.finish_reason);
+  generations_[!u.status.ok() || reason < 0 || reason >= 6 ? 6 : reason]
+      ->Increment();
 }
 
 std::string ServingMetrics::Serialize() const {

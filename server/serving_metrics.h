@@ -9,6 +9,7 @@
 #ifndef SPIKESERVE_SERVER_SERVING_METRICS_H_
 #define SPIKESERVE_SERVER_SERVING_METRICS_H_
 
+#include <array>
 #include <atomic>
 #include <map>
 #include <memory>
@@ -84,6 +85,9 @@ class ServingMetrics {
   prometheus::Histogram* itl_ = nullptr;
   prometheus::Counter* prompt_tokens_ = nullptr;
   prometheus::Counter* generated_tokens_ = nullptr;
+  // spikeserve_generations_total{finish_reason}: [FinishReason] and, last,
+  // "error" (a request that failed).
+  std::array<prometheus::Counter*, 7> generations_{};
   prometheus::Family<prometheus::Gauge>* build_info_ = nullptr;
   prometheus::Family<prometheus::Gauge>* plan_info_ = nullptr;
 };

@@ -124,6 +124,9 @@ TEST_F(MetricsTest, CountersEqualTheTraffic) {
   EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",protocol=\"grpc\",rpc="
               "\"Tokenize\"}"],
             2);
+  EXPECT_EQ(m["spikeserve_generations_total{finish_reason=\"length\"}"], 4);
+  EXPECT_EQ(m["spikeserve_generations_total{finish_reason=\"aborted\"}"], 0);
+  EXPECT_EQ(m["spikeserve_generations_total{finish_reason=\"error\"}"], 0);
   EXPECT_EQ(m["spikeserve_prompt_tokens_total"], 16);
   EXPECT_EQ(m["spikeserve_generated_tokens_total"], 21);
   EXPECT_EQ(m["spikeserve_time_to_first_token_seconds_count"], 4);
@@ -300,6 +303,11 @@ TEST_F(MetricsTest, CancelledAndDeadlineCallsAreCountedWithTheirCode) {
   EXPECT_EQ(m["spikeserve_requests_total{code=\"OK\",protocol=\"grpc\",rpc="
               "\"GenerateStream\"}"],
             0);
+  // The engine ended all three early: cancelled, or past the deadline.
+  EXPECT_EQ(m["spikeserve_generations_total{finish_reason=\"aborted\"}"] +
+                m["spikeserve_generations_total{finish_reason=\"deadline\"}"],
+            3);
+  EXPECT_EQ(m["spikeserve_generations_total{finish_reason=\"length\"}"], 0);
 }
 
 // Issue 23 D15: /metrics speaks HTTP/1.1 to every client: HEAD answers
