@@ -39,11 +39,15 @@ def main():
     windows = []
     for start in range(0, len(tokens), args.window):
         w = tokens[start:start + args.window]
-        if len(w) * 2 < args.window:
+        # MakeWindows' rule (runtime/quant/evaluation.cc), integer halves.
+        if len(w) < args.window // 2 or len(w) < 2:
             break
         windows.append(w)
         if args.windows and len(windows) == args.windows:
             break
+    if not windows:
+        raise SystemExit(f"{args.text}: {len(tokens)} tokens, fewer than half "
+                         f"a window of {args.window}")
     bos = llm.token_bos()
     nll, count = 0.0, 0
     for w in windows:

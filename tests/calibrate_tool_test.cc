@@ -91,6 +91,26 @@ TEST_F(CalibrateToolTest, PlanRecordsTheServedInputsAndRestatReproducesThem) {
   EXPECT_EQ(restat->SerializeAsString(), plan->SerializeAsString());
 }
 
+// Static scales: the QFeM search scores the model with the plan's own
+// static ranges and guard (it scored per-tensor dynamic scales), and the
+// plan it writes passes the server's check.
+TEST_F(CalibrateToolTest, StaticPlanWithQfemSearch) {
+  const std::string plan_path = dir_ + "/static.json";
+  std::string err;
+  ASSERT_EQ(Run("--mode per-tensor-static --guard 8 --qfep 298,40,41 "
+                "--qfem_windows 2 --qfem_window 32 --qfem auto --out " +
+                    plan_path,
+                &err),
+            0)
+      << err;
+  EXPECT_THAT(err, HasSubstr("QFeM auto: KL from FP32"));
+  absl::StatusOr<v1::QuantPlan> plan = ReadQuantPlan(plan_path);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->activation_mode(), v1::PER_TENSOR_STATIC);
+  EXPECT_EQ(plan->spike_guard().factor(), 8);
+  EXPECT_EQ(plan->qfem().selection(), "auto");
+}
+
 TEST_F(CalibrateToolTest, FlagsThePlanCheckWouldRefuseFailBeforeAnyWork) {
   const struct {
     std::string flags, message;

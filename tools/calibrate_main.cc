@@ -395,12 +395,28 @@ int Main() {
                                    w.size(), absl::GetFlag(FLAGS_qfem_window)));
   }
 
-  // The W8A8 version of the (transformed) model that QFeM and W4 auto score.
+  // The W8A8 version of the (transformed) model that QFeM and W4 auto
+  // score, in the plan's activation mode: static scales are the ranges
+  // this plan records (the largest token absmax of each served input), and
+  // the spike guard as the plan sets it, so that the searches' KL is the
+  // served plan's.
   QuantOptions w8a8_options = transforms;
   w8a8_options.w8a8 = true;
-  w8a8_options.mode = *mode == v1::PER_TOKEN_DYNAMIC
-                          ? ActQuantMode::kPerTokenDynamic
-                          : ActQuantMode::kPerTensorDynamic;
+  switch (*mode) {
+    case v1::PER_TOKEN_DYNAMIC:
+      w8a8_options.mode = ActQuantMode::kPerTokenDynamic;
+      break;
+    case v1::PER_TENSOR_STATIC:
+      w8a8_options.mode = ActQuantMode::kPerTensorStatic;
+      for (const auto& [key, st] : final_stats->sites) {
+        w8a8_options.static_absmax[key] = float(std::max(st.max_absmax, 1e-6));
+      }
+      w8a8_options.guard_factor = float(absl::GetFlag(FLAGS_guard));
+      break;
+    default:
+      w8a8_options.mode = ActQuantMode::kPerTensorDynamic;
+      break;
+  }
 
   // 4. QFeM on the W8A8 version of the (transformed) model.
   std::set<SiteKey> qfem_sites;
