@@ -17,7 +17,8 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TextWindows(
   if (w.empty()) {
     return absl::FailedPreconditionError(
         absl::StrCat("text has ", ids->size(),
-                     " tokens, fewer than one window of ", window));
+                     " tokens, fewer than half a window of ", window,
+                     " (a last window shorter than half is dropped)"));
   }
   return w;
 }
