@@ -22,7 +22,9 @@ using ::testing::HasSubstr;
 class CalibrateToolTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = ::testing::TempDir() + "/calibrate-tool";
+    // One folder per test: CTest runs the tests of this binary in parallel.
+    dir_ = ::testing::TempDir() + "/calibrate-tool-" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
     model_ = dir_ + "/tiny.gguf";
