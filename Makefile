@@ -7,6 +7,11 @@ BUILD_TYPE ?= Release
 MODEL ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 PLAN ?= plans/smollm2-135m-instruct.json
 PORT ?= 50051
+HTTP_PORT ?= 8080
+METRICS_PORT ?= 9464
+# make run listens on this machine only; HOST=0.0.0.0 serves the network
+# (with no bearer token: see README "Authentication").
+HOST ?= 127.0.0.1
 THREADS ?= 2
 export OMP_NUM_THREADS ?= $(THREADS)
 # ccache hits across clones and build trees: hash paths relative to here.
@@ -44,7 +49,7 @@ server:
 # AddressSanitizer + UndefinedBehaviorSanitizer.
 test: build model test-unit test-asan test-tsan
 
-test-unit:
+test-unit: build model
 	ctest --test-dir $(BUILD) --output-on-failure -j2
 
 $(BUILD_ASAN)/build.ninja: CMakeLists.txt | deps
@@ -60,7 +65,8 @@ test-asan: deps $(BUILD_ASAN)/build.ninja
 # PORT until SIGTERM/Ctrl-C. See README "Call it" for a client.
 run: build model
 	$(BUILD)/server/spikeserve --model $(MODEL) $(if $(wildcard $(PLAN)),--plan $(PLAN)) \
-	  --grpc_port $(PORT) --threads $(THREADS)
+	  --host $(HOST) --grpc_port $(PORT) --http_port $(HTTP_PORT) \
+	  --metrics_port $(METRICS_PORT) --threads $(THREADS)
 
 bench: build model
 	$(BUILD)/bench/model_bench
@@ -113,10 +119,10 @@ test-tsan: deps $(BUILD_TSAN)/build.ninja
 # podman, runc, a locally built debian:bookworm base cached under
 # ~/.cache/spikeserve). image-test also smoke-tests it.
 IMAGE ?= spikeserve:latest
-image: model
+image: deps model
 	bash scripts/image.sh build $(IMAGE)
 
-image-test: model
+image-test: deps model
 	bash scripts/image.sh test $(IMAGE)
 
 format:

@@ -137,7 +137,7 @@ if [ -n "${LLAMACPP_VENV:-}" ]; then
   done
 fi
 
-python3 - "$out/results.jsonl" "$out/plan.report.md" "$calib" "$text" "$out/genres.jsonl" "$out/llamacpp.jsonl" > docs/accuracy.md <<'PY'
+python3 - "$out/results.jsonl" "$out/plan.report.md" "$calib" "$text" "$out/genres.jsonl" "$out/llamacpp.jsonl" > "$out/accuracy.md" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 genres = [json.loads(l) for l in open(sys.argv[5])]
@@ -205,6 +205,9 @@ print("\n## Spike report of the default model\n")
 report = open(sys.argv[2]).read().split("\n", 1)[1]
 print(report.replace("](plan.report.svg)", "](accuracy-heatmap.svg)"))
 PY
+# Written beside the results first: a failed run leaves the committed
+# docs/accuracy.md as it was.
+mv "$out/accuracy.md" docs/accuracy.md
 cp "$out/plan.report.svg" docs/accuracy-heatmap.svg
 # The default plan: per-token scales after smoothing and rotation, with the
 # QFeP prefix (batch-invariant; issue 23 D1).

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 mode="${1:-build}"
 image="${2:-spikeserve:latest}"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/spikeserve"
+mkdir -p "$cache"  # the build log goes here even when the base is cached
 export CONTAINERS_CONF="$PWD/scripts/podman/containers.conf"
 
 SUDO=""

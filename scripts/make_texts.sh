@@ -30,7 +30,9 @@ dpkg-query -W -f='${Status}' fortunes-min 2>/dev/null | grep -q "ok installed" |
 dpkg-query -W -f='${Status}' bible-kjv 2>/dev/null | grep -q "ok installed" || need+=(bible-kjv)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    --no-install-recommends "${need[@]}" >/dev/null
 fi
 f=/usr/share/games/fortunes
 py=/usr/bin/python3

@@ -14,6 +14,9 @@
 # Usage: scripts/tsan_deps.sh OUT_DIR   (idempotent; about 15 min cold on two
 # cores, seconds when OUT_DIR is current; ccache makes rebuilds quick)
 set -euo pipefail
+# fetch_source runs in $(...), where bash would otherwise turn errexit off:
+# a failed download, checksum or patch must stop the script there.
+shopt -s inherit_errexit
 
 out="$(realpath -m "${1:?usage: tsan_deps.sh OUT_DIR}")"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
@@ -34,14 +37,20 @@ source_version() {
 fetch_source() {
   local pkg="$1" version="$2" dir="$3" upstream="${2%-*}"
   local pool="$mirror/pool/main/${pkg:0:1}/$pkg"
+  # A security update (+deb12uN) is in the security archive until the next
+  # point release copies it to the main pool.
+  local security="${DEBIAN_SECURITY_MIRROR:-http://security.debian.org/debian-security}/pool/updates/main/${pkg:0:1}/$pkg"
   mkdir -p "$dir"
   (
     cd "$dir"
-    curl -fsSLO "$pool/${pkg}_${version}.dsc"
+    if ! curl -fsSL --retry 3 -O "$pool/${pkg}_${version}.dsc"; then
+      pool="$security"
+      curl -fsSL --retry 3 -O "$pool/${pkg}_${version}.dsc"
+    fi
     awk '/^Checksums-Sha256:/{f=1; next} /^[^ ]/{f=0} f && NF==3 {print $1"  "$3}' \
       "${pkg}_${version}.dsc" >SHA256SUMS
     [[ -s SHA256SUMS ]] || { echo "tsan_deps: no checksums in the .dsc" >&2; exit 1; }
-    while read -r _ file; do curl -fsSLO "$pool/$file"; done <SHA256SUMS
+    while read -r _ file; do curl -fsSL --retry 3 -O "$pool/$file"; done <SHA256SUMS
     sha256sum --quiet -c SHA256SUMS
     tar xf "${pkg}_${upstream}.orig.tar.gz"
     tar xf "${pkg}_${version}.debian.tar.xz" -C "$pkg-$upstream"

@@ -406,8 +406,20 @@ class ManifestsTest(unittest.TestCase):
         self.assertLess(len(cm["data"]["quant-plan.json"]), 1 << 20)
 
 
+def kustomize_major():
+    """The major version of kubectl's built-in kustomize (0 when it prints
+    none: kubectl 1.20 and older, whose kustomize v2 knows neither `labels`
+    nor inline `patches`, which the manifests use)."""
+    p = run(["kubectl", "version", "--client"])
+    m = re.search(r"Kustomize Version: v(\d+)", p.stdout)
+    return int(m.group(1)) if m else 0
+
+
 if __name__ == "__main__":
     missing = [t for t in ("kubectl", "yamllint") if not shutil.which(t)]
+    if not missing and kustomize_major() < 4:
+        missing = ["kubectl >= 1.21 (kustomize v4 or later; this kubectl's "
+                   "is older, e.g. Debian 12's kubernetes-client 1.20)"]
     if missing:
         print("missing: " + ", ".join(missing), file=sys.stderr)
         sys.exit(1 if os.environ.get("CI") == "true" else 77)
