@@ -33,11 +33,15 @@ fi
 if ! podman image exists docker.io/library/debian:bookworm; then
   tarball="$cache/debian-bookworm-rootfs.tar.gz"
   if [ ! -f "$tarball" ]; then
-    mirror=$(grep -rhoE '(URIs:|deb) +https?://[^ ]*debian[^ ]*' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-      | grep -v -e security -e updates | head -1 | awk '{print $2}' || true)
+    # The repository apt itself uses for bookworm's main component (not a
+    # third-party one whose URI merely contains "debian", such as Docker's).
+    mirror=$(apt-get indextargets --format '$(REPO_URI)' 'Codename: bookworm' \
+      'Component: main' 'Created-By: Packages' 2>/dev/null | head -1 || true)
+    mirror="${mirror%/}"
     mirror="${mirror:-http://deb.debian.org/debian}"
     echo "image: building the debian:bookworm base from $mirror (about a minute)"
     rootfs=$(mktemp -d)
+    trap '$SUDO rm -rf "$rootfs" "$tarball.tmp"' EXIT
     $SUDO debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >/dev/null
     $SUDO rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
     printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb http://security.debian.org/debian-security bookworm-security main\n' \
@@ -46,6 +50,7 @@ if ! podman image exists docker.io/library/debian:bookworm; then
     $SUDO tar -C "$rootfs" --numeric-owner -czf "$tarball.tmp" .
     mv "$tarball.tmp" "$tarball"
     $SUDO rm -rf "$rootfs"
+    trap - EXIT
   fi
   gunzip -c "$tarball" | podman import - localhost/debian:bookworm >/dev/null
   podman tag localhost/debian:bookworm docker.io/library/debian:bookworm
