@@ -15,10 +15,9 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TextWindows(
   if (total_tokens) *total_tokens = int64_t(ids->size());
   std::vector<std::vector<int32_t>> w = MakeWindows(*ids, window, max_windows);
   if (w.empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("text has ", ids->size(),
-                     " tokens, fewer than half a window of ", window,
-                     " (a last window shorter than half is dropped)"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "text has ", ids->size(), " tokens, fewer than half a window of ",
+        window, " (a last window shorter than half is dropped)"));
   }
   return w;
 }
