@@ -130,24 +130,22 @@ void LayerMetrics::OnSiteInput(int layer, Site site, const float*, int m, int,
 }
 
 void SetSpikeReferences(const v1::QuantPlan& plan, LayerMetricsOptions* o) {
-  bool transformed =
-      plan.qfep().token_ids_size() > 0 || plan.smoothing().enabled() ||
-      plan.rotation().down_hadamard() || plan.rotation().norm_hadamard();
+  // The plain model's statistics describe the served inputs only when
+  // nothing comes before the sites: no prefix, smoothing or rotation.
+  bool plain_is_served =
+      plan.qfep().token_ids_size() == 0 && !plan.smoothing().enabled() &&
+      !plan.rotation().down_hadamard() && !plan.rotation().norm_hadamard();
   for (const v1::SiteStats& st : plan.sites()) {
-    transformed = transformed || st.smooth_scales_size() > 0;
+    plain_is_served = plain_is_served && st.smooth_scales_size() == 0;
   }
   for (const v1::SiteStats& st : plan.sites()) {
     if (st.layer() < 0 || st.layer() >= o->n_layers) continue;
     const std::optional<Site> site = ParseSite(st.site());
     if (!site.has_value()) continue;
     const SiteKey key{st.layer(), *site};
-    const double median = st.served_median_absmax() > 0
-                              ? st.served_median_absmax()
-                          : transformed ? 0
-                                        : st.median_absmax();
-    const double ratio = st.served_spike_ratio() > 0 ? st.served_spike_ratio()
-                         : transformed               ? 0
-                                                     : st.spike_ratio();
+    double median = st.served_median_absmax(), ratio = st.served_spike_ratio();
+    if (median <= 0 && plain_is_served) median = st.median_absmax();
+    if (ratio <= 0 && plain_is_served) ratio = st.spike_ratio();
     if (median > 0) o->calibrated_median[key] = float(median);
     if (ratio > 0) o->calibrated_ratio[key] = float(ratio);
   }

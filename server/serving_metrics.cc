@@ -148,11 +148,12 @@ ServingMetrics::ServingMetrics()
               "Finished generation requests by finish reason (error: the "
               "request failed)")
           .Register(r);
-  for (int i = 0; i < 6; ++i) {
+  for (int i = 0; i < kNumFinishReasons; ++i) {
     generations_[i] = &generations.Add(
         {{"finish_reason", FinishReasonName(FinishReason(i))}});
   }
-  generations_[6] = &generations.Add({{"finish_reason", "error"}});
+  generations_[kNumFinishReasons] =
+      &generations.Add({{"finish_reason", "error"}});
   build_info_ = &prometheus::BuildGauge()
                      .Name("spikeserve_build_info")
                      .Help("Versions of the server and its kernels (value 1)")
@@ -222,8 +223,8 @@ void ServingMetrics::OnGenerationDone(const GenerationUpdate& u) {
   prompt_tokens_->Increment(u.prompt_tokens);
   generated_tokens_->Increment(u.completion_tokens);
   const int reason = int(u.finish_reason);
-  generations_[!u.status.ok() || reason < 0 || reason >= 6 ? 6 : reason]
-      ->Increment();
+  const bool known = u.status.ok() && reason >= 0 && reason < kNumFinishReasons;
+  generations_[known ? reason : kNumFinishReasons]->Increment();
 }
 
 std::string ServingMetrics::Serialize() const {

@@ -87,7 +87,7 @@ class ServingMetrics {
   prometheus::Counter* generated_tokens_ = nullptr;
   // spikeserve_generations_total{finish_reason}: [FinishReason] and, last,
   // "error" (a request that failed).
-  std::array<prometheus::Counter*, 7> generations_{};
+  std::array<prometheus::Counter*, kNumFinishReasons + 1> generations_{};
   prometheus::Family<prometheus::Gauge>* build_info_ = nullptr;
   prometheus::Family<prometheus::Gauge>* plan_info_ = nullptr;
 };

@@ -10,6 +10,7 @@
 //       [--w4_importance=false] [--w4_gptq]
 //   spikeserve-calibrate --model PATH --text FILE --restat PLAN.json
 //       --out PLAN.json   (recompute the served-input statistics only)
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -123,6 +124,25 @@ ABSL_FLAG(std::string, report, "",
 namespace spikeserve {
 namespace {
 
+// A flag's list of sites "LAYER.SITE,...", or an error naming the flag and
+// the forms it takes besides a list.
+absl::StatusOr<std::set<SiteKey>> ParseSiteList(absl::string_view flag,
+                                                absl::string_view forms,
+                                                absl::string_view list,
+                                                int n_layers) {
+  std::set<SiteKey> out;
+  for (absl::string_view part : absl::StrSplit(list, ',')) {
+    absl::StatusOr<SiteKey> k = ParseSiteKey(part, n_layers);
+    if (!k.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, ": use ", forms,
+                       " or a list of sites: ", k.status().message()));
+    }
+    out.insert(*k);
+  }
+  return out;
+}
+
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "spikeserve-calibrate: %s\n", s.ToString().c_str());
   return 1;
@@ -218,15 +238,10 @@ int Main() {
   // --weight_bits LIST, checked before the calibration's minutes of work.
   std::set<SiteKey> w4_list;
   if (weight_bits != "8" && weight_bits != "4" && weight_bits != "auto") {
-    for (absl::string_view part : absl::StrSplit(weight_bits, ',')) {
-      absl::StatusOr<SiteKey> k = ParseSiteKey(part, c.n_layers);
-      if (!k.ok()) {
-        return Fail(absl::InvalidArgumentError(
-            absl::StrCat("--weight_bits: use 8, 4, auto or a list of sites: ",
-                         k.status().message())));
-      }
-      w4_list.insert(*k);
-    }
+    absl::StatusOr<std::set<SiteKey>> list =
+        ParseSiteList("--weight_bits", "8, 4, auto", weight_bits, c.n_layers);
+    if (!list.ok()) return Fail(list.status());
+    w4_list = *std::move(list);
   }
   // --qfem and --qfep, parsed before the minutes of statistics they follow.
   const std::string qfem = absl::GetFlag(FLAGS_qfem);
@@ -239,15 +254,10 @@ int Main() {
           absl::StrCat("--qfem '", qfem, "': alpha=R needs a finite R > 1")));
     }
   } else if (qfem != "auto" && qfem != "off") {
-    for (absl::string_view part : absl::StrSplit(qfem, ',')) {
-      absl::StatusOr<SiteKey> k = ParseSiteKey(part, c.n_layers);
-      if (!k.ok()) {
-        return Fail(absl::InvalidArgumentError(
-            absl::StrCat("--qfem: use auto, off, alpha=R or a list of sites: ",
-                         k.status().message())));
-      }
-      qfem_list.insert(*k);
-    }
+    absl::StatusOr<std::set<SiteKey>> list =
+        ParseSiteList("--qfem", "auto, off, alpha=R", qfem, c.n_layers);
+    if (!list.ok()) return Fail(list.status());
+    qfem_list = *std::move(list);
   }
   const std::string qfep = absl::GetFlag(FLAGS_qfep);
   std::vector<int32_t> qfep_ids;
@@ -280,18 +290,18 @@ int Main() {
   // A fixed W4A8 group must divide the input width of every site that may
   // take it (qkv, gate_up: hidden; o: the query width; down: ffn).
   if (weight_bits != "8" && *w4_group > 0) {
-    const auto listed = [&](Site a, Site b) {
-      if (w4_list.empty()) return true;  // 4 or auto: every site may take it
-      for (const SiteKey& k : w4_list) {
-        if (k.site == a || k.site == b) return true;
-      }
-      return false;
+    // 4 or auto: every site may take the group; a list: its sites.
+    const auto listed = [&](Site site) {
+      return w4_list.empty() ||
+             std::any_of(w4_list.begin(), w4_list.end(),
+                         [&](const SiteKey& k) { return k.site == site; });
     };
     for (const auto& [site, width, on] :
-         {std::tuple<const char*, int, bool>{"qkv and gate_up", c.hidden,
-                                             listed(Site::kQkv, Site::kGateUp)},
-          {"o", c.q_dim(), listed(Site::kO, Site::kO)},
-          {"down", c.ffn, listed(Site::kDown, Site::kDown)}}) {
+         {std::tuple<const char*, int, bool>{
+              "qkv and gate_up", c.hidden,
+              listed(Site::kQkv) || listed(Site::kGateUp)},
+          {"o", c.q_dim(), listed(Site::kO)},
+          {"down", c.ffn, listed(Site::kDown)}}) {
       if (on && width % *w4_group != 0) {
         return Fail(absl::InvalidArgumentError(absl::StrCat(
             "--w4_group ", *w4_group, " does not divide the input width ",

@@ -173,8 +173,9 @@ int Main() {
       // without), the 4-bit weights' GPTQ codes and importance are dropped
       // (those sites are then re-quantized from the file's weights).
       std::vector<std::string> dropped;
-      if (!s->smooth && !q.smooth_scales.empty())
+      if (!s->smooth && !q.smooth_scales.empty()) {
         dropped.push_back("smoothing");
+      }
       if (!s->rotate && (q.down_hadamard || q.norm_hadamard)) {
         dropped.push_back("rotation");
       }

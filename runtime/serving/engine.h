@@ -45,6 +45,7 @@ enum class FinishReason {
   kAborted,       // Abort, client cancellation or shutdown
   kDeadline,      // the request's deadline passed
 };
+inline constexpr int kNumFinishReasons = int(FinishReason::kDeadline) + 1;
 const char* FinishReasonName(FinishReason r);
 
 struct StoppingParams {
