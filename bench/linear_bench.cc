@@ -1,11 +1,14 @@
-// Linear-layer micro-benchmarks at the default model's shapes: FP32 sgemm
-// vs INT8 W8A8 (quantize + VNNI matmul + epilogue), M = rows per call.
+// Linear-layer micro-benchmarks at the default model's shapes: FP32 (the
+// fixed-order kernel, and oneDNN's sgemm it replaced), BF16 weights, and
+// INT8 W8A8 (quantize + matmul + epilogue), M = rows per call.
 //   build/bench/linear_bench
 #include <algorithm>
 #include <cmath>
 #include <random>
 
 #include "benchmark/benchmark.h"
+#include "dnnl.hpp"
+#include "runtime/linear/bf16_linear.h"
 #include "runtime/linear/int8_gemm_packed.h"
 #include "runtime/linear/int8_linear.h"
 #include "runtime/linear/linear.h"
@@ -49,6 +52,36 @@ void Run(benchmark::State& state, bool int8, int packed_max_rows = -1) {
 }
 
 void BM_Fp32(benchmark::State& s) { Run(s, false); }
+
+// What Fp32Linear ran until 2026-12-07: its result for a row depended on
+// the row count (fixed_order_gemm.h).
+void BM_Fp32Sgemm(benchmark::State& state) {
+  const int m = int(state.range(0)), k = int(state.range(1)),
+            n = int(state.range(2));
+  const Matrix w = RandomMatrix(n, k);
+  std::vector<float> x(size_t(m) * k, 0.5f), y(size_t(m) * n);
+  for (auto _ : state) {
+    dnnl::sgemm('N', 'T', m, n, k, 1.0f, x.data(), k, w.data.data(), k, 0.0f,
+                y.data(), n);
+    benchmark::ClobberMemory();
+  }
+  state.counters["GOPS"] = benchmark::Counter(
+      2.0 * m * k * n * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+void BM_Bf16(benchmark::State& state) {
+  const int m = int(state.range(0)), k = int(state.range(1)),
+            n = int(state.range(2));
+  auto lin = *Bf16Linear::Create(RandomMatrix(n, k));
+  std::vector<float> x(size_t(m) * k, 0.5f), y(size_t(m) * n);
+  const int bounds[2] = {0, m};
+  for (auto _ : state) {
+    lin->Forward({x.data(), m, bounds}, y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GOPS"] = benchmark::Counter(
+      2.0 * m * k * n * state.iterations(), benchmark::Counter::kIsRate);
+}
 void BM_Int8(benchmark::State& s) { Run(s, true); }
 void BM_Int8OneDnn(benchmark::State& s) { Run(s, true, 0); }
 void BM_Int8Packed(benchmark::State& s) { Run(s, true, 1 << 30); }
@@ -59,6 +92,8 @@ void BM_Int8Packed(benchmark::State& s) { Run(s, true, 1 << 30); }
       ->Args({512, 1536, 576})                                           \
       ->UseRealTime()
 BENCHMARK(BM_Fp32)->SHAPES;
+BENCHMARK(BM_Fp32Sgemm)->SHAPES;
+BENCHMARK(BM_Bf16)->SHAPES;
 BENCHMARK(BM_Int8)->SHAPES;
 BENCHMARK(BM_Int8OneDnn)->SHAPES;
 BENCHMARK(BM_Int8Packed)->SHAPES;

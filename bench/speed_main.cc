@@ -46,10 +46,9 @@ ABSL_FLAG(bool, w4a8, false,
 ABSL_FLAG(std::string, w4_group, "auto",
           "With --w4a8: auto, stored, 32, 64 or 128 (the server's "
           "--w4_group).");
-ABSL_FLAG(
-    std::string, lm_head, "auto",
-    "lm_head precision: auto (bf16 on BF16 instructions, else int8), fp32, "
-    "bf16 or int8.");
+ABSL_FLAG(std::string, lm_head, "auto",
+          "lm_head precision: auto (int8), fp32, "
+          "bf16 or int8.");
 ABSL_FLAG(int, prompt_tokens, 512, "Tokens of the pp measurement.");
 ABSL_FLAG(int, decode_tokens, 128, "Tokens of the tg measurement.");
 ABSL_FLAG(int, decode_depth, 0,

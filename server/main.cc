@@ -53,10 +53,8 @@ ABSL_FLAG(std::string, chat_template, "",
 ABSL_FLAG(std::string, lm_head, "auto",
           "Precision of the output projection (vocab x hidden, the largest "
           "weight a decode step reads): fp32, bf16 (half the bytes) or int8 "
-          "(W8A8, per-token scales: a quarter); auto = bf16 where the CPU "
-          "has BF16 instructions (AVX-512 BF16, AMX), else int8 (also where "
-          "oneDNN emulates bf16 on AVX-512). Accuracy of each in "
-          "docs/accuracy.md.");
+          "(W8A8, per-token scales: a quarter); auto = int8. Accuracy of "
+          "each in docs/accuracy.md.");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0 = any free port).");
 ABSL_FLAG(std::string, tls_cert, "",

@@ -2,8 +2,9 @@
 // not depend on how its rows are grouped into forward calls: a cold cache or
 // a prefix-cache hit, the chunk size of chunked prefill, or the other
 // requests that share its batch. Checked on the default model with the
-// default plan and with plain W8A8 (per-token scales, no plan), the two ways
-// the server runs it.
+// default plan, with plain W8A8 (per-token scales, no plan), the two ways
+// the server runs it by default, with a plan that keeps modules unquantized
+// (QFeM: their FP32 or BF16 kernels) and with the FP32 model.
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -38,7 +39,13 @@ std::string ChatPrompt(const std::string& user) {
 
 struct Case {
   std::string name;
-  bool with_plan;  // the default plan, else plain W8A8 (per-token dynamic)
+  enum Kind {
+    kDefaultPlan,  // plans/smollm2-135m-instruct.json
+    kNoPlan,       // plain W8A8, per-token dynamic
+    kQfemPlan,     // the default plan with three modules kept unquantized
+    kQfemBf16,     // the same in BF16, with a BF16 lm_head
+    kFp32,         // --quant fp32
+  } kind;
 };
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
@@ -50,15 +57,30 @@ class BatchInvarianceTest : public ::testing::TestWithParam<Case> {
     QuantOptions base;
     base.lm_head = FastestLmHead();  // the server's --lm_head auto
     absl::StatusOr<ModelBundle> bundle;
-    if (GetParam().with_plan) {
+    const Case::Kind kind = GetParam().kind;
+    if (kind == Case::kDefaultPlan || kind == Case::kQfemPlan ||
+        kind == Case::kQfemBf16) {
       const std::string plan_path = std::string(SPIKESERVE_SOURCE_DIR) +
                                     "/plans/smollm2-135m-instruct.json";
       absl::StatusOr<v1::QuantPlan> plan = ReadQuantPlan(plan_path);
       ASSERT_TRUE(plan.ok()) << plan.status();
+      if (kind != Case::kDefaultPlan) {
+        // The sites calibrate's QFeM search picks first on this model
+        // (the largest spike ratios).
+        ASSERT_EQ(plan->qfem().modules_size(), 0);
+        for (const char* m : {"0.qkv", "1.down", "29.down"}) {
+          plan->mutable_qfem()->add_modules(m);
+        }
+        plan->mutable_qfem()->set_bf16(kind == Case::kQfemBf16);
+        if (kind == Case::kQfemBf16) base.lm_head = LmHeadPrecision::kBf16;
+      }
       bundle = LoadModelBundle(model, *plan, base);
-    } else {
+    } else if (kind == Case::kNoPlan) {
       base.w8a8 = true;
       base.mode = ActQuantMode::kPerTokenDynamic;
+      bundle = LoadModelBundle(model, base);
+    } else {
+      base.lm_head = LmHeadPrecision::kFp32;
       bundle = LoadModelBundle(model, base);
     }
     ASSERT_TRUE(bundle.ok()) << bundle.status();
@@ -160,12 +182,14 @@ TEST_P(BatchInvarianceTest, SameRequestSameTokens) {
   EXPECT_EQ(target.tokens, cold.tokens) << "among 7 concurrent requests";
 }
 
-INSTANTIATE_TEST_SUITE_P(DefaultModel, BatchInvarianceTest,
-                         ::testing::Values(Case{"DefaultPlan", true},
-                                           Case{"W8a8NoPlan", false}),
-                         [](const ::testing::TestParamInfo<Case>& i) {
-                           return i.param.name;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    DefaultModel, BatchInvarianceTest,
+    ::testing::Values(Case{"DefaultPlan", Case::kDefaultPlan},
+                      Case{"W8a8NoPlan", Case::kNoPlan},
+                      Case{"QfemPlan", Case::kQfemPlan},
+                      Case{"QfemBf16", Case::kQfemBf16},
+                      Case{"Fp32", Case::kFp32}),
+    [](const ::testing::TestParamInfo<Case>& i) { return i.param.name; });
 
 }  // namespace
 }  // namespace spikeserve

@@ -527,23 +527,20 @@ TEST(ModelInt8, ReleaseUnquantizedWeightsKeepsOutput) {
   EXPECT_TRUE(w.layers[0].wqkv.data.empty());
   EXPECT_EQ(w.layers[1].w_down.data.size(),
             size_t(spec.hidden) * spec.ffn);  // QFeM, FP32
-  // A BF16 head holds no FP32 copy; without a bf16 matmul (AVX2) the head
-  // falls back to FP32 and holds its one FP32 matrix, which it reads.
-  EXPECT_EQ(w.output.data.empty(), Bf16MatmulSupported());
+  // A BF16 head holds no FP32 copy.
+  EXPECT_TRUE(w.output.data.empty());
   ForwardOptions all_fp32;
   all_fp32.all_fp32 = true;
   // Before release the FP32 reference reads the file: with an FP32 lm_head
   // (all_fp32 leaves the head's precision alone) it gives an FP32 model's
-  // logits, up to the last bits (sgemm runs over blocks of rows).
+  // logits, bit for bit (the same fixed-order kernel on the same rows).
   {
     Loaded f = Load(spec);
     QuantOptions q32 = q;
     q32.lm_head = LmHeadPrecision::kFp32;
     auto quantized = Model::Load(f.file, q32);
     ASSERT_TRUE(quantized.ok());
-    EXPECT_LT(
-        Rel(Logits(**quantized, tokens, all_fp32), Logits(*f.model, tokens)),
-        1e-6);
+    EXPECT_EQ(Logits(**quantized, tokens, all_fp32), Logits(*f.model, tokens));
   }
   EXPECT_EQ((*m)->ReleaseUnquantizedWeights(), 0);  // nothing FP32 given
   EXPECT_EQ(Logits(**m, tokens), before);
@@ -574,10 +571,10 @@ TEST(ModelInt8, ReleaseFreesTheGivenMatrices) {
   EXPECT_EQ(Logits(**m, tokens), before);
 }
 
-// On a CPU without a bf16 matmul, BF16 QFeM sites and a BF16 lm_head run
-// in FP32 (and quant() says so) instead of failing the load; with one they
-// stay BF16.
-TEST(ModelInt8, Bf16FallsBackToFp32WithoutBf16Matmul) {
+// BF16 QFeM sites and a BF16 lm_head run on every CPU (the fixed-order
+// kernel needs no BF16 instructions): quant() keeps them, they hold bf16
+// weights, and their logits stay within bf16 weight rounding of FP32's.
+TEST(ModelInt8, Bf16SitesHoldBf16WeightsOnEveryCpu) {
   Int8Fixture f;
   QuantOptions bf16{.w8a8 = true,
                     .fp32_sites = {{1, Site::kDown}},
@@ -586,16 +583,21 @@ TEST(ModelInt8, Bf16FallsBackToFp32WithoutBf16Matmul) {
                     .lm_head = LmHeadPrecision::kBf16};
   auto m = f.Quantized(bf16);
   ASSERT_NE(m, nullptr);
-  EXPECT_EQ(m->quant().qfem_bf16, Bf16MatmulSupported());
-  EXPECT_EQ(m->quant().lm_head, Bf16MatmulSupported() ? LmHeadPrecision::kBf16
-                                                      : LmHeadPrecision::kFp32);
-  if (!Bf16MatmulSupported()) {
-    QuantOptions fp32 = bf16;
-    fp32.qfem_bf16 = false;
-    fp32.lm_head = LmHeadPrecision::kFp32;
-    const auto tokens = RandomTokens(10, 300, 4);
-    EXPECT_EQ(Logits(*m, tokens), Logits(*f.Quantized(fp32), tokens));
-  }
+  EXPECT_TRUE(m->quant().qfem_bf16);
+  EXPECT_EQ(m->quant().lm_head, LmHeadPrecision::kBf16);
+  // The down site (ffn x hidden) and the head (vocab x hidden), 2 bytes
+  // per weight.
+  const TinyLlamaSpec spec;  // Int8Fixture's
+  EXPECT_EQ(m->weight_memory().bf16, 2 * (int64_t(spec.ffn) * spec.hidden +
+                                          int64_t(spec.vocab) * spec.hidden));
+  QuantOptions fp32 = bf16;
+  fp32.qfem_bf16 = false;
+  fp32.lm_head = LmHeadPrecision::kFp32;
+  const auto tokens = RandomTokens(10, 300, 4);
+  const double rel =
+      Rel(Logits(*m, tokens), Logits(*f.Quantized(fp32), tokens));
+  EXPECT_GT(rel, 0.0) << "the BF16 kernels did not run";
+  EXPECT_LT(rel, 0.01);
 }
 
 // The INT8 lm_head (block Hadamard rotation, per-token W8A8) stays close
@@ -620,10 +622,7 @@ TEST(LmHeadPrecision, ParsesNamesAndAuto) {
   } cases[] = {{"fp32", LmHeadPrecision::kFp32},
                {"bf16", LmHeadPrecision::kBf16},
                {"int8", LmHeadPrecision::kInt8},
-               {"auto", Bf16MatmulNative() ? LmHeadPrecision::kBf16
-                                           : LmHeadPrecision::kInt8}};
-  // BF16 instructions (auto's BF16 head) imply oneDNN's bf16 matmul.
-  EXPECT_TRUE(!Bf16MatmulNative() || Bf16MatmulSupported());
+               {"auto", LmHeadPrecision::kInt8}};
   for (const auto& c : cases) {
     auto p = ParseLmHeadPrecision(c.name);
     ASSERT_TRUE(p.ok()) << c.name;

@@ -52,7 +52,8 @@ ABSL_FLAG(double, qfem_tolerance, 0.02,
           "QFeM auto: allowed mean KL divergence from FP32, nats.");
 ABSL_FLAG(int, qfem_max_sites, 24, "QFeM auto: most sites to exclude.");
 ABSL_FLAG(bool, qfem_bf16, false,
-          "Record that QFeM modules run in BF16 instead of FP32.");
+          "Record that QFeM modules hold BF16 weights instead of FP32 (half "
+          "the bytes; FP32 activations and sums).");
 ABSL_FLAG(int, qfem_windows, 4,
           "QFeM and W4 auto: calibration windows scored per candidate set.");
 ABSL_FLAG(int, qfem_window, 256,

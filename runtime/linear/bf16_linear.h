@@ -1,7 +1,9 @@
-// BF16 linear layer on oneDNN (AVX-512 BF16): activations rounded to bf16
-// per call, weights to bf16 once (reordered), FP32 accumulation and output.
-// Twice the FP32 throughput at about 3 significant digits: the faster
-// variant for QFeM modules (method.md §4).
+// BF16-weight linear layer: weights rounded to bf16 once (half the bytes of
+// FP32, about 3 significant digits), activations kept in FP32, products
+// accumulated in FP32 by the fixed-order kernel (fixed_order_gemm.h), so
+// that a row's output does not depend on the rows beside it. Decode reads
+// half of FP32's bytes; every CPU with AVX2 runs it (no BF16 instructions
+// needed). A QFeM module's lighter variant (method.md §4).
 #ifndef SPIKESERVE_RUNTIME_LINEAR_BF16_LINEAR_H_
 #define SPIKESERVE_RUNTIME_LINEAR_BF16_LINEAR_H_
 
@@ -19,7 +21,6 @@ uint16_t FloatToBf16(float f);
 
 class Bf16Linear final : public Linear {
  public:
-  // Fails if oneDNN has only a reference bf16 kernel on this CPU.
   static absl::StatusOr<std::unique_ptr<Bf16Linear>> Create(
       const WeightRows& w);
   static absl::StatusOr<std::unique_ptr<Bf16Linear>> Create(const Matrix& w) {
@@ -28,12 +29,12 @@ class Bf16Linear final : public Linear {
   void Forward(const LinearInput& in, float* y) const override;
   int in_features() const override { return k_; }
   int out_features() const override { return n_; }
-  size_t weight_bytes() const override { return w_blocked_.size(); }
+  size_t weight_bytes() const override { return w_.size() * sizeof(uint16_t); }
 
  private:
   Bf16Linear() = default;
   int k_ = 0, n_ = 0;
-  HugePageVector<uint8_t> w_blocked_;
+  HugePageVector<uint16_t> w_;  // bf16 bits [N][K]
 };
 
 }  // namespace spikeserve

@@ -1,24 +1,19 @@
 #include "runtime/linear/linear.h"
 
 #include <algorithm>
+#include <vector>
 
-#include "dnnl.hpp"
+#include "runtime/linear/fixed_order_gemm.h"
 
 namespace spikeserve {
 
-void SgemmXWt(const float* x, int m, const Matrix& w, float* y) {
-  // Row-major C[m][N] = A[m][K] · Bᵀ with B = W [N][K]: transb = 'T'.
-  const dnnl_dim_t n = w.rows, k = w.cols;
-  dnnl::sgemm('N', 'T', m, n, k, 1.0f, x, k, w.data.data(), k, 0.0f, y, n);
-}
-
 void Fp32Linear::Forward(const LinearInput& in, float* y) const {
-  SgemmXWt(in.x, in.m, *w_, y);
+  FixedOrderGemm(in.x, in.m, w_->data.data(), w_->rows, w_->cols, y);
 }
 
 void StreamedFp32Linear::Forward(const LinearInput& in, float* y) const {
-  // Blocks of output rows small enough to stay in L2 while sgemm reads them.
-  const dnnl_dim_t n = w_->rows(), k = w_->cols();
+  // Blocks of output rows small enough to stay in L2 while they are read.
+  const int n = w_->rows(), k = w_->cols();
   const int block = 64;
   thread_local std::vector<float> rows;
   if (rows.size() < size_t(block) * k) rows.resize(size_t(block) * k);
@@ -27,8 +22,8 @@ void StreamedFp32Linear::Forward(const LinearInput& in, float* y) const {
     const int nb = std::min<int>(block, n - r0);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < nb; ++r) w_->Row(r0 + r, buf + size_t(r) * k);
-    // C[m][r0 .. r0+nb) with ldc = N.
-    dnnl::sgemm('N', 'T', in.m, nb, k, 1.0f, in.x, k, buf, k, 0.0f, y + r0, n);
+    // y[m][r0 .. r0+nb), rows N apart.
+    FixedOrderGemmStrided(in.x, in.m, buf, nb, k, y + r0, n);
     w_->Done(r0, r0 + nb);
   }
 }

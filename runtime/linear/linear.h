@@ -54,8 +54,9 @@ class Linear {
   }
 };
 
-// FP32 weights, oneDNN's sgemm (JIT AVX-512/AVX2 by CPUID at run time).
-// Does not own the matrix: it lives in the model's ModelWeights.
+// FP32 weights, the fixed-order kernel (fixed_order_gemm.h): a row's output
+// does not depend on the rows beside it, as oneDNN's sgemm's does. Does not
+// own the matrix: it lives in the model's ModelWeights.
 class Fp32Linear final : public Linear {
  public:
   explicit Fp32Linear(const Matrix* w) : w_(w) {}
@@ -73,9 +74,10 @@ class Fp32Linear final : public Linear {
 // FP32 rows produced on every call from a WeightRows (a GGUF tensor in the
 // mmap): the FP32 reference of a quantized site (the QFeP prefix,
 // evaluation's reference, calibration) without holding an FP32 copy. Each
-// call converts blocks of output rows into a scratch buffer and runs sgemm
-// on them, so it costs a dequantization of W per call: for reference
-// forwards, not for serving.
+// call converts blocks of output rows into a scratch buffer and runs the
+// fixed-order kernel on them, so it costs a dequantization of W per call: for
+// reference forwards, not for serving. The same kernel as Fp32Linear: an FP32
+// reference forward equals the FP32 model's bit for bit.
 class StreamedFp32Linear final : public Linear {
  public:
   explicit StreamedFp32Linear(const WeightRows* w) : w_(w) {}
@@ -87,9 +89,6 @@ class StreamedFp32Linear final : public Linear {
  private:
   const WeightRows* w_;
 };
-
-// y[m][N] = x[m][K] · Wᵀ in FP32 with oneDNN's sgemm; W is [N][K].
-void SgemmXWt(const float* x, int m, const Matrix& w, float* y);
 
 // Scalar reference for tests: y[i][n] = Σ_k x[i][k] · W[n][k], in double.
 void ReferenceLinear(const float* x, int m, const Matrix& w, float* y);

@@ -31,48 +31,33 @@ struct Primitive {
   std::string impl;
 };
 
-Dt SrcType(MatmulKind k) {
-  switch (k) {
-    case MatmulKind::kS8S8S32:
-      return Dt::s8;
-    case MatmulKind::kU8S8S32:
-      return Dt::u8;
-    default:
-      return Dt::bf16;
-  }
-}
-Dt WeiType(MatmulKind k) { return IsInt8(k) ? Dt::s8 : Dt::bf16; }
-Dt DstType(MatmulKind k) { return IsInt8(k) ? Dt::s32 : Dt::f32; }
-const char* KindName(MatmulKind k) { return IsInt8(k) ? "int8" : "bf16"; }
+Dt SrcType(MatmulKind k) { return k == MatmulKind::kS8S8S32 ? Dt::s8 : Dt::u8; }
 memory::desc SrcDesc(MatmulKind kind, int m, int k) {
   return memory::desc({m, k}, SrcType(kind), Tag::ab);
 }
-memory::desc DstDesc(MatmulKind kind, int m, int n) {
-  return memory::desc({m, n}, DstType(kind), Tag::ab);
+memory::desc DstDesc(int m, int n) {
+  return memory::desc({m, n}, Dt::s32, Tag::ab);
 }
 
 absl::StatusOr<Primitive> CreatePrimitive(MatmulKind kind, int m, int k,
                                           int n) {
   Dnnl& d = GetDnnl();
   try {
-    memory::desc wei({k, n}, WeiType(kind), Tag::any);
+    memory::desc wei({k, n}, Dt::s8, Tag::any);
     dnnl::matmul::primitive_desc pd(
-        dnnl::matmul::desc(SrcDesc(kind, m, k), wei, DstDesc(kind, m, n)),
-        d.engine);
+        dnnl::matmul::desc(SrcDesc(kind, m, k), wei, DstDesc(m, n)), d.engine);
     Primitive p{dnnl::matmul(pd), pd.weights_desc(), pd.impl_info_str()};
     if (absl::StartsWith(p.impl, "ref")) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "oneDNN chose the reference kernel '", p.impl, "' for a ",
-          KindName(kind), " ", m, "x", k, "x", n,
+          "oneDNN chose the reference kernel '", p.impl, "' for a ", "int8 ", m,
+          "x", k, "x", n,
           " matmul: this CPU lacks "
-          "the instructions for it (int8 needs AVX-512 VNNI or AVX2, bf16 "
-          "AVX-512 BF16)"));
+          "the instructions for it (int8 needs AVX-512 VNNI or AVX2)"));
     }
     return p;
   } catch (const dnnl::error& e) {
-    return absl::InternalError(absl::StrCat("oneDNN ", KindName(kind),
-                                            " matmul ", m, "x", k, "x", n, ": ",
-                                            e.what()));
+    return absl::InternalError(
+        absl::StrCat("oneDNN int8 matmul ", m, "x", k, "x", n, ": ", e.what()));
   }
 }
 
@@ -140,8 +125,6 @@ bool Int8MatmulHasAmx() {
   return amx;
 }
 
-bool IsInt8(MatmulKind k) { return k != MatmulKind::kBf16Bf16F32; }
-
 MatmulKind Int8Kind() {
   return Int8MatmulHasVnni() ? MatmulKind::kS8S8S32 : MatmulKind::kU8S8S32;
 }
@@ -149,22 +132,6 @@ MatmulKind Int8Kind() {
 int Int8WeightQmax() {
   static const int qmax = Int8MatmulHasVnni() ? 127 : 63;
   return qmax;
-}
-
-bool Bf16MatmulSupported() {
-  static const bool ok =
-      CreatePrimitive(MatmulKind::kBf16Bf16F32, 1, 64, 64).ok();
-  return ok;
-}
-
-bool Bf16MatmulNative() {
-  switch (dnnl::get_effective_cpu_isa()) {
-    case dnnl::cpu_isa::avx512_core_bf16:
-    case dnnl::cpu_isa::avx512_core_amx:
-      return true;
-    default:
-      return false;
-  }
 }
 
 int RowBucket(int m) { return m <= 16 ? m : (m + 15) / 16 * 16; }
@@ -179,8 +146,7 @@ absl::StatusOr<std::string> WarmUpMatmul(MatmulKind kind, int k, int n,
                                          int max_rows) {
   const Primitive* first = GetPrimitive(kind, 1, k, n);
   if (first == nullptr) return MatmulImpl(kind, 1, k, n).status();
-  const size_t elem = IsInt8(kind) ? 1 : 2;
-  std::vector<uint8_t> src(size_t(RowBucket(max_rows)) * k * elem, 0);
+  std::vector<uint8_t> src(size_t(RowBucket(max_rows)) * k, 0);
   HugePageVector<uint8_t> wei(first->weights_desc.get_size(), 0);
   std::vector<uint8_t> dst(size_t(RowBucket(max_rows)) * n * 4);
   for (int m = 1; m <= max_rows; m = RowBucket(m) + 1) {
@@ -189,8 +155,8 @@ absl::StatusOr<std::string> WarmUpMatmul(MatmulKind kind, int k, int n,
     if (p == nullptr) return MatmulImpl(kind, mb, k, n).status();
     if (!(p->weights_desc == first->weights_desc)) {
       return absl::InternalError(
-          absl::StrCat("oneDNN ", KindName(kind), " matmul ", mb, "x", k, "x",
-                       n, " wants another weight layout than M = 1"));
+          absl::StrCat("oneDNN int8 matmul ", mb, "x", k, "x", n,
+                       " wants another weight layout than M = 1"));
     }
     RunMatmul(kind, mb, k, n, src.data(), wei, dst.data());
   }
@@ -205,7 +171,7 @@ absl::StatusOr<HugePageVector<uint8_t>> ReorderWeights(MatmulKind kind,
   Dnnl& d = GetDnnl();
   HugePageVector<uint8_t> out(p->weights_desc.get_size());
   // Plain W [N][K] seen as oneDNN's {K, N}: tag "ba".
-  memory src(memory::desc({k, n}, WeiType(kind), Tag::ba), d.engine,
+  memory src(memory::desc({k, n}, Dt::s8, Tag::ba), d.engine,
              const_cast<void*>(w_nk));
   memory dst(p->weights_desc, d.engine, out.data());
   dnnl::reorder(src, dst).execute(d.stream, src, dst);
@@ -220,7 +186,7 @@ void RunMatmul(MatmulKind kind, int mb, int k, int n, const void* src,
   memory s(SrcDesc(kind, mb, k), d.engine, const_cast<void*>(src));
   memory w(p->weights_desc, d.engine,
            const_cast<uint8_t*>(blocked_weights.data()));
-  memory o(DstDesc(kind, mb, n), d.engine, dst);
+  memory o(DstDesc(mb, n), d.engine, dst);
   p->matmul.execute(
       d.stream, {{DNNL_ARG_SRC, s}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, o}});
   d.stream.wait();

@@ -1,4 +1,5 @@
-// Cached oneDNN matmul primitives shared by the INT8 and BF16 linears.
+// Cached oneDNN INT8 matmul primitives (the INT8 linears' batches that
+// oneDNN serves, e.g. on AMX).
 //
 // Following toolchain.md: weights use the blocked layout oneDNN picks
 // (format "any"), reordered once; M is fixed per primitive (one per row
@@ -18,11 +19,9 @@
 namespace spikeserve {
 
 enum class MatmulKind {
-  kS8S8S32,     // s8 activations x s8 weights -> s32 accumulators
-  kU8S8S32,     // u8 activations (s8 + 128) x s8 weights -> s32
-  kBf16Bf16F32  // bf16 activations x bf16 weights -> f32
+  kS8S8S32,  // s8 activations x s8 weights -> s32 accumulators
+  kU8S8S32,  // u8 activations (s8 + 128) x s8 weights -> s32
 };
-bool IsInt8(MatmulKind k);
 // The int8 kind the INT8 linears use on this CPU: s8 x s8 with VNNI;
 // without it u8 x s8, the native form of the non-VNNI gemm (given s8
 // activations it adds 128 and recomputes the weight compensation on every
@@ -45,14 +44,6 @@ bool Int8MatmulHasAmx();
 // accumulates exactly: 127 with VNNI; 63 without, so that a pair of
 // u8 (s8 + 128 <= 255) x s7 products, 2 * 255 * 63 = 32130, fits int16.
 int Int8WeightQmax();
-// True when oneDNN has a bf16 matmul on this CPU (AVX-512 BF16 or an
-// AVX-512 emulation); false on AVX2-only CPUs, where BF16 users fall back
-// to FP32.
-bool Bf16MatmulSupported();
-// True when that bf16 matmul runs on BF16 instructions (oneDNN's effective
-// ISA has AVX-512 BF16 or AMX); false where oneDNN emulates it on
-// AVX-512 (Ice Lake) or has none.
-bool Bf16MatmulNative();
 
 // Rounds a row count up to the bucket whose primitive serves it: exact up
 // to 16 (decode batches), then multiples of 16 (at most 15 padded rows).
@@ -70,7 +61,7 @@ absl::StatusOr<std::string> MatmulImpl(MatmulKind kind, int m, int k, int n);
 absl::StatusOr<std::string> WarmUpMatmul(MatmulKind kind, int k, int n,
                                          int max_rows);
 
-// Reorders plain weights W [N][K] (s8 or bf16 bits) into the blocked layout
+// Reorders plain weights W [N][K] (s8) into the blocked layout
 // (in huge pages where large: decode streams it whole).
 absl::StatusOr<HugePageVector<uint8_t>> ReorderWeights(MatmulKind kind,
                                                        const void* w_nk, int k,

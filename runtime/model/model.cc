@@ -169,14 +169,6 @@ const WeightRows& Model::SiteRowsOf(int l, Site s) const {
 }
 
 absl::Status Model::BuildKernels() {
-  if (!Bf16MatmulSupported()) {
-    // No bf16 matmul on this CPU (AVX2 only): what would run in BF16 runs
-    // in FP32, and quant() says so (the server logs and exports it).
-    quant_.qfem_bf16 = false;
-    if (quant_.lm_head == LmHeadPrecision::kBf16) {
-      quant_.lm_head = LmHeadPrecision::kFp32;
-    }
-  }
   const QuantOptions& q = quant_;
   for (const SiteKey& k : q.fp32_sites) {
     if (k.layer < 0 || k.layer >= config_.n_layers) {
@@ -208,8 +200,7 @@ absl::Status Model::BuildKernels() {
   // (vocab x hidden, plain and reordered), best paid while little else is
   // resident yet (peak RSS = kept weights + the largest transient).
   if (absl::Status s = BuildLmHead(); !s.ok()) return s;
-  std::set<std::pair<int, int>> shapes;       // (K, N) of INT8 sites
-  std::set<std::pair<int, int>> bf16_shapes;  // (K, N) of BF16 QFeM sites
+  std::set<std::pair<int, int>> shapes;  // (K, N) of INT8 sites
   kernels_.resize(config_.n_layers);
   for (int l = 0; l < config_.n_layers; ++l) {
     for (Site site : kAllSites) {
@@ -238,7 +229,6 @@ absl::Status Model::BuildKernels() {
               Bf16Linear::Create(rows);
           if (!b.ok()) return b.status();
           sk.bf16 = *std::move(b);
-          bf16_shapes.insert({rows.cols(), rows.rows()});
         }
         continue;
       }
@@ -306,11 +296,6 @@ absl::Status Model::BuildKernels() {
     if (!impl.ok()) return impl.status();
     int8_impl_ = *impl;
   }
-  for (const auto& [k, n] : bf16_shapes) {
-    absl::StatusOr<std::string> impl = WarmUpMatmul(
-        MatmulKind::kBf16Bf16F32, k, n, std::max(1, q.warmup_rows));
-    if (!impl.ok()) return impl.status();
-  }
   // An FP32 model holds its FP32 embedding too (tests' references read it).
   if (!q.w8a8 && !q.fp32_streamed && weights_.token_embd.data.empty()) {
     weights_.token_embd = ToMatrix(*sources_.token_embd);
@@ -352,10 +337,6 @@ absl::Status Model::BuildLmHead() {
     const WeightRows& w = sources_.lm_head();
     absl::StatusOr<std::unique_ptr<Bf16Linear>> head = Bf16Linear::Create(w);
     if (!head.ok()) return head.status();
-    absl::StatusOr<std::string> impl =
-        WarmUpMatmul(MatmulKind::kBf16Bf16F32, w.cols(), w.rows(),
-                     std::max(1, q.warmup_rows));
-    if (!impl.ok()) return impl.status();
     lm_head_ = *std::move(head);
   } else if (!q.w8a8 && q.fp32_streamed) {
     lm_head_ = std::make_unique<StreamedFp32Linear>(&sources_.lm_head());
@@ -766,9 +747,7 @@ const char* LmHeadPrecisionName(LmHeadPrecision p) {
   return "?";
 }
 
-LmHeadPrecision FastestLmHead() {
-  return Bf16MatmulNative() ? LmHeadPrecision::kBf16 : LmHeadPrecision::kInt8;
-}
+LmHeadPrecision FastestLmHead() { return LmHeadPrecision::kInt8; }
 
 absl::StatusOr<LmHeadPrecision> ParseLmHeadPrecision(absl::string_view name) {
   if (name == "auto") return FastestLmHead();

@@ -44,11 +44,13 @@ absl::StatusOr<LmHeadPrecision> ParseLmHeadPrecision(absl::string_view name);
 // site's width), "stored" (kW4AsStored: the file's own 4-bit groups), or
 // "32", "64", "128".
 absl::StatusOr<int> ParseW4Group(absl::string_view name);
-// The fastest lm_head that costs no measurable accuracy: BF16 where the CPU
-// has BF16 instructions (Bf16MatmulNative), else INT8 (perplexity +0.004%
-// vs FP32 head; decode +14% on AVX2, docs/performance.md; on Ice Lake,
-// where oneDNN emulates bf16 on AVX-512, half of BF16's bytes at one
-// row and 135M W4A8 decode +20%, docs/w4a8.md).
+// The fastest lm_head that costs no measurable accuracy: INT8 (perplexity
+// +0.004% vs FP32 head; decode +14% on AVX2, docs/performance.md; on Ice
+// Lake half of BF16's bytes at one row and 135M W4A8 decode +20%,
+// docs/w4a8.md). BF16 was the choice on CPUs with BF16 instructions while
+// it ran on oneDNN's bf16 matmul, whose result for a row depended on the
+// row count; it now runs the fixed-order kernel (bf16_linear.h), which
+// reads twice INT8's bytes and uses no BF16 instruction.
 LmHeadPrecision FastestLmHead();
 
 // QuantOptions::w4_sites' group for "as the file stores it".
@@ -71,7 +73,8 @@ struct QuantOptions {
   bool w8a8 = false;  // false: everything FP32
   ActQuantMode mode = ActQuantMode::kPerTensorDynamic;
   // QFeM: sites whose modules keep unquantized activations, computed in
-  // FP32, or in BF16 (AVX-512 BF16, ~2x faster) when qfem_bf16 is set.
+  // FP32 with FP32 weights, or BF16 weights (half the bytes) when
+  // qfem_bf16 is set (bf16_linear.h).
   std::set<SiteKey> fp32_sites;
   bool qfem_bf16 = false;
   // kPerTensorStatic: calibrated input absmax of every INT8 site.
@@ -200,9 +203,7 @@ class Model {
   // site is quantized: compute the prefix first. Returns the FP32 bytes
   // freed. Not thread-safe: call before the model is shared.
   int64_t ReleaseUnquantizedWeights();
-  // The options in force: as given, except that on a CPU without a bf16
-  // matmul (Bf16MatmulSupported) qfem_bf16 is false and a BF16 lm_head is
-  // FP32.
+  // The options in force.
   const QuantOptions& quant() const { return quant_; }
   // The implementation of the INT8 matmuls: oneDNN's (e.g.
   // "brg:avx512_core_vnni"), or "own:avx2" where our kernel
