@@ -324,6 +324,22 @@ INSTANTIATE_TEST_SUITE_P(
                         b.RenamePrefix("llama.", "qwen2.");
                       },
                       nullptr, "tensor 'blk.0.attn_q.bias'", false},
+        MalformedCase{"output_bias",
+                      [](GgufBuilder& b) {
+                        b.AddF32Tensor("blk.0.attn_output.bias", {32},
+                                       std::vector<float>(32, 0.5f));
+                      },
+                      nullptr,
+                      "tensor 'blk.0.attn_output.bias': biases on the "
+                      "attention output and the feed-forward projections are "
+                      "not supported",
+                      false},
+        MalformedCase{"mlp_bias",
+                      [](GgufBuilder& b) {
+                        b.AddF32Tensor("blk.0.ffn_down.bias", {32},
+                                       std::vector<float>(32, 0.5f));
+                      },
+                      nullptr, "tensor 'blk.0.ffn_down.bias': biases", false},
         MalformedCase{"heads_not_dividing",
                       [](GgufBuilder& b) {
                         b.SetU32("llama.attention.head_count_kv", 3);

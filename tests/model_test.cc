@@ -94,6 +94,8 @@ INSTANTIATE_TEST_SUITE_P(
             "mqa_three_layers", {.layers = 3, .heads = 4, .kv_heads = 1}, 33},
         // Qwen2: q/k/v biases and NeoX-order RoPE.
         ShapeCase{"qwen2", {.tied = false, .arch = "qwen2"}, 24},
+        // A LLaMA file with q/k/v biases (attention_bias = true).
+        ShapeCase{"llama_qkv_bias", {.qkv_bias = true}, 16},
         // LLaMA 3.1: per-frequency RoPE factors (8 of them: head dim 16).
         ShapeCase{"llama3_rope_factors",
                   {.rope_base = 500000.f,
@@ -110,6 +112,36 @@ INSTANTIATE_TEST_SUITE_P(
                    .weight_type = ::spikeserve::testing::kMixQ4_K_M},
                   12}),
     [](const auto& i) { return std::string(i.param.name); });
+
+// A LLaMA file's q/k/v biases are optional, each on its own: present ones
+// are added (ModelVsReference's llama_qkv_bias), absent ones are zero. An
+// output or feed-forward bias, which the forward pass would not add, fails
+// the load naming the tensor (GgufMalformedTest has the message).
+TEST(Model, LlamaQkvBiasesAreOptionalEachOnItsOwn) {
+  TinyLlamaSpec spec{.qkv_bias = true};
+  ::spikeserve::testing::GgufBuilder b = TinyLlama(spec);
+  b.RemoveTensor("blk.0.attn_k.bias");
+  b.RemoveTensor("blk.0.attn_v.bias");
+  const std::string bytes = b.Build();
+  auto f = GgufFile::FromBuffer(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                bytes.size());
+  ASSERT_TRUE(f.ok()) << f.status();
+  auto m = Model::Load(std::shared_ptr<GgufFile>(*std::move(f)));
+  ASSERT_TRUE(m.ok()) << m.status();
+  const ModelConfig& c = (*m)->config();
+  const std::vector<float>& b0 = (*m)->weights().layers[0].bqkv;
+  ASSERT_EQ(b0.size(), size_t(c.q_dim() + 2 * c.kv_dim()));
+  EXPECT_NE(b0[0], 0.0f);  // attn_q.bias, from the file
+  for (size_t i = c.q_dim(); i < b0.size(); ++i) {
+    ASSERT_EQ(b0[i], 0.0f) << i;
+  }
+  // Layer 1 keeps all three.
+  const std::vector<float>& b1 = (*m)->weights().layers[1].bqkv;
+  ASSERT_EQ(b1.size(), b0.size());
+  EXPECT_NE(b1[c.q_dim()], 0.0f);
+  // A file without any bias adds none.
+  EXPECT_TRUE(Load({}).model->weights().layers[0].bqkv.empty());
+}
 
 // Chunked prefill and token-by-token decode give the same logits as one
 // prefill: the cache carries exactly the state the reference recomputes.

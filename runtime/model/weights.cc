@@ -63,14 +63,35 @@ absl::StatusOr<WeightSources> ViewWeights(const GgufFile& f,
     auto fn = LoadVector(f, b + "ffn_norm.weight", c.hidden);
     if (!fn.ok()) return fn.status();
     L.ffn_norm = *std::move(fn);
-    if (c.qkv_bias) {
+    // q/k/v biases: required by Qwen2, optional elsewhere (a LLaMA model
+    // converted with attention_bias = true has them; a missing one is 0).
+    const bool any_qkv_bias = c.qkv_bias ||
+                              f.FindTensor(b + "attn_q.bias") != nullptr ||
+                              f.FindTensor(b + "attn_k.bias") != nullptr ||
+                              f.FindTensor(b + "attn_v.bias") != nullptr;
+    if (any_qkv_bias) {
       for (const auto& [name, n] :
            {std::pair<const char*, int>{"attn_q.bias", c.q_dim()},
             {"attn_k.bias", c.kv_dim()},
             {"attn_v.bias", c.kv_dim()}}) {
+        if (!c.qkv_bias && f.FindTensor(b + name) == nullptr) {
+          L.bqkv.insert(L.bqkv.end(), n, 0.0f);
+          continue;
+        }
         auto bias = LoadVector(f, b + name, n);
         if (!bias.ok()) return bias.status();
         L.bqkv.insert(L.bqkv.end(), bias->begin(), bias->end());
+      }
+    }
+    // Biases the forward pass does not add (attention_bias's output bias,
+    // mlp_bias) would be dropped without a word: refuse them.
+    for (const char* name : {"attn_output.bias", "ffn_gate.bias", "ffn_up.bias",
+                             "ffn_down.bias"}) {
+      if (f.FindTensor(b + name) != nullptr) {
+        return absl::UnimplementedError(absl::StrCat(
+            "tensor '", b, name,
+            "': biases on the attention output and the feed-forward "
+            "projections are not supported (only q/k/v biases are)"));
       }
     }
     auto qkv =
