@@ -126,6 +126,8 @@ TEST_F(CalibrateToolTest, FlagsThePlanCheckWouldRefuseFailBeforeAnyWork) {
       {"--weight_bits 4 --w4_group 128", "does not divide the input width 64"},
       {"--weight_bits 0.qkv --w4_group 128",
        "does not divide the input width 64"},
+      {"--gptq_damp 0", "--gptq_damp is 0"},
+      {"--gptq_damp nan", "--gptq_damp is nan"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.flags);

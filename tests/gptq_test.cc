@@ -177,6 +177,12 @@ TEST(GptqTest, BadArgumentsNameTheProblem) {
   o.group = 32;
   q = GptqQuantize(MatrixRows(w), absl::MakeSpan(gram).subspan(1), o);
   EXPECT_NE(q.status().message().find("K·K"), std::string::npos);
+  // No damping: with a singular E[xxT] every retry would fail alike.
+  for (double damp : {0.0, -1.0, double(NAN)}) {
+    absl::StatusOr<std::vector<double>> u = GptqInverseFactor(gram, 96, damp);
+    EXPECT_EQ(u.status().code(), absl::StatusCode::kInvalidArgument) << damp;
+    EXPECT_NE(u.status().message().find("damping"), std::string::npos);
+  }
   gram[5] = NAN;
   q = GptqQuantize(MatrixRows(w), gram, o);
   EXPECT_NE(q.status().message().find("non-finite"), std::string::npos);

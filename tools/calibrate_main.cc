@@ -316,6 +316,14 @@ int Main() {
     return Fail(absl::InvalidArgumentError(absl::StrCat(
         "--w4_fraction is ", f, "; a share of the weights in [0, 1]")));
   }
+  // GPTQ's damping keeps E[xxT] invertible (fewer calibration tokens than
+  // input channels make it singular); 0 or less would fail after minutes
+  // as "not positive semi-definite".
+  if (const double d = absl::GetFlag(FLAGS_gptq_damp); !(d > 0 && d <= 1e3)) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--gptq_damp is ", d,
+                     "; use a fraction of the mean diagonal in (0, 1000]")));
+  }
   const int32_t bos = tok.bos_id() >= 0 ? tok.bos_id() : 0;
   absl::StatusOr<std::string> text = ReadTextFile(text_path);
   if (!text.ok()) return Fail(text.status());

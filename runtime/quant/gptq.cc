@@ -88,6 +88,10 @@ inline Code QuantizeOne(float w, float d, float mn, bool with_min) {
 absl::StatusOr<std::vector<double>> GptqInverseFactor(
     absl::Span<const float> gram, int k, double damp) {
   if (absl::Status s = CheckGram(gram, k); !s.ok()) return s;
+  if (!(damp > 0 && std::isfinite(damp))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GPTQ damping is ", damp, "; it must be > 0"));
+  }
   double mean_diag = 0;
   for (int i = 0; i < k; ++i) mean_diag += gram[size_t(i) * k + i];
   mean_diag = k > 0 ? mean_diag / k : 0;
