@@ -11,6 +11,7 @@
 //   spikeserve-calibrate --model PATH --text FILE --restat PLAN.json
 //       --out PLAN.json   (recompute the served-input statistics only)
 #include <algorithm>
+#include <cfloat>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -575,9 +576,14 @@ int Main() {
     v1::SiteStats* out_site = plan.add_sites();
     out_site->set_layer(key.layer);
     out_site->set_site(SiteName(key.site));
-    out_site->set_spike_ratio(s.spike_ratio);
-    out_site->set_max_absmax(s.max_absmax);
-    out_site->set_median_absmax(s.median_absmax);
+    // A site whose input is zero in half the rows of every window (dead or
+    // pruned) has no spike statistics (median 0, no ratio): recorded as
+    // absent, as the plan check wants, not as a plan the server refuses.
+    if (s.median_absmax >= FLT_MIN && s.spike_ratio >= 1) {
+      out_site->set_spike_ratio(s.spike_ratio);
+      out_site->set_max_absmax(s.max_absmax);
+      out_site->set_median_absmax(s.median_absmax);
+    }
     const SiteCalibration& served = final_stats->sites.at(key);
     out_site->set_served_spike_ratio(served.spike_ratio);
     out_site->set_served_median_absmax(served.median_absmax);
