@@ -215,6 +215,10 @@ TEST(Model, RejectsBadInputWithoutTouchingCaches) {
   absl::Status s = l.model->Forward({{&kv, bad, false}}, &logits);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("token id 300"));
+  const std::vector<int32_t> two = {1, 2};
+  s = l.model->Forward({{&kv, two, false}, {&kv, two, false}}, &logits);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("entries 0 and 1 are the same sequence"));
   const std::vector<int32_t> long_prompt(33, 5);
   s = l.model->Forward({{&kv, long_prompt, false}}, &logits);
   EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange);

@@ -636,6 +636,15 @@ absl::Status Model::Forward(absl::Span<const BatchEntry> batch,
       return absl::InvalidArgumentError(
           absl::StrCat("forward: batch entry ", e, " has no cache or tokens"));
     }
+    // Two entries of one sequence would both write from its current length
+    // (overwriting each other's KV) and then advance it by their sum.
+    for (size_t o = 0; o < e; ++o) {
+      if (batch[o].kv == b.kv) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "forward: batch entries ", o, " and ", e,
+            " are the same sequence; give its tokens as one entry"));
+      }
+    }
     for (int32_t t : b.tokens) {
       if (t < 0 || t >= c.vocab_size) {
         return absl::InvalidArgumentError(
