@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "gmock/gmock.h"
@@ -24,10 +25,14 @@ std::vector<float> RandomInput(int m, int k, uint32_t seed) {
 struct Case {
   int m, k, n;
   ActQuantMode mode;
+  // -1: the default dispatch (our packed kernel for every batch on AVX2
+  // and VNNI CPUs); 0: oneDNN for every batch, as on AMX.
+  int packed_max_rows = -1;
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << c.m << "x" << c.k << "x" << c.n << " " << ActQuantModeName(c.mode);
+  *os << c.m << "x" << c.k << "x" << c.n << " " << ActQuantModeName(c.mode)
+      << (c.packed_max_rows == 0 ? " onednn" : "");
 }
 
 class Int8LinearTest : public ::testing::TestWithParam<Case> {};
@@ -46,6 +51,7 @@ TEST_P(Int8LinearTest, ExactIntegersAndBoundedError) {
   o.mode = c.mode;
   o.static_absmax = 4.5f;  // below the true max: clipping is part of the test
   o.keep_plain_weights = true;
+  o.packed_max_rows = c.packed_max_rows;
   auto lin = Int8Linear::Create(w, o);
   ASSERT_TRUE(lin.ok()) << lin.status();
   // Two sequences when m > 1, so per-tensor scales are per sequence.
@@ -101,11 +107,70 @@ std::vector<Case> Cases() {
       }
     }
   }
+  // oneDNN's batches (its u8 offset form without VNNI, the row bucket's
+  // zero padding, the epilogue), which the default dispatch leaves to our
+  // kernel on AVX2 and VNNI CPUs.
+  for (int m : {1, 3, 17, 64, 257}) {
+    for (ActQuantMode mode :
+         {ActQuantMode::kPerTokenDynamic, ActQuantMode::kPerTensorStatic}) {
+      cases.push_back({m, 576, 960, mode, 0});
+    }
+  }
   return cases;
 }
 
 INSTANTIATE_TEST_SUITE_P(ModelShapes, Int8LinearTest,
                          ::testing::ValuesIn(Cases()));
+
+// A NaN in a row makes that row's outputs NaN, as FP32's would be (the
+// engine then refuses the logits), and leaves the other rows as they are;
+// before, it was quantized to a finite code without a word. Per-token
+// scales, on our kernel and on oneDNN's.
+TEST(Int8Linear, NanInARowMakesThatRowNan) {
+  const Matrix w = RandomMatrix(40, 96, 3);
+  for (int packed_max_rows : {-1, 0}) {
+    SCOPED_TRACE(packed_max_rows);
+    Int8Linear::Options o;
+    o.mode = ActQuantMode::kPerTokenDynamic;
+    o.packed_max_rows = packed_max_rows;
+    auto lin = Int8Linear::Create(w, o);
+    ASSERT_TRUE(lin.ok()) << lin.status();
+    for (int m : {1, 3, 20}) {
+      std::vector<float> x = RandomInput(m, 96, 4), y(size_t(m) * 40);
+      const std::vector<int> bounds = {0, m};
+      (*lin)->Forward({x.data(), m, bounds}, y.data());
+      const std::vector<float> clean = y;
+      const int bad = m / 2;
+      x[size_t(bad) * 96 + 7] = std::numeric_limits<float>::quiet_NaN();
+      (*lin)->Forward({x.data(), m, bounds}, y.data());
+      for (int r = 0; r < m; ++r) {
+        for (int j = 0; j < 40; ++j) {
+          if (r == bad) {
+            ASSERT_TRUE(std::isnan(y[size_t(r) * 40 + j])) << r << "," << j;
+          } else {
+            ASSERT_EQ(y[size_t(r) * 40 + j], clean[size_t(r) * 40 + j]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// A weight that is infinite or NaN (a damaged file) would make its whole
+// channel NaN: the linear is refused, naming the row.
+TEST(Int8Linear, RefusesNonFiniteWeights) {
+  for (float bad : {std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity(),
+                    std::numeric_limits<float>::quiet_NaN()}) {
+    Matrix w = RandomMatrix(8, 64, 2);
+    w.data[size_t(5) * 64 + 9] = bad;
+    auto lin = Int8Linear::Create(w, Int8Linear::Options());
+    ASSERT_FALSE(lin.ok()) << bad;
+    EXPECT_EQ(lin.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(lin.status().message()),
+                ::testing::HasSubstr("weight row 5 holds an infinite or NaN"));
+  }
+}
 
 // The kernel must be a real int8 kernel, never oneDNN's reference one; on a
 // CPU with AVX-512 VNNI it must be the VNNI one.

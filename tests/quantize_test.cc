@@ -15,15 +15,16 @@ namespace {
 float Naive(const std::vector<float>& x) {
   float m = 0;
   for (float v : x) {
-    if (std::fabs(v) > m) m = std::fabs(v);  // a NaN compares false
+    if (std::isnan(v)) return std::fabs(v);
+    if (std::fabs(v) > m) m = std::fabs(v);
   }
   return m;
 }
 
 // AbsMax is the largest |x| exactly, for every length around the vector
 // widths (tails of 1..15 lanes), wherever the largest sits, whatever its
-// sign; -0, subnormals and infinity compare as floats do, and NaNs are
-// skipped (as a float compare skips them).
+// sign; -0, subnormals and infinity compare as floats do, and a NaN
+// anywhere makes it NaN (the row's scale and outputs NaN, as in FP32).
 TEST(AbsMax, IsTheLargestMagnitude) {
   std::mt19937 rng(9);
   std::normal_distribution<float> d(0, 3);
@@ -46,11 +47,21 @@ TEST(AbsMax, IsTheLargestMagnitude) {
            {{-0.0f, 0.0f}, 0.0f},
            {{sub, -3 * sub, 2 * sub}, 3 * sub},
            {{1.0f, -inf, 2.0f}, inf},
-           {{nan, 1.5f, -nan, -2.5f}, 2.5f},
-           {std::vector<float>(40, nan), 0.0f},
+           {{-inf}, inf},
        }) {
     EXPECT_EQ(AbsMax(c.x.data(), int(c.x.size())), c.want);
   }
+  // A NaN at any place of any length, among larger values.
+  for (int n : {1, 7, 16, 17, 40, 577}) {
+    for (int where : {0, n / 2, n - 1}) {
+      std::vector<float> x(n, -1000.0f);
+      x[where] = where % 2 ? -nan : nan;
+      EXPECT_TRUE(std::isnan(AbsMax(x.data(), n))) << n << " at " << where;
+    }
+  }
+  EXPECT_TRUE(std::isnan(ScaleFor(nan)));
+  EXPECT_EQ(ScaleFor(0.0f), 1.0f);
+  EXPECT_EQ(ScaleFor(127.0f), 1.0f);
 }
 
 // QuantizeRow is round-half-to-even of x·inv_scale clamped to [-127, 127],

@@ -1,6 +1,7 @@
 #include "runtime/linear/activation_quant.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "runtime/linear/parallel_rows.h"
 
@@ -25,7 +26,8 @@ void QuantizeActivations(const LinearInput& in, int k, ActQuantMode mode,
       for (size_t g = 0; g + 1 < in.seq_bounds.size(); ++g) {
         float mx = 0;
         for (int r = in.seq_bounds[g]; r < in.seq_bounds[g + 1]; ++r) {
-          mx = std::max(mx, absmax(r));
+          const float a = absmax(r);
+          if (!(a <= mx) && !std::isnan(mx)) mx = a;  // larger, or a NaN
         }
         for (int r = in.seq_bounds[g]; r < in.seq_bounds[g + 1]; ++r) {
           row_scale[r] = ScaleFor(mx);

@@ -149,19 +149,28 @@ absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(
   const float qmax = use_onednn ? float(Int8WeightQmax()) : 127.0f;
   std::vector<int8_t> plain(size_t(N) * K);
   lin->w_scale_.resize(N);
+  // The first row with an infinite or NaN weight, if any: its channel's
+  // scale would be NaN, so every output of that channel.
+  int bad_row = N;
 #pragma omp parallel
   {
     std::vector<float> row(K);
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) reduction(min : bad_row)
     for (int r = 0; r < N; ++r) {
       w.Row(r, row.data());
       const float amax = AbsMax(row.data(), K);
-      const float s = amax > 0 ? amax / qmax : 1.0f;
+      if (!std::isfinite(amax)) bad_row = std::min(bad_row, r);
+      const float s = amax > 0 && std::isfinite(amax) ? amax / qmax : 1.0f;
       lin->w_scale_[r] = s;
       QuantizeRow(row.data(), K, 1.0f / s, &plain[size_t(r) * K]);
     }
   }
   w.Done(0, N);
+  if (bad_row < N) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("int8 linear: weight row ", bad_row,
+                     " holds an infinite or NaN value"));
+  }
   if (use_onednn) {
     // Reorder once into oneDNN's blocked layout (the same for every row
     // bucket: WarmUpMatmul checks it).

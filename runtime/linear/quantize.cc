@@ -26,17 +26,16 @@ const char* ActQuantModeName(ActQuantMode m) {
 // |x| as bits: for non-negative floats the integers' order is the floats',
 // and an integer max reduction vectorizes (GCC 12 kept the float form,
 // a > m ? a : m, scalar: 5.6% of a 512-token SmolLM2-135M prefill on an
-// Ice Lake Xeon). NaNs (bits above infinity's) count as 0: the float
-// compare ignored them too.
+// Ice Lake Xeon). A NaN's bits are above infinity's, so a row with a NaN
+// has a NaN maximum: its scale, and so its outputs, are NaN, as FP32's
+// would be, and the engine refuses the non-finite logits. (Skipping NaNs
+// quantized them to -127 or 0: finite, wrong outputs without a word.)
 SPIKESERVE_CPU_CLONES float AbsMax(const float* x, int n) {
-  constexpr uint32_t kInf = 0x7f800000u;
   uint32_t m = 0;
   for (int j = 0; j < n; ++j) {
     uint32_t b;
     std::memcpy(&b, x + j, sizeof(b));
-    b &= 0x7fffffffu;
-    b &= 0u - uint32_t(b <= kInf);  // a NaN's bits to 0
-    m = std::max(m, b);
+    m = std::max(m, b & 0x7fffffffu);
   }
   float r;
   std::memcpy(&r, &m, sizeof(r));
@@ -50,6 +49,7 @@ SPIKESERVE_CPU_CLONES void QuantizeRowPortable(const float* x, int n,
   for (int j = 0; j < n; ++j) {
     float v = std::nearbyint(x[j] * inv_scale);
     v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+    if (std::isnan(v)) v = 0;  // converting a NaN is undefined
     q[j] = static_cast<int8_t>(v);
   }
 }

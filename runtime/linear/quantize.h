@@ -5,6 +5,7 @@
 #ifndef SPIKESERVE_RUNTIME_LINEAR_QUANTIZE_H_
 #define SPIKESERVE_RUNTIME_LINEAR_QUANTIZE_H_
 
+#include <cmath>
 #include <cstdint>
 
 namespace spikeserve {
@@ -20,16 +21,18 @@ enum class ActQuantMode {
 
 const char* ActQuantModeName(ActQuantMode m);
 
-// max_j |x[j]| over n entries (0 for none); NaNs are skipped.
+// max_j |x[j]| over n entries (0 for none); NaN when an entry is NaN.
 float AbsMax(const float* x, int n);
 
 // Scale for an absmax: absmax / 127, or 1 when absmax is 0 (then every q is
-// 0 and the scale is irrelevant).
+// 0 and the scale is irrelevant); NaN for a NaN absmax (the row's outputs
+// are NaN, as in FP32).
 inline float ScaleFor(float absmax) {
-  return absmax > 0 ? absmax / 127.0f : 1.0f;
+  return absmax > 0 || std::isnan(absmax) ? absmax / 127.0f : 1.0f;
 }
 
-// q[j] = clamp(nearbyint(x[j] * inv_scale), -127, 127) for n entries.
+// q[j] = clamp(nearbyint(x[j] * inv_scale), -127, 127) for n entries (a
+// NaN product gives some code in that range).
 void QuantizeRow(const float* x, int n, float inv_scale, int8_t* q);
 
 }  // namespace spikeserve
