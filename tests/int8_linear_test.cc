@@ -116,6 +116,9 @@ std::vector<Case> Cases() {
       cases.push_back({m, 576, 960, mode, 0});
     }
   }
+  // Past the largest bucket (kMaxMatmulRows): run in pieces of it.
+  cases.push_back({600, 96, 40, ActQuantMode::kPerTokenDynamic, 0});
+  cases.push_back({1040, 96, 40, ActQuantMode::kPerTensorStatic, 0});
   return cases;
 }
 

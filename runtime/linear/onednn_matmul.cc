@@ -1,5 +1,8 @@
 #include "runtime/linear/onednn_matmul.h"
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -149,6 +152,7 @@ absl::StatusOr<std::string> WarmUpMatmul(MatmulKind kind, int k, int n,
   std::vector<uint8_t> src(size_t(RowBucket(max_rows)) * k, 0);
   HugePageVector<uint8_t> wei(first->weights_desc.get_size(), 0);
   std::vector<uint8_t> dst(size_t(RowBucket(max_rows)) * n * 4);
+  max_rows = std::min(max_rows, kMaxMatmulRows);
   for (int m = 1; m <= max_rows; m = RowBucket(m) + 1) {
     const int mb = RowBucket(m);
     const Primitive* p = GetPrimitive(kind, mb, k, n);
@@ -181,14 +185,31 @@ absl::StatusOr<HugePageVector<uint8_t>> ReorderWeights(MatmulKind kind,
 
 void RunMatmul(MatmulKind kind, int mb, int k, int n, const void* src,
                const HugePageVector<uint8_t>& blocked_weights, void* dst) {
-  const Primitive* p = GetPrimitive(kind, mb, k, n);
+  const Primitive* first = GetPrimitive(kind, 1, k, n);
   Dnnl& d = GetDnnl();
-  memory s(SrcDesc(kind, mb, k), d.engine, const_cast<void*>(src));
-  memory w(p->weights_desc, d.engine,
-           const_cast<uint8_t*>(blocked_weights.data()));
-  memory o(DstDesc(mb, n), d.engine, dst);
-  p->matmul.execute(
-      d.stream, {{DNNL_ARG_SRC, s}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, o}});
+  for (int r0 = 0; r0 < mb; r0 += kMaxMatmulRows) {
+    const int rows = std::min(kMaxMatmulRows, mb - r0);
+    const Primitive* p = GetPrimitive(kind, rows, k, n);
+    if (p == nullptr || first == nullptr ||
+        !(p->weights_desc == first->weights_desc)) {
+      // Only a bucket no warm-up checked gets here (see the header).
+      std::fprintf(stderr,
+                   "oneDNN int8 matmul %dx%dx%d: no primitive with the M = 1 "
+                   "weight layout; warm this bucket up at load\n",
+                   rows, k, n);
+      std::abort();
+    }
+    memory s(SrcDesc(kind, rows, k), d.engine,
+             const_cast<uint8_t*>(static_cast<const uint8_t*>(src) +
+                                  size_t(r0) * k));
+    memory w(p->weights_desc, d.engine,
+             const_cast<uint8_t*>(blocked_weights.data()));
+    memory o(DstDesc(rows, n), d.engine,
+             static_cast<int32_t*>(dst) + size_t(r0) * n);
+    p->matmul.execute(
+        d.stream,
+        {{DNNL_ARG_SRC, s}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, o}});
+  }
   d.stream.wait();
 }
 

@@ -49,13 +49,20 @@ int Int8WeightQmax();
 // to 16 (decode batches), then multiples of 16 (at most 15 padded rows).
 int RowBucket(int m);
 
+// The largest bucket: RunMatmul runs more rows in pieces of this many (a
+// multiple of 16), so that every call uses a bucket WarmUpMatmul created
+// and checked at load (the server's default warm-up), whatever the batch
+// (--max_batch_tokens may exceed it).
+inline constexpr int kMaxMatmulRows = 512;
+
 // The implementation name oneDNN chooses for this kind and shape, e.g.
 // "brg:avx512_core_vnni". FailedPrecondition for a reference ("ref...")
 // kernel, which would be ~1000x slower.
 absl::StatusOr<std::string> MatmulImpl(MatmulKind kind, int m, int k, int n);
 
 // Creates (and runs once: a first execution costs ~20x the steady state)
-// the primitive of every row bucket up to `max_rows`, checking each is a
+// the primitive of every row bucket up to `max_rows` (at most
+// kMaxMatmulRows), checking each is a
 // non-reference kernel whose blocked weight layout equals the M = 1 one.
 // Returns the implementation name.
 absl::StatusOr<std::string> WarmUpMatmul(MatmulKind kind, int k, int n,
@@ -67,7 +74,11 @@ absl::StatusOr<HugePageVector<uint8_t>> ReorderWeights(MatmulKind kind,
                                                        const void* w_nk, int k,
                                                        int n);
 
-// dst[mb][N] = src[mb][K] · W, mb = RowBucket(rows the caller filled).
+// dst[mb][N] = src[mb][K] · W, mb = RowBucket(rows the caller filled),
+// in pieces of kMaxMatmulRows rows. A bucket that was not warmed up is
+// created on first use and must have the M = 1 weight layout (it aborts
+// with a message otherwise: only a warm-up below kMaxMatmulRows, as in
+// tests, leaves any).
 void RunMatmul(MatmulKind kind, int mb, int k, int n, const void* src,
                const HugePageVector<uint8_t>& blocked_weights, void* dst);
 
