@@ -1,6 +1,7 @@
 #include "server/layer_metrics.h"
 
 #include <algorithm>
+#include <cmath>
 #include <optional>
 #include <string>
 
@@ -108,24 +109,32 @@ void LayerMetrics::OnSiteInput(int layer, Site site, const float*, int m, int,
   SiteSeries& ss = sites_[layer][int(site)];
   float threshold = spike_factor_ * ss.reference;
   if (sampled_ || ss.reference <= 0) {
-    scratch_.assign(row_absmax.begin(), row_absmax.begin() + m);
-    std::nth_element(scratch_.begin(), scratch_.begin() + m / 2,
-                     scratch_.end());
-    const float median = scratch_[m / 2];
-    if (ss.reference <= 0) threshold = spike_factor_ * median;
-    if (sampled_) {
+    // Finite rows only: an infinite or NaN input (a request the engine
+    // then fails) would leave the histogram's sum NaN or infinite for
+    // good; it is counted as a spike below.
+    scratch_.clear();
+    for (int r = 0; r < m; ++r) {
+      if (std::isfinite(row_absmax[r])) scratch_.push_back(row_absmax[r]);
+    }
+    const size_t n = scratch_.size();
+    if (n > 0) {
       float max = 0;
-      for (int r = 0; r < m; ++r) {
-        ss.absmax->Observe(row_absmax[r]);
-        max = std::max(max, row_absmax[r]);
+      for (float a : scratch_) {
+        if (sampled_) ss.absmax->Observe(a);
+        max = std::max(max, a);
       }
-      if (median > 0) ss.spike_ratio->Set(max / median);
+      std::nth_element(scratch_.begin(), scratch_.begin() + n / 2,
+                       scratch_.end());
+      const float median = scratch_[n / 2];
+      if (ss.reference <= 0) threshold = spike_factor_ * median;
+      if (sampled_ && median > 0) ss.spike_ratio->Set(max / median);
     }
   }
   // Spikes are counted on every step, sampled or not: they are rare and
-  // come in prefill steps, which sampling would mostly skip.
+  // come in prefill steps, which sampling would mostly skip. A non-finite
+  // row counts as one.
   int spikes = 0;
-  for (int r = 0; r < m; ++r) spikes += row_absmax[r] > threshold;
+  for (int r = 0; r < m; ++r) spikes += !(row_absmax[r] <= threshold);
   if (spikes > 0) ss.spike_tokens->Increment(spikes);
 }
 

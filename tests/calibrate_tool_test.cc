@@ -128,6 +128,8 @@ TEST_F(CalibrateToolTest, FlagsThePlanCheckWouldRefuseFailBeforeAnyWork) {
        "does not divide the input width 64"},
       {"--gptq_damp 0", "--gptq_damp is 0"},
       {"--gptq_damp nan", "--gptq_damp is nan"},
+      {"--gptq_damp -0.1", "--gptq_damp is -0.1"},
+      {"--gptq_damp 2000", "--gptq_damp is 2000"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.flags);

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -97,14 +98,23 @@ TEST_P(FixedOrderGemmTest, RowsDoNotDependOnTheirCompanyOrThreads) {
               0)
         << "rows from " << r;
   }
+  // The bf16 form: a row alone as in company.
+  const std::vector<float> all_b = Gemm(d, s, d.wb.data(), isa());
+  for (int r = 0; r < s.m; ++r) {
+    const std::vector<float> alone = Gemm(d, s, d.wb.data(), isa(), 1, r);
+    ASSERT_EQ(std::memcmp(alone.data(), all_b.data() + size_t(r) * s.n,
+                          sizeof(float) * s.n),
+              0)
+        << "bf16 row " << r << " alone";
+  }
   const int threads = omp_get_max_threads();
   omp_set_num_threads(1);
   const std::vector<float> one = Gemm(d, s, d.w.data(), isa());
-  omp_set_num_threads(2);
-  const std::vector<float> two = Gemm(d, s, d.w.data(), isa());
+  omp_set_num_threads(3);  // shares that are not whole halves
+  const std::vector<float> three = Gemm(d, s, d.w.data(), isa());
   omp_set_num_threads(threads);
   EXPECT_TRUE(SameBits(one, all));
-  EXPECT_TRUE(SameBits(two, all));
+  EXPECT_TRUE(SameBits(three, all));
 }
 
 // |y - Σ x·w| <= (K + 2) · 2^-24 · Σ |x·w| (a chain of K/8 fmas and a tree
@@ -154,6 +164,53 @@ INSTANTIATE_TEST_SUITE_P(
              std::to_string(s.m) + "x" + std::to_string(s.n) + "x" +
              std::to_string(s.k);
     });
+
+// Special values take the same path in every kernel and every company:
+// -0, subnormals, infinities and NaNs in x, AVX2 bits equal to scalar's.
+TEST(FixedOrderGemm, SpecialValuesMatchScalarBitForBit) {
+  if (!FixedOrderIsaSupported(FixedOrderIsa::kAvx2)) GTEST_SKIP();
+  const Shape s{5, 11, 19};
+  Data d(s, 17);
+  const float specials[] = {-0.0f,
+                            0.0f,
+                            std::numeric_limits<float>::denorm_min(),
+                            std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::quiet_NaN()};
+  for (size_t i = 0; i < d.x.size(); i += 3) d.x[i] = specials[i % 6];
+  for (size_t i = 1; i < d.w.size(); i += 7) d.w[i] = -0.0f;
+  const auto a = Gemm(d, s, d.w.data(), FixedOrderIsa::kAvx2);
+  const auto b = Gemm(d, s, d.w.data(), FixedOrderIsa::kScalar);
+  EXPECT_TRUE(SameBits(a, b));
+  for (int r = 0; r < s.m; ++r) {
+    const auto alone = Gemm(d, s, d.w.data(), FixedOrderIsa::kAvx2, 1, r);
+    EXPECT_EQ(std::memcmp(alone.data(), a.data() + size_t(r) * s.n,
+                          sizeof(float) * s.n),
+              0)
+        << r;
+  }
+}
+
+// The strided form writes its columns into rows ldy apart and nothing else.
+TEST(FixedOrderGemm, StridedFormWritesItsColumnsOnly) {
+  const Shape s{3, 5, 40};
+  const Data d(s, 19);
+  const std::vector<float> want = Gemm(d, s, d.w.data(), BestFixedOrderIsa());
+  const int ldy = 9;
+  std::vector<float> y(size_t(s.m) * ldy, 7.0f);
+  FixedOrderGemmStrided(d.x.data(), s.m, d.w.data(), s.n, s.k, y.data() + 2,
+                        ldy);
+  for (int r = 0; r < s.m; ++r) {
+    for (int c = 0; c < ldy; ++c) {
+      const float v = y[size_t(r) * ldy + c];
+      if (c >= 2 && c < 2 + s.n) {
+        EXPECT_EQ(v, want[size_t(r) * s.n + c - 2]) << r << "," << c;
+      } else {
+        EXPECT_EQ(v, 7.0f) << r << "," << c;
+      }
+    }
+  }
+}
 
 // Hand-checkable: x = (1, 2, 3), W = (1, 1, 1; 0, -1, 2) gives 6 and 4,
 // exactly, in every kernel and both weight formats (all bf16-exact).

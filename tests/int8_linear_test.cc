@@ -127,14 +127,20 @@ INSTANTIATE_TEST_SUITE_P(ModelShapes, Int8LinearTest,
 
 // A NaN in a row makes that row's outputs NaN, as FP32's would be (the
 // engine then refuses the logits), and leaves the other rows as they are;
-// before, it was quantized to a finite code without a word. Per-token
-// scales, on our kernel and on oneDNN's.
+// before, it was quantized to a finite code without a word. Per-token and
+// static scales, on our kernel and on oneDNN's.
 TEST(Int8Linear, NanInARowMakesThatRowNan) {
   const Matrix w = RandomMatrix(40, 96, 3);
-  for (int packed_max_rows : {-1, 0}) {
-    SCOPED_TRACE(packed_max_rows);
+  for (auto [mode, packed_max_rows] :
+       {std::pair{ActQuantMode::kPerTokenDynamic, -1},
+        std::pair{ActQuantMode::kPerTokenDynamic, 0},
+        std::pair{ActQuantMode::kPerTensorStatic, -1},
+        std::pair{ActQuantMode::kPerTensorStatic, 0}}) {
+    SCOPED_TRACE(::testing::Message()
+                 << ActQuantModeName(mode) << " " << packed_max_rows);
     Int8Linear::Options o;
-    o.mode = ActQuantMode::kPerTokenDynamic;
+    o.mode = mode;
+    o.static_absmax = 3.0f;
     o.packed_max_rows = packed_max_rows;
     auto lin = Int8Linear::Create(w, o);
     ASSERT_TRUE(lin.ok()) << lin.status();

@@ -35,7 +35,12 @@ void QuantizeActivations(const LinearInput& in, int k, ActQuantMode mode,
       }
       break;
     case ActQuantMode::kPerTensorStatic:
-      for (int r = 0; r < m; ++r) row_scale[r] = ScaleFor(static_absmax);
+      // A row with a NaN gets a NaN scale, as in the dynamic modes: the
+      // fixed range would quantize the NaN into a finite code.
+      for (int r = 0; r < m; ++r) {
+        const float a = absmax(r);
+        row_scale[r] = std::isnan(a) ? a : ScaleFor(static_absmax);
+      }
       break;
   }
   ParallelRows(m, m >= kParallelRows, [&](int r) {

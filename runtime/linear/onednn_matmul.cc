@@ -149,10 +149,10 @@ absl::StatusOr<std::string> WarmUpMatmul(MatmulKind kind, int k, int n,
                                          int max_rows) {
   const Primitive* first = GetPrimitive(kind, 1, k, n);
   if (first == nullptr) return MatmulImpl(kind, 1, k, n).status();
+  max_rows = std::min(max_rows, kMaxMatmulRows);
   std::vector<uint8_t> src(size_t(RowBucket(max_rows)) * k, 0);
   HugePageVector<uint8_t> wei(first->weights_desc.get_size(), 0);
   std::vector<uint8_t> dst(size_t(RowBucket(max_rows)) * n * 4);
-  max_rows = std::min(max_rows, kMaxMatmulRows);
   for (int m = 1; m <= max_rows; m = RowBucket(m) + 1) {
     const int mb = RowBucket(m);
     const Primitive* p = GetPrimitive(kind, mb, k, n);

@@ -2,6 +2,8 @@
 // spike tokens counted on every step whatever the sampling.
 #include "server/layer_metrics.h"
 
+#include <cmath>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -67,6 +69,37 @@ TEST(LayerMetricsTest, SpikesAreCountedOnUnsampledSteps) {
     // The histograms are still sampled: step 0 of the four, its 3 rows.
     EXPECT_EQ(Value(registry, "spikeserve_activation_token_absmax", 1, "down"),
               3)
+        << calibrated;
+  }
+}
+
+// A row whose input is NaN or infinite (its request then fails on the
+// logits) counts as a spike and stays out of the histogram and the median:
+// the histogram's sum would otherwise be NaN until a restart.
+TEST(LayerMetricsTest, NonFiniteRowsAreSpikesNotSamples) {
+  for (bool calibrated : {true, false}) {
+    prometheus::Registry registry;
+    LayerMetricsOptions o;
+    o.n_layers = 2;
+    o.every = 1;
+    o.spike_factor = 50;
+    if (calibrated) o.calibrated_median[{1, Site::kDown}] = 1.f;
+    LayerMetrics lm(&registry, o);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const float inf = std::numeric_limits<float>::infinity();
+    Step(lm, {1.f, nan, 1.f, inf, 1.f});
+    EXPECT_EQ(Value(registry, kSpikes, 1, "down"), 2) << calibrated;
+    EXPECT_EQ(Value(registry, "spikeserve_activation_token_absmax", 1, "down"),
+              3)
+        << calibrated;
+    for (const prometheus::MetricFamily& f : registry.Collect()) {
+      if (f.name != "spikeserve_activation_token_absmax") continue;
+      for (const prometheus::ClientMetric& m : f.metric) {
+        EXPECT_TRUE(std::isfinite(m.histogram.sample_sum)) << calibrated;
+      }
+    }
+    EXPECT_EQ(Value(registry, "spikeserve_activation_spike_ratio", 1, "down"),
+              1)
         << calibrated;
   }
 }
