@@ -26,19 +26,23 @@ Matrix RandomMatrix(int rows, int cols) {
   return w;
 }
 
-// packed_max_rows: -1 default dispatch, 0 oneDNN only, large: our packed
-// kernel (AVX-512 VNNI, or AVX2 on CPUs without VNNI).
-void Run(benchmark::State& state, bool int8, int packed_max_rows = -1) {
+enum class Kernel { kFp32, kBf16, kInt8 };
+
+// packed_max_rows (INT8): -1 default dispatch, 0 oneDNN only, large: our
+// packed kernel (AVX-512 VNNI, or AVX2 on CPUs without VNNI).
+void Run(benchmark::State& state, Kernel kernel, int packed_max_rows = -1) {
   const int m = int(state.range(0)), k = int(state.range(1)),
             n = int(state.range(2));
   const Matrix w = RandomMatrix(n, k);
   std::vector<float> x(size_t(m) * k, 0.5f), y(size_t(m) * n);
   std::unique_ptr<Linear> lin;
-  if (int8) {
+  if (kernel == Kernel::kInt8) {
     Int8Linear::Options o;
     o.packed_max_rows = packed_max_rows;
     lin = *Int8Linear::Create(w, o);
     (void)WarmUpInt8Matmul(k, n, m);
+  } else if (kernel == Kernel::kBf16) {
+    lin = *Bf16Linear::Create(w);
   } else {
     lin = std::make_unique<Fp32Linear>(&w);
   }
@@ -51,7 +55,7 @@ void Run(benchmark::State& state, bool int8, int packed_max_rows = -1) {
       2.0 * m * k * n * state.iterations(), benchmark::Counter::kIsRate);
 }
 
-void BM_Fp32(benchmark::State& s) { Run(s, false); }
+void BM_Fp32(benchmark::State& s) { Run(s, Kernel::kFp32); }
 
 // What Fp32Linear ran until 2026-12-07: its result for a row depended on
 // the row count (fixed_order_gemm.h).
@@ -69,22 +73,10 @@ void BM_Fp32Sgemm(benchmark::State& state) {
       2.0 * m * k * n * state.iterations(), benchmark::Counter::kIsRate);
 }
 
-void BM_Bf16(benchmark::State& state) {
-  const int m = int(state.range(0)), k = int(state.range(1)),
-            n = int(state.range(2));
-  auto lin = *Bf16Linear::Create(RandomMatrix(n, k));
-  std::vector<float> x(size_t(m) * k, 0.5f), y(size_t(m) * n);
-  const int bounds[2] = {0, m};
-  for (auto _ : state) {
-    lin->Forward({x.data(), m, bounds}, y.data());
-    benchmark::ClobberMemory();
-  }
-  state.counters["GOPS"] = benchmark::Counter(
-      2.0 * m * k * n * state.iterations(), benchmark::Counter::kIsRate);
-}
-void BM_Int8(benchmark::State& s) { Run(s, true); }
-void BM_Int8OneDnn(benchmark::State& s) { Run(s, true, 0); }
-void BM_Int8Packed(benchmark::State& s) { Run(s, true, 1 << 30); }
+void BM_Bf16(benchmark::State& s) { Run(s, Kernel::kBf16); }
+void BM_Int8(benchmark::State& s) { Run(s, Kernel::kInt8); }
+void BM_Int8OneDnn(benchmark::State& s) { Run(s, Kernel::kInt8, 0); }
+void BM_Int8Packed(benchmark::State& s) { Run(s, Kernel::kInt8, 1 << 30); }
 
 #define SHAPES                                                           \
   ArgsProduct({{1, 2, 4, 8, 16, 64, 128, 256, 512}, {576}, {960, 3072}}) \

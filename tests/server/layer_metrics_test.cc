@@ -50,18 +50,24 @@ void Step(LayerMetrics& lm, const std::vector<float>& down_absmax) {
 
 constexpr char kSpikes[] = "spikeserve_activation_spike_tokens_total";
 
+// Two layers, a spike at 50x the reference: 1.0 for 1.down when
+// `calibrated`, else each step's median.
+LayerMetricsOptions TwoLayers(int every, bool calibrated) {
+  LayerMetricsOptions o;
+  o.n_layers = 2;
+  o.every = every;
+  o.spike_factor = 50;
+  if (calibrated) o.calibrated_median[{1, Site::kDown}] = 1.f;
+  return o;
+}
+
 // With --layer_metrics_every 4 only one step in four records the
 // histograms; the spike counter still sees the spike of every step (it
 // saw one in four, and a prefill's spike only if its step was sampled).
 TEST(LayerMetricsTest, SpikesAreCountedOnUnsampledSteps) {
   for (bool calibrated : {true, false}) {
     prometheus::Registry registry;
-    LayerMetricsOptions o;
-    o.n_layers = 2;
-    o.every = 4;
-    o.spike_factor = 50;
-    if (calibrated) o.calibrated_median[{1, Site::kDown}] = 1.f;
-    LayerMetrics lm(&registry, o);
+    LayerMetrics lm(&registry, TwoLayers(4, calibrated));
     // Row 2 is 100x the median (and the calibrated reference) of 1.
     for (int step = 0; step < 4; ++step) Step(lm, {1.f, 1.f, 100.f});
     EXPECT_EQ(Value(registry, kSpikes, 1, "down"), 4) << calibrated;
@@ -79,12 +85,7 @@ TEST(LayerMetricsTest, SpikesAreCountedOnUnsampledSteps) {
 TEST(LayerMetricsTest, NonFiniteRowsAreSpikesNotSamples) {
   for (bool calibrated : {true, false}) {
     prometheus::Registry registry;
-    LayerMetricsOptions o;
-    o.n_layers = 2;
-    o.every = 1;
-    o.spike_factor = 50;
-    if (calibrated) o.calibrated_median[{1, Site::kDown}] = 1.f;
-    LayerMetrics lm(&registry, o);
+    LayerMetrics lm(&registry, TwoLayers(1, calibrated));
     const float nan = std::numeric_limits<float>::quiet_NaN();
     const float inf = std::numeric_limits<float>::infinity();
     Step(lm, {1.f, nan, 1.f, inf, 1.f});
