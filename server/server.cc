@@ -324,11 +324,10 @@ absl::Status SpikeServer::Load(const std::function<void()>& before_serving) {
         "per-tensor-static");
   }
   if (model.quant().w8a8 && !Int8MatmulHasVnni()) {
-    LogWarning(absl::StrCat(
-        "this CPU has no AVX-512 VNNI (oneDNN ISA ", OneDnnCpuIsa(),
-        "): INT8 runs on '", model.int8_impl(),
-        "' and BF16 falls back to FP32 where unsupported; expect lower speed "
-        "than on a VNNI CPU"));
+    LogWarning(absl::StrCat("this CPU has no AVX-512 VNNI (oneDNN ISA ",
+                            OneDnnCpuIsa(), "): INT8 runs on '",
+                            model.int8_impl(),
+                            "'; expect lower speed than on a VNNI CPU"));
   }
 
   // Per-layer metrics; spike tokens are judged against the calibrated median
