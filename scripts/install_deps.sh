@@ -38,6 +38,8 @@ PACKAGES=(
   gnuplot-nox
   # python side: model download, test clients
   python3 python3-pip python3-venv python3-grpcio python3-grpc-tools python3-numpy
+  # the Jinja interpreter's table checked against jinja2 (a ctest)
+  python3-jinja2
   unzip ca-certificates
 )
 

@@ -180,6 +180,9 @@ TEST_P(BatchInvarianceTest, SameRequestSameTokens) {
   for (int i = 0; i < 7; ++i) c.Wait("other" + std::to_string(i));
   EXPECT_TRUE(target.final.status.ok()) << target.final.status;
   EXPECT_EQ(target.tokens, cold.tokens) << "among 7 concurrent requests";
+  // They did share steps: one after another, 8 requests of 48 tokens would
+  // take at least 8 x 48 steps.
+  EXPECT_LT(eb->Stats().steps, 2 * kNewTokens);
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -108,8 +108,10 @@ TEST(ChatTemplateGolden, ConcurrentRendersOfOneTemplate) {
       Json::parse(ReadFile(DataPath("chat_template_goldens.json")));
   std::map<std::string, Json> cases;
   for (const Json& c : goldens["cases"]) cases[c["name"]] = c["context"];
+  int found = 0;
   for (const Json& t : goldens["templates"]) {
     if (t["file"] != "meetkai-functionary-medium-v3.2.jinja") continue;
+    ++found;
     absl::StatusOr<ChatTemplate> tmpl = ChatTemplate::Parse(
         ReadFile(DataPath("chat-templates/" + t["file"].get<std::string>())));
     ASSERT_TRUE(tmpl.ok()) << tmpl.status();
@@ -120,6 +122,7 @@ TEST(ChatTemplateGolden, ConcurrentRendersOfOneTemplate) {
       for (const auto& [k, v] : cases.at(r["case"]).items()) context[k] = v;
       work.emplace_back(JsonToJinja(context), r["output"]);
     }
+    ASSERT_GE(work.size(), 3u) << "no golden outputs to render";
     std::vector<int> mismatches(4, 0);
     std::vector<std::thread> threads;
     for (int i = 0; i < 4; ++i) {
@@ -135,6 +138,7 @@ TEST(ChatTemplateGolden, ConcurrentRendersOfOneTemplate) {
     for (std::thread& th : threads) th.join();
     for (int m : mismatches) EXPECT_EQ(m, 0);
   }
+  EXPECT_EQ(found, 1) << "the template is not among the goldens";
 }
 
 // The goldens cover every template file shipped in tests/data.

@@ -263,7 +263,7 @@ TEST_F(EngineTest, AWaitingHeadKeepsThePrefixCacheAndItsCounts) {
             at_submit.prefix_cache_query_tokens + 48);  // 3 blocks, once
 }
 
-TEST_F(EngineTest, AbortDeadlineQueueAndDuplicates) {
+TEST_F(EngineTest, AbortDeadlineAndInvalidPrompts) {
   auto e = Start({.kv_blocks = 64, .max_waiting = 2});
   Collector c;
   GenerationRequest late = Request("late", Prompt(5, 1), 50);

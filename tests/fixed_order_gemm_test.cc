@@ -152,12 +152,16 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Combine(
         ::testing::Values(FixedOrderIsa::kScalar, FixedOrderIsa::kAvx2),
         // Tails of every kind: K below, at and past whole 8s; N past whole
-        // column tiles of 4; odd rows past row tiles of 2 and blocks of
-        // 32; and shapes large enough to split over threads.
+        // column tiles (3 columns for 2-4 rows, 8 for a single row) and
+        // thread units of 24; rows past row tiles of 4 and blocks of 32;
+        // single rows and batches large enough (2^18 multiply-adds) to
+        // split over threads.
         ::testing::Values(Shape{1, 1, 1}, Shape{1, 5, 7}, Shape{2, 4, 8},
-                          Shape{3, 13, 40}, Shape{5, 9, 577},
-                          Shape{33, 17, 100}, Shape{40, 96, 576},
-                          Shape{1, 1537, 576}, Shape{67, 150, 129})),
+                          Shape{3, 13, 40}, Shape{5, 9, 577}, Shape{1, 23, 17},
+                          Shape{7, 26, 9}, Shape{33, 17, 100},
+                          Shape{40, 96, 576}, Shape{1, 1537, 576},
+                          Shape{1, 4100, 65}, Shape{6, 50, 1000},
+                          Shape{67, 150, 129})),
     [](const auto& i) {
       const Shape s = std::get<1>(i.param);
       return std::string(FixedOrderIsaName(std::get<0>(i.param))) + "_" +

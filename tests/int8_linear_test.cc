@@ -66,6 +66,32 @@ TEST_P(Int8LinearTest, ExactIntegersAndBoundedError) {
   const auto sx = Int8Linear::last_row_scales();
   const auto& sw = (*lin)->weight_scales();
   ASSERT_EQ(xq.size(), size_t(c.m) * c.k);
+  // The scales and codes the mode prescribes, computed here: per token the
+  // row's absmax / 127, per tensor the sequence's, static 4.5 / 127; codes
+  // round(x / s) to nearest even, clamped to [-127, 127].
+  std::vector<float> row_max(c.m, 0.0f);
+  for (int i = 0; i < c.m; ++i) {
+    for (int k = 0; k < c.k; ++k) {
+      row_max[i] = std::max(row_max[i], std::abs(x[size_t(i) * c.k + k]));
+    }
+  }
+  for (size_t g = 0; g + 1 < bounds.size(); ++g) {
+    float seq_max = 0;
+    for (int i = bounds[g]; i < bounds[g + 1]; ++i) {
+      seq_max = std::max(seq_max, row_max[i]);
+    }
+    for (int i = bounds[g]; i < bounds[g + 1]; ++i) {
+      const float a = c.mode == ActQuantMode::kPerTokenDynamic    ? row_max[i]
+                      : c.mode == ActQuantMode::kPerTensorDynamic ? seq_max
+                                                                  : 4.5f;
+      ASSERT_EQ(sx[i], a / 127.0f) << "row " << i;
+      for (int k = 0; k < c.k; ++k) {
+        const float q = std::nearbyint(x[size_t(i) * c.k + k] * (1.0f / sx[i]));
+        ASSERT_EQ(xq[size_t(i) * c.k + k], int8_t(std::clamp(q, -127.f, 127.f)))
+            << "row " << i << " k " << k;
+      }
+    }
+  }
   double worst_ratio = 0;
   for (int i = 0; i < c.m; ++i) {
     for (int j = 0; j < c.n; ++j) {
@@ -181,14 +207,19 @@ TEST(Int8Linear, RefusesNonFiniteWeights) {
   }
 }
 
-// The kernel must be a real int8 kernel, never oneDNN's reference one; on a
-// CPU with AVX-512 VNNI it must be the VNNI one.
+// oneDNN's int8 kernel must be a real one, never its reference one; with
+// AVX-512 VNNI its VNNI brgemm, with AMX a brgemm of the AVX-512 family
+// (AMX tiles where oneDNN finds them worth it; not measured here which m
+// take them).
 TEST(Int8Linear, ChoosesVnniKernel) {
   for (int m : {1, 3, 16, 64, 272}) {
     auto impl = Int8MatmulImpl(m, 576, 960);
     ASSERT_TRUE(impl.ok()) << impl.status();
     EXPECT_THAT(*impl, ::testing::Not(::testing::StartsWith("ref")));
-    if (Int8MatmulHasVnni()) {
+    if (Int8MatmulHasAmx()) {
+      EXPECT_THAT(*impl, ::testing::StartsWith("brg:avx512_core"))
+          << "m = " << m;
+    } else if (Int8MatmulHasVnni()) {
       EXPECT_EQ(*impl, "brg:avx512_core_vnni") << "m = " << m;
     }
   }

@@ -451,21 +451,33 @@ TEST(JinjaLimits, BulkWorkCountsAgainstTheStepBudget) {
   EXPECT_TRUE(RenderStatus("{{ ('x' * 1000000 + 'y')|length }}", options).ok());
 }
 
+// Output, strings and lists past the byte limit fail as exhausted
+// resources, naming the limit; an integer past 64 bits as an overflow.
 TEST(JinjaLimits, OutputAndValuesAreBounded) {
   ChatTemplate::RenderOptions options;
   options.limits.max_bytes = 1 << 20;
-  for (const char* source : {
-           "{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}",
-           "{{ 'x' * 10 ** 12 }}",
-           "{% set ns = namespace(s='ab') %}{% for i in range(64) %}"
-           "{% set ns.s = ns.s + ns.s %}{% endfor %}",
-           "{% set ns = namespace(l=[1]) %}{% for i in range(64) %}"
-           "{% set ns.l = ns.l + ns.l %}{% endfor %}",
-           "{{ 2 ** 64 }}",
-       }) {
-    SCOPED_TRACE(source);
-    absl::Status s = RenderStatus(source, options);
-    EXPECT_FALSE(s.ok());
+  const struct {
+    const char* source;
+    absl::StatusCode code;
+    const char* message;
+  } cases[] = {
+      {"{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}",
+       absl::StatusCode::kResourceExhausted, "exceeds 1048576 bytes"},
+      {"{{ 'x' * 10 ** 12 }}", absl::StatusCode::kResourceExhausted,
+       "exceeds 1048576 bytes"},
+      {"{% set ns = namespace(s='ab') %}{% for i in range(64) %}"
+       "{% set ns.s = ns.s + ns.s %}{% endfor %}",
+       absl::StatusCode::kResourceExhausted, "exceeds 1048576 bytes"},
+      {"{% set ns = namespace(l=[1]) %}{% for i in range(64) %}"
+       "{% set ns.l = ns.l + ns.l %}{% endfor %}",
+       absl::StatusCode::kResourceExhausted, "exceeds 1048576 bytes"},
+      {"{{ 2 ** 64 }}", absl::StatusCode::kInvalidArgument, "integer overflow"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.source);
+    absl::Status s = RenderStatus(c.source, options);
+    EXPECT_EQ(s.code(), c.code) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), c.message)) << s;
   }
 }
 

@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/golden_util.h"
 #include "tests/server/server_fixture.h"
 
 namespace spikeserve::testing {
@@ -243,9 +244,7 @@ TEST(ProcessTest, AuthTokenFromTheEnvironmentIsTrimmed) {
 // (it used to load, turn SERVING, then drain: 7 s after the signal). The
 // default model takes seconds to load; skipped without it.
 TEST(ProcessTest, SigtermDuringLoadStopsTheStartAtOnce) {
-  if (!std::ifstream(SPIKESERVE_DEFAULT_MODEL)) {
-    GTEST_SKIP() << "no default model at " << SPIKESERVE_DEFAULT_MODEL;
-  }
+  SPIKESERVE_REQUIRE_FILE(SPIKESERVE_DEFAULT_MODEL);  // fails under CI
   ServerProcess p(
       {"--model=" SPIKESERVE_DEFAULT_MODEL,
        "--plan=" SPIKESERVE_SOURCE_DIR "/plans/smollm2-135m-instruct.json",

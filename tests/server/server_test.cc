@@ -539,10 +539,17 @@ TEST_F(ServerTest, CancelAndDeadlineFreeTheSequenceBlocks) {
   }
   EXPECT_EQ(IdleStats().kv_blocks_used, idle);
   {
-    // The engine is held while the 100 ms deadline passes.
+    // The engine holds the request (its blocks taken) while its 2 s
+    // deadline passes; the 1st pause was the cancelled stream's.
     gate_.Hold();
-    v1::GenerateResponse r;
-    const grpc::Status s = Generate(TokenRequest({65, 66, 67}, 500), &r, 100);
+    grpc::Status s;
+    std::thread call([&] {
+      v1::GenerateResponse r;
+      s = Generate(TokenRequest({65, 66, 67}, 500), &r, 2000);
+    });
+    gate_.WaitPauses(2);
+    EXPECT_GT(server_->engine()->Stats().kv_blocks_used, idle);
+    call.join();
     EXPECT_EQ(s.error_code(), StatusCode::DEADLINE_EXCEEDED);
     gate_.Open();
   }
