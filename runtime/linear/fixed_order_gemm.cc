@@ -176,10 +176,16 @@ void Gemm(const float* x, int m, const W* w, int n, int k, float* y, int ldy,
     }
   };
   const int units = (n + kUnitCols - 1) / kUnitCols;
-  const bool parallel = long(m) * n * std::max(k, 1) >= kParallelMacs;
+  if (long(m) * n * std::max(k, 1) < kParallelMacs) {
+    // On this thread, without entering OpenMP (parallel_rows.h says why).
+    for (int r0 = 0; r0 < m; r0 += kBlockRows) {
+      rows(r0, std::min(m, r0 + kBlockRows), 0, n);
+    }
+    return;
+  }
   // Each thread takes a contiguous share of the columns, and each output
   // is computed whole by one thread; which one never matters.
-#pragma omp parallel if (parallel)
+#pragma omp parallel
   {
     const int nt = omp_get_num_threads(), t = omp_get_thread_num();
     const int c0 = int(int64_t(units) * t / nt) * kUnitCols;

@@ -52,10 +52,10 @@ absl::StatusOr<Primitive> CreatePrimitive(MatmulKind kind, int m, int k,
     Primitive p{dnnl::matmul(pd), pd.weights_desc(), pd.impl_info_str()};
     if (absl::StartsWith(p.impl, "ref")) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "oneDNN chose the reference kernel '", p.impl, "' for a ", "int8 ", m,
+          "oneDNN chose the reference kernel '", p.impl, "' for an int8 ", m,
           "x", k, "x", n,
-          " matmul: this CPU lacks "
-          "the instructions for it (int8 needs AVX-512 VNNI or AVX2)"));
+          " matmul: this CPU lacks the instructions for it (int8 needs "
+          "AVX-512 VNNI or AVX2)"));
     }
     return p;
   } catch (const dnnl::error& e) {
