@@ -64,20 +64,35 @@ absl::StatusOr<Primitive> CreatePrimitive(MatmulKind kind, int m, int k,
   }
 }
 
-// Process-wide cache; guarded for safety, hit on every call.
-const Primitive* GetPrimitive(MatmulKind kind, int mb, int k, int n) {
+// Process-wide cache; guarded for safety, hit on every call. A bucket
+// other than M = 1 must want M = 1's weight layout (the one the weights
+// are reordered to once): checked when it is created, and an error then
+// (nothing is cached).
+absl::StatusOr<const Primitive*> GetPrimitive(MatmulKind kind, int mb, int k,
+                                              int n) {
   static std::mutex mu;
   static auto* cache =
       new std::map<std::tuple<int, int, int, int>, Primitive>();
   std::lock_guard<std::mutex> lock(mu);
-  auto key = std::make_tuple(int(kind), mb, k, n);
-  auto it = cache->find(key);
-  if (it == cache->end()) {
-    absl::StatusOr<Primitive> p = CreatePrimitive(kind, mb, k, n);
-    if (!p.ok()) return nullptr;  // WarmUpMatmul checked shapes at load
-    it = cache->emplace(key, *std::move(p)).first;
-  }
-  return &it->second;
+  // The cached primitive of m rows, or a new one kept if `keep` accepts it.
+  auto get = [&](int m, auto keep) -> absl::StatusOr<const Primitive*> {
+    const auto key = std::make_tuple(int(kind), m, k, n);
+    if (auto it = cache->find(key); it != cache->end()) return &it->second;
+    absl::StatusOr<Primitive> p = CreatePrimitive(kind, m, k, n);
+    if (!p.ok()) return p.status();
+    if (absl::Status s = keep(*p); !s.ok()) return s;
+    return &cache->emplace(key, *std::move(p)).first->second;
+  };
+  absl::StatusOr<const Primitive*> first =
+      get(1, [](const Primitive&) { return absl::OkStatus(); });
+  if (!first.ok() || mb == 1) return first;
+  return get(mb, [&](const Primitive& p) {
+    return p.weights_desc == (*first)->weights_desc
+               ? absl::OkStatus()
+               : absl::InternalError(
+                     absl::StrCat("oneDNN int8 matmul ", mb, "x", k, "x", n,
+                                  " wants another weight layout than M = 1"));
+  });
 }
 
 }  // namespace
@@ -147,37 +162,32 @@ absl::StatusOr<std::string> MatmulImpl(MatmulKind kind, int m, int k, int n) {
 
 absl::StatusOr<std::string> WarmUpMatmul(MatmulKind kind, int k, int n,
                                          int max_rows) {
-  const Primitive* first = GetPrimitive(kind, 1, k, n);
-  if (first == nullptr) return MatmulImpl(kind, 1, k, n).status();
+  absl::StatusOr<const Primitive*> first = GetPrimitive(kind, 1, k, n);
+  if (!first.ok()) return first.status();
   max_rows = std::min(max_rows, kMaxMatmulRows);
   std::vector<uint8_t> src(size_t(RowBucket(max_rows)) * k, 0);
-  HugePageVector<uint8_t> wei(first->weights_desc.get_size(), 0);
+  HugePageVector<uint8_t> wei((*first)->weights_desc.get_size(), 0);
   std::vector<uint8_t> dst(size_t(RowBucket(max_rows)) * n * 4);
   for (int m = 1; m <= max_rows; m = RowBucket(m) + 1) {
     const int mb = RowBucket(m);
-    const Primitive* p = GetPrimitive(kind, mb, k, n);
-    if (p == nullptr) return MatmulImpl(kind, mb, k, n).status();
-    if (!(p->weights_desc == first->weights_desc)) {
-      return absl::InternalError(
-          absl::StrCat("oneDNN int8 matmul ", mb, "x", k, "x", n,
-                       " wants another weight layout than M = 1"));
-    }
+    absl::StatusOr<const Primitive*> p = GetPrimitive(kind, mb, k, n);
+    if (!p.ok()) return p.status();
     RunMatmul(kind, mb, k, n, src.data(), wei, dst.data());
   }
-  return first->impl;
+  return (*first)->impl;
 }
 
 absl::StatusOr<HugePageVector<uint8_t>> ReorderWeights(MatmulKind kind,
                                                        const void* w_nk, int k,
                                                        int n) {
-  const Primitive* p = GetPrimitive(kind, 1, k, n);
-  if (p == nullptr) return MatmulImpl(kind, 1, k, n).status();
+  absl::StatusOr<const Primitive*> p = GetPrimitive(kind, 1, k, n);
+  if (!p.ok()) return p.status();
   Dnnl& d = GetDnnl();
-  HugePageVector<uint8_t> out(p->weights_desc.get_size());
+  HugePageVector<uint8_t> out((*p)->weights_desc.get_size());
   // Plain W [N][K] seen as oneDNN's {K, N}: tag "ba".
   memory src(memory::desc({k, n}, Dt::s8, Tag::ba), d.engine,
              const_cast<void*>(w_nk));
-  memory dst(p->weights_desc, d.engine, out.data());
+  memory dst((*p)->weights_desc, d.engine, out.data());
   dnnl::reorder(src, dst).execute(d.stream, src, dst);
   d.stream.wait();
   return out;
@@ -185,28 +195,23 @@ absl::StatusOr<HugePageVector<uint8_t>> ReorderWeights(MatmulKind kind,
 
 void RunMatmul(MatmulKind kind, int mb, int k, int n, const void* src,
                const HugePageVector<uint8_t>& blocked_weights, void* dst) {
-  const Primitive* first = GetPrimitive(kind, 1, k, n);
   Dnnl& d = GetDnnl();
   for (int r0 = 0; r0 < mb; r0 += kMaxMatmulRows) {
     const int rows = std::min(kMaxMatmulRows, mb - r0);
-    const Primitive* p = GetPrimitive(kind, rows, k, n);
-    if (p == nullptr || first == nullptr ||
-        !(p->weights_desc == first->weights_desc)) {
-      // Only a bucket no warm-up checked gets here (see the header).
-      std::fprintf(stderr,
-                   "oneDNN int8 matmul %dx%dx%d: no primitive with the M = 1 "
-                   "weight layout; warm this bucket up at load\n",
-                   rows, k, n);
+    absl::StatusOr<const Primitive*> p = GetPrimitive(kind, rows, k, n);
+    if (!p.ok()) {
+      // Only a bucket no warm-up created gets here (see the header).
+      std::fprintf(stderr, "%s\n", std::string(p.status().message()).c_str());
       std::abort();
     }
     memory s(SrcDesc(kind, rows, k), d.engine,
              const_cast<uint8_t*>(static_cast<const uint8_t*>(src) +
                                   size_t(r0) * k));
-    memory w(p->weights_desc, d.engine,
+    memory w((*p)->weights_desc, d.engine,
              const_cast<uint8_t*>(blocked_weights.data()));
     memory o(DstDesc(rows, n), d.engine,
              static_cast<int32_t*>(dst) + size_t(r0) * n);
-    p->matmul.execute(
+    (*p)->matmul.execute(
         d.stream,
         {{DNNL_ARG_SRC, s}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, o}});
   }

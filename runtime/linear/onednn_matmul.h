@@ -75,10 +75,10 @@ absl::StatusOr<HugePageVector<uint8_t>> ReorderWeights(MatmulKind kind,
                                                        int n);
 
 // dst[mb][N] = src[mb][K] · W, mb = RowBucket(rows the caller filled),
-// in pieces of kMaxMatmulRows rows. A bucket that was not warmed up is
-// created on first use and must have the M = 1 weight layout (it aborts
-// with a message otherwise: only a warm-up below kMaxMatmulRows, as in
-// tests, leaves any).
+// in pieces of kMaxMatmulRows rows. A bucket is checked against the M = 1
+// weight layout once, when it is created; one that was not warmed up is
+// created on first use and aborts with a message if it fails that check
+// (only a warm-up below kMaxMatmulRows, as in tests, leaves any).
 void RunMatmul(MatmulKind kind, int mb, int k, int n, const void* src,
                const HugePageVector<uint8_t>& blocked_weights, void* dst);
 
