@@ -14,6 +14,7 @@
 #include "runtime/linear/linear.h"
 #include "runtime/linear/w4_clip_search.h"
 #include "runtime/linear/w4_gemm.h"
+#include "runtime/linear/w4_gemm_amx.h"
 
 namespace spikeserve {
 namespace {
@@ -145,9 +146,11 @@ BENCHMARK(BM_VnniKernelCold)->COLD_SHAPES;
 // the kernel's arithmetic rate without DRAM, its ceiling per core.
 // group 32 with minimums is the GPTQ plans' form (scripts/make_gptq_plans.sh):
 // 5 bits per weight, and the kernel's per-group epilogue every 32 k.
+// amx: batches of every size on AMX tiles (VNNI packing; W4A8Linear does
+// so from kW4AmxMinRows rows).
 void W4Kernel(benchmark::State& state, W4KernelIsa isa, bool hot,
-              int group = 128, bool has_min = false) {
-  if (!W4KernelSupported(isa)) {
+              int group = 128, bool has_min = false, bool amx = false) {
+  if (!W4KernelSupported(isa) || (amx && !W4AmxSupported())) {
     state.SkipWithError("kernel not supported on this CPU");
     return;
   }
@@ -165,7 +168,8 @@ void W4Kernel(benchmark::State& state, W4KernelIsa isa, bool hot,
   std::uniform_int_distribution<int> du(0, 15);
   for (uint8_t& v : plain.u) v = uint8_t(du(rng));
   for (uint16_t& v : plain.scale) v = 0x2000;  // 2^-7
-  const W4PackedWeights one = PackW4Weights(plain, isa);
+  W4PackedWeights one = PackW4Weights(plain, isa);
+  if (amx) one.amx_min_rows = 1;
   const size_t count =
       hot ? 1 : std::max<size_t>(2, (size_t(128) << 20) / one.bytes());
   std::vector<W4PackedWeights> packed(count, one);
@@ -211,6 +215,21 @@ void BM_W4Avx2KernelHotG32Min(benchmark::State& s) {
 }
 BENCHMARK(BM_W4Avx2KernelHotG32Min)->HOT_SHAPES;
 BENCHMARK(BM_W4VnniKernelHot)->HOT_SHAPES;
+void BM_W4AmxKernelHot(benchmark::State& s) {
+  W4Kernel(s, W4KernelIsa::kAvx512Vnni, true, 128, false, true);
+}
+BENCHMARK(BM_W4AmxKernelHot)
+    ->HOT_SHAPES->Args({16, 576, 960})
+    ->Args({32, 576, 960})
+    ->Args({512, 2048, 5632});
+void BM_W4AmxKernelHotG32Min(benchmark::State& s) {
+  W4Kernel(s, W4KernelIsa::kAvx512Vnni, true, 32, true, true);
+}
+BENCHMARK(BM_W4AmxKernelHotG32Min)->HOT_SHAPES;
+void BM_W4VnniKernelHotG32Min(benchmark::State& s) {
+  W4Kernel(s, W4KernelIsa::kAvx512Vnni, true, 32, true);
+}
+BENCHMARK(BM_W4VnniKernelHotG32Min)->HOT_SHAPES;
 
 // Load-time cost of W4 quantization of one 576-wide row block (group 32):
 // round-to-nearest from the extremes (arg 0) against the importance-

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "runtime/linear/int8_gemm_amx.h"
 #include "runtime/linear/int8_gemm_packed.h"
 
 namespace spikeserve {
@@ -28,7 +29,8 @@ class Int8GemmPackedTest
 // VNNI's 6-row tiles and past the point where VNNI splits rows over the
 // threads, K with and without a tail past the chunks (4 k for both), N with
 // and without a tail past the blocks of 16 columns, and the saturation
-// corner (|x| = 127, |w| = the kernel's maximum everywhere, same signs).
+// corner (|x| = 127, |w| = the kernel's maximum everywhere, same signs);
+// on AMX machines the AMX tiles too.
 TEST_P(Int8GemmPackedTest, EqualsScalarReference) {
   const auto [isa, c] = GetParam();
   if (!Int8KernelSupported(isa)) {
@@ -51,26 +53,45 @@ TEST_P(Int8GemmPackedTest, EqualsScalarReference) {
   std::uniform_real_distribution<float> ds(1e-4f, 1e-2f);
   for (float& s : row_scale) s = ds(rng);
   for (float& s : col_scale) s = ds(rng);
-  const Int8PackedWeights packed =
+  Int8PackedWeights packed =
       PackInt8Weights(w.data(), c.n, c.k, isa, col_scale.data());
-  std::vector<int32_t> acc(size_t(c.m) * c.n, -1);
-  Int8GemmPacked(x.data(), c.m, packed, acc.data());
-  std::vector<float> y(size_t(c.m) * c.n, -1);
-  Int8GemmPackedDequant(x.data(), c.m, packed, row_scale.data(), y.data());
+  std::vector<int32_t> ref(size_t(c.m) * c.n);
   for (int i = 0; i < c.m; ++i) {
     for (int j = 0; j < c.n; ++j) {
-      int32_t ref = 0;
+      int32_t r = 0;
       for (int t = 0; t < c.k; ++t) {
-        ref += int32_t(x[size_t(i) * c.k + t]) * w[size_t(j) * c.k + t];
+        r += int32_t(x[size_t(i) * c.k + t]) * w[size_t(j) * c.k + t];
       }
-      ASSERT_EQ(acc[size_t(i) * c.n + j], ref) << "row " << i << " col " << j;
-      ASSERT_EQ(y[size_t(i) * c.n + j],
-                float(ref) * (row_scale[i] * col_scale[j]))
-          << "row " << i << " col " << j;
+      ref[size_t(i) * c.n + j] = r;
     }
   }
   if (c.extremes) {
-    EXPECT_EQ(acc[0], 127 * wmax * c.k);
+    EXPECT_EQ(ref[0], 127 * wmax * c.k);
+  }
+  // Both forms of the product, against the reference and its scalar
+  // epilogue.
+  auto check = [&](const char* path) {
+    std::vector<int32_t> acc(size_t(c.m) * c.n, -1);
+    Int8GemmPacked(x.data(), c.m, packed, acc.data());
+    std::vector<float> y(size_t(c.m) * c.n, -1);
+    Int8GemmPackedDequant(x.data(), c.m, packed, row_scale.data(), y.data());
+    for (int i = 0; i < c.m; ++i) {
+      for (int j = 0; j < c.n; ++j) {
+        const int32_t r = ref[size_t(i) * c.n + j];
+        ASSERT_EQ(acc[size_t(i) * c.n + j], r)
+            << path << ": row " << i << " col " << j;
+        ASSERT_EQ(y[size_t(i) * c.n + j],
+                  float(r) * (row_scale[i] * col_scale[j]))
+            << path << ": row " << i << " col " << j;
+      }
+    }
+  };
+  check(Int8KernelIsaName(isa));
+  // AMX tiles on the VNNI packing, for every row count (Int8Linear uses
+  // them from kInt8AmxMinRows rows), where K is a multiple of 64.
+  if (isa == Int8KernelIsa::kAvx512Vnni && Int8AmxSupported(c.k)) {
+    packed.amx_min_rows = 1;
+    check("amx");
   }
 }
 
@@ -88,7 +109,12 @@ INSTANTIATE_TEST_SUITE_P(
                           // 2 or 1 left, tails of the 6-row tiles, rows split
                           // over threads in panels and weight chunks.
                           Case{9, 576, 40, false}, Case{100, 200, 100, false},
-                          Case{130, 1536, 260, false}, Case{97, 33, 50, true})),
+                          Case{130, 1536, 260, false}, Case{97, 33, 50, true},
+                          // AMX: tails of the 16- and 32-row tiles, an odd
+                          // last block, K of 1 and of several tile steps.
+                          Case{17, 576, 40, false}, Case{31, 64, 16, false},
+                          Case{32, 128, 33, false}, Case{33, 576, 48, false},
+                          Case{100, 1024, 72, true})),
     [](const auto& i) {
       const Case& c = std::get<1>(i.param);
       return std::string(Int8KernelIsaName(std::get<0>(i.param))) + "_" +

@@ -11,6 +11,7 @@
 
 #include "gtest/gtest.h"
 #include "runtime/gguf/dequantize.h"
+#include "runtime/linear/w4_gemm_amx.h"
 
 namespace spikeserve {
 namespace {
@@ -251,6 +252,26 @@ TEST_P(W4GemmTest, EqualsScalarReference) {
     ASSERT_EQ(Bits(got[i]), Bits(want[i]))
         << "row " << i / c.n << " column " << i % c.n << ": " << got[i]
         << " vs " << want[i];
+  }
+  // AMX tiles, on the VNNI packing, for every row count (W4A8Linear uses
+  // them from kW4AmxMinRows rows; the tails of 16- and 32-row tiles and
+  // the odd last block of 16 columns are among the cases).
+  if (isa == W4KernelIsa::kAvx512Vnni && W4AmxSupported()) {
+    std::vector<float> amx(want.size(), NAN);
+    W4GemmAmx(x.data(), sums.data(), c.m, packed, row_scale.data(), amx.data());
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_EQ(Bits(amx[i]), Bits(want[i]))
+          << "AMX: row " << i / c.n << " column " << i % c.n << ": " << amx[i]
+          << " vs " << want[i];
+    }
+    // Through W4Gemm's dispatch, as W4A8Linear packs it.
+    W4PackedWeights with_amx = packed;
+    with_amx.amx_min_rows = 1;
+    std::fill(amx.begin(), amx.end(), NAN);
+    W4Gemm(x.data(), sums.data(), c.m, with_amx, row_scale.data(), amx.data());
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_EQ(Bits(amx[i]), Bits(want[i])) << "AMX via W4Gemm: " << i;
+    }
   }
   // The pieces a decode team runs (W4GemmUnits): the back half's units
   // first, then the front's, one at a time.

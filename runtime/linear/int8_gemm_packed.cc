@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "runtime/linear/cpu_dispatch.h"
+#include "runtime/linear/int8_gemm_amx.h"
 #include "runtime/linear/int8_gemm_vnni.h"
 #include "runtime/linear/parallel_rows.h"
 
@@ -375,13 +376,17 @@ void GemmAvx2(const uint8_t* xu, int m, const Int8PackedWeights& w,
 // acc (int32) or, with y, the dequantized products, on the kernel of w.
 void Gemm(const int8_t* x, int m, const Int8PackedWeights& w, int32_t* acc,
           const float* row_scale, float* y) {
+  const bool parallel = int64_t(m) * w.n * w.k >= kParallelMacs;
+  if (w.amx_min_rows > 0 && m >= w.amx_min_rows) {
+    Int8GemmAmx(x, m, w, acc, row_scale, y, parallel);
+    return;
+  }
   thread_local std::vector<uint8_t> xu;
   const size_t stride = Int8KernelRowBytes(w);
   if (xu.size() < stride * m) xu.resize(stride * m);
   // A pointer: xu itself is this thread's, the team's threads have others.
   uint8_t* const xp = xu.data();
   KernelRows(x, m, w, xp);
-  const bool parallel = int64_t(m) * w.n * w.k >= kParallelMacs;
   if (w.isa == Int8KernelIsa::kAvx512Vnni) {
     VnniGemm(xp, stride, m, w, VnniOut{acc, y, row_scale}, parallel);
     return;

@@ -1,6 +1,6 @@
-// Our own INT8 matmul on weights packed once for streaming: every batch on
-// AVX2-only and AVX-512 VNNI CPUs (single rows beside oneDNN where oneDNN
-// has AMX). Two kernels, each with its layout, behind one driver:
+// Our own INT8 matmul on weights packed once for streaming, every batch:
+// two kernels, each with its layout, behind one driver (and AMX tiles for
+// many rows on the VNNI layout, int8_gemm_amx.h):
 //
 // - AVX2 (CPUs without VNNI, e.g. AMD Zen 2/3), where oneDNN 2.6 only has
 //   its generic gemm: it packs the weights and computes their compensation
@@ -71,6 +71,10 @@ struct Int8PackedWeights {
   // AVX2: [ceil(N/16)][64 + ceil(K/4) * 64]; VNNI: [ceil(N/16)][128 +
   // ceil(K/4) * 64]; 2 MiB pages where large (huge_pages.h).
   HugePageVector<int8_t> data;
+  // Batches of at least this many rows run on AMX tiles (int8_gemm_amx.h;
+  // VNNI packing only); 0: never. Int8Linear sets it where the CPU has AMX
+  // and oneDNN's ISA is not capped below it.
+  int amx_min_rows = 0;
   size_t bytes() const { return data.size(); }
 };
 Int8PackedWeights PackInt8Weights(const int8_t* w, int n, int k,

@@ -11,8 +11,8 @@
 namespace spikeserve {
 namespace {
 
-constexpr int kHeaderBytes = 128;  // int32 offset[16], float scale[16]
-constexpr int kChunkK = 4;         // k per 64-byte chunk (vpdpbusd's 4)
+constexpr int kHeaderBytes = kVnniHeaderBytes;
+constexpr int kChunkK = 4;  // k per 64-byte chunk (vpdpbusd's 4)
 // Rows x blocks of one pass with many rows: 24 int32 accumulators, 4
 // weight registers and a broadcast of the 32. Blocks are grouped in units
 // of kUnitBlocks for it.

@@ -22,6 +22,8 @@
 namespace spikeserve {
 
 constexpr int kVnniBlockCols = 16;
+// A block's header: int32 offset[16], then float scale[16].
+constexpr int kVnniHeaderBytes = 128;
 // Bytes of one block of 16 columns for rows of k.
 size_t VnniBlockBytes(int k);
 // Packs W [N][K] into `data` (ceil(N/16) blocks, zeroed by the caller).

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/linear/activation_quant.h"
+#include "runtime/linear/int8_gemm_amx.h"
 #include "runtime/linear/parallel_rows.h"
 
 namespace spikeserve {
@@ -97,25 +98,40 @@ std::optional<Int8KernelIsa> PackedIsa() {
 //   1536x576 at 512 rows 853 vs 756. So it runs every batch there too, and
 //   oneDNN holds no copy. (Its earlier row layout won at 1 row only, and
 //   oneDNN kept a second copy of every INT8 weight for the larger batches.)
-// - AMX: oneDNN's int8 brgemm on AMX tiles multiplies 16 times as many
-//   bytes per instruction; prefill-sized batches stay on it there, and our
-//   kernel serves single rows (not measured here: no AMX machine).
-int Int8Linear::DefaultPackedMaxRows() {
-  const std::optional<Int8KernelIsa> isa = PackedIsa();
-  if (!isa) return 0;
-  if (*isa == Int8KernelIsa::kAvx512Vnni && Int8MatmulHasAmx()) return 1;
-  return kEveryBatch;
+// - AMX (Xeon, 2026-12-07): our kernel too, with batches from
+//   kInt8AmxMinRows rows on AMX tiles straight from the VNNI packing
+//   (int8_gemm_amx.h; figures in docs/performance.md). oneDNN's AMX brgemm
+//   wanted another weight layout for M > 1 than for M = 1 at small shapes,
+//   so it would have needed a second copy.
+int Int8Linear::DefaultPackedMaxRows() { return PackedIsa() ? kEveryBatch : 0; }
+
+namespace {
+// Whether batches from kInt8AmxMinRows rows of a K-wide linear run on AMX
+// tiles: where the CPU has them and oneDNN's ISA is not capped below AMX
+// (the cap moves every INT8 kernel to the ISA it names).
+bool UseAmx(Int8KernelIsa isa, int k) {
+  return isa == Int8KernelIsa::kAvx512Vnni && Int8MatmulHasAmx() &&
+         Int8AmxSupported(k);
 }
+}  // namespace
 
 std::string Int8Linear::PackedKernelName() {
   const std::optional<Int8KernelIsa> isa = PackedIsa();
-  return isa ? Int8KernelIsaName(*isa) : "none";
+  if (!isa) return "none";
+  // K = 64 stands for every width that is a multiple of 64.
+  if (UseAmx(*isa, 64)) return absl::StrCat(Int8KernelIsaName(*isa), "+amx");
+  return Int8KernelIsaName(*isa);
 }
 
 std::string Int8Linear::PackedKernelDescription() {
   const std::optional<Int8KernelIsa> isa = PackedIsa();
   if (!isa) return "none";
   const int rows = DefaultPackedMaxRows();
+  if (rows == kEveryBatch && UseAmx(*isa, 64)) {
+    return absl::StrCat(Int8KernelIsaName(*isa),
+                        " for every batch, AMX tiles from ", kInt8AmxMinRows,
+                        " rows (widths that are multiples of 64)");
+  }
   if (rows == kEveryBatch) {
     return absl::StrCat(Int8KernelIsaName(*isa), " for every batch");
   }
@@ -185,6 +201,7 @@ absl::StatusOr<std::unique_ptr<Int8Linear>> Int8Linear::Create(
   if (lin->packed_max_rows_ > 0) {
     lin->w_packed_ =
         PackInt8Weights(plain.data(), N, K, *isa, lin->w_scale_.data());
+    if (UseAmx(*isa, K)) lin->w_packed_.amx_min_rows = kInt8AmxMinRows;
   }
   if (options.keep_plain_weights) lin->w_plain_ = std::move(plain);
   return lin;

@@ -46,14 +46,16 @@ class Int8Linear final : public Linear {
   static constexpr int kEveryBatch = std::numeric_limits<int>::max();
   // The default of packed_max_rows for the kernel this CPU runs, measured
   // with bench/linear_bench (see int8_linear.cc): kEveryBatch with AVX2 or
-  // AVX-512 VNNI (our kernels are faster at every batch size, and exact
-  // with 8-bit weights), 1 where oneDNN's int8 matmuls run on AMX tiles;
-  // 0 where neither kernel runs.
+  // AVX-512 VNNI, AMX tiles from kInt8AmxMinRows rows where the CPU has
+  // them (our kernels are faster at every batch size, and exact with 8-bit
+  // weights); 0 where neither kernel runs.
   static int DefaultPackedMaxRows();
   // For logs: the packed kernel this CPU runs and up to how many rows,
-  // e.g. "avx512_vnni up to 1 row", "avx2 for every batch", or "none".
+  // e.g. "avx2 for every batch", "avx512_vnni for every batch, AMX tiles
+  // from 32 rows (...)", or "none".
   static std::string PackedKernelDescription();
-  // The packed kernel's ISA name ("avx2", "avx512_vnni"), or "none".
+  // The packed kernel's ISA name ("avx2", "avx512_vnni", "avx512_vnni+amx"),
+  // or "none".
   static std::string PackedKernelName();
 
   // Quantizes `w` ([N][K], FP32 rows on demand) per output channel. Fails

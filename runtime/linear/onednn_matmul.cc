@@ -42,11 +42,15 @@ memory::desc DstDesc(int m, int n) {
   return memory::desc({m, n}, Dt::s32, Tag::ab);
 }
 
-absl::StatusOr<Primitive> CreatePrimitive(MatmulKind kind, int m, int k,
-                                          int n) {
+// With `weights` null oneDNN chooses the weight layout (format "any"),
+// else it must take the given one.
+absl::StatusOr<Primitive> CreatePrimitive(
+    MatmulKind kind, int m, int k, int n,
+    const memory::desc* weights = nullptr) {
   Dnnl& d = GetDnnl();
   try {
-    memory::desc wei({k, n}, Dt::s8, Tag::any);
+    const memory::desc wei =
+        weights ? *weights : memory::desc({k, n}, Dt::s8, Tag::any);
     dnnl::matmul::primitive_desc pd(
         dnnl::matmul::desc(SrcDesc(kind, m, k), wei, DstDesc(m, n)), d.engine);
     Primitive p{dnnl::matmul(pd), pd.weights_desc(), pd.impl_info_str()};
@@ -64,35 +68,50 @@ absl::StatusOr<Primitive> CreatePrimitive(MatmulKind kind, int m, int k,
   }
 }
 
-// Process-wide cache; guarded for safety, hit on every call. A bucket
-// other than M = 1 must want M = 1's weight layout (the one the weights
-// are reordered to once): checked when it is created, and an error then
-// (nothing is cached).
+// Process-wide cache; guarded for safety, hit on every call. Every bucket
+// reads the weights in M = 1's layout (the one they are reordered to
+// once): a bucket whose own choice differs (AMX's brgemm picks another
+// blocking for M > 1 at small shapes) is created again with M = 1's layout
+// given, and is an error, naming the shape and the ISA, only if oneDNN has
+// no kernel that reads it. Checked when a bucket is created (nothing
+// failed is cached).
 absl::StatusOr<const Primitive*> GetPrimitive(MatmulKind kind, int mb, int k,
                                               int n) {
   static std::mutex mu;
   static auto* cache =
       new std::map<std::tuple<int, int, int, int>, Primitive>();
   std::lock_guard<std::mutex> lock(mu);
-  // The cached primitive of m rows, or a new one kept if `keep` accepts it.
-  auto get = [&](int m, auto keep) -> absl::StatusOr<const Primitive*> {
-    const auto key = std::make_tuple(int(kind), m, k, n);
-    if (auto it = cache->find(key); it != cache->end()) return &it->second;
-    absl::StatusOr<Primitive> p = CreatePrimitive(kind, m, k, n);
-    if (!p.ok()) return p.status();
-    if (absl::Status s = keep(*p); !s.ok()) return s;
-    return &cache->emplace(key, *std::move(p)).first->second;
+  auto cached = [&](int m) -> const Primitive* {
+    auto it = cache->find(std::make_tuple(int(kind), m, k, n));
+    return it == cache->end() ? nullptr : &it->second;
   };
-  absl::StatusOr<const Primitive*> first =
-      get(1, [](const Primitive&) { return absl::OkStatus(); });
-  if (!first.ok() || mb == 1) return first;
-  return get(mb, [&](const Primitive& p) {
-    return p.weights_desc == (*first)->weights_desc
-               ? absl::OkStatus()
-               : absl::InternalError(
-                     absl::StrCat("oneDNN int8 matmul ", mb, "x", k, "x", n,
-                                  " wants another weight layout than M = 1"));
-  });
+  auto keep = [&](int m, Primitive p) {
+    return &cache->emplace(std::make_tuple(int(kind), m, k, n), std::move(p))
+                .first->second;
+  };
+  const Primitive* first = cached(1);
+  if (first == nullptr) {
+    absl::StatusOr<Primitive> p = CreatePrimitive(kind, 1, k, n);
+    if (!p.ok()) return p.status();
+    first = keep(1, *std::move(p));
+  }
+  if (mb == 1) return first;
+  if (const Primitive* p = cached(mb)) return p;
+  absl::StatusOr<Primitive> p = CreatePrimitive(kind, mb, k, n);
+  if (p.ok() && p->weights_desc != first->weights_desc) {
+    p = CreatePrimitive(kind, mb, k, n, &first->weights_desc);
+  }
+  if (!p.ok()) {
+    return absl::InternalError(absl::StrCat(
+        "oneDNN int8 matmul ", mb, "x", k, "x", n, " on ", OneDnnCpuIsa(),
+        " has no kernel for M = 1's weight layout: ", p.status().message()));
+  }
+  if (p->weights_desc != first->weights_desc) {
+    return absl::InternalError(absl::StrCat(
+        "oneDNN int8 matmul ", mb, "x", k, "x", n, " on ", OneDnnCpuIsa(),
+        " wants another weight layout than M = 1"));
+  }
+  return keep(mb, *std::move(p));
 }
 
 }  // namespace

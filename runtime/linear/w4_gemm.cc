@@ -12,6 +12,7 @@
 #include "runtime/linear/cpu_dispatch.h"
 #include "runtime/linear/parallel_rows.h"
 #include "runtime/linear/vnni_dpbusd.h"
+#include "runtime/linear/w4_gemm_amx.h"
 
 namespace spikeserve {
 namespace {
@@ -63,13 +64,6 @@ int ColumnsOf(W4KernelIsa isa) {
   return isa == W4KernelIsa::kAvx512Vnni ? 16 : 8;
 }
 
-// Bytes of one group of one block: C half scales (+ C half mins), then
-// G/8 chunks of 4·C bytes.
-size_t GroupBytes(int columns, int group, bool has_min) {
-  return size_t(columns) * 2 * (has_min ? 2 : 1) +
-         size_t(group / 8) * 4 * columns;
-}
-
 inline int32_t Load4(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
@@ -98,7 +92,7 @@ SPIKESERVE_VNNI void BlockVnni(const int8_t* x, size_t x_stride,
                                int n, int j0) {
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   const int chunks = group / 8;
-  const size_t group_bytes = GroupBytes(16, group, has_min);
+  const size_t group_bytes = W4GroupBytes(16, group, has_min);
   const size_t head = has_min ? 64 : 32;  // the group's scales (and mins)
   // At most two accumulators (one row; decode): the low and the high
   // nibbles' products in separate ones, so that a chunk adds one 5-cycle
@@ -367,6 +361,16 @@ void Columns(const int8_t* x, const int32_t* sums, int m,
 
 }  // namespace
 
+size_t W4GroupBytes(int columns, int group, bool has_min) {
+  return size_t(columns) * 2 * (has_min ? 2 : 1) +
+         size_t(group / 8) * 4 * columns;
+}
+
+size_t W4BlockBytes(const W4PackedWeights& w) {
+  return size_t(w.k / w.group) *
+         W4GroupBytes(ColumnsOf(w.isa), w.group, w.has_min);
+}
+
 const char* W4KernelIsaName(W4KernelIsa isa) {
   return isa == W4KernelIsa::kAvx512Vnni ? "avx512_vnni" : "avx2";
 }
@@ -449,7 +453,7 @@ W4PackedWeights PackW4Weights(const W4Plain& p, W4KernelIsa isa) {
   out.has_min = p.has_min;
   const int C = ColumnsOf(isa), groups = p.groups();
   const int blocks = (p.n + C - 1) / C;
-  const size_t group_bytes = GroupBytes(C, p.group, p.has_min);
+  const size_t group_bytes = W4GroupBytes(C, p.group, p.has_min);
   out.data.assign(size_t(blocks) * groups * group_bytes, 0);
   for (int b = 0; b < blocks; ++b) {
     for (int g = 0; g < groups; ++g) {
@@ -524,11 +528,6 @@ int BlockCount(const W4PackedWeights& w) {
   return (w.n + C - 1) / C;
 }
 
-size_t BlockBytes(const W4PackedWeights& w) {
-  return size_t(w.k / w.group) *
-         GroupBytes(ColumnsOf(w.isa), w.group, w.has_min);
-}
-
 // Blocks per unit of work: two adjacent blocks share a pass (VNNI, enough
 // rows), the last unit of an odd count has one.
 int BlocksPerUnit(const W4PackedWeights& w, int m) {
@@ -542,7 +541,7 @@ void RunUnit(const int8_t* x, const int32_t* sums, int m,
              const W4PackedWeights& w, const float* row_scale, float* y, int u,
              int p0, int pm) {
   const int C = ColumnsOf(w.isa), groups = w.k / w.group;
-  const size_t block_bytes = BlockBytes(w);
+  const size_t block_bytes = W4BlockBytes(w);
   const int per_unit = BlocksPerUnit(w, m);
   const int b = u * per_unit;
   const uint8_t* wb = w.data.data() + size_t(b) * block_bytes;
@@ -566,6 +565,10 @@ void RunUnit(const int8_t* x, const int32_t* sums, int m,
 
 void W4Gemm(const int8_t* x, const int32_t* sums, int m,
             const W4PackedWeights& w, const float* row_scale, float* y) {
+  if (w.amx_min_rows > 0 && m >= w.amx_min_rows) {
+    W4GemmAmx(x, sums, m, w, row_scale, y);
+    return;
+  }
   const int per_unit = BlocksPerUnit(w, m);
   const int units = W4Units(w, m);
   const bool parallel = int64_t(m) * w.n * w.k >= kParallelMacs;
@@ -574,7 +577,7 @@ void W4Gemm(const int8_t* x, const int32_t* sums, int m,
   const int panel = std::max(kPanelRowStep,
                              kPanelBytes / w.k / kPanelRowStep * kPanelRowStep);
   const int chunk =
-      std::max<int>(1, int(kChunkBytes / (size_t(per_unit) * BlockBytes(w))));
+      std::max<int>(1, int(kChunkBytes / (size_t(per_unit) * W4BlockBytes(w))));
 #pragma omp parallel if (parallel)
   {
     // This thread's units: a contiguous share, as a static schedule gives.
@@ -602,7 +605,7 @@ absl::Span<const uint8_t> W4UnitWeights(const W4PackedWeights& w, int m, int u0,
                                         int u1) {
   const int per_unit = BlocksPerUnit(w, m);
   const int b0 = u0 * per_unit, b1 = std::min(u1 * per_unit, BlockCount(w));
-  const size_t bb = BlockBytes(w);
+  const size_t bb = W4BlockBytes(w);
   return absl::MakeConstSpan(w.data.data() + size_t(b0) * bb,
                              size_t(b1 - b0) * bb);
 }

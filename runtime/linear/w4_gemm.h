@@ -85,8 +85,17 @@ struct W4PackedWeights {
   int n = 0, k = 0, group = 0;
   bool has_min = false;
   HugePageVector<uint8_t> data;  // 2 MiB pages where large (huge_pages.h)
+  // W4Gemm runs batches of at least this many rows on AMX tiles
+  // (w4_gemm_amx.h; VNNI packing only); 0: never. W4A8Linear sets it where
+  // the CPU has AMX and oneDNN's ISA is not capped below it.
+  int amx_min_rows = 0;
   size_t bytes() const { return data.size(); }
 };
+// Bytes of one group of one block of `columns` columns (C half scales, C
+// half mins when has_min, then G/8 chunks of 4·C bytes), and of one whole
+// block of w (every group).
+size_t W4GroupBytes(int columns, int group, bool has_min);
+size_t W4BlockBytes(const W4PackedWeights& w);
 // Fails (empty data) only through the caller's checks: K % G == 0, G in
 // {32, 64, 128}.
 W4PackedWeights PackW4Weights(const W4Plain& p, W4KernelIsa isa);

@@ -9,9 +9,18 @@
 #include "runtime/linear/activation_quant.h"
 #include "runtime/linear/onednn_matmul.h"
 #include "runtime/linear/w4_clip_search.h"
+#include "runtime/linear/w4_gemm_amx.h"
 
 namespace spikeserve {
 namespace {
+
+// Whether batches from kW4AmxMinRows rows run on AMX tiles: where the CPU
+// has them and oneDNN's ISA is not capped below AMX (the same cap moves the
+// INT8 linears and the rest of W4A8 off their kernels).
+bool UseAmx(W4KernelIsa isa) {
+  return isa == W4KernelIsa::kAvx512Vnni && Int8MatmulHasAmx() &&
+         W4AmxSupported();
+}
 
 std::optional<W4KernelIsa> KernelIsa() {
   if (Int8MatmulHasVnni() && W4KernelSupported(W4KernelIsa::kAvx512Vnni)) {
@@ -55,7 +64,12 @@ int W4A8Linear::GroupFor(int k) {
 
 std::string W4A8Linear::KernelDescription() {
   const std::optional<W4KernelIsa> isa = KernelIsa();
-  return isa ? W4KernelIsaName(*isa) : "none";
+  if (!isa) return "none";
+  if (UseAmx(*isa)) {
+    return absl::StrCat(W4KernelIsaName(*isa), ", amx_int8 from ",
+                        kW4AmxMinRows, " rows");
+  }
+  return W4KernelIsaName(*isa);
 }
 
 absl::StatusOr<std::unique_ptr<W4A8Linear>> W4A8Linear::FromPlain(
@@ -88,6 +102,7 @@ absl::StatusOr<std::unique_ptr<W4A8Linear>> W4A8Linear::FromPlain(
   lin->options_.importance = {};
   lin->options_.group = w.group;
   lin->packed_ = PackW4Weights(w, *isa);
+  if (UseAmx(*isa)) lin->packed_.amx_min_rows = kW4AmxMinRows;
   return lin;
 }
 

@@ -56,11 +56,11 @@ TinyModelFiles WriteModelAndPlan(const std::string& gguf,
                                  const std::string& name,
                                  std::vector<int32_t> prefix);
 
-// The INT8 kernel the server must report on this CPU: oneDNN's AMX brgemm
-// where oneDNN has AMX, else our kernel for every batch, VNNI or AVX2
-// (never a reference kernel).
+// The INT8 kernel the server must report on this CPU: ours for every
+// batch, VNNI with AMX tiles for many rows where oneDNN has AMX, VNNI, or
+// AVX2 (never oneDNN's, never a reference kernel).
 inline const char* ExpectedInt8Kernel() {
-  if (Int8MatmulHasAmx()) return "brg:avx512_core_amx";
+  if (Int8MatmulHasAmx()) return "own:avx512_vnni+amx";
   return Int8MatmulHasVnni() ? "own:avx512_vnni" : "own:avx2";
 }
 
