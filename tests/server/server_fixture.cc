@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -159,7 +160,13 @@ void EngineGate::ReleaseOnce() {
 
 void EngineGate::WaitPauses(int n) {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return pauses_ >= n; });
+  // A bound, not a wait: a pause comes in milliseconds. Without it a server
+  // that never started (a failed load) hung the test instead of failing it.
+  if (!cv_.wait_for(lock, std::chrono::seconds(60),
+                    [&] { return pauses_ >= n; })) {
+    ADD_FAILURE() << "the engine paused " << pauses_ << " times in 60 s, not "
+                  << n << " (did the server start?)";
+  }
 }
 
 void EngineGate::OnLayerPart(int layer, LayerPart part, double) {

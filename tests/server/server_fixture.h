@@ -30,7 +30,8 @@ class EngineGate : public ForwardObserver {
   void Open();
   // Let the paused forward pass go on; the engine pauses again at the next.
   void ReleaseOnce();
-  // Blocks until the engine has paused `n` times in all.
+  // Blocks until the engine has paused `n` times in all (a test failure
+  // after 60 s).
   void WaitPauses(int n);
   void OnLayerPart(int layer, LayerPart part, double seconds) override;
 
