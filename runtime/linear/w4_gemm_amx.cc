@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "runtime/linear/amx_tiles.h"
@@ -22,24 +23,52 @@ constexpr int kTileRows = kAmxTileRows;
 // Fork OpenMP threads from this many multiply-adds, as W4Gemm does.
 constexpr int64_t kParallelMacs = int64_t(1) << 18;
 
-// One unit's nibbles as bytes, in B's layout, for blocks [b0, b0 + nb):
-// buf[g][step][block][ks/4 rows][64 bytes], step the group's tdpbsud
-// steps of ks k each. Chunk c of a group (8 k) gives rows 2c (its low
-// nibbles, k = 8c..8c+3) and 2c + 1 (its high nibbles, k = 8c+4..8c+7).
+// Groups whose int32 tiles go to memory before the epilogue takes them
+// (16 KiB of sums; L1): the tile work of a chunk issues back to back, and
+// the epilogue keeps each output's float sum in a register across them.
+constexpr int kChunkGroups = 4;
+
+// A unit (up to two blocks of 16 columns from block b0) as the tiles and
+// the epilogue read it: the nibbles as bytes in B's layout,
+// b[g][step][block][ks/4 rows][64 bytes] (step: the group's tdpbsud steps
+// of ks k; chunk c of a group, 8 k, gives rows 2c, its low nibbles k =
+// 8c..8c+3, and 2c + 1, its high nibbles), and the group scales (and
+// minimums) as floats, d[g][block][16].
+struct Unit {
+  int b0 = 0, nb = 0;
+  std::vector<uint8_t> b;
+  std::vector<float> d, mn;
+};
+
 SPIKESERVE_AMX void Unpack(const W4PackedWeights& w, int b0, int nb, int ks,
-                           uint8_t* buf) {
+                           Unit* u) {
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   const int groups = w.k / w.group, steps = w.group / ks;
   const size_t group_bytes = W4GroupBytes(16, w.group, w.has_min);
   const size_t head = w.has_min ? 64 : 32;
   const size_t block_bytes = W4BlockBytes(w);
   const size_t tile_bytes = size_t(ks) * 16;  // ks/4 rows of 64 bytes
+  u->b0 = b0;
+  u->nb = nb;
+  u->b.resize(size_t(w.k) * kUnitColumns);
+  u->d.resize(size_t(groups) * 2 * 16);
+  if (w.has_min) u->mn.resize(u->d.size());
   for (int g = 0; g < groups; ++g) {
-    for (int b = 0; b < nb; ++b) {
-      const uint8_t* src = w.data.data() + size_t(b0 + b) * block_bytes +
-                           size_t(g) * group_bytes + head;
+    for (int bl = 0; bl < nb; ++bl) {
+      const uint8_t* gb = w.data.data() + size_t(b0 + bl) * block_bytes +
+                          size_t(g) * group_bytes;
+      float* d = u->d.data() + (size_t(g) * 2 + bl) * 16;
+      _mm512_storeu_ps(d, _mm512_cvtph_ps(_mm256_loadu_si256(
+                              reinterpret_cast<const __m256i*>(gb))));
+      if (w.has_min) {
+        _mm512_storeu_ps(u->mn.data() + (size_t(g) * 2 + bl) * 16,
+                         _mm512_cvtph_ps(_mm256_loadu_si256(
+                             reinterpret_cast<const __m256i*>(gb + 32))));
+      }
+      const uint8_t* src = gb + head;
       for (int s = 0; s < steps; ++s) {
-        uint8_t* dst = buf + ((size_t(g) * steps + s) * nb + b) * tile_bytes;
+        uint8_t* dst =
+            u->b.data() + ((size_t(g) * steps + s) * nb + bl) * tile_bytes;
         for (int c = 0; c < ks / 8; ++c, src += 64) {
           const __m512i v = _mm512_loadu_si512(src);
           _mm512_storeu_si512(dst + 128 * c, _mm512_and_si512(v, low4));
@@ -59,78 +88,81 @@ SPIKESERVE_AMX void Unpack(const W4PackedWeights& w, int b0, int nb, int ks,
 #ifndef __clang__  // GCC only; clang has no such group
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-// kRt row tiles (16 rows each, x rows `x_stride` apart) against kNb blocks
-// of the unpacked unit `buf`; writes the `rows` live rows of y (row
-// stride w.n) from column j0, at most 16 per block and n in all.
+// kRt row tiles (16 rows each, x rows `x_stride` apart) against the kNb
+// blocks of unit u; writes the `rows` live rows of y (row stride w.n).
+// xs[r][g]: 8·X (symmetric) or X as float bits (with minimums), the
+// group sums' term of the epilogue.
 template <int kRt, int kNb>
-SPIKESERVE_AMX void Tiles(const int8_t* x, size_t x_stride, const int32_t* sums,
-                          int rows, const W4PackedWeights& w, int b0,
-                          const uint8_t* buf, int ks, const float* row_scale,
-                          float* y) {
+SPIKESERVE_AMX void Tiles(const int8_t* x, size_t x_stride, const int32_t* xs,
+                          int rows, const W4PackedWeights& w, const Unit& u,
+                          int ks, const float* row_scale, float* y) {
   const int groups = w.k / w.group, steps = w.group / ks;
-  const size_t group_bytes = W4GroupBytes(16, w.group, w.has_min);
-  const size_t block_bytes = W4BlockBytes(w);
   const size_t tile_bytes = size_t(ks) * 16;
-  alignas(64) int32_t c[4][kTileRows][16];
+  alignas(64) int32_t c[kChunkGroups][4][kTileRows][16];
   alignas(64) float acc[kRt * kTileRows][kNb][16];
-  for (int r = 0; r < kRt * kTileRows; ++r) {
-    for (int b = 0; b < kNb; ++b) {
-      _mm512_store_ps(acc[r][b], _mm512_setzero_ps());
-    }
-  }
-  for (int g = 0; g < groups; ++g) {
-    _tile_zero(0);
-    if (kNb > 1) _tile_zero(1);
-    if (kRt > 1) _tile_zero(2);
-    if (kRt > 1 && kNb > 1) _tile_zero(3);
-    for (int s = 0; s < steps; ++s) {
-      const int k0 = g * w.group + s * ks;
-      const uint8_t* bt = buf + (size_t(g) * steps + s) * kNb * tile_bytes;
-      _tile_loadd(4, x + k0, x_stride);
-      _tile_loadd(6, bt, 64);
-      _tile_dpbsud(0, 4, 6);
-      if (kNb > 1) {
-        _tile_loadd(7, bt + tile_bytes, 64);
-        _tile_dpbsud(1, 4, 7);
+  for (int g0 = 0; g0 < groups; g0 += kChunkGroups) {
+    const int gn = std::min(kChunkGroups, groups - g0);
+    for (int gi = 0; gi < gn; ++gi) {
+      const int g = g0 + gi;
+      _tile_zero(0);
+      if (kNb > 1) _tile_zero(1);
+      if (kRt > 1) _tile_zero(2);
+      if (kRt > 1 && kNb > 1) _tile_zero(3);
+      for (int s = 0; s < steps; ++s) {
+        const int k0 = g * w.group + s * ks;
+        const uint8_t* bt =
+            u.b.data() + (size_t(g) * steps + s) * kNb * tile_bytes;
+        _tile_loadd(4, x + k0, x_stride);
+        _tile_loadd(6, bt, 64);
+        _tile_dpbsud(0, 4, 6);
+        if (kNb > 1) {
+          _tile_loadd(7, bt + tile_bytes, 64);
+          _tile_dpbsud(1, 4, 7);
+        }
+        if (kRt > 1) {
+          _tile_loadd(5, x + kTileRows * x_stride + k0, x_stride);
+          _tile_dpbsud(2, 5, 6);
+          if (kNb > 1) _tile_dpbsud(3, 5, 7);
+        }
       }
-      if (kRt > 1) {
-        _tile_loadd(5, x + kTileRows * x_stride + k0, x_stride);
-        _tile_dpbsud(2, 5, 6);
-        if (kNb > 1) _tile_dpbsud(3, 5, 7);
-      }
+      _tile_stored(0, c[gi][0], 64);
+      if (kNb > 1) _tile_stored(1, c[gi][1], 64);
+      if (kRt > 1) _tile_stored(2, c[gi][2], 64);
+      if (kRt > 1 && kNb > 1) _tile_stored(3, c[gi][3], 64);
     }
-    _tile_stored(0, c[0], 64);
-    if (kNb > 1) _tile_stored(1, c[1], 64);
-    if (kRt > 1) _tile_stored(2, c[2], 64);
-    if (kRt > 1 && kNb > 1) _tile_stored(3, c[3], 64);
-    // The epilogue of w4_gemm.h, for the live rows only.
-    for (int b = 0; b < kNb; ++b) {
-      const uint8_t* sb = w.data.data() + size_t(b0 + b) * block_bytes +
-                          size_t(g) * group_bytes;
-      const __m512 d = _mm512_cvtph_ps(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb)));
-      const __m512 mn = w.has_min
-                            ? _mm512_cvtph_ps(_mm256_loadu_si256(
-                                  reinterpret_cast<const __m256i*>(sb + 32)))
-                            : _mm512_setzero_ps();
-      for (int r = 0; r < rows; ++r) {
-        const int32_t xs = sums[size_t(r) * groups + g];
-        __m512i sv =
-            _mm512_load_si512(c[(r / kTileRows) * 2 + b][r % kTileRows]);
-        __m512 a = _mm512_load_ps(acc[r][b]);
+    // The epilogue of w4_gemm.h for the chunk's groups, in order, the live
+    // rows only.
+    for (int r = 0; r < rows; ++r) {
+      const int tile = (r / kTileRows) * 2, tr = r % kTileRows;
+      const int32_t* xr = xs + size_t(r) * groups + g0;
+      for (int b = 0; b < kNb; ++b) {
+        __m512 a = g0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(acc[r][b]);
+        const float* d = u.d.data() + (size_t(g0) * 2 + b) * 16;
         if (w.has_min) {
-          a = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sv), a);
-          a = _mm512_fmadd_ps(mn, _mm512_set1_ps(float(xs)), a);
+          const float* mn = u.mn.data() + (size_t(g0) * 2 + b) * 16;
+          for (int gi = 0; gi < gn; ++gi) {
+            const __m512i sv = _mm512_load_si512(c[gi][tile + b][tr]);
+            a = _mm512_fmadd_ps(_mm512_loadu_ps(d + 32 * gi),
+                                _mm512_cvtepi32_ps(sv), a);
+            a = _mm512_fmadd_ps(_mm512_loadu_ps(mn + 32 * gi),
+                                _mm512_castsi512_ps(_mm512_set1_epi32(xr[gi])),
+                                a);
+          }
         } else {
-          sv = _mm512_sub_epi32(sv, _mm512_set1_epi32(8 * xs));
-          a = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sv), a);
+          for (int gi = 0; gi < gn; ++gi) {
+            const __m512i sv =
+                _mm512_sub_epi32(_mm512_load_si512(c[gi][tile + b][tr]),
+                                 _mm512_set1_epi32(xr[gi]));
+            a = _mm512_fmadd_ps(_mm512_loadu_ps(d + 32 * gi),
+                                _mm512_cvtepi32_ps(sv), a);
+          }
         }
         _mm512_store_ps(acc[r][b], a);
       }
     }
   }
   for (int b = 0; b < kNb; ++b) {
-    const int jb = (b0 + b) * 16;
+    const int jb = (u.b0 + b) * 16;
     const int live = std::min(16, w.n - jb);
     const __mmask16 mask = __mmask16((1u << live) - 1);
     for (int r = 0; r < rows; ++r) {
@@ -140,24 +172,22 @@ SPIKESERVE_AMX void Tiles(const int8_t* x, size_t x_stride, const int32_t* sums,
     }
   }
 }
-
 #pragma GCC diagnostic pop
 
 template <int kNb>
 SPIKESERVE_AMX void UnitRows(const int8_t* x, size_t x_stride,
-                             const int32_t* sums, int rows,
-                             const W4PackedWeights& w, int b0,
-                             const uint8_t* buf, int ks, const float* row_scale,
-                             float* y) {
+                             const int32_t* xs, int rows,
+                             const W4PackedWeights& w, const Unit& u, int ks,
+                             const float* row_scale, float* y) {
   if (rows > kTileRows) {
-    Tiles<2, kNb>(x, x_stride, sums, rows, w, b0, buf, ks, row_scale, y);
+    Tiles<2, kNb>(x, x_stride, xs, rows, w, u, ks, row_scale, y);
   } else {
-    Tiles<1, kNb>(x, x_stride, sums, rows, w, b0, buf, ks, row_scale, y);
+    Tiles<1, kNb>(x, x_stride, xs, rows, w, u, ks, row_scale, y);
   }
 }
 
 // The units [u0, u1) of 32 columns, every row of x; on the calling thread.
-SPIKESERVE_AMX void RunUnits(const int8_t* x, const int32_t* sums, int m,
+SPIKESERVE_AMX void RunUnits(const int8_t* x, const int32_t* xs, int m,
                              const W4PackedWeights& w, const float* row_scale,
                              float* y, int u0, int u1) {
   const int ks = w.group == 32 ? 32 : 64;
@@ -166,23 +196,20 @@ SPIKESERVE_AMX void RunUnits(const int8_t* x, const int32_t* sums, int m,
   const int groups = w.k / w.group;
   const int blocks = (w.n + 15) / 16;
   thread_local std::vector<int8_t> pad;
-  thread_local std::vector<uint8_t> buf;
+  thread_local Unit unit;
   const int full = AmxPadTail(x, m, w.k, &pad);
-  buf.resize(size_t(w.k) * kUnitColumns);
   for (int u = u0; u < u1; ++u) {
     const int b0 = 2 * u, nb = std::min(2, blocks - b0);
-    Unpack(w, b0, nb, ks, buf.data());
+    Unpack(w, b0, nb, ks, &unit);
     for (int r0 = 0; r0 < m; r0 += 2 * kTileRows) {
       const int rows = std::min(2 * kTileRows, m - r0);
       const int8_t* xr = r0 < full ? x + size_t(r0) * w.k : pad.data();
-      const int32_t* sr = sums + size_t(r0) * groups;
+      const int32_t* sr = xs + size_t(r0) * groups;
       float* yr = y + size_t(r0) * w.n;
       if (nb == 2) {
-        UnitRows<2>(xr, w.k, sr, rows, w, b0, buf.data(), ks, row_scale + r0,
-                    yr);
+        UnitRows<2>(xr, w.k, sr, rows, w, unit, ks, row_scale + r0, yr);
       } else {
-        UnitRows<1>(xr, w.k, sr, rows, w, b0, buf.data(), ks, row_scale + r0,
-                    yr);
+        UnitRows<1>(xr, w.k, sr, rows, w, unit, ks, row_scale + r0, yr);
       }
     }
   }
@@ -197,6 +224,20 @@ bool W4AmxSupported() {
 
 void W4GemmAmx(const int8_t* x, const int32_t* sums, int m,
                const W4PackedWeights& w, const float* row_scale, float* y) {
+  // The group sums' term of the epilogue, once: 8·X for symmetric groups,
+  // float(X)'s bits with minimums (exact: |X| < 2^24).
+  const size_t count = size_t(m) * (w.k / w.group);
+  thread_local std::vector<int32_t> xs;
+  xs.resize(count);
+  for (size_t i = 0; i < count; ++i) {
+    if (w.has_min) {
+      const float f = float(sums[i]);
+      std::memcpy(&xs[i], &f, 4);
+    } else {
+      xs[i] = 8 * sums[i];
+    }
+  }
+  const int32_t* xp = xs.data();  // the caller's, for the whole team
   const int units = ((w.n + 15) / 16 + 1) / 2;
   const bool parallel = int64_t(m) * w.n * w.k >= kParallelMacs;
 #pragma omp parallel if (parallel)
@@ -205,7 +246,7 @@ void W4GemmAmx(const int8_t* x, const int32_t* sums, int m,
     const int nt = omp_get_num_threads(), t = omp_get_thread_num();
     const int u0 = int(int64_t(units) * t / nt);
     const int u1 = int(int64_t(units) * (t + 1) / nt);
-    if (u0 < u1) RunUnits(x, sums, m, w, row_scale, y, u0, u1);
+    if (u0 < u1) RunUnits(x, xp, m, w, row_scale, y, u0, u1);
   }
 }
 
