@@ -9,6 +9,7 @@
 #include "benchmark/benchmark.h"
 #include "dnnl.hpp"
 #include "runtime/linear/bf16_linear.h"
+#include "runtime/linear/int8_gemm_amx.h"
 #include "runtime/linear/int8_gemm_packed.h"
 #include "runtime/linear/int8_linear.h"
 #include "runtime/linear/linear.h"
@@ -218,10 +219,46 @@ BENCHMARK(BM_W4VnniKernelHot)->HOT_SHAPES;
 void BM_W4AmxKernelHot(benchmark::State& s) {
   W4Kernel(s, W4KernelIsa::kAvx512Vnni, true, 128, false, true);
 }
-BENCHMARK(BM_W4AmxKernelHot)
-    ->HOT_SHAPES->Args({16, 576, 960})
-    ->Args({32, 576, 960})
-    ->Args({512, 2048, 5632});
+// The rows from which AMX pays (kW4AmxMinRows): VNNI and AMX alike.
+#define THRESHOLD_SHAPES       \
+  Args({8, 576, 960})          \
+      ->Args({16, 576, 960})   \
+      ->Args({24, 576, 960})   \
+      ->Args({32, 576, 960})   \
+      ->Args({48, 576, 960})   \
+      ->Args({16, 2048, 2048}) \
+      ->Args({32, 2048, 2048}) \
+      ->UseRealTime()
+BENCHMARK(BM_W4AmxKernelHot)->HOT_SHAPES->Args({512, 2048, 5632});
+BENCHMARK(BM_W4AmxKernelHot)->THRESHOLD_SHAPES;
+BENCHMARK(BM_W4VnniKernelHot)->THRESHOLD_SHAPES;
+
+// The VNNI INT8 kernel with and without AMX tiles for its batches
+// (kInt8AmxMinRows), one matrix read again every iteration.
+void Int8KernelHot(benchmark::State& state, bool amx) {
+  const int m = int(state.range(0)), k = int(state.range(1)),
+            n = int(state.range(2));
+  if (!Int8KernelSupported(Int8KernelIsa::kAvx512Vnni) ||
+      (amx && !Int8AmxSupported(k))) {
+    state.SkipWithError("kernel not supported on this CPU");
+    return;
+  }
+  std::vector<int8_t> w(size_t(n) * k, 3), x(size_t(m) * k, -5);
+  Int8PackedWeights packed =
+      PackInt8Weights(w.data(), n, k, Int8KernelIsa::kAvx512Vnni);
+  packed.amx_min_rows = amx ? 1 : 0;
+  std::vector<float> row_scale(m, 0.01f), y(size_t(m) * n);
+  for (auto _ : state) {
+    Int8GemmPackedDequant(x.data(), m, packed, row_scale.data(), y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GOPS"] = benchmark::Counter(
+      2.0 * m * k * n * state.iterations(), benchmark::Counter::kIsRate);
+}
+void BM_Int8AmxKernelHot(benchmark::State& s) { Int8KernelHot(s, true); }
+void BM_Int8VnniKernelHot(benchmark::State& s) { Int8KernelHot(s, false); }
+BENCHMARK(BM_Int8AmxKernelHot)->THRESHOLD_SHAPES;
+BENCHMARK(BM_Int8VnniKernelHot)->THRESHOLD_SHAPES;
 void BM_W4AmxKernelHotG32Min(benchmark::State& s) {
   W4Kernel(s, W4KernelIsa::kAvx512Vnni, true, 32, true, true);
 }

@@ -21,7 +21,12 @@ namespace spikeserve {
 
 // Int8Linear runs batches of this many rows and more on AMX tiles
 // (Int8PackedWeights::amx_min_rows); fewer stay on the VNNI kernel.
-inline constexpr int kInt8AmxMinRows = 32;
+// linear_bench --benchmark_filter='Int8(Amx|Vnni)KernelHot', 2 threads,
+// AMX Xeon, 576x960: 8 rows 5.2 vs 11.2 us, 16 rows 5.7 vs 17.9, 32 rows
+// 11.9 vs 33.7; 2048x2048 at 16 rows 67 vs 124. (Decode steps of up to 16
+// rows run the team form, linear.h, on the VNNI kernel: from DRAM their
+// weights bound them.)
+inline constexpr int kInt8AmxMinRows = 8;
 
 // AmxSupported() (amx_tiles.h), the VNNI kernel's ISA, and K a multiple of
 // 64 (a tile step; the packed chunks end at K rounded up to 4).
