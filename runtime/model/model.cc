@@ -50,19 +50,6 @@ std::vector<float>& Grow(std::vector<float>* v, size_t n) {
   return *v;
 }
 
-// Where oneDNN serves the larger batches (AMX), the packed 1-row kernel
-// needs a second INT8 copy of every weight beside oneDNN's blocked one. It
-// pays for small models, where oneDNN's per-call cost dominates a decode
-// step, not for large ones, whose decode streams weights at the memory
-// bandwidth either way. Measured on a Zen 4 (2 threads, spikeserve-speed
-// tg, medians of 3 alternating runs): SmolLM2-135M (106 MB of INT8) 136.6
-// vs 119.3 tok/s with / without it (+15%, for +106 MB); Llama-3.2-1B shape
-// (0.97 GB) 19.6 vs 18.7 tok/s (+5%, within the noise, for +0.97 GB). Above
-// this many INT8 bytes the model keeps one copy. AVX2 and AVX-512 VNNI
-// CPUs hold one copy anyway: our kernel serves every batch there
-// (int8_linear.cc).
-constexpr int64_t kPackedCopyMaxBytes = int64_t(256) << 20;
-
 // Row loops of elementwise ops fork OpenMP threads only for batches this
 // large: for decode-sized batches the fork/join costs more than it saves.
 constexpr int kParallelRows = 32;
@@ -177,25 +164,9 @@ absl::Status Model::BuildKernels() {
                        " names a layer outside 0..", config_.n_layers - 1));
     }
   }
-  int64_t int8_bytes = 0;
-  for (int l = 0; l < config_.n_layers && q.w8a8; ++l) {
-    for (Site site : kAllSites) {
-      if (q.fp32_sites.count({l, site}) || q.w4_everywhere ||
-          q.w4_sites.count({l, site})) {
-        continue;
-      }
-      const WeightRows& w = SiteRowsOf(l, site);
-      int8_bytes += int64_t(w.rows()) * w.cols();
-    }
-  }
-  if (q.lm_head == LmHeadPrecision::kInt8) {
-    int8_bytes += int64_t(config_.vocab_size) * config_.hidden;
-  }
+  // Our kernels serve every INT8 batch on AVX2, AVX-512 VNNI and AMX (one
+  // copy); 0 (oneDNN alone) only on a CPU without AVX2.
   packed_max_rows_ = Int8Linear::DefaultPackedMaxRows();
-  if (packed_max_rows_ != Int8Linear::kEveryBatch &&
-      int8_bytes > kPackedCopyMaxBytes) {
-    packed_max_rows_ = 0;
-  }
   // The lm_head first: its conversion holds the largest transient copy
   // (vocab x hidden, plain and reordered), best paid while little else is
   // resident yet (peak RSS = kept weights + the largest transient).

@@ -221,8 +221,7 @@ class Model {
   WeightMemory weight_memory() const;
   // Up to how many rows the INT8 sites run on the packed-weight kernel
   // (int8_gemm_packed.h): Int8Linear::kEveryBatch (one INT8 copy, ours),
-  // or a few rows beside oneDNN (a second INT8 copy), or 0 (oneDNN's copy
-  // only; see kPackedCopyMaxBytes in model.cc).
+  // or 0 on a CPU without AVX2 (oneDNN's copy only).
   int packed_max_rows() const { return packed_max_rows_; }
   // Whether `k` runs with INT8 activations (false under QFeM or FP32).
   bool IsInt8(const SiteKey& k) const;
