@@ -9,6 +9,8 @@
 #ifndef SPIKESERVE_RUNTIME_LINEAR_AMX_TILES_H_
 #define SPIKESERVE_RUNTIME_LINEAR_AMX_TILES_H_
 
+#include <omp.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -41,6 +43,20 @@ AmxTileConfig AmxConfigFor(int ks);
 // `pad`; the whole pairs load from x itself. Returns the rows in whole
 // pairs.
 int AmxPadTail(const int8_t* x, int m, int k, std::vector<int8_t>* pad);
+
+// Splits `units` over the calling thread's OpenMP team (if `parallel`),
+// each thread a contiguous share as a static schedule gives, and calls
+// run(u0, u1) on every thread whose share is not empty.
+template <typename Run>
+void AmxSplitUnits(int units, bool parallel, const Run& run) {
+#pragma omp parallel if (parallel)
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int u0 = int(int64_t(units) * t / nt);
+    const int u1 = int(int64_t(units) * (t + 1) / nt);
+    if (u0 < u1) run(u0, u1);
+  }
+}
 
 }  // namespace spikeserve
 

@@ -1,7 +1,6 @@
 #include "runtime/linear/int8_gemm_amx.h"
 
 #include <immintrin.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <vector>
@@ -129,14 +128,9 @@ void Int8GemmAmx(const int8_t* x, int m, const Int8PackedWeights& w,
                  int32_t* acc, const float* row_scale, float* y,
                  bool parallel) {
   const int units = (Int8PackedBlocks(w) + 1) / 2;
-#pragma omp parallel if (parallel)
-  {
-    // This thread's units: a contiguous share, as a static schedule gives.
-    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-    const int u0 = int(int64_t(units) * t / nt);
-    const int u1 = int(int64_t(units) * (t + 1) / nt);
-    if (u0 < u1) RunUnits(x, m, w, acc, row_scale, y, u0, u1);
-  }
+  AmxSplitUnits(units, parallel, [&](int u0, int u1) {
+    RunUnits(x, m, w, acc, row_scale, y, u0, u1);
+  });
 }
 
 }  // namespace spikeserve

@@ -1,7 +1,6 @@
 #include "runtime/linear/w4_gemm_amx.h"
 
 #include <immintrin.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
@@ -240,14 +239,9 @@ void W4GemmAmx(const int8_t* x, const int32_t* sums, int m,
   const int32_t* xp = xs.data();  // the caller's, for the whole team
   const int units = ((w.n + 15) / 16 + 1) / 2;
   const bool parallel = int64_t(m) * w.n * w.k >= kParallelMacs;
-#pragma omp parallel if (parallel)
-  {
-    // This thread's units: a contiguous share, as a static schedule gives.
-    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-    const int u0 = int(int64_t(units) * t / nt);
-    const int u1 = int(int64_t(units) * (t + 1) / nt);
-    if (u0 < u1) RunUnits(x, xp, m, w, row_scale, y, u0, u1);
-  }
+  AmxSplitUnits(units, parallel, [&](int u0, int u1) {
+    RunUnits(x, xp, m, w, row_scale, y, u0, u1);
+  });
 }
 
 }  // namespace spikeserve
