@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "runtime/linear/amx_tiles.h"
 #include "runtime/linear/int8_gemm_amx.h"
 #include "runtime/linear/int8_gemm_packed.h"
 
@@ -92,6 +93,18 @@ TEST_P(Int8GemmPackedTest, EqualsScalarReference) {
   if (isa == Int8KernelIsa::kAvx512Vnni && Int8AmxSupported(c.k)) {
     packed.amx_min_rows = 1;
     check("amx");
+  }
+}
+
+// AMX serves only widths of whole 64-byte tile steps: the packed chunks
+// end at K rounded up to 4, and a tile step past them would read the next
+// block (Int8Linear then keeps the VNNI kernel for every batch).
+TEST(Int8AmxSupported, OnlyWidthsOfWholeTileSteps) {
+  for (int k : {4, 32, 100, 576 + 32, 5632 + 4}) {
+    EXPECT_FALSE(Int8AmxSupported(k)) << k;
+  }
+  if (AmxSupported()) {
+    for (int k : {64, 576, 2048, 14336}) EXPECT_TRUE(Int8AmxSupported(k)) << k;
   }
 }
 

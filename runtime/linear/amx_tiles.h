@@ -44,6 +44,13 @@ AmxTileConfig AmxConfigFor(int ks);
 // pairs.
 int AmxPadTail(const int8_t* x, int m, int k, std::vector<int8_t>* pad);
 
+// A compiler barrier for memory. GCC 12's tile intrinsics are asm
+// statements that do not tell the compiler what they read: ldtilecfg names
+// 8 bytes of its 64, tileloadd none. Writes that a tile instruction reads
+// (the configuration, an unpacked or padded buffer) are made visible before
+// it by this.
+inline void AmxMemoryBarrier() { asm volatile("" ::: "memory"); }
+
 // Splits `units` over the calling thread's OpenMP team (if `parallel`),
 // each thread a contiguous share as a static schedule gives, and calls
 // run(u0, u1) on every thread whose share is not empty.

@@ -98,9 +98,10 @@ SPIKESERVE_AMX void RunUnits(const int8_t* x, int m, const Int8PackedWeights& w,
                              int32_t* acc, const float* row_scale, float* y,
                              int u0, int u1) {
   const AmxTileConfig config = AmxConfigFor(kStepK);
-  _tile_loadconfig(&config);
   thread_local std::vector<int8_t> pad;
   const int full = AmxPadTail(x, m, w.k, &pad);
+  AmxMemoryBarrier();  // the configuration and the padded rows
+  _tile_loadconfig(&config);
   const int blocks = Int8PackedBlocks(w);
   for (int u = u0; u < u1; ++u) {
     const int b0 = 2 * u;

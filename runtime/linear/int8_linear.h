@@ -52,7 +52,8 @@ class Int8Linear final : public Linear {
   static int DefaultPackedMaxRows();
   // For logs: the packed kernel this CPU runs and up to how many rows,
   // e.g. "avx2 for every batch", "avx512_vnni for every batch, AMX tiles
-  // from 32 rows (...)", or "none".
+  // from 8 rows (...)", or "none". Per CPU: a linear whose width is not a
+  // multiple of 64 stays on the VNNI kernel on AMX CPUs too.
   static std::string PackedKernelDescription();
   // The packed kernel's ISA name ("avx2", "avx512_vnni", "avx512_vnni+amx"),
   // or "none".

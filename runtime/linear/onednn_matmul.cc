@@ -70,11 +70,11 @@ absl::StatusOr<Primitive> CreatePrimitive(
 
 // Process-wide cache; guarded for safety, hit on every call. Every bucket
 // reads the weights in M = 1's layout (the one they are reordered to
-// once): a bucket whose own choice differs (AMX's brgemm picks another
-// blocking for M > 1 at small shapes) is created again with M = 1's layout
-// given, and is an error, naming the shape and the ISA, only if oneDNN has
-// no kernel that reads it. Checked when a bucket is created (nothing
-// failed is cached).
+// once), so buckets of M > 1 are created with that layout given (left to
+// itself, AMX's brgemm picks another blocking for M > 1 at small shapes);
+// an error, naming the shape and the ISA, only if oneDNN has no kernel
+// that reads it. Checked when a bucket is created (nothing failed is
+// cached).
 absl::StatusOr<const Primitive*> GetPrimitive(MatmulKind kind, int mb, int k,
                                               int n) {
   static std::mutex mu;
@@ -97,10 +97,8 @@ absl::StatusOr<const Primitive*> GetPrimitive(MatmulKind kind, int mb, int k,
   }
   if (mb == 1) return first;
   if (const Primitive* p = cached(mb)) return p;
-  absl::StatusOr<Primitive> p = CreatePrimitive(kind, mb, k, n);
-  if (p.ok() && p->weights_desc != first->weights_desc) {
-    p = CreatePrimitive(kind, mb, k, n, &first->weights_desc);
-  }
+  absl::StatusOr<Primitive> p =
+      CreatePrimitive(kind, mb, k, n, &first->weights_desc);
   if (!p.ok()) {
     return absl::InternalError(absl::StrCat(
         "oneDNN int8 matmul ", mb, "x", k, "x", n, " on ", OneDnnCpuIsa(),

@@ -191,15 +191,17 @@ SPIKESERVE_AMX void RunUnits(const int8_t* x, const int32_t* xs, int m,
                              float* y, int u0, int u1) {
   const int ks = w.group == 32 ? 32 : 64;
   const AmxTileConfig config = AmxConfigFor(ks);
-  _tile_loadconfig(&config);
   const int groups = w.k / w.group;
   const int blocks = (w.n + 15) / 16;
   thread_local std::vector<int8_t> pad;
   thread_local Unit unit;
   const int full = AmxPadTail(x, m, w.k, &pad);
+  AmxMemoryBarrier();  // the configuration and the padded rows
+  _tile_loadconfig(&config);
   for (int u = u0; u < u1; ++u) {
     const int b0 = 2 * u, nb = std::min(2, blocks - b0);
     Unpack(w, b0, nb, ks, &unit);
+    AmxMemoryBarrier();  // the unpacked weights, before tiles load them
     for (int r0 = 0; r0 < m; r0 += 2 * kTileRows) {
       const int rows = std::min(2 * kTileRows, m - r0);
       const int8_t* xr = r0 < full ? x + size_t(r0) * w.k : pad.data();
