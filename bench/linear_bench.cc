@@ -147,6 +147,10 @@ BENCHMARK(BM_VnniKernelCold)->COLD_SHAPES;
 // the kernel's arithmetic rate without DRAM, its ceiling per core.
 // group 32 with minimums is the GPTQ plans' form (scripts/make_gptq_plans.sh):
 // 5 bits per weight, and the kernel's per-group epilogue every 32 k.
+// At K = 576 group 128 does not divide K: the kernels then compute the
+// first 4 groups (512 k) while weights_per_second counts 576; such rows
+// compare kernels with each other, not with a model (whose 576-wide sites
+// take group 64, W4A8Linear::GroupFor).
 // amx: batches of every size on AMX tiles (VNNI packing; W4A8Linear does
 // so from kW4AmxMinRows rows).
 void W4Kernel(benchmark::State& state, W4KernelIsa isa, bool hot,
