@@ -9,8 +9,6 @@
 #ifndef SPIKESERVE_RUNTIME_LINEAR_AMX_TILES_H_
 #define SPIKESERVE_RUNTIME_LINEAR_AMX_TILES_H_
 
-#include <omp.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -22,9 +20,10 @@ inline constexpr int kAmxTileRows = 16;
 // Columns of one weight block (one C tile); a pass takes two.
 inline constexpr int kAmxBlockCols = 16;
 
-// True when the CPU has AMX-TILE and AMX-INT8 (with AVX-512 BW, VNNI and
-// F16C for the epilogues) and Linux granted this process the tile state
-// (arch_prctl(ARCH_REQ_XCOMP_PERM), asked once for every thread).
+// True when the CPU has AMX-TILE and AMX-INT8 and Linux granted this
+// process the tile state (arch_prctl(ARCH_REQ_XCOMP_PERM), asked once for
+// every thread). The kernels also need their epilogues' ISA, which they
+// check themselves (Int8AmxSupported, W4AmxSupported).
 bool AmxSupported();
 
 // The 64-byte operand of ldtilecfg (palette 1) for the assignment above,
@@ -50,20 +49,6 @@ int AmxPadTail(const int8_t* x, int m, int k, std::vector<int8_t>* pad);
 // (the configuration, an unpacked or padded buffer) are made visible before
 // it by this.
 inline void AmxMemoryBarrier() { asm volatile("" ::: "memory"); }
-
-// Splits `units` over the calling thread's OpenMP team (if `parallel`),
-// each thread a contiguous share as a static schedule gives, and calls
-// run(u0, u1) on every thread whose share is not empty.
-template <typename Run>
-void AmxSplitUnits(int units, bool parallel, const Run& run) {
-#pragma omp parallel if (parallel)
-  {
-    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-    const int u0 = int(int64_t(units) * t / nt);
-    const int u1 = int(int64_t(units) * (t + 1) / nt);
-    if (u0 < u1) run(u0, u1);
-  }
-}
 
 }  // namespace spikeserve
 

@@ -7,6 +7,7 @@
 
 #include "runtime/linear/amx_tiles.h"
 #include "runtime/linear/int8_gemm_vnni.h"
+#include "runtime/linear/parallel_rows.h"
 
 namespace spikeserve {
 namespace {
@@ -94,12 +95,11 @@ SPIKESERVE_AMX void RowPair(const int8_t* x, int rows, int r0,
 }
 
 // The units [u0, u1) of two blocks each, every row; on the calling thread.
-SPIKESERVE_AMX void RunUnits(const int8_t* x, int m, const Int8PackedWeights& w,
-                             int32_t* acc, const float* row_scale, float* y,
-                             int u0, int u1) {
+// Rows from `full` on come from `pad` (AmxPadTail).
+SPIKESERVE_AMX void RunUnits(const int8_t* x, int m, const int8_t* pad,
+                             int full, const Int8PackedWeights& w, int32_t* acc,
+                             const float* row_scale, float* y, int u0, int u1) {
   const AmxTileConfig config = AmxConfigFor(kStepK);
-  thread_local std::vector<int8_t> pad;
-  const int full = AmxPadTail(x, m, w.k, &pad);
   AmxMemoryBarrier();  // the configuration and the padded rows
   _tile_loadconfig(&config);
   const int blocks = Int8PackedBlocks(w);
@@ -107,7 +107,7 @@ SPIKESERVE_AMX void RunUnits(const int8_t* x, int m, const Int8PackedWeights& w,
     const int b0 = 2 * u;
     for (int r0 = 0; r0 < m; r0 += 2 * kTileRows) {
       const int rows = std::min(2 * kTileRows, m - r0);
-      const int8_t* xr = r0 < full ? x + size_t(r0) * w.k : pad.data();
+      const int8_t* xr = r0 < full ? x + size_t(r0) * w.k : pad;
       if (b0 + 1 < blocks) {
         RowPair<2>(xr, rows, r0, w, b0, acc, row_scale, y);
       } else {
@@ -128,9 +128,12 @@ bool Int8AmxSupported(int k) {
 void Int8GemmAmx(const int8_t* x, int m, const Int8PackedWeights& w,
                  int32_t* acc, const float* row_scale, float* y,
                  bool parallel) {
+  thread_local std::vector<int8_t> pad;  // the caller's, for the team
+  const int full = AmxPadTail(x, m, w.k, &pad);
+  const int8_t* padded = pad.data();
   const int units = (Int8PackedBlocks(w) + 1) / 2;
-  AmxSplitUnits(units, parallel, [&](int u0, int u1) {
-    RunUnits(x, m, w, acc, row_scale, y, u0, u1);
+  ParallelShares(units, parallel, [&](int u0, int u1) {
+    RunUnits(x, m, padded, full, w, acc, row_scale, y, u0, u1);
   });
 }
 

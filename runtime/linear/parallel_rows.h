@@ -11,6 +11,10 @@
 #ifndef SPIKESERVE_RUNTIME_LINEAR_PARALLEL_ROWS_H_
 #define SPIKESERVE_RUNTIME_LINEAR_PARALLEL_ROWS_H_
 
+#include <omp.h>
+
+#include <cstdint>
+
 namespace spikeserve {
 
 // body(i) for i in [0, n): split statically over the team when `parallel`,
@@ -23,6 +27,24 @@ void ParallelRows(int n, bool parallel, const Body& body) {
   }
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < n; ++i) body(i);
+}
+
+// run(u0, u1) on each thread of the team for its contiguous share of
+// [0, units) (as a static schedule gives; threads with an empty share are
+// not called) when `parallel`, else run(0, units) on this thread.
+template <typename Run>
+void ParallelShares(int units, bool parallel, const Run& run) {
+  if (!parallel) {
+    if (units > 0) run(0, units);
+    return;
+  }
+#pragma omp parallel
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int u0 = int(int64_t(units) * t / nt);
+    const int u1 = int(int64_t(units) * (t + 1) / nt);
+    if (u0 < u1) run(u0, u1);
+  }
 }
 
 }  // namespace spikeserve

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "runtime/linear/amx_tiles.h"
+#include "runtime/linear/parallel_rows.h"
 
 namespace spikeserve {
 namespace {
@@ -34,7 +35,7 @@ constexpr int kChunkGroups = 4;
 // 8c..8c+3, and 2c + 1, its high nibbles), and the group scales (and
 // minimums) as floats, d[g][block][16].
 struct Unit {
-  int b0 = 0, nb = 0;
+  int b0 = 0;
   std::vector<uint8_t> b;
   std::vector<float> d, mn;
 };
@@ -48,7 +49,6 @@ SPIKESERVE_AMX void Unpack(const W4PackedWeights& w, int b0, int nb, int ks,
   const size_t block_bytes = W4BlockBytes(w);
   const size_t tile_bytes = size_t(ks) * 16;  // ks/4 rows of 64 bytes
   u->b0 = b0;
-  u->nb = nb;
   u->b.resize(size_t(w.k) * kUnitColumns);
   u->d.resize(size_t(groups) * 2 * 16);
   if (w.has_min) u->mn.resize(u->d.size());
@@ -186,16 +186,16 @@ SPIKESERVE_AMX void UnitRows(const int8_t* x, size_t x_stride,
 }
 
 // The units [u0, u1) of 32 columns, every row of x; on the calling thread.
+// Rows from `full` on come from `pad` (AmxPadTail).
 SPIKESERVE_AMX void RunUnits(const int8_t* x, const int32_t* xs, int m,
+                             const int8_t* pad, int full,
                              const W4PackedWeights& w, const float* row_scale,
                              float* y, int u0, int u1) {
   const int ks = w.group == 32 ? 32 : 64;
   const AmxTileConfig config = AmxConfigFor(ks);
   const int groups = w.k / w.group;
   const int blocks = (w.n + 15) / 16;
-  thread_local std::vector<int8_t> pad;
   thread_local Unit unit;
-  const int full = AmxPadTail(x, m, w.k, &pad);
   AmxMemoryBarrier();  // the configuration and the padded rows
   _tile_loadconfig(&config);
   for (int u = u0; u < u1; ++u) {
@@ -204,7 +204,7 @@ SPIKESERVE_AMX void RunUnits(const int8_t* x, const int32_t* xs, int m,
     AmxMemoryBarrier();  // the unpacked weights, before tiles load them
     for (int r0 = 0; r0 < m; r0 += 2 * kTileRows) {
       const int rows = std::min(2 * kTileRows, m - r0);
-      const int8_t* xr = r0 < full ? x + size_t(r0) * w.k : pad.data();
+      const int8_t* xr = r0 < full ? x + size_t(r0) * w.k : pad;
       const int32_t* sr = xs + size_t(r0) * groups;
       float* yr = y + size_t(r0) * w.n;
       if (nb == 2) {
@@ -238,11 +238,15 @@ void W4GemmAmx(const int8_t* x, const int32_t* sums, int m,
       xs[i] = 8 * sums[i];
     }
   }
-  const int32_t* xp = xs.data();  // the caller's, for the whole team
+  thread_local std::vector<int8_t> pad;
+  const int full = AmxPadTail(x, m, w.k, &pad);
+  // The caller's buffers, read by the whole team.
+  const int32_t* xp = xs.data();
+  const int8_t* padded = pad.data();
   const int units = ((w.n + 15) / 16 + 1) / 2;
   const bool parallel = int64_t(m) * w.n * w.k >= kParallelMacs;
-  AmxSplitUnits(units, parallel, [&](int u0, int u1) {
-    RunUnits(x, xp, m, w, row_scale, y, u0, u1);
+  ParallelShares(units, parallel, [&](int u0, int u1) {
+    RunUnits(x, xp, m, padded, full, w, row_scale, y, u0, u1);
   });
 }
 
